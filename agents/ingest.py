@@ -1,0 +1,31 @@
+"""Segment and typed input topics -> signals re-keyed by user id (or a dead letter)."""
+
+from streams import topics
+from streams.app import app, parser_config
+from streams.catalog import ArtistLookup
+from streams.events import Ignored, Rejected
+from streams.ingest import dead_letter, ingest_one
+from streams.metrics import metrics
+from streams.records import Identity, encode
+from streams.tables import artworks
+
+artist_of = ArtistLookup(artworks)
+
+
+@app.agent(topics.inputs, concurrency=1)
+async def ingest(stream):
+    async for event in stream.events():
+        msg = event.message
+        result = ingest_one(event.value, topics.TYPED_BY_NAME.get(msg.topic), artist_of, parser_config)
+        if isinstance(result, Rejected):
+            metrics.inc("recstream_dead_letters_total", reason=result.reason)
+            await topics.deadletter.send(
+                key=msg.key, value=dead_letter(result, msg.topic, msg.partition, msg.offset, msg.key, event.value))
+        elif isinstance(result, Ignored):
+            metrics.inc("recstream_events_ignored_total")
+        elif isinstance(result, Identity):
+            metrics.inc("recstream_events_total", kind="identity")
+            await topics.identities.send(key=result.user_id.encode(), value=encode(result))
+        else:
+            metrics.inc("recstream_events_total", kind=result.kind)
+            await topics.signals.send(key=result.user_id.encode(), value=encode(result))

@@ -1,0 +1,195 @@
+"""User -> artist affinity: exponentially decayed, order-independent, bounded. Pure core.
+
+A user's affinity for an artist is  Σ wᵢ · 2^(−(T − tᵢ)/h)  over the user's signals about
+that artist, with tᵢ the event time and h the half-life. We keep it as (score at reference
+time T, T) with T = the newest event time seen: an event newer than T rescales every score
+by 2^(−(t−T)/h) and moves T; an older (late) one is added already decayed. Either way the
+result is the same sum, so live, late and replayed events give the same state (to float
+rounding).
+
+follow/unfollow and save/unsave are *toggles*: the latest by event time wins (ties broken by
+messageId), and an active toggle contributes its weight decayed from its own time. An
+unfollow therefore removes exactly what the follow added, whichever arrives first.
+
+The profile also stores the recently applied messageIds, so dedup is atomic with the state it
+guards (one table write covers both), plus purchases and recent prices for recommendations.
+
+>>> model = AffinityModel(weights={"view": 1.0, "follow": 5.0}, half_life_s=10.0)
+>>> p = Profile()
+>>> model.learn_one(p, Signal("view", "u", "m1", 0.0, (Target("a"),)))
+True
+>>> model.learn_one(p, Signal("view", "u", "m2", 10.0, (Target("a"),)))
+True
+>>> model.learn_one(p, Signal("view", "u", "m2", 10.0, (Target("a"),)))  # duplicate
+False
+>>> model.scores(p)   # 1 * 2^-1 + 1
+{'a': 1.5}
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import msgspec
+
+from streams.records import AffinityUpdate, ArtistScore, Signal, Target
+from streams.settings import DEFAULT_WEIGHTS
+
+TOGGLE_ON = {"follow": True, "unfollow": False, "save": True, "unsave": False}
+TOGGLE_WEIGHT = {"follow": "follow", "unfollow": "follow", "save": "save", "unsave": "save"}
+MAX_PRICES = 32
+MAX_PURCHASES = 256
+
+
+class Toggle(msgspec.Struct, array_like=True):
+    time: float
+    on: bool
+    artist_id: str
+    message_id: str
+
+
+class Profile(msgspec.Struct, omit_defaults=True):
+    """Everything the affinity agent keeps per user (one table value)."""
+
+    ref: float = 0.0  # reference time T of `scores`
+    scores: dict[str, float] = {}  # additive signals, decayed to T
+    toggles: dict[str, Toggle] = {}  # "f:<artist>" / "s:<artwork>" -> latest toggle
+    seen: list[str] = []  # recent messageIds, oldest first
+    purchased: list[str] = []  # artwork ids bought (never recommended)
+    prices: list[float] = []  # recent inquiry/order prices (budget inference)
+    events: int = 0
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(Profile)
+
+
+def dump(profile: Profile) -> bytes:
+    return _ENCODER.encode(profile)
+
+
+def load(data: bytes | None) -> Profile:
+    return Profile() if not data else _DECODER.decode(data)
+
+
+@dataclass(frozen=True)
+class AffinityModel:
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    half_life_s: float = 30 * 86400.0
+    top_k: int = 256
+    dedup_window: int = 512
+
+    def decay(self, age_s: float) -> float:
+        """Weight left after `age_s` seconds: 2^(−age/h)."""
+        return 2.0 ** (-age_s / self.half_life_s)
+
+    def learn_one(self, profile: Profile, signal: Signal) -> bool:
+        """Apply one signal in place. Returns False for a duplicate messageId."""
+        if signal.message_id in profile.seen:
+            return False
+        profile.seen.append(signal.message_id)
+        if len(profile.seen) > self.dedup_window:
+            del profile.seen[: len(profile.seen) - self.dedup_window]
+        profile.events += 1
+        self._advance(profile, signal.time)
+        if signal.kind in TOGGLE_ON:
+            for target in signal.targets:
+                self._toggle(profile, signal, target)
+        else:
+            w = self.weights.get(signal.kind, 0.0) * self.decay(profile.ref - signal.time)
+            for target in signal.targets:
+                profile.scores[target.artist_id] = profile.scores.get(target.artist_id, 0.0) + w
+        self._remember_purchase(profile, signal)
+        self._evict(profile)
+        return True
+
+    def scores(self, profile: Profile) -> dict[str, float]:
+        """Affinity per artist at the profile's reference time."""
+        out = dict(profile.scores)
+        for key, tog in profile.toggles.items():
+            if tog.on:
+                w = self.weights.get("follow" if key[0] == "f" else "save", 0.0)
+                out[tog.artist_id] = out.get(tog.artist_id, 0.0) + w * self.decay(profile.ref - tog.time)
+        return out
+
+    def top(self, profile: Profile, n: int) -> list[tuple[str, float]]:
+        """The n strongest artists: score descending, then artist id (deterministic)."""
+        return heapq.nsmallest(n, ((a, s) for a, s in self.scores(profile).items() if s > 0),
+                               key=lambda item: (-item[1], item[0]))
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _advance(self, profile: Profile, t: float) -> None:
+        if t > profile.ref:
+            if profile.scores:
+                factor = self.decay(t - profile.ref)
+                for artist in profile.scores:
+                    profile.scores[artist] *= factor
+            profile.ref = t
+
+    def _toggle(self, profile: Profile, signal: Signal, target: Target) -> None:
+        key = f"f:{target.artist_id}" if signal.kind in ("follow", "unfollow") else f"s:{target.artwork_id}"
+        new = Toggle(signal.time, TOGGLE_ON[signal.kind], target.artist_id, signal.message_id)
+        old = profile.toggles.get(key)
+        if old is None or (new.time, new.message_id) > (old.time, old.message_id):
+            profile.toggles[key] = new
+
+    def _remember_purchase(self, profile: Profile, signal: Signal) -> None:
+        if signal.kind not in ("order", "inquiry"):
+            return
+        for t in signal.targets:
+            if t.price is not None:
+                profile.prices.append(t.price)
+            if signal.kind == "order" and t.artwork_id and t.artwork_id not in profile.purchased:
+                profile.purchased.append(t.artwork_id)
+        del profile.prices[:-MAX_PRICES]
+        del profile.purchased[:-MAX_PURCHASES]
+
+    def _evict(self, profile: Profile) -> None:
+        """Keep at most top_k artists (and as many toggle tombstones)."""
+        artists = set(profile.scores) | {t.artist_id for t in profile.toggles.values()}
+        if len(artists) > self.top_k:
+            keep = {a for a, _ in heapq.nsmallest(
+                self.top_k, self.scores(profile).items(), key=lambda i: (-i[1], i[0]))}
+            profile.scores = {a: s for a, s in profile.scores.items() if a in keep}
+            profile.toggles = {k: t for k, t in profile.toggles.items() if t.artist_id in keep}
+        tombstones = [k for k, t in profile.toggles.items() if not t.on]
+        if len(tombstones) > self.top_k:
+            tombstones.sort(key=lambda k: profile.toggles[k].time)
+            for k in tombstones[: len(tombstones) - self.top_k]:
+                del profile.toggles[k]
+
+
+def reference_scores(model: AffinityModel, signals: list[Signal]) -> dict[str, dict[str, float]]:
+    """Affinity per user from a list of signals, computed from scratch (tests, rebuild checks)."""
+    profiles: dict[str, Profile] = {}
+    for s in signals:
+        model.learn_one(profiles.setdefault(s.user_id, Profile()), s)
+    return {user: model.scores(p) for user, p in profiles.items()}
+
+
+@dataclass(frozen=True)
+class Step:
+    profile: bytes  # the profile to store (also on a duplicate: rewriting heals a changelog
+    #                  write lost in a crash, since every value is the whole profile)
+    update: "AffinityUpdate | None"  # what to emit, None when nothing visible changed
+    applied: bool
+
+
+def step(model: AffinityModel, stored: bytes | None, signal: Signal, top_n: int) -> Step:
+    """One signal against one stored profile: the affinity agent's whole logic."""
+    profile = load(stored)
+    before = _rounded(model.top(profile, top_n))
+    applied = model.learn_one(profile, signal)
+    after = model.top(profile, top_n)
+    update = None
+    if applied and _rounded(after) != before:
+        update = AffinityUpdate(signal.user_id, profile.ref,
+                                [ArtistScore(a, s) for a, s in after], signal.message_id)
+    return Step(dump(profile), update, applied)
+
+
+def _rounded(top: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    return [(a, float(f"{s:.9g}")) for a, s in top]

@@ -1,0 +1,54 @@
+"""The one faust App. Settings come from RECSTREAM_* variables (streams.settings)."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.settings import Settings
+
+settings = Settings.from_env()
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.broker_url or "kafka://127.0.0.1:9092",
+    store="rocksdb://",
+    datadir=settings.data_dir,
+    web_host=settings.web_advertise_host or settings.web_host,
+    web_bind=settings.web_host,
+    web_port=settings.web_port,
+    topic_partitions=settings.partitions,
+    # Everything on the wire is bytes we encode ourselves with msgspec: no faust codecs.
+    key_serializer="raw",
+    value_serializer="raw",
+    broker_session_timeout=settings.session_timeout,
+    broker_heartbeat_interval=max(settings.session_timeout / 10, 0.5),
+    broker_rebalance_timeout=max(settings.session_timeout, 10.0),
+    # On the embedded broker, ListOffsets reports the end of a multi-record batch wrongly and
+    # table recovery would stop short of the changelog tail: keep every batch at one record.
+    producer_max_batch_size=1 if settings.single_record_batches else 16384,
+    web_enabled=True,
+    logging_config=None,
+)
+
+
+def main() -> None:
+    """The faust CLI (``recstream worker -l info``) with the agents registered."""
+    import agents  # noqa: F401  (registers agents and web views)
+    import streams.web  # noqa: F401
+
+    app.main()
+
+
+def _core_objects():
+    from streams.affinity import AffinityModel
+    from streams.events import load_event_map
+    from streams.ingest import ParserConfig
+
+    model = AffinityModel(weights=settings.weights, half_life_s=settings.half_life_seconds,
+                          top_k=settings.top_k_artists, dedup_window=settings.dedup_window)
+    parser = ParserConfig(load_event_map(settings.event_map), settings.max_event_bytes,
+                          settings.unmapped_events)
+    return model, parser
+
+
+affinity_model, parser_config = _core_objects()

@@ -1,0 +1,120 @@
+"""Seeded demo data: a catalog of artists/artworks and realistic Segment events.
+
+Users have a few favourite artists (Zipf-popular), mostly browse their works, sometimes save,
+follow, inquire or buy; some browse anonymously first and sign up later (identify). Event
+times run forward over the last `days` with jitter, so some arrive out of order.
+
+>>> demo = DemoGenerator(users=5, artists=4, artworks=10, seed=1)
+>>> len(list(demo.events(20)))
+20
+>>> demo.artworks()[0]["id"]
+'w0'
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timedelta, timezone
+from typing import Iterator
+
+BASE_TIME = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+# (kind, share of events, Segment event name); names rotate between spec variants.
+MIX = [
+    ("view", 0.62, ["item_viewed", "Product Viewed", "clickedMainArtworkGrid", "screen"]),
+    ("save", 0.14, ["artworkSave", "addedArtworkToArtworkList", "Product Added to Wishlist"]),
+    ("follow", 0.08, ["followedArtist"]),
+    ("unfollow", 0.01, ["unfollowedArtist"]),
+    ("unsave", 0.02, ["artworkUnsave"]),
+    ("inquiry", 0.06, ["sentArtworkInquiry"]),
+    ("order", 0.03, ["submittedOrder", "Order Completed"]),
+    ("collection", 0.04, ["addCollectedArtwork"]),
+]
+
+
+class DemoGenerator:
+    def __init__(self, users: int = 1000, artists: int = 200, artworks: int = 2000,
+                 days: int = 30, seed: int = 7, anonymous_share: float = 0.1):
+        self.rng = random.Random(seed)
+        self.n_users, self.n_artists, self.n_artworks = users, artists, artworks
+        self.days = days
+        self.anonymous_share = anonymous_share
+        weights = [1.0 / (i + 1) for i in range(artists)]  # Zipf-ish artist popularity
+        self.artist_of = [f"a{self.rng.choices(range(artists), weights)[0]}" for _ in range(artworks)]
+        self.works_by: dict[str, list[int]] = {}
+        for i, a in enumerate(self.artist_of):
+            self.works_by.setdefault(a, []).append(i)
+        self.favourites = [self.rng.choices(sorted(self.works_by), k=self.rng.randint(1, 4))
+                           for _ in range(users)]
+        self._seq = 0
+
+    def artworks(self) -> list[dict]:
+        rng = random.Random(self.rng.random())
+        out = []
+        for i, artist in enumerate(self.artist_of):
+            published = BASE_TIME + timedelta(days=self.days) - timedelta(days=rng.uniform(0, 60))
+            out.append({
+                "id": f"w{i}", "artist_id": artist, "published_at": _iso(published),
+                "price": round(rng.lognormvariate(8, 1), 2), "currency": "USD",
+                "is_merch": rng.random() < 0.08,
+                "availability": rng.choices(["for sale", "sold", "unpublished"], [0.85, 0.1, 0.05])[0],
+            })
+        return out
+
+    def events(self, n: int) -> Iterator[dict]:
+        """n Segment events (dicts) in roughly increasing event time."""
+        span = self.days * 86400.0
+        kinds = [k for k, _, _ in MIX]
+        shares = [s for _, s, _ in MIX]
+        for i in range(n):
+            t = BASE_TIME + timedelta(seconds=span * i / max(n, 1) + self.rng.uniform(-3600, 3600))
+            u = min(int(self.rng.paretovariate(1.2)) - 1, self.n_users - 1)  # a few heavy users
+            u = u if self.rng.random() < 0.5 else self.rng.randrange(self.n_users)
+            kind = self.rng.choices(kinds, shares)[0]
+            yield self._event(u, kind, t)
+
+    def _event(self, u: int, kind: str, t: datetime) -> dict:
+        rng = self.rng
+        self._seq += 1
+        artist = rng.choice(self.favourites[u]) if rng.random() < 0.8 else f"a{rng.randrange(self.n_artists)}"
+        work = rng.choice(self.works_by.get(artist) or [rng.randrange(self.n_artworks)])
+        name = rng.choice(dict((k, names) for k, _, names in MIX)[kind])
+        ev: dict = {"messageId": f"demo-{self._seq}", "timestamp": _iso(t), "userId": f"u{u}"}
+        if u % int(1 / self.anonymous_share) == 0 and rng.random() < 0.3:
+            ev = {**ev, "userId": None, "anonymousId": f"anon-{u}"}
+        if name == "screen":
+            return {**ev, "type": "screen", "properties": {
+                "context_screen_owner_type": "artwork", "context_screen_owner_id": f"w{work}"}}
+        ev.update(type="track", event=name)
+        if kind in ("follow", "unfollow"):
+            props = {"owner_id": artist, "owner_type": "artist"}
+        elif kind == "collection":
+            props = {"artist_id": artist}
+        elif kind == "order":
+            props = {"order_id": f"o{self._seq}", "products": [
+                {"artwork_id": f"w{work}", "price": round(rng.lognormvariate(8, 1), 2)}]}
+        elif kind == "inquiry":
+            props = {"artwork_id": f"w{work}", "products": [{"price": round(rng.lognormvariate(8, 1), 2)}]}
+        elif name == "addedArtworkToArtworkList":
+            props = {"artwork_ids": [f"w{work}"]}
+        elif name.startswith("Product"):
+            props = {"product_id": f"w{work}"}
+        else:
+            props = {"artwork_id": f"w{work}"}
+        ev["properties"] = props
+        return ev
+
+    def identify_events(self) -> Iterator[dict]:
+        """Sign-ups: each anonymous demo visitor becomes its user id."""
+        for u in range(0, self.n_users, int(1 / self.anonymous_share)):
+            yield {"type": "identify", "userId": f"u{u}", "anonymousId": f"anon-{u}",
+                   "messageId": f"demo-identify-{u}", "timestamp": _iso(BASE_TIME + timedelta(days=self.days))}
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def dumps(ev: dict) -> bytes:
+    return json.dumps(ev, separators=(",", ":")).encode()

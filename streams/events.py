@@ -1,0 +1,313 @@
+"""Event parsing: raw bytes -> `Signal` / `Identity`, or a `Rejected` with a reason code.
+
+Pure functions, no faust. The event map turns real event names into signal kinds; the
+defaults cover the art-marketplace names and the Segment e-commerce spec, and
+``RECSTREAM_EVENT_MAP`` (JSON object or ``@file.json``) adds or overrides names.
+
+>>> raw = b'{"type":"track","event":"followedArtist","userId":"u1","messageId":"m1",'
+>>> raw += b'"timestamp":"2026-01-01T00:00:00Z","properties":{"owner_id":"a1"}}'
+>>> parse_segment(raw)
+Signal(kind='follow', user_id='u1', message_id='m1', time=1767225600.0, targets=(Target(artist_id='a1', artwork_id=None, price=None),), order_id=None)
+>>> parse_segment(b'{"type":"track"').reason
+'invalid_json'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping, Optional, Union
+
+import msgspec
+
+from streams.records import SIGNAL_KINDS, Identity, SegmentEvent, Signal, Target, TypedSignal
+
+DEFAULT_EVENT_MAP: Mapping[str, str] = {
+    # art marketplace
+    "followedArtist": "follow",
+    "unfollowedArtist": "unfollow",
+    "addedArtworkToArtworkList": "save",
+    "removedArtworkFromArtworkList": "unsave",
+    "artworkSave": "save",
+    "artworkUnsave": "unsave",
+    "item_viewed": "view",
+    "clickedMainArtworkGrid": "view",
+    "sentArtworkInquiry": "inquiry",
+    "submittedOrder": "order",
+    "submittedOffer": "order",
+    "addCollectedArtwork": "collection",
+    "saveCollectedArtwork": "collection",
+    # Segment e-commerce spec
+    "Product Added to Wishlist": "save",
+    "Product Removed from Wishlist": "unsave",
+    "Product Viewed": "view",
+    "Product Clicked": "view",
+    "Order Completed": "order",
+}
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A message that must go to the dead-letter topic."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A well-formed message that carries no signal (e.g. a page view of the home page)."""
+
+    why: str
+
+
+Parsed = Union[Signal, Identity, Rejected, Ignored]
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+_SEGMENT = msgspec.json.Decoder(SegmentEvent)
+_TYPED = msgspec.json.Decoder(TypedSignal)
+
+
+def load_event_map(spec: str = "") -> dict[str, str]:
+    """Defaults plus overrides from a JSON object string, or ``@path`` to a JSON file."""
+    mapping = dict(DEFAULT_EVENT_MAP)
+    if not spec:
+        return mapping
+    text = open(spec[1:], encoding="utf-8").read() if spec.startswith("@") else spec
+    extra = json.loads(text)
+    if not isinstance(extra, dict):
+        raise ValueError("event map must be a JSON object {eventName: kind}")
+    for name, kind in extra.items():
+        if kind not in SIGNAL_KINDS and kind != "ignore":
+            raise ValueError(f"event map: {name!r} -> {kind!r}; kind must be one of {SIGNAL_KINDS} or 'ignore'")
+        mapping[name] = kind
+    return mapping
+
+
+def parse_segment(
+    raw: bytes,
+    event_map: Mapping[str, str] = DEFAULT_EVENT_MAP,
+    *,
+    max_bytes: int = 65536,
+    unmapped: str = "dead-letter",
+) -> Parsed:
+    """Parse one Segment JSON message. Never raises on bad input."""
+    if len(raw) > max_bytes:
+        return Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")
+    try:
+        ev = _SEGMENT.decode(raw)
+    except msgspec.ValidationError as exc:
+        return Rejected("invalid_field", str(exc))
+    except msgspec.DecodeError as exc:
+        return Rejected("invalid_json", str(exc))
+    try:
+        return _from_segment(ev, raw, event_map, unmapped)
+    except _Reject as rej:
+        return Rejected(rej.reason, rej.detail)
+
+
+def parse_typed(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parsed:
+    """Parse a message from a typed signal topic (``signals.<kind>``)."""
+    if len(raw) > max_bytes:
+        return Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")
+    if kind not in SIGNAL_KINDS:
+        return Rejected("unmapped_event", f"no signal kind {kind!r}")
+    try:
+        rec = _TYPED.decode(raw)
+    except msgspec.ValidationError as exc:
+        return Rejected("invalid_field", str(exc))
+    except msgspec.DecodeError as exc:
+        return Rejected("invalid_json", str(exc))
+    if not rec.user_id:
+        return Rejected("missing_user", "user_id is empty")
+    ids = list(rec.artwork_ids) + ([rec.artwork_id] if rec.artwork_id else [])
+    targets = tuple(Target(rec.artist_id, a, rec.price) for a in ids)
+    if not targets and rec.artist_id:
+        targets = (Target(rec.artist_id, None, rec.price),)
+    if not targets:
+        return Rejected("missing_property", "one of artist_id, artwork_id, artwork_ids is required")
+    return Signal(kind, rec.user_id, rec.message_id or _content_id(raw), _epoch(rec.timestamp),
+                  targets, rec.order_id)
+
+
+# --- Segment details ----------------------------------------------------------------------
+
+
+def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], unmapped: str) -> Parsed:
+    message_id = ev.messageId or _content_id(raw)
+    when = ev.timestamp or ev.originalTimestamp
+    if ev.type in ("identify", "alias"):
+        return _identity(ev, message_id, when)
+    user = ev.userId or ev.anonymousId
+    if not user:
+        raise _Reject("missing_user", "neither userId nor anonymousId is set")
+    if when is None:
+        raise _Reject("missing_timestamp", "neither timestamp nor originalTimestamp is set")
+    if ev.type == "track":
+        if not ev.event:
+            raise _Reject("missing_event", "track without an event name")
+        kind = event_map.get(ev.event)
+        if kind is None:
+            if unmapped == "ignore":
+                return Ignored(f"unmapped event {ev.event!r}")
+            raise _Reject("unmapped_event", f"event {ev.event!r} is not in the event map")
+        if kind == "ignore":
+            return Ignored(f"event {ev.event!r} mapped to ignore")
+        targets = _TARGETS[kind](ev.properties)
+        order_id = _opt_id(ev.properties, "order_id") if kind == "order" else None
+        return Signal(kind, user, message_id, _epoch(when), targets, order_id)
+    if ev.type in ("screen", "page"):
+        owner_type = ev.properties.get("context_screen_owner_type")
+        owner_id = _opt_id(ev.properties, "context_screen_owner_id")
+        if owner_type not in ("artwork", "artist") or not owner_id:
+            return Ignored(f"{ev.type} without an artwork/artist owner")
+        target = Target(artist_id=owner_id) if owner_type == "artist" else Target(artwork_id=owner_id)
+        return Signal("view", user, message_id, _epoch(when), (target,))
+    raise _Reject("unknown_type", f"type {ev.type!r} is not track/screen/page/identify/alias")
+
+
+def _identity(ev: SegmentEvent, message_id: str, when: Optional[datetime]) -> Parsed:
+    previous = ev.previousId if ev.type == "alias" else ev.anonymousId
+    if not ev.userId:
+        raise _Reject("missing_user", f"{ev.type} without userId")
+    if not previous or previous == ev.userId:
+        return Ignored(f"{ev.type} links no other id")
+    return Identity(ev.userId, previous, message_id, _epoch(when) if when else 0.0)
+
+
+def _follow_targets(p: dict) -> tuple[Target, ...]:
+    owner_type = p.get("owner_type", "artist")
+    artist = _opt_id(p, "owner_id") if owner_type == "artist" else None
+    artist = artist or _opt_id(p, "artist_id")
+    if not artist:
+        raise _Reject("missing_property", "follow needs owner_id (owner_type artist) or artist_id")
+    return (Target(artist_id=artist),)
+
+
+def _artwork_targets(p: dict) -> tuple[Target, ...]:
+    artist = _opt_id(p, "artist_id")
+    price = _opt_price(p, "price")
+    ids = p.get("artwork_ids")
+    if ids is not None:
+        if not isinstance(ids, list) or not all(isinstance(i, (str, int)) and i != "" for i in ids):
+            raise _Reject("invalid_property", "artwork_ids must be a list of ids")
+        artworks = [str(i) for i in ids]
+    else:
+        one = _opt_id(p, "artwork_id") or _opt_id(p, "product_id")
+        if not one and p.get("item_type") in ("artwork", "artist"):
+            one = _opt_id(p, "item_id")
+            if p["item_type"] == "artist" and one:
+                return (Target(artist_id=one),)
+        artworks = [one] if one else []
+    if artworks:
+        return tuple(Target(artist, a, price) for a in artworks)
+    if artist:
+        return (Target(artist_id=artist, price=price),)
+    raise _Reject("missing_property", "needs artwork_id, artwork_ids, product_id or artist_id")
+
+
+def _order_targets(p: dict) -> tuple[Target, ...]:
+    products = p.get("products")
+    if products is None:
+        return _artwork_targets(p)
+    if not isinstance(products, list) or not products:
+        raise _Reject("invalid_property", "products must be a non-empty list")
+    targets = []
+    for i, prod in enumerate(products):
+        if not isinstance(prod, dict):
+            raise _Reject("invalid_property", f"products[{i}] must be an object")
+        try:
+            targets.extend(_artwork_targets(prod))
+        except _Reject as rej:
+            raise _Reject(rej.reason, f"products[{i}]: {rej.detail}") from None
+    return tuple(targets)
+
+
+def _inquiry_targets(p: dict) -> tuple[Target, ...]:
+    targets = _artwork_targets(p)
+    products = p.get("products")
+    if isinstance(products, list) and products and isinstance(products[0], dict):
+        price = _opt_price(products[0], "price")
+        targets = tuple(Target(t.artist_id, t.artwork_id, t.price if t.price is not None else price) for t in targets)
+    return targets
+
+
+def _collection_targets(p: dict) -> tuple[Target, ...]:
+    artist = _opt_id(p, "artist_id")
+    if not artist:
+        raise _Reject("missing_property", "collection needs artist_id")
+    return (Target(artist_id=artist),)
+
+
+_TARGETS = {
+    "follow": _follow_targets,
+    "unfollow": _follow_targets,
+    "save": _artwork_targets,
+    "unsave": _artwork_targets,
+    "view": _artwork_targets,
+    "inquiry": _inquiry_targets,
+    "order": _order_targets,
+    "collection": _collection_targets,
+}
+
+
+def _opt_id(p: dict, name: str) -> Optional[str]:
+    value = p.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _Reject("invalid_property", f"{name} must be a string id, got {type(value).__name__}")
+    return str(value)
+
+
+def _opt_price(p: dict, name: str) -> Optional[float]:
+    value = p.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _Reject("invalid_property", f"{name} must be a number")
+    try:
+        price = float(value)
+    except (TypeError, ValueError):
+        raise _Reject("invalid_property", f"{name} must be a number, got {value!r}") from None
+    if not price >= 0:  # also rejects NaN
+        raise _Reject("invalid_property", f"{name} must be >= 0, got {value!r}")
+    return price
+
+
+def _epoch(when: datetime) -> float:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def _content_id(raw: bytes) -> str:
+    # Without a messageId, identical bytes (a producer retry) still dedup.
+    return "sha1:" + hashlib.sha1(raw).hexdigest()
+
+
+def artwork_ids_needing_artist(signal: Signal) -> list[str]:
+    return [t.artwork_id for t in signal.targets if t.artist_id is None and t.artwork_id]
+
+
+def resolve_artists(signal: Signal, artist_of: Mapping[str, str] | Any) -> Signal | Rejected:
+    """Fill each artwork target's artist from the catalog; reject if an artwork is unknown."""
+    if all(t.artist_id for t in signal.targets):
+        return signal
+    resolved = []
+    for t in signal.targets:
+        if t.artist_id is None:
+            artist = artist_of.get(t.artwork_id)
+            if artist is None:
+                return Rejected("unknown_artwork", f"artwork {t.artwork_id!r} is not in the catalog")
+            t = Target(artist, t.artwork_id, t.price)
+        resolved.append(t)
+    return msgspec.structs.replace(signal, targets=tuple(resolved))

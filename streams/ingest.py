@@ -1,0 +1,49 @@
+"""Ingest step (pure): one raw input message -> a resolved Signal/Identity, or a dead letter.
+
+The ingest agent calls `ingest_one` and only does I/O with the result.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from streams.events import (DEFAULT_EVENT_MAP, Ignored, Parsed, Rejected, parse_segment,
+                            parse_typed, resolve_artists)
+from streams.records import DeadLetter, Signal, encode
+
+
+@dataclass(frozen=True)
+class ParserConfig:
+    event_map: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_EVENT_MAP))
+    max_bytes: int = 65536
+    unmapped: str = "dead-letter"
+
+
+def ingest_one(raw: Optional[bytes], typed_kind: Optional[str], artist_of: Any,
+               config: ParserConfig) -> Parsed:
+    """Parse (Segment when `typed_kind` is None) and resolve artwork -> artist."""
+    if raw is None:
+        return Rejected("empty_value", "message has no value (tombstone)")
+    if typed_kind is None:
+        parsed = parse_segment(raw, config.event_map, max_bytes=config.max_bytes,
+                               unmapped=config.unmapped)
+    else:
+        parsed = parse_typed(typed_kind, raw, max_bytes=config.max_bytes)
+    if isinstance(parsed, Signal):
+        return resolve_artists(parsed, artist_of)
+    return parsed
+
+
+def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
+                key: Optional[bytes], value: Optional[bytes]) -> bytes:
+    """The dead-letter record: reason, detail, source position and the original bytes."""
+    value = value or b""
+    return encode(DeadLetter(
+        reason=rejected.reason, detail=rejected.detail[:1000], topic=topic, partition=partition,
+        offset=offset, key=None if key is None else key.decode("utf-8", "replace"),
+        value=base64.b64encode(value).decode("ascii"), size=len(value)))
+
+
+__all__ = ["ParserConfig", "ingest_one", "dead_letter", "Ignored", "Rejected"]

@@ -1,0 +1,125 @@
+"""The event contract: typed records in and out (msgspec structs, no faust).
+
+Inputs are decoded with msgspec, which validates types while decoding and reports the
+offending path (``Expected `str`, got `int` - at `$.userId```): that message becomes the
+dead-letter reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+import msgspec
+
+# --- inputs -------------------------------------------------------------------------------
+
+SIGNAL_KINDS = ("follow", "unfollow", "save", "unsave", "view", "inquiry", "order", "collection")
+
+
+class SegmentEvent(msgspec.Struct, rename=None):
+    """The Segment common fields we read. Unknown fields are ignored."""
+
+    type: str
+    event: Optional[str] = None
+    userId: Optional[str] = None
+    anonymousId: Optional[str] = None
+    previousId: Optional[str] = None
+    messageId: Optional[str] = None
+    timestamp: Optional[datetime] = None
+    originalTimestamp: Optional[datetime] = None
+    properties: dict[str, Any] = {}
+    context: dict[str, Any] = {}
+
+
+class TypedSignal(msgspec.Struct, forbid_unknown_fields=False):
+    """A signal on a typed topic (no Segment envelope), e.g. ``signals.follow``."""
+
+    user_id: str
+    timestamp: datetime
+    message_id: Optional[str] = None
+    artist_id: Optional[str] = None
+    artwork_id: Optional[str] = None
+    artwork_ids: list[str] = []
+    price: Optional[float] = None
+    order_id: Optional[str] = None
+
+
+class Artwork(msgspec.Struct, forbid_unknown_fields=False):
+    """Catalog record on the compacted artworks topic (key = artwork id)."""
+
+    id: str
+    artist_id: str
+    published_at: Optional[datetime] = None
+    price: Optional[float] = None
+    currency: str = "USD"
+    is_merch: bool = False
+    availability: str = "for sale"  # for sale | sold | unpublished
+
+
+# --- normalised signals -------------------------------------------------------------------
+
+
+class Target(msgspec.Struct, array_like=True, omit_defaults=True):
+    """What a signal is about: an artist, or an artwork (artist resolved via the catalog)."""
+
+    artist_id: Optional[str] = None
+    artwork_id: Optional[str] = None
+    price: Optional[float] = None
+
+
+class Signal(msgspec.Struct, omit_defaults=True):
+    """One user signal after parsing: the unit the affinity model consumes."""
+
+    kind: str
+    user_id: str
+    message_id: str
+    time: float  # event time, epoch seconds
+    targets: tuple[Target, ...] = ()
+    order_id: Optional[str] = None
+
+
+class Identity(msgspec.Struct):
+    """identify/alias: `previous_id` (an anonymousId or old userId) is now `user_id`."""
+
+    user_id: str
+    previous_id: str
+    message_id: str
+    time: float
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+
+class ArtistScore(msgspec.Struct, array_like=False):
+    artist_id: str
+    score: float
+
+
+class AffinityUpdate(msgspec.Struct):
+    """``affinity.updates`` record, keyed by user id."""
+
+    user_id: str
+    as_of: float  # the event time the scores are expressed at
+    artists: list[ArtistScore]
+    trigger: str  # messageId of the signal that caused the change
+
+
+class DeadLetter(msgspec.Struct):
+    """``deadletter`` record: why a message was rejected, where it came from, its bytes."""
+
+    reason: str
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    key: Optional[str]
+    value: str  # original bytes, base64
+    size: int
+
+
+ENCODER = msgspec.json.Encoder()
+
+
+def encode(record: msgspec.Struct) -> bytes:
+    return ENCODER.encode(record)

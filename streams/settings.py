@@ -1,0 +1,124 @@
+"""Configuration: ``RECSTREAM_*`` environment variables read once into a frozen object.
+
+Every knob is documented in the README's "Configuration" table; `Settings.describe()`
+prints the same list with current values (``recstream config``).
+
+>>> s = Settings.from_env({"RECSTREAM_HALF_LIFE_DAYS": "7", "RECSTREAM_WEIGHTS": "view=2"})
+>>> s.half_life_days, s.weights["view"], s.weights["order"]
+(7.0, 2.0, 12.0)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from types import MappingProxyType
+from typing import Mapping
+
+PREFIX = "RECSTREAM_"
+
+DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {"view": 1.0, "save": 3.0, "follow": 5.0, "collection": 5.0, "inquiry": 8.0, "order": 12.0}
+)
+
+
+class ConfigError(ValueError):
+    """A RECSTREAM_* variable has a value we cannot use."""
+
+
+def _parse_weights(text: str) -> dict[str, float]:
+    weights = dict(DEFAULT_WEIGHTS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, sep, value = part.partition("=")
+        if not sep or kind.strip() not in DEFAULT_WEIGHTS:
+            raise ConfigError(
+                f"RECSTREAM_WEIGHTS: expected kind=number with kind in "
+                f"{sorted(DEFAULT_WEIGHTS)}, got {part!r}"
+            )
+        try:
+            weights[kind.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"RECSTREAM_WEIGHTS: {part!r} is not a number") from None
+    return weights
+
+
+@dataclass(frozen=True)
+class Settings:
+    # name: (default, help) lives in the field metadata so docs and code cannot drift.
+    broker_url: str = field(default="", metadata={"help": "Kafka bootstrap URL, e.g. kafka://host:9092 (empty: `recstream dev` starts the embedded broker)"})
+    app_id: str = field(default="recstream", metadata={"help": "faust app id (consumer group, changelog topic prefix)"})
+    topic_prefix: str = field(default="", metadata={"help": "prefix for every topic name (isolates environments/tests on one cluster)"})
+    partitions: int = field(default=4, metadata={"help": "partitions for topics recstream creates"})
+    data_dir: str = field(default="data", metadata={"help": "local state directory (RocksDB tables)"})
+    web_host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind host"})
+    web_port: int = field(default=6066, metadata={"help": "HTTP port"})
+    web_advertise_host: str = field(default="", metadata={"help": "host other workers use to reach this one (default: web_host)"})
+    half_life_days: float = field(default=30.0, metadata={"help": "affinity half-life in event time (days)"})
+    weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, metadata={"help": "signal weights, e.g. view=1,save=3,follow=5 (unlisted kinds keep defaults)"})
+    top_k_artists: int = field(default=256, metadata={"help": "artists kept per user (bounded state)"})
+    dedup_window: int = field(default=512, metadata={"help": "recent messageIds remembered per user for dedup"})
+    max_event_bytes: int = field(default=65536, metadata={"help": "larger messages are dead-lettered"})
+    event_map: str = field(default="", metadata={"help": "extra event names -> signal kind, JSON object or @file.json (merged over the defaults)"})
+    unmapped_events: str = field(default="dead-letter", metadata={"help": "what to do with track events missing from the event map: dead-letter or ignore"})
+    affinity_update_top_n: int = field(default=20, metadata={"help": "artists listed in each affinity.updates record"})
+    session_timeout: float = field(default=10.0, metadata={"help": "consumer-group session timeout, seconds (a rebalance waits about half of it)"})
+    single_record_batches: bool = field(default=True, metadata={"help": "one record per produce batch; needed on the embedded Tansu broker (its ListOffsets bug loses the changelog tail), turn off on Apache Kafka"})
+    log_level: str = field(default="info", metadata={"help": "worker log level"})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, f.type, raw)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.half_life_days <= 0:
+            raise ConfigError("RECSTREAM_HALF_LIFE_DAYS must be > 0")
+        if self.top_k_artists < 1 or self.dedup_window < 1 or self.partitions < 1:
+            raise ConfigError("RECSTREAM_TOP_K_ARTISTS, _DEDUP_WINDOW and _PARTITIONS must be >= 1")
+        if self.unmapped_events not in ("dead-letter", "ignore"):
+            raise ConfigError("RECSTREAM_UNMAPPED_EVENTS must be dead-letter or ignore")
+
+    @property
+    def half_life_seconds(self) -> float:
+        return self.half_life_days * 86400.0
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(env var, default, help) for every setting: the README table and `recstream config`."""
+        out = []
+        for f in fields(cls):
+            default = f.default_factory() if f.default is MISSING else f.default
+            if isinstance(default, Mapping):
+                default = ",".join(f"{k}={v:g}" for k, v in default.items())
+            out.append((PREFIX + f.name.upper(), str(default), f.metadata["help"]))
+        return out
+
+
+def _convert(name: str, typ: str, raw: str):
+    var = PREFIX + name.upper()
+    try:
+        if typ == "int":
+            return int(raw)
+        if typ == "float":
+            return float(raw)
+        if typ == "bool":
+            lowered = raw.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return lowered in ("1", "true", "yes", "on")
+        if typ.startswith("Mapping"):
+            return MappingProxyType(_parse_weights(raw))
+        return raw
+    except ValueError:
+        raise ConfigError(f"{var}={raw!r} is not a valid {typ}") from None

@@ -1,0 +1,34 @@
+"""Topic declarations. Names get RECSTREAM_TOPIC_PREFIX; see the README's topic list."""
+
+from __future__ import annotations
+
+from streams.app import app, settings
+from streams.records import SIGNAL_KINDS
+
+COMPACT = {"cleanup.policy": "compact"}
+
+
+def _topic(name: str, **kwargs):
+    return app.topic(settings.topic(name), key_type=bytes, value_type=bytes,
+                     partitions=settings.partitions, **kwargs)
+
+
+# Inputs
+segment_events = _topic("events.segment")
+typed_signal_topics = {kind: _topic(f"signals.{kind}") for kind in SIGNAL_KINDS}
+artworks = _topic("catalog.artworks", config=COMPACT)
+
+# Internal: normalised signals re-keyed by user id (the affinity table's source topic).
+signals = _topic("signals.keyed")
+
+# Outputs
+affinity_updates = _topic("affinity.updates")
+deadletter = _topic("deadletter")
+
+TYPED_BY_NAME = {t.get_topic_name(): kind for kind, t in typed_signal_topics.items()}
+
+# One channel over every input the ingest agent reads.
+inputs = app.topic(segment_events.get_topic_name(), *TYPED_BY_NAME, key_type=bytes, value_type=bytes)
+
+# identify/alias links, keyed by the (new) user id; merged by the recommendations issue.
+identities = _topic("identities")
