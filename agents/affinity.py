@@ -18,7 +18,6 @@ async def update_affinity(stream):
         result = step(affinity_model, tables.affinity.get(signal.user_id), signal,
                       settings.affinity_update_top_n)
         tables.affinity[signal.user_id] = result.profile
-        if not result.applied:
-            metrics.inc("recstream_duplicates_total")
+        metrics.inc("recstream_signals_applied_total" if result.applied else "recstream_duplicates_total")
         if result.update is not None:
             await topics.affinity_updates.send(key=signal.user_id.encode(), value=encode(result.update))

@@ -28,6 +28,7 @@ False
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -56,10 +57,15 @@ class Profile(msgspec.Struct, omit_defaults=True):
     ref: float = 0.0  # reference time T of `scores`
     scores: dict[str, float] = {}  # additive signals, decayed to T
     toggles: dict[str, Toggle] = {}  # "f:<artist>" / "s:<artwork>" -> latest toggle
-    seen: list[str] = []  # recent messageIds, oldest first
+    seen: list[int] = []  # 64-bit hashes of recent messageIds, oldest first
     purchased: list[str] = []  # artwork ids bought (never recommended)
     prices: list[float] = []  # recent inquiry/order prices (budget inference)
     events: int = 0
+
+
+def message_digest(message_id: str) -> int:
+    """64-bit hash of a messageId: 8 bytes per remembered id, collisions ~2^-64."""
+    return int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -79,7 +85,7 @@ class AffinityModel:
     weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     half_life_s: float = 30 * 86400.0
     top_k: int = 256
-    dedup_window: int = 512
+    dedup_window: int = 2048
 
     def decay(self, age_s: float) -> float:
         """Weight left after `age_s` seconds: 2^(−age/h)."""
@@ -87,9 +93,10 @@ class AffinityModel:
 
     def learn_one(self, profile: Profile, signal: Signal) -> bool:
         """Apply one signal in place. Returns False for a duplicate messageId."""
-        if signal.message_id in profile.seen:
+        digest = message_digest(signal.message_id)
+        if digest in profile.seen:
             return False
-        profile.seen.append(signal.message_id)
+        profile.seen.append(digest)
         if len(profile.seen) > self.dedup_window:
             del profile.seen[: len(profile.seen) - self.dedup_window]
         profile.events += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import faust
 
 from streams.settings import Settings
@@ -36,6 +38,7 @@ def main() -> None:
     import agents  # noqa: F401  (registers agents and web views)
     import streams.web  # noqa: F401
 
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app.main()
 
 

@@ -56,7 +56,7 @@ class Settings:
     half_life_days: float = field(default=30.0, metadata={"help": "affinity half-life in event time (days)"})
     weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, metadata={"help": "signal weights, e.g. view=1,save=3,follow=5 (unlisted kinds keep defaults)"})
     top_k_artists: int = field(default=256, metadata={"help": "artists kept per user (bounded state)"})
-    dedup_window: int = field(default=512, metadata={"help": "recent messageIds remembered per user for dedup"})
+    dedup_window: int = field(default=2048, metadata={"help": "messageIds remembered per user: a duplicate within a user's last N messages is applied once"})
     max_event_bytes: int = field(default=65536, metadata={"help": "larger messages are dead-lettered"})
     event_map: str = field(default="", metadata={"help": "extra event names -> signal kind, JSON object or @file.json (merged over the defaults)"})
     unmapped_events: str = field(default="dead-letter", metadata={"help": "what to do with track events missing from the event map: dead-letter or ignore"})

@@ -1,0 +1,135 @@
+"""Fixtures for integration tests: a real embedded broker and real worker processes.
+
+Nothing here mocks Kafka. Every wait is bounded; a worker's log is printed when a test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.broker import EmbeddedBroker
+from streams.devtools import WorkerProcess
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_path=log) as b:
+        yield b
+
+
+class Cluster:
+    """One isolated recstream deployment (own topic prefix and app id) on the shared broker."""
+
+    def __init__(self, broker: EmbeddedBroker, root: Path, env: dict | None = None):
+        self.broker = broker
+        self.root = root
+        n = next(_ids)
+        self.prefix = f"t{n}."
+        self.env = {"RECSTREAM_TOPIC_PREFIX": self.prefix, "RECSTREAM_APP_ID": f"recstream-t{n}",
+                    "RECSTREAM_PARTITIONS": "4", "RECSTREAM_SESSION_TIMEOUT": "6",
+                    "RECSTREAM_LOG_LEVEL": "info", **(env or {})}
+        self.workers: list[WorkerProcess] = []
+
+    def topic(self, name: str) -> str:
+        return self.prefix + name
+
+    def start_worker(self, name: str = "w0", ready_timeout: float = 90.0) -> WorkerProcess:
+        worker = WorkerProcess(self.broker.url, str(self.root / name / "state"), env=self.env,
+                               log_path=self.root / f"{name}.log").start()
+        self.workers.append(worker)
+        worker.wait_ready(timeout=ready_timeout)
+        return worker
+
+    def produce(self, topic: str, records, **kwargs) -> int:
+        from streams.devtools import produce
+        return asyncio.run(produce(self.broker.bootstrap, self.topic(topic), records, **kwargs))
+
+    def consume_all(self, topic: str, idle_ms: int = 1500, timeout: float = 60.0) -> list:
+        return asyncio.run(consume_all(self.broker.bootstrap, self.topic(topic), idle_ms, timeout))
+
+    def logs(self) -> str:
+        out = []
+        for w in self.workers:
+            if w.log_path and Path(w.log_path).exists():
+                out.append(f"==== {w.log_path} (tail)\n" + "".join(Path(w.log_path).read_text().splitlines(True)[-60:]))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+
+async def consume_all(bootstrap: str, topic: str, idle_ms: int, timeout: float) -> list:
+    """Every record of a topic from the beginning, until no new record for `idle_ms`."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    records = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=idle_ms)
+            if not batch:
+                break
+            for recs in batch.values():
+                records.extend(recs)
+    finally:
+        await consumer.stop()
+    return records
+
+
+@pytest.fixture
+def cluster(broker, tmp_path, request):
+    c = Cluster(broker, tmp_path)
+    yield c
+    c.stop()
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        print(c.logs())
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
+    """Poll `predicate` until it returns a truthy value; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def metric(worker: WorkerProcess, name: str, **labels) -> float:
+    """A counter's value from the worker's /metrics (0 when absent)."""
+    status, body = worker.get("/metrics")
+    assert status == 200
+    total = 0.0
+    for line in body.decode().splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.split("{", 1)[0] == name:
+            if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                total += float(value)
+    return total
+
+
+def get_json(worker: WorkerProcess, path: str):
+    status, body = worker.get(path)
+    return status, (json.loads(body) if body else None)

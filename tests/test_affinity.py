@@ -1,0 +1,173 @@
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.affinity import AffinityModel, Profile, dump, load, message_digest, reference_scores, step
+from streams.records import Signal, Target
+
+DAY = 86400.0
+MODEL = AffinityModel(weights={"view": 1.0, "save": 3.0, "follow": 5.0, "order": 12.0,
+                               "inquiry": 8.0, "collection": 5.0}, half_life_s=30 * DAY)
+
+
+def sig(kind, artist, t, mid, artwork=None, price=None, user="u"):
+    return Signal(kind, user, mid, t, (Target(artist, artwork, price),))
+
+
+def close(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=1e-12) for k in a)
+
+
+def test_exact_decay_values():
+    p = Profile()
+    MODEL.learn_one(p, sig("order", "a", 0.0, "m1"))
+    MODEL.learn_one(p, sig("view", "a", 30 * DAY, "m2"))
+    MODEL.learn_one(p, sig("view", "b", 90 * DAY, "m3"))
+    scores = MODEL.scores(p)
+    # at T = 90 days: order 12 * 2^-3 + view 1 * 2^-2 = 1.75; b: 1
+    assert math.isclose(scores["a"], 1.75) and scores["b"] == 1.0
+    assert p.ref == 90 * DAY
+
+
+def test_repeat_views_raise_the_score_and_one_glance_stays_weak():
+    p = Profile()
+    for i in range(10):
+        MODEL.learn_one(p, sig("view", "often", i * 3600.0, f"v{i}"))
+    MODEL.learn_one(p, sig("view", "once", 10 * 3600.0, "once"))
+    s = MODEL.scores(p)
+    assert s["often"] > 9 * s["once"]
+    assert MODEL.top(p, 1)[0][0] == "often"
+
+
+def test_duplicate_message_id_is_applied_once():
+    p = Profile()
+    assert MODEL.learn_one(p, sig("save", "a", 0.0, "m1", "w1"))
+    assert not MODEL.learn_one(p, sig("save", "a", 0.0, "m1", "w1"))
+    assert MODEL.scores(p) == {"a": 3.0}
+
+
+def test_dedup_memory_is_bounded():
+    model = AffinityModel(weights={"view": 1.0}, dedup_window=5)
+    p = Profile()
+    for i in range(20):
+        model.learn_one(p, sig("view", "a", float(i), f"m{i}"))
+    assert p.seen == [message_digest(f"m{i}") for i in range(15, 20)]
+    assert not model.learn_one(p, sig("view", "a", 19.0, "m19"))  # inside the window
+    assert model.learn_one(p, sig("view", "a", 0.0, "m0"))  # forgotten: the documented bound
+
+
+def test_unfollow_removes_what_follow_added_in_either_order():
+    follow, unfollow = sig("follow", "a", 10.0, "f"), sig("unfollow", "a", 20.0, "uf")
+    view = sig("view", "a", 5.0, "v")
+    for order in ([follow, unfollow, view], [unfollow, follow, view], [view, unfollow, follow]):
+        p = Profile()
+        for s in order:
+            MODEL.learn_one(p, s)
+        assert math.isclose(MODEL.scores(p)["a"], MODEL.decay(15.0))  # only the view is left
+
+
+def test_refollow_after_unfollow_counts_again():
+    p = Profile()
+    for s in (sig("follow", "a", 0.0, "1"), sig("unfollow", "a", DAY, "2"), sig("follow", "a", 2 * DAY, "3")):
+        MODEL.learn_one(p, s)
+    assert math.isclose(MODEL.scores(p)["a"], 5.0)
+
+
+def test_unsave_is_per_artwork():
+    p = Profile()
+    for s in (sig("save", "a", 0.0, "1", "w1"), sig("save", "a", 0.0, "2", "w2"), sig("unsave", "a", 0.0, "3", "w1")):
+        MODEL.learn_one(p, s)
+    assert MODEL.scores(p)["a"] == 3.0
+
+
+def test_top_k_bounds_state_and_keeps_the_strongest():
+    model = AffinityModel(weights={"view": 1.0, "follow": 5.0}, top_k=3)
+    p = Profile()
+    model.learn_one(p, sig("follow", "fav", 0.0, "f"))
+    for i in range(50):
+        model.learn_one(p, sig("view", f"x{i % 10}", float(i), f"m{i}"))
+    artists = set(p.scores) | {t.artist_id for t in p.toggles.values()}
+    assert len(artists) <= 3
+    assert "fav" in model.scores(p)
+    assert [a for a, _ in model.top(p, 3)][0] == "fav"
+
+
+def test_orders_record_purchases_and_prices():
+    p = Profile()
+    MODEL.learn_one(p, sig("order", "a", 0.0, "o", "w1", 250.0))
+    MODEL.learn_one(p, sig("inquiry", "b", 0.0, "i", "w2", 900.0))
+    assert p.purchased == ["w1"] and p.prices == [250.0, 900.0]
+
+
+def test_profile_roundtrips_through_bytes():
+    p = Profile()
+    MODEL.learn_one(p, sig("follow", "a", 5.0, "f"))
+    MODEL.learn_one(p, sig("view", "b", 7.0, "v"))
+    assert load(dump(p)) == p
+    assert load(None) == Profile()
+
+
+def test_step_emits_on_change_and_rewrites_on_duplicate():
+    first = step(MODEL, None, sig("follow", "a", 0.0, "f"), top_n=5)
+    assert first.applied and first.update.artists[0].artist_id == "a" and first.update.trigger == "f"
+    dup = step(MODEL, first.profile, sig("follow", "a", 0.0, "f"), top_n=5)
+    assert not dup.applied and dup.update is None and dup.profile == first.profile
+    # a follow of an already-followed artist at the same time changes nothing visible
+    same = step(MODEL, first.profile, sig("follow", "a", 0.0, "f0"), top_n=5)
+    assert same.applied and same.update is None
+
+
+# --- properties ---------------------------------------------------------------------------
+
+kinds = st.sampled_from(["view", "save", "unsave", "follow", "unfollow", "order", "inquiry", "collection"])
+signals = st.lists(
+    st.tuples(kinds, st.sampled_from(["a1", "a2", "a3", "a4"]), st.sampled_from(["w1", "w2", "w3"]),
+              st.floats(min_value=0, max_value=365 * DAY, allow_nan=False)),
+    min_size=1, max_size=40,
+).map(lambda rows: [Signal(k, "u", f"m{i}", t, (Target(a, w),)) for i, (k, a, w, t) in enumerate(rows)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(signals, st.randoms(use_true_random=False))
+def test_order_independence(events, rnd):
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    assert close(reference_scores(MODEL, events).get("u", {}), reference_scores(MODEL, shuffled).get("u", {}))
+
+
+@settings(max_examples=200, deadline=None)
+@given(signals)
+def test_incremental_equals_closed_form_sum(events):
+    """Additive kinds: score = Σ w·2^(−(T−t)/h) with T the newest event time."""
+    additive = [s for s in events if s.kind in ("view", "order", "inquiry", "collection")]
+    if not additive:
+        return
+    T = max(s.time for s in events)
+    expected: dict[str, float] = {}
+    for s in additive:
+        expected[s.targets[0].artist_id] = expected.get(s.targets[0].artist_id, 0.0) + \
+            MODEL.weights[s.kind] * 2 ** (-(T - s.time) / MODEL.half_life_s)
+    p = Profile()
+    for s in events:
+        MODEL.learn_one(p, s)
+    assert all(math.isclose(p.scores[a], v, rel_tol=1e-9) for a, v in expected.items())
+
+
+@settings(max_examples=100, deadline=None)
+@given(signals)
+def test_replaying_everything_twice_changes_nothing(events):
+    p = Profile()
+    for s in events:
+        MODEL.learn_one(p, s)
+    once = MODEL.scores(p)
+    for s in events:
+        assert not MODEL.learn_one(p, s)
+    assert MODEL.scores(p) == once
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(min_value=0, max_value=1000 * DAY), st.floats(min_value=0, max_value=1000 * DAY))
+def test_decay_is_multiplicative(a, b):
+    assert math.isclose(MODEL.decay(a) * MODEL.decay(b), MODEL.decay(a + b), rel_tol=1e-9)
+    assert math.isclose(MODEL.decay(MODEL.half_life_s), 0.5)

@@ -1,0 +1,153 @@
+import json
+
+import pytest
+
+from streams.events import (DEFAULT_EVENT_MAP, Ignored, Rejected, load_event_map, parse_segment,
+                            parse_typed, resolve_artists)
+from streams.records import Identity, Signal, Target
+
+TS = "2026-01-01T00:00:00Z"
+EPOCH = 1767225600.0
+
+
+def seg(**fields) -> bytes:
+    base = {"type": "track", "userId": "u1", "messageId": "m1", "timestamp": TS}
+    base.update(fields)
+    return json.dumps({k: v for k, v in base.items() if v is not ...}).encode()
+
+
+@pytest.mark.parametrize("event,props,kind,targets", [
+    ("followedArtist", {"owner_id": "a1", "owner_type": "artist"}, "follow", [("a1", None)]),
+    ("unfollowedArtist", {"owner_id": "a1"}, "unfollow", [("a1", None)]),
+    ("addedArtworkToArtworkList", {"artwork_ids": ["w1", "w2"]}, "save", [(None, "w1"), (None, "w2")]),
+    ("artworkSave", {"artwork_id": "w1", "artist_id": "a9"}, "save", [("a9", "w1")]),
+    ("artworkUnsave", {"artwork_id": "w1"}, "unsave", [(None, "w1")]),
+    ("Product Added to Wishlist", {"product_id": "w3"}, "save", [(None, "w3")]),
+    ("Product Viewed", {"product_id": "w3"}, "view", [(None, "w3")]),
+    ("item_viewed", {"item_type": "artist", "item_id": "a5"}, "view", [("a5", None)]),
+    ("clickedMainArtworkGrid", {"artwork_id": "w4"}, "view", [(None, "w4")]),
+    ("sentArtworkInquiry", {"artwork_id": "w5"}, "inquiry", [(None, "w5")]),
+    ("submittedOffer", {"artwork_id": "w5"}, "order", [(None, "w5")]),
+    ("addCollectedArtwork", {"artist_id": "a2"}, "collection", [("a2", None)]),
+    ("saveCollectedArtwork", {"artist_id": "a2"}, "collection", [("a2", None)]),
+])
+def test_default_event_map_covers_brief_names(event, props, kind, targets):
+    parsed = parse_segment(seg(event=event, properties=props))
+    assert isinstance(parsed, Signal), parsed
+    assert parsed.kind == kind
+    assert [(t.artist_id, t.artwork_id) for t in parsed.targets] == targets
+    assert parsed.time == EPOCH and parsed.user_id == "u1" and parsed.message_id == "m1"
+
+
+def test_order_products_with_prices_and_order_id():
+    parsed = parse_segment(seg(event="Order Completed", properties={
+        "order_id": "o1", "products": [{"product_id": "w1", "price": 120.5}, {"artwork_id": "w2", "price": "99"}]}))
+    assert parsed.kind == "order" and parsed.order_id == "o1"
+    assert parsed.targets == (Target(None, "w1", 120.5), Target(None, "w2", 99.0))
+
+
+def test_inquiry_takes_price_from_products():
+    parsed = parse_segment(seg(event="sentArtworkInquiry",
+                               properties={"artwork_id": "w1", "products": [{"price": 5000}]}))
+    assert parsed.targets == (Target(None, "w1", 5000.0),)
+
+
+def test_screen_view_of_artwork_and_ignored_screen():
+    parsed = parse_segment(seg(type="screen", event=..., properties={
+        "context_screen_owner_type": "artwork", "context_screen_owner_id": "w7"}))
+    assert parsed.kind == "view" and parsed.targets == (Target(None, "w7"),)
+    home = parse_segment(seg(type="page", properties={"path": "/"}))
+    assert isinstance(home, Ignored)
+
+
+def test_anonymous_user_and_naive_timestamp_as_utc():
+    parsed = parse_segment(seg(event="followedArtist", userId=..., anonymousId="anon-1",
+                               timestamp="2026-01-01T00:00:00", properties={"owner_id": "a"}))
+    assert parsed.user_id == "anon-1" and parsed.time == EPOCH
+
+
+def test_missing_message_id_gets_a_content_hash_so_retries_dedup():
+    raw = seg(event="followedArtist", messageId=..., properties={"owner_id": "a"})
+    assert parse_segment(raw).message_id == parse_segment(raw).message_id
+    assert parse_segment(raw).message_id.startswith("sha1:")
+
+
+def test_identify_and_alias_link_ids():
+    ident = parse_segment(seg(type="identify", anonymousId="anon-1"))
+    assert ident == Identity("u1", "anon-1", "m1", EPOCH)
+    alias = parse_segment(seg(type="alias", previousId="old"))
+    assert alias == Identity("u1", "old", "m1", EPOCH)
+    assert isinstance(parse_segment(seg(type="identify")), Ignored)
+
+
+# Every kind of bad input maps to a specific reason, never an exception.
+BAD = [
+    (b"{not json", "invalid_json"),
+    (b"[1,2,3]", "invalid_field"),
+    (b'"just a string"', "invalid_field"),
+    (seg(userId=42), "invalid_field"),
+    (seg(properties="nope"), "invalid_field"),
+    (seg(timestamp="yesterday"), "invalid_field"),
+    (seg(type=..., event="followedArtist"), "invalid_field"),
+    (seg(userId=..., event="followedArtist", properties={"owner_id": "a"}), "missing_user"),
+    (seg(timestamp=..., event="followedArtist", properties={"owner_id": "a"}), "missing_timestamp"),
+    (seg(type="group"), "unknown_type"),
+    (seg(), "missing_event"),
+    (seg(event="Checkout Started", properties={}), "unmapped_event"),
+    (seg(event="followedArtist", properties={}), "missing_property"),
+    (seg(event="followedArtist", properties={"owner_id": {"id": 1}}), "invalid_property"),
+    (seg(event="artworkSave", properties={"artwork_ids": "w1"}), "invalid_property"),
+    (seg(event="Order Completed", properties={"products": [{"product_id": "w1", "price": "cheap"}]}), "invalid_property"),
+    (seg(event="Order Completed", properties={"products": [{"product_id": "w1", "price": -3}]}), "invalid_property"),
+    (seg(event="Order Completed", properties={"products": []}), "invalid_property"),
+    (seg(event="addCollectedArtwork", properties={}), "missing_property"),
+    (seg(type="alias", previousId="x", userId=...), "missing_user"),
+]
+
+
+@pytest.mark.parametrize("raw,reason", BAD)
+def test_bad_input_is_rejected_with_reason(raw, reason):
+    parsed = parse_segment(raw)
+    assert isinstance(parsed, Rejected), parsed
+    assert parsed.reason == reason
+    assert parsed.detail
+
+
+def test_oversized_is_rejected_before_decoding():
+    parsed = parse_segment(seg(event="followedArtist", properties={"owner_id": "a", "pad": "x" * 100}), max_bytes=100)
+    assert parsed.reason == "oversized"
+
+
+def test_unmapped_events_can_be_ignored_by_configuration():
+    assert isinstance(parse_segment(seg(event="Checkout Started"), unmapped="ignore"), Ignored)
+
+
+def test_event_map_override_adds_names_and_validates_kinds(tmp_path):
+    mapping = load_event_map('{"Artwork Liked": "save", "followedArtist": "ignore"}')
+    assert parse_segment(seg(event="Artwork Liked", properties={"artwork_id": "w"}), mapping).kind == "save"
+    assert isinstance(parse_segment(seg(event="followedArtist", properties={"owner_id": "a"}), mapping), Ignored)
+    path = tmp_path / "map.json"
+    path.write_text('{"Liked": "view"}')
+    assert load_event_map(f"@{path}")["Liked"] == "view"
+    assert load_event_map("")["followedArtist"] == DEFAULT_EVENT_MAP["followedArtist"]
+    with pytest.raises(ValueError, match="kind must be one of"):
+        load_event_map('{"x": "adore"}')
+
+
+def test_typed_topic_records():
+    raw = b'{"user_id":"u","timestamp":"2026-01-01T00:00:00Z","artist_id":"a1","message_id":"t1"}'
+    assert parse_typed("follow", raw) == Signal("follow", "u", "t1", EPOCH, (Target("a1"),))
+    assert parse_typed("save", b'{"user_id":"u","timestamp":"2026-01-01T00:00:00Z","artwork_ids":["w1","w2"]}').targets == (
+        Target(None, "w1"), Target(None, "w2"))
+    assert parse_typed("follow", b'{"user_id":"u","timestamp":"2026-01-01T00:00:00Z"}').reason == "missing_property"
+    assert parse_typed("follow", b'{"user_id":"","timestamp":"2026-01-01T00:00:00Z","artist_id":"a"}').reason == "missing_user"
+    assert parse_typed("follow", b'{"timestamp":"2026-01-01T00:00:00Z"}').reason == "invalid_field"
+    assert parse_typed("follow", b"\xff\xfe").reason == "invalid_json"
+
+
+def test_resolve_artists_from_catalog():
+    sig = parse_segment(seg(event="artworkSave", properties={"artwork_ids": ["w1", "w2"]}))
+    resolved = resolve_artists(sig, {"w1": "a1", "w2": "a2"})
+    assert [t.artist_id for t in resolved.targets] == ["a1", "a2"]
+    missing = resolve_artists(sig, {"w1": "a1"})
+    assert isinstance(missing, Rejected) and missing.reason == "unknown_artwork" and "w2" in missing.detail
