@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import msgspec
 
@@ -181,7 +181,7 @@ def reference_scores(model: AffinityModel, signals: list[Signal]) -> dict[str, d
 class Step:
     profile: bytes  # the profile to store (also on a duplicate: rewriting heals a changelog
     #                  write lost in a crash, since every value is the whole profile)
-    update: "AffinityUpdate | None"  # what to emit, None when nothing visible changed
+    update: AffinityUpdate | None  # what to emit, None when nothing visible changed
     applied: bool
 
 

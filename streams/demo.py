@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Iterator
 
 BASE_TIME = datetime(2026, 11, 1, tzinfo=timezone.utc)
 

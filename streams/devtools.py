@@ -15,7 +15,6 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Optional
 
 from streams.broker import EmbeddedBroker, _die_with_parent, free_port
 from streams.demo import DemoGenerator, dumps
@@ -25,20 +24,20 @@ from streams.settings import Settings
 class WorkerProcess:
     """A ``recstream worker`` subprocess with its own data dir and web port."""
 
-    def __init__(self, broker_url: str, data_dir: str, env: Optional[dict] = None,
-                 web_port: Optional[int] = None, log_path: Optional[Path] = None):
+    def __init__(self, broker_url: str, data_dir: str, env: dict | None = None,
+                 web_port: int | None = None, log_path: Path | None = None):
         self.web_port = web_port or free_port()
         self.env = {**os.environ, **(env or {}), "RECSTREAM_BROKER_URL": broker_url,
                     "RECSTREAM_DATA_DIR": data_dir, "RECSTREAM_WEB_PORT": str(self.web_port),
                     "RECSTREAM_WEB_HOST": "127.0.0.1"}
         self.log_path = log_path
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
-    def start(self) -> "WorkerProcess":
+    def start(self) -> WorkerProcess:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         level = self.env.get("RECSTREAM_LOG_LEVEL", "info")
         self.proc = subprocess.Popen(
@@ -46,7 +45,7 @@ class WorkerProcess:
             stdout=out, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_die_with_parent)
         return self
 
-    def get(self, path: str, timeout: float = 5.0, headers: Optional[dict] = None) -> tuple[int, bytes]:
+    def get(self, path: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[int, bytes]:
         req = urllib.request.Request(self.base_url + path, headers=headers or {})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 import msgspec
 
@@ -63,7 +64,7 @@ class Ignored:
     why: str
 
 
-Parsed = Union[Signal, Identity, Rejected, Ignored]
+Parsed = Signal | Identity | Rejected | Ignored
 
 
 class _Reject(Exception):
@@ -174,7 +175,7 @@ def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], un
     raise _Reject("unknown_type", f"type {ev.type!r} is not track/screen/page/identify/alias")
 
 
-def _identity(ev: SegmentEvent, message_id: str, when: Optional[datetime]) -> Parsed:
+def _identity(ev: SegmentEvent, message_id: str, when: datetime | None) -> Parsed:
     previous = ev.previousId if ev.type == "alias" else ev.anonymousId
     if not ev.userId:
         raise _Reject("missing_user", f"{ev.type} without userId")
@@ -259,7 +260,7 @@ _TARGETS = {
 }
 
 
-def _opt_id(p: dict, name: str) -> Optional[str]:
+def _opt_id(p: dict, name: str) -> str | None:
     value = p.get(name)
     if value is None or value == "":
         return None
@@ -268,7 +269,7 @@ def _opt_id(p: dict, name: str) -> Optional[str]:
     return str(value)
 
 
-def _opt_price(p: dict, name: str) -> Optional[float]:
+def _opt_price(p: dict, name: str) -> float | None:
     value = p.get(name)
     if value is None:
         return None

@@ -6,11 +6,19 @@ The ingest agent calls `ingest_one` and only does I/O with the result.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
-from streams.events import (DEFAULT_EVENT_MAP, Ignored, Parsed, Rejected, parse_segment,
-                            parse_typed, resolve_artists)
+from streams.events import (
+    DEFAULT_EVENT_MAP,
+    Ignored,
+    Parsed,
+    Rejected,
+    parse_segment,
+    parse_typed,
+    resolve_artists,
+)
 from streams.records import DeadLetter, Signal, encode
 
 
@@ -21,7 +29,7 @@ class ParserConfig:
     unmapped: str = "dead-letter"
 
 
-def ingest_one(raw: Optional[bytes], typed_kind: Optional[str], artist_of: Any,
+def ingest_one(raw: bytes | None, typed_kind: str | None, artist_of: Any,
                config: ParserConfig) -> Parsed:
     """Parse (Segment when `typed_kind` is None) and resolve artwork -> artist."""
     if raw is None:
@@ -37,7 +45,7 @@ def ingest_one(raw: Optional[bytes], typed_kind: Optional[str], artist_of: Any,
 
 
 def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
-                key: Optional[bytes], value: Optional[bytes]) -> bytes:
+                key: bytes | None, value: bytes | None) -> bytes:
     """The dead-letter record: reason, detail, source position and the original bytes."""
     value = value or b""
     return encode(DeadLetter(
@@ -46,4 +54,4 @@ def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
         value=base64.b64encode(value).decode("ascii"), size=len(value)))
 
 
-__all__ = ["ParserConfig", "ingest_one", "dead_letter", "Ignored", "Rejected"]
+__all__ = ["Ignored", "ParserConfig", "Rejected", "dead_letter", "ingest_one"]

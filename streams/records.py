@@ -8,7 +8,7 @@ dead-letter reason.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 import msgspec
 
@@ -21,13 +21,13 @@ class SegmentEvent(msgspec.Struct, rename=None):
     """The Segment common fields we read. Unknown fields are ignored."""
 
     type: str
-    event: Optional[str] = None
-    userId: Optional[str] = None
-    anonymousId: Optional[str] = None
-    previousId: Optional[str] = None
-    messageId: Optional[str] = None
-    timestamp: Optional[datetime] = None
-    originalTimestamp: Optional[datetime] = None
+    event: str | None = None
+    userId: str | None = None
+    anonymousId: str | None = None
+    previousId: str | None = None
+    messageId: str | None = None
+    timestamp: datetime | None = None
+    originalTimestamp: datetime | None = None
     properties: dict[str, Any] = {}
     context: dict[str, Any] = {}
 
@@ -37,12 +37,12 @@ class TypedSignal(msgspec.Struct, forbid_unknown_fields=False):
 
     user_id: str
     timestamp: datetime
-    message_id: Optional[str] = None
-    artist_id: Optional[str] = None
-    artwork_id: Optional[str] = None
+    message_id: str | None = None
+    artist_id: str | None = None
+    artwork_id: str | None = None
     artwork_ids: list[str] = []
-    price: Optional[float] = None
-    order_id: Optional[str] = None
+    price: float | None = None
+    order_id: str | None = None
 
 
 class Artwork(msgspec.Struct, forbid_unknown_fields=False):
@@ -50,8 +50,8 @@ class Artwork(msgspec.Struct, forbid_unknown_fields=False):
 
     id: str
     artist_id: str
-    published_at: Optional[datetime] = None
-    price: Optional[float] = None
+    published_at: datetime | None = None
+    price: float | None = None
     currency: str = "USD"
     is_merch: bool = False
     availability: str = "for sale"  # for sale | sold | unpublished
@@ -63,9 +63,9 @@ class Artwork(msgspec.Struct, forbid_unknown_fields=False):
 class Target(msgspec.Struct, array_like=True, omit_defaults=True):
     """What a signal is about: an artist, or an artwork (artist resolved via the catalog)."""
 
-    artist_id: Optional[str] = None
-    artwork_id: Optional[str] = None
-    price: Optional[float] = None
+    artist_id: str | None = None
+    artwork_id: str | None = None
+    price: float | None = None
 
 
 class Signal(msgspec.Struct, omit_defaults=True):
@@ -76,7 +76,7 @@ class Signal(msgspec.Struct, omit_defaults=True):
     message_id: str
     time: float  # event time, epoch seconds
     targets: tuple[Target, ...] = ()
-    order_id: Optional[str] = None
+    order_id: str | None = None
 
 
 class Identity(msgspec.Struct):
@@ -113,7 +113,7 @@ class DeadLetter(msgspec.Struct):
     topic: str
     partition: int
     offset: int
-    key: Optional[str]
+    key: str | None
     value: str  # original bytes, base64
     size: int
 

@@ -11,9 +11,10 @@ prints the same list with current values (``recstream config``).
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from types import MappingProxyType
-from typing import Mapping
 
 PREFIX = "RECSTREAM_"
 
@@ -66,7 +67,7 @@ class Settings:
     log_level: str = field(default="info", metadata={"help": "worker log level"})
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         values: dict = {}
         for f in fields(cls):
@@ -89,6 +90,14 @@ class Settings:
     @property
     def half_life_seconds(self) -> float:
         return self.half_life_days * 86400.0
+
+    @property
+    def advertised_host(self) -> str:
+        """Host other workers use for routed HTTP reads: explicit, else the bind host, and
+        for a wildcard bind (containers) this machine's hostname."""
+        if self.web_advertise_host:
+            return self.web_advertise_host
+        return socket.gethostname() if self.web_host in ("0.0.0.0", "::") else self.web_host
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -120,5 +129,7 @@ def _convert(name: str, typ: str, raw: str):
         if typ.startswith("Mapping"):
             return MappingProxyType(_parse_weights(raw))
         return raw
+    except ConfigError:
+        raise
     except ValueError:
         raise ConfigError(f"{var}={raw!r} is not a valid {typ}") from None

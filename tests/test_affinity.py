@@ -3,7 +3,15 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.affinity import AffinityModel, Profile, dump, load, message_digest, reference_scores, step
+from streams.affinity import (
+    AffinityModel,
+    Profile,
+    dump,
+    load,
+    message_digest,
+    reference_scores,
+    step,
+)
 from streams.records import Signal, Target
 
 DAY = 86400.0

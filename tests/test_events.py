@@ -2,8 +2,15 @@ import json
 
 import pytest
 
-from streams.events import (DEFAULT_EVENT_MAP, Ignored, Rejected, load_event_map, parse_segment,
-                            parse_typed, resolve_artists)
+from streams.events import (
+    DEFAULT_EVENT_MAP,
+    Ignored,
+    Rejected,
+    load_event_map,
+    parse_segment,
+    parse_typed,
+    resolve_artists,
+)
 from streams.records import Identity, Signal, Target
 
 TS = "2026-01-01T00:00:00Z"

@@ -14,7 +14,7 @@ import pytest
 from streams.affinity import AffinityModel, reference_scores
 from streams.demo import DemoGenerator, dumps
 from streams.devtools import segment_key
-from streams.events import Rejected, parse_segment, resolve_artists
+from streams.events import parse_segment, resolve_artists
 from streams.records import Signal
 from streams.settings import Settings
 from tests.conftest import get_json, metric, wait_until

@@ -1,0 +1,44 @@
+"""docker-compose.yml structure (no Docker engine runs here, so we check the file itself)."""
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_services_and_kraft_kafka():
+    services = COMPOSE["services"]
+    assert {"kafka", "topics", "worker"} <= services.keys()
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
+    assert "healthcheck" in kafka
+
+
+def test_worker_is_scalable_and_configured_by_environment():
+    worker = COMPOSE["services"]["worker"]
+    assert "container_name" not in worker and "ports" not in worker  # --scale worker=N must work
+    env = worker["environment"]
+    assert env["RECSTREAM_BROKER_URL"] == "kafka://kafka:9092"
+    assert env["RECSTREAM_WEB_HOST"] == "0.0.0.0"
+    assert env["RECSTREAM_SINGLE_RECORD_BATCHES"] == "false"
+    assert "/health" in " ".join(worker["healthcheck"]["test"])
+    assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert (ROOT / "Dockerfile").exists()
+
+
+def test_worker_env_uses_only_known_settings():
+    from streams.settings import Settings
+    known = {var for var, _, _ in Settings.describe()}
+    assert set(COMPOSE["services"]["worker"]["environment"]) <= known
+
+
+def test_topics_job_creates_every_topic_with_compacted_catalog():
+    script = COMPOSE["services"]["topics"]["command"][0]
+    from streams.records import SIGNAL_KINDS
+    for name in ["events.segment", "signals.keyed", "affinity.updates", "deadletter", "identities",
+                 *(f"signals.{k}" for k in SIGNAL_KINDS)]:
+        assert name in script, name
+    assert "create catalog.artworks 12 --config cleanup.policy=compact" in script
