@@ -14,7 +14,7 @@ import pytest
 from streams.affinity import AffinityModel, reference_scores
 from streams.demo import DemoGenerator, dumps
 from streams.devtools import segment_key
-from streams.events import parse_segment, resolve_artists
+from streams.events import parse_segment, parse_typed, resolve_artists
 from streams.records import Signal
 from streams.settings import Settings
 from tests.conftest import get_json, metric, wait_until
@@ -69,16 +69,24 @@ def loaded(cluster):
     stream = [(segment_key(e), dumps(e)) for e in events + dups] + [(b"bad", raw) for raw, _ in bad]
     rng.shuffle(stream)
     cluster.produce("events.segment", stream)
+    typed = [{"user_id": f"u{i % 40}", "timestamp": "2026-11-10T12:00:00Z", "message_id": f"typed-{i}",
+              **({"artist_id": f"a{i % 7}"} if i % 2 else {"artwork_id": catalog[i]["id"]})} for i in range(60)]
+    typed_bad = (b'{"user_id": "u1", "timestamp": "2026-11-10T12:00:00Z"}', "missing_property")
+    cluster.produce("signals.follow", [(t["user_id"].encode(), dumps(t)) for t in typed[:30]] + [(b"u1", typed_bad[0])])
+    cluster.produce("signals.save", [(t["user_id"].encode(), dumps(t)) for t in typed[30:]])
+    bad.append(typed_bad)
 
     # reference: the pure core on the unique good events, catalog from the same records
     artist_of = {a["id"]: a["artist_id"] for a in catalog}
     unique = list({e["messageId"]: e for e in events}.values())
     signals = [resolve_artists(parse_segment(dumps(e)), artist_of) for e in unique]
+    signals += [resolve_artists(parse_typed("follow" if i < 30 else "save", dumps(t)), artist_of)
+                for i, t in enumerate(typed)]
     assert all(isinstance(s, Signal) for s in signals)
     # the dedup guarantee is per user within the last RECSTREAM_DEDUP_WINDOW messages
     heaviest = max(sum(1 for s in signals if s.user_id == u) for u in {s.user_id for s in signals})
     assert N_DUPLICATES + heaviest < Settings.from_env().dedup_window
-    expected_in = len(events) + N_DUPLICATES
+    expected_in = len(events) + N_DUPLICATES + len(typed)
     wait_until(lambda: metric(worker, "recstream_events_total") >= expected_in
                and metric(worker, "recstream_dead_letters_total") >= len(bad), 120, what="ingest")
     wait_until(lambda: metric(worker, "recstream_signals_applied_total")
@@ -108,7 +116,7 @@ def test_affinity_matches_reference_and_bad_input_is_dead_lettered(cluster, load
 
     # duplicates were detected, not applied
     assert metric(worker, "recstream_duplicates_total") == N_DUPLICATES
-    assert metric(worker, "recstream_signals_applied_total") == len(unique)
+    assert metric(worker, "recstream_signals_applied_total") == len(signals)
 
     # every bad message is in the dead-letter topic with its reason and original bytes
     letters = [json.loads(r.value) for r in cluster.consume_all("deadletter")]
@@ -117,7 +125,7 @@ def test_affinity_matches_reference_and_bad_input_is_dead_lettered(cluster, load
     for raw, reason in bad:
         letter = by_value[raw]
         assert letter["reason"] == reason, (raw[:80], letter)
-        assert letter["detail"] and letter["topic"] == cluster.topic("events.segment")
+        assert letter["detail"] and letter["topic"] in (cluster.topic("events.segment"), cluster.topic("signals.follow"))
         assert letter["offset"] >= 0 and letter["size"] == len(raw)
         assert metric(worker, "recstream_dead_letters_total", reason=reason) >= 1
 
