@@ -1,14 +1,25 @@
-"""Catalog helpers (pure): artwork records and the artwork -> artist lookup."""
+"""Catalog (pure): artwork records, the artwork -> artist lookup, and the in-memory index the
+recommendation builder reads (eligible works per artist newest first, latest, curated).
+
+>>> idx = CatalogIndex()
+>>> idx.upsert(Artwork("w1", "a1", published_at=None))
+>>> idx.upsert(Artwork("w2", "a1", is_merch=True))
+>>> [w.id for w in idx.works_by("a1")]
+['w1']
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import bisect
+import heapq
+from collections.abc import Iterable, Iterator, Mapping
 
 import msgspec
 
 from streams.records import Artwork
 
 _ARTWORK = msgspec.json.Decoder(Artwork)
+_CURATED = msgspec.json.Decoder(dict[str, list[str]])
 
 
 def decode_artwork(raw: bytes) -> Artwork:
@@ -17,6 +28,23 @@ def decode_artwork(raw: bytes) -> Artwork:
     if not artwork.id or not artwork.artist_id:
         raise msgspec.ValidationError("artwork id and artist_id must be non-empty")
     return artwork
+
+
+def decode_curated(raw: bytes) -> list[str]:
+    """``{"artwork_ids": [...]}`` on catalog.curated."""
+    ids = _CURATED.decode(raw).get("artwork_ids")
+    if ids is None:
+        raise msgspec.ValidationError("curated record needs artwork_ids")
+    return ids
+
+
+def published(artwork: Artwork) -> float:
+    return artwork.published_at.timestamp() if artwork.published_at else 0.0
+
+
+def is_eligible(artwork: Artwork) -> bool:
+    """Recommendable at all: for sale and not merchandise."""
+    return artwork.availability == "for sale" and not artwork.is_merch
 
 
 class ArtistLookup:
@@ -28,3 +56,60 @@ class ArtistLookup:
     def get(self, artwork_id: str) -> str | None:
         raw = self.table.get(artwork_id)
         return None if raw is None else _ARTWORK.decode(raw).artist_id
+
+
+class CatalogIndex:
+    """Every worker's view of the catalog. Upserts are idempotent, so it can be fed from a
+    table scan and from changelog events in any overlap."""
+
+    def __init__(self) -> None:
+        self.works: dict[str, Artwork] = {}
+        self._by_artist: dict[str, list[tuple[float, str]]] = {}  # (-published, id), eligible only
+        self._latest: list[Artwork] | None = None
+        self.curated: list[str] = []
+
+    def upsert(self, artwork: Artwork) -> bool:
+        """Add or replace; returns True when the work is newly eligible (worth a refresh)."""
+        old = self.works.get(artwork.id)
+        if old is not None:
+            self.remove(artwork.id)
+        self.works[artwork.id] = artwork
+        if is_eligible(artwork):
+            bisect.insort(self._by_artist.setdefault(artwork.artist_id, []), (-published(artwork), artwork.id))
+            self._latest = None
+            return old is None or not is_eligible(old)
+        return False
+
+    def remove(self, artwork_id: str) -> None:
+        old = self.works.pop(artwork_id, None)
+        if old is not None and is_eligible(old):
+            entries = self._by_artist.get(old.artist_id, [])
+            entry = (-published(old), old.id)
+            i = bisect.bisect_left(entries, entry)
+            if i < len(entries) and entries[i] == entry:
+                del entries[i]
+            self._latest = None
+
+    def get(self, artwork_id: str) -> Artwork | None:
+        return self.works.get(artwork_id)
+
+    def works_by(self, artist_id: str, since: float = float("-inf")) -> Iterator[Artwork]:
+        """Eligible works by an artist published at or after `since`, newest first."""
+        for neg_pub, wid in self._by_artist.get(artist_id, ()):
+            if -neg_pub < since:
+                return
+            yield self.works[wid]
+
+    def latest(self, k: int) -> list[Artwork]:
+        """The k newest eligible works in the whole catalog."""
+        if self._latest is None or len(self._latest) < k:
+            pool = (self.works[wid] for entries in self._by_artist.values() for _, wid in entries)
+            self._latest = heapq.nlargest(max(k, 256), pool, key=lambda w: (published(w), w.id))
+        return self._latest[:k]
+
+    def eligible_count(self) -> int:
+        return sum(len(v) for v in self._by_artist.values())
+
+    def load(self, records: Iterable[bytes]) -> None:
+        for raw in records:
+            self.upsert(_ARTWORK.decode(raw))

@@ -68,7 +68,7 @@ class Target(msgspec.Struct, array_like=True, omit_defaults=True):
     price: float | None = None
 
 
-class Signal(msgspec.Struct, omit_defaults=True):
+class Signal(msgspec.Struct, omit_defaults=True, tag="signal"):
     """One user signal after parsing: the unit the affinity model consumes."""
 
     kind: str
@@ -79,7 +79,7 @@ class Signal(msgspec.Struct, omit_defaults=True):
     order_id: str | None = None
 
 
-class Identity(msgspec.Struct):
+class Identity(msgspec.Struct, tag="identity"):
     """identify/alias: `previous_id` (an anonymousId or old userId) is now `user_id`."""
 
     user_id: str
@@ -87,6 +87,24 @@ class Identity(msgspec.Struct):
     message_id: str
     time: float
 
+
+class Merge(msgspec.Struct, tag="merge"):
+    """An aliased profile moving to its new user id (sent keyed by `user_id`)."""
+
+    user_id: str
+    previous_id: str
+    message_id: str
+    profile: bytes  # streams.affinity.Profile, msgpack
+
+
+class Refresh(msgspec.Struct, tag="refresh"):
+    """A catalog change that matters to an artist's fans; sent to every partition."""
+
+    artist_id: str
+    artwork: bytes | None = None  # the new artwork's catalog record (JSON)
+
+
+KeyedRecord = Signal | Identity | Merge | Refresh
 
 # --- outputs ------------------------------------------------------------------------------
 
@@ -118,7 +136,36 @@ class DeadLetter(msgspec.Struct):
     size: int
 
 
+class RecItem(msgspec.Struct):
+    artwork_id: str
+    artist_id: str
+    score: float
+    source: str  # affinity | similar | curated | trending | latest
+
+
+class Recommendations(msgspec.Struct):
+    """``recommendations`` record and table value, keyed by user id."""
+
+    user_id: str
+    variant: str
+    generated_at: float
+    model_version: str
+    trigger: str
+    items: list[RecItem]
+
+
 ENCODER = msgspec.json.Encoder()
+_MSGPACK = msgspec.msgpack.Encoder()
+_KEYED = msgspec.msgpack.Decoder(KeyedRecord)
+
+
+def encode_keyed(record) -> bytes:
+    """signals.keyed values: msgpack tagged union (internal topic, so compact and fast)."""
+    return _MSGPACK.encode(record)
+
+
+def decode_keyed(raw: bytes):
+    return _KEYED.decode(raw)
 
 
 def encode(record: msgspec.Struct) -> bytes:

@@ -1,0 +1,115 @@
+"""Global popularity (pure): trending artworks and artist co-engagement.
+
+Both are aggregated per input partition (a `Partial`, stored in a global table keyed by
+partition) and merged on read into a `PopularityView` that every worker holds.
+
+Trending is a decayed interaction count, Σ w · 2^(−age/h), kept like affinity as (score at T, T).
+Co-engagement counts, for each pair of artists, the users who currently have both among their
+top artists; it moves by +1/−1 as users' top sets change.
+
+>>> part = Partial()
+>>> part.trending.add("w1", 3.0, 0.0, half_life_s=10.0)
+>>> part.trending.add("w1", 1.0, 10.0, half_life_s=10.0)
+>>> part.trending.scores
+{'w1': 2.5}
+>>> part.update_pairs({"a", "b"}, {"a", "b", "c"})
+>>> sorted(part.pairs.items())
+[('a|c', 1), ('b|c', 1)]
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable
+
+import msgspec
+
+MAX_TRENDING_PER_PARTITION = 2000
+MAX_PAIRS_PER_PARTITION = 20000
+
+
+class DecayedScores(msgspec.Struct):
+    ref: float = 0.0
+    scores: dict[str, float] = {}
+
+    def add(self, key: str, weight: float, t: float, half_life_s: float) -> None:
+        if t > self.ref:
+            factor = 2.0 ** (-(t - self.ref) / half_life_s)
+            for k in self.scores:
+                self.scores[k] *= factor
+            self.ref = t
+        self.scores[key] = self.scores.get(key, 0.0) + weight * 2.0 ** (-(self.ref - t) / half_life_s)
+        if len(self.scores) > MAX_TRENDING_PER_PARTITION * 1.25:  # amortised trim
+            keep = heapq.nlargest(MAX_TRENDING_PER_PARTITION, self.scores.items(), key=lambda i: (i[1], i[0]))
+            self.scores = dict(keep)
+
+
+class Partial(msgspec.Struct):
+    """One partition's share of the global popularity."""
+
+    trending: DecayedScores = msgspec.field(default_factory=DecayedScores)
+    pairs: dict[str, int] = {}
+
+    def update_pairs(self, old_top: Iterable[str], new_top: Iterable[str]) -> None:
+        old, new = _pairs(old_top), _pairs(new_top)
+        for p in new - old:
+            self.pairs[p] = self.pairs.get(p, 0) + 1
+        for p in old - new:
+            count = self.pairs.get(p, 0) - 1
+            if count > 0:
+                self.pairs[p] = count
+            else:
+                self.pairs.pop(p, None)
+        if len(self.pairs) > MAX_PAIRS_PER_PARTITION * 1.25:
+            self.pairs = dict(heapq.nlargest(MAX_PAIRS_PER_PARTITION, self.pairs.items(), key=lambda i: (i[1], i[0])))
+
+
+def _pairs(artists: Iterable[str]) -> set[str]:
+    return {f"{a}|{b}" for a, b in itertools.combinations(sorted(set(artists)), 2)}
+
+
+_ENC = msgspec.msgpack.Encoder()
+_DEC = msgspec.msgpack.Decoder(Partial)
+
+
+def dump_partial(p: Partial) -> bytes:
+    return _ENC.encode(p)
+
+
+def load_partial(raw: bytes | None) -> Partial:
+    return Partial() if not raw else _DEC.decode(raw)
+
+
+class PopularityView:
+    """The merged, read-only view used by the recommendation builder."""
+
+    def __init__(self, partials: Iterable[Partial] = (), half_life_s: float = 7 * 86400.0, top_k: int = 500):
+        ref = 0.0
+        parts = list(partials)
+        for p in parts:
+            ref = max(ref, p.trending.ref)
+        trending: dict[str, float] = {}
+        pairs: dict[str, int] = {}
+        for p in parts:
+            factor = 2.0 ** (-(ref - p.trending.ref) / half_life_s)
+            for k, s in p.trending.scores.items():
+                trending[k] = trending.get(k, 0.0) + s * factor
+            for k, c in p.pairs.items():
+                pairs[k] = pairs.get(k, 0) + c
+        top = heapq.nlargest(top_k, trending.items(), key=lambda i: (i[1], i[0]))
+        peak = top[0][1] if top else 0.0
+        # normalised to [0, 1] so the blend's trending term has a stable scale
+        self.trending: list[tuple[str, float]] = [(k, s / peak) for k, s in top] if peak > 0 else []
+        self.trending_score = dict(self.trending)
+        self.neighbours: dict[str, list[tuple[str, int]]] = {}
+        for key, count in pairs.items():
+            a, b = key.split("|", 1)
+            self.neighbours.setdefault(a, []).append((b, count))
+            self.neighbours.setdefault(b, []).append((a, count))
+        for lst in self.neighbours.values():
+            lst.sort(key=lambda i: (-i[1], i[0]))
+
+    def similar(self, artist_id: str, k: int = 10) -> list[tuple[str, int]]:
+        """Artists most co-engaged with `artist_id`: count descending, then id."""
+        return self.neighbours.get(artist_id, [])[:k]
