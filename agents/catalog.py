@@ -1,29 +1,67 @@
-"""catalog.artworks (compacted) -> the artworks GlobalTable every worker reads."""
+"""catalog.artworks / catalog.curated (compacted) -> global tables and every worker's catalog
+index; newly recommendable works trigger a refresh for their artist's fans on every partition."""
 
 import msgspec
 
-from streams import topics
-from streams.app import app
-from streams.catalog import decode_artwork
+from streams import tables, topics
+from streams.app import app, settings
+from streams.catalog import decode_artwork, decode_curated
 from streams.events import Rejected
+from streams.faustutil import event_context
 from streams.ingest import dead_letter
 from streams.metrics import metrics
-from streams.tables import artworks
+from streams.records import Refresh, encode_keyed
 
 
 @app.agent(topics.artworks, concurrency=1)
 async def load_artworks(stream):
-    async for event in stream.events():
-        msg = event.message
+    async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
+        tables.ensure_catalog_loaded()
+        refresh: dict[str, bytes] = {}  # artist -> newest changed work (one refresh per artist per batch)
+        for event in events:
+            with_artist = await _apply(event)
+            if with_artist:
+                refresh[with_artist[0]] = with_artist[1]
+        for artist, raw in refresh.items():
+            for partition in range(settings.partitions):
+                await topics.signals.send(key=artist.encode(), partition=partition,
+                                          value=encode_keyed(Refresh(artist, raw)))
+
+
+async def _apply(event):
+    """Store one catalog record; returns (artist, record) when fans should see the change."""
+    msg = event.message
+    with event_context(event):
         if event.value is None:  # tombstone: the artwork is gone
-            artworks.pop(msg.key.decode(), None)
-            continue
+            old = tables.catalog_index.get(msg.key.decode())
+            tables.artworks.pop(msg.key.decode(), None)
+            tables.catalog_index.remove(msg.key.decode())
+            return None if old is None else (old.artist_id, None)
         try:
             artwork = decode_artwork(event.value)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             metrics.inc("recstream_dead_letters_total", reason="invalid_artwork")
             await topics.deadletter.send(key=msg.key, value=dead_letter(
                 Rejected("invalid_artwork", str(exc)), msg.topic, msg.partition, msg.offset, msg.key, event.value))
+            return None
+        old = tables.catalog_index.get(artwork.id)
+        tables.artworks[artwork.id] = event.value
+    newly_recommendable = tables.catalog_index.upsert(artwork)
+    metrics.inc("recstream_catalog_records_total")
+    no_longer = old is not None and old != artwork and not newly_recommendable
+    return (artwork.artist_id, event.value) if newly_recommendable or no_longer else None
+
+
+@app.agent(topics.curated, concurrency=1)
+async def load_curated(stream):
+    async for event in stream.events():
+        try:
+            ids = decode_curated(event.value or b"")
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            msg = event.message
+            metrics.inc("recstream_dead_letters_total", reason="invalid_curated")
+            await topics.deadletter.send(key=msg.key, value=dead_letter(
+                Rejected("invalid_curated", str(exc)), msg.topic, msg.partition, msg.offset, msg.key, event.value))
             continue
-        artworks[artwork.id] = event.value
-        metrics.inc("recstream_catalog_records_total")
+        tables.editorial["curated"] = event.value
+        tables.catalog_index.curated = ids

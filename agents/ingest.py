@@ -1,4 +1,4 @@
-"""Segment and typed input topics -> signals re-keyed by user id (or a dead letter)."""
+"""Segment and typed input topics -> signals.keyed (re-keyed by user id) or a dead letter."""
 
 from streams import topics
 from streams.app import app, parser_config
@@ -6,7 +6,7 @@ from streams.catalog import ArtistLookup
 from streams.events import Ignored, Rejected
 from streams.ingest import dead_letter, ingest_one
 from streams.metrics import metrics
-from streams.records import Identity, encode
+from streams.records import Identity, encode_keyed
 from streams.tables import artworks
 
 artist_of = ArtistLookup(artworks)
@@ -23,9 +23,9 @@ async def ingest(stream):
                 key=msg.key, value=dead_letter(result, msg.topic, msg.partition, msg.offset, msg.key, event.value))
         elif isinstance(result, Ignored):
             metrics.inc("recstream_events_ignored_total")
-        elif isinstance(result, Identity):
-            metrics.inc("recstream_events_total", kind="identity")
-            await topics.identities.send(key=result.user_id.encode(), value=encode(result))
         else:
-            metrics.inc("recstream_events_total", kind=result.kind)
-            await topics.signals.send(key=result.user_id.encode(), value=encode(result))
+            kind = "identity" if isinstance(result, Identity) else result.kind
+            metrics.inc("recstream_events_total", kind=kind)
+            # identity links go to the partition of the id being merged away
+            key = result.previous_id if isinstance(result, Identity) else result.user_id
+            await topics.signals.send(key=key.encode(), value=encode_keyed(result))

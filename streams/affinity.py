@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.records import AffinityUpdate, ArtistScore, Signal, Target
+from streams.records import Signal, Target
 from streams.settings import DEFAULT_WEIGHTS
 
 TOGGLE_ON = {"follow": True, "unfollow": False, "save": True, "unsave": False}
@@ -61,6 +61,7 @@ class Profile(msgspec.Struct, omit_defaults=True):
     purchased: list[str] = []  # artwork ids bought (never recommended)
     prices: list[float] = []  # recent inquiry/order prices (budget inference)
     events: int = 0
+    alias_of: str = ""  # set once this id was merged into another (identify/alias)
 
 
 def message_digest(message_id: str) -> int:
@@ -126,6 +127,29 @@ class AffinityModel:
         return heapq.nsmallest(n, ((a, s) for a, s in self.scores(profile).items() if s > 0),
                                key=lambda item: (-item[1], item[0]))
 
+    def merge(self, into: Profile, other: Profile, message_id: str) -> bool:
+        """Fold `other` (an aliased id's profile) into `into`. Sums commute, toggles are LWW, so
+        the result does not depend on when the merge happens. False if already merged."""
+        digest = message_digest(message_id)
+        if digest in into.seen:
+            return False
+        other = load(dump(other))  # never alias the caller's object
+        self._advance(into, other.ref)
+        self._advance(other, into.ref)
+        for artist, score in other.scores.items():
+            into.scores[artist] = into.scores.get(artist, 0.0) + score
+        for key, tog in other.toggles.items():
+            old = into.toggles.get(key)
+            if old is None or (tog.time, tog.message_id) > (old.time, old.message_id):
+                into.toggles[key] = tog
+        into.seen = [d for d in into.seen if d not in set(other.seen)] + other.seen + [digest]
+        del into.seen[: max(0, len(into.seen) - self.dedup_window)]
+        into.purchased = list(dict.fromkeys(into.purchased + other.purchased))[-MAX_PURCHASES:]
+        into.prices = (into.prices + other.prices)[-MAX_PRICES:]
+        into.events += other.events
+        self._evict(into)
+        return True
+
     # --- internals ------------------------------------------------------------------------
 
     def _advance(self, profile: Profile, t: float) -> None:
@@ -176,27 +200,3 @@ def reference_scores(model: AffinityModel, signals: list[Signal]) -> dict[str, d
         model.learn_one(profiles.setdefault(s.user_id, Profile()), s)
     return {user: model.scores(p) for user, p in profiles.items()}
 
-
-@dataclass(frozen=True)
-class Step:
-    profile: bytes  # the profile to store (also on a duplicate: rewriting heals a changelog
-    #                  write lost in a crash, since every value is the whole profile)
-    update: AffinityUpdate | None  # what to emit, None when nothing visible changed
-    applied: bool
-
-
-def step(model: AffinityModel, stored: bytes | None, signal: Signal, top_n: int) -> Step:
-    """One signal against one stored profile: the affinity agent's whole logic."""
-    profile = load(stored)
-    before = _rounded(model.top(profile, top_n))
-    applied = model.learn_one(profile, signal)
-    after = model.top(profile, top_n)
-    update = None
-    if applied and _rounded(after) != before:
-        update = AffinityUpdate(signal.user_id, profile.ref,
-                                [ArtistScore(a, s) for a, s in after], signal.message_id)
-    return Step(dump(profile), update, applied)
-
-
-def _rounded(top: list[tuple[str, float]]) -> list[tuple[str, float]]:
-    return [(a, float(f"{s:.9g}")) for a, s in top]

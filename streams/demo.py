@@ -35,8 +35,12 @@ MIX = [
 
 class DemoGenerator:
     def __init__(self, users: int = 1000, artists: int = 200, artworks: int = 2000,
-                 days: int = 30, seed: int = 7, anonymous_share: float = 0.1):
+                 days: int = 30, seed: int = 7, anonymous_share: float = 0.1,
+                 end_time: datetime | None = None):
+        """`end_time`: when the demo's last event happens (default a fixed date, so output is
+        reproducible; `recstream dev` and the tests pass "now" so recency windows apply)."""
         self.rng = random.Random(seed)
+        self.base_time = (end_time - timedelta(days=days)) if end_time else BASE_TIME
         self.n_users, self.n_artists, self.n_artworks = users, artists, artworks
         self.days = days
         self.anonymous_share = anonymous_share
@@ -53,7 +57,7 @@ class DemoGenerator:
         rng = random.Random(self.rng.random())
         out = []
         for i, artist in enumerate(self.artist_of):
-            published = BASE_TIME + timedelta(days=self.days) - timedelta(days=rng.uniform(0, 60))
+            published = self.base_time + timedelta(days=self.days) - timedelta(days=rng.uniform(0, 60))
             out.append({
                 "id": f"w{i}", "artist_id": artist, "published_at": _iso(published),
                 "price": round(rng.lognormvariate(8, 1), 2), "currency": "USD",
@@ -68,7 +72,8 @@ class DemoGenerator:
         kinds = [k for k, _, _ in MIX]
         shares = [s for _, s, _ in MIX]
         for i in range(n):
-            t = BASE_TIME + timedelta(seconds=span * i / max(n, 1) + self.rng.uniform(-3600, 3600))
+            t = self.base_time + timedelta(seconds=span * i / max(n, 1) + self.rng.uniform(-3600, 3600))
+            t = min(t, self.base_time + timedelta(days=self.days))
             u = min(int(self.rng.paretovariate(1.2)) - 1, self.n_users - 1)  # a few heavy users
             u = u if self.rng.random() < 0.5 else self.rng.randrange(self.n_users)
             kind = self.rng.choices(kinds, shares)[0]
@@ -109,7 +114,12 @@ class DemoGenerator:
         """Sign-ups: each anonymous demo visitor becomes its user id."""
         for u in range(0, self.n_users, int(1 / self.anonymous_share)):
             yield {"type": "identify", "userId": f"u{u}", "anonymousId": f"anon-{u}",
-                   "messageId": f"demo-identify-{u}", "timestamp": _iso(BASE_TIME + timedelta(days=self.days))}
+                   "messageId": f"demo-identify-{u}", "timestamp": _iso(self.base_time + timedelta(days=self.days))}
+
+    def curated(self, k: int = 8) -> dict:
+        """The weekly editorial list (catalog.curated value)."""
+        rng = random.Random(self.n_artworks)
+        return {"artwork_ids": [f"w{i}" for i in rng.sample(range(self.n_artworks), min(k, self.n_artworks))]}
 
 
 def _iso(t: datetime) -> str:

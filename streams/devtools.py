@@ -204,35 +204,39 @@ async def _dev(args) -> None:
 
 
 async def _dev_loop(args, settings: Settings, bootstrap: str, worker: WorkerProcess) -> None:
+    from datetime import datetime, timezone
+
     from aiokafka import AIOKafkaConsumer
 
-    demo = DemoGenerator(users=args.users, artists=max(20, args.users // 5), artworks=args.users * 5)
+    demo = DemoGenerator(users=args.users, artists=max(20, args.users // 5), artworks=args.users * 5,
+                         end_time=datetime.now(timezone.utc))
     artworks = [(a["id"].encode(), dumps(a)) for a in demo.artworks()]
     await produce(bootstrap, settings.topic("catalog.artworks"), artworks)
-    print(f"[dev] published {len(artworks)} artworks; streaming {args.events} events at {args.rate:g}/s")
+    await produce(bootstrap, settings.topic("catalog.curated"), [(b"curated", dumps(demo.curated()))])
+    print(f"[dev] published {len(artworks)} artworks and the curated list")
     await asyncio.sleep(1.0)  # let the catalog land in the table before events refer to it
+    status, body = worker.get("/recommendations/newcomer")
+    print(f"[dev] a brand-new visitor gets: {_items_line(json.loads(body))}")
+    print(f"[dev] streaming {args.events} events at {args.rate:g}/s")
     watch = {f"u{i}" for i in range(args.watch)}
     events = ((segment_key(ev), dumps(ev)) for ev in demo.events(args.events))
     producer_task = asyncio.create_task(
         produce(bootstrap, settings.topic("events.segment"), events, rate=args.rate))
-    consumer = AIOKafkaConsumer(settings.topic("affinity.updates"), bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(settings.topic("recommendations"), settings.topic("affinity.updates"),
+                                bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     started = time.monotonic()
-    updates = 0
-    last_top: dict[str, list] = {}
+    counts = {"recommendations": 0, "affinity.updates": 0}
     try:
         while not args.duration or time.monotonic() - started < args.duration:
             batch = await consumer.getmany(timeout_ms=1000)
             for records in batch.values():
                 for rec in records:
-                    updates += 1
-                    update = json.loads(rec.value)
-                    top = [(a["artist_id"], round(a["score"], 2)) for a in update["artists"][:3]]
-                    if update["user_id"] in watch and top != last_top.get(update["user_id"]):
-                        last_top[update["user_id"]] = top
-                        print(f"[affinity] {update['user_id']:>6} top artists: "
-                              + ", ".join(f"{a}={s}" for a, s in top))
+                    kind = rec.topic[len(settings.topic_prefix):]
+                    counts[kind] += 1
+                    value = json.loads(rec.value)
+                    if kind == "recommendations" and value["user_id"] in watch:
+                        print(f"[recs] {value['user_id']:>5} ({value['variant']}): {_items_line(value)}")
             if producer_task.done():
                 producer_task.result()  # surface a producer failure
                 if not args.duration:
@@ -240,6 +244,11 @@ async def _dev_loop(args, settings: Settings, bootstrap: str, worker: WorkerProc
     finally:
         producer_task.cancel()
         await consumer.stop()
-    user = next(iter(sorted(watch)))
-    status, body = worker.get(f"/users/{user}/affinity?n=5")
-    print(f"[dev] {updates} affinity updates; GET /users/{user}/affinity -> {status} {body.decode()[:300]}")
+    user = sorted(watch)[0]
+    status, body = worker.get(f"/recommendations/{user}")
+    print(f"[dev] {counts['affinity.updates']} affinity updates, {counts['recommendations']} recommendation lists")
+    print(f"[dev] GET /recommendations/{user} -> {status} {body.decode()[:400]}")
+
+
+def _items_line(recs: dict) -> str:
+    return ", ".join(f"{i['artwork_id']} by {i['artist_id']} [{i['source']}]" for i in recs["items"])

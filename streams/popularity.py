@@ -113,3 +113,44 @@ class PopularityView:
     def similar(self, artist_id: str, k: int = 10) -> list[tuple[str, int]]:
         """Artists most co-engaged with `artist_id`: count descending, then id."""
         return self.neighbours.get(artist_id, [])[:k]
+
+
+class Shares:
+    """A worker's live partials for the partitions it owns, plus the merged view it reads.
+
+    Partials are written to the global table at most every `flush_s`; the view is rebuilt
+    from the table (others' partitions) and the live partials (ours) at most every `view_s`.
+    """
+
+    def __init__(self, half_life_s: float, flush_s: float = 1.0, view_s: float = 1.0):
+        self.half_life_s, self.flush_s, self.view_s = half_life_s, flush_s, view_s
+        self.live: dict[int, Partial] = {}
+        self._flushed_at: dict[int, float] = {}
+        self._view: PopularityView | None = None
+        self._view_at = float("-inf")
+
+    def partial(self, partition: int, stored: bytes | None) -> Partial:
+        if partition not in self.live:
+            self.live[partition] = load_partial(stored)
+            self._flushed_at[partition] = float("-inf")
+        return self.live[partition]
+
+    def flush_due(self, partition: int, now: float) -> bool:
+        if now - self._flushed_at.get(partition, float("-inf")) >= self.flush_s:
+            self._flushed_at[partition] = now
+            return True
+        return False
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions moved to another worker: its copy is the live one now."""
+        for p in partitions:
+            self.live.pop(p, None)
+            self._flushed_at.pop(p, None)
+
+    def view(self, stored: Iterable[tuple[str, bytes]], now: float) -> PopularityView:
+        if self._view is None or now - self._view_at >= self.view_s:
+            partials = {key: load_partial(raw) for key, raw in stored}
+            partials.update({f"p{p}": part for p, part in self.live.items()})
+            self._view = PopularityView(partials.values(), self.half_life_s)
+            self._view_at = now
+        return self._view

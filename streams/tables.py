@@ -1,13 +1,19 @@
-"""Tables (RocksDB via rocksdict, changelogged to Kafka). Values are msgspec-encoded bytes."""
+"""Tables (RocksDB via rocksdict, changelogged to Kafka). Values are msgspec-encoded bytes.
+
+Partitioned tables share signals.keyed's partitioning (key = user id), so a user's profile
+and recommendations live with the user's events. Global tables are held whole by every worker.
+"""
 
 from __future__ import annotations
 
 from streams.app import app
+from streams.catalog import CatalogIndex, decode_curated
+
+# Every worker's in-memory catalog index (fed from the artworks/editorial tables).
+catalog_index = CatalogIndex()
 
 
 def _raw(table):
-    # faust picks "json" for non-Model types; our values are already encoded bytes and the
-    # keys plain strings, so the changelog must carry them untouched.
     # The changelog topic was already built (with json) when the table was registered, and
     # recovery decodes with it while live writes use table.*_serializer: rebuild it so both
     # agree (same name, so the table manager's registration still holds).
@@ -17,9 +23,42 @@ def _raw(table):
     return table
 
 
-# user id -> streams.affinity.Profile (msgpack). Partitioned like signals.keyed.
-affinity = _raw(app.Table("affinity", key_type=str, value_type=bytes, help="user -> affinity profile"))
+async def _artwork_changed(event) -> None:
+    if event.value is None:
+        catalog_index.remove(event.key.decode())
+    else:
+        catalog_index.load([event.value])
 
-# artwork id -> streams.records.Artwork (JSON). Every worker holds the whole catalog.
+
+async def _editorial_changed(event) -> None:
+    if event.key == b"curated" and event.value is not None:
+        catalog_index.curated = decode_curated(event.value)
+
+
+# user id -> streams.affinity.Profile (msgpack)
+affinity = _raw(app.Table("affinity", key_type=str, value_type=bytes, help="user -> affinity profile"))
+# user id -> streams.records.Recommendations (JSON, as sent on the topic)
+recommendations = _raw(app.Table("recommendations", key_type=str, value_type=bytes,
+                                 help="user -> current recommendations"))
+# "<artist>@<partition>" -> fans in that partition (msgpack list of user ids)
+fans = _raw(app.Table("fans", key_type=str, value_type=bytes, help="artist@partition -> fans"))
+
+# artwork id -> streams.records.Artwork (JSON)
 artworks = _raw(app.GlobalTable("artworks", key_type=str, value_type=bytes,
-                                help="artwork id -> catalog record"))
+                                help="artwork id -> catalog record", on_changelog_event=_artwork_changed))
+# "curated" -> {"artwork_ids": [...]}
+editorial = _raw(app.GlobalTable("editorial", key_type=str, value_type=bytes,
+                                 help="editorial lists", on_changelog_event=_editorial_changed))
+# "p<partition>" -> streams.popularity.Partial (msgpack): trending + co-engagement shares
+popularity = _raw(app.GlobalTable("popularity", key_type=str, value_type=bytes,
+                                  help="per-partition popularity shares"))
+
+
+def ensure_catalog_loaded() -> None:
+    """After recovery, local RocksDB may hold records no changelog event will replay."""
+    if not getattr(catalog_index, "bootstrapped", False):
+        catalog_index.load(artworks.values())
+        curated = editorial.get("curated")
+        if curated:
+            catalog_index.curated = decode_curated(curated)
+        catalog_index.bootstrapped = True

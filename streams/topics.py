@@ -17,12 +17,15 @@ def _topic(name: str, **kwargs):
 segment_events = _topic("events.segment")
 typed_signal_topics = {kind: _topic(f"signals.{kind}") for kind in SIGNAL_KINDS}
 artworks = _topic("catalog.artworks", config=COMPACT)
+curated = _topic("catalog.curated", config=COMPACT)
 
-# Internal: normalised signals re-keyed by user id (the affinity table's source topic).
+# Internal: signals, identity links, profile merges and catalog refreshes, keyed by user id
+# (identity links by the previous id; refreshes go to every partition).
 signals = _topic("signals.keyed")
 
 # Outputs
 affinity_updates = _topic("affinity.updates")
+recommendations = _topic("recommendations")
 deadletter = _topic("deadletter")
 
 TYPED_BY_NAME = {t.get_topic_name(): kind for kind, t in typed_signal_topics.items()}
@@ -30,5 +33,5 @@ TYPED_BY_NAME = {t.get_topic_name(): kind for kind, t in typed_signal_topics.ite
 # One channel over every input the ingest agent reads.
 inputs = app.topic(segment_events.get_topic_name(), *TYPED_BY_NAME, key_type=bytes, value_type=bytes)
 
-# identify/alias links, keyed by the (new) user id; merged by the recommendations issue.
-identities = _topic("identities")
+# Logical output names used by the pure pipeline -> topics.
+outputs = {"affinity.updates": affinity_updates, "recommendations": recommendations, "signals.keyed": signals}

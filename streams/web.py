@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import functools
+import time
+
 from streams import tables
 from streams.affinity import load
-from streams.app import affinity_model, app
+from streams.app import affinity_model, app, pipeline_config
+from streams.experiments import assign
 from streams.metrics import metrics
+from streams.recommend import cold_start
+from streams.records import Recommendations, encode
+
+
+def routed(table):
+    """faust's table_route, made safe before the first write: it hashes keys with the
+    producer's metadata for the table's changelog topic, which the producer only fetches on
+    its first write there (a read before that failed with a 500)."""
+    def decorate(view):
+        inner = app.table_route(table=table, match_info="user_id")(view)
+
+        @functools.wraps(view)
+        async def handler(web, request, user_id: str):
+            producer = app.producer._ensure_producer()
+            name = table.changelog_topic.get_topic_name()
+            if producer._metadata.partitions_for_topic(name) is None:
+                await producer.partitions_for(name)
+            return await inner(web, request, user_id=user_id)
+        return handler
+    return decorate
 
 
 @app.page("/users/{user_id}/affinity")
-@app.table_route(table=tables.affinity, match_info="user_id")
+@routed(tables.affinity)
 async def user_affinity(web, request, user_id: str):
     raw = tables.affinity.get(user_id)
     if raw is None:
@@ -20,8 +44,30 @@ async def user_affinity(web, request, user_id: str):
         "user_id": user_id,
         "as_of": profile.ref,
         "events": profile.events,
+        "alias_of": profile.alias_of or None,
         "artists": [{"artist_id": a, "score": s} for a, s in top],
     })
+
+
+@app.page("/recommendations/{user_id}")
+@routed(tables.recommendations)
+async def user_recommendations(web, request, user_id: str):
+    """The precomputed list; a new or unknown user gets the cold-start list, never a 404."""
+    metrics.inc("recstream_http_recommendations_total")
+    raw = tables.recommendations.get(user_id)
+    if raw is None:
+        tables.ensure_catalog_loaded()
+        variant = assign(pipeline_config.experiment, user_id, pipeline_config.variants)
+        now = time.time()
+        popularity = _popularity_view(now)
+        items = cold_start(tables.catalog_index, popularity, variant, now)
+        raw = encode(Recommendations(user_id, variant.name, now, pipeline_config.model_version, "cold-start", items))
+    return web.bytes(raw, content_type="application/json")
+
+
+def _popularity_view(now: float):
+    from agents.users import shares
+    return shares.view(tables.popularity.items(), now)
 
 
 @app.page("/health")

@@ -10,7 +10,6 @@ from streams.affinity import (
     load,
     message_digest,
     reference_scores,
-    step,
 )
 from streams.records import Signal, Target
 
@@ -116,16 +115,6 @@ def test_profile_roundtrips_through_bytes():
     assert load(None) == Profile()
 
 
-def test_step_emits_on_change_and_rewrites_on_duplicate():
-    first = step(MODEL, None, sig("follow", "a", 0.0, "f"), top_n=5)
-    assert first.applied and first.update.artists[0].artist_id == "a" and first.update.trigger == "f"
-    dup = step(MODEL, first.profile, sig("follow", "a", 0.0, "f"), top_n=5)
-    assert not dup.applied and dup.update is None and dup.profile == first.profile
-    # a follow of an already-followed artist at the same time changes nothing visible
-    same = step(MODEL, first.profile, sig("follow", "a", 0.0, "f0"), top_n=5)
-    assert same.applied and same.update is None
-
-
 # --- properties ---------------------------------------------------------------------------
 
 kinds = st.sampled_from(["view", "save", "unsave", "follow", "unfollow", "order", "inquiry", "collection"])
@@ -179,3 +168,21 @@ def test_replaying_everything_twice_changes_nothing(events):
 def test_decay_is_multiplicative(a, b):
     assert math.isclose(MODEL.decay(a) * MODEL.decay(b), MODEL.decay(a + b), rel_tol=1e-9)
     assert math.isclose(MODEL.decay(MODEL.half_life_s), 0.5)
+
+
+def test_merge_equals_having_seen_all_events_on_one_profile():
+    anon_events = [sig("view", "a", 0.0, "v1", user="anon"), sig("follow", "b", 5 * DAY, "f1", user="anon"),
+                   sig("order", "a", 6 * DAY, "o1", "w1", 300.0, user="anon")]
+    user_events = [sig("view", "a", 10 * DAY, "v2"), sig("unfollow", "b", 3 * DAY, "uf")]
+    anon, user, together = Profile(), Profile(), Profile()
+    for s in anon_events:
+        MODEL.learn_one(anon, s)
+    for s in user_events:
+        MODEL.learn_one(user, s)
+    for s in anon_events + user_events:
+        MODEL.learn_one(together, s)
+    assert MODEL.merge(user, anon, "identify-1")
+    assert close(MODEL.scores(user), MODEL.scores(together))
+    assert user.purchased == ["w1"] and user.events == 5
+    assert not MODEL.merge(user, anon, "identify-1")  # a replayed merge is a no-op
+    assert not MODEL.learn_one(user, anon_events[0])  # the anon's messageIds came along

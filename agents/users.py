@@ -1,0 +1,60 @@
+"""signals.keyed -> affinity, fans and recommendations tables; affinity.updates and
+recommendations out. All logic is in streams.pipeline; this only moves bytes."""
+
+import time
+
+import msgspec
+
+from streams import tables, topics
+from streams.app import app, pipeline_config, settings
+from streams.events import Rejected
+from streams.faustutil import by_partition, event_context
+from streams.ingest import dead_letter
+from streams.metrics import metrics
+from streams.pipeline import PartitionBatch
+from streams.popularity import Shares
+from streams.records import decode_keyed
+
+shares = Shares(pipeline_config.trending_half_life_s, flush_s=settings.popularity_flush_s)
+
+
+@app.agent(topics.signals, concurrency=1)  # stateful: concurrency 1 (faust #606)
+async def process_users(stream):
+    async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
+        tables.ensure_catalog_loaded()
+        for partition, group in by_partition(events):
+            records = []
+            for e in group:
+                record = await _decode(e)
+                if record is not None:
+                    records.append(record)
+            now = time.time()
+            with event_context(group[-1]):  # every key written here belongs to `partition`
+                partial = shares.partial(partition, tables.popularity.get(f"p{partition}"))
+                view = shares.view(tables.popularity.items(), now)
+                batch = PartitionBatch(pipeline_config, partition, tables.affinity, tables.recommendations,
+                                       tables.fans, partial, tables.catalog_index, view, now)
+                outputs = batch.run(records)
+                if shares.flush_due(partition, now):
+                    tables.popularity[f"p{partition}"] = msgspec.msgpack.encode(partial)
+            metrics.inc("recstream_signals_applied_total", by=batch.applied)
+            metrics.inc("recstream_duplicates_total", by=batch.duplicates)
+            for out in outputs:
+                metrics.inc("recstream_records_sent_total", topic=out.topic)
+                await topics.outputs[out.topic].send(key=out.key, value=out.value)
+
+
+async def _decode(event):
+    try:
+        return decode_keyed(event.value)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        msg = event.message
+        metrics.inc("recstream_dead_letters_total", reason="invalid_internal_record")
+        await topics.deadletter.send(key=msg.key, value=dead_letter(
+            Rejected("invalid_internal_record", str(exc)), msg.topic, msg.partition, msg.offset, msg.key, event.value))
+        return None
+
+
+@app.on_partitions_revoked.connect
+async def _revoked(app, revoked, **kwargs):
+    shares.forget(tp.partition for tp in revoked if tp.topic == topics.signals.get_topic_name())

@@ -1,0 +1,222 @@
+"""The per-user pipeline (pure): a batch of ``signals.keyed`` records from one partition ->
+state changes (through plain mappings) and output records.
+
+The faust agent hands in its tables (any MutableMapping[str, bytes] works, which is how the
+tests drive it with dicts) and sends what `run` returns. Within a batch each user is
+recomputed once, which is how bursts coalesce: one affinity update and at most one
+recommendations record per user per batch, and only when they changed.
+
+State per partition:
+- profiles: user -> Profile (affinity, dedup ids, purchases, prices, alias pointer)
+- recs: user -> Recommendations (the single source of truth that the topic mirrors)
+- fans: "<artist>@<partition>" -> users who have the artist among their top artists, so a new
+  work reaches them without waiting for their next event.
+- partial: this partition's share of trending and co-engagement (streams.popularity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+
+import msgspec
+
+from streams.affinity import AffinityModel, Profile, dump, load
+from streams.catalog import CatalogIndex, decode_artwork
+from streams.experiments import Variant, assign, default_variants
+from streams.popularity import Partial, PopularityView
+from streams.recommend import build
+from streams.records import (
+    AffinityUpdate,
+    ArtistScore,
+    Identity,
+    Merge,
+    Recommendations,
+    Refresh,
+    Signal,
+    encode,
+    encode_keyed,
+)
+
+AFFINITY_UPDATES, RECOMMENDATIONS, SIGNALS_KEYED = "affinity.updates", "recommendations", "signals.keyed"
+NO_TRENDING = {"unfollow", "unsave", "follow"}
+
+_RECS = msgspec.json.Decoder(Recommendations)
+_FANS_ENC = msgspec.msgpack.Encoder()
+_FANS_DEC = msgspec.msgpack.Decoder(list[str])
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str  # logical name, without the topic prefix
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    model: AffinityModel = field(default_factory=AffinityModel)
+    variants: dict[str, Variant] = field(default_factory=default_variants)
+    experiment: str = "recs"
+    model_version: str = "affinity-blend-1"
+    affinity_top_n: int = 20  # artists in each affinity.updates record
+    fan_top_m: int = 10  # a user is a fan of each of their top-m artists
+    coengagement_top_m: int = 5
+    max_fans: int = 2000  # per artist per partition
+    trending_half_life_s: float = 7 * 86400.0
+
+
+def fans_key(artist_id: str, partition: int) -> str:
+    return f"{artist_id}@{partition}"
+
+
+def decode_recs(raw: bytes | None) -> Recommendations | None:
+    return None if raw is None else _RECS.decode(raw)
+
+
+def recommendations_for(cfg: PipelineConfig, user_id: str, profile: Profile, catalog: CatalogIndex,
+                        popularity: PopularityView, now: float, trigger: str) -> Recommendations:
+    variant = assign(cfg.experiment, user_id, cfg.variants)
+    top = cfg.model.top(profile, 20)
+    items = build(top, profile.purchased, profile.prices, variant, catalog, popularity, now)
+    return Recommendations(user_id, variant.name, now, cfg.model_version, trigger, items)
+
+
+class PartitionBatch:
+    def __init__(self, cfg: PipelineConfig, partition: int, profiles: MutableMapping[str, bytes],
+                 recs: MutableMapping[str, bytes], fans: MutableMapping[str, bytes], partial: Partial,
+                 catalog: CatalogIndex, popularity: PopularityView, now: float):
+        self.cfg, self.partition = cfg, partition
+        self.profiles, self.recs, self.fans = profiles, recs, fans
+        self.partial, self.catalog, self.popularity, self.now = partial, catalog, popularity, now
+        self._loaded: dict[str, Profile] = {}
+        self._before: dict[str, list[tuple[str, float]]] = {}
+        self._written: set[str] = set()
+        self._dirty: dict[str, str] = {}  # user -> trigger
+        self.out: list[Output] = []
+        self.applied = self.duplicates = 0
+
+    # --- records ---------------------------------------------------------------------------
+
+    def run(self, records: Iterable[Signal | Identity | Merge | Refresh]) -> list[Output]:
+        for rec in records:
+            if isinstance(rec, Signal):
+                self._signal(rec)
+            elif isinstance(rec, Identity):
+                self._identity(rec)
+            elif isinstance(rec, Merge):
+                self._merge(rec)
+            else:
+                self._refresh(rec)
+        self._finish()
+        return self.out
+
+    def _signal(self, sig: Signal) -> None:
+        profile = self._profile(sig.user_id)
+        if profile.alias_of:  # this id was merged: the event belongs to the merged profile
+            moved = msgspec.structs.replace(sig, user_id=profile.alias_of)
+            self._send(SIGNALS_KEYED, profile.alias_of, encode_keyed(moved))
+            return
+        self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
+        if not self.cfg.model.learn_one(profile, sig):
+            self.duplicates += 1
+            return
+        self.applied += 1
+        self._dirty[sig.user_id] = sig.message_id
+        if sig.kind not in NO_TRENDING:
+            weight = self.cfg.model.weights.get(sig.kind, 0.0)
+            for t in sig.targets:
+                if t.artwork_id:
+                    self.partial.trending.add(t.artwork_id, weight, sig.time, self.cfg.trending_half_life_s)
+
+    def _identity(self, ident: Identity) -> None:
+        """Keyed by the previous id: hand its profile to the new id and leave a pointer."""
+        profile = self._profile(ident.previous_id)
+        if profile.alias_of:
+            return  # already merged (a replay, or a second identify for the same anonymous id)
+        self._send(SIGNALS_KEYED, ident.user_id,
+                   encode_keyed(Merge(ident.user_id, ident.previous_id, ident.message_id, dump(profile))))
+        self._loaded[ident.previous_id] = Profile(alias_of=ident.user_id, seen=profile.seen)
+        self._written.add(ident.previous_id)
+        self._dirty.pop(ident.previous_id, None)
+
+    def _merge(self, merge: Merge) -> None:
+        profile = self._profile(merge.user_id)
+        if profile.alias_of:
+            self._send(SIGNALS_KEYED, profile.alias_of, encode_keyed(
+                msgspec.structs.replace(merge, user_id=profile.alias_of)))
+            return
+        if self.cfg.model.merge(profile, load(merge.profile), merge.message_id):
+            self._written.add(merge.user_id)
+            self._dirty[merge.user_id] = merge.message_id
+
+    def _refresh(self, refresh: Refresh) -> None:
+        trigger = "catalog"
+        if refresh.artwork:
+            artwork = decode_artwork(refresh.artwork)
+            self.catalog.upsert(artwork)  # the refresh may overtake the catalog table update
+            trigger = f"catalog:{artwork.id}"
+        for user in _FANS_DEC.decode(self.fans.get(fans_key(refresh.artist_id, self.partition)) or b"\x90"):
+            self._dirty.setdefault(user, trigger)
+
+    # --- per-user results ------------------------------------------------------------------
+
+    def _profile(self, user: str) -> Profile:
+        profile = self._loaded.get(user)
+        if profile is None:
+            profile = self._loaded[user] = load(self.profiles.get(user))
+            self._before[user] = self.cfg.model.top(profile, self._top_needed())
+        return profile
+
+    def _top_needed(self) -> int:
+        return max(self.cfg.affinity_top_n, self.cfg.fan_top_m, self.cfg.coengagement_top_m)
+
+    def _finish(self) -> None:
+        for user in self._written:
+            self.profiles[user] = dump(self._loaded[user])
+        for user, trigger in self._dirty.items():
+            profile = self._profile(user)
+            if profile.alias_of or (not profile.events and not profile.scores):
+                continue
+            before, after = self._before[user], self.cfg.model.top(profile, self._top_needed())
+            self._emit_affinity(user, profile, before, after, trigger)
+            self._update_fans(user, before, after)
+            self.partial.update_pairs((a for a, _ in before[: self.cfg.coengagement_top_m]),
+                                      (a for a, _ in after[: self.cfg.coengagement_top_m]))
+            self._emit_recommendations(user, profile, trigger)
+
+    def _emit_affinity(self, user, profile, before, after, trigger) -> None:
+        n = self.cfg.affinity_top_n
+        if _rounded(before[:n]) != _rounded(after[:n]):
+            update = AffinityUpdate(user, profile.ref, [ArtistScore(a, s) for a, s in after[:n]], trigger)
+            self._send(AFFINITY_UPDATES, user, encode(update))
+
+    def _update_fans(self, user, before, after) -> None:
+        m = self.cfg.fan_top_m
+        old, new = {a for a, _ in before[:m]}, {a for a, _ in after[:m]}
+        for artist in old ^ new:
+            key = fans_key(artist, self.partition)
+            fans = [u for u in _FANS_DEC.decode(self.fans.get(key) or b"\x90") if u != user]
+            if artist in new:
+                fans.append(user)
+            self.fans[key] = _FANS_ENC.encode(fans[-self.cfg.max_fans:])
+
+    def _emit_recommendations(self, user, profile, trigger) -> None:
+        fresh = recommendations_for(self.cfg, user, profile, self.catalog, self.popularity, self.now, trigger)
+        old = decode_recs(self.recs.get(user))
+        if old is not None and old.variant == fresh.variant and _listing(old) == _listing(fresh):
+            return  # nothing a client would see changed
+        value = encode(fresh)
+        self.recs[user] = value
+        self._send(RECOMMENDATIONS, user, value)
+
+    def _send(self, topic: str, key: str, value: bytes) -> None:
+        self.out.append(Output(topic, key.encode(), value))
+
+
+def _rounded(top: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    return [(a, float(f"{s:.9g}")) for a, s in top]
+
+
+def _listing(recs: Recommendations) -> list[tuple[str, str]]:
+    return [(i.artwork_id, i.source) for i in recs.items]
