@@ -17,7 +17,7 @@ def _topic(name: str, **kwargs):
 segment_events = _topic("events.segment")
 typed_signal_topics = {kind: _topic(f"signals.{kind}") for kind in SIGNAL_KINDS}
 artworks = _topic("catalog.artworks", config=COMPACT)
-curated = _topic("catalog.curated", config=COMPACT)
+curated = app.topic(settings.topic("catalog.curated"), key_type=bytes, value_type=bytes, partitions=1, config=COMPACT)
 
 # Internal: signals, identity links, profile merges and catalog refreshes, keyed by user id
 # (identity links by the previous id; refreshes go to every partition).

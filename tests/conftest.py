@@ -98,11 +98,24 @@ def cluster(broker, tmp_path, request):
         print(c.logs())
 
 
+@pytest.fixture(scope="module")
+def module_cluster(broker, tmp_path_factory):
+    """One deployment shared by a module's scenarios (a worker start costs seconds)."""
+    c = Cluster(broker, tmp_path_factory.mktemp("cluster"))
+    yield c
+    c.stop()
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+def records_for(cluster: Cluster, topic: str, key: str) -> list[dict]:
+    """Every JSON record with this key on a topic, oldest first."""
+    return [json.loads(r.value) for r in cluster.consume_all(topic, idle_ms=700) if r.key == key.encode()]
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):

@@ -1,0 +1,108 @@
+"""Recommendations end to end on the embedded broker with a real worker."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from streams.demo import dumps
+from tests.conftest import get_json, metric, records_for, wait_until
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(timezone.utc)
+ARTISTS = ["alpha", "beta", "gamma"]
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def artwork(wid: str, artist: str, days_ago: float, **kw) -> dict:
+    return {"id": wid, "artist_id": artist, "published_at": iso(NOW - timedelta(days=days_ago)),
+            "price": 1000.0, "availability": "for sale", "is_merch": False, **kw}
+
+
+CATALOG = ([artwork(f"{a}-{i}", a, 1 + i) for a in ARTISTS for i in range(3)]
+           + [artwork(f"filler-{i}", f"filler-artist-{i}", 40 + i) for i in range(20)]
+           + [artwork("alpha-merch", "alpha", 0.5, is_merch=True), artwork("beta-sold", "beta", 0.5, availability="sold")])
+CURATED = ["filler-3", "filler-7", "beta-sold"]
+
+
+def track(user: str, event: str, mid: str, anonymous: bool = False, minutes_ago: float = 1, **props) -> tuple:
+    ev = {"type": "track", "event": event, "messageId": mid, "timestamp": iso(NOW - timedelta(minutes=minutes_ago)),
+          "properties": props, ("anonymousId" if anonymous else "userId"): user}
+    return user.encode(), dumps(ev)
+
+
+@pytest.fixture(scope="module")
+def worker(module_cluster):
+    w = module_cluster.start_worker()
+    module_cluster.produce("catalog.artworks", [(a["id"].encode(), dumps(a)) for a in CATALOG])
+    module_cluster.produce("catalog.curated", [(b"curated", dumps({"artwork_ids": CURATED}))])
+    wait_until(lambda: metric(w, "recstream_catalog_records_total") >= len(CATALOG), 60, what="catalog")
+    return w
+
+
+def sources(recs: dict) -> list[str]:
+    return [i["source"] for i in recs["items"]]
+
+
+def test_onboarding_cold_start_then_personal_after_two_follows(module_cluster, worker):
+    status, cold = get_json(worker, "/recommendations/newbie")
+    assert status == 200 and cold["trigger"] == "cold-start" and cold["variant"] in ("A", "B")
+    assert [i["artwork_id"] for i in cold["items"][:2]] == ["filler-3", "filler-7"]  # curated first, sold one skipped
+    assert len(cold["items"]) == 6 and set(sources(cold)) <= {"curated", "trending", "latest"}
+
+    module_cluster.produce("events.segment", [
+        track("newbie", "followedArtist", "nb-1", owner_id="alpha", owner_type="artist"),
+        track("newbie", "followedArtist", "nb-2", owner_id="beta", owner_type="artist", minutes_ago=0.5)])
+    lists = wait_until(lambda: [r for r in records_for(module_cluster, "recommendations", "newbie")
+                                if r["trigger"] == "nb-2"], 30, what="personal list")
+    personal = lists[-1]
+    picks = [i for i in personal["items"] if i["source"] == "affinity"]
+    assert len(picks) == 6 and {i["artist_id"] for i in picks} == {"alpha", "beta"}
+    assert "alpha-merch" not in json.dumps(personal) and "beta-sold" not in json.dumps(personal)
+    assert get_json(worker, "/recommendations/newbie")[1]["items"] == personal["items"]
+
+
+def test_new_artwork_by_followed_artist_reaches_fans(module_cluster, worker):
+    module_cluster.produce("events.segment", [track("fan-1", "followedArtist", "fan-1-f", owner_id="gamma")])
+    wait_until(lambda: records_for(module_cluster, "recommendations", "fan-1"), 30, what="fan's first list")
+    fresh = artwork("gamma-fresh", "gamma", 0.01)
+    module_cluster.produce("catalog.artworks", [(b"gamma-fresh", dumps(fresh))])
+    pushed = wait_until(lambda: [r for r in records_for(module_cluster, "recommendations", "fan-1")
+                                 if r["trigger"] == "catalog:gamma-fresh"], 30, what="refresh push")
+    assert pushed[-1]["items"][0]["artwork_id"] == "gamma-fresh"
+
+
+def test_alias_merges_anonymous_history_into_the_user(module_cluster, worker):
+    module_cluster.produce("events.segment", [
+        track("anon-9", "followedArtist", "a9-1", anonymous=True, owner_id="alpha", minutes_ago=5),
+        track("anon-9", "artworkSave", "a9-2", anonymous=True, artwork_id="beta-1", minutes_ago=4)])
+    wait_until(lambda: get_json(worker, "/users/anon-9/affinity")[0] == 200, 30, what="anonymous profile")
+    identify = {"type": "identify", "userId": "member-9", "anonymousId": "anon-9", "messageId": "a9-id",
+                "timestamp": iso(NOW - timedelta(minutes=3))}
+    module_cluster.produce("events.segment", [(b"anon-9", dumps(identify))])
+    merged = wait_until(lambda: (lambda r: r[1] if r[0] == 200 and len(r[1]["artists"]) == 2 else None)(
+        get_json(worker, "/users/member-9/affinity")), 30, what="merged profile")
+    assert {a["artist_id"] for a in merged["artists"]} == {"alpha", "beta"}
+    assert get_json(worker, "/users/anon-9/affinity")[1]["alias_of"] == "member-9"
+    # a later anonymous event lands on the merged profile
+    module_cluster.produce("events.segment", [
+        track("anon-9", "followedArtist", "a9-3", anonymous=True, owner_id="gamma", minutes_ago=1)])
+    wait_until(lambda: {"alpha", "beta", "gamma"} <= {a["artist_id"] for a in get_json(
+        worker, "/users/member-9/affinity")[1]["artists"]}, 30, what="forwarded event")
+    assert records_for(module_cluster, "recommendations", "member-9")
+
+
+def test_no_emission_when_nothing_changed(module_cluster, worker):
+    module_cluster.produce("events.segment", [track("steady", "followedArtist", "st-1", owner_id="beta")])
+    wait_until(lambda: records_for(module_cluster, "recommendations", "steady"), 30, what="first list")
+    before = len(records_for(module_cluster, "recommendations", "steady"))
+    duplicates = metric(worker, "recstream_duplicates_total")
+    module_cluster.produce("events.segment", [track("steady", "followedArtist", "st-1", owner_id="beta")] * 3)
+    wait_until(lambda: metric(worker, "recstream_duplicates_total") >= duplicates + 3, 30, what="duplicates seen")
+    assert len(records_for(module_cluster, "recommendations", "steady")) == before

@@ -1,0 +1,128 @@
+"""The per-partition pipeline driven with plain dicts as its state (no faust, no Kafka)."""
+
+import json
+from datetime import datetime, timezone
+
+import msgspec
+
+from streams.affinity import AffinityModel, load
+from streams.catalog import CatalogIndex
+from streams.experiments import Variant
+from streams.pipeline import PartitionBatch, PipelineConfig, decode_recs, fans_key
+from streams.popularity import Partial, PopularityView
+from streams.records import Artwork, Identity, Merge, Refresh, Signal, Target, decode_keyed, encode
+
+NOW = datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp()
+DAY = 86400.0
+CFG = PipelineConfig(model=AffinityModel(), variants={"A": Variant("A", share=1.0)})
+
+
+def art(wid, artist, days_ago=1.0, **kw):
+    return Artwork(wid, artist, published_at=datetime.fromtimestamp(NOW - days_ago * DAY, tz=timezone.utc), **kw)
+
+
+class World:
+    def __init__(self, *works, curated=()):
+        self.profiles, self.recs, self.fans, self.partial = {}, {}, {}, Partial()
+        self.catalog = CatalogIndex()
+        for w in works:
+            self.catalog.upsert(w)
+        self.catalog.curated = list(curated)
+
+    def run(self, records, partition=0):
+        batch = PartitionBatch(CFG, partition, self.profiles, self.recs, self.fans, self.partial,
+                               self.catalog, PopularityView([self.partial]), NOW)
+        out = batch.run(records)
+        return {topic: [o for o in out if o.topic == topic] for topic in ("affinity.updates", "recommendations", "signals.keyed")}
+
+
+def fans_of(world, artist, partition=0):
+    return msgspec.msgpack.decode(world.fans.get(fans_key(artist, partition), b"\x90"))
+
+
+def follow(user, artist, mid, t=NOW - 3600, kind="follow"):
+    return Signal(kind, user, mid, t, (Target(artist),))
+
+
+WORKS = [art("a1-new", "a", 1), art("a1-old", "a", 3), art("b1", "b", 2)] + [art(f"x{i}", "x", 10 + i) for i in range(6)]
+
+
+def test_two_follows_give_a_personal_list_with_sources():
+    world = World(*WORKS)
+    out = world.run([follow("u", "a", "m1")])
+    recs = json.loads(out["recommendations"][0].value)
+    assert recs["user_id"] == "u" and recs["variant"] == "A" and recs["trigger"] == "m1"
+    assert recs["model_version"] == CFG.model_version and recs["generated_at"] == NOW
+    assert [(i["artwork_id"], i["source"]) for i in recs["items"][:2]] == [("a1-new", "affinity"), ("a1-old", "affinity")]
+    assert len(recs["items"]) == 6
+    assert decode_recs(world.recs["u"]).items[0].artwork_id == "a1-new"
+    out = world.run([follow("u", "b", "m2", t=NOW - 60)])
+    items = json.loads(out["recommendations"][0].value)["items"]
+    assert {i["artwork_id"] for i in items if i["source"] == "affinity"} == {"a1-new", "a1-old", "b1"}
+
+
+def test_burst_for_one_user_coalesces_into_one_record_per_batch():
+    world = World(*WORKS)
+    out = world.run([follow("u", "a", f"m{i}", t=NOW - 100 + i, kind="follow" if i % 2 else "unfollow")
+                     for i in range(10)] + [follow("u", "b", "mb")])
+    assert len(out["recommendations"]) == 1 and len(out["affinity.updates"]) == 1
+
+
+def test_no_emission_when_nothing_changed():
+    world = World(*WORKS)
+    world.run([follow("u", "a", "m1")])
+    again = world.run([follow("u", "a", "m1")])  # duplicate
+    assert again == {"affinity.updates": [], "recommendations": [], "signals.keyed": []}
+    # a new signal that leaves the list as it was: affinity changes, no recommendations record
+    more = world.run([Signal("view", "u", "v1", NOW - 50, (Target("a", "a1-old"),))])
+    assert len(more["affinity.updates"]) == 1 and more["recommendations"] == []
+
+
+def test_a_new_work_by_a_followed_artist_reaches_the_fans():
+    world = World(*WORKS)
+    world.run([follow("fan", "a", "m1"), follow("other", "x", "m2")])
+    assert fans_of(world, "a") == ["fan"] and fans_of(world, "x") == ["other"]
+    new = art("a-brand-new", "a", 0.01)
+    out = world.run([Refresh("a", encode(new))])
+    assert [o.key for o in out["recommendations"]] == [b"fan"]
+    recs = json.loads(out["recommendations"][0].value)
+    assert recs["items"][0]["artwork_id"] == "a-brand-new" and recs["trigger"] == "catalog:a-brand-new"
+
+
+def test_fans_index_follows_the_top_artists():
+    world = World(*WORKS)
+    world.run([follow("u", "a", "f1")])
+    assert fans_of(world, "a") == ["u"]
+    world.run([follow("u", "a", "uf1", t=NOW - 10, kind="unfollow")])
+    assert fans_of(world, "a") == []
+    out = world.run([Refresh("a", encode(art("a-later", "a", 0.001)))])
+    assert out["recommendations"] == []  # no longer a fan
+
+
+def test_identity_moves_the_anonymous_profile_and_later_events_follow_it():
+    anon_world, user_world = World(*WORKS), World(*WORKS)  # two partitions
+    anon_world.run([follow("anon-1", "a", "f1")])
+    out = anon_world.run([Identity("user-1", "anon-1", "id1", NOW)])
+    (merge_out,) = out["signals.keyed"]
+    assert merge_out.key == b"user-1"
+    merge = decode_keyed(merge_out.value)
+    assert isinstance(merge, Merge) and merge.previous_id == "anon-1"
+    assert load(anon_world.profiles["anon-1"]).alias_of == "user-1"
+    user_world.run([follow("user-1", "b", "f2")])
+    out = user_world.run([merge])
+    assert set(CFG.model.scores(load(user_world.profiles["user-1"]))) == {"a", "b"}
+    assert len(out["recommendations"]) == 1
+    # a late anonymous event is forwarded to the merged profile
+    late = anon_world.run([follow("anon-1", "x", "f3")])
+    (fwd,) = late["signals.keyed"]
+    assert fwd.key == b"user-1" and decode_keyed(fwd.value).user_id == "user-1"
+    # a replayed identify is a no-op
+    assert anon_world.run([Identity("user-1", "anon-1", "id1", NOW)])["signals.keyed"] == []
+
+
+def test_trending_and_coengagement_are_counted_in_the_partial():
+    world = World(*WORKS)
+    world.run([Signal("order", "u", "o1", NOW, (Target("a", "a1-new", 100.0),)),
+               follow("u", "b", "f1"), follow("u", "x", "f2")])
+    assert world.partial.trending.scores == {"a1-new": CFG.model.weights["order"]}
+    assert set(world.partial.pairs) == {"a|b", "a|x", "b|x"}
