@@ -6,7 +6,7 @@ from streams.catalog import ArtistLookup
 from streams.events import Ignored, Rejected
 from streams.ingest import dead_letter, ingest_one
 from streams.metrics import metrics
-from streams.records import Identity, encode_keyed
+from streams.records import Identity, ImageEvent, ImageRequest, encode_keyed
 from streams.tables import artworks
 
 artist_of = ArtistLookup(artworks)
@@ -23,6 +23,9 @@ async def ingest(stream):
                 key=msg.key, value=dead_letter(result, msg.topic, msg.partition, msg.offset, msg.key, event.value))
         elif isinstance(result, Ignored):
             metrics.inc("recstream_events_ignored_total")
+        elif isinstance(result, (ImageEvent, ImageRequest)):
+            metrics.inc("recstream_events_total", kind="image_request" if isinstance(result, ImageRequest) else f"image_{result.kind}")
+            await topics.images_keyed.send(key=result.consumer_id.encode(), value=encode_keyed(result))
         else:
             kind = "identity" if isinstance(result, Identity) else result.kind
             metrics.inc("recstream_events_total", kind=kind)

@@ -12,10 +12,11 @@ from streams.faustutil import by_partition, event_context
 from streams.ingest import dead_letter
 from streams.metrics import metrics
 from streams.pipeline import PartitionBatch
-from streams.popularity import Shares
+from streams.popularity import PopularityView, Shares, load_partial
 from streams.records import decode_keyed
 
-shares = Shares(pipeline_config.trending_half_life_s, flush_s=settings.popularity_flush_s)
+shares = Shares(load_partial, lambda parts: PopularityView(parts, pipeline_config.trending_half_life_s),
+                flush_s=settings.popularity_flush_s)
 
 
 @app.agent(topics.signals, concurrency=1)  # stateful: concurrency 1 (faust #606)

@@ -60,4 +60,17 @@ def _core_objects():
     return model, parser, pipeline
 
 
+def _image_config():
+    from streams.image_pipeline import ImageConfig, load_image_variants
+    from streams.images import PoolRules, SelectionParams
+
+    categories = frozenset(c.strip() for c in settings.image_filtered_categories.split(",") if c.strip())
+    return ImageConfig(
+        variants=load_image_variants(settings.image_variants), experiment=settings.image_experiment,
+        params=SelectionParams(prior_strength=settings.image_prior_strength, query_boost=settings.image_query_boost),
+        rules=PoolRules(top_items=settings.image_pool_items, filtered_categories=categories),
+        half_life_s=settings.image_half_life_days * 86400.0, dedup_window=settings.dedup_window)
+
+
 affinity_model, parser_config, pipeline_config = _core_objects()
+image_config = _image_config()

@@ -5,17 +5,22 @@
     recstream demo-events ...       seeded demo catalog/events as JSONL on stdout
     recstream broker                run the embedded broker in the foreground
     recstream config                every RECSTREAM_* setting with its current value
+    recstream simulate-multiplier   image-change probability per exploration multiplier (+ PNG)
 """
 
 from __future__ import annotations
 
 import sys
 
-OWN_COMMANDS = ("dev", "demo-events", "broker", "config")
+OWN_COMMANDS = ("dev", "demo-events", "broker", "config", "simulate-multiplier")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "simulate-multiplier":
+        from streams import simulate
+
+        sys.exit(simulate.main(argv[1:]))
     if argv and argv[0] in OWN_COMMANDS:
         from streams import devtools
 

@@ -128,3 +128,52 @@ def _iso(t: datetime) -> str:
 
 def dumps(ev: dict) -> bytes:
     return json.dumps(ev, separators=(",", ":")).encode()
+
+
+TAGS = ["burger", "pizza", "sushi", "salad", "taco", "noodle", "curry", "steak", "vegan", "chicken"]
+CATEGORIES = ["mains"] * 5 + ["sides", "drinks", "desserts"]
+
+
+class DemoImages:
+    """Merchants with image pools, true conversion rates, and impression/conversion events
+    from a uniform logging policy (every pool image shown equally often)."""
+
+    def __init__(self, merchants: int = 40, consumers: int = 500, seed: int = 5,
+                 end_time: datetime | None = None):
+        self.rng = random.Random(seed)
+        self.n_merchants, self.n_consumers = merchants, consumers
+        self.end_time = end_time or BASE_TIME + timedelta(days=30)
+        self.truth: dict[str, float] = {}
+        self._catalog = [self._merchant(m) for m in range(merchants)]
+
+    def _merchant(self, m: int) -> dict:
+        rng = self.rng
+        images = [{"image_id": f"m{m}-header", "url": f"https://img.example/m{m}/header.jpg", "kind": "header"}]
+        for i, category in enumerate(CATEGORIES):
+            images.append({"image_id": f"m{m}-i{i}", "url": f"https://img.example/m{m}/{i}.jpg", "kind": "item",
+                           "item_id": f"m{m}-item{i}", "category": category, "sales_rank": i + 1,
+                           "tags": rng.sample(TAGS, 2)})
+        for img in images:
+            self.truth[f"m{m}|{img['image_id']}"] = min(0.2, rng.lognormvariate(-3.5, 0.4))
+        return {"merchant_id": f"m{m}", "images": images}
+
+    def catalog(self) -> list[dict]:
+        return self._catalog
+
+    def events(self, n: int) -> Iterator[dict]:
+        import msgspec
+
+        from streams.images import ImageCatalog, build_pool
+
+        pools = {c["merchant_id"]: build_pool(msgspec.convert(c, ImageCatalog)) for c in self._catalog}
+        for i in range(n):
+            consumer = f"c{self.rng.randrange(self.n_consumers)}"
+            merchant = f"m{self.rng.randrange(self.n_merchants)}"
+            image = self.rng.choice(pools[merchant]).image_id
+            t = _iso(self.end_time - timedelta(seconds=(n - i) * 10))
+            props = {"merchant_id": merchant, "image_id": image}
+            yield {"type": "track", "event": "Image Impression", "userId": consumer, "messageId": f"img-{i}",
+                   "timestamp": t, "properties": props}
+            if self.rng.random() < self.truth[f"{merchant}|{image}"]:
+                yield {"type": "track", "event": "Image Conversion", "userId": consumer,
+                       "messageId": f"img-{i}-conv", "timestamp": t, "properties": {**props, "order_id": f"o{i}"}}

@@ -124,6 +124,11 @@ def run(command: str, argv: list[str]) -> int:
 
 
 def cmd_config(argv: list[str]) -> int:
+    if argv == ["--markdown"]:  # the README's configuration table
+        print("| variable | default | meaning |\n|---|---|---|")
+        for var, default, help_text in Settings.describe():
+            print(f"| `{var}` | {f'`{default}`' if default else '(empty)'} | {help_text} |")
+        return 0
     current = Settings.from_env()
     for var, default, help_text in Settings.describe():
         value = getattr(current, var[len("RECSTREAM_"):].lower())

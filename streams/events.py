@@ -23,7 +23,18 @@ from typing import Any
 
 import msgspec
 
-from streams.records import SIGNAL_KINDS, Identity, SegmentEvent, Signal, Target, TypedSignal
+from streams.records import (
+    SIGNAL_KINDS,
+    Identity,
+    ImageEvent,
+    ImageRequest,
+    ImageRequestIn,
+    SegmentEvent,
+    Signal,
+    Target,
+    TypedImageEvent,
+    TypedSignal,
+)
 
 DEFAULT_EVENT_MAP: Mapping[str, str] = {
     # art marketplace
@@ -64,7 +75,9 @@ class Ignored:
     why: str
 
 
-Parsed = Signal | Identity | Rejected | Ignored
+IMAGE_EVENTS: Mapping[str, str] = {"Image Impression": "impression", "Image Conversion": "conversion"}
+
+Parsed = Signal | Identity | ImageEvent | ImageRequest | Rejected | Ignored
 
 
 class _Reject(Exception):
@@ -75,6 +88,8 @@ class _Reject(Exception):
 
 _SEGMENT = msgspec.json.Decoder(SegmentEvent)
 _TYPED = msgspec.json.Decoder(TypedSignal)
+_TYPED_IMAGE = msgspec.json.Decoder(TypedImageEvent)
+_IMAGE_REQUEST = msgspec.json.Decoder(ImageRequestIn)
 
 
 def load_event_map(spec: str = "") -> dict[str, str]:
@@ -155,6 +170,8 @@ def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], un
     if ev.type == "track":
         if not ev.event:
             raise _Reject("missing_event", "track without an event name")
+        if ev.event in IMAGE_EVENTS:
+            return _image_event(IMAGE_EVENTS[ev.event], user, ev.properties, message_id, _epoch(when))
         kind = event_map.get(ev.event)
         if kind is None:
             if unmapped == "ignore":
@@ -173,6 +190,44 @@ def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], un
         target = Target(artist_id=owner_id) if owner_type == "artist" else Target(artwork_id=owner_id)
         return Signal("view", user, message_id, _epoch(when), (target,))
     raise _Reject("unknown_type", f"type {ev.type!r} is not track/screen/page/identify/alias")
+
+
+def _image_event(kind: str, user: str, p: dict, message_id: str, time: float) -> ImageEvent:
+    consumer = _opt_id(p, "consumer_id") or user
+    merchant, image = _opt_id(p, "merchant_id"), _opt_id(p, "image_id")
+    if not merchant or not image:
+        raise _Reject("missing_property", "image events need merchant_id and image_id")
+    return ImageEvent(kind, consumer, merchant, image, message_id, time, _opt_id(p, "order_id"))
+
+
+def parse_typed_image(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parsed:
+    """images.impressions / images.conversions records."""
+    if len(raw) > max_bytes:
+        return Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")
+    try:
+        rec = _TYPED_IMAGE.decode(raw)
+    except msgspec.ValidationError as exc:
+        return Rejected("invalid_field", str(exc))
+    except msgspec.DecodeError as exc:
+        return Rejected("invalid_json", str(exc))
+    if not (rec.consumer_id and rec.merchant_id and rec.image_id):
+        return Rejected("missing_property", "consumer_id, merchant_id and image_id must be non-empty")
+    return ImageEvent(kind, rec.consumer_id, rec.merchant_id, rec.image_id, rec.message_id or _content_id(raw),
+                      _epoch(rec.timestamp), rec.order_id)
+
+
+def parse_image_request(raw: bytes, *, max_bytes: int = 65536) -> Parsed:
+    if len(raw) > max_bytes:
+        return Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")
+    try:
+        req = _IMAGE_REQUEST.decode(raw)
+    except msgspec.ValidationError as exc:
+        return Rejected("invalid_field", str(exc))
+    except msgspec.DecodeError as exc:
+        return Rejected("invalid_json", str(exc))
+    if not req.consumer_id or not req.request_id or not req.merchant_ids:
+        return Rejected("missing_property", "request_id, consumer_id and merchant_ids are required")
+    return ImageRequest(req.request_id, req.consumer_id, req.merchant_ids, req.query)
 
 
 def _identity(ev: SegmentEvent, message_id: str, when: datetime | None) -> Parsed:

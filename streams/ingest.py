@@ -15,8 +15,10 @@ from streams.events import (
     Ignored,
     Parsed,
     Rejected,
+    parse_image_request,
     parse_segment,
     parse_typed,
+    parse_typed_image,
     resolve_artists,
 )
 from streams.records import DeadLetter, Signal, encode
@@ -31,9 +33,14 @@ class ParserConfig:
 
 def ingest_one(raw: bytes | None, typed_kind: str | None, artist_of: Any,
                config: ParserConfig) -> Parsed:
-    """Parse (Segment when `typed_kind` is None) and resolve artwork -> artist."""
+    """Parse and resolve artwork -> artist. `typed_kind`: None for Segment, a signal kind for
+    signals.<kind>, "image:<kind>" for images.<kind>s, "image_request" for images.requests."""
     if raw is None:
         return Rejected("empty_value", "message has no value (tombstone)")
+    if typed_kind == "image_request":
+        return parse_image_request(raw, max_bytes=config.max_bytes)
+    if typed_kind is not None and typed_kind.startswith("image:"):
+        return parse_typed_image(typed_kind[6:], raw, max_bytes=config.max_bytes)
     if typed_kind is None:
         parsed = parse_segment(raw, config.event_map, max_bytes=config.max_bytes,
                                unmapped=config.unmapped)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgspec
 
@@ -116,22 +117,25 @@ class PopularityView:
 
 
 class Shares:
-    """A worker's live partials for the partitions it owns, plus the merged view it reads.
+    """A worker's live per-partition partials for the partitions it owns, plus the merged view
+    it reads (used for trending/co-engagement and for image statistics).
 
-    Partials are written to the global table at most every `flush_s`; the view is rebuilt
-    from the table (others' partitions) and the live partials (ours) at most every `view_s`.
+    Partials are written to a global table at most every `flush_s`; the view is rebuilt from the
+    table (others' partitions) and the live partials (ours) at most every `view_s`.
     """
 
-    def __init__(self, half_life_s: float, flush_s: float = 1.0, view_s: float = 1.0):
-        self.half_life_s, self.flush_s, self.view_s = half_life_s, flush_s, view_s
-        self.live: dict[int, Partial] = {}
+    def __init__(self, load: Callable[[bytes | None], Any], merge: Callable[[list], Any],
+                 flush_s: float = 1.0, view_s: float = 1.0):
+        self.load, self.merge = load, merge
+        self.flush_s, self.view_s = flush_s, view_s
+        self.live: dict[int, Any] = {}
         self._flushed_at: dict[int, float] = {}
-        self._view: PopularityView | None = None
+        self._view: Any = None
         self._view_at = float("-inf")
 
-    def partial(self, partition: int, stored: bytes | None) -> Partial:
+    def partial(self, partition: int, stored: bytes | None):
         if partition not in self.live:
-            self.live[partition] = load_partial(stored)
+            self.live[partition] = self.load(stored)
             self._flushed_at[partition] = float("-inf")
         return self.live[partition]
 
@@ -147,10 +151,10 @@ class Shares:
             self.live.pop(p, None)
             self._flushed_at.pop(p, None)
 
-    def view(self, stored: Iterable[tuple[str, bytes]], now: float) -> PopularityView:
+    def view(self, stored: Iterable[tuple[str, bytes]], now: float):
         if self._view is None or now - self._view_at >= self.view_s:
-            partials = {key: load_partial(raw) for key, raw in stored}
+            partials = {key: self.load(raw) for key, raw in stored}
             partials.update({f"p{p}": part for p, part in self.live.items()})
-            self._view = PopularityView(partials.values(), self.half_life_s)
+            self._view = self.merge(list(partials.values()))
             self._view_at = now
         return self._view

@@ -106,6 +106,50 @@ class Refresh(msgspec.Struct, tag="refresh"):
 
 KeyedRecord = Signal | Identity | Merge | Refresh
 
+
+class ImageEvent(msgspec.Struct, tag="image"):
+    """An image impression or conversion, keyed by consumer on images.keyed."""
+
+    kind: str  # impression | conversion
+    consumer_id: str
+    merchant_id: str
+    image_id: str
+    message_id: str
+    time: float
+    order_id: str | None = None
+
+
+class ImageRequest(msgspec.Struct, tag="image_request", forbid_unknown_fields=False):
+    """A session asks which images to show: images.requests in, images.replies out."""
+
+    request_id: str
+    consumer_id: str
+    merchant_ids: list[str]
+    query: str = ""
+
+
+class ImageRequestIn(msgspec.Struct, forbid_unknown_fields=False):
+    """An images.requests record as clients send it (no tag)."""
+
+    request_id: str
+    consumer_id: str
+    merchant_ids: list[str]
+    query: str = ""
+
+
+class TypedImageEvent(msgspec.Struct, forbid_unknown_fields=False):
+    """A record on images.impressions / images.conversions (no Segment envelope)."""
+
+    consumer_id: str
+    merchant_id: str
+    image_id: str
+    timestamp: datetime
+    message_id: str | None = None
+    order_id: str | None = None
+
+
+ImageKeyed = ImageEvent | ImageRequest
+
 # --- outputs ------------------------------------------------------------------------------
 
 
@@ -157,6 +201,7 @@ class Recommendations(msgspec.Struct):
 ENCODER = msgspec.json.Encoder()
 _MSGPACK = msgspec.msgpack.Encoder()
 _KEYED = msgspec.msgpack.Decoder(KeyedRecord)
+_IMAGE_KEYED = msgspec.msgpack.Decoder(ImageKeyed)
 
 
 def encode_keyed(record) -> bytes:
@@ -166,6 +211,10 @@ def encode_keyed(record) -> bytes:
 
 def decode_keyed(raw: bytes):
     return _KEYED.decode(raw)
+
+
+def decode_image_keyed(raw: bytes):
+    return _IMAGE_KEYED.decode(raw)
 
 
 def encode(record: msgspec.Struct) -> bytes:

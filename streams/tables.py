@@ -43,6 +43,15 @@ recommendations = _raw(app.Table("recommendations", key_type=str, value_type=byt
 # "<artist>@<partition>" -> fans in that partition (msgpack list of user ids)
 fans = _raw(app.Table("fans", key_type=str, value_type=bytes, help="artist@partition -> fans"))
 
+# consumer id -> streams.images.ConsumerImages (msgpack)
+image_consumers = _raw(app.Table("image_consumers", key_type=str, value_type=bytes,
+                                 help="consumer -> image views and locks per merchant"))
+# merchant id -> streams.images.ImageCatalog (JSON)
+image_catalog = _raw(app.GlobalTable("image_catalog", key_type=str, value_type=bytes, help="merchant -> images"))
+# "p<partition>" -> streams.images.GlobalCounts (msgpack): per-partition impressions/conversions
+image_stats = _raw(app.GlobalTable("image_stats", key_type=str, value_type=bytes,
+                                   help="per-partition image impression/conversion shares"))
+
 # artwork id -> streams.records.Artwork (JSON)
 artworks = _raw(app.GlobalTable("artworks", key_type=str, value_type=bytes,
                                 help="artwork id -> catalog record", on_changelog_event=_artwork_changed))

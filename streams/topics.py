@@ -17,21 +17,33 @@ def _topic(name: str, **kwargs):
 segment_events = _topic("events.segment")
 typed_signal_topics = {kind: _topic(f"signals.{kind}") for kind in SIGNAL_KINDS}
 artworks = _topic("catalog.artworks", config=COMPACT)
+image_catalog = _topic("catalog.images", config=COMPACT)
+image_impressions = _topic("images.impressions")
+image_conversions = _topic("images.conversions")
+image_requests = _topic("images.requests")
 curated = app.topic(settings.topic("catalog.curated"), key_type=bytes, value_type=bytes, partitions=1, config=COMPACT)
 
 # Internal: signals, identity links, profile merges and catalog refreshes, keyed by user id
 # (identity links by the previous id; refreshes go to every partition).
 signals = _topic("signals.keyed")
+# Internal: image impressions/conversions and requests, keyed by consumer id.
+images_keyed = _topic("images.keyed")
 
 # Outputs
 affinity_updates = _topic("affinity.updates")
 recommendations = _topic("recommendations")
+images_chosen = _topic("images.chosen")
+images_replies = _topic("images.replies")
 deadletter = _topic("deadletter")
 
 TYPED_BY_NAME = {t.get_topic_name(): kind for kind, t in typed_signal_topics.items()}
+TYPED_BY_NAME[image_impressions.get_topic_name()] = "image:impression"
+TYPED_BY_NAME[image_conversions.get_topic_name()] = "image:conversion"
+TYPED_BY_NAME[image_requests.get_topic_name()] = "image_request"
 
 # One channel over every input the ingest agent reads.
 inputs = app.topic(segment_events.get_topic_name(), *TYPED_BY_NAME, key_type=bytes, value_type=bytes)
 
 # Logical output names used by the pure pipeline -> topics.
-outputs = {"affinity.updates": affinity_updates, "recommendations": recommendations, "signals.keyed": signals}
+outputs = {"affinity.updates": affinity_updates, "recommendations": recommendations, "signals.keyed": signals,
+           "images.chosen": images_chosen, "images.replies": images_replies}

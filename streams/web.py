@@ -5,29 +5,31 @@ from __future__ import annotations
 import functools
 import time
 
+import msgspec
+
 from streams import tables
 from streams.affinity import load
-from streams.app import affinity_model, app, pipeline_config
+from streams.app import affinity_model, app, image_config, pipeline_config
 from streams.experiments import assign
 from streams.metrics import metrics
 from streams.recommend import cold_start
 from streams.records import Recommendations, encode
 
 
-def routed(table):
+def routed(table, match_info: str = "user_id"):
     """faust's table_route, made safe before the first write: it hashes keys with the
     producer's metadata for the table's changelog topic, which the producer only fetches on
     its first write there (a read before that failed with a 500)."""
     def decorate(view):
-        inner = app.table_route(table=table, match_info="user_id")(view)
+        inner = app.table_route(table=table, match_info=match_info)(view)
 
         @functools.wraps(view)
-        async def handler(web, request, user_id: str):
+        async def handler(web, request, **kwargs):
             producer = app.producer._ensure_producer()
             name = table.changelog_topic.get_topic_name()
             if producer._metadata.partitions_for_topic(name) is None:
                 await producer.partitions_for(name)
-            return await inner(web, request, user_id=user_id)
+            return await inner(web, request, **kwargs)
         return handler
     return decorate
 
@@ -68,6 +70,34 @@ async def user_recommendations(web, request, user_id: str):
 def _popularity_view(now: float):
     from agents.users import shares
     return shares.view(tables.popularity.items(), now)
+
+
+@app.page("/images/stats")
+async def image_statistics(web, request):
+    """Global impressions/conversions per merchant image and every pool: the simulator's input."""
+    from agents.images import image_stats, pools
+    stats = image_stats()
+    merchants = sorted({key.split("|", 1)[0] for key in stats} | set(tables.image_catalog.keys()))
+    return web.json({
+        "stats": {k: {"impressions": v[0], "conversions": v[1]} for k, v in stats.items()},
+        "pools": {m: [msgspec.structs.asdict(i) for i in pools.get(m)] for m in merchants},
+    })
+
+
+@app.page("/images/{consumer_id}")
+@routed(tables.image_consumers, match_info="consumer_id")
+async def consumer_images(web, request, consumer_id: str):
+    """Which image to show this consumer for each merchant: ?merchants=m1,m2&q=search words."""
+    from agents.images import image_stats, pools
+    from streams.image_pipeline import answer, load_state
+    from streams.records import ImageRequest
+
+    merchants = [m for m in request.query.get("merchants", "").split(",") if m]
+    if not merchants:
+        return web.json({"error": "give ?merchants=m1,m2"}, status=400)
+    req = ImageRequest(f"http-{time.time_ns()}", consumer_id, merchants, request.query.get("q", ""))
+    reply = answer(image_config, req, load_state(tables.image_consumers.get(consumer_id)), pools, image_stats())
+    return web.json(reply)
 
 
 @app.page("/health")

@@ -31,3 +31,30 @@ def test_config_lists_every_setting_and_rejects_bad_values():
     bad = subprocess.run([sys.executable, "-m", "streams.cli", "config"], capture_output=True, text=True,
                          env={"RECSTREAM_PARTITIONS": "x", "PATH": ""}, timeout=60)
     assert bad.returncode != 0 and "RECSTREAM_PARTITIONS='x' is not a valid int" in bad.stderr
+
+
+def test_simulate_multiplier_prints_a_table_and_writes_a_png(tmp_path):
+    out = tmp_path / "m.png"
+    res = run("simulate-multiplier", "--demo-merchants", "12", "--views", "6", "--multipliers", "0,0.05", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[1].split() == ["views", "C=0", "C=0.05"]
+    rows = [line.split() for line in lines[2:8]]
+    assert [r[0] for r in rows] == [str(x) for x in range(1, 7)]
+    assert all(r[1] == "0.0%" for r in rows)  # C = 0 never changes
+    c05 = [float(r[2].rstrip("%")) for r in rows]
+    assert c05 == sorted(c05) and c05[-1] > 0  # cumulative, and exploration does change images
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_multiplier_from_replay_files(tmp_path):
+    from streams.demo import DemoImages, dumps
+    demo = DemoImages(merchants=5)
+    events, catalog = tmp_path / "e.jsonl", tmp_path / "c.jsonl"
+    events.write_bytes(b"\n".join(dumps(e) for e in demo.events(2000)) + b"\nnot json\n")
+    catalog.write_bytes(b"\n".join(dumps(c) for c in demo.catalog()))
+    res = run("simulate-multiplier", "--events", str(events), "--catalog", str(catalog), "--out", str(tmp_path / "p.png"))
+    assert res.returncode == 0, res.stderr
+    assert "share of 5 merchants" in res.stdout and "skipped 1 lines" in res.stderr
+    bad = run("simulate-multiplier", "--multipliers", "a,b")
+    assert bad.returncode == 2 and "comma-separated numbers" in bad.stderr

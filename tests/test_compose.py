@@ -39,7 +39,9 @@ def test_topics_job_creates_every_topic_with_compacted_catalog():
     script = COMPOSE["services"]["topics"]["command"][0]
     from streams.records import SIGNAL_KINDS
     for name in ["events.segment", "signals.keyed", "affinity.updates", "recommendations", "deadletter",
-                 *(f"signals.{k}" for k in SIGNAL_KINDS)]:
+                 "images.impressions", "images.conversions", "images.requests", "images.keyed",
+                 "images.chosen", "images.replies", *(f"signals.{k}" for k in SIGNAL_KINDS)]:
         assert name in script, name
     assert "create catalog.artworks 12 --config cleanup.policy=compact" in script
     assert "create catalog.curated 1 --config cleanup.policy=compact" in script
+    assert "create catalog.images 12 --config cleanup.policy=compact" in script

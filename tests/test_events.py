@@ -158,3 +158,31 @@ def test_resolve_artists_from_catalog():
     assert [t.artist_id for t in resolved.targets] == ["a1", "a2"]
     missing = resolve_artists(sig, {"w1": "a1"})
     assert isinstance(missing, Rejected) and missing.reason == "unknown_artwork" and "w2" in missing.detail
+
+
+def test_image_events_and_requests():
+    from streams.events import parse_image_request, parse_typed_image
+    from streams.records import ImageEvent, ImageRequest
+    imp = parse_segment(seg(event="Image Impression", properties={"merchant_id": "m", "image_id": "i"}))
+    assert imp == ImageEvent("impression", "u1", "m", "i", "m1", EPOCH)
+    conv = parse_segment(seg(event="Image Conversion", properties={"merchant_id": "m", "image_id": "i", "consumer_id": "c9", "order_id": "o"}))
+    assert conv.kind == "conversion" and conv.consumer_id == "c9" and conv.order_id == "o"
+    assert parse_segment(seg(event="Image Impression", properties={"merchant_id": "m"})).reason == "missing_property"
+    typed = parse_typed_image("impression", b'{"consumer_id":"c","merchant_id":"m","image_id":"i","timestamp":"2026-01-01T00:00:00Z"}')
+    assert typed.kind == "impression" and typed.time == EPOCH and typed.message_id.startswith("sha1:")
+    assert parse_typed_image("impression", b'{"consumer_id":"c"}').reason == "invalid_field"
+    req = parse_image_request(b'{"request_id":"r","consumer_id":"c","merchant_ids":["m1","m2"],"query":"pizza"}')
+    assert req == ImageRequest("r", "c", ["m1", "m2"], "pizza")
+    assert parse_image_request(b'{"request_id":"r","consumer_id":"c","merchant_ids":[]}').reason == "missing_property"
+
+
+def test_ingest_routes_typed_image_topics_and_requests():
+    from streams.ingest import ParserConfig, ingest_one
+    from streams.records import ImageEvent, ImageRequest
+    cfg = ParserConfig()
+    req = ingest_one(b'{"request_id":"r","consumer_id":"c","merchant_ids":["m"]}', "image_request", {}, cfg)
+    assert isinstance(req, ImageRequest)
+    imp = ingest_one(b'{"consumer_id":"c","merchant_id":"m","image_id":"i","timestamp":"2026-01-01T00:00:00Z"}',
+                     "image:conversion", {}, cfg)
+    assert isinstance(imp, ImageEvent) and imp.kind == "conversion"
+    assert ingest_one(None, "image_request", {}, cfg).reason == "empty_value"

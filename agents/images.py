@@ -1,0 +1,75 @@
+"""images.keyed -> image_consumers table and image_stats shares; images.chosen and
+images.replies out. catalog.images -> the image_catalog table. Logic: streams.image_pipeline."""
+
+import time
+
+import msgspec
+
+from streams import tables, topics
+from streams.app import app, image_config, settings
+from streams.events import Rejected
+from streams.faustutil import by_partition, event_context
+from streams.image_pipeline import ImageBatch, Pools, dump_counts, load_counts
+from streams.images import ImageCatalog, merge_counts
+from streams.ingest import dead_letter
+from streams.metrics import metrics
+from streams.popularity import Shares
+from streams.records import decode_image_keyed
+
+pools = Pools(tables.image_catalog, image_config.rules)
+shares = Shares(load_counts, lambda parts: merge_counts(parts, image_config.half_life_s),
+                flush_s=settings.popularity_flush_s)
+_catalog = msgspec.json.Decoder(ImageCatalog)
+
+
+def image_stats():
+    return shares.view(tables.image_stats.items(), time.time())
+
+
+@app.agent(topics.images_keyed, concurrency=1)
+async def process_images(stream):
+    async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
+        for partition, group in by_partition(events):
+            records = []
+            for event in group:
+                try:
+                    records.append(decode_image_keyed(event.value))
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    await _dead(event, "invalid_internal_record", str(exc))
+            with event_context(group[-1]):
+                partial = shares.partial(partition, tables.image_stats.get(f"p{partition}"))
+                batch = ImageBatch(image_config, tables.image_consumers, partial, pools, image_stats)
+                outputs = batch.run(records)
+                if shares.flush_due(partition, time.time()):
+                    tables.image_stats[f"p{partition}"] = dump_counts(partial)
+            metrics.inc("recstream_image_events_applied_total", by=batch.applied)
+            metrics.inc("recstream_duplicates_total", by=batch.duplicates)
+            for topic, key, value in outputs:
+                metrics.inc("recstream_records_sent_total", topic=topic)
+                await topics.outputs[topic].send(key=key, value=value)
+
+
+@app.agent(topics.image_catalog, concurrency=1)
+async def load_image_catalog(stream):
+    async for event in stream.events():
+        try:
+            record = _catalog.decode(event.value or b"")
+            if not record.merchant_id:
+                raise msgspec.ValidationError("merchant_id must be non-empty")
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            await _dead(event, "invalid_image_catalog", str(exc))
+            continue
+        tables.image_catalog[record.merchant_id] = event.value
+        metrics.inc("recstream_image_catalog_records_total")
+
+
+async def _dead(event, reason: str, detail: str) -> None:
+    msg = event.message
+    metrics.inc("recstream_dead_letters_total", reason=reason)
+    await topics.deadletter.send(key=msg.key, value=dead_letter(
+        Rejected(reason, detail), msg.topic, msg.partition, msg.offset, msg.key, event.value))
+
+
+@app.on_partitions_revoked.connect
+async def _revoked(app, revoked, **kwargs):
+    shares.forget(tp.partition for tp in revoked if tp.topic == topics.images_keyed.get_topic_name())

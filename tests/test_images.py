@@ -1,0 +1,140 @@
+import math
+
+import numpy as np
+import pytest
+
+from streams.images import (
+    GlobalCounts,
+    Image,
+    ImageCatalog,
+    MerchantViews,
+    PoolRules,
+    SelectionParams,
+    build_pool,
+    change_probability,
+    choose,
+    merge_counts,
+    smoothed_cvr,
+    views_until_change,
+)
+
+POOL = [Image("h", url="u/h", kind="header"), Image("x", url="u/x", tags=["Burger", "beef"])]
+# h: 100 conversions / 1000 impressions; x: 90 / 1000. Pooled rate 190/2000 = 0.095, prior k = 20:
+#   exploit(h) = (100 + 20·0.095) / 1020 = 101.9/1020,  exploit(x) = 91.9/1020;  gap = 10/1020
+STATS = {"m|h": (1000.0, 100.0), "m|x": (1000.0, 90.0)}
+
+
+def test_smoothed_cvr_exact_and_new_images_start_at_the_merchant_rate():
+    cvr = smoothed_cvr(np.array([1000.0, 1000.0, 0.0]), np.array([100.0, 90.0, 0.0]), SelectionParams())
+    assert cvr[0] == pytest.approx(101.9 / 1020) and cvr[1] == pytest.approx(91.9 / 1020)
+    assert cvr[2] == pytest.approx(0.095)  # no data: the prior mean, not 0
+    assert smoothed_cvr(np.zeros(2), np.zeros(2), SelectionParams(default_cvr=0.03))[0] == pytest.approx(0.03)
+
+
+def test_cold_consumer_gets_the_global_best():
+    choice = choose(POOL, STATS, "m", None, C=0.01)
+    assert choice.image_id == "h" and choice.url == "u/h" and not choice.locked
+    assert choice.exploit == pytest.approx(101.9 / 1020) and choice.explore == 0.0  # ln(1 + 0) = 0
+
+
+def test_pure_exploitation_never_changes_the_choice():
+    assert views_until_change(POOL, STATS, "m", C=0.0, max_views=500) == [False] * 500
+
+
+def test_exploration_switches_after_the_predicted_number_of_views():
+    # After k unconverted views of h: bonus(x) − bonus(h) = C·sqrt(ln(1+k))·(1 − 1/sqrt(1+k)).
+    # With C = 0.02 it must exceed the gap 10/1020, i.e. sqrt(ln(1+k))·(1 − 1/sqrt(1+k)) > 0.4902:
+    #   k=1: 0.8326·0.2929 = 0.2439;  k=2: 1.0481·0.4226 = 0.4430;  k=3: 1.1774·0.5 = 0.5887  -> k = 3
+    assert views_until_change(POOL, STATS, "m", C=0.02, max_views=5) == [False, False, True, True, True]
+    views = MerchantViews(impressions={"h": 3})
+    choice = choose(POOL, STATS, "m", views, C=0.02)
+    assert choice.image_id == "x"
+    assert choice.explore == pytest.approx(0.02 * math.sqrt(math.log(4)))
+
+
+def test_a_converted_image_stays_locked():
+    views = MerchantViews(impressions={"x": 50, "h": 1}, converted="x")
+    for C in (0.0, 0.01, 1.0):
+        choice = choose(POOL, STATS, "m", views, C=C)
+        assert choice.image_id == "x" and choice.locked and choice.explore == 0.0
+
+
+def test_global_best_changes_for_everyone_when_rates_shift():
+    shifted = {"m|h": (1000.0, 100.0), "m|x": (1000.0, 140.0)}
+    assert choose(POOL, shifted, "m", None, C=0.0).image_id == "x"
+    assert choose(POOL, shifted, "m", MerchantViews(impressions={"h": 2}), C=0.0).image_id == "x"
+
+
+def test_query_boost_prefers_matching_tags():
+    assert choose(POOL, STATS, "m", None, C=0.0, query="burger near me").image_id == "x"
+    boosted = choose(POOL, STATS, "m", None, C=0.0, query="BURGER")
+    assert boosted.boost == SelectionParams().query_boost
+    assert choose(POOL, STATS, "m", None, C=0.0, query="salad").image_id == "h"
+
+
+def test_ties_break_by_pool_order():
+    assert choose(POOL, {}, "m", None, C=0.0).image_id == "h"
+
+
+def test_filtration_rules():
+    images = [Image("h", kind="header")] + [
+        Image(f"i{r}", category=c, sales_rank=r) for r, c in
+        enumerate(["drinks", "mains", "sides", "mains", "desserts", "mains", "mains", "mains"], start=1)]
+    pool = build_pool(ImageCatalog("m", images))
+    assert [i.image_id for i in pool] == ["h", "i2", "i4", "i5", "i6", "i7"]  # no drinks/sides, top 5 by rank
+    bar = ImageCatalog("bar", [Image("h", kind="header"), Image("beer", category="drinks", sales_rank=1),
+                                Image("wine", category="drinks", sales_rank=2), Image("chips", category="sides", sales_rank=3)])
+    assert [i.image_id for i in build_pool(bar)] == ["h", "beer", "wine"]  # drinks are what it sells
+    assert [i.image_id for i in build_pool(bar, PoolRules(top_items=1))] == ["h", "beer"]
+    explicit = ImageCatalog("m", images, main_category="sides")
+    assert "i3" in [i.image_id for i in build_pool(explicit)]
+
+
+def test_global_counts_decay_and_merge_across_partitions():
+    a, b = GlobalCounts(), GlobalCounts()
+    a.add("m", "h", 1, 0, 0.0, half_life_s=10.0)
+    b.add("m", "h", 1, 1, 10.0, half_life_s=10.0)
+    assert merge_counts([a, b], 10.0) == {"m|h": (1.5, 1.0)}
+    c = GlobalCounts()
+    c.add("m", "h", 2, 1, 5.0, half_life_s=0)
+    c.add("m", "h", 2, 1, 500.0, half_life_s=0)  # no decay
+    assert c.counts["m|h"] == [4.0, 2.0]
+
+
+def test_change_probability_table():
+    pools = {"m": POOL, "m2": [Image("a"), Image("b")]}
+    stats = {**STATS, "m2|a": (100.0, 50.0), "m2|b": (100.0, 1.0)}  # m2's gap is far too large to explore
+    table = change_probability(pools, stats, [0.0, 0.02], max_views=4)
+    assert table[0.0] == [0.0] * 4
+    assert table[0.02] == [0.0, 0.0, 0.5, 0.5]
+
+
+def simulate_regret(C: float, rounds: int = 6000, seed: int = 42):
+    """An established image (true CVR 3%, long history) and a new, better one (6%, no data)."""
+    rng = np.random.default_rng(seed)
+    pool = [Image("old", kind="header"), Image("new")]
+    truth = {"old": 0.03, "new": 0.06}
+    counts = {"m|old": [20000.0, 600.0], "m|new": [0.0, 0.0]}
+    consumers = [MerchantViews(impressions={}) for _ in range(300)]
+    regret = 0.0
+    for _ in range(rounds):
+        views = consumers[rng.integers(len(consumers))]
+        stats = {k: (v[0], v[1]) for k, v in counts.items()}
+        image = choose(pool, stats, "m", views, C).image_id
+        views.impressions[image] = views.impressions.get(image, 0) + 1
+        converted = rng.random() < truth[image]
+        counts[f"m|{image}"][0] += 1
+        counts[f"m|{image}"][1] += converted
+        if converted:
+            views.converted = image
+        regret += truth["new"] - truth[image]
+    final = choose(pool, {k: (v[0], v[1]) for k, v in counts.items()}, "m", None, 0.0).image_id
+    return regret, final
+
+
+def test_exploration_lowers_regret_and_finds_the_better_new_image():
+    regret_exploit, final_exploit = simulate_regret(C=0.0)
+    regret_explore, final_explore = simulate_regret(C=0.01)
+    assert final_exploit == "old" and regret_exploit == pytest.approx(0.03 * 6000)  # never shown the new one
+    assert final_explore == "new"
+    assert regret_explore < 0.5 * regret_exploit

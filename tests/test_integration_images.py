@@ -1,0 +1,70 @@
+"""Image selection end to end on the embedded broker with a real worker."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from streams.demo import dumps
+from tests.conftest import get_json, metric, records_for, wait_until
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+CATALOG = {"merchant_id": "m1", "images": [
+    {"image_id": "hdr", "url": "https://img/hdr.jpg", "kind": "header"},
+    {"image_id": "burger", "url": "https://img/burger.jpg", "category": "mains", "sales_rank": 1, "tags": ["burger"]},
+    {"image_id": "soda", "url": "https://img/soda.jpg", "category": "drinks", "sales_rank": 2},
+    {"image_id": "salad", "url": "https://img/salad.jpg", "category": "mains", "sales_rank": 3, "tags": ["salad"]}]}
+
+
+def image_event(kind: str, consumer: str, image: str, mid: str) -> tuple[bytes, bytes]:
+    name = "Image Impression" if kind == "impression" else "Image Conversion"
+    ev = {"type": "track", "event": name, "userId": consumer, "messageId": mid, "timestamp": NOW,
+          "properties": {"merchant_id": "m1", "image_id": image}}
+    return consumer.encode(), dumps(ev)
+
+
+def test_impressions_and_conversions_drive_chosen_images_requests_and_http(cluster):
+    worker = cluster.start_worker()
+    cluster.produce("catalog.images", [(b"m1", dumps(CATALOG))])
+    wait_until(lambda: metric(worker, "recstream_image_catalog_records_total") >= 1, 30, what="image catalog")
+
+    # Many consumers convert on the salad image: it becomes the global best.
+    history = []
+    for i in range(40):
+        history.append(image_event("impression", f"crowd-{i}", "salad", f"s-imp-{i}"))
+        history.append(image_event("conversion", f"crowd-{i}", "salad", f"s-conv-{i}"))
+        history.append(image_event("impression", f"crowd-{i}", "hdr", f"h-imp-{i}"))
+    cluster.produce("events.segment", history)
+    wait_until(lambda: metric(worker, "recstream_image_events_applied_total") >= len(history), 60, what="history")
+
+    # each crowd consumer converted on salad: its chosen image is salad, locked
+    chosen = wait_until(lambda: records_for(cluster, "images.chosen", "crowd-3|m1"), 30, what="images.chosen")
+    assert chosen[-1]["image_id"] == "salad" and chosen[-1]["locked"] is True
+
+    # a newcomer gets the global best (salad); the drinks image is never in the pool
+    wait_until(lambda: get_json(worker, "/images/newcomer?merchants=m1")[1]["choices"][0]["image_id"] == "salad",
+               30, what="global stats to reach the view")
+    status, body = get_json(worker, "/images/newcomer?merchants=m1,unknown&q=burger")
+    assert status == 200
+    m1, unknown = body["choices"]
+    assert m1["image_id"] in ("salad", "burger") and unknown["image_id"] is None
+    assert get_json(worker, "/images/newcomer")[0] == 400
+    _, stats = get_json(worker, "/images/stats")
+    assert stats["stats"]["m1|salad"] == {"impressions": 40.0, "conversions": 40.0}
+    assert [i["image_id"] for i in stats["pools"]["m1"]] == ["hdr", "burger", "salad"]
+
+    # request/reply over Kafka
+    request = {"request_id": "r-1", "consumer_id": "crowd-3", "merchant_ids": ["m1"], "query": ""}
+    cluster.produce("images.requests", [(b"crowd-3", dumps(request))])
+    replies = wait_until(lambda: records_for(cluster, "images.replies", "crowd-3"), 30, what="reply")
+    reply = replies[-1]
+    assert reply["request_id"] == "r-1" and reply["choices"][0]["image_id"] == "salad"
+    assert reply["choices"][0]["locked"] is True and reply["variant"] in ("A", "B")
+
+    # a duplicate impression is not counted twice
+    cluster.produce("events.segment", [history[0]])
+    wait_until(lambda: metric(worker, "recstream_duplicates_total") >= 1, 30, what="duplicate detected")
+    assert get_json(worker, "/images/stats")[1]["stats"]["m1|salad"]["impressions"] == 40.0
