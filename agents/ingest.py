@@ -1,34 +1,67 @@
-"""Segment and typed input topics -> signals.keyed (re-keyed by user id) or a dead letter."""
+"""Segment and typed input topics -> signals.keyed / images.keyed (re-keyed by user or
+consumer), a retry for events whose artwork the catalog does not know yet, or a dead letter."""
+
+import asyncio
+import time
+
+import msgspec
 
 from streams import topics
-from streams.app import app, parser_config
+from streams.app import app, parser_config, settings
 from streams.catalog import ArtistLookup
 from streams.events import Ignored, Rejected
-from streams.ingest import dead_letter, ingest_one
+from streams.ingest import dead_letter, ingest_one, retry_or_give_up
 from streams.metrics import metrics
-from streams.records import Identity, ImageEvent, ImageRequest, encode_keyed
+from streams.records import Identity, ImageEvent, ImageRequest, Pending, encode_keyed
 from streams.tables import artworks
 
 artist_of = ArtistLookup(artworks)
+_pending = msgspec.msgpack.Decoder(Pending)
+_pending_enc = msgspec.msgpack.Encoder()
 
 
 @app.agent(topics.inputs, concurrency=1)
 async def ingest(stream):
     async for event in stream.events():
         msg = event.message
-        result = ingest_one(event.value, topics.TYPED_BY_NAME.get(msg.topic), artist_of, parser_config)
-        if isinstance(result, Rejected):
-            metrics.inc("recstream_dead_letters_total", reason=result.reason)
-            await topics.deadletter.send(
-                key=msg.key, value=dead_letter(result, msg.topic, msg.partition, msg.offset, msg.key, event.value))
-        elif isinstance(result, Ignored):
-            metrics.inc("recstream_events_ignored_total")
-        elif isinstance(result, (ImageEvent, ImageRequest)):
-            metrics.inc("recstream_events_total", kind="image_request" if isinstance(result, ImageRequest) else f"image_{result.kind}")
-            await topics.images_keyed.send(key=result.consumer_id.encode(), value=encode_keyed(result))
-        else:
-            kind = "identity" if isinstance(result, Identity) else result.kind
-            metrics.inc("recstream_events_total", kind=kind)
-            # identity links go to the partition of the id being merged away
-            key = result.previous_id if isinstance(result, Identity) else result.user_id
-            await topics.signals.send(key=key.encode(), value=encode_keyed(result))
+        await _route(event.value, topics.TYPED_BY_NAME.get(msg.topic), msg.topic, msg.partition, msg.offset,
+                     msg.key, None)
+
+
+@app.agent(topics.pending, concurrency=1)
+async def retry_pending(stream):
+    """Due times only grow along the topic (give or take one backoff step), so waiting for the
+    head never runs a message early."""
+    async for raw in stream:
+        pending = _pending.decode(raw)
+        wait = pending.due - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await _route(pending.value, topics.TYPED_BY_NAME.get(pending.topic), pending.topic, pending.partition,
+                     pending.offset, pending.key, pending)
+
+
+async def _route(value, typed_kind, topic, partition, offset, key, pending) -> None:
+    result = ingest_one(value, typed_kind, artist_of, parser_config)
+    if isinstance(result, Rejected) and result.reason == "unknown_artwork":
+        retry = retry_or_give_up(pending, topic, partition, offset, key, value, time.time(),
+                                 settings.unknown_artwork_patience_s)
+        if retry is not None:
+            metrics.inc("recstream_pending_retries_total")
+            await topics.pending.send(key=key, value=_pending_enc.encode(retry))
+            return
+    if isinstance(result, Rejected):
+        metrics.inc("recstream_dead_letters_total", reason=result.reason)
+        app.log.warning("dead letter: reason=%s topic=%s partition=%s offset=%s", result.reason, topic, partition, offset)
+        await topics.deadletter.send(key=key, value=dead_letter(result, topic, partition, offset, key, value))
+    elif isinstance(result, Ignored):
+        metrics.inc("recstream_events_ignored_total")
+    elif isinstance(result, (ImageEvent, ImageRequest)):
+        kind = "image_request" if isinstance(result, ImageRequest) else f"image_{result.kind}"
+        metrics.inc("recstream_events_total", kind=kind)
+        await topics.images_keyed.send(key=result.consumer_id.encode(), value=encode_keyed(result))
+    else:
+        metrics.inc("recstream_events_total", kind="identity" if isinstance(result, Identity) else result.kind)
+        # identity links go to the partition of the id being merged away
+        user = result.previous_id if isinstance(result, Identity) else result.user_id
+        await topics.signals.send(key=user.encode(), value=encode_keyed(result))

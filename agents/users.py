@@ -35,7 +35,9 @@ async def process_users(stream):
                 view = shares.view(tables.popularity.items(), now)
                 batch = PartitionBatch(pipeline_config, partition, tables.affinity, tables.recommendations,
                                        tables.fans, partial, tables.catalog_index, view, now)
+                started = time.perf_counter()
                 outputs = batch.run(records)
+                metrics.observe("recstream_recompute_seconds", time.perf_counter() - started)
                 if shares.flush_due(partition, now):
                     tables.popularity[f"p{partition}"] = msgspec.msgpack.encode(partial)
             metrics.inc("recstream_signals_applied_total", by=batch.applied)

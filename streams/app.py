@@ -10,6 +10,24 @@ from streams.settings import Settings
 
 settings = Settings.from_env()
 
+
+def broker_credentials(s: Settings):
+    """faust credentials from RECSTREAM_KAFKA_* (None for PLAINTEXT)."""
+    import ssl
+
+    if s.kafka_security_protocol == "PLAINTEXT":
+        return None
+    context = None
+    if s.kafka_security_protocol.endswith("SSL"):
+        context = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
+        if s.kafka_ssl_certfile:
+            context.load_cert_chain(s.kafka_ssl_certfile, s.kafka_ssl_keyfile or None)
+    if s.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(username=s.kafka_sasl_username, password=s.kafka_sasl_password,
+                                 mechanism=s.kafka_sasl_mechanism, ssl_context=context)
+
+
 app = faust.App(
     settings.app_id,
     broker=settings.broker_url or "kafka://127.0.0.1:9092",
@@ -29,6 +47,7 @@ app = faust.App(
     # table recovery would stop short of the changelog tail: keep every batch at one record.
     producer_max_batch_size=1 if settings.single_record_batches else 16384,
     web_enabled=True,
+    broker_credentials=broker_credentials(settings),
     logging_config=None,
 )
 

@@ -6,6 +6,9 @@
     recstream broker                run the embedded broker in the foreground
     recstream config                every RECSTREAM_* setting with its current value
     recstream simulate-multiplier   image-change probability per exploration multiplier (+ PNG)
+    recstream replay FILE...        archived events (JSONL, .gz) -> input topics, with progress
+    recstream rebuild --app-id ID   rebuild all state from the input topics, then run live
+    recstream emit-all              re-publish every user's current recommendations
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import sys
 
 OWN_COMMANDS = ("dev", "demo-events", "broker", "config", "simulate-multiplier")
+OPS_COMMANDS = ("replay", "emit-all", "rebuild")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,6 +25,10 @@ def main(argv: list[str] | None = None) -> None:
         from streams import simulate
 
         sys.exit(simulate.main(argv[1:]))
+    if argv and argv[0] in OPS_COMMANDS:
+        from streams import ops
+
+        sys.exit({"replay": ops.cmd_replay, "emit-all": ops.cmd_emit_all, "rebuild": ops.cmd_rebuild}[argv[0]](argv[1:]))
     if argv and argv[0] in OWN_COMMANDS:
         from streams import devtools
 

@@ -21,7 +21,7 @@ from streams.events import (
     parse_typed_image,
     resolve_artists,
 )
-from streams.records import DeadLetter, Signal, encode
+from streams.records import DeadLetter, Pending, Signal, encode
 
 
 @dataclass(frozen=True)
@@ -62,3 +62,20 @@ def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
 
 
 __all__ = ["Ignored", "ParserConfig", "Rejected", "dead_letter", "ingest_one"]
+
+
+RETRY_FIRST_S = 0.5
+
+
+def retry_or_give_up(pending: Pending | None, topic: str, partition: int, offset: int, key: bytes | None,
+                     value: bytes, now: float, patience_s: float) -> Pending | None:
+    """The next retry of a message whose artwork is unknown, or None once patience ran out.
+    Backoff: 0.5 s, 1 s, 2 s, ... from the first sighting."""
+    if pending is None:
+        pending = Pending(topic, partition, offset, key, value, first_seen=now, due=now, attempt=0)
+    attempt = pending.attempt + 1
+    due = now + RETRY_FIRST_S * 2 ** (attempt - 1)
+    if due - pending.first_seen > patience_s:
+        return None
+    return Pending(pending.topic, pending.partition, pending.offset, pending.key, pending.value,
+                   pending.first_seen, due, attempt)

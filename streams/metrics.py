@@ -6,6 +6,15 @@
 >>> print(m.render().strip())
 # TYPE recstream_events_total counter
 recstream_events_total{kind="follow"} 3
+>>> h = Metrics()
+>>> h.observe("latency_seconds", 0.003, bounds=(0.001, 0.01))
+>>> print(h.render().strip())
+# TYPE latency_seconds histogram
+latency_seconds_bucket{le="0.001"} 0
+latency_seconds_bucket{le="0.01"} 1
+latency_seconds_bucket{le="+Inf"} 1
+latency_seconds_sum 0.003
+latency_seconds_count 1
 """
 
 from __future__ import annotations
@@ -13,9 +22,37 @@ from __future__ import annotations
 from collections import defaultdict
 
 
+class Histogram:
+    """Cumulative buckets, as Prometheus expects."""
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        i = 0
+        while i < len(self.bounds) and value > self.bounds[i]:
+            i += 1
+        self.counts[i] += 1
+        self.total += value
+        self.n += 1
+
+
 class Metrics:
     def __init__(self) -> None:
         self._counters: dict[str, dict[tuple, float]] = defaultdict(lambda: defaultdict(float))
+        self._histograms: dict[str, Histogram] = {}
+        self._gauges: dict[str, object] = {}  # name -> callable returning {labels tuple: value}
+
+    def observe(self, name: str, value: float,
+                bounds: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)) -> None:
+        self._histograms.setdefault(name, Histogram(bounds)).observe(value)
+
+    def gauge(self, name: str, read) -> None:
+        """`read()` returns {((label, value), ...): number}, evaluated at scrape time."""
+        self._gauges[name] = read
 
     def inc(self, name: str, by: float = 1, **labels: str) -> None:
         self._counters[name][tuple(sorted(labels.items()))] += by
@@ -30,6 +67,21 @@ class Metrics:
             for labels, value in sorted(self._counters[name].items()):
                 label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
                 lines.append(f"{name}{{{label_text}}} {value:g}" if labels else f"{name} {value:g}")
+        for name in sorted(self._histograms):
+            h = self._histograms[name]
+            lines.append(f"# TYPE {name} histogram")
+            acc = 0
+            for bound, count in zip(h.bounds, h.counts[:-1], strict=True):
+                acc += count
+                lines.append(f'{name}_bucket{{le="{bound:g}"}} {acc}')
+            lines.append(f'{name}_bucket{{le="+Inf"}} {h.n}')
+            lines.append(f"{name}_sum {h.total:g}")
+            lines.append(f"{name}_count {h.n}")
+        for name in sorted(self._gauges):
+            lines.append(f"# TYPE {name} gauge")
+            for labels, value in sorted(self._gauges[name]().items()):
+                label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                lines.append(f"{name}{{{label_text}}} {value:g}")
         return "\n".join(lines) + "\n"
 
 

@@ -150,6 +150,19 @@ class TypedImageEvent(msgspec.Struct, forbid_unknown_fields=False):
 
 ImageKeyed = ImageEvent | ImageRequest
 
+
+class Pending(msgspec.Struct):
+    """An input message waiting for the catalog (an artwork it names is not known yet)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    first_seen: float
+    due: float
+    attempt: int = 1
+
 # --- outputs ------------------------------------------------------------------------------
 
 

@@ -60,6 +60,7 @@ class Settings:
     dedup_window: int = field(default=2048, metadata={"help": "messageIds remembered per user: a duplicate within a user's last N messages is applied once"})
     max_event_bytes: int = field(default=65536, metadata={"help": "larger messages are dead-lettered"})
     event_map: str = field(default="", metadata={"help": "extra event names -> signal kind, JSON object or @file.json (merged over the defaults)"})
+    unknown_artwork_patience_s: float = field(default=60.0, metadata={"help": "an event naming an artwork the catalog does not know yet is retried (backoff 0.5 s doubling) for this long before it is dead-lettered; covers catalog updates that land after the event and rebuilds, where catalog and events are read side by side"})
     unmapped_events: str = field(default="dead-letter", metadata={"help": "what to do with track events missing from the event map: dead-letter or ignore"})
     affinity_update_top_n: int = field(default=20, metadata={"help": "artists listed in each affinity.updates record"})
     experiment: str = field(default="recs", metadata={"help": "A/B experiment name; users are assigned by a stable hash of (experiment, user)"})
@@ -76,6 +77,14 @@ class Settings:
     image_prior_strength: float = field(default=20.0, metadata={"help": "the conversion-rate prior counts as this many impressions"})
     image_query_boost: float = field(default=0.05, metadata={"help": "added to the score of images whose tags match a search query"})
     image_half_life_days: float = field(default=30.0, metadata={"help": "half-life of global image impressions/conversions (0: no decay)"})
+    api_token: str = field(default="", metadata={"help": "when set, every HTTP request but /health needs `Authorization: Bearer <token>` (401 otherwise)"})
+    kafka_security_protocol: str = field(default="PLAINTEXT", metadata={"help": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"})
+    kafka_sasl_mechanism: str = field(default="PLAIN", metadata={"help": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"})
+    kafka_sasl_username: str = field(default="", metadata={"help": "SASL user"})
+    kafka_sasl_password: str = field(default="", metadata={"help": "SASL password"})
+    kafka_ssl_cafile: str = field(default="", metadata={"help": "CA bundle to verify the brokers (default: system CAs)"})
+    kafka_ssl_certfile: str = field(default="", metadata={"help": "client certificate (mutual TLS)"})
+    kafka_ssl_keyfile: str = field(default="", metadata={"help": "client key (mutual TLS)"})
     session_timeout: float = field(default=10.0, metadata={"help": "consumer-group session timeout, seconds (a rebalance waits about half of it)"})
     single_record_batches: bool = field(default=True, metadata={"help": "one record per produce batch; needed on the embedded Tansu broker (its ListOffsets bug loses the changelog tail), turn off on Apache Kafka"})
     log_level: str = field(default="info", metadata={"help": "worker log level"})
@@ -98,6 +107,10 @@ class Settings:
             raise ConfigError("RECSTREAM_HALF_LIFE_DAYS must be > 0")
         if self.top_k_artists < 1 or self.dedup_window < 1 or self.partitions < 1:
             raise ConfigError("RECSTREAM_TOP_K_ARTISTS, _DEDUP_WINDOW and _PARTITIONS must be >= 1")
+        if self.kafka_security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise ConfigError("RECSTREAM_KAFKA_SECURITY_PROTOCOL must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
+            raise ConfigError("RECSTREAM_KAFKA_SASL_USERNAME is required with a SASL security protocol")
         if self.unmapped_events not in ("dead-letter", "ignore"):
             raise ConfigError("RECSTREAM_UNMAPPED_EVENTS must be dead-letter or ignore")
 
@@ -112,6 +125,12 @@ class Settings:
         if self.web_advertise_host:
             return self.web_advertise_host
         return socket.gethostname() if self.web_host in ("0.0.0.0", "::") else self.web_host
+
+    def __repr__(self) -> str:  # never print secrets
+        hidden = {"api_token", "kafka_sasl_password"}
+        shown = ", ".join(f"{f.name}={'***' if f.name in hidden and getattr(self, f.name) else getattr(self, f.name)!r}"
+                          for f in fields(self))
+        return f"Settings({shown})"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -23,11 +23,15 @@ image_conversions = _topic("images.conversions")
 image_requests = _topic("images.requests")
 curated = app.topic(settings.topic("catalog.curated"), key_type=bytes, value_type=bytes, partitions=1, config=COMPACT)
 
-# Internal: signals, identity links, profile merges and catalog refreshes, keyed by user id
-# (identity links by the previous id; refreshes go to every partition).
-signals = _topic("signals.keyed")
-# Internal: image impressions/conversions and requests, keyed by consumer id.
-images_keyed = _topic("images.keyed")
+# Internal topics belong to one app id, so that a rebuild under a new app id (a new consumer
+# group, new changelogs) reads only what its own ingest wrote.
+# signals, identity links, profile merges and catalog refreshes, keyed by user id
+# (identity links by the previous id; refreshes go to every partition):
+signals = _topic(f"{settings.app_id}.signals.keyed")
+# image impressions/conversions and requests, keyed by consumer id:
+images_keyed = _topic(f"{settings.app_id}.images.keyed")
+# input messages waiting for an artwork to reach the catalog (retried with backoff):
+pending = _topic(f"{settings.app_id}.pending")
 
 # Outputs
 affinity_updates = _topic("affinity.updates")

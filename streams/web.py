@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import functools
+import hmac
 import time
 
 import msgspec
+from aiohttp import web as aiohttp_web
 
 from streams import tables
 from streams.affinity import load
-from streams.app import affinity_model, app, image_config, pipeline_config
+from streams.app import affinity_model, app, image_config, pipeline_config, settings
 from streams.experiments import assign
 from streams.metrics import metrics
 from streams.recommend import cold_start
 from streams.records import Recommendations, encode
+
+
+@aiohttp_web.middleware
+async def _require_token(request, handler):
+    """With RECSTREAM_API_TOKEN set, everything but /health needs the bearer token. Routed
+    reads carry it along (faust forwards the request headers to the owning worker)."""
+    token = settings.api_token
+    if token and request.path != "/health":
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return aiohttp_web.json_response({"error": "unauthorized"}, status=401,
+                                             headers={"WWW-Authenticate": "Bearer"})
+    return await handler(request)
+
+
+app.web.web_app.middlewares.append(_require_token)
 
 
 def routed(table, match_info: str = "user_id"):
@@ -112,3 +130,40 @@ async def health(web, request):
 @app.page("/metrics")
 async def prometheus_metrics(web, request):
     return web.text(metrics.render(), content_type="text/plain; version=0.0.4")
+
+
+def _consumer_lag() -> dict:
+    """Per topic: highwater (from fetch responses) minus the next offset to read, summed over
+    this worker's assigned partitions."""
+    lag: dict = {}
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        if tp.topic.endswith("-changelog"):
+            continue
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - not fetched yet
+            continue
+        if high is None:
+            continue
+        read = consumer._read_offset.get(tp)
+        behind = high - (read + 1 if read is not None else 0)
+        key = (("topic", tp.topic),)
+        lag[key] = lag.get(key, 0) + max(behind, 0)
+    return lag
+
+
+metrics.gauge("recstream_consumer_lag", _consumer_lag)
+
+
+@app.timer(interval=5.0)
+async def _rebuild_progress() -> None:
+    """During `recstream rebuild`: progress lines until the inputs are caught up."""
+    import os
+
+    if os.environ.get("RECSTREAM_REBUILD") != "1" or not app.tables.recovery.completed.is_set():
+        return
+    lag = sum(_consumer_lag().values())
+    applied = metrics.value("recstream_signals_applied_total")
+    app.log.info("rebuild: %d signals applied, %d records behind%s", applied, lag,
+                 " - caught up, serving live" if lag == 0 else "")

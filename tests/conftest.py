@@ -36,7 +36,7 @@ class Cluster:
         self.prefix = f"t{n}."
         self.env = {"RECSTREAM_TOPIC_PREFIX": self.prefix, "RECSTREAM_APP_ID": f"recstream-t{n}",
                     "RECSTREAM_PARTITIONS": "4", "RECSTREAM_SESSION_TIMEOUT": "6",
-                    "RECSTREAM_LOG_LEVEL": "info", **(env or {})}
+                    "RECSTREAM_LOG_LEVEL": "info", "RECSTREAM_UNKNOWN_ARTWORK_PATIENCE_S": "4", **(env or {})}
         self.workers: list[WorkerProcess] = []
 
     def topic(self, name: str) -> str:

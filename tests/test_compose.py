@@ -38,8 +38,8 @@ def test_worker_env_uses_only_known_settings():
 def test_topics_job_creates_every_topic_with_compacted_catalog():
     script = COMPOSE["services"]["topics"]["command"][0]
     from streams.records import SIGNAL_KINDS
-    for name in ["events.segment", "signals.keyed", "affinity.updates", "recommendations", "deadletter",
-                 "images.impressions", "images.conversions", "images.requests", "images.keyed",
+    for name in ["events.segment", "recstream.signals.keyed", "affinity.updates", "recommendations", "deadletter",
+                 "images.impressions", "images.conversions", "images.requests", "recstream.images.keyed",
                  "images.chosen", "images.replies", *(f"signals.{k}" for k in SIGNAL_KINDS)]:
         assert name in script, name
     assert "create catalog.artworks 12 --config cleanup.policy=compact" in script

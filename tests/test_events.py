@@ -186,3 +186,17 @@ def test_ingest_routes_typed_image_topics_and_requests():
                      "image:conversion", {}, cfg)
     assert isinstance(imp, ImageEvent) and imp.kind == "conversion"
     assert ingest_one(None, "image_request", {}, cfg).reason == "empty_value"
+
+
+def test_unknown_artwork_retry_backoff_and_patience():
+    from streams.ingest import retry_or_give_up
+    first = retry_or_give_up(None, "t", 1, 7, b"k", b"v", now=100.0, patience_s=10)
+    assert (first.attempt, first.due, first.first_seen, first.offset) == (1, 100.5, 100.0, 7)
+    second = retry_or_give_up(first, "t", 1, 7, b"k", b"v", now=100.5, patience_s=10)
+    assert (second.attempt, second.due) == (2, 101.5)
+    third = retry_or_give_up(second, "t", 1, 7, b"k", b"v", now=101.5, patience_s=10)
+    assert (third.attempt, third.due) == (3, 103.5)
+    # the next would be due at 103.5 + 4 = 107.5 (ok), then 107.5 + 8 = 115.5 > 100 + 10: give up
+    fourth = retry_or_give_up(third, "t", 1, 7, b"k", b"v", now=103.5, patience_s=10)
+    assert fourth.due == 107.5
+    assert retry_or_give_up(fourth, "t", 1, 7, b"k", b"v", now=107.5, patience_s=10) is None

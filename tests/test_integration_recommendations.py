@@ -106,3 +106,13 @@ def test_no_emission_when_nothing_changed(module_cluster, worker):
     module_cluster.produce("events.segment", [track("steady", "followedArtist", "st-1", owner_id="beta")] * 3)
     wait_until(lambda: metric(worker, "recstream_duplicates_total") >= duplicates + 3, 30, what="duplicates seen")
     assert len(records_for(module_cluster, "recommendations", "steady")) == before
+
+
+def test_event_before_its_artwork_is_applied_once_the_catalog_has_it(module_cluster, worker):
+    module_cluster.produce("events.segment", [track("early-bird", "artworkSave", "eb-1", artwork_id="late-work")])
+    wait_until(lambda: metric(worker, "recstream_pending_retries_total") >= 1, 30, what="parked for retry")
+    module_cluster.produce("catalog.artworks", [(b"late-work", dumps(artwork("late-work", "delta", 0.1)))])
+    profile = wait_until(lambda: (lambda r: r[1] if r[0] == 200 else None)(
+        get_json(worker, "/users/early-bird/affinity")), 30, what="late-resolved event")
+    assert [a["artist_id"] for a in profile["artists"]] == ["delta"]
+    assert metric(worker, "recstream_dead_letters_total", reason="unknown_artwork") == 0

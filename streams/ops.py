@@ -1,0 +1,231 @@
+"""Ops commands: ``recstream replay``, ``recstream emit-all``, ``recstream rebuild``.
+
+replay   JSONL files (optionally .gz) of Segment payloads or typed records -> the right input
+         topics, keyed by user/consumer, with progress, an optional rate limit and a summary.
+emit-all every user's current recommendations (read from the recommendations changelog, so no
+         worker is involved and the read costs the workers nothing) -> the recommendations topic.
+rebuild  a worker under a new app id: a fresh consumer group reads every input topic from the
+         beginning into fresh tables and changelogs, reports progress, then carries on live.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from streams.events import IMAGE_EVENTS, Rejected, parse_segment
+from streams.records import SIGNAL_KINDS
+from streams.settings import Settings
+
+TYPED_IMAGE_KINDS = {"image_impression": "images.impressions", "image_conversion": "images.conversions"}
+
+
+class Progress:
+    """One status line on stderr: count, rate, percent and ETA (by bytes read, when known)."""
+
+    def __init__(self, label: str, total_bytes: int | None = None, every: float = 0.5):
+        self.label, self.total, self.every = label, total_bytes, every
+        self.started = self._last = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, count: int, done_bytes: int | None = None, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < (self.every if self.tty else 5.0):
+            return
+        self._last = now
+        elapsed = max(now - self.started, 1e-9)
+        line = f"{self.label}: {count:,} ({count / elapsed:,.0f}/s)"
+        if self.total and done_bytes is not None and done_bytes > 0:
+            frac = min(done_bytes / self.total, 1.0)
+            eta = elapsed * (1 - frac) / frac if frac > 0 else 0
+            line += f" {frac:6.1%} ETA {eta:,.0f}s"
+        sys.stderr.write(("\r" + line + "   ") if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def close(self, count: int) -> None:
+        self.update(count, self.total, force=True)
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def route_line(line: bytes, max_bytes: int = 65536) -> tuple[str, bytes | None] | Rejected:
+    """Which input topic a replay line goes to, and its key (user/consumer id).
+
+    Segment payloads (with "type") go to events.segment; typed records carry "kind"
+    (follow, save, ..., image_impression, image_conversion) and go to their typed topic.
+    Lines the worker would dead-letter are rejected here, with the same reasons."""
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        return Rejected("invalid_json", str(exc))
+    if not isinstance(obj, dict):
+        return Rejected("invalid_field", "a line must be a JSON object")
+    if "type" in obj:
+        parsed = parse_segment(line, max_bytes=max_bytes)
+        if isinstance(parsed, Rejected):
+            return parsed
+        user = obj.get("userId") or obj.get("anonymousId")
+        if obj.get("type") in ("identify", "alias"):
+            user = obj.get("previousId") or obj.get("anonymousId") or user
+        if obj.get("event") in IMAGE_EVENTS:
+            user = (obj.get("properties") or {}).get("consumer_id") or user
+        return "events.segment", str(user).encode() if user else None
+    kind = obj.get("kind")
+    if kind in SIGNAL_KINDS:
+        return f"signals.{kind}", str(obj.get("user_id", "")).encode() or None
+    if kind in TYPED_IMAGE_KINDS:
+        return TYPED_IMAGE_KINDS[kind], str(obj.get("consumer_id", "")).encode() or None
+    return Rejected("unknown_record", "neither a Segment payload (type) nor a typed record (kind)")
+
+
+def _lines(paths: list[Path]) -> Iterator[tuple[bytes, int]]:
+    """(line, bytes read so far across all files)."""
+    done = 0
+    for path in paths:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.fileobj if path.suffix == ".gz" else f  # progress by compressed bytes
+            for line in f:
+                line = line.strip()
+                if line:
+                    yield line, done + raw.tell()
+        done += path.stat().st_size
+
+
+async def replay(paths: list[Path], bootstrap: str, settings: Settings, rate: float = 0.0,
+                 rejects: Path | None = None) -> tuple[int, Counter]:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=262144)
+    await producer.start()
+    total_bytes = sum(p.stat().st_size for p in paths)
+    progress = Progress("replay", total_bytes)
+    sent, rejected = 0, Counter()
+    reject_file = open(rejects, "wb") if rejects else None
+    started = time.monotonic()
+    try:
+        for line, done in _lines(paths):
+            routed = route_line(line, settings.max_event_bytes)
+            if isinstance(routed, Rejected):
+                rejected[routed.reason] += 1
+                if reject_file:
+                    reject_file.write(json.dumps({"reason": routed.reason, "detail": routed.detail,
+                                                  "line": line.decode("utf-8", "replace")}).encode() + b"\n")
+                continue
+            topic, key = routed
+            await producer.send(settings.topic(topic), value=line, key=key)
+            sent += 1
+            if rate > 0 and sent % 50 == 0:
+                ahead = sent / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            progress.update(sent, done)
+        await producer.flush()
+    finally:
+        await producer.stop()
+        if reject_file:
+            reject_file.close()
+    progress.close(sent)
+    return sent, rejected
+
+
+async def emit_all(bootstrap: str, settings: Settings, users: set[str] | None = None,
+                   idle_ms: int = 2000) -> int:
+    """Re-publish the latest recommendations of every (or each listed) user."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    changelog = f"{settings.app_id}-recommendations-changelog"
+    consumer = AIOKafkaConsumer(changelog, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    latest: dict[bytes, bytes | None] = {}
+    progress = Progress("reading current lists")
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=idle_ms, max_records=10000)
+            if not batch:
+                break
+            for records in batch.values():
+                for r in records:
+                    latest[r.key] = r.value
+            progress.update(len(latest))
+    finally:
+        await consumer.stop()
+    progress.close(len(latest))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    sent = 0
+    progress = Progress("emit-all")
+    try:
+        for key, value in latest.items():
+            if value is None or (users is not None and key.decode() not in users):
+                continue
+            await producer.send(settings.topic("recommendations"), value=value, key=key)
+            sent += 1
+            progress.update(sent)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    progress.close(sent)
+    return sent
+
+
+def _bootstrap(settings: Settings) -> str:
+    if not settings.broker_url:
+        sys.exit("RECSTREAM_BROKER_URL is not set: point it at the cluster (e.g. kafka://127.0.0.1:9092)")
+    return settings.broker_url.split("://", 1)[-1]
+
+
+def cmd_replay(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="recstream replay", description="Produce archived events (JSONL, .gz) into the input topics.")
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--rate", type=float, default=0.0, help="max events per second (0: as fast as possible)")
+    parser.add_argument("--rejects", type=Path, help="write rejected lines with their reasons here (JSONL)")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.files if not p.exists()]
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)}")
+    settings = Settings.from_env()
+    sent, rejected = asyncio.run(replay(args.files, _bootstrap(settings), settings, args.rate, args.rejects))
+    print(f"sent {sent}, rejected {sum(rejected.values())}")
+    for reason, count in rejected.most_common():
+        print(f"  rejected {reason}: {count}")
+    return 0
+
+
+def cmd_emit_all(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="recstream emit-all",
+                                     description="Publish every user's current recommendations again (e.g. before a weekly email).")
+    parser.add_argument("--users", type=Path, help="file with one user id per line (default: every user)")
+    args = parser.parse_args(argv)
+    users = None
+    if args.users:
+        users = {line.strip() for line in args.users.read_text().splitlines() if line.strip()}
+    settings = Settings.from_env()
+    sent = asyncio.run(emit_all(_bootstrap(settings), settings, users))
+    print(f"emitted {sent} recommendation lists")
+    return 0
+
+
+def cmd_rebuild(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="recstream rebuild",
+        description="Rebuild all state from the input topics under a new app id, then carry on live.")
+    parser.add_argument("--app-id", required=True, help="the new app id (new consumer group, changelogs and internal topics)")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    if args.app_id == settings.app_id:
+        parser.error("--app-id must differ from the running app's id (RECSTREAM_APP_ID): a rebuild needs fresh state")
+    env = {**os.environ, "RECSTREAM_APP_ID": args.app_id, "RECSTREAM_REBUILD": "1"}
+    print(f"rebuilding into app id {args.app_id!r}; when caught up, point readers at this worker "
+          f"and stop the workers of {settings.app_id!r}", file=sys.stderr)
+    os.execvpe(sys.executable, [sys.executable, "-m", "streams.cli", "worker", "-l", settings.log_level], env)
+    return 0  # not reached

@@ -1,0 +1,150 @@
+"""Operations on the embedded broker: replay, rebuild, emit-all, metrics, auth."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import random
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+
+import pytest
+
+from streams.affinity import AffinityModel, Profile
+from streams.catalog import CatalogIndex
+from streams.demo import DemoGenerator, dumps
+from streams.events import parse_segment, resolve_artists
+from streams.experiments import Variant
+from streams.popularity import PopularityView
+from streams.recommend import build
+from streams.records import Artwork, Signal
+from streams.settings import Settings
+from tests.conftest import get_json, metric, wait_until
+
+pytestmark = pytest.mark.integration
+
+N_EVENTS = 20000
+MODEL = AffinityModel(weights=Settings.from_env({}).weights)
+ONLY_A = json.dumps({"A": {"share": 1.0}})  # strict order: personal picks do not depend on trending
+
+
+def run_cli(cluster, *args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**__import__("os").environ, **cluster.env, "RECSTREAM_BROKER_URL": cluster.broker.url,
+                               **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def replayed(module_cluster, tmp_path_factory):
+    module_cluster.env["RECSTREAM_VARIANTS"] = ONLY_A
+    worker = module_cluster.start_worker("live")
+    demo = DemoGenerator(users=400, artists=60, artworks=900, seed=23, end_time=datetime.now(timezone.utc))
+    catalog = demo.artworks()
+    module_cluster.produce("catalog.artworks", [(a["id"].encode(), dumps(a)) for a in catalog])
+    wait_until(lambda: metric(worker, "recstream_catalog_records_total") >= len(catalog), 60, what="catalog")
+
+    events = list(demo.events(N_EVENTS))
+    path = tmp_path_factory.mktemp("replay") / "events.jsonl.gz"
+    lines = [dumps(e) for e in events] + [b"{broken", b'{"type": "track", "event": "followedArtist"}', b'{"kind": "nope"}']
+    random.Random(1).shuffle(lines)
+    with gzip.open(path, "wb") as f:
+        f.write(b"\n".join(lines) + b"\n")
+    result = run_cli(module_cluster, "replay", str(path))
+    assert result.returncode == 0, result.stderr
+    artist_of = {a["id"]: a["artist_id"] for a in catalog}
+    signals = [resolve_artists(parse_segment(dumps(e)), artist_of) for e in events]
+    assert all(isinstance(s, Signal) for s in signals)
+    wait_until(lambda: metric(worker, "recstream_signals_applied_total") >= len(signals), 240, what="replay processed")
+    return worker, catalog, signals, result
+
+
+def reference_profiles(signals):
+    profiles: dict[str, Profile] = {}
+    for s in signals:
+        MODEL.learn_one(profiles.setdefault(s.user_id, Profile()), s)
+    return profiles
+
+
+def assert_same_affinity(worker, profiles, users):
+    for user in users:
+        status, body = get_json(worker, f"/users/{user}/affinity?n=1000")
+        assert status == 200, user
+        got = {a["artist_id"]: a["score"] for a in body["artists"]}
+        want = {a: s for a, s in MODEL.scores(profiles[user]).items() if s > 0}
+        assert got.keys() == want.keys(), user
+        assert all(math.isclose(got[a], want[a], rel_tol=1e-9) for a in want), user
+
+
+def test_replay_summary_and_state_match_the_reference(replayed):
+    worker, catalog, signals, result = replayed
+    assert f"sent {N_EVENTS}, rejected 3" in result.stdout
+    assert "rejected invalid_json: 1" in result.stdout and "rejected unknown_record: 1" in result.stdout
+    assert "rejected missing_user: 1" in result.stdout
+    assert "replay:" in result.stderr  # progress output
+
+    profiles = reference_profiles(signals)
+    users = sorted(profiles)
+    sample = users[:5] + random.Random(2).sample(users, 40)
+    assert_same_affinity(worker, profiles, sample)
+
+    # recommendations: the personal (affinity) picks equal the pure builder's on the same state
+    index = CatalogIndex()
+    for a in catalog:
+        index.upsert(Artwork(**{**a, "published_at": datetime.fromisoformat(a["published_at"].replace("Z", "+00:00"))}))
+    for user in sample:
+        status, recs = get_json(worker, f"/recommendations/{user}")
+        assert status == 200 and recs["variant"] == "A"
+        p = profiles[user]
+        want = build(MODEL.top(p, 20), p.purchased, p.prices, Variant("A"), index, PopularityView(), recs["generated_at"])
+        personal = [i["artwork_id"] for i in recs["items"] if i["source"] == "affinity"]
+        assert personal == [i.artwork_id for i in want if i.source == "affinity"], user
+
+
+def test_metrics_count_exactly_what_went_in(replayed):
+    worker, _, signals, _ = replayed
+    by_kind = Counter(s.kind for s in signals)
+    for kind, count in by_kind.items():
+        assert metric(worker, "recstream_events_total", kind=kind) == count, kind
+    assert metric(worker, "recstream_signals_applied_total") == len(signals)
+    assert metric(worker, "recstream_duplicates_total") == 0
+    users_with_lists = metric(worker, "recstream_records_sent_total", topic="recommendations")
+    assert users_with_lists >= len({s.user_id for s in signals})
+    assert metric(worker, "recstream_recompute_seconds_count") > 0
+    wait_until(lambda: metric(worker, "recstream_consumer_lag") == 0, 60, what="lag 0")
+    status, body = worker.get("/metrics")
+    assert b'recstream_recompute_seconds_bucket{le="+Inf"}' in body and b"recstream_consumer_lag{topic=" in body
+
+
+def test_rebuild_equals_live(module_cluster, replayed):
+    live, _, signals, _ = replayed
+    module_cluster.env.update({"RECSTREAM_APP_ID": module_cluster.env["RECSTREAM_APP_ID"] + "-v2", "RECSTREAM_REBUILD": "1"})
+    rebuilt = module_cluster.start_worker("rebuilt")
+    wait_until(lambda: metric(rebuilt, "recstream_signals_applied_total") >= len(signals), 240, what="rebuild")
+    profiles = reference_profiles(signals)
+    sample = random.Random(3).sample(sorted(profiles), 60)
+    assert_same_affinity(rebuilt, profiles, sample)
+    for user in sample[:20]:
+        assert get_json(rebuilt, f"/users/{user}/affinity?n=1000")[1]["artists"] == \
+            get_json(live, f"/users/{user}/affinity?n=1000")[1]["artists"]
+    log = (module_cluster.root / "rebuilt.log").read_text()
+    wait_until(lambda: "caught up, serving live" in (module_cluster.root / "rebuilt.log").read_text(), 30,
+               what="rebuild progress line")
+    assert "rebuild:" in log
+
+
+def test_emit_all_republishes_every_users_list(module_cluster, replayed):
+    live, _, signals, _ = replayed
+    env = {"RECSTREAM_APP_ID": module_cluster.env["RECSTREAM_APP_ID"].removesuffix("-v2")}
+    before = len(module_cluster.consume_all("recommendations"))
+    result = run_cli(module_cluster, "emit-all", env=env)
+    assert result.returncode == 0, result.stderr
+    users = {s.user_id for s in signals}
+    assert f"emitted {len(users)} recommendation lists" in result.stdout
+    after = module_cluster.consume_all("recommendations")
+    assert len(after) >= before + len(users)
+    some = sorted(users)[0]
+    latest = [json.loads(r.value) for r in after if r.key == some.encode()][-1]
+    assert latest["user_id"] == some and latest["items"]
