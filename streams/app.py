@@ -43,8 +43,8 @@ app = faust.App(
     broker_session_timeout=settings.session_timeout,
     broker_heartbeat_interval=max(settings.session_timeout / 10, 0.5),
     broker_rebalance_timeout=max(settings.session_timeout, 10.0),
-    # On the embedded broker, ListOffsets reports the end of a multi-record batch wrongly and
-    # table recovery would stop short of the changelog tail: keep every batch at one record.
+    # Tansu's ListOffsets bug is handled in recovery (streams.faustutil.true_end_offsets);
+    # single-record batches are the older, slower workaround, kept as an option.
     producer_max_batch_size=1 if settings.single_record_batches else 16384,
     web_enabled=True,
     broker_credentials=broker_credentials(settings),
@@ -58,6 +58,11 @@ def main() -> None:
     import streams.web  # noqa: F401
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    from streams.faustutil import aiokafka_kwargs, install_ack_sanitizer, install_true_end_offsets
+
+    install_ack_sanitizer()
+    if settings.true_end_offsets:
+        install_true_end_offsets(aiokafka_kwargs(settings))
     app.main()
 
 

@@ -26,3 +26,104 @@ def by_partition(events: Iterable) -> list[tuple[int, list]]:
     """Group a batch by partition, keeping each partition's order."""
     ordered = sorted(events, key=lambda e: e.message.partition)  # stable: order within a partition kept
     return [(p, list(group)) for p, group in groupby(ordered, key=lambda e: e.message.partition)]
+
+
+def aiokafka_kwargs(settings) -> dict:
+    """Connection settings for our own aiokafka clients (bootstrap + SASL/SSL)."""
+    from streams.app import broker_credentials
+
+    kwargs: dict = {"bootstrap_servers": settings.broker_url.split("://", 1)[-1]}
+    creds = broker_credentials(settings)
+    if creds is not None:
+        kwargs["security_protocol"] = settings.kafka_security_protocol
+        kwargs["ssl_context"] = getattr(creds, "ssl_context", None) or getattr(creds, "context", None)
+        if settings.kafka_security_protocol.startswith("SASL"):
+            kwargs.update(sasl_mechanism=settings.kafka_sasl_mechanism,
+                          sasl_plain_username=settings.kafka_sasl_username,
+                          sasl_plain_password=settings.kafka_sasl_password)
+    return kwargs
+
+
+async def true_end_offsets(ends: dict, client_kwargs: dict, timeout: float = 10.0) -> dict:
+    """Correct ListOffsets ends by reading the last batch of each partition.
+
+    Tansu answers ListOffsets(latest) with the start of the last batch + 1 when that batch holds
+    several records. A fetch from that offset returns the whole last batch, and the fetch
+    response's high watermark is the true end. On Apache Kafka both agree, so this only costs
+    one small fetch per partition."""
+    import time
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    probe = {TopicPartition(tp.topic, tp.partition): end for tp, end in ends.items() if end > 0}
+    if not probe:
+        return dict(ends)
+    consumer = AIOKafkaConsumer(**client_kwargs, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50)
+    await consumer.start()
+    fixed = dict(ends)
+    try:
+        consumer.assign(list(probe))
+        for tp, end in probe.items():
+            consumer.seek(tp, end - 1)
+        pending = set(probe)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            await consumer.getmany(*pending, timeout_ms=200)
+            for tp in list(pending):
+                high = consumer.highwater(tp)
+                if high is not None:
+                    for orig in ends:
+                        if orig.topic == tp.topic and orig.partition == tp.partition:
+                            fixed[orig] = max(ends[orig], high)
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return fixed
+
+
+def install_true_end_offsets(client_kwargs: dict) -> None:
+    """Make faust's table recovery read changelogs to their true end (see true_end_offsets)."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = AIOKafkaConsumerThread._highwaters
+    if getattr(original, "_recstream_fixed", False):
+        return
+
+    async def _highwaters(self, partitions):
+        ends = dict(await original(self, partitions))
+        if self.consumer.in_transaction:
+            return ends
+        return await true_end_offsets(ends, client_kwargs)
+
+    _highwaters._recstream_fixed = True
+    AIOKafkaConsumerThread._highwaters = _highwaters
+
+
+
+def install_ack_sanitizer() -> None:
+    """Keep offset commits advancing after a crash-induced rebalance (cf. faust #596).
+
+    Seen here after a SIGKILL under load: when the group rebalances again while messages are
+    buffered, acks from before the rebalance land after it (faust clears its ack index on
+    revoke), so the acked list holds offsets below the committed one and duplicates of
+    re-delivered offsets. faust's "first consecutive run" logic then stalls and the committed
+    offsets freeze for good. Dropping acked offsets already committed and duplicates before
+    faust picks the next offset is safe (those are done) and lets commits advance."""
+    from faust.transport.consumer import Consumer
+
+    original = Consumer._new_offset
+    if getattr(original, "_recstream_fixed", False):
+        return
+
+    def _new_offset(self, tp):
+        acked = self._acked[tp]
+        if acked:
+            committed = self._committed_offset[tp]
+            clean = sorted({o for o in acked if committed is None or o >= committed})
+            if len(clean) != len(acked):
+                acked[:] = clean
+                self._acked_index[tp] = set(clean)
+        return original(self, tp)
+
+    _new_offset._recstream_fixed = True
+    Consumer._new_offset = _new_offset

@@ -86,7 +86,8 @@ class Settings:
     kafka_ssl_certfile: str = field(default="", metadata={"help": "client certificate (mutual TLS)"})
     kafka_ssl_keyfile: str = field(default="", metadata={"help": "client key (mutual TLS)"})
     session_timeout: float = field(default=10.0, metadata={"help": "consumer-group session timeout, seconds (a rebalance waits about half of it)"})
-    single_record_batches: bool = field(default=True, metadata={"help": "one record per produce batch; needed on the embedded Tansu broker (its ListOffsets bug loses the changelog tail), turn off on Apache Kafka"})
+    true_end_offsets: bool = field(default=True, metadata={"help": "table recovery takes each changelog's end from a fetch, not ListOffsets (the embedded Tansu broker under-reports the end when the last batch holds several records); harmless on Apache Kafka"})
+    single_record_batches: bool = field(default=False, metadata={"help": "one record per produce batch: the older, slow workaround for the same Tansu bug (every changelog write waits for the previous one's ack)"})
     log_level: str = field(default="info", metadata={"help": "worker log level"})
 
     @classmethod

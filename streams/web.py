@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import time
 
+import aiohttp
 import msgspec
 from aiohttp import web as aiohttp_web
+from faust.web.exceptions import ServiceUnavailable
 
 from streams import tables
 from streams.affinity import load
@@ -47,7 +50,12 @@ def routed(table, match_info: str = "user_id"):
             name = table.changelog_topic.get_topic_name()
             if producer._metadata.partitions_for_topic(name) is None:
                 await producer.partitions_for(name)
-            return await inner(web, request, **kwargs)
+            try:
+                return await inner(web, request, **kwargs)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ServiceUnavailable):
+                # the owner just died or the group is rebalancing: a client should retry
+                return web.json({"error": "owner of this key is unavailable, retry shortly"}, status=503,
+                                headers={"Retry-After": "1"})
         return handler
     return decorate
 

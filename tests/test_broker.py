@@ -42,3 +42,29 @@ def test_broker_dies_with_a_sigkilled_parent(tmp_path):
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
+
+
+def test_true_end_offsets_corrects_the_brokers_listoffsets_for_multi_record_batches(broker):
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from streams.faustutil import true_end_offsets
+
+    async def go():
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=50)
+        await producer.start()
+        for n in (3, 10):  # two batches: 3 records, then 10
+            await asyncio.gather(*[await producer.send("ends-probe", b"x", partition=0) for _ in range(n)])
+        await producer.stop()
+        tp = TopicPartition("ends-probe", 0)
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
+        await consumer.start()
+        listed = (await consumer.end_offsets([tp]))[tp]
+        await consumer.stop()
+        fixed = await true_end_offsets({tp: listed}, {"bootstrap_servers": broker.bootstrap})
+        return listed, fixed[tp]
+
+    listed, fixed = asyncio.run(go())
+    assert listed == 4  # the broker bug this works around: start of the last batch + 1
+    assert fixed == 13

@@ -23,7 +23,7 @@ def test_worker_is_scalable_and_configured_by_environment():
     env = worker["environment"]
     assert env["RECSTREAM_BROKER_URL"] == "kafka://kafka:9092"
     assert env["RECSTREAM_WEB_HOST"] == "0.0.0.0"
-    assert env["RECSTREAM_SINGLE_RECORD_BATCHES"] == "false"
+    assert env["RECSTREAM_TRUE_END_OFFSETS"] == "true"
     assert "/health" in " ".join(worker["healthcheck"]["test"])
     assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert (ROOT / "Dockerfile").exists()

@@ -147,7 +147,7 @@ def test_affinity_matches_reference_and_bad_input_is_dead_lettered(cluster, load
 
 def test_changelog_recovery_is_exact_after_wiping_local_state(cluster, loaded):
     """The embedded broker's ListOffsets bug would drop the tail of each changelog partition
-    here unless every batch holds one record (RECSTREAM_SINGLE_RECORD_BATCHES)."""
+    here unless recovery takes the end from a fetch (RECSTREAM_TRUE_END_OFFSETS)."""
     worker, signals, *_ = loaded
     worker.stop()
     shutil.rmtree(cluster.root / "w0" / "state")

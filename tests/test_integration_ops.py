@@ -126,9 +126,11 @@ def test_rebuild_equals_live(module_cluster, replayed):
     profiles = reference_profiles(signals)
     sample = random.Random(3).sample(sorted(profiles), 60)
     assert_same_affinity(rebuilt, profiles, sample)
-    for user in sample[:20]:
-        assert get_json(rebuilt, f"/users/{user}/affinity?n=1000")[1]["artists"] == \
-            get_json(live, f"/users/{user}/affinity?n=1000")[1]["artists"]
+    for user in sample[:20]:  # rebuilt == live, to float rounding (events arrived in another order)
+        a = get_json(rebuilt, f"/users/{user}/affinity?n=1000")[1]["artists"]
+        b = get_json(live, f"/users/{user}/affinity?n=1000")[1]["artists"]
+        assert [x["artist_id"] for x in a] == [x["artist_id"] for x in b]
+        assert all(math.isclose(x["score"], y["score"], rel_tol=1e-12) for x, y in zip(a, b, strict=True))
     log = (module_cluster.root / "rebuilt.log").read_text()
     wait_until(lambda: "caught up, serving live" in (module_cluster.root / "rebuilt.log").read_text(), 30,
                what="rebuild progress line")

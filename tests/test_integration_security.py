@@ -1,0 +1,44 @@
+"""HTTP bearer token and PII-free logs, on a real worker."""
+
+import json
+
+import pytest
+
+from streams.demo import dumps
+from tests.conftest import Cluster, wait_until
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_token_is_required_and_logs_carry_no_pii(broker, tmp_path):
+    cluster = Cluster(broker, tmp_path, env={"RECSTREAM_API_TOKEN": TOKEN})
+    try:
+        worker = cluster.start_worker()
+        assert worker.get("/health")[0] == 200  # probes stay open
+        for path in ("/recommendations/u1", "/users/u1/affinity", "/metrics", "/images/c1?merchants=m"):
+            assert worker.get(path)[0] == 401, path
+            assert worker.get(path, headers={"Authorization": "Bearer wrong"})[0] == 401, path
+        assert worker.get("/recommendations/u1", headers=AUTH)[0] == 200
+        assert worker.get("/metrics", headers=AUTH)[0] == 200
+
+        pii = {"context": {"ip": "203.0.113.77"}, "traits": {"email": "jane.doe@example.com"}}
+        good = {"type": "track", "event": "followedArtist", "userId": "u-pii", "messageId": "p1",
+                "timestamp": "2026-11-01T00:00:00Z", "properties": {"owner_id": "a1"}, **pii}
+        bad = {**good, "messageId": "p2", "properties": {}}  # dead-lettered: missing owner_id
+        cluster.produce("events.segment", [(b"u-pii", dumps(good)), (b"u-pii", dumps(bad))])
+
+        def dead_letters():
+            status, body = worker.get("/metrics", headers=AUTH)
+            return status == 200 and b'recstream_dead_letters_total{reason="missing_property"} 1' in body
+        wait_until(dead_letters, 30, what="dead letter")
+        log = (tmp_path / "w0.log").read_text()
+        assert "dead letter: reason=missing_property" in log  # ids and reasons are logged...
+        assert "jane.doe@example.com" not in log and "203.0.113.77" not in log  # ...never PII
+        status, body = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(
+            worker.get("/users/u-pii/affinity", headers=AUTH)), 30, what="the good event applied")
+        assert json.loads(body)["artists"][0]["artist_id"] == "a1"
+    finally:
+        cluster.stop()
