@@ -1,0 +1,76 @@
+"""Shared benchmark helpers: broker, pre-loaded topics, worker processes, timing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from streams.broker import EmbeddedBroker, _die_with_parent, free_port
+from streams.demo import DemoGenerator, dumps
+from streams.devtools import WorkerProcess, produce, segment_key
+
+HERE = Path(__file__).parent
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"
+
+
+def demo_events(n: int, users: int = 5000, seed: int = 3):
+    from datetime import datetime, timezone
+    demo = DemoGenerator(users=users, artists=max(50, users // 20), artworks=max(500, users // 2), seed=seed,
+                         end_time=datetime.now(timezone.utc))
+    return demo, [(segment_key(e), dumps(e)) for e in demo.events(n)]
+
+
+def preload(bootstrap: str, topic: str, records) -> None:
+    asyncio.run(produce(bootstrap, topic, records, linger_ms=20))
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.load(r)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError("benchmark wait timed out")
+
+
+def start_baseline(broker: EmbeddedBroker, mode: str, topic_in: str, run: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {**os.environ, "BENCH_MODE": mode, "BENCH_BROKER": broker.url, "BENCH_PORT": str(port),
+           "BENCH_IN": topic_in, "BENCH_OUT": f"{topic_in}-out-{run}", "BENCH_RUN": run}
+    proc = subprocess.Popen([sys.executable, str(HERE / "faust_baseline_app.py"), "worker", "-l", "warning"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    return proc, port
+
+
+def metric(worker: WorkerProcess, name: str) -> float:
+    status, body = worker.get("/metrics")
+    total = 0.0
+    for line in body.decode().splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.split("{", 1)[0] == name:
+            total += float(value)
+    return total
+
+
+def recstream_worker(broker: EmbeddedBroker, prefix: str, app_id: str, extra: dict | None = None) -> WorkerProcess:
+    tmp = Path(tempfile.mkdtemp(prefix="recstream-bench-"))
+    env = {"RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id, "RECSTREAM_LOG_LEVEL": "warning",
+           "RECSTREAM_SESSION_TIMEOUT": "6", **(extra or {})}
+    return WorkerProcess(broker.url, str(tmp / "state"), env=env, log_path=tmp / "worker.log").start()

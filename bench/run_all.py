@@ -1,0 +1,30 @@
+"""Run every benchmark and write bench/results/summary.md: `python bench/run_all.py`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import latency, serving, throughput  # noqa: E402
+from bench.common import machine  # noqa: E402
+
+
+def main() -> None:
+    parts = [f"# recstream benchmarks\n\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}; "
+             "embedded Tansu broker on loopback.\n"]
+    for name, module in (("throughput", throughput), ("latency", latency), ("serving", serving)):
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        text = module.report(module.main())
+        print(text, flush=True)
+        parts.append(f"## {name}\n\n{text}\n")
+    out = Path(__file__).parent / "results" / "summary.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(parts))
+    print(f"[bench] written {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
