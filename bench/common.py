@@ -74,3 +74,13 @@ def recstream_worker(broker: EmbeddedBroker, prefix: str, app_id: str, extra: di
     env = {"RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id, "RECSTREAM_LOG_LEVEL": "warning",
            "RECSTREAM_SESSION_TIMEOUT": "6", **(extra or {})}
     return WorkerProcess(broker.url, str(tmp / "state"), env=env, log_path=tmp / "worker.log").start()
+
+
+def pipeline_with_catalog(broker: EmbeddedBroker, prefix: str, app_id: str, demo) -> WorkerProcess:
+    """A ready recstream worker whose catalog holds the demo artworks."""
+    worker = recstream_worker(broker, prefix, app_id)
+    worker.wait_ready()
+    catalog = demo.artworks()
+    preload(broker.bootstrap, f"{prefix}catalog.artworks", [(a["id"].encode(), dumps(a)) for a in catalog])
+    wait_for(lambda: metric(worker, "recstream_catalog_records_total") >= len(catalog), 120, 0.2)
+    return worker

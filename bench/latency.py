@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import demo_events, metric, preload, recstream_worker, wait_for  # noqa: E402
+from bench.common import demo_events, pipeline_with_catalog  # noqa: E402
 from streams.broker import EmbeddedBroker  # noqa: E402
 from streams.demo import dumps  # noqa: E402
 
@@ -60,12 +60,8 @@ async def run(bootstrap: str, background) -> list[float]:
 def main() -> dict:
     demo, background = demo_events(int(BACKGROUND_RATE * (SAMPLES * 0.05 + 30)))
     with EmbeddedBroker() as broker:
-        worker = recstream_worker(broker, "lat.", "bench-latency")
+        worker = pipeline_with_catalog(broker, "lat.", "bench-latency", demo)
         try:
-            worker.wait_ready()
-            catalog = demo.artworks()
-            preload(broker.bootstrap, "lat.catalog.artworks", [(a["id"].encode(), dumps(a)) for a in catalog])
-            wait_for(lambda: metric(worker, "recstream_catalog_records_total") >= len(catalog), 120, 0.2)
             latencies = sorted(asyncio.run(run(broker.bootstrap, background)))
         finally:
             worker.stop()

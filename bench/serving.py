@@ -10,9 +10,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import demo_events, metric, preload, recstream_worker, wait_for  # noqa: E402
+from bench.common import demo_events, metric, pipeline_with_catalog, preload, wait_for  # noqa: E402
 from streams.broker import EmbeddedBroker, _die_with_parent, free_port  # noqa: E402
-from streams.demo import dumps  # noqa: E402
 
 CONCURRENCY, SECONDS = 16, 8.0
 BARE = """
@@ -54,12 +53,8 @@ def main() -> dict:
     demo, records = demo_events(20000, users=2000)
     results = {}
     with EmbeddedBroker() as broker:
-        worker = recstream_worker(broker, "srv.", "bench-serving")
+        worker = pipeline_with_catalog(broker, "srv.", "bench-serving", demo)
         try:
-            worker.wait_ready()
-            catalog = demo.artworks()
-            preload(broker.bootstrap, "srv.catalog.artworks", [(a["id"].encode(), dumps(a)) for a in catalog])
-            wait_for(lambda: metric(worker, "recstream_catalog_records_total") >= len(catalog), 120, 0.2)
             preload(broker.bootstrap, "srv.events.segment", records)
             wait_for(lambda: metric(worker, "recstream_signals_applied_total") >= len(records), 300, 0.5)
             users = sorted({k.decode() for k, _ in records if k})[:1000]

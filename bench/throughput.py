@@ -18,13 +18,12 @@ from bench.common import (  # noqa: E402
     demo_events,
     get_json,
     metric,
+    pipeline_with_catalog,
     preload,
-    recstream_worker,
     start_baseline,
     wait_for,
 )
 from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.demo import dumps  # noqa: E402
 
 N = int(os.environ.get("BENCH_EVENTS", "30000"))
 
@@ -77,12 +76,8 @@ def main() -> dict:
                 results[name] = measure(lambda url=url: get_json(url)["count"], N)
             finally:
                 proc.kill()
-        worker = recstream_worker(broker, "bench.", "bench-pipeline")
+        worker = pipeline_with_catalog(broker, "bench.", "bench-pipeline", demo)
         try:
-            worker.wait_ready()
-            catalog = demo.artworks()
-            preload(broker.bootstrap, "bench.catalog.artworks", [(a["id"].encode(), dumps(a)) for a in catalog])
-            wait_for(lambda: metric(worker, "recstream_catalog_records_total") >= len(catalog), 120, 0.2)
             preload(broker.bootstrap, "bench.events.segment", records)
             results["recstream full pipeline (parse → affinity → recommendations)"] = measure(
                 lambda: metric(worker, "recstream_signals_applied_total") + metric(worker, "recstream_duplicates_total"), N)

@@ -130,18 +130,25 @@ def parse_segment(
         return Rejected(rej.reason, rej.detail)
 
 
-def parse_typed(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parsed:
-    """Parse a message from a typed signal topic (``signals.<kind>``)."""
+def _decode(decoder: msgspec.json.Decoder, raw: bytes, max_bytes: int):
+    """Size check, then a validating decode; a Rejected with the reason instead of raising."""
     if len(raw) > max_bytes:
         return Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")
-    if kind not in SIGNAL_KINDS:
-        return Rejected("unmapped_event", f"no signal kind {kind!r}")
     try:
-        rec = _TYPED.decode(raw)
+        return decoder.decode(raw)
     except msgspec.ValidationError as exc:
         return Rejected("invalid_field", str(exc))
     except msgspec.DecodeError as exc:
         return Rejected("invalid_json", str(exc))
+
+
+def parse_typed(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parsed:
+    """Parse a message from a typed signal topic (``signals.<kind>``)."""
+    if kind not in SIGNAL_KINDS:
+        return Rejected("unmapped_event", f"no signal kind {kind!r}")
+    rec = _decode(_TYPED, raw, max_bytes)
+    if isinstance(rec, Rejected):
+        return rec
     if not rec.user_id:
         return Rejected("missing_user", "user_id is empty")
     ids = list(rec.artwork_ids) + ([rec.artwork_id] if rec.artwork_id else [])
@@ -202,14 +209,9 @@ def _image_event(kind: str, user: str, p: dict, message_id: str, time: float) ->
 
 def parse_typed_image(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parsed:
     """images.impressions / images.conversions records."""
-    if len(raw) > max_bytes:
-        return Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")
-    try:
-        rec = _TYPED_IMAGE.decode(raw)
-    except msgspec.ValidationError as exc:
-        return Rejected("invalid_field", str(exc))
-    except msgspec.DecodeError as exc:
-        return Rejected("invalid_json", str(exc))
+    rec = _decode(_TYPED_IMAGE, raw, max_bytes)
+    if isinstance(rec, Rejected):
+        return rec
     if not (rec.consumer_id and rec.merchant_id and rec.image_id):
         return Rejected("missing_property", "consumer_id, merchant_id and image_id must be non-empty")
     return ImageEvent(kind, rec.consumer_id, rec.merchant_id, rec.image_id, rec.message_id or _content_id(raw),
@@ -217,14 +219,9 @@ def parse_typed_image(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parse
 
 
 def parse_image_request(raw: bytes, *, max_bytes: int = 65536) -> Parsed:
-    if len(raw) > max_bytes:
-        return Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")
-    try:
-        req = _IMAGE_REQUEST.decode(raw)
-    except msgspec.ValidationError as exc:
-        return Rejected("invalid_field", str(exc))
-    except msgspec.DecodeError as exc:
-        return Rejected("invalid_json", str(exc))
+    req = _decode(_IMAGE_REQUEST, raw, max_bytes)
+    if isinstance(req, Rejected):
+        return req
     if not req.consumer_id or not req.request_id or not req.merchant_ids:
         return Rejected("missing_property", "request_id, consumer_id and merchant_ids are required")
     return ImageRequest(req.request_id, req.consumer_id, req.merchant_ids, req.query)
