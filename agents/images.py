@@ -8,7 +8,7 @@ import msgspec
 from streams import tables, topics
 from streams.app import app, image_config, settings
 from streams.events import Rejected
-from streams.faustutil import by_partition, event_context
+from streams.faustutil import by_partition, event_context, send_all
 from streams.image_pipeline import ImageBatch, Pools, dump_counts, load_counts
 from streams.images import ImageCatalog, merge_counts
 from streams.ingest import dead_letter
@@ -44,9 +44,9 @@ async def process_images(stream):
                     tables.image_stats[f"p{partition}"] = dump_counts(partial)
             metrics.inc("recstream_image_events_applied_total", by=batch.applied)
             metrics.inc("recstream_duplicates_total", by=batch.duplicates)
-            for topic, key, value in outputs:
+            for topic, _, _ in outputs:
                 metrics.inc("recstream_records_sent_total", topic=topic)
-                await topics.outputs[topic].send(key=key, value=value)
+            await send_all(app, [(topics.outputs[t], k, v) for t, k, v in outputs])
 
 
 @app.agent(topics.image_catalog, concurrency=1)

@@ -8,7 +8,7 @@ import msgspec
 from streams import tables, topics
 from streams.app import app, pipeline_config, settings
 from streams.events import Rejected
-from streams.faustutil import by_partition, event_context
+from streams.faustutil import by_partition, event_context, send_all
 from streams.ingest import dead_letter
 from streams.metrics import metrics
 from streams.pipeline import PartitionBatch
@@ -44,7 +44,7 @@ async def process_users(stream):
             metrics.inc("recstream_duplicates_total", by=batch.duplicates)
             for out in outputs:
                 metrics.inc("recstream_records_sent_total", topic=out.topic)
-                await topics.outputs[out.topic].send(key=out.key, value=out.value)
+            await send_all(app, [(topics.outputs[o.topic], o.key, o.value) for o in outputs])
 
 
 async def _decode(event):

@@ -54,7 +54,7 @@ def start_baseline(broker: EmbeddedBroker, mode: str, topic_in: str, run: str) -
     port = free_port()
     env = {**os.environ, "BENCH_MODE": mode, "BENCH_BROKER": broker.url, "BENCH_PORT": str(port),
            "BENCH_IN": topic_in, "BENCH_OUT": f"{topic_in}-out-{run}", "BENCH_RUN": run}
-    proc = subprocess.Popen([sys.executable, str(HERE / "faust_baseline_app.py"), "worker", "-l", "warning"],
+    proc = subprocess.Popen([sys.executable, str(HERE / "faust_baseline_app.py"), "worker", "-l", "warn"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     return proc, port
 
@@ -71,7 +71,7 @@ def metric(worker: WorkerProcess, name: str) -> float:
 
 def recstream_worker(broker: EmbeddedBroker, prefix: str, app_id: str, extra: dict | None = None) -> WorkerProcess:
     tmp = Path(tempfile.mkdtemp(prefix="recstream-bench-"))
-    env = {"RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id, "RECSTREAM_LOG_LEVEL": "warning",
+    env = {"RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id, "RECSTREAM_LOG_LEVEL": "warn",
            "RECSTREAM_SESSION_TIMEOUT": "6", **(extra or {})}
     return WorkerProcess(broker.url, str(tmp / "state"), env=env, log_path=tmp / "worker.log").start()
 

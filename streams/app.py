@@ -58,9 +58,15 @@ def main() -> None:
     import streams.web  # noqa: F401
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    from streams.faustutil import aiokafka_kwargs, install_ack_sanitizer, install_true_end_offsets
+    from streams.faustutil import (
+        aiokafka_kwargs,
+        install_ack_sanitizer,
+        install_fetch_max_wait,
+        install_true_end_offsets,
+    )
 
     install_ack_sanitizer()
+    install_fetch_max_wait(settings.fetch_max_wait_ms)
     if settings.true_end_offsets:
         install_true_end_offsets(aiokafka_kwargs(settings))
     app.main()

@@ -39,7 +39,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        level = self.env.get("RECSTREAM_LOG_LEVEL", "info")
+        level = Settings.from_env({"RECSTREAM_LOG_LEVEL": self.env.get("RECSTREAM_LOG_LEVEL", "info")}).log_level
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "-l", level],
             stdout=out, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_die_with_parent)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -127,3 +128,39 @@ def install_ack_sanitizer() -> None:
 
     _new_offset._recstream_fixed = True
     Consumer._new_offset = _new_offset
+
+
+async def send_all(app, messages) -> int:
+    """Send (topic, key, value[, partition]) tuples through the transport producer and wait
+    for every ack. One round trip per batch instead of faust's per-message wrapper; the
+    caller's batch is acked (and so committable) only after this returns, so delivery stays
+    at-least-once, and a failed send raises here instead of being lost."""
+    pending = []
+    for msg in messages:
+        topic, key, value = msg[0], msg[1], msg[2]
+        partition = msg[3] if len(msg) > 3 else None
+        name = topic if isinstance(topic, str) else topic.get_topic_name()
+        pending.append(await app.producer.send(name, key, value, partition, None, None))
+    if pending:
+        await asyncio.gather(*pending)
+    return len(pending)
+
+
+def install_fetch_max_wait(ms: int) -> None:
+    """faust hard-codes the consumer's fetch_max_wait_ms at 1500. A broker that holds an empty
+    fetch for the whole wait instead of answering when data arrives (seen on the embedded
+    broker) then adds up to 1.5 s per hop, and recstream has two hops (input -> re-keyed
+    topic -> state). RECSTREAM_FETCH_MAX_WAIT_MS sets it."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "_recstream_fixed", False):
+        return
+
+    def _create_worker_consumer(self, *args, **kwargs):
+        consumer = original(self, *args, **kwargs)
+        consumer._fetch_max_wait_ms = ms  # read when the consumer starts its fetcher
+        return consumer
+
+    _create_worker_consumer._recstream_fixed = True
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer

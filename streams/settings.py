@@ -85,6 +85,7 @@ class Settings:
     kafka_ssl_cafile: str = field(default="", metadata={"help": "CA bundle to verify the brokers (default: system CAs)"})
     kafka_ssl_certfile: str = field(default="", metadata={"help": "client certificate (mutual TLS)"})
     kafka_ssl_keyfile: str = field(default="", metadata={"help": "client key (mutual TLS)"})
+    fetch_max_wait_ms: int = field(default=50, metadata={"help": "longest a fetch waits for data (faust fixes 1500 ms; each of the two hops can wait that long on a broker that does not answer a fetch as soon as data arrives)"})
     session_timeout: float = field(default=10.0, metadata={"help": "consumer-group session timeout, seconds (a rebalance waits about half of it)"})
     true_end_offsets: bool = field(default=True, metadata={"help": "table recovery takes each changelog's end from a fetch, not ListOffsets (the embedded Tansu broker under-reports the end when the last batch holds several records); harmless on Apache Kafka"})
     single_record_batches: bool = field(default=False, metadata={"help": "one record per produce batch: the older, slow workaround for the same Tansu bug (every changelog write waits for the previous one's ack)"})
@@ -99,6 +100,8 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[f.name] = _convert(f.name, f.type, raw)
+        if values.get("log_level") in ("warning", "critical"):  # faust's CLI spells them warn/crit
+            values["log_level"] = values["log_level"][:4]
         settings = cls(**values)
         settings.validate()
         return settings
@@ -112,6 +115,8 @@ class Settings:
             raise ConfigError("RECSTREAM_KAFKA_SECURITY_PROTOCOL must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
         if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
             raise ConfigError("RECSTREAM_KAFKA_SASL_USERNAME is required with a SASL security protocol")
+        if self.log_level not in ("crit", "error", "warn", "info", "debug"):
+            raise ConfigError("RECSTREAM_LOG_LEVEL must be one of crit, error, warn(ing), info, debug")
         if self.unmapped_events not in ("dead-letter", "ignore"):
             raise ConfigError("RECSTREAM_UNMAPPED_EVENTS must be dead-letter or ignore")
 

@@ -31,6 +31,7 @@ def test_settings_are_frozen():
     ({"RECSTREAM_WEIGHTS": "view=lots"}, "is not a number"),
     ({"RECSTREAM_SINGLE_RECORD_BATCHES": "maybe"}, "not a valid bool"),
     ({"RECSTREAM_UNMAPPED_EVENTS": "drop"}, "dead-letter or ignore"),
+    ({"RECSTREAM_LOG_LEVEL": "loud"}, "RECSTREAM_LOG_LEVEL must be one of"),
 ])
 def test_bad_values_fail_clearly(env, message):
     with pytest.raises(ConfigError, match=message):
@@ -73,3 +74,7 @@ def test_kafka_security_settings_and_secrets_are_not_printed():
     text = repr(Settings.from_env({"RECSTREAM_API_TOKEN": "t0k3n-XYZ", "RECSTREAM_KAFKA_SASL_PASSWORD": "pa55-QQ",
                                    "RECSTREAM_KAFKA_SASL_USERNAME": "svc", "RECSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}))
     assert "t0k3n-XYZ" not in text and "pa55-QQ" not in text and "svc" in text and "api_token='***'" in text
+
+
+def test_log_level_accepts_the_usual_spelling():
+    assert Settings.from_env({"RECSTREAM_LOG_LEVEL": "warning"}).log_level == "warn"
