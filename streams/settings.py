@@ -85,6 +85,8 @@ class Settings:
     kafka_ssl_cafile: str = field(default="", metadata={"help": "CA bundle to verify the brokers (default: system CAs)"})
     kafka_ssl_certfile: str = field(default="", metadata={"help": "client certificate (mutual TLS)"})
     kafka_ssl_keyfile: str = field(default="", metadata={"help": "client key (mutual TLS)"})
+    rocksdb_write_buffer_mb: int = field(default=4, metadata={"help": "RocksDB memtable size per partition store (faust's default is 64 MB, times ~40 stores per worker)"})
+    rocksdb_block_cache_mb: int = field(default=64, metadata={"help": "RocksDB block cache per store"})
     fetch_max_wait_ms: int = field(default=50, metadata={"help": "longest a fetch waits for data (faust fixes 1500 ms; each of the two hops can wait that long on a broker that does not answer a fetch as soon as data arrives)"})
     session_timeout: float = field(default=10.0, metadata={"help": "consumer-group session timeout, seconds (a rebalance waits about half of it)"})
     true_end_offsets: bool = field(default=True, metadata={"help": "table recovery takes each changelog's end from a fetch, not ListOffsets (the embedded Tansu broker under-reports the end when the last batch holds several records); harmless on Apache Kafka"})

@@ -6,11 +6,17 @@ and recommendations live with the user's events. Global tables are held whole by
 
 from __future__ import annotations
 
-from streams.app import app
+from streams.app import app, settings
 from streams.catalog import CatalogIndex, decode_curated
 
 # Every worker's in-memory catalog index (fed from the artworks/editorial tables).
 catalog_index = CatalogIndex()
+
+
+# Bounded RocksDB memory: faust's defaults (64 MB memtables x3, 2 GB block cache) are per
+# partition store, and a worker holds dozens of stores.
+ROCKSDB = {"write_buffer_size": settings.rocksdb_write_buffer_mb * 1024 * 1024, "max_write_buffer_number": 2,
+           "block_cache_size": settings.rocksdb_block_cache_mb * 1024 * 1024}
 
 
 def _raw(table):
@@ -36,30 +42,30 @@ async def _editorial_changed(event) -> None:
 
 
 # user id -> streams.affinity.Profile (msgpack)
-affinity = _raw(app.Table("affinity", key_type=str, value_type=bytes, help="user -> affinity profile"))
+affinity = _raw(app.Table("affinity", key_type=str, value_type=bytes, options=ROCKSDB, help="user -> affinity profile"))
 # user id -> streams.records.Recommendations (JSON, as sent on the topic)
-recommendations = _raw(app.Table("recommendations", key_type=str, value_type=bytes,
+recommendations = _raw(app.Table("recommendations", key_type=str, value_type=bytes, options=ROCKSDB,
                                  help="user -> current recommendations"))
 # "<artist>@<partition>" -> fans in that partition (msgpack list of user ids)
-fans = _raw(app.Table("fans", key_type=str, value_type=bytes, help="artist@partition -> fans"))
+fans = _raw(app.Table("fans", key_type=str, value_type=bytes, options=ROCKSDB, help="artist@partition -> fans"))
 
 # consumer id -> streams.images.ConsumerImages (msgpack)
-image_consumers = _raw(app.Table("image_consumers", key_type=str, value_type=bytes,
+image_consumers = _raw(app.Table("image_consumers", key_type=str, value_type=bytes, options=ROCKSDB,
                                  help="consumer -> image views and locks per merchant"))
 # merchant id -> streams.images.ImageCatalog (JSON)
-image_catalog = _raw(app.GlobalTable("image_catalog", key_type=str, value_type=bytes, help="merchant -> images"))
+image_catalog = _raw(app.GlobalTable("image_catalog", key_type=str, value_type=bytes, options=ROCKSDB, help="merchant -> images"))
 # "p<partition>" -> streams.images.GlobalCounts (msgpack): per-partition impressions/conversions
-image_stats = _raw(app.GlobalTable("image_stats", key_type=str, value_type=bytes,
+image_stats = _raw(app.GlobalTable("image_stats", key_type=str, value_type=bytes, options=ROCKSDB,
                                    help="per-partition image impression/conversion shares"))
 
 # artwork id -> streams.records.Artwork (JSON)
-artworks = _raw(app.GlobalTable("artworks", key_type=str, value_type=bytes,
+artworks = _raw(app.GlobalTable("artworks", key_type=str, value_type=bytes, options=ROCKSDB,
                                 help="artwork id -> catalog record", on_changelog_event=_artwork_changed))
 # "curated" -> {"artwork_ids": [...]}
-editorial = _raw(app.GlobalTable("editorial", key_type=str, value_type=bytes,
+editorial = _raw(app.GlobalTable("editorial", key_type=str, value_type=bytes, options=ROCKSDB,
                                  help="editorial lists", on_changelog_event=_editorial_changed))
 # "p<partition>" -> streams.popularity.Partial (msgpack): trending + co-engagement shares
-popularity = _raw(app.GlobalTable("popularity", key_type=str, value_type=bytes,
+popularity = _raw(app.GlobalTable("popularity", key_type=str, value_type=bytes, options=ROCKSDB,
                                   help="per-partition popularity shares"))
 
 
