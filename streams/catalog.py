@@ -2,8 +2,10 @@
 recommendation builder reads (eligible works per artist newest first, latest, curated).
 
 >>> idx = CatalogIndex()
->>> idx.upsert(Artwork("w1", "a1", published_at=None))
+>>> idx.upsert(Artwork("w1", "a1", published_at=None))  # newly recommendable?
+True
 >>> idx.upsert(Artwork("w2", "a1", is_merch=True))
+False
 >>> [w.id for w in idx.works_by("a1")]
 ['w1']
 """
