@@ -69,6 +69,22 @@ def message_digest(message_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+def remember(seen: list[int], message_id: str, window: int) -> bool:
+    """Record a messageId in a bounded, oldest-first list of digests; False if already there."""
+    digest = message_digest(message_id)
+    if digest in seen:
+        return False
+    seen.append(digest)
+    if len(seen) > window:
+        del seen[: len(seen) - window]
+    return True
+
+
+def decay(age_s: float, half_life_s: float) -> float:
+    """Weight left after `age_s` seconds: 2^(−age/h); no decay when the half-life is 0."""
+    return 2.0 ** (-age_s / half_life_s) if half_life_s > 0 else 1.0
+
+
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(Profile)
 
@@ -90,16 +106,12 @@ class AffinityModel:
 
     def decay(self, age_s: float) -> float:
         """Weight left after `age_s` seconds: 2^(−age/h)."""
-        return 2.0 ** (-age_s / self.half_life_s)
+        return decay(age_s, self.half_life_s)
 
     def learn_one(self, profile: Profile, signal: Signal) -> bool:
         """Apply one signal in place. Returns False for a duplicate messageId."""
-        digest = message_digest(signal.message_id)
-        if digest in profile.seen:
+        if not remember(profile.seen, signal.message_id, self.dedup_window):
             return False
-        profile.seen.append(digest)
-        if len(profile.seen) > self.dedup_window:
-            del profile.seen[: len(profile.seen) - self.dedup_window]
         profile.events += 1
         self._advance(profile, signal.time)
         if signal.kind in TOGGLE_ON:

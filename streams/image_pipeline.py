@@ -8,13 +8,13 @@ small and every worker holds all of them (streams.popularity.Shares, like trendi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 import msgspec
 
+from streams.affinity import remember
 from streams.experiments import assign
 from streams.images import (
     Choice,
@@ -140,12 +140,9 @@ class ImageBatch:
 
     def _event(self, ev: ImageEvent) -> None:
         state = self._state(ev.consumer_id)
-        digest = int.from_bytes(hashlib.blake2b(ev.message_id.encode(), digest_size=8).digest(), "big", signed=True)
-        if digest in state.seen:
+        if not remember(state.seen, ev.message_id, self.cfg.dedup_window):
             self.duplicates += 1
             return
-        state.seen.append(digest)
-        del state.seen[: max(0, len(state.seen) - self.cfg.dedup_window)]
         self.applied += 1
         variant = assign(self.cfg.experiment, ev.consumer_id, self.cfg.variants)
         pool = self.pools.get(ev.merchant_id)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
+from streams.affinity import decay
+
 # --- pools --------------------------------------------------------------------------------
 
 
@@ -106,12 +108,12 @@ class GlobalCounts(msgspec.Struct):
             half_life_s: float) -> None:
         if t > self.ref:
             if half_life_s > 0:
-                factor = 2.0 ** (-(t - self.ref) / half_life_s)
+                factor = decay(t - self.ref, half_life_s)
                 for c in self.counts.values():
                     c[0] *= factor
                     c[1] *= factor
             self.ref = t
-        w = 2.0 ** (-(self.ref - t) / half_life_s) if half_life_s > 0 else 1.0
+        w = decay(self.ref - t, half_life_s)
         c = self.counts.setdefault(f"{merchant}|{image}", [0.0, 0.0])
         c[0] += impressions * w
         c[1] += conversions * w
@@ -121,7 +123,7 @@ def merge_counts(shares: Sequence[GlobalCounts], half_life_s: float) -> dict[str
     ref = max((s.ref for s in shares), default=0.0)
     out: dict[str, list[float]] = {}
     for s in shares:
-        f = 2.0 ** (-(ref - s.ref) / half_life_s) if half_life_s > 0 else 1.0
+        f = decay(ref - s.ref, half_life_s)
         for key, (imp, conv) in s.counts.items():
             acc = out.setdefault(key, [0.0, 0.0])
             acc[0] += imp * f

@@ -26,6 +26,8 @@ from typing import Any
 
 import msgspec
 
+from streams.affinity import decay
+
 MAX_TRENDING_PER_PARTITION = 2000
 MAX_PAIRS_PER_PARTITION = 20000
 
@@ -36,11 +38,11 @@ class DecayedScores(msgspec.Struct):
 
     def add(self, key: str, weight: float, t: float, half_life_s: float) -> None:
         if t > self.ref:
-            factor = 2.0 ** (-(t - self.ref) / half_life_s)
+            factor = decay(t - self.ref, half_life_s)
             for k in self.scores:
                 self.scores[k] *= factor
             self.ref = t
-        self.scores[key] = self.scores.get(key, 0.0) + weight * 2.0 ** (-(self.ref - t) / half_life_s)
+        self.scores[key] = self.scores.get(key, 0.0) + weight * decay(self.ref - t, half_life_s)
         if len(self.scores) > MAX_TRENDING_PER_PARTITION * 1.25:  # amortised trim
             keep = heapq.nlargest(MAX_TRENDING_PER_PARTITION, self.scores.items(), key=lambda i: (i[1], i[0]))
             self.scores = dict(keep)
@@ -93,7 +95,7 @@ class PopularityView:
         trending: dict[str, float] = {}
         pairs: dict[str, int] = {}
         for p in parts:
-            factor = 2.0 ** (-(ref - p.trending.ref) / half_life_s)
+            factor = decay(ref - p.trending.ref, half_life_s)
             for k, s in p.trending.scores.items():
                 trending[k] = trending.get(k, 0.0) + s * factor
             for k, c in p.pairs.items():
