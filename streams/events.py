@@ -116,14 +116,9 @@ def parse_segment(
     unmapped: str = "dead-letter",
 ) -> Parsed:
     """Parse one Segment JSON message. Never raises on bad input."""
-    if len(raw) > max_bytes:
-        return Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")
-    try:
-        ev = _SEGMENT.decode(raw)
-    except msgspec.ValidationError as exc:
-        return Rejected("invalid_field", str(exc))
-    except msgspec.DecodeError as exc:
-        return Rejected("invalid_json", str(exc))
+    ev = _decode(_SEGMENT, raw, max_bytes)
+    if isinstance(ev, Rejected):
+        return ev
     try:
         return _from_segment(ev, raw, event_map, unmapped)
     except _Reject as rej:
@@ -345,10 +340,6 @@ def _epoch(when: datetime) -> float:
 def _content_id(raw: bytes) -> str:
     # Without a messageId, identical bytes (a producer retry) still dedup.
     return "sha1:" + hashlib.sha1(raw).hexdigest()
-
-
-def artwork_ids_needing_artist(signal: Signal) -> list[str]:
-    return [t.artwork_id for t in signal.targets if t.artist_id is None and t.artwork_id]
 
 
 def resolve_artists(signal: Signal, artist_of: Mapping[str, str] | Any) -> Signal | Rejected:

@@ -25,7 +25,7 @@ from streams.affinity import AffinityModel, Profile, dump, load
 from streams.catalog import CatalogIndex, decode_artwork
 from streams.experiments import Variant, assign, default_variants
 from streams.popularity import Partial, PopularityView
-from streams.recommend import build
+from streams.recommend import TOP_ARTISTS, build
 from streams.records import (
     AffinityUpdate,
     ArtistScore,
@@ -74,10 +74,11 @@ def decode_recs(raw: bytes | None) -> Recommendations | None:
     return None if raw is None else _RECS.decode(raw)
 
 
-def recommendations_for(cfg: PipelineConfig, user_id: str, profile: Profile, catalog: CatalogIndex,
-                        popularity: PopularityView, now: float, trigger: str) -> Recommendations:
+def recommendations_for(cfg: PipelineConfig, user_id: str, profile: Profile, top: list[tuple[str, float]],
+                        catalog: CatalogIndex, popularity: PopularityView, now: float,
+                        trigger: str) -> Recommendations:
+    """`top`: the user's strongest artists (at least TOP_ARTISTS of them, when they exist)."""
     variant = assign(cfg.experiment, user_id, cfg.variants)
-    top = cfg.model.top(profile, 20)
     items = build(top, profile.purchased, profile.prices, variant, catalog, popularity, now)
     return Recommendations(user_id, variant.name, now, cfg.model_version, trigger, items)
 
@@ -169,7 +170,7 @@ class PartitionBatch:
         return profile
 
     def _top_needed(self) -> int:
-        return max(self.cfg.affinity_top_n, self.cfg.fan_top_m, self.cfg.coengagement_top_m)
+        return max(self.cfg.affinity_top_n, self.cfg.fan_top_m, self.cfg.coengagement_top_m, TOP_ARTISTS)
 
     def _finish(self) -> None:
         for user in self._written:
@@ -183,7 +184,7 @@ class PartitionBatch:
             self._update_fans(user, before, after)
             self.partial.update_pairs((a for a, _ in before[: self.cfg.coengagement_top_m]),
                                       (a for a, _ in after[: self.cfg.coengagement_top_m]))
-            self._emit_recommendations(user, profile, trigger)
+            self._emit_recommendations(user, profile, after, trigger)
 
     def _emit_affinity(self, user, profile, before, after, trigger) -> None:
         n = self.cfg.affinity_top_n
@@ -201,8 +202,8 @@ class PartitionBatch:
                 fans.append(user)
             self.fans[key] = _FANS_ENC.encode(fans[-self.cfg.max_fans:])
 
-    def _emit_recommendations(self, user, profile, trigger) -> None:
-        fresh = recommendations_for(self.cfg, user, profile, self.catalog, self.popularity, self.now, trigger)
+    def _emit_recommendations(self, user, profile, top, trigger) -> None:
+        fresh = recommendations_for(self.cfg, user, profile, top, self.catalog, self.popularity, self.now, trigger)
         old = decode_recs(self.recs.get(user))
         if old is not None and old.variant == fresh.variant and _listing(old) == _listing(fresh):
             return  # nothing a client would see changed
