@@ -3,12 +3,11 @@ index; newly recommendable works trigger a refresh for their artist's fans on ev
 
 import msgspec
 
+from agents.deadletters import send_dead_letter
 from streams import tables, topics
 from streams.app import app, settings
 from streams.catalog import decode_artwork, decode_curated
-from streams.events import Rejected
 from streams.faustutil import event_context
-from streams.ingest import dead_letter
 from streams.metrics import metrics
 from streams.records import Refresh, encode_keyed
 
@@ -40,9 +39,7 @@ async def _apply(event):
         try:
             artwork = decode_artwork(event.value)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            metrics.inc("recstream_dead_letters_total", reason="invalid_artwork")
-            await topics.deadletter.send(key=msg.key, value=dead_letter(
-                Rejected("invalid_artwork", str(exc)), msg.topic, msg.partition, msg.offset, msg.key, event.value))
+            await send_dead_letter(event, "invalid_artwork", str(exc))
             return None
         old = tables.catalog_index.get(artwork.id)
         tables.artworks[artwork.id] = event.value
@@ -58,10 +55,7 @@ async def load_curated(stream):
         try:
             ids = decode_curated(event.value or b"")
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            msg = event.message
-            metrics.inc("recstream_dead_letters_total", reason="invalid_curated")
-            await topics.deadletter.send(key=msg.key, value=dead_letter(
-                Rejected("invalid_curated", str(exc)), msg.topic, msg.partition, msg.offset, msg.key, event.value))
+            await send_dead_letter(event, "invalid_curated", str(exc))
             continue
         tables.editorial["curated"] = event.value
         tables.catalog_index.curated = ids

@@ -5,13 +5,12 @@ import time
 
 import msgspec
 
+from agents.deadletters import send_dead_letter
 from streams import tables, topics
 from streams.app import app, image_config, settings
-from streams.events import Rejected
 from streams.faustutil import by_partition, event_context, send_all
 from streams.image_pipeline import ImageBatch, Pools, dump_counts, load_counts
 from streams.images import ImageCatalog, merge_counts
-from streams.ingest import dead_letter
 from streams.metrics import metrics
 from streams.popularity import Shares
 from streams.records import decode_image_keyed
@@ -35,7 +34,7 @@ async def process_images(stream):
                 try:
                     records.append(decode_image_keyed(event.value))
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                    await _dead(event, "invalid_internal_record", str(exc))
+                    await send_dead_letter(event, "invalid_internal_record", str(exc))
             with event_context(group[-1]):
                 partial = shares.partial(partition, tables.image_stats.get(f"p{partition}"))
                 batch = ImageBatch(image_config, tables.image_consumers, partial, pools, image_stats)
@@ -57,17 +56,10 @@ async def load_image_catalog(stream):
             if not record.merchant_id:
                 raise msgspec.ValidationError("merchant_id must be non-empty")
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            await _dead(event, "invalid_image_catalog", str(exc))
+            await send_dead_letter(event, "invalid_image_catalog", str(exc))
             continue
         tables.image_catalog[record.merchant_id] = event.value
         metrics.inc("recstream_image_catalog_records_total")
-
-
-async def _dead(event, reason: str, detail: str) -> None:
-    msg = event.message
-    metrics.inc("recstream_dead_letters_total", reason=reason)
-    await topics.deadletter.send(key=msg.key, value=dead_letter(
-        Rejected(reason, detail), msg.topic, msg.partition, msg.offset, msg.key, event.value))
 
 
 @app.on_partitions_revoked.connect

@@ -5,14 +5,13 @@ import time
 
 import msgspec
 
+from agents.deadletters import send_dead_letter
 from streams import tables, topics
 from streams.app import app, pipeline_config, settings
-from streams.events import Rejected
 from streams.faustutil import by_partition, event_context, send_all
-from streams.ingest import dead_letter
 from streams.metrics import metrics
 from streams.pipeline import PartitionBatch
-from streams.popularity import PopularityView, Shares, load_partial
+from streams.popularity import PopularityView, Shares, dump_partial, load_partial
 from streams.records import decode_keyed
 
 shares = Shares(load_partial, lambda parts: PopularityView(parts, pipeline_config.trending_half_life_s),
@@ -39,7 +38,7 @@ async def process_users(stream):
                 outputs = batch.run(records)
                 metrics.observe("recstream_recompute_seconds", time.perf_counter() - started)
                 if shares.flush_due(partition, now):
-                    tables.popularity[f"p{partition}"] = msgspec.msgpack.encode(partial)
+                    tables.popularity[f"p{partition}"] = dump_partial(partial)
             metrics.inc("recstream_signals_applied_total", by=batch.applied)
             metrics.inc("recstream_duplicates_total", by=batch.duplicates)
             for out in outputs:
@@ -51,10 +50,7 @@ async def _decode(event):
     try:
         return decode_keyed(event.value)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        msg = event.message
-        metrics.inc("recstream_dead_letters_total", reason="invalid_internal_record")
-        await topics.deadletter.send(key=msg.key, value=dead_letter(
-            Rejected("invalid_internal_record", str(exc)), msg.topic, msg.partition, msg.offset, msg.key, event.value))
+        await send_dead_letter(event, "invalid_internal_record", str(exc))
         return None
 
 

@@ -69,6 +69,7 @@ class CatalogIndex:
         self._by_artist: dict[str, list[tuple[float, str]]] = {}  # (-published, id), eligible only
         self._latest: list[Artwork] | None = None
         self.curated: list[str] = []
+        self.bootstrapped = False  # loaded from the table after recovery (see tables.ensure_catalog_loaded)
 
     def upsert(self, artwork: Artwork) -> bool:
         """Add or replace; returns True when the work is newly eligible (worth a refresh)."""

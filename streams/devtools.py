@@ -86,6 +86,14 @@ class WorkerProcess:
             self.proc.wait(10)
 
 
+async def pace(sent: int, rate: float, started: float) -> None:
+    """Hold a sender to `rate` messages/s (0: no limit); checks every 50 messages."""
+    if rate > 0 and sent % 50 == 0:
+        ahead = sent / rate - (time.monotonic() - started)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+
+
 async def produce(bootstrap: str, topic: str, records, *, rate: float = 0.0,
                   linger_ms: int = 5) -> int:
     """Send (key, value) pairs with aiokafka; `rate` > 0 caps messages/s. Returns the count."""
@@ -99,10 +107,7 @@ async def produce(bootstrap: str, topic: str, records, *, rate: float = 0.0,
         for key, value in records:
             await producer.send(topic, value=value, key=key)
             sent += 1
-            if rate > 0 and sent % 50 == 0:
-                ahead = sent / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+            await pace(sent, rate, started)
         await producer.flush()
     finally:
         await producer.stop()

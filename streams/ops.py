@@ -104,6 +104,8 @@ async def replay(paths: list[Path], bootstrap: str, settings: Settings, rate: fl
                  rejects: Path | None = None) -> tuple[int, Counter]:
     from aiokafka import AIOKafkaProducer
 
+    from streams.devtools import pace
+
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=262144)
     await producer.start()
     total_bytes = sum(p.stat().st_size for p in paths)
@@ -123,10 +125,7 @@ async def replay(paths: list[Path], bootstrap: str, settings: Settings, rate: fl
             topic, key = routed
             await producer.send(settings.topic(topic), value=line, key=key)
             sent += 1
-            if rate > 0 and sent % 50 == 0:
-                ahead = sent / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+            await pace(sent, rate, started)
             progress.update(sent, done)
         await producer.flush()
     finally:

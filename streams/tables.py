@@ -71,7 +71,7 @@ popularity = _raw(app.GlobalTable("popularity", key_type=str, value_type=bytes, 
 
 def ensure_catalog_loaded() -> None:
     """After recovery, local RocksDB may hold records no changelog event will replay."""
-    if not getattr(catalog_index, "bootstrapped", False):
+    if not catalog_index.bootstrapped:
         catalog_index.load(artworks.values())
         curated = editorial.get("curated")
         if curated:
