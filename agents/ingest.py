@@ -9,16 +9,16 @@ import msgspec
 from streams import topics
 from streams.app import app, parser_config, settings
 from streams.catalog import ArtistLookup
-from streams.events import Ignored, Rejected
 from streams.faustutil import send_all
-from streams.ingest import dead_letter, ingest_one, retry_or_give_up
+from streams.ingest import DEADLETTER, IMAGES, PENDING, SIGNALS, ingest_one, outcome, route
 from streams.metrics import metrics
-from streams.records import Identity, ImageEvent, ImageRequest, Pending, encode_keyed
+from streams.records import Pending
 from streams.tables import artworks
 
 artist_of = ArtistLookup(artworks)
 _pending = msgspec.msgpack.Decoder(Pending)
-_pending_enc = msgspec.msgpack.Encoder()
+DESTINATIONS = {SIGNALS: topics.signals, IMAGES: topics.images_keyed, PENDING: topics.pending,
+                DEADLETTER: topics.deadletter}
 
 
 @app.agent(topics.inputs, concurrency=1)
@@ -48,24 +48,15 @@ async def retry_pending(stream):
 def _route(value, typed_kind, topic, partition, offset, key, pending) -> list[tuple]:
     """What to send for one input message: its signal, a retry, or a dead letter."""
     result = ingest_one(value, typed_kind, artist_of, parser_config)
-    if isinstance(result, Rejected) and result.reason == "unknown_artwork":
-        retry = retry_or_give_up(pending, topic, partition, offset, key, value, time.time(),
-                                 settings.unknown_artwork_patience_s)
-        if retry is not None:
-            metrics.inc("recstream_pending_retries_total")
-            return [(topics.pending, key, _pending_enc.encode(retry))]
-    if isinstance(result, Rejected):
+    dest = route(result, topic, partition, offset, key, value, pending, time.time(), settings.unknown_artwork_patience_s)
+    kind = outcome(result)
+    if dest is not None and dest[0] == PENDING:
+        metrics.inc("recstream_pending_retries_total")
+    elif kind == "rejected":
         metrics.inc("recstream_dead_letters_total", reason=result.reason)
         app.log.warning("dead letter: reason=%s topic=%s partition=%s offset=%s", result.reason, topic, partition, offset)
-        return [(topics.deadletter, key, dead_letter(result, topic, partition, offset, key, value))]
-    if isinstance(result, Ignored):
+    elif kind == "ignored":
         metrics.inc("recstream_events_ignored_total")
-        return []
-    if isinstance(result, (ImageEvent, ImageRequest)):
-        kind = "image_request" if isinstance(result, ImageRequest) else f"image_{result.kind}"
+    else:
         metrics.inc("recstream_events_total", kind=kind)
-        return [(topics.images_keyed, result.consumer_id.encode(), encode_keyed(result))]
-    metrics.inc("recstream_events_total", kind="identity" if isinstance(result, Identity) else result.kind)
-    # identity links go to the partition of the id being merged away
-    user = result.previous_id if isinstance(result, Identity) else result.user_id
-    return [(topics.signals, user.encode(), encode_keyed(result))]
+    return [] if dest is None else [(DESTINATIONS[dest[0]], dest[1], dest[2])]

@@ -192,6 +192,8 @@ class AffinityModel:
 
     def _evict(self, profile: Profile) -> None:
         """Keep at most top_k artists (and as many toggle tombstones)."""
+        if len(profile.scores) + len(profile.toggles) <= self.top_k:
+            return  # a bound on the distinct artists: skips the exact count on almost every event
         artists = set(profile.scores) | {t.artist_id for t in profile.toggles.values()}
         if len(artists) > self.top_k:
             keep = {a for a, _ in heapq.nsmallest(

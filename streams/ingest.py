@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from streams.events import (
     DEFAULT_EVENT_MAP,
     Ignored,
@@ -21,7 +23,20 @@ from streams.events import (
     parse_typed_image,
     resolve_artists,
 )
-from streams.records import DeadLetter, Pending, Signal, encode
+from streams.records import (
+    DeadLetter,
+    Identity,
+    ImageEvent,
+    ImageRequest,
+    Pending,
+    Signal,
+    encode,
+    encode_keyed,
+)
+
+# Where ingest sends things (logical names; the agent maps them to this app's topics).
+SIGNALS, IMAGES, PENDING, DEADLETTER = "signals.keyed", "images.keyed", "pending", "deadletter"
+_PENDING = msgspec.msgpack.Encoder()
 
 
 @dataclass(frozen=True)
@@ -61,7 +76,41 @@ def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
         value=base64.b64encode(value).decode("ascii"), size=len(value)))
 
 
-__all__ = ["Ignored", "ParserConfig", "Rejected", "dead_letter", "ingest_one"]
+def route(result: Parsed, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+          pending: Pending | None, now: float, patience_s: float) -> tuple[str, bytes | None, bytes] | None:
+    """Where one ingested input message goes: (logical topic, key, value), or None (ignored).
+
+    Signals and identity links go to signals.keyed, keyed by the user they change (an identity
+    link by the id being merged away), image events to images.keyed by consumer; an unknown
+    artwork waits on the pending topic until patience runs out; other rejects are dead letters."""
+    if isinstance(result, Rejected) and result.reason == "unknown_artwork" and value is not None:
+        retry = retry_or_give_up(pending, topic, partition, offset, key, value, now, patience_s)
+        if retry is not None:
+            return PENDING, key, _PENDING.encode(retry)
+    if isinstance(result, Rejected):
+        return DEADLETTER, key, dead_letter(result, topic, partition, offset, key, value)
+    if isinstance(result, Ignored):
+        return None
+    if isinstance(result, (ImageEvent, ImageRequest)):
+        return IMAGES, result.consumer_id.encode(), encode_keyed(result)
+    user = result.previous_id if isinstance(result, Identity) else result.user_id
+    return SIGNALS, user.encode(), encode_keyed(result)
+
+
+def outcome(result: Parsed) -> str:
+    """The metric label of an ingested message: its kind, "ignored" or "rejected"."""
+    if isinstance(result, Rejected):
+        return "rejected"
+    if isinstance(result, Ignored):
+        return "ignored"
+    if isinstance(result, ImageRequest):
+        return "image_request"
+    if isinstance(result, ImageEvent):
+        return f"image_{result.kind}"
+    return "identity" if isinstance(result, Identity) else result.kind
+
+
+__all__ = ["Ignored", "ParserConfig", "Rejected", "dead_letter", "ingest_one", "outcome", "route"]
 
 
 RETRY_FIRST_S = 0.5

@@ -70,6 +70,10 @@ def fans_key(artist_id: str, partition: int) -> str:
     return f"{artist_id}@{partition}"
 
 
+def encode_fans(users: list[str]) -> bytes:
+    return _FANS_ENC.encode(users)
+
+
 def decode_recs(raw: bytes | None) -> Recommendations | None:
     return None if raw is None else _RECS.decode(raw)
 
@@ -200,7 +204,7 @@ class PartitionBatch:
             fans = [u for u in _FANS_DEC.decode(self.fans.get(key) or b"\x90") if u != user]
             if artist in new:
                 fans.append(user)
-            self.fans[key] = _FANS_ENC.encode(fans[-self.cfg.max_fans:])
+            self.fans[key] = encode_fans(fans[-self.cfg.max_fans:])
 
     def _emit_recommendations(self, user, profile, top, trigger) -> None:
         fresh = recommendations_for(self.cfg, user, profile, top, self.catalog, self.popularity, self.now, trigger)

@@ -10,8 +10,8 @@ top artists; it moves by +1/−1 as users' top sets change.
 >>> part = Partial()
 >>> part.trending.add("w1", 3.0, 0.0, half_life_s=10.0)
 >>> part.trending.add("w1", 1.0, 10.0, half_life_s=10.0)
->>> part.trending.scores
-{'w1': 2.5}
+>>> part.trending.value_at("w1", 10.0, half_life_s=10.0)   # 3 * 2^-1 + 1
+2.5
 >>> part.update_pairs({"a", "b"}, {"a", "b", "c"})
 >>> sorted(part.pairs.items())
 [('a|c', 1), ('b|c', 1)]
@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -33,11 +33,20 @@ MAX_PAIRS_PER_PARTITION = 20000
 
 
 class DecayedScores(msgspec.Struct):
+    """Σ w · 2^(−(ref − t)/h) per key, valued at time `ref`.
+
+    `ref` is an anchor, not the newest time: newer events are added with a growth factor
+    2^((t − ref)/h) instead of rescaling every key on every event (that made each add cost
+    O(keys)). The anchor moves, with one rescale, only once it is REANCHOR half-lives old,
+    which keeps every factor within 2^±64 of 1. Readers rescale to a common time anyway."""
+
     ref: float = 0.0
     scores: dict[str, float] = {}
 
+    REANCHOR: ClassVar[float] = 64.0
+
     def add(self, key: str, weight: float, t: float, half_life_s: float) -> None:
-        if t > self.ref:
+        if not self.scores or (half_life_s > 0 and t - self.ref > self.REANCHOR * half_life_s):
             factor = decay(t - self.ref, half_life_s)
             for k in self.scores:
                 self.scores[k] *= factor
@@ -46,6 +55,9 @@ class DecayedScores(msgspec.Struct):
         if len(self.scores) > MAX_TRENDING_PER_PARTITION * 1.25:  # amortised trim
             keep = heapq.nlargest(MAX_TRENDING_PER_PARTITION, self.scores.items(), key=lambda i: (i[1], i[0]))
             self.scores = dict(keep)
+
+    def value_at(self, key: str, t: float, half_life_s: float) -> float:
+        return self.scores.get(key, 0.0) * decay(t - self.ref, half_life_s)
 
 
 class Partial(msgspec.Struct):
