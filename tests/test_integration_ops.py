@@ -150,3 +150,36 @@ def test_emit_all_republishes_every_users_list(module_cluster, replayed):
     some = sorted(users)[0]
     latest = [json.loads(r.value) for r in after if r.key == some.encode()][-1]
     assert latest["user_id"] == some and latest["items"]
+
+
+def test_bulk_rebuild_writes_the_state_and_hands_over_to_live_agents(module_cluster, replayed):
+    live, catalog, signals, _ = replayed
+    base = module_cluster.env["RECSTREAM_APP_ID"].removesuffix("-v2")
+    new_id = f"{base}-bulk"
+    result = run_cli(module_cluster, "rebuild", "--app-id", new_id, "--bulk", "--no-worker",
+                     env={"RECSTREAM_APP_ID": base, "RECSTREAM_REBUILD": "0"})
+    assert result.returncode == 0, result.stderr
+    users = {s.user_id for s in signals}
+    assert f"rebuilt {N_EVENTS:,} events into {len(users):,} users" in result.stdout, result.stdout
+    assert f"wrote affinity: {len(users):,}" in result.stdout and "rebuild (bulk):" in result.stderr
+
+    module_cluster.env.update({"RECSTREAM_APP_ID": new_id, "RECSTREAM_REBUILD": "0"})
+    worker = module_cluster.start_worker("bulk")
+    profiles = reference_profiles(signals)
+    sample = random.Random(4).sample(sorted(profiles), 60)
+    wait_until(lambda: get_json(worker, f"/users/{sample[0]}/affinity")[0] == 200, 120, what="tables recovered")
+    assert_same_affinity(worker, profiles, sample)
+    status, recs = get_json(worker, f"/recommendations/{sample[1]}")
+    assert status == 200 and recs["trigger"] == "rebuild" and recs["items"]
+
+    # hand-over: the committed offsets mean nothing is applied twice, and new events are applied live
+    demo = DemoGenerator(users=400, artists=60, artworks=900, seed=23, end_time=datetime.now(timezone.utc))
+    more = [dict(e, messageId=f"after-{i}") for i, e in enumerate(demo.events(300))]
+    module_cluster.produce("events.segment", [((e["userId"] or e["anonymousId"]).encode(), dumps(e)) for e in more])
+    artist_of = {a["id"]: a["artist_id"] for a in catalog}
+    wait_until(lambda: metric(worker, "recstream_signals_applied_total") >= len(more), 120, what="live events applied")
+    assert metric(worker, "recstream_signals_applied_total") == len(more)
+    assert metric(worker, "recstream_duplicates_total") == 0
+    after = reference_profiles(signals + [resolve_artists(parse_segment(dumps(e)), artist_of) for e in more])
+    touched = sorted({e["userId"] or e["anonymousId"] for e in more})
+    assert_same_affinity(worker, after, touched[:40])

@@ -1,0 +1,256 @@
+"""``recstream rebuild --bulk``: the input topics -> a new app id's state, without faust's
+per-event path, then a hand-over to the live agents.
+
+1. Read the catalog (artworks, curated) to its end.
+2. Read every input topic from the beginning to the end offsets taken at the start, in large
+   raw batches. Each message goes through the live ingest (`ingest_one` + `route`): signals are
+   aggregated per partition by `streams.bulk`; identity links, image events, retries for
+   unknown artworks and dead letters go to the same topics the live ingest would send them to,
+   for the new app's agents to finish.
+3. Write the affinity, fans, recommendations and popularity tables straight to the new app's
+   changelog topics, in the partition each key's live writes use.
+4. Commit the new consumer group's offsets at those end offsets: workers started under the new
+   app id recover the tables from the changelogs and carry on from there, live.
+
+Nothing is sent to the recommendations topic (run ``recstream emit-all`` under the new app id
+if clients need every list again).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import msgspec
+
+from streams.bulk import BulkPartition
+from streams.catalog import CatalogIndex, decode_artwork, decode_curated
+from streams.ingest import SIGNALS, ParserConfig, ingest_one, outcome, route
+from streams.pipeline import PipelineConfig
+from streams.popularity import PopularityView, dump_partial
+from streams.records import SIGNAL_KINDS, Signal
+from streams.settings import Settings
+
+TABLES = ("affinity", "recommendations", "fans")
+GLOBAL_TABLES = ("popularity",)
+READ_BATCH = 20000
+
+
+@dataclass
+class RebuildReport:
+    events: int = 0
+    outcomes: Counter = field(default_factory=Counter)
+    users: int = 0
+    written: Counter = field(default_factory=Counter)  # table -> records
+    forwarded: Counter = field(default_factory=Counter)  # topic -> records
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        total = sum(self.seconds.values())
+        return self.events / total if total else 0.0
+
+    def lines(self) -> list[str]:
+        out = [f"rebuilt {self.events:,} events into {self.users:,} users in {sum(self.seconds.values()):.1f} s "
+               f"({self.rate:,.0f} events/s)"]
+        out.append("  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
+        out += [f"  {k}: {v:,}" for k, v in sorted(self.outcomes.items())]
+        out += [f"  wrote {t}: {n:,}" for t, n in sorted(self.written.items())]
+        out += [f"  forwarded to {t}: {n:,}" for t, n in sorted(self.forwarded.items())]
+        return out
+
+
+def input_topics(settings: Settings) -> dict[str, str | None]:
+    """topic name -> the typed kind ingest_one expects (None for Segment)."""
+    topics: dict[str, str | None] = {settings.topic("events.segment"): None}
+    topics.update({settings.topic(f"signals.{kind}"): kind for kind in SIGNAL_KINDS})
+    topics[settings.topic("images.impressions")] = "image:impression"
+    topics[settings.topic("images.conversions")] = "image:conversion"
+    topics[settings.topic("images.requests")] = "image_request"
+    return topics
+
+
+def changelog(app_id: str, table: str) -> str:
+    return f"{app_id}-{table}-changelog"  # faust's naming
+
+
+class _Partitioner:
+    """The partition the live producer picks for a key (Kafka's murmur2 default)."""
+
+    def __init__(self, partitions: int):
+        from aiokafka.partitioner import murmur2
+
+        self.n, self.murmur2 = partitions, murmur2
+
+    def __call__(self, key: bytes) -> int:
+        return (self.murmur2(key) & 0x7FFFFFFF) % self.n
+
+
+async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConfig, parser: ParserConfig,
+                       progress=None, idle_timeout_s: float = 60.0) -> RebuildReport:
+    """Rebuild `settings.app_id`'s state from the input topics (see the module docstring)."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    report = RebuildReport()
+    started = time.monotonic()
+    await _create_topics(settings, client)
+    catalog, artist_of = await _read_catalog(settings, client, idle_timeout_s)
+    report.seconds["catalog"] = time.monotonic() - started
+
+    partition_of = _Partitioner(settings.partitions)
+    bulk = [BulkPartition(model_cfg, p) for p in range(settings.partitions)]
+    producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=1 << 20, max_request_size=1 << 24)
+    await producer.start()
+    try:
+        t0 = time.monotonic()
+        typed = input_topics(settings)
+        ends = await _read_all(client, list(typed), idle_timeout_s, progress, lambda records: _ingest(
+            records, typed, bulk, partition_of, artist_of, parser, settings, producer, report))
+        report.seconds["read+aggregate"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        profiles = [b.profiles() for b in bulk]
+        partials = [b.partial(p, model_cfg.trending_half_life_s) for b, p in zip(bulk, profiles, strict=True)]
+        view = PopularityView(partials, model_cfg.trending_half_life_s)
+        now = time.time()
+        for b, p, partial in zip(bulk, profiles, partials, strict=True):
+            report.users += len(p)
+            for table, rows in b.outputs(p, catalog, view, now).items():
+                for key, value in rows.items():
+                    await producer.send(changelog(settings.app_id, table), value, key=key.encode(), partition=b.partition)
+                report.written[table] += len(rows)
+            await producer.send(changelog(settings.app_id, "popularity"), dump_partial(partial),
+                                key=f"p{b.partition}".encode(), partition=b.partition)
+            report.written["popularity"] += 1
+        await producer.flush()
+        report.seconds["build+write"] = time.monotonic() - t0
+    finally:
+        await producer.stop()
+    report.events = sum(report.outcomes.values())
+
+    consumer = AIOKafkaConsumer(**client, group_id=settings.app_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(ends))
+        await consumer.commit({tp: end for tp, end in ends.items() if end > 0})
+    finally:
+        await consumer.stop()
+    return report
+
+
+async def _ingest(records, typed, bulk, partition_of, artist_of, parser, settings, producer, report) -> None:
+    patience = settings.unknown_artwork_patience_s
+    now = time.time()
+    for r in records:
+        result = ingest_one(r.value, typed[r.topic], artist_of, parser)
+        report.outcomes[outcome(result)] += 1
+        if isinstance(result, Signal):
+            bulk[partition_of(result.user_id.encode())].add(result)
+            continue
+        dest = route(result, r.topic, r.partition, r.offset, r.key, r.value, None, now, patience)
+        if dest is not None:
+            name = settings.topic(f"{settings.app_id}.{dest[0]}" if dest[0] != "deadletter" else dest[0])
+            await producer.send(name, dest[2], key=dest[1])
+            report.forwarded[dest[0]] += 1
+
+
+async def _read_all(client: dict, topics: list[str], idle_timeout_s: float, progress, handle) -> dict:
+    """Every record of `topics` up to the end offsets at the start -> handle(batch). Returns those ends."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(**client, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20, fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        ends = await _true_ends(consumer, tps, client)
+        await consumer.seek_to_beginning(*tps)
+        remaining = {tp for tp, end in ends.items() if end > 0}
+        done, last_progress = 0, time.monotonic()
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=READ_BATCH)
+            for tp, records in batch.items():
+                records = [r for r in records if r.offset < ends[tp]]
+                if records:
+                    await handle(records)
+                    done += len(records)
+                    last_progress = time.monotonic()
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+            if progress is not None:
+                progress.update(done)
+            if time.monotonic() - last_progress > idle_timeout_s:
+                raise TimeoutError(f"rebuild: no progress for {idle_timeout_s:.0f} s reading {sorted(map(str, remaining))}")
+        if progress is not None:
+            progress.close(done)
+        return ends
+    finally:
+        await consumer.stop()
+
+
+async def _true_ends(consumer, tps, client) -> dict:
+    from streams.faustutil import true_end_offsets
+
+    ends = await consumer.end_offsets(tps)
+    return await true_end_offsets(ends, client)  # Tansu under-reports multi-record batches
+
+
+async def _read_catalog(settings: Settings, client: dict, idle_timeout_s: float) -> tuple[CatalogIndex, dict]:
+    latest: dict[bytes, bytes | None] = {}
+    curated: list[bytes] = []
+
+    async def keep(records):
+        for r in records:
+            if r.topic == settings.topic("catalog.curated"):
+                if r.key == b"curated" and r.value is not None:
+                    curated.append(r.value)
+            else:
+                latest[r.key] = r.value
+
+    await _read_all(client, [settings.topic("catalog.artworks"), settings.topic("catalog.curated")],
+                    idle_timeout_s, None, keep)
+    index = CatalogIndex()
+    for raw in latest.values():
+        if raw is None:
+            continue
+        try:
+            index.upsert(decode_artwork(raw))
+        except (msgspec.MsgspecError, ValueError):
+            continue  # the live catalog agent dead-letters it
+    if curated:
+        try:
+            index.curated = decode_curated(curated[-1])
+        except (msgspec.MsgspecError, ValueError):
+            pass
+    index.bootstrapped = True
+    return index, {wid: w.artist_id for wid, w in index.works.items()}
+
+
+async def _create_topics(settings: Settings, client: dict) -> None:
+    """The new app's changelogs and internal topics, as faust would declare them."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    compact = {"cleanup.policy": "compact"}
+    wanted = [NewTopic(changelog(settings.app_id, t), settings.partitions, 1, topic_configs=compact)
+              for t in TABLES + GLOBAL_TABLES]
+    wanted += [NewTopic(settings.topic(f"{settings.app_id}.{name}"), settings.partitions, 1)
+               for name in (SIGNALS, "images.keyed", "pending")]
+    wanted.append(NewTopic(settings.topic("deadletter"), settings.partitions, 1))
+    admin = AIOKafkaAdminClient(**client)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
