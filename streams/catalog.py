@@ -98,10 +98,19 @@ class CatalogIndex:
 
     def works_by(self, artist_id: str, since: float = float("-inf")) -> Iterator[Artwork]:
         """Eligible works by an artist published at or after `since`, newest first."""
-        for neg_pub, wid in self._by_artist.get(artist_id, ()):
-            if -neg_pub < since:
-                return
-            yield self.works[wid]
+        for _, work in self.recent_by(artist_id, since):
+            yield work
+
+    def recent_by(self, artist_id: str, since: float = float("-inf"), limit: int | None = None
+                  ) -> list[tuple[float, Artwork]]:
+        """(−published, work) of an artist's eligible works since `since`, newest first, at most
+        `limit` (the sort key comes along so rankers need not recompute it)."""
+        entries = self._by_artist.get(artist_id, ())
+        end = bisect.bisect_right(entries, (-since, "\uffff")) if since != float("-inf") else len(entries)
+        if limit is not None:
+            end = min(end, limit)
+        works = self.works
+        return [(neg_pub, works[wid]) for neg_pub, wid in entries[:end]]
 
     def latest(self, k: int) -> list[Artwork]:
         """The k newest eligible works in the whole catalog."""

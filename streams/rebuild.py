@@ -18,6 +18,7 @@ if clients need every list again).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -105,8 +106,10 @@ async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConf
     try:
         t0 = time.monotonic()
         typed = input_topics(settings)
+        forwarded: list = []  # acks of what went to the live agents' topics
         ends = await _read_all(client, list(typed), idle_timeout_s, progress, lambda records: _ingest(
-            records, typed, bulk, partition_of, artist_of, parser, settings, producer, report))
+            records, typed, bulk, partition_of, artist_of, parser, settings, producer, report, forwarded))
+        await asyncio.gather(*forwarded)
         report.seconds["read+aggregate"] = time.monotonic() - t0
 
         t0 = time.monotonic()
@@ -117,13 +120,12 @@ async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConf
         for b, p, partial in zip(bulk, profiles, partials, strict=True):
             report.users += len(p)
             for table, rows in b.outputs(p, catalog, view, now).items():
-                for key, value in rows.items():
-                    await producer.send(changelog(settings.app_id, table), value, key=key.encode(), partition=b.partition)
-                report.written[table] += len(rows)
-            await producer.send(changelog(settings.app_id, "popularity"), dump_partial(partial),
-                                key=f"p{b.partition}".encode(), partition=b.partition)
-            report.written["popularity"] += 1
-        await producer.flush()
+                report.written[table] += await write_partition(
+                    producer, changelog(settings.app_id, table), b.partition,
+                    ((key.encode(), value) for key, value in rows.items()))
+            report.written["popularity"] += await write_partition(
+                producer, changelog(settings.app_id, "popularity"), b.partition,
+                [(f"p{b.partition}".encode(), dump_partial(partial))])
         report.seconds["build+write"] = time.monotonic() - t0
     finally:
         await producer.stop()
@@ -139,7 +141,27 @@ async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConf
     return report
 
 
-async def _ingest(records, typed, bulk, partition_of, artist_of, parser, settings, producer, report) -> None:
+async def write_partition(producer, topic: str, partition: int, rows) -> int:
+    """(key, value) rows -> one partition, in full record batches built here (no per-message
+    send path); returns the count once every batch is acked."""
+    acks, count = [], 0
+    batch = producer.create_batch()
+    for key, value in rows:
+        while batch.append(key=key, value=value, timestamp=None) is None:
+            if batch.record_count() == 0:
+                raise ValueError(f"a record for {topic} is larger than the producer's max batch size")
+            batch.close()
+            acks.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = producer.create_batch()
+        count += 1
+    if batch.record_count():
+        batch.close()
+        acks.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*acks)
+    return count
+
+
+async def _ingest(records, typed, bulk, partition_of, artist_of, parser, settings, producer, report, acks) -> None:
     patience = settings.unknown_artwork_patience_s
     now = time.time()
     for r in records:
@@ -151,7 +173,7 @@ async def _ingest(records, typed, bulk, partition_of, artist_of, parser, setting
         dest = route(result, r.topic, r.partition, r.offset, r.key, r.value, None, now, patience)
         if dest is not None:
             name = settings.topic(f"{settings.app_id}.{dest[0]}" if dest[0] != "deadletter" else dest[0])
-            await producer.send(name, dest[2], key=dest[1])
+            acks.append(await producer.send(name, dest[2], key=dest[1]))
             report.forwarded[dest[0]] += 1
 
 

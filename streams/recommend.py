@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from streams.catalog import CatalogIndex, is_eligible, published
+from streams.catalog import CatalogIndex, is_eligible
 from streams.experiments import Variant
 from streams.popularity import PopularityView
 from streams.records import Artwork, RecItem
@@ -60,7 +60,8 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Iterable[str], pr
                 items.append(RecItem(work.id, work.artist_id, score, source))
 
     personal = [a for a in top_artists[:TOP_ARTISTS] if a[1] > 0]
-    take(_rank(((w, aff) for a, aff in personal for w in _recent(catalog, a, since)), variant, popularity), "affinity")
+    take(_rank(((neg_pub, w, aff) for a, aff in personal for neg_pub, w in _recent(catalog, a, since)), variant,
+               popularity), "affinity")
     if len(items) < n:
         take(_similar(personal, catalog, popularity, since, variant), "similar")
     if len(items) < n:
@@ -84,20 +85,22 @@ def cold_start(catalog: CatalogIndex, popularity: PopularityView, variant: Varia
     return build((), (), (), variant, catalog, popularity, now)
 
 
-def _recent(catalog: CatalogIndex, artist: str, since: float) -> list[Artwork]:
-    works = []
-    for w in catalog.works_by(artist, since):
-        works.append(w)
-        if len(works) >= MAX_WORKS_PER_ARTIST:
-            break
-    return works
+def _recent(catalog: CatalogIndex, artist: str, since: float) -> list[tuple[float, Artwork]]:
+    return catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST)
 
 
-def _rank(candidates: Iterable[tuple[Artwork, float]], variant: Variant,
+def _rank(candidates: Iterable[tuple[float, Artwork, float]], variant: Variant,
           popularity: PopularityView) -> list[tuple[Artwork, float]]:
-    scored = [(w, blend_score(aff, popularity.trending_score.get(w.id, 0.0), variant)) for w, aff in candidates]
-    scored.sort(key=lambda ws: (-ws[1], -published(ws[0]), ws[0].id))
-    return scored
+    """(−published, work, affinity) -> (work, score) best first: score, then newest, then id.
+    Sorting plain tuples keeps the comparisons in C (this is the builder's hot loop)."""
+    trending = popularity.trending_score
+    keyed = [(-blend_score(aff, trending.get(w.id, 0.0), variant), neg_pub, w.id, w) for neg_pub, w, aff in candidates]
+    keyed.sort(key=_without_work)
+    return [(w, -neg_score) for neg_score, _, _, w in keyed]
+
+
+def _without_work(item: tuple) -> tuple:
+    return item[:3]
 
 
 def _similar(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popularity: PopularityView,
@@ -112,4 +115,5 @@ def _similar(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popul
         for other, count in neighbours:
             if other not in mine:
                 best[other] = max(best.get(other, 0.0), aff * count / total)
-    return _rank(((w, s) for other, s in best.items() for w in _recent(catalog, other, since)), variant, popularity)
+    return _rank(((neg_pub, w, s) for other, s in best.items() for neg_pub, w in _recent(catalog, other, since)),
+                 variant, popularity)
