@@ -8,14 +8,14 @@ import msgspec
 from agents.deadletters import send_dead_letter
 from streams import tables, topics
 from streams.app import app, pipeline_config, settings
-from streams.faustutil import by_partition, event_context, send_all
+from streams.faustutil import by_partition, event_context, send_all, view_without_blocking
 from streams.metrics import metrics
 from streams.pipeline import PartitionBatch
 from streams.popularity import PopularityView, Shares, dump_partial, load_partial
 from streams.records import decode_keyed
 
 shares = Shares(load_partial, lambda parts: PopularityView(parts, pipeline_config.trending_half_life_s),
-                flush_s=settings.popularity_flush_s)
+                flush_s=settings.popularity_flush_s, dump=dump_partial)
 
 
 @app.agent(topics.signals, concurrency=1)  # stateful: concurrency 1 (faust #606)
@@ -31,7 +31,7 @@ async def process_users(stream):
             now = time.time()
             with event_context(group[-1]):  # every key written here belongs to `partition`
                 partial = shares.partial(partition, tables.popularity.get(f"p{partition}"))
-                view = shares.view(tables.popularity.items(), now)
+                view = view_without_blocking(shares, tables.popularity.items, now)
                 batch = PartitionBatch(pipeline_config, partition, tables.affinity, tables.recommendations,
                                        tables.fans, partial, tables.catalog_index, view, now)
                 started = time.perf_counter()

@@ -139,13 +139,14 @@ class Shares:
     """
 
     def __init__(self, load: Callable[[bytes | None], Any], merge: Callable[[list], Any],
-                 flush_s: float = 1.0, view_s: float = 1.0):
-        self.load, self.merge = load, merge
+                 flush_s: float = 1.0, view_s: float = 1.0, dump: Callable[[Any], bytes] | None = None):
+        self.load, self.merge, self.dump = load, merge, dump
         self.flush_s, self.view_s = flush_s, view_s
         self.live: dict[int, Any] = {}
         self._flushed_at: dict[int, float] = {}
         self._view: Any = None
         self._view_at = float("-inf")
+        self.building = False  # a rebuild is running elsewhere (streams.faustutil.view_without_blocking)
 
     def partial(self, partition: int, stored: bytes | None):
         if partition not in self.live:
@@ -166,9 +167,29 @@ class Shares:
             self._flushed_at.pop(p, None)
 
     def view(self, stored: Iterable[tuple[str, bytes]], now: float):
-        if self._view is None or now - self._view_at >= self.view_s:
-            partials = {key: self.load(raw) for key, raw in stored}
-            partials.update({f"p{p}": part for p, part in self.live.items()})
-            self._view = self.merge(list(partials.values()))
-            self._view_at = now
+        """The merged view, rebuilt here when stale (see `snapshot`/`build` to rebuild elsewhere)."""
+        if self.stale(now):
+            self.install(self.build(self.snapshot(stored)), now)
         return self._view
+
+    @property
+    def current(self):
+        return self._view
+
+    def stale(self, now: float) -> bool:
+        return self._view is None or now - self._view_at >= self.view_s
+
+    def snapshot(self, stored: Iterable[tuple[str, bytes]]) -> dict[str, Any]:
+        """Everything a view is built from, detached from live state: stored bytes for other
+        workers' partitions, ours as they are (or, given `dump`, as bytes, for a view built in
+        another thread while ours keep changing)."""
+        parts: dict[str, Any] = dict(stored)
+        parts.update({f"p{p}": self.dump(part) if self.dump else part for p, part in self.live.items()})
+        return parts
+
+    def build(self, snapshot: dict[str, Any]):
+        """Pure; with `dump` set, safe to run in another thread."""
+        return self.merge([self.load(v) if isinstance(v, bytes) else v for v in snapshot.values()])
+
+    def install(self, view, built_at: float) -> None:
+        self._view, self._view_at = view, built_at

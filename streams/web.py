@@ -95,7 +95,8 @@ async def user_recommendations(web, request, user_id: str):
 
 def _popularity_view(now: float):
     from agents.users import shares
-    return shares.view(tables.popularity.items(), now)
+    from streams.faustutil import view_without_blocking
+    return view_without_blocking(shares, tables.popularity.items, now)
 
 
 @app.page("/images/stats")

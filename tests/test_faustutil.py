@@ -35,3 +35,40 @@ def test_sanitized_acks_commit_to_the_end():
     fake = frozen_state()
     assert Consumer._new_offset(fake, TP0) == 3440
     assert fake._acked[TP0] == []
+
+
+def test_a_stale_popularity_view_is_rebuilt_in_a_thread_while_the_old_one_serves():
+    import asyncio
+    import threading
+
+    from streams.faustutil import view_without_blocking
+    from streams.popularity import Partial, Shares, dump_partial, load_partial
+
+    builders, release = [], threading.Event()
+
+    def merge(parts):
+        builders.append(threading.current_thread() is threading.main_thread())
+        if len(builders) > 1:
+            release.wait(5)  # a slow rebuild
+        return sum(p.pairs.get("a|b", 0) for p in parts)
+
+    async def scenario():
+        shares = Shares(load_partial, merge, view_s=1.0, dump=dump_partial)
+        mine = shares.partial(0, None)
+        mine.pairs["a|b"] = 1
+        stored = lambda: [("p1", dump_partial(Partial(pairs={"a|b": 10})))]  # noqa: E731
+        assert view_without_blocking(shares, stored, 0.0) == 11  # first view: inline
+        mine.pairs["a|b"] = 2
+        assert view_without_blocking(shares, stored, 0.5) == 11  # fresh enough
+        assert view_without_blocking(shares, stored, 2.0) == 11  # stale: old view while rebuilding
+        mine.pairs["a|b"] = 3  # changes after the snapshot do not leak into the build
+        assert view_without_blocking(shares, stored, 2.1) == 11 and len(builders) == 2  # one build at a time
+        release.set()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not shares.building:
+                break
+        assert view_without_blocking(shares, stored, 2.2) == 12
+        assert builders == [True, False]  # the rebuild ran off the event loop's thread
+
+    asyncio.run(scenario())
