@@ -62,10 +62,12 @@ def main() -> None:
         aiokafka_kwargs,
         install_ack_sanitizer,
         install_fetch_max_wait,
+        install_quiet_root_logger,
         install_true_end_offsets,
     )
 
     install_ack_sanitizer()
+    install_quiet_root_logger()
     install_fetch_max_wait(settings.fetch_max_wait_ms)
     if settings.true_end_offsets:
         install_true_end_offsets(aiokafka_kwargs(settings))

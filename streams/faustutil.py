@@ -190,3 +190,22 @@ def view_without_blocking(shares, stored, now: float):
 
         future.add_done_callback(installed)
     return shares.current
+
+
+def install_quiet_root_logger() -> None:
+    """faust's terminal spinner sets the root logger to DEBUG (its handler wants every record),
+    so every logger.debug() in aiokafka and faust built a LogRecord per message even at
+    `-l warn`: ~6% of a loaded worker's CPU. Without the spinner the root logger keeps the
+    level given with -l."""
+    from faust.worker import Worker
+
+    original = Worker.on_setup_root_logger
+    if getattr(original, "_recstream_fixed", False):
+        return
+
+    def on_setup_root_logger(self, logger, level):
+        self.spinner = None
+        original(self, logger, level)
+
+    on_setup_root_logger._recstream_fixed = True
+    Worker.on_setup_root_logger = on_setup_root_logger

@@ -72,3 +72,25 @@ def test_a_stale_popularity_view_is_rebuilt_in_a_thread_while_the_old_one_serves
         assert builders == [True, False]  # the rebuild ran off the event loop's thread
 
     asyncio.run(scenario())
+
+
+def test_the_root_logger_keeps_the_worker_level_so_debug_calls_stay_cheap():
+    import logging
+
+    from faust.worker import Worker
+
+    from streams.faustutil import install_quiet_root_logger
+
+    logger = logging.getLogger("recstream-test-root")
+    logger.addHandler(logging.NullHandler())
+    worker = Worker.__new__(Worker)
+    worker.spinner = object()  # what faust's worker has on a terminal
+    logger.setLevel(logging.WARNING)
+    Worker.on_setup_root_logger(worker, logger, logging.WARNING)
+    unpatched = logger.level
+    install_quiet_root_logger()
+    worker.spinner = object()
+    logger.setLevel(logging.WARNING)
+    Worker.on_setup_root_logger(worker, logger, logging.WARNING)
+    assert unpatched == logging.DEBUG  # the trap: faust's spinner set it
+    assert logger.level == logging.WARNING and not logger.isEnabledFor(logging.DEBUG)
