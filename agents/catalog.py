@@ -59,3 +59,4 @@ async def load_curated(stream):
             continue
         tables.editorial["curated"] = event.value
         tables.catalog_index.curated = ids
+        metrics.inc("recstream_curated_updates_total")

@@ -1,22 +1,30 @@
-"""Segment and typed input topics -> signals.keyed / images.keyed (re-keyed by user or
-consumer), a retry for events whose artwork the catalog does not know yet, or a dead letter."""
+"""Segment and typed input topics -> the user pipeline, signals.keyed / images.keyed (re-keyed
+by user or consumer), a retry for events whose artwork the catalog does not know yet, or a
+dead letter.
+
+Single hop: a signal whose input message already sits in its user's partition (producers key
+events by user id) is applied here, in the same batch, instead of taking a second trip through
+Kafka; others (other keys, identity links, retries) are re-keyed through signals.keyed."""
 
 import asyncio
 import time
 
 import msgspec
 
+from agents.users import apply_records
 from streams import topics
 from streams.app import app, parser_config, settings
 from streams.catalog import ArtistLookup
-from streams.faustutil import send_all
+from streams.faustutil import KeyPartitioner, send_all
 from streams.ingest import DEADLETTER, IMAGES, PENDING, SIGNALS, ingest_one, outcome, route
 from streams.metrics import metrics
-from streams.records import Pending
+from streams.records import Pending, Signal
 from streams.tables import artworks
 
 artist_of = ArtistLookup(artworks)
 _pending = msgspec.msgpack.Decoder(Pending)
+home = KeyPartitioner(settings.partitions)  # where the producers' default partitioner puts a user id
+_partitions: dict[str, int] = {}  # input topic -> partition count
 DESTINATIONS = {SIGNALS: topics.signals, IMAGES: topics.images_keyed, PENDING: topics.pending,
                 DEADLETTER: topics.deadletter}
 
@@ -24,12 +32,33 @@ DESTINATIONS = {SIGNALS: topics.signals, IMAGES: topics.images_keyed, PENDING: t
 @app.agent(topics.inputs, concurrency=1)
 async def ingest(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        out = []
+        out, here = [], {}
         for event in events:
             msg = event.message
-            out.extend(_route(event.value, topics.TYPED_BY_NAME.get(msg.topic), msg.topic, msg.partition,
-                              msg.offset, msg.key, None))
+            result = ingest_one(event.value, topics.TYPED_BY_NAME.get(msg.topic), artist_of, parser_config)
+            if isinstance(result, Signal) and _in_home_partition(result.user_id, msg):
+                _count(result, None, msg.topic, msg.partition, msg.offset)
+                here.setdefault(msg.partition, []).append((event, result))
+            else:
+                out.extend(_route(result, event.value, msg.topic, msg.partition, msg.offset, msg.key, None))
         await send_all(app, out)
+        for partition, applied in here.items():
+            await apply_records(partition, applied[-1][0], [signal for _, signal in applied])
+
+
+def _in_home_partition(user_id: str, msg) -> bool:
+    """The single hop: the message already sits in the partition its user's state lives in, and
+    its topic is co-partitioned with the tables (same partition count: faust assigns partition
+    p of every such topic to the same worker)."""
+    if not settings.single_hop:
+        return False
+    partitions = _partitions.get(msg.topic)
+    if partitions is None:
+        partitions = app.consumer.topic_partitions(msg.topic)
+        if partitions is None:
+            return False
+        _partitions[msg.topic] = partitions
+    return partitions == settings.partitions and home(user_id.encode()) == msg.partition
 
 
 @app.agent(topics.pending, concurrency=1)
@@ -41,14 +70,19 @@ async def retry_pending(stream):
         wait = pending.due - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
-        await send_all(app, _route(pending.value, topics.TYPED_BY_NAME.get(pending.topic), pending.topic,
-                                   pending.partition, pending.offset, pending.key, pending))
+        result = ingest_one(pending.value, topics.TYPED_BY_NAME.get(pending.topic), artist_of, parser_config)
+        await send_all(app, _route(result, pending.value, pending.topic, pending.partition, pending.offset,
+                                   pending.key, pending))
 
 
-def _route(value, typed_kind, topic, partition, offset, key, pending) -> list[tuple]:
-    """What to send for one input message: its signal, a retry, or a dead letter."""
-    result = ingest_one(value, typed_kind, artist_of, parser_config)
+def _route(result, value, topic, partition, offset, key, pending) -> list[tuple]:
+    """What to send for one ingested input message: its signal, a retry, or a dead letter."""
     dest = route(result, topic, partition, offset, key, value, pending, time.time(), settings.unknown_artwork_patience_s)
+    _count(result, dest, topic, partition, offset)
+    return [] if dest is None else [(DESTINATIONS[dest[0]], dest[1], dest[2])]
+
+
+def _count(result, dest, topic, partition, offset) -> None:
     kind = outcome(result)
     if dest is not None and dest[0] == PENDING:
         metrics.inc("recstream_pending_retries_total")
@@ -59,4 +93,3 @@ def _route(value, typed_kind, topic, partition, offset, key, pending) -> list[tu
         metrics.inc("recstream_events_ignored_total")
     else:
         metrics.inc("recstream_events_total", kind=kind)
-    return [] if dest is None else [(DESTINATIONS[dest[0]], dest[1], dest[2])]

@@ -21,29 +21,36 @@ shares = Shares(load_partial, lambda parts: PopularityView(parts, pipeline_confi
 @app.agent(topics.signals, concurrency=1)  # stateful: concurrency 1 (faust #606)
 async def process_users(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        tables.ensure_catalog_loaded()
         for partition, group in by_partition(events):
             records = []
             for e in group:
                 record = await _decode(e)
                 if record is not None:
                     records.append(record)
-            now = time.time()
-            with event_context(group[-1]):  # every key written here belongs to `partition`
-                partial = shares.partial(partition, tables.popularity.get(f"p{partition}"))
-                view = view_without_blocking(shares, tables.popularity.items, now)
-                batch = PartitionBatch(pipeline_config, partition, tables.affinity, tables.recommendations,
-                                       tables.fans, partial, tables.catalog_index, view, now)
-                started = time.perf_counter()
-                outputs = batch.run(records)
-                metrics.observe("recstream_recompute_seconds", time.perf_counter() - started)
-                if shares.flush_due(partition, now):
-                    tables.popularity[f"p{partition}"] = dump_partial(partial)
-            metrics.inc("recstream_signals_applied_total", by=batch.applied)
-            metrics.inc("recstream_duplicates_total", by=batch.duplicates)
-            for out in outputs:
-                metrics.inc("recstream_records_sent_total", topic=out.topic)
-            await send_all(app, [(topics.outputs[o.topic], o.key, o.value) for o in outputs])
+            await apply_records(partition, group[-1], records)
+
+
+async def apply_records(partition: int, anchor, records: list) -> None:
+    """One partition's records through the pipeline, then send what it emits. `anchor`: an
+    event of that partition (of any co-partitioned topic): table writes take their store and
+    changelog partition from it. Used by this agent and by ingest's single-hop path."""
+    tables.ensure_catalog_loaded()
+    now = time.time()
+    with event_context(anchor):
+        partial = shares.partial(partition, tables.popularity.get(f"p{partition}"))
+        view = view_without_blocking(shares, tables.popularity.items, now)
+        batch = PartitionBatch(pipeline_config, partition, tables.affinity, tables.recommendations,
+                               tables.fans, partial, tables.catalog_index, view, now)
+        started = time.perf_counter()
+        outputs = batch.run(records)
+        metrics.observe("recstream_recompute_seconds", time.perf_counter() - started)
+        if shares.flush_due(partition, now):
+            tables.popularity[f"p{partition}"] = dump_partial(partial)
+    metrics.inc("recstream_signals_applied_total", by=batch.applied)
+    metrics.inc("recstream_duplicates_total", by=batch.duplicates)
+    for out in outputs:
+        metrics.inc("recstream_records_sent_total", topic=out.topic)
+    await send_all(app, [(topics.outputs[o.topic], o.key, o.value) for o in outputs])
 
 
 async def _decode(event):

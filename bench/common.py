@@ -71,7 +71,7 @@ def metric(worker: WorkerProcess, name: str) -> float:
 
 def recstream_worker(broker: EmbeddedBroker, prefix: str, app_id: str, extra: dict | None = None) -> WorkerProcess:
     tmp = Path(tempfile.mkdtemp(prefix="recstream-bench-"))
-    env = {"RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id, "RECSTREAM_LOG_LEVEL": "warn",
+    env = {"RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id, "RECSTREAM_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"),
            "RECSTREAM_SESSION_TIMEOUT": "6", **(extra or {})}
     env.update({k: v for k, v in os.environ.items() if k.startswith("RECSTREAM_")})  # knobs to try
     return WorkerProcess(broker.url, str(tmp / "state"), env=env, log_path=tmp / "worker.log").start()

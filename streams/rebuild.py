@@ -27,6 +27,7 @@ import msgspec
 
 from streams.bulk import BulkPartition
 from streams.catalog import CatalogIndex, decode_artwork, decode_curated
+from streams.faustutil import KeyPartitioner, true_end_offsets
 from streams.ingest import SIGNALS, ParserConfig, ingest_one, outcome, route
 from streams.pipeline import PipelineConfig
 from streams.popularity import PopularityView, dump_partial
@@ -76,18 +77,6 @@ def changelog(app_id: str, table: str) -> str:
     return f"{app_id}-{table}-changelog"  # faust's naming
 
 
-class _Partitioner:
-    """The partition the live producer picks for a key (Kafka's murmur2 default)."""
-
-    def __init__(self, partitions: int):
-        from aiokafka.partitioner import murmur2
-
-        self.n, self.murmur2 = partitions, murmur2
-
-    def __call__(self, key: bytes) -> int:
-        return (self.murmur2(key) & 0x7FFFFFFF) % self.n
-
-
 async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConfig, parser: ParserConfig,
                        progress=None, idle_timeout_s: float = 60.0) -> RebuildReport:
     """Rebuild `settings.app_id`'s state from the input topics (see the module docstring)."""
@@ -99,7 +88,7 @@ async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConf
     catalog, artist_of = await _read_catalog(settings, client, idle_timeout_s)
     report.seconds["catalog"] = time.monotonic() - started
 
-    partition_of = _Partitioner(settings.partitions)
+    partition_of = KeyPartitioner(settings.partitions)
     bulk = [BulkPartition(model_cfg, p) for p in range(settings.partitions)]
     producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=1 << 20, max_request_size=1 << 24)
     await producer.start()
@@ -216,8 +205,6 @@ async def _read_all(client: dict, topics: list[str], idle_timeout_s: float, prog
 
 
 async def _true_ends(consumer, tps, client) -> dict:
-    from streams.faustutil import true_end_offsets
-
     ends = await consumer.end_offsets(tps)
     return await true_end_offsets(ends, client)  # Tansu under-reports multi-record batches
 

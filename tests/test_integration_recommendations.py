@@ -43,6 +43,7 @@ def worker(module_cluster):
     module_cluster.produce("catalog.artworks", [(a["id"].encode(), dumps(a)) for a in CATALOG])
     module_cluster.produce("catalog.curated", [(b"curated", dumps({"artwork_ids": CURATED}))])
     wait_until(lambda: metric(w, "recstream_catalog_records_total") >= len(CATALOG), 60, what="catalog")
+    wait_until(lambda: metric(w, "recstream_curated_updates_total") >= 1, 60, what="curated list")
     return w
 
 
