@@ -42,6 +42,7 @@ async def ingest(stream):
             else:
                 out.extend(_route(result, event.value, msg.topic, msg.partition, msg.offset, msg.key, None))
         await send_all(app, out)
+        metrics.inc("recstream_single_hop_signals_total", by=sum(len(v) for v in here.values()))
         for partition, applied in here.items():
             await apply_records(partition, applied[-1][0], [signal for _, signal in applied])
 

@@ -1,4 +1,7 @@
-"""Run every benchmark and write bench/results/summary.md: `python bench/run_all.py`."""
+"""Run every benchmark and write bench/results/summary.md: `python bench/run_all.py`.
+
+About 25 minutes on 2 cores, most of it the 1M-event rebuild and the 1M-user memory run; smaller
+runs: BENCH_REBUILD_EVENTS=200000 BENCH_USERS_LARGE=200000 python bench/run_all.py."""
 
 from __future__ import annotations
 
@@ -8,14 +11,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import latency, serving, throughput  # noqa: E402
+from bench import latency, memory, rebuild, serving, throughput  # noqa: E402
 from bench.common import machine  # noqa: E402
 
 
 def main() -> None:
     parts = [f"# recstream benchmarks\n\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}; "
              "embedded Tansu broker on loopback.\n"]
-    for name, module in (("throughput", throughput), ("latency", latency), ("serving", serving)):
+    for name, module in (("throughput", throughput), ("latency", latency), ("serving", serving),
+                         ("rebuild", rebuild), ("memory", memory)):
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         text = module.report(module.main())
         print(text, flush=True)

@@ -66,7 +66,10 @@ def loaded(cluster):
     rng.shuffle(events[1000:2000])  # a block far out of event-time order
     dups = rng.sample(events, N_DUPLICATES)
     bad = bad_messages()
-    stream = [(segment_key(e), dumps(e)) for e in events + dups] + [(b"bad", raw) for raw, _ in bad]
+    # most keyed by user (applied by ingest itself: one hop), every third by messageId (re-keyed
+    # through signals.keyed): the two paths interleave for the same users
+    stream = [(segment_key(e) if i % 3 else e["messageId"].encode(), dumps(e)) for i, e in enumerate(events + dups)]
+    stream += [(b"bad", raw) for raw, _ in bad]
     rng.shuffle(stream)
     cluster.produce("events.segment", stream)
     typed = [{"user_id": f"u{i % 40}", "timestamp": "2026-11-10T12:00:00Z", "message_id": f"typed-{i}",
@@ -113,6 +116,9 @@ def assert_matches_reference(worker, signals):
 def test_affinity_matches_reference_and_bad_input_is_dead_lettered(cluster, loaded):
     worker, signals, bad, unique, dups = loaded
     assert_matches_reference(worker, signals)
+
+    single_hop = metric(worker, "recstream_single_hop_signals_total")
+    assert 0.5 * len(signals) < single_hop < len(signals)  # both paths were taken
 
     # duplicates were detected, not applied
     assert metric(worker, "recstream_duplicates_total") == N_DUPLICATES
