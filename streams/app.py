@@ -61,13 +61,17 @@ def main() -> None:
     from streams.faustutil import (
         aiokafka_kwargs,
         install_ack_sanitizer,
+        install_changelog_buffer,
         install_fetch_max_wait,
         install_quiet_root_logger,
+        install_rocksdb_budget,
         install_true_end_offsets,
     )
 
     install_ack_sanitizer()
     install_quiet_root_logger()
+    install_changelog_buffer(settings.changelog_buffer)
+    install_rocksdb_budget(settings.rocksdb_cache_mb)
     install_fetch_max_wait(settings.fetch_max_wait_ms)
     if settings.true_end_offsets:
         install_true_end_offsets(aiokafka_kwargs(settings))

@@ -232,7 +232,13 @@ def cmd_rebuild(argv: list[str]) -> int:
         parser.error("--no-worker only makes sense with --bulk")
     env = {**os.environ, "RECSTREAM_APP_ID": args.app_id, "RECSTREAM_REBUILD": "1"}
     if args.bulk:
-        report = _bulk(Settings.from_env(env))
+        from streams.rebuild import AppIdInUse
+
+        try:
+            report = _bulk(Settings.from_env(env))
+        except AppIdInUse as exc:
+            print(f"recstream rebuild: {exc}", file=sys.stderr)
+            return 2
         print("\n".join(report.lines()))
         if args.no_worker:
             return 0

@@ -80,10 +80,11 @@ def changelog(app_id: str, table: str) -> str:
 async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConfig, parser: ParserConfig,
                        progress=None, idle_timeout_s: float = 60.0) -> RebuildReport:
     """Rebuild `settings.app_id`'s state from the input topics (see the module docstring)."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import AIOKafkaProducer
 
     report = RebuildReport()
     started = time.monotonic()
+    await check_fresh(settings, client)
     await _create_topics(settings, client)
     catalog, artist_of = await _read_catalog(settings, client, idle_timeout_s)
     report.seconds["catalog"] = time.monotonic() - started
@@ -120,14 +121,42 @@ async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConf
         await producer.stop()
     report.events = sum(report.outcomes.values())
 
+    await _commit(client, settings.app_id, {tp: end for tp, end in ends.items() if end > 0})
+    return report
+
+
+class AppIdInUse(RuntimeError):
+    """The target app id's consumer group already committed input offsets."""
+
+
+async def check_fresh(settings: Settings, client: dict) -> None:
+    """A bulk rebuild writes a new app id's whole state: refuse an app id whose workers already
+    consumed input (its state would be overwritten under them)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
     consumer = AIOKafkaConsumer(**client, group_id=settings.app_id, enable_auto_commit=False)
     await consumer.start()
     try:
-        consumer.assign(list(ends))
-        await consumer.commit({tp: end for tp, end in ends.items() if end > 0})
+        for topic in input_topics(settings):
+            for p in consumer.partitions_for_topic(topic) or ():
+                if await consumer.committed(TopicPartition(topic, p)):
+                    raise AppIdInUse(f"app id {settings.app_id!r} already has committed offsets on {topic} "
+                                     "(its workers ran): rebuild into a new app id")
     finally:
         await consumer.stop()
-    return report
+
+
+async def _commit(client: dict, group_id: str, offsets: dict) -> None:
+    """The hand-over: the new app's workers start reading the inputs where the bulk read ended."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(**client, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
 
 
 async def write_partition(producer, topic: str, partition: int, rows) -> int:

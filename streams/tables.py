@@ -14,9 +14,10 @@ catalog_index = CatalogIndex()
 
 
 # Bounded RocksDB memory: faust's defaults (64 MB memtables x3, 2 GB block cache) are per
-# partition store, and a worker holds dozens of stores.
+# partition store, and a worker holds dozens of stores. The block cache is replaced by one
+# shared by every store at worker start (streams.faustutil.install_rocksdb_budget).
 ROCKSDB = {"write_buffer_size": settings.rocksdb_write_buffer_mb * 1024 * 1024, "max_write_buffer_number": 2,
-           "block_cache_size": settings.rocksdb_block_cache_mb * 1024 * 1024}
+           "block_cache_size": 8 * 1024 * 1024}
 
 
 def _raw(table):

@@ -183,3 +183,8 @@ def test_bulk_rebuild_writes_the_state_and_hands_over_to_live_agents(module_clus
     after = reference_profiles(signals + [resolve_artists(parse_segment(dumps(e)), artist_of) for e in more])
     touched = sorted({e["userId"] or e["anonymousId"] for e in more})
     assert_same_affinity(worker, after, touched[:40])
+
+    # the new app id is now in use: a second bulk rebuild into it is refused, nothing written
+    again = run_cli(module_cluster, "rebuild", "--app-id", new_id, "--bulk", "--no-worker",
+                    env={"RECSTREAM_APP_ID": base})
+    assert again.returncode == 2 and "already has committed offsets" in again.stderr, again.stderr
