@@ -61,7 +61,6 @@ def main() -> None:
     from streams.faustutil import (
         aiokafka_kwargs,
         install_ack_sanitizer,
-        install_changelog_buffer,
         install_fetch_max_wait,
         install_quiet_root_logger,
         install_rocksdb_budget,
@@ -70,7 +69,6 @@ def main() -> None:
 
     install_ack_sanitizer()
     install_quiet_root_logger()
-    install_changelog_buffer(settings.changelog_buffer)
     install_rocksdb_budget(settings.rocksdb_cache_mb)
     install_fetch_max_wait(settings.fetch_max_wait_ms)
     if settings.true_end_offsets:

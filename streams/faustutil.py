@@ -224,18 +224,7 @@ def install_quiet_root_logger() -> None:
     Worker.on_setup_root_logger = on_setup_root_logger
 
 
-def install_changelog_buffer(max_messages: int) -> None:
-    """faust queues every table write's changelog record in a ProducerBuffer and, once more than
-    100 are waiting, stops delivering input messages until it has flushed 100 of them. One batch
-    of 500 events writes ~1,000 records, so that stall hit nearly every batch (the latency tail).
-    A limit above a batch's writes keeps the backpressure for real overload only. Offsets are
-    still committed only after the buffer is flushed (faust flushes before committing)."""
-    from faust.transport.producer import ProducerBuffer
-
-    ProducerBuffer.max_messages = max_messages
-
-
-def install_rocksdb_budget(cache_mb: int) -> None:
+def install_rocksdb_budget(cache_mb: int):
     """One memory budget for every RocksDB store in the worker.
 
     faust gives each partition store of each table its own block cache and leaves index and
@@ -243,13 +232,13 @@ def install_rocksdb_budget(cache_mb: int) -> None:
     the data (index and filters are proportional to the keys: +360 MB going from 100k to 1M
     users). Here every store shares one LRU cache of `cache_mb` that also holds index and filter
     blocks and is charged for the memtables (a write buffer manager), so RocksDB's memory stays
-    near `cache_mb` whatever the number of users."""
+    near `cache_mb` whatever the number of users. Returns the shared cache."""
     import rocksdict
     from faust.stores.rocksdb import RocksDBOptions
 
     original = RocksDBOptions.as_options
     if getattr(original, "_recstream_fixed", False):
-        return
+        return original.cache
     cache = rocksdict.Cache(cache_mb * 1024 * 1024)
     memtables = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
         cache_mb * 1024 * 1024 // 2, False, cache)
@@ -267,4 +256,6 @@ def install_rocksdb_budget(cache_mb: int) -> None:
         return options
 
     as_options._recstream_fixed = True
+    as_options.cache = cache
     RocksDBOptions.as_options = as_options
+    return cache

@@ -94,3 +94,25 @@ def test_the_root_logger_keeps_the_worker_level_so_debug_calls_stay_cheap():
     Worker.on_setup_root_logger(worker, logger, logging.WARNING)
     assert unpatched == logging.DEBUG  # the trap: faust's spinner set it
     assert logger.level == logging.WARNING and not logger.isEnabledFor(logging.DEBUG)
+
+
+def test_every_rocksdb_store_shares_one_bounded_cache(tmp_path):
+    from faust.stores.rocksdb import RocksDBOptions
+
+    from streams.faustutil import install_rocksdb_budget
+
+    cache = install_rocksdb_budget(1)  # 1 MB for everything
+    assert install_rocksdb_budget(1) is cache  # installed once
+    stores = [RocksDBOptions(write_buffer_size=256 * 1024).open(tmp_path / f"store{i}") for i in range(2)]
+    value = bytes(range(256)) * 4
+    for db in stores:
+        for i in range(20000):  # ~20 MB per store, far above the budget
+            db[f"user-{i}".encode()] = value
+        db.flush()
+    for db in stores:
+        for i in range(0, 20000, 7):
+            assert db[f"user-{i}".encode()] == value
+    # memtables, index/filter blocks and data blocks of both stores are charged to the one cache
+    assert 0 < cache.get_usage() <= 1.1 * 1024 * 1024
+    for db in stores:
+        db.close()
