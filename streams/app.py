@@ -65,7 +65,10 @@ def main() -> None:
         install_quiet_root_logger,
         install_rocksdb_budget,
         install_true_end_offsets,
+        limit_malloc_arenas,
     )
+
+    limit_malloc_arenas(settings.malloc_arenas)  # before faust and RocksDB start their threads
 
     install_ack_sanitizer()
     install_quiet_root_logger()

@@ -88,6 +88,7 @@ class Settings:
     rocksdb_write_buffer_mb: int = field(default=4, metadata={"help": "RocksDB memtable size per partition store (faust's default is 64 MB, times ~40 stores per worker)"})
     rocksdb_cache_mb: int = field(default=128, metadata={"help": "RocksDB memory budget of the whole worker: one block cache shared by every store, holding index and filter blocks too and charged for memtables"})
     fetch_max_wait_ms: int = field(default=50, metadata={"help": "longest a fetch waits for data (faust fixes 1500 ms; each hop can wait that long on a broker that does not answer a fetch as soon as data arrives)"})
+    malloc_arenas: int = field(default=2, metadata={"help": "glibc malloc arenas for the worker (0: glibc's default of 8 per core, which lets RSS grow with the data touched)"})
     single_hop: bool = field(default=True, metadata={"help": "the ingest agent applies a signal itself when the input message already sits in the user's partition (input keyed by user id, same partition count): one hop instead of two. Off: every signal goes through the internal signals topic"})
     session_timeout: float = field(default=10.0, metadata={"help": "consumer-group session timeout, seconds (a rebalance waits about half of it)"})
     true_end_offsets: bool = field(default=True, metadata={"help": "table recovery takes each changelog's end from a fetch, not ListOffsets (the embedded Tansu broker under-reports the end when the last batch holds several records); harmless on Apache Kafka"})

@@ -116,3 +116,16 @@ def test_every_rocksdb_store_shares_one_bounded_cache(tmp_path):
     assert 0 < cache.get_usage() <= 1.1 * 1024 * 1024
     for db in stores:
         db.close()
+
+
+def test_malloc_arenas_are_limited_and_free_memory_released_on_glibc():
+    import platform
+
+    from streams.faustutil import limit_malloc_arenas, release_free_memory
+
+    assert limit_malloc_arenas(0) is False  # 0 keeps glibc's default
+    if platform.libc_ver()[0] == "glibc":
+        assert limit_malloc_arenas(2) is True
+        blocks = [bytearray(200_000) for _ in range(200)]  # ~40 MB through mmap/heap
+        del blocks
+        release_free_memory()  # returns whether memory was released; must not raise
