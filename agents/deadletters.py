@@ -1,7 +1,9 @@
 """The dead-letter send shared by the agents that reject a record they consumed."""
 
 from streams import topics
+from streams.app import app
 from streams.events import Rejected
+from streams.faustutil import send_all
 from streams.ingest import dead_letter
 from streams.metrics import metrics
 
@@ -10,5 +12,5 @@ async def send_dead_letter(event, reason: str, detail: str) -> None:
     """Count it and send the record, with its source position and bytes, to the dead-letter topic."""
     msg = event.message
     metrics.inc("recstream_dead_letters_total", reason=reason)
-    await topics.deadletter.send(key=msg.key, value=dead_letter(
-        Rejected(reason, detail), msg.topic, msg.partition, msg.offset, msg.key, event.value))
+    value = dead_letter(Rejected(reason, detail), msg.topic, msg.partition, msg.offset, msg.key, event.value)
+    await send_all(app, [(topics.deadletter, msg.key, value)])

@@ -144,16 +144,28 @@ def install_ack_sanitizer() -> None:
     Consumer._new_offset = _new_offset
 
 
+_declared: set[str] = set()
+
+
 async def send_all(app, messages) -> int:
     """Send (topic, key, value[, partition]) tuples through the transport producer and wait
     for every ack. One round trip per batch instead of faust's per-message wrapper; the
     caller's batch is acked (and so committable) only after this returns, so delivery stays
-    at-least-once, and a failed send raises here instead of being lost."""
+    at-least-once, and a failed send raises here instead of being lost.
+
+    Each topic is declared (created with its partitions and config) before its first send:
+    relying on the broker's auto-creation left a worker stuck for good when the embedded broker
+    did not create an output topic (the producer waits on metadata for the whole request
+    timeout, and every changelog write queues behind it), and production clusters often
+    disable auto-creation."""
     pending = []
     for msg in messages:
         topic, key, value = msg[0], msg[1], msg[2]
         partition = msg[3] if len(msg) > 3 else None
         name = topic if isinstance(topic, str) else topic.get_topic_name()
+        if name not in _declared and not isinstance(topic, str):
+            await topic.maybe_declare()
+            _declared.add(name)
         pending.append(await app.producer.send(name, key, value, partition, None, None))
     if pending:
         await asyncio.gather(*pending)

@@ -129,3 +129,42 @@ def test_malloc_arenas_are_limited_and_free_memory_released_on_glibc():
         blocks = [bytearray(200_000) for _ in range(200)]  # ~40 MB through mmap/heap
         del blocks
         release_free_memory()  # returns whether memory was released; must not raise
+
+
+def test_send_all_declares_each_topic_before_its_first_send_and_waits_for_every_ack():
+    import asyncio
+
+    from streams import faustutil
+
+    log = []
+
+    class Topic:
+        def __init__(self, name):
+            self.name = name
+
+        def get_topic_name(self):
+            return self.name
+
+        async def maybe_declare(self):
+            log.append(("declare", self.name))
+
+    class Producer:
+        async def send(self, topic, key, value, partition, timestamp, headers):
+            log.append(("send", topic, key))
+            future = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.01, future.set_result, None)
+            return future
+
+    app = type("App", (), {"producer": Producer()})()
+    faustutil._declared.discard("out-a")
+    faustutil._declared.discard("out-b")
+    a, b = Topic("out-a"), Topic("out-b")
+
+    async def scenario():
+        sent = await faustutil.send_all(app, [(a, b"1", b"x"), (b, b"2", b"y"), (a, b"3", b"z")])
+        await faustutil.send_all(app, [(a, b"4", b"w", 2)])
+        return sent
+
+    assert asyncio.run(scenario()) == 3
+    assert log == [("declare", "out-a"), ("send", "out-a", b"1"), ("declare", "out-b"), ("send", "out-b", b"2"),
+                   ("send", "out-a", b"3"), ("send", "out-a", b"4")]
