@@ -7,10 +7,12 @@ per-event path, then a hand-over to the live agents.
    aggregated per partition by `streams.bulk`; identity links, image events, retries for
    unknown artworks and dead letters go to the same topics the live ingest would send them to,
    for the new app's agents to finish.
-3. Write the affinity, fans, recommendations and popularity tables straight to the new app's
-   changelog topics, in the partition each key's live writes use.
-4. Commit the new consumer group's offsets at those end offsets: workers started under the new
-   app id recover the tables from the changelogs and carry on from there, live.
+3. Write the affinity, fans, recommendations and popularity tables, and the catalog's artworks
+   and editorial tables, straight to the new app's changelog topics, in the partition each
+   key's live writes use.
+4. Commit the new consumer group's offsets at those end offsets (catalog topics included):
+   workers started under the new app id recover the tables from the changelogs and carry on
+   from there, live, without replaying the catalog (which would refresh every fan again).
 
 Nothing is sent to the recommendations topic (run ``recstream emit-all`` under the new app id
 if clients need every list again).
@@ -28,14 +30,14 @@ import msgspec
 from streams.bulk import BulkPartition
 from streams.catalog import CatalogIndex, decode_artwork, decode_curated
 from streams.faustutil import KeyPartitioner, true_end_offsets
-from streams.ingest import SIGNALS, ParserConfig, ingest_one, outcome, route
+from streams.ingest import SIGNALS, ParserConfig, Rejected, dead_letter, ingest_one, outcome, route
 from streams.pipeline import PipelineConfig
 from streams.popularity import PopularityView, dump_partial
 from streams.records import SIGNAL_KINDS, Signal
 from streams.settings import Settings
 
 TABLES = ("affinity", "recommendations", "fans")
-GLOBAL_TABLES = ("popularity",)
+GLOBAL_TABLES = ("popularity", "artworks", "editorial")
 READ_BATCH = 20000
 
 
@@ -86,7 +88,8 @@ async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConf
     started = time.monotonic()
     await check_fresh(settings, client)
     await _create_topics(settings, client)
-    catalog, artist_of = await _read_catalog(settings, client, idle_timeout_s)
+    snapshot = await _read_catalog(settings, client, idle_timeout_s)
+    catalog, artist_of = snapshot.index, snapshot.artist_of
     report.seconds["catalog"] = time.monotonic() - started
 
     partition_of = KeyPartitioner(settings.partitions)
@@ -99,6 +102,15 @@ async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConf
         forwarded: list = []  # acks of what went to the live agents' topics
         ends = await _read_all(client, list(typed), idle_timeout_s, progress, lambda records: _ingest(
             records, typed, bulk, partition_of, artist_of, parser, settings, producer, report, forwarded))
+        for r, reason, detail in snapshot.rejected:  # what the live catalog agents would dead-letter
+            forwarded.append(await producer.send(settings.topic("deadletter"), dead_letter(
+                Rejected(reason, detail), r.topic, r.partition, r.offset, r.key, r.value), key=r.key))
+            report.forwarded["deadletter"] += 1
+        for table, rows in snapshot.rows.items():
+            for partition in {p for p, _, _ in rows}:
+                report.written[table] += await write_partition(
+                    producer, changelog(settings.app_id, table), partition,
+                    [(k, v) for p, k, v in rows if p == partition])
         await asyncio.gather(*forwarded)
         report.seconds["read+aggregate"] = time.monotonic() - t0
 
@@ -121,7 +133,9 @@ async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConf
         await producer.stop()
     report.events = sum(report.outcomes.values())
 
-    await _commit(client, settings.app_id, {tp: end for tp, end in ends.items() if end > 0})
+    # the hand-over covers the catalog topics too: the new workers recover those tables instead
+    # of replaying the catalog (which would also refresh every fan of every artist again)
+    await _commit(client, settings.app_id, {tp: end for tp, end in {**ends, **snapshot.ends}.items() if end > 0})
     return report
 
 
@@ -238,35 +252,55 @@ async def _true_ends(consumer, tps, client) -> dict:
     return await true_end_offsets(ends, client)  # Tansu under-reports multi-record batches
 
 
-async def _read_catalog(settings: Settings, client: dict, idle_timeout_s: float) -> tuple[CatalogIndex, dict]:
-    latest: dict[bytes, bytes | None] = {}
-    curated: list[bytes] = []
+@dataclass
+class CatalogSnapshot:
+    """The catalog as the live catalog agents would have stored it, read to its end."""
+
+    index: CatalogIndex
+    rows: dict[str, list[tuple[int, bytes, bytes]]]  # table -> (partition, key, value)
+    rejected: list  # (topic, partition, offset, key, value, reason, detail)
+    ends: dict
+
+    @property
+    def artist_of(self) -> dict[str, str]:
+        return {wid: w.artist_id for wid, w in self.index.works.items()}
+
+
+async def _read_catalog(settings: Settings, client: dict, idle_timeout_s: float) -> CatalogSnapshot:
+    artworks_topic, curated_topic = settings.topic("catalog.artworks"), settings.topic("catalog.curated")
+    latest: dict[bytes, object] = {}  # message key -> its last record (a tombstone deletes)
+    curated: list = []
 
     async def keep(records):
         for r in records:
-            if r.topic == settings.topic("catalog.curated"):
-                if r.key == b"curated" and r.value is not None:
-                    curated.append(r.value)
-            else:
-                latest[r.key] = r.value
+            (curated if r.topic == curated_topic else latest.setdefault(r.key, [])).append(r)
 
-    await _read_all(client, [settings.topic("catalog.artworks"), settings.topic("catalog.curated")],
-                    idle_timeout_s, None, keep)
-    index = CatalogIndex()
-    for raw in latest.values():
-        if raw is None:
+    ends = await _read_all(client, [artworks_topic, curated_topic], idle_timeout_s, None, keep)
+    snapshot = CatalogSnapshot(CatalogIndex(), {"artworks": [], "editorial": []}, [], ends)
+    stored: dict[str, tuple[int, bytes]] = {}  # the artworks table: id -> (partition, record)
+    for records in latest.values():
+        for r in records:  # as the agent applies them: every record of a key, the last one stays
+            if r.value is None:
+                snapshot.index.remove(r.key.decode())
+                stored.pop(r.key.decode(), None)
+                continue
+            try:
+                artwork = decode_artwork(r.value)
+            except (msgspec.MsgspecError, ValueError) as exc:
+                snapshot.rejected.append((r, "invalid_artwork", str(exc)))
+                continue
+            snapshot.index.upsert(artwork)
+            stored[artwork.id] = (r.partition, r.value)
+    snapshot.rows["artworks"] = [(p, wid.encode(), raw) for wid, (p, raw) in stored.items()]
+    for r in curated:
+        try:
+            snapshot.index.curated = decode_curated(r.value or b"")
+        except (msgspec.MsgspecError, ValueError) as exc:
+            snapshot.rejected.append((r, "invalid_curated", str(exc)))
             continue
-        try:
-            index.upsert(decode_artwork(raw))
-        except (msgspec.MsgspecError, ValueError):
-            continue  # the live catalog agent dead-letters it
-    if curated:
-        try:
-            index.curated = decode_curated(curated[-1])
-        except (msgspec.MsgspecError, ValueError):
-            pass
-    index.bootstrapped = True
-    return index, {wid: w.artist_id for wid, w in index.works.items()}
+        snapshot.rows["editorial"] = [(r.partition, b"curated", r.value)]
+    snapshot.index.bootstrapped = True
+    return snapshot
 
 
 async def _create_topics(settings: Settings, client: dict) -> None:

@@ -162,6 +162,7 @@ def test_bulk_rebuild_writes_the_state_and_hands_over_to_live_agents(module_clus
     users = {s.user_id for s in signals}
     assert f"rebuilt {N_EVENTS:,} events into {len(users):,} users" in result.stdout, result.stdout
     assert f"wrote affinity: {len(users):,}" in result.stdout and "rebuild (bulk):" in result.stderr
+    assert f"wrote artworks: {len(catalog):,}" in result.stdout
 
     module_cluster.env.update({"RECSTREAM_APP_ID": new_id, "RECSTREAM_REBUILD": "0"})
     worker = module_cluster.start_worker("bulk")
@@ -169,8 +170,12 @@ def test_bulk_rebuild_writes_the_state_and_hands_over_to_live_agents(module_clus
     sample = random.Random(4).sample(sorted(profiles), 60)
     wait_until(lambda: get_json(worker, f"/users/{sample[0]}/affinity")[0] == 200, 120, what="tables recovered")
     assert_same_affinity(worker, profiles, sample)
-    status, recs = get_json(worker, f"/recommendations/{sample[1]}")
-    assert status == 200 and recs["trigger"] == "rebuild" and recs["items"]
+    # the catalog was handed over too: the worker recovered it rather than replaying it (which
+    # would refresh every fan's list), so the lists are still the bulk-built ones
+    assert metric(worker, "recstream_catalog_records_total") == 0
+    for user in sample[:10]:
+        status, recs = get_json(worker, f"/recommendations/{user}")
+        assert status == 200 and recs["trigger"] == "rebuild" and recs["items"], user
 
     # hand-over: the committed offsets mean nothing is applied twice, and new events are applied live
     demo = DemoGenerator(users=400, artists=60, artworks=900, seed=23, end_time=datetime.now(timezone.utc))
