@@ -60,7 +60,9 @@ class Cluster:
         out = []
         for w in self.workers:
             if w.log_path and Path(w.log_path).exists():
-                out.append(f"==== {w.log_path} (tail)\n" + "".join(Path(w.log_path).read_text().splitlines(True)[-60:]))
+                lines = [line for line in Path(w.log_path).read_text().splitlines(True)
+                         if "producer buffer full" not in line and "producer flush took" not in line]
+                out.append(f"==== {w.log_path} (tail)\n" + "".join(lines[-150:]))
         return "\n".join(out)
 
     def stop(self) -> None:
