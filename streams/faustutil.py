@@ -297,3 +297,30 @@ def release_free_memory() -> bool:
         return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
     except (OSError, AttributeError):
         return False
+
+
+def install_full_flush() -> None:
+    """Make faust's pre-commit flush really drain the changelog buffer.
+
+    faust flushes its producer before committing input offsets, but ProducerBuffer.flush()
+    returns as soon as 0.1 s passes without a message leaving the buffer, with records still in
+    it. When sends are slow (a loaded or shared machine), offsets were then committed ahead of
+    changelog records that a crash could lose: events applied to state that neither the
+    changelog nor a re-delivery would bring back. This flush waits until the buffer is empty."""
+    from faust.transport.producer import ProducerBuffer
+
+    if getattr(ProducerBuffer.flush, "_recstream_fixed", False):
+        return
+
+    async def flush(self) -> None:
+        while self.size:
+            if self.state != "running":
+                raise RuntimeError("Cannot flush: Producer not Running")
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                continue  # slow, not done: committing now could skip unsent changelog records
+
+    flush._recstream_fixed = True
+    ProducerBuffer.flush = flush

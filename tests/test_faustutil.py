@@ -168,3 +168,44 @@ def test_send_all_declares_each_topic_before_its_first_send_and_waits_for_every_
     assert asyncio.run(scenario()) == 3
     assert log == [("declare", "out-a"), ("send", "out-a", b"1"), ("declare", "out-b"), ("send", "out-b", b"2"),
                    ("send", "out-a", b"3"), ("send", "out-a", b"4")]
+
+
+def test_the_pre_commit_flush_waits_until_every_changelog_record_left_the_buffer():
+    import asyncio
+
+    from faust.transport.producer import ProducerBuffer
+
+    from streams.faustutil import install_full_flush
+
+    sent = []
+
+    async def scenario():
+        class RunningBuffer(ProducerBuffer):
+            state = "running"
+
+        buffer = RunningBuffer.__new__(RunningBuffer)
+        buffer.pending, buffer.message_sent = asyncio.Queue(), asyncio.Event()
+        buffer.app = type("App", (), {"conf": type("Conf", (), {"producer_threaded": False})()})()
+        for i in range(3):
+            buffer.pending.put_nowait(i)
+
+        async def slow_sender():  # 0.3 s per record: longer than faust's 0.1 s patience
+            while not buffer.pending.empty():
+                await asyncio.sleep(0.3)
+                sent.append(buffer.pending.get_nowait())
+                buffer.message_sent.set()
+
+        task = asyncio.create_task(slow_sender())
+        await buffer.flush()
+        early = list(sent)
+        await task
+        return early
+
+    original = ProducerBuffer.flush
+    try:
+        assert asyncio.run(scenario()) == []  # faust's own flush gave up with all 3 records unsent
+        install_full_flush()
+        sent.clear()
+        assert asyncio.run(scenario()) == [0, 1, 2]
+    finally:
+        ProducerBuffer.flush = original
