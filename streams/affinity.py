@@ -116,12 +116,12 @@ class AffinityModel:
         self._advance(profile, signal.time)
         if signal.kind in TOGGLE_ON:
             for target in signal.targets:
-                self._toggle(profile, signal, target)
+                self.toggle(profile, signal, target)
         else:
             w = self.weights.get(signal.kind, 0.0) * self.decay(profile.ref - signal.time)
             for target in signal.targets:
                 profile.scores[target.artist_id] = profile.scores.get(target.artist_id, 0.0) + w
-        self._remember_purchase(profile, signal)
+        self.remember_purchase(profile, signal)
         self._evict(profile)
         return True
 
@@ -162,7 +162,7 @@ class AffinityModel:
         self._evict(into)
         return True
 
-    # --- internals ------------------------------------------------------------------------
+    # --- the steps of learn_one (toggle and remember_purchase are shared with streams.bulk) ---
 
     def _advance(self, profile: Profile, t: float) -> None:
         if t > profile.ref:
@@ -172,14 +172,16 @@ class AffinityModel:
                     profile.scores[artist] *= factor
             profile.ref = t
 
-    def _toggle(self, profile: Profile, signal: Signal, target: Target) -> None:
+    def toggle(self, profile: Profile, signal: Signal, target: Target) -> None:
+        """Latest toggle by (event time, messageId) wins, whatever the arrival order."""
         key = f"f:{target.artist_id}" if signal.kind in ("follow", "unfollow") else f"s:{target.artwork_id}"
         new = Toggle(signal.time, TOGGLE_ON[signal.kind], target.artist_id, signal.message_id)
         old = profile.toggles.get(key)
         if old is None or (new.time, new.message_id) > (old.time, old.message_id):
             profile.toggles[key] = new
 
-    def _remember_purchase(self, profile: Profile, signal: Signal) -> None:
+    def remember_purchase(self, profile: Profile, signal: Signal) -> None:
+        """Orders and inquiries: recent prices (budget) and bought works (never recommended)."""
         if signal.kind not in ("order", "inquiry"):
             return
         for t in signal.targets:

@@ -99,7 +99,7 @@ class BulkPartition:
         weight = self.model.weights.get(sig.kind, 0.0)
         if sig.kind in TOGGLE_ON:
             for target in sig.targets:
-                self.model._toggle(profile, sig, target)
+                self.model.toggle(profile, sig, target)
         else:
             for target in sig.targets:
                 self._rows_user.append(u)
@@ -112,7 +112,7 @@ class BulkPartition:
                     self._trend_work.append(_index(self.artwork_ids, target.artwork_id))
                     self._trend_weight.append(weight)
                     self._trend_time.append(sig.time)
-        self.model._remember_purchase(profile, sig)
+        self.model.remember_purchase(profile, sig)
         self.applied += 1
         return True
 
