@@ -122,7 +122,7 @@ class AffinityModel:
             for target in signal.targets:
                 profile.scores[target.artist_id] = profile.scores.get(target.artist_id, 0.0) + w
         self.remember_purchase(profile, signal)
-        self._evict(profile)
+        self.evict(profile)
         return True
 
     def scores(self, profile: Profile) -> dict[str, float]:
@@ -159,10 +159,10 @@ class AffinityModel:
         into.purchased = list(dict.fromkeys(into.purchased + other.purchased))[-MAX_PURCHASES:]
         into.prices = (into.prices + other.prices)[-MAX_PRICES:]
         into.events += other.events
-        self._evict(into)
+        self.evict(into)
         return True
 
-    # --- the steps of learn_one (toggle and remember_purchase are shared with streams.bulk) ---
+    # --- the steps of learn_one (toggle, remember_purchase and evict are shared with streams.bulk) ---
 
     def _advance(self, profile: Profile, t: float) -> None:
         if t > profile.ref:
@@ -192,7 +192,7 @@ class AffinityModel:
         del profile.prices[:-MAX_PRICES]
         del profile.purchased[:-MAX_PURCHASES]
 
-    def _evict(self, profile: Profile) -> None:
+    def evict(self, profile: Profile) -> None:
         """Keep at most top_k artists (and as many toggle tombstones)."""
         if len(profile.scores) + len(profile.toggles) <= self.top_k:
             return  # a bound on the distinct artists: skips the exact count on almost every event

@@ -61,8 +61,9 @@ def decayed_sums(group: np.ndarray, weight: np.ndarray, time: np.ndarray, ref: n
 
 
 class BulkPartition:
-    """One partition's signals -> its state. `add` every signal (any order), then `profiles`,
-    then `outputs` once the popularity view over every partition is known."""
+    """One partition's signals -> its state. `add` every signal (any order), then `partial`
+    (this partition's popularity share), then `outputs` once the popularity view over every
+    partition is known."""
 
     def __init__(self, cfg: PipelineConfig, partition: int):
         self.cfg, self.model, self.partition = cfg, cfg.model, partition
@@ -77,6 +78,7 @@ class BulkPartition:
         self._trend_work, self._trend_weight, self._trend_time = array("q"), array("d"), array("d")
         self.applied = self.duplicates = 0
         self._finished: dict[str, Profile] | None = None
+        self._tops: dict[str, list[tuple[str, float]]] = {}
 
     def add(self, sig: Signal) -> bool:
         """Note one signal. False for a duplicate messageId (of this user)."""
@@ -122,8 +124,10 @@ class BulkPartition:
             self._finish_scores()
             for profile in self._profiles:
                 del profile.seen[: max(0, len(profile.seen) - self.model.dedup_window)]
-                self.model._evict(profile)
+                self.model.evict(profile)
             self._finished = dict(zip(self.user_ids, self._profiles, strict=True))
+            # each user's strongest artists, once: co-engagement, fans and the builder all read them
+            self._tops = {user: self.model.top(p, self.cfg.top_needed) for user, p in self._finished.items()}
         return self._finished
 
     def _finish_scores(self) -> None:
@@ -141,7 +145,7 @@ class BulkPartition:
             u, a = divmod(pair, n_artists)
             profiles[u].scores[names[a]] = total
 
-    def partial(self, profiles: dict[str, Profile], half_life_s: float) -> Partial:
+    def partial(self, half_life_s: float) -> Partial:
         """This partition's share of trending and co-engagement."""
         partial = Partial()
         if self._trend_work:
@@ -154,18 +158,16 @@ class BulkPartition:
             partial.trending.ref = ref
             partial.trending.scores = {k: s for s, k in scores[:MAX_TRENDING_PER_PARTITION]}
         m = self.cfg.coengagement_top_m
-        for profile in profiles.values():
-            partial.update_pairs((), (a for a, _ in self.model.top(profile, m)))
+        for user in self.profiles():
+            partial.update_pairs((), (a for a, _ in self._tops[user][:m]))
         return partial
 
-    def outputs(self, profiles: dict[str, Profile], catalog: CatalogIndex, popularity: PopularityView,
-                now: float) -> dict[str, dict[str, bytes]]:
+    def outputs(self, catalog: CatalogIndex, popularity: PopularityView, now: float) -> dict[str, dict[str, bytes]]:
         """Table name -> {key: value} for the affinity, fans and recommendations tables."""
         affinity, recs, fans = {}, {}, {}
-        needed = max(self.cfg.affinity_top_n, self.cfg.fan_top_m, 20)
-        for user, profile in profiles.items():
+        for user, profile in self.profiles().items():
             affinity[user] = dump(profile)
-            top = self.model.top(profile, needed)
+            top = self._tops[user]
             for artist, _ in top[: self.cfg.fan_top_m]:
                 fans.setdefault(fans_key(artist, self.partition), []).append(user)
             if profile.events or profile.scores:

@@ -65,6 +65,11 @@ class PipelineConfig:
     max_fans: int = 2000  # per artist per partition
     trending_half_life_s: float = 7 * 86400.0
 
+    @property
+    def top_needed(self) -> int:
+        """How many of a user's strongest artists every consumer of them needs at most."""
+        return max(self.affinity_top_n, self.fan_top_m, self.coengagement_top_m, TOP_ARTISTS)
+
 
 def fans_key(artist_id: str, partition: int) -> str:
     return f"{artist_id}@{partition}"
@@ -170,11 +175,8 @@ class PartitionBatch:
         profile = self._loaded.get(user)
         if profile is None:
             profile = self._loaded[user] = load(self.profiles.get(user))
-            self._before[user] = self.cfg.model.top(profile, self._top_needed())
+            self._before[user] = self.cfg.model.top(profile, self.cfg.top_needed)
         return profile
-
-    def _top_needed(self) -> int:
-        return max(self.cfg.affinity_top_n, self.cfg.fan_top_m, self.cfg.coengagement_top_m, TOP_ARTISTS)
 
     def _finish(self) -> None:
         for user in self._written:
@@ -183,7 +185,7 @@ class PartitionBatch:
             profile = self._profile(user)
             if profile.alias_of or (not profile.events and not profile.scores):
                 continue
-            before, after = self._before[user], self.cfg.model.top(profile, self._top_needed())
+            before, after = self._before[user], self.cfg.model.top(profile, self.cfg.top_needed)
             self._emit_affinity(user, profile, before, after, trigger)
             self._update_fans(user, before, after)
             self.partial.update_pairs((a for a, _ in before[: self.cfg.coengagement_top_m]),

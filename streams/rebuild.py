@@ -115,13 +115,12 @@ async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConf
         report.seconds["read+aggregate"] = time.monotonic() - t0
 
         t0 = time.monotonic()
-        profiles = [b.profiles() for b in bulk]
-        partials = [b.partial(p, model_cfg.trending_half_life_s) for b, p in zip(bulk, profiles, strict=True)]
+        partials = [b.partial(model_cfg.trending_half_life_s) for b in bulk]
         view = PopularityView(partials, model_cfg.trending_half_life_s)
         now = time.time()
-        for b, p, partial in zip(bulk, profiles, partials, strict=True):
-            report.users += len(p)
-            for table, rows in b.outputs(p, catalog, view, now).items():
+        for b, partial in zip(bulk, partials, strict=True):
+            report.users += len(b.profiles())
+            for table, rows in b.outputs(catalog, view, now).items():
                 report.written[table] += await write_partition(
                     producer, changelog(settings.app_id, table), b.partition,
                     ((key.encode(), value) for key, value in rows.items()))

@@ -66,7 +66,7 @@ def assert_same_profile(got: Profile, want: Profile, ordered=True):
 def test_profiles_fans_recommendations_and_shares_equal_the_live_pipeline():
     signals, catalog = demo_history()
     b, profiles = bulk(signals)
-    partial = b.partial(profiles, CFG.trending_half_life_s)
+    partial = b.partial(CFG.trending_half_life_s)
     view = PopularityView([partial], CFG.trending_half_life_s)
     live_profiles, live_recs, live_fans, live_partial = sequential(signals, catalog, view)
 
@@ -75,7 +75,7 @@ def test_profiles_fans_recommendations_and_shares_equal_the_live_pipeline():
     for user, profile in profiles.items():
         assert_same_profile(profile, load(live_profiles[user]))
 
-    out = b.outputs(profiles, catalog, view, NOW)
+    out = b.outputs(catalog, view, NOW)
     assert {u: load(v) for u, v in out["affinity"].items()} == profiles
     assert out["recommendations"].keys() == live_recs.keys()
     for user, raw in out["recommendations"].items():
