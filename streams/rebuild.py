@@ -30,7 +30,18 @@ import msgspec
 from streams.bulk import BulkPartition
 from streams.catalog import CatalogIndex, decode_artwork, decode_curated
 from streams.faustutil import KeyPartitioner, true_end_offsets
-from streams.ingest import SIGNALS, ParserConfig, Rejected, dead_letter, ingest_one, outcome, route
+from streams.ingest import (
+    DEADLETTER,
+    IMAGES,
+    PENDING,
+    SIGNALS,
+    ParserConfig,
+    Rejected,
+    dead_letter,
+    ingest_one,
+    outcome,
+    route,
+)
 from streams.pipeline import PipelineConfig
 from streams.popularity import PopularityView, dump_partial
 from streams.records import SIGNAL_KINDS, Signal
@@ -103,7 +114,7 @@ async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConf
         ends = await _read_all(client, list(typed), idle_timeout_s, progress, lambda records: _ingest(
             records, typed, bulk, partition_of, artist_of, parser, settings, producer, report, forwarded))
         for r, reason, detail in snapshot.rejected:  # what the live catalog agents would dead-letter
-            forwarded.append(await producer.send(settings.topic("deadletter"), dead_letter(
+            forwarded.append(await producer.send(settings.topic(DEADLETTER), dead_letter(
                 Rejected(reason, detail), r.topic, r.partition, r.offset, r.key, r.value), key=r.key))
             report.forwarded["deadletter"] += 1
         for table, rows in snapshot.rows.items():
@@ -203,7 +214,7 @@ async def _ingest(records, typed, bulk, partition_of, artist_of, parser, setting
             continue
         dest = route(result, r.topic, r.partition, r.offset, r.key, r.value, None, now, patience)
         if dest is not None:
-            name = settings.topic(f"{settings.app_id}.{dest[0]}" if dest[0] != "deadletter" else dest[0])
+            name = settings.topic(DEADLETTER) if dest[0] == DEADLETTER else settings.internal_topic(dest[0])
             acks.append(await producer.send(name, dest[2], key=dest[1]))
             report.forwarded[dest[0]] += 1
 
@@ -257,7 +268,7 @@ class CatalogSnapshot:
 
     index: CatalogIndex
     rows: dict[str, list[tuple[int, bytes, bytes]]]  # table -> (partition, key, value)
-    rejected: list  # (topic, partition, offset, key, value, reason, detail)
+    rejected: list  # (record, reason, detail) the live catalog agents would dead-letter
     ends: dict
 
     @property
@@ -267,7 +278,7 @@ class CatalogSnapshot:
 
 async def _read_catalog(settings: Settings, client: dict, idle_timeout_s: float) -> CatalogSnapshot:
     artworks_topic, curated_topic = settings.topic("catalog.artworks"), settings.topic("catalog.curated")
-    latest: dict[bytes, object] = {}  # message key -> its last record (a tombstone deletes)
+    latest: dict[bytes, list] = {}  # message key -> its records in order (the last one counts)
     curated: list = []
 
     async def keep(records):
@@ -310,9 +321,8 @@ async def _create_topics(settings: Settings, client: dict) -> None:
     compact = {"cleanup.policy": "compact"}
     wanted = [NewTopic(changelog(settings.app_id, t), settings.partitions, 1, topic_configs=compact)
               for t in TABLES + GLOBAL_TABLES]
-    wanted += [NewTopic(settings.topic(f"{settings.app_id}.{name}"), settings.partitions, 1)
-               for name in (SIGNALS, "images.keyed", "pending")]
-    wanted.append(NewTopic(settings.topic("deadletter"), settings.partitions, 1))
+    wanted += [NewTopic(settings.internal_topic(name), settings.partitions, 1) for name in (SIGNALS, IMAGES, PENDING)]
+    wanted.append(NewTopic(settings.topic(DEADLETTER), settings.partitions, 1))
     admin = AIOKafkaAdminClient(**client)
     await admin.start()
     try:

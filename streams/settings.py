@@ -145,6 +145,10 @@ class Settings:
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    def internal_topic(self, name: str) -> str:
+        """Topics owned by one app id (a rebuild under a new id reads only its own)."""
+        return self.topic(f"{self.app_id}.{name}")
+
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
         """(env var, default, help) for every setting: the README table and `recstream config`."""

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from streams.app import app, settings
+from streams.ingest import DEADLETTER, IMAGES, PENDING, SIGNALS
 from streams.records import SIGNAL_KINDS
 
 COMPACT = {"cleanup.policy": "compact"}
 
 
-def _topic(name: str, **kwargs):
-    return app.topic(settings.topic(name), key_type=bytes, value_type=bytes,
-                     partitions=settings.partitions, **kwargs)
+def _topic(name: str, internal: bool = False, **kwargs):
+    full = settings.internal_topic(name) if internal else settings.topic(name)
+    return app.topic(full, key_type=bytes, value_type=bytes, partitions=settings.partitions, **kwargs)
 
 
 # Inputs
@@ -27,18 +28,18 @@ curated = app.topic(settings.topic("catalog.curated"), key_type=bytes, value_typ
 # group, new changelogs) reads only what its own ingest wrote.
 # signals, identity links, profile merges and catalog refreshes, keyed by user id
 # (identity links by the previous id; refreshes go to every partition):
-signals = _topic(f"{settings.app_id}.signals.keyed")
+signals = _topic(SIGNALS, internal=True)
 # image impressions/conversions and requests, keyed by consumer id:
-images_keyed = _topic(f"{settings.app_id}.images.keyed")
+images_keyed = _topic(IMAGES, internal=True)
 # input messages waiting for an artwork to reach the catalog (retried with backoff):
-pending = _topic(f"{settings.app_id}.pending")
+pending = _topic(PENDING, internal=True)
 
 # Outputs
 affinity_updates = _topic("affinity.updates")
 recommendations = _topic("recommendations")
 images_chosen = _topic("images.chosen")
 images_replies = _topic("images.replies")
-deadletter = _topic("deadletter")
+deadletter = _topic(DEADLETTER)
 
 TYPED_BY_NAME = {t.get_topic_name(): kind for kind, t in typed_signal_topics.items()}
 TYPED_BY_NAME[image_impressions.get_topic_name()] = "image:impression"
