@@ -15,8 +15,17 @@ from agents.users import apply_records
 from streams import topics
 from streams.app import app, parser_config, settings
 from streams.catalog import ArtistLookup
-from streams.faustutil import KeyPartitioner, send_all
-from streams.ingest import DEADLETTER, IMAGES, PENDING, SIGNALS, ingest_one, outcome, route
+from streams.faustutil import send_all
+from streams.ingest import (
+    DEADLETTER,
+    IMAGES,
+    PENDING,
+    SIGNALS,
+    KeyPartitioner,
+    ingest_one,
+    outcome,
+    route,
+)
 from streams.metrics import metrics
 from streams.records import Pending, Signal
 from streams.tables import artworks

@@ -30,19 +30,6 @@ def by_partition(events: Iterable) -> list[tuple[int, list]]:
     return [(p, list(group)) for p, group in groupby(ordered, key=lambda e: e.message.partition)]
 
 
-class KeyPartitioner:
-    """The partition Kafka's default partitioner (murmur2, as aiokafka's and faust's producers
-    use) picks for a key among `partitions`."""
-
-    def __init__(self, partitions: int):
-        from aiokafka.partitioner import murmur2
-
-        self.partitions, self._murmur2 = partitions, murmur2
-
-    def __call__(self, key: bytes) -> int:
-        return (self._murmur2(key) & 0x7FFFFFFF) % self.partitions
-
-
 def aiokafka_kwargs(settings) -> dict:
     """Connection settings for our own aiokafka clients (bootstrap + SASL/SSL)."""
     from streams.app import broker_credentials

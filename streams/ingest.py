@@ -76,6 +76,19 @@ def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
         value=base64.b64encode(value).decode("ascii"), size=len(value)))
 
 
+class KeyPartitioner:
+    """The partition Kafka's default partitioner (murmur2, as aiokafka's and faust's producers
+    use) picks for a key among `partitions`."""
+
+    def __init__(self, partitions: int):
+        from aiokafka.partitioner import murmur2
+
+        self.partitions, self._murmur2 = partitions, murmur2
+
+    def __call__(self, key: bytes) -> int:
+        return (self._murmur2(key) & 0x7FFFFFFF) % self.partitions
+
+
 def route(result: Parsed, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
           pending: Pending | None, now: float, patience_s: float) -> tuple[str, bytes | None, bytes] | None:
     """Where one ingested input message goes: (logical topic, key, value), or None (ignored).
@@ -110,7 +123,7 @@ def outcome(result: Parsed) -> str:
     return "identity" if isinstance(result, Identity) else result.kind
 
 
-__all__ = ["Ignored", "ParserConfig", "Rejected", "dead_letter", "ingest_one", "outcome", "route"]
+__all__ = ["Ignored", "KeyPartitioner", "ParserConfig", "Rejected", "dead_letter", "ingest_one", "outcome", "route"]
 
 
 RETRY_FIRST_S = 0.5

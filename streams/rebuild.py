@@ -29,12 +29,13 @@ import msgspec
 
 from streams.bulk import BulkPartition
 from streams.catalog import CatalogIndex, decode_artwork, decode_curated
-from streams.faustutil import KeyPartitioner, true_end_offsets
+from streams.faustutil import true_end_offsets
 from streams.ingest import (
     DEADLETTER,
     IMAGES,
     PENDING,
     SIGNALS,
+    KeyPartitioner,
     ParserConfig,
     Rejected,
     dead_letter,

@@ -200,3 +200,16 @@ def test_unknown_artwork_retry_backoff_and_patience():
     fourth = retry_or_give_up(third, "t", 1, 7, b"k", b"v", now=103.5, patience_s=10)
     assert fourth.due == 107.5
     assert retry_or_give_up(fourth, "t", 1, 7, b"k", b"v", now=107.5, patience_s=10) is None
+
+
+def test_key_partitioner_agrees_with_the_producers_default_partitioner():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from streams.ingest import KeyPartitioner
+
+    home = KeyPartitioner(4)
+    producers = DefaultPartitioner()
+    for user in ["u1", "anon-42", "ü-unicode", "x" * 200] + [f"user-{i}" for i in range(500)]:
+        key = user.encode()
+        assert home(key) == producers(key, [0, 1, 2, 3], [0, 1, 2, 3])
+    assert {home(f"user-{i}".encode()) for i in range(500)} == {0, 1, 2, 3}
