@@ -27,14 +27,15 @@ LIVE_SLICE = int(os.environ.get("BENCH_LIVE_EVENTS", "20000"))
 
 
 def bulk(broker: EmbeddedBroker, prefix: str, app_id: str):
-    from streams.app import parser_config, pipeline_config
     from streams.ops import Progress
+    from streams.pipeline import core_objects
     from streams.rebuild import bulk_rebuild
     from streams.settings import Settings
 
-    settings = Settings.from_env({"RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id,
+    settings = Settings.from_env({**os.environ, "RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id,
                                   "RECSTREAM_BROKER_URL": broker.url})
-    return asyncio.run(bulk_rebuild(settings, {"bootstrap_servers": broker.bootstrap}, pipeline_config, parser_config,
+    _, parser, pipeline = core_objects(settings)
+    return asyncio.run(bulk_rebuild(settings, {"bootstrap_servers": broker.bootstrap}, pipeline, parser,
                                     Progress("bulk rebuild")))
 
 

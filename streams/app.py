@@ -6,6 +6,7 @@ from pathlib import Path
 
 import faust
 
+from streams.pipeline import core_objects
 from streams.settings import Settings
 
 settings = Settings.from_env()
@@ -81,24 +82,6 @@ def main() -> None:
     app.main()
 
 
-def _core_objects():
-    from streams.affinity import AffinityModel
-    from streams.events import load_event_map
-    from streams.experiments import load_variants
-    from streams.ingest import ParserConfig
-    from streams.pipeline import PipelineConfig
-
-    model = AffinityModel(weights=settings.weights, half_life_s=settings.half_life_seconds,
-                          top_k=settings.top_k_artists, dedup_window=settings.dedup_window)
-    parser = ParserConfig(load_event_map(settings.event_map), settings.max_event_bytes,
-                          settings.unmapped_events)
-    pipeline = PipelineConfig(model=model, variants=load_variants(settings.variants),
-                              experiment=settings.experiment, model_version=settings.model_version,
-                              affinity_top_n=settings.affinity_update_top_n,
-                              trending_half_life_s=settings.trending_half_life_days * 86400.0)
-    return model, parser, pipeline
-
-
 def _image_config():
     from streams.image_pipeline import ImageConfig, load_image_variants
     from streams.images import PoolRules, SelectionParams
@@ -111,5 +94,5 @@ def _image_config():
         half_life_s=settings.image_half_life_days * 86400.0, dedup_window=settings.dedup_window)
 
 
-affinity_model, parser_config, pipeline_config = _core_objects()
+affinity_model, parser_config, pipeline_config = core_objects(settings)
 image_config = _image_config()

@@ -251,11 +251,9 @@ def cmd_rebuild(argv: list[str]) -> int:
 def _bulk(settings: Settings):
     """The bulk phase under the new app id's settings."""
     from streams.faustutil import aiokafka_kwargs
+    from streams.pipeline import core_objects
     from streams.rebuild import bulk_rebuild
 
     _bootstrap(settings)
-    os.environ["RECSTREAM_APP_ID"] = settings.app_id  # streams.app reads it on import
-    from streams.app import parser_config, pipeline_config
-
-    return asyncio.run(bulk_rebuild(settings, aiokafka_kwargs(settings), pipeline_config, parser_config,
-                                    Progress("rebuild (bulk)")))
+    _, parser, pipeline = core_objects(settings)
+    return asyncio.run(bulk_rebuild(settings, aiokafka_kwargs(settings), pipeline, parser, Progress("rebuild (bulk)")))

@@ -23,7 +23,9 @@ import msgspec
 
 from streams.affinity import AffinityModel, Profile, dump, load
 from streams.catalog import CatalogIndex, decode_artwork
-from streams.experiments import Variant, assign, default_variants
+from streams.events import load_event_map
+from streams.experiments import Variant, assign, default_variants, load_variants
+from streams.ingest import ParserConfig
 from streams.popularity import Partial, PopularityView
 from streams.recommend import TOP_ARTISTS, build
 from streams.records import (
@@ -37,6 +39,7 @@ from streams.records import (
     encode,
     encode_keyed,
 )
+from streams.settings import Settings
 
 AFFINITY_UPDATES, RECOMMENDATIONS, SIGNALS_KEYED = "affinity.updates", "recommendations", "signals.keyed"
 NO_TRENDING = {"unfollow", "unsave", "follow"}
@@ -69,6 +72,17 @@ class PipelineConfig:
     def top_needed(self) -> int:
         """How many of a user's strongest artists every consumer of them needs at most."""
         return max(self.affinity_top_n, self.fan_top_m, self.coengagement_top_m, TOP_ARTISTS)
+
+
+def core_objects(s: Settings) -> tuple[AffinityModel, ParserConfig, PipelineConfig]:
+    """The pure core's configuration from settings (the worker's and the bulk rebuild's)."""
+    model = AffinityModel(weights=s.weights, half_life_s=s.half_life_seconds, top_k=s.top_k_artists,
+                          dedup_window=s.dedup_window)
+    parser = ParserConfig(load_event_map(s.event_map), s.max_event_bytes, s.unmapped_events)
+    pipeline = PipelineConfig(model=model, variants=load_variants(s.variants), experiment=s.experiment,
+                              model_version=s.model_version, affinity_top_n=s.affinity_update_top_n,
+                              trending_half_life_s=s.trending_half_life_days * 86400.0)
+    return model, parser, pipeline
 
 
 def fans_key(artist_id: str, partition: int) -> str:
