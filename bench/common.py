@@ -59,6 +59,12 @@ def start_baseline(broker: EmbeddedBroker, mode: str, topic_in: str, run: str) -
     return proc, port
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
 def metric(worker: WorkerProcess, name: str) -> float:
     status, body = worker.get("/metrics")
     total = 0.0

@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import metric, preload, recstream_worker, wait_for  # noqa: E402
+from bench.common import metric, preload, recstream_worker, rss_mb, wait_for  # noqa: E402
 from bench.rebuild import bulk  # noqa: E402
 from streams.broker import EmbeddedBroker  # noqa: E402
 from streams.demo import DemoGenerator, dumps  # noqa: E402
@@ -25,11 +25,6 @@ SMALL = int(os.environ.get("BENCH_USERS_SMALL", "100000"))
 LARGE = int(os.environ.get("BENCH_USERS_LARGE", "1000000"))
 LIVE_EVENTS = 5000
 ARTISTS = 500
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def follows(users, tag: str):

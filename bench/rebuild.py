@@ -16,6 +16,7 @@ from bench.common import (  # noqa: E402
     pipeline_with_catalog,
     preload,
     recstream_worker,
+    rss_mb,
 )
 from bench.throughput import measure  # noqa: E402
 from streams.broker import EmbeddedBroker  # noqa: E402
@@ -68,15 +69,10 @@ def main() -> dict:
         try:
             worker.wait_ready(timeout=1800)
             out["recovery_s"] = time.monotonic() - t0
-            out["rss_mb"] = _rss_mb(worker.proc.pid)
+            out["rss_mb"] = rss_mb(worker.proc.pid)
         finally:
             worker.stop()
     return out
-
-
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def report(r: dict) -> str:
