@@ -1,9 +1,25 @@
-"""Hand memory freed in bursts (table recovery, large batches) back to the OS once a minute."""
+"""Memory housekeeping: keep the garbage collector off the long-lived heap (HeapFreezer) and hand
+memory freed in bursts (table recovery, large batches) back to the OS."""
 
 from streams.app import app
-from streams.faustutil import release_free_memory
+from streams.faustutil import HeapFreezer, release_free_memory
+
+heap = HeapFreezer(thaw_every=10)  # a full collection at most every 10 minutes
+
+
+@app.task
+async def _freeze_once_recovered() -> None:
+    await app.tables.recovery.completed.wait()
+    heap.freeze()
 
 
 @app.timer(interval=60.0)
-async def _release_free_memory() -> None:
+async def _housekeeping() -> None:
+    if app.tables.recovery.completed.is_set():
+        heap.freeze()
     release_free_memory()
+
+
+@app.on_partitions_revoked.connect
+async def _thaw(app, revoked, **kwargs) -> None:
+    heap.thaw()  # faust closes the revoked partitions' stores by a gc.collect()

@@ -73,7 +73,7 @@ def main() -> None:
     limit_malloc_arenas(settings.malloc_arenas)  # before faust and RocksDB start their threads
 
     install_ack_sanitizer()
-    install_full_flush()
+    install_full_flush(settings.changelog_buffer)
     install_quiet_root_logger()
     install_rocksdb_budget(settings.rocksdb_cache_mb)
     install_fetch_max_wait(settings.fetch_max_wait_ms)

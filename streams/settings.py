@@ -89,6 +89,7 @@ class Settings:
     rocksdb_cache_mb: int = field(default=128, metadata={"help": "RocksDB memory budget of the whole worker: one block cache shared by every store, holding index and filter blocks too and charged for memtables"})
     fetch_max_wait_ms: int = field(default=50, metadata={"help": "longest a fetch waits for data (faust fixes 1500 ms; each hop can wait that long on a broker that does not answer a fetch as soon as data arrives)"})
     malloc_arenas: int = field(default=2, metadata={"help": "glibc malloc arenas for the worker (0: glibc's default of 8 per core, which lets RSS grow with the data touched)"})
+    changelog_buffer: int = field(default=5000, metadata={"help": "changelog records a worker may queue before it pauses delivery to let them drain (faust's default is 100: every batch of a few hundred events paused the pipeline, the largest share of its latency tail)"})
     single_hop: bool = field(default=True, metadata={"help": "the ingest agent applies a signal itself when the input message already sits in the user's partition (input keyed by user id, same partition count): one hop instead of two. Off: every signal goes through the internal signals topic"})
     session_timeout: float = field(default=10.0, metadata={"help": "consumer-group session timeout, seconds (a rebalance waits about half of it)"})
     true_end_offsets: bool = field(default=True, metadata={"help": "table recovery takes each changelog's end from a fetch, not ListOffsets (the embedded Tansu broker under-reports the end when the last batch holds several records); harmless on Apache Kafka"})
@@ -113,8 +114,8 @@ class Settings:
     def validate(self) -> None:
         if self.half_life_days <= 0:
             raise ConfigError("RECSTREAM_HALF_LIFE_DAYS must be > 0")
-        if self.top_k_artists < 1 or self.dedup_window < 1 or self.partitions < 1:
-            raise ConfigError("RECSTREAM_TOP_K_ARTISTS, _DEDUP_WINDOW and _PARTITIONS must be >= 1")
+        if min(self.top_k_artists, self.dedup_window, self.partitions, self.changelog_buffer) < 1:
+            raise ConfigError("RECSTREAM_TOP_K_ARTISTS, _DEDUP_WINDOW, _PARTITIONS and _CHANGELOG_BUFFER must be >= 1")
         if self.kafka_security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             raise ConfigError("RECSTREAM_KAFKA_SECURITY_PROTOCOL must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
         if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:

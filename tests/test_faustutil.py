@@ -201,11 +201,43 @@ def test_the_pre_commit_flush_waits_until_every_changelog_record_left_the_buffer
         await task
         return early
 
-    original = ProducerBuffer.flush
+    original, limit = ProducerBuffer.flush, ProducerBuffer.max_messages
     try:
         assert asyncio.run(scenario()) == []  # faust's own flush gave up with all 3 records unsent
-        install_full_flush()
+        install_full_flush(buffer_limit=5000)
         sent.clear()
         assert asyncio.run(scenario()) == [0, 1, 2]
+        assert ProducerBuffer.max_messages == 5000  # delivery pauses only past this many queued
     finally:
-        ProducerBuffer.flush = original
+        ProducerBuffer.flush, ProducerBuffer.max_messages = original, limit
+
+
+def test_the_heap_freezer_moves_survivors_out_of_the_collectors_reach_and_thaws_periodically():
+    import gc
+    import weakref
+
+    from streams.faustutil import HeapFreezer
+
+    class Node:
+        pass
+
+    heap = HeapFreezer(thaw_every=3)
+    try:
+        survivor = [Node() for _ in range(1000)]
+        heap.freeze()
+        frozen = gc.get_freeze_count()
+        assert frozen >= 1000  # the survivors (and everything else alive) are frozen
+        a, b = Node(), Node()  # a cycle that dies after being frozen: not collectable while frozen
+        a.peer, b.peer = b, a
+        alive = weakref.ref(a)
+        heap.freeze()
+        del a, b
+        gc.collect()
+        assert alive() is not None  # frozen: out of the collector's reach
+        heap.freeze()  # the third freeze thaws first: a full collection frees the dead cycle
+        assert alive() is None
+        heap.thaw()  # a rebalance: everything back under the collector
+        assert gc.get_freeze_count() == 0 and heap.freezes == 0
+        assert survivor
+    finally:
+        gc.unfreeze()
