@@ -15,7 +15,8 @@ from agents.users import apply_records
 from streams import topics
 from streams.app import app, parser_config, settings
 from streams.catalog import ArtistLookup
-from streams.faustutil import send_all
+from streams.direct import Anchor, DirectIngest, direct_group
+from streams.faustutil import aiokafka_kwargs, send_all
 from streams.ingest import (
     DEADLETTER,
     IMAGES,
@@ -38,33 +39,44 @@ DESTINATIONS = {SIGNALS: topics.signals, IMAGES: topics.images_keyed, PENDING: t
                 DEADLETTER: topics.deadletter}
 
 
-@app.agent(topics.inputs, concurrency=1)
 async def ingest(stream):
+    """faust's path over the inputs (RECSTREAM_DIRECT_INGEST=false)."""
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        out, here = [], {}
-        for event in events:
-            msg = event.message
-            result = ingest_one(event.value, topics.TYPED_BY_NAME.get(msg.topic), artist_of, parser_config)
-            if isinstance(result, Signal) and _in_home_partition(result.user_id, msg):
-                _count(result, None, msg.topic, msg.partition, msg.offset)
-                here.setdefault(msg.partition, []).append((event, result))
-            else:
-                out.extend(_route(result, event.value, msg.topic, msg.partition, msg.offset, msg.key, None))
-        await send_all(app, out)
-        metrics.inc("recstream_single_hop_signals_total", by=sum(len(v) for v in here.values()))
-        for partition, applied in here.items():
-            await apply_records(partition, applied[-1][0], [signal for _, signal in applied])
+        last = {e.message.partition: e for e in events}
+        await ingest_batch([e.message for e in events], last.__getitem__)
+
+
+if not settings.direct_ingest:
+    ingest = app.agent(topics.inputs, concurrency=1)(ingest)
+
+
+async def ingest_batch(messages, anchor_of) -> None:
+    """One batch of input messages (faust Messages or aiokafka ConsumerRecords: .topic,
+    .partition, .offset, .key, .value). `anchor_of(partition)`: what table writes for that
+    partition take their partition from."""
+    out, here = [], {}
+    for msg in messages:
+        result = ingest_one(msg.value, topics.TYPED_BY_NAME.get(msg.topic), artist_of, parser_config)
+        if isinstance(result, Signal) and _in_home_partition(result.user_id, msg):
+            _count(result, None, msg.topic, msg.partition, msg.offset)
+            here.setdefault(msg.partition, []).append(result)
+        else:
+            out.extend(_route(result, msg.value, msg.topic, msg.partition, msg.offset, msg.key, None))
+    await send_all(app, out)
+    metrics.inc("recstream_single_hop_signals_total", by=sum(len(v) for v in here.values()))
+    for partition, signals in here.items():
+        await apply_records(partition, anchor_of(partition), signals)
 
 
 def _in_home_partition(user_id: str, msg) -> bool:
     """The single hop: the message already sits in the partition its user's state lives in, and
     its topic is co-partitioned with the tables (same partition count: faust assigns partition
-    p of every such topic to the same worker)."""
+    p of every such topic to the same worker, and direct ingest follows that assignment)."""
     if not settings.single_hop:
         return False
     partitions = _partitions.get(msg.topic)
     if partitions is None:
-        partitions = app.consumer.topic_partitions(msg.topic)
+        partitions = direct.topic_partitions.get(msg.topic) if direct else app.consumer.topic_partitions(msg.topic)
         if partitions is None:
             return False
         _partitions[msg.topic] = partitions
@@ -103,3 +115,53 @@ def _count(result, dest, topic, partition, offset) -> None:
         metrics.inc("recstream_events_ignored_total")
     else:
         metrics.inc("recstream_events_total", kind=kind)
+
+
+# Direct ingest (default): the inputs read in batches by a plain consumer (streams.direct).
+direct: DirectIngest | None = None
+_anchors: dict[int, Anchor] = {}
+
+
+def _anchor(partition: int) -> Anchor:
+    anchor = _anchors.get(partition)
+    if anchor is None:
+        anchor = _anchors[partition] = Anchor(topics.signals.get_topic_name(), partition)
+    return anchor
+
+
+def _ready() -> bool:
+    return not app.rebalancing and app.tables.recovery.completed.is_set()
+
+
+if settings.direct_ingest:
+    @app.task
+    async def direct_ingest() -> None:
+        global direct
+        names = [t for t in topics.inputs.topics]
+        for topic in (topics.segment_events, *topics.typed_signal_topics.values(), topics.image_impressions,
+                      topics.image_conversions, topics.image_requests):
+            await topic.maybe_declare()
+        direct = DirectIngest(names, settings.partitions, direct_group(settings.app_id), aiokafka_kwargs(settings),
+                              handle=lambda records: ingest_batch(records, _anchor), flush=app.producer.flush,
+                              ready=_ready, batch_max=settings.batch_max, fetch_max_wait_ms=settings.fetch_max_wait_ms)
+        await direct.start()
+        if _assigned is not None:
+            await direct.assign(_assigned)
+        try:
+            await direct.run()
+        finally:
+            await direct.stop()
+
+    _assigned: set[int] | None = None  # faust's last assignment, if it came before the task started
+
+    @app.on_partitions_revoked.connect
+    async def _direct_revoked(app, revoked, **kwargs) -> None:
+        if direct is not None:
+            await direct.revoke()
+
+    @app.on_partitions_assigned.connect
+    async def _direct_assigned(app, assigned, **kwargs) -> None:
+        global _assigned
+        _assigned = {tp.partition for tp in assigned if tp.topic == topics.signals.get_topic_name()}
+        if direct is not None:
+            await direct.assign(_assigned)

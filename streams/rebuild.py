@@ -29,6 +29,7 @@ import msgspec
 
 from streams.bulk import BulkPartition
 from streams.catalog import CatalogIndex, decode_artwork, decode_curated
+from streams.direct import direct_group
 from streams.faustutil import true_end_offsets
 from streams.ingest import (
     DEADLETTER,
@@ -147,6 +148,8 @@ async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConf
     # the hand-over covers the catalog topics too: the new workers recover those tables instead
     # of replaying the catalog (which would also refresh every fan of every artist again)
     await _commit(client, settings.app_id, {tp: end for tp, end in {**ends, **snapshot.ends}.items() if end > 0})
+    # the inputs are read by direct ingest (its own group) or, with it off, by faust: both start here
+    await _commit(client, direct_group(settings.app_id), {tp: end for tp, end in ends.items() if end > 0})
     return report
 
 
@@ -159,16 +162,17 @@ async def check_fresh(settings: Settings, client: dict) -> None:
     consumed input (its state would be overwritten under them)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(**client, group_id=settings.app_id, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        for topic in input_topics(settings):
-            for p in consumer.partitions_for_topic(topic) or ():
-                if await consumer.committed(TopicPartition(topic, p)):
-                    raise AppIdInUse(f"app id {settings.app_id!r} already has committed offsets on {topic} "
-                                     "(its workers ran): rebuild into a new app id")
-    finally:
-        await consumer.stop()
+    for group in (settings.app_id, direct_group(settings.app_id)):
+        consumer = AIOKafkaConsumer(**client, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            for topic in input_topics(settings):
+                for p in consumer.partitions_for_topic(topic) or ():
+                    if await consumer.committed(TopicPartition(topic, p)):
+                        raise AppIdInUse(f"app id {settings.app_id!r} already has committed offsets on {topic} "
+                                         f"(group {group}: its workers ran): rebuild into a new app id")
+        finally:
+            await consumer.stop()
 
 
 async def _commit(client: dict, group_id: str, offsets: dict) -> None:

@@ -52,9 +52,11 @@ def bad_messages() -> list[tuple[bytes, str]]:
     ]
 
 
-@pytest.fixture
-def loaded(cluster):
-    """A worker that has processed the demo catalog, mixed events, duplicates and bad input."""
+@pytest.fixture(params=["direct", "faust"])
+def loaded(cluster, request):
+    """A worker that has processed the demo catalog, mixed events, duplicates and bad input,
+    reading the inputs with direct ingest (the default) or with a faust agent."""
+    cluster.env["RECSTREAM_DIRECT_INGEST"] = str(request.param == "direct").lower()
     worker = cluster.start_worker()
     demo = DemoGenerator(users=120, artists=30, artworks=300, seed=11)
     catalog = demo.artworks()

@@ -12,6 +12,7 @@ import pytest
 from streams.affinity import AffinityModel, reference_scores
 from streams.demo import DemoGenerator, dumps
 from streams.devtools import segment_key
+from streams.direct import direct_group
 from streams.events import parse_segment, resolve_artists
 from streams.settings import Settings
 from tests.conftest import get_json, metric, wait_until
@@ -137,7 +138,7 @@ def test_sigkill_under_load_then_restart_loses_nothing_and_counts_nothing_twice(
     ref = reference(events, artist_of)
     users = sorted(ref)
     wait_until(lambda: _matches(restarted, ref, users), 180, what="exact state after the crash")
-    group = cluster.env["RECSTREAM_APP_ID"]
+    group = direct_group(cluster.env["RECSTREAM_APP_ID"])  # direct ingest's offsets
     wait_until(lambda: committed_reach_end(cluster, group, result["ends"]), 60, what="commits reach the end of input")
     # outputs may repeat after a crash but converge: each user's last list equals the table
     for user in users[:30]:

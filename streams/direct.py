@@ -1,0 +1,148 @@
+"""Direct ingest: the input topics read in batches by a plain aiokafka consumer inside the worker,
+bypassing faust's per-message delivery.
+
+faust hands every message through a consumer thread, the conductor, a channel queue, the stream
+iterator and per-message acks: ~100 us of Python per message before any work, and, measured
+under 500 events/s of load, 8 ms median / 76 ms p99 from produce to a fetch returning in faust's
+consumer thread where a plain consumer in the same conditions saw 5 / 12 ms. The input topics
+are the hot path (every event), so they are read here; everything downstream (tables, internal
+topics, catalog) stays faust's.
+
+Partitions follow faust's assignment: input partition i belongs to the worker that owns table
+partition i mod N (for co-partitioned inputs: partition i itself, so the single hop holds).
+Offsets are committed under their own consumer group (`<app id>-direct`: a group faust is a
+live member of refuses commits from a non-member), only after faust's producer has flushed
+every changelog and output record of the batches they cover, at most every `commit_every_s`
+and on every revoke, before the partitions can move to another worker. A crash replays from
+the last commit: at-least-once, as faust's path; per-user dedup absorbs the replay."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+def direct_group(app_id: str) -> str:
+    """The consumer group holding the direct consumer's committed input offsets."""
+    return f"{app_id}-direct"
+
+
+def owned_input_partitions(owned: Iterable[int], topic_partitions: dict[str, int], table_partitions: int) -> set[tuple[str, int]]:
+    """Input (topic, partition)s read by the worker owning table partitions `owned`: partition i
+    goes with table partition i mod N, so every input partition has exactly one reader and a
+    co-partitioned topic's partition i stays with its user's state."""
+    mine = set(owned)
+    return {(topic, i) for topic, count in topic_partitions.items() for i in range(count) if i % table_partitions in mine}
+
+
+class Anchor:
+    """A stand-in for the faust event a table write takes its partition from (store and
+    changelog partition, source-topic check): `topic` must be co-partitioned with the tables."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, topic: str, partition: int):
+        self.message = _AnchorMessage(topic, partition)
+
+
+class _AnchorMessage:
+    __slots__ = ("topic", "partition", "timestamp")
+
+    def __init__(self, topic: str, partition: int):
+        self.topic, self.partition, self.timestamp = topic, partition, time.time()
+
+
+class DirectIngest:
+    """A batch consumer for the input topics that follows faust's table assignment.
+
+    `handle(records)`: applies one batch of aiokafka ConsumerRecords (their .topic, .partition,
+    .offset, .key, .value match a faust Message's). `flush()`: waits until every record the
+    handled batches produced (changelogs, outputs) is acknowledged; offsets are committed only
+    after it returns."""
+
+    def __init__(self, topics: list[str], table_partitions: int, group_id: str, client: dict,
+                 handle: Callable[[list], Awaitable[None]], flush: Callable[[], Awaitable[None]],
+                 ready: Callable[[], bool], batch_max: int = 500, fetch_max_wait_ms: int = 50,
+                 commit_every_s: float = 2.8):
+        self.topics, self.table_partitions = topics, table_partitions
+        self.handle, self.flush, self.ready = handle, flush, ready
+        self.batch_max, self.commit_every_s = batch_max, commit_every_s
+        self.consumer = AIOKafkaConsumer(**client, group_id=group_id, enable_auto_commit=False,
+                                         auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
+                                         max_poll_records=batch_max)
+        self.topic_partitions: dict[str, int] = {}
+        self._lock = asyncio.Lock()  # a batch, an assignment change and a commit never interleave
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._last_commit = time.monotonic()
+        self._stopping = False
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        await self._learn_partitions()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        async with self._lock:
+            await self._commit()
+            await self.consumer.stop()
+
+    async def _learn_partitions(self) -> None:
+        for _ in range(50):  # metadata for freshly declared topics can lag a moment
+            await self.consumer._client.force_metadata_update()
+            counts = {t: len(self.consumer.partitions_for_topic(t) or ()) for t in self.topics}
+            if all(counts.values()):
+                self.topic_partitions = counts
+                return
+            await asyncio.sleep(0.2)
+        missing = [t for t, n in counts.items() if not n]
+        raise RuntimeError(f"input topics without metadata after 10 s: {missing}")
+
+    async def assign(self, owned: Iterable[int]) -> None:
+        """faust assigned table partitions `owned` (after a revoke: the full new assignment)."""
+        async with self._lock:
+            tps = owned_input_partitions(owned, self.topic_partitions, self.table_partitions)
+            self.consumer.assign([TopicPartition(t, p) for t, p in sorted(tps)])
+            log.info("direct ingest reads %d input partitions", len(tps))
+
+    async def revoke(self) -> None:
+        """Before faust hands partitions to another worker: finish, flush, commit, let go."""
+        async with self._lock:
+            await self._commit()
+            self.consumer.assign([])
+
+    async def run(self) -> None:
+        while not self._stopping:
+            if not self.consumer.assignment() or not self.ready():
+                await asyncio.sleep(0.05)
+                continue
+            async with self._lock:
+                batch = await self.consumer.getmany(timeout_ms=100, max_records=self.batch_max)
+                records = [r for part in batch.values() for r in part]
+                if records:
+                    await self.handle(records)
+                    for tp, part in batch.items():
+                        self._uncommitted[tp] = part[-1].offset + 1
+                if time.monotonic() - self._last_commit >= self.commit_every_s:
+                    try:
+                        await self._commit()
+                    except Exception as exc:  # kept for the next commit; a crash would only replay more
+                        log.warning("direct ingest commit failed, retrying with the next batch: %r", exc)
+
+    async def _commit(self) -> None:
+        self._last_commit = time.monotonic()
+        if not self._uncommitted:
+            return
+        offsets, self._uncommitted = self._uncommitted, {}
+        try:
+            await self.flush()  # every changelog/output record of these batches acked first
+            await self.consumer.commit(offsets)
+        except Exception:
+            for tp, offset in offsets.items():  # keep them for the next commit
+                self._uncommitted.setdefault(tp, offset)
+            raise
