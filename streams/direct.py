@@ -107,6 +107,8 @@ class DirectIngest:
         """faust assigned table partitions `owned` (after a revoke: the full new assignment)."""
         async with self._lock:
             tps = owned_input_partitions(owned, self.topic_partitions, self.table_partitions)
+            # reading restarts at the committed offsets: progress not committed is read again
+            self._uncommitted.clear()
             self.consumer.assign([TopicPartition(t, p) for t, p in sorted(tps)])
             log.info("direct ingest reads %d input partitions", len(tps))
 

@@ -1,0 +1,111 @@
+"""Direct ingest: which input partitions a worker reads, and the batch consumer's commit
+discipline against the embedded broker (flush before commit, commit on revoke, nothing read
+twice or skipped)."""
+
+import asyncio
+import itertools
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.direct import DirectIngest, direct_group, owned_input_partitions
+
+
+def test_each_input_partition_is_read_by_the_owner_of_its_table_partition():
+    counts = {"events": 4, "wide": 8, "narrow": 2}
+    assert owned_input_partitions({1, 3}, counts, 4) == {
+        ("events", 1), ("events", 3), ("wide", 1), ("wide", 3), ("wide", 5), ("wide", 7), ("narrow", 1)}
+    # any split of the table partitions over workers reads every input partition exactly once
+    for split in itertools.product(range(3), repeat=4):  # table partition -> one of 3 workers
+        reads = [owned_input_partitions({p for p in range(4) if split[p] == w}, counts, 4) for w in range(3)]
+        assert sum(len(r) for r in reads) == sum(counts.values())
+        assert set().union(*reads) == {(t, i) for t, n in counts.items() for i in range(n)}
+
+
+def test_the_app_ids_direct_group_is_its_own():
+    assert direct_group("recstream") == "recstream-direct"
+
+
+async def _setup(bootstrap: str, topic: str, per_partition: int) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for p in range(4):
+            for i in range(per_partition):
+                await producer.send(topic, f"{p}:{i}".encode(), partition=p)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return {p: per_partition for p in range(4)}
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:
+    """Wait for `predicate`, then a moment more so that anything extra would show."""
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+
+
+async def _committed(ingest: DirectIngest, topic: str) -> dict[int, int | None]:
+    return {p: await ingest.consumer.committed(TopicPartition(topic, p)) for p in range(4)}
+
+
+def test_batches_are_read_once_and_committed_only_after_a_flush(broker):
+    topic, group = "direct-t1", "direct-t1-app-direct"
+
+    async def scenario():
+        await _setup(broker.bootstrap, topic, 50)
+        handled, log = [], []
+        failing = {"flush": 1}
+
+        async def handle(records):
+            handled.extend(r.value for r in records)
+
+        async def flush():
+            log.append(("flush", await _committed(ingest, topic)))
+            if failing["flush"]:
+                failing["flush"] -= 1
+                raise RuntimeError("producer down")
+
+        ingest = DirectIngest([topic], 4, group, {"bootstrap_servers": broker.bootstrap}, handle, flush,
+                              ready=lambda: True, batch_max=20, fetch_max_wait_ms=10, commit_every_s=3600)
+        await ingest.start()
+        await ingest.assign({0, 2})  # this worker owns table partitions 0 and 2
+        runner = asyncio.create_task(ingest.run())
+        try:
+            await _until(lambda: len(handled) >= 100)
+            assert sorted(handled) == sorted(f"{p}:{i}".encode() for p in (0, 2) for i in range(50))
+            # the flush fails: nothing is committed, the offsets are kept for the next try
+            try:
+                await ingest.revoke()
+            except RuntimeError:
+                pass
+            assert log[-1][1] == {0: None, 1: None, 2: None, 3: None}
+            assert await _committed(ingest, topic) == {0: None, 1: None, 2: None, 3: None}
+            # assigned again (as after a crash): reading restarts at the last commit, so what was
+            # read but never flushed is read again: at-least-once
+            await ingest.assign({0, 2})
+            await _until(lambda: len(handled) >= 200)
+            assert sorted(handled[100:]) == sorted(handled[:100])
+            await ingest.revoke()  # flushed (nothing committed yet at that moment), then committed
+            assert log[-1][1] == {0: None, 1: None, 2: None, 3: None}
+            assert await _committed(ingest, topic) == {0: 50, 1: None, 2: 50, 3: None}
+            assert not ingest.consumer.assignment()
+            # the next owner of all four partitions starts where the commit left off
+            await ingest.assign({0, 1, 2, 3})
+            await _until(lambda: len(handled) >= 300)
+            assert len(handled) == 300 and len(set(handled)) == 200
+        finally:
+            ingest._stopping = True
+            await runner
+            await ingest.stop()
+
+    asyncio.run(scenario())
