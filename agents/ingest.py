@@ -143,7 +143,7 @@ if settings.direct_ingest:
             await topic.maybe_declare()
         direct = DirectIngest(names, settings.partitions, direct_group(settings.app_id), aiokafka_kwargs(settings),
                               handle=lambda records: ingest_batch(records, _anchor), flush=app.producer.flush,
-                              ready=_ready, batch_max=settings.batch_max, fetch_max_wait_ms=settings.fetch_max_wait_ms)
+                              ready=_ready, batch_max=settings.batch_max, fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms)
         await direct.start()
         if _assigned is not None:
             await direct.assign(_assigned)
