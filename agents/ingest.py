@@ -28,6 +28,7 @@ from streams.ingest import (
     route,
 )
 from streams.metrics import metrics
+from streams.web import lag_sources
 from streams.records import Pending, Signal
 from streams.tables import artworks
 
@@ -145,6 +146,7 @@ if settings.direct_ingest:
                               handle=lambda records: ingest_batch(records, _anchor), flush=app.producer.flush,
                               ready=_ready, batch_max=settings.batch_max, fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms)
         await direct.start()
+        lag_sources.append(direct.lag)
         if _assigned is not None:
             await direct.assign(_assigned)
         try:

@@ -2,7 +2,8 @@
 memory freed in bursts (table recovery, large batches) back to the OS."""
 
 from streams.app import app
-from streams.faustutil import HeapFreezer, release_free_memory
+from streams.faustutil import HeapFreezer, release_free_memory, rocksdb_cache
+from streams.metrics import metrics
 
 heap = HeapFreezer(thaw_every=10)  # a full collection at most every 10 minutes
 
@@ -11,6 +12,7 @@ heap = HeapFreezer(thaw_every=10)  # a full collection at most every 10 minutes
 async def _freeze_once_recovered() -> None:
     await app.tables.recovery.completed.wait()
     heap.freeze()
+    release_free_memory()  # recovery is the largest burst of short-lived allocations
 
 
 @app.timer(interval=60.0)
@@ -23,3 +25,12 @@ async def _housekeeping() -> None:
 @app.on_partitions_revoked.connect
 async def _thaw(app, revoked, **kwargs) -> None:
     heap.thaw()  # faust closes the revoked partitions' stores by a gc.collect()
+
+
+def _rocksdb_memory() -> dict:
+    """The shared RocksDB budget in use: blocks, index/filter blocks and memtables (charged)."""
+    cache = rocksdb_cache()
+    return {} if cache is None else {(("kind", "cache"),): cache.get_usage(), (("kind", "pinned"),): cache.get_pinned_usage()}
+
+
+metrics.gauge("recstream_rocksdb_memory_bytes", _rocksdb_memory)

@@ -79,6 +79,7 @@ class DirectIngest:
         self.topic_partitions: dict[str, int] = {}
         self._lock = asyncio.Lock()  # a batch, an assignment change and a commit never interleave
         self._uncommitted: dict[TopicPartition, int] = {}
+        self._read: dict[TopicPartition, int] = {}  # next offset to read, for lag
         self._last_commit = time.monotonic()
         self._stopping = False
 
@@ -109,8 +110,19 @@ class DirectIngest:
             tps = owned_input_partitions(owned, self.topic_partitions, self.table_partitions)
             # reading restarts at the committed offsets: progress not committed is read again
             self._uncommitted.clear()
+            self._read.clear()
             self.consumer.assign([TopicPartition(t, p) for t, p in sorted(tps)])
             log.info("direct ingest reads %d input partitions", len(tps))
+
+    def lag(self) -> dict[str, int]:
+        """Per input topic: records not read yet (highwater from fetch responses - next offset),
+        over the partitions read since the last assignment."""
+        behind: dict[str, int] = {}
+        for tp, read in self._read.items():
+            high = self.consumer.highwater(tp) if tp in self.consumer.assignment() else None
+            if high is not None:
+                behind[tp.topic] = behind.get(tp.topic, 0) + max(high - read, 0)
+        return behind
 
     async def revoke(self) -> None:
         """Before faust hands partitions to another worker: finish, flush, commit, let go."""
@@ -129,7 +141,7 @@ class DirectIngest:
                 if records:
                     await self.handle(records)
                     for tp, part in batch.items():
-                        self._uncommitted[tp] = part[-1].offset + 1
+                        self._uncommitted[tp] = self._read[tp] = part[-1].offset + 1
                 if time.monotonic() - self._last_commit >= self.commit_every_s:
                     try:
                         await self._commit()

@@ -261,6 +261,13 @@ def install_rocksdb_budget(cache_mb: int):
     return cache
 
 
+def rocksdb_cache():
+    """The shared RocksDB cache installed by install_rocksdb_budget (None before/without it)."""
+    from faust.stores.rocksdb import RocksDBOptions
+
+    return getattr(RocksDBOptions.as_options, "cache", None)
+
+
 def limit_malloc_arenas(arenas: int) -> bool:
     """glibc gives each thread that allocates its own malloc arena (up to 8 per core); RocksDB's
     background threads and faust's consumer thread then keep freed memory in arenas of their own,

@@ -141,10 +141,16 @@ async def prometheus_metrics(web, request):
     return web.text(metrics.render(), content_type="text/plain; version=0.0.4")
 
 
+lag_sources: list = []  # more readers' per-topic lag (direct ingest), each a callable -> {topic: n}
+
+
 def _consumer_lag() -> dict:
     """Per topic: highwater (from fetch responses) minus the next offset to read, summed over
     this worker's assigned partitions."""
     lag: dict = {}
+    for source in lag_sources:
+        for topic, behind in source().items():
+            lag[(("topic", topic),)] = behind
     consumer = app.consumer
     for tp in consumer.assignment():
         if tp.topic.endswith("-changelog"):

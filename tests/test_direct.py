@@ -83,6 +83,7 @@ def test_batches_are_read_once_and_committed_only_after_a_flush(broker):
         try:
             await _until(lambda: len(handled) >= 100)
             assert sorted(handled) == sorted(f"{p}:{i}".encode() for p in (0, 2) for i in range(50))
+            assert ingest.lag() == {topic: 0}  # both owned partitions read to their end
             # the flush fails: nothing is committed, the offsets are kept for the next try
             try:
                 await ingest.revoke()
