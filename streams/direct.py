@@ -90,12 +90,15 @@ class DirectIngest:
     async def stop(self) -> None:
         self._stopping = True
         async with self._lock:
-            await self._commit()
+            try:
+                await self._commit()
+            except Exception as exc:  # e.g. the producer already stopped: a restart replays from the last commit
+                log.warning("direct ingest: final commit failed: %r", exc)
             await self.consumer.stop()
 
     async def _learn_partitions(self) -> None:
         for _ in range(50):  # metadata for freshly declared topics can lag a moment
-            await self.consumer._client.force_metadata_update()
+            await self.consumer.topics()  # a metadata refresh
             counts = {t: len(self.consumer.partitions_for_topic(t) or ()) for t in self.topics}
             if all(counts.values()):
                 self.topic_partitions = counts

@@ -131,10 +131,9 @@ def test_rebuild_equals_live(module_cluster, replayed):
         b = get_json(live, f"/users/{user}/affinity?n=1000")[1]["artists"]
         assert [x["artist_id"] for x in a] == [x["artist_id"] for x in b]
         assert all(math.isclose(x["score"], y["score"], rel_tol=1e-12) for x, y in zip(a, b, strict=True))
-    log = (module_cluster.root / "rebuilt.log").read_text()
-    wait_until(lambda: "caught up, serving live" in (module_cluster.root / "rebuilt.log").read_text(), 30,
-               what="rebuild progress line")
-    assert "rebuild:" in log
+    log = wait_until(lambda: (lambda text: "caught up, serving live" in text and text)(
+        (module_cluster.root / "rebuilt.log").read_text()), 30, what="rebuild progress line")
+    assert "rebuild:" in log and "records behind" in log
 
 
 def test_emit_all_republishes_every_users_list(module_cluster, replayed):
