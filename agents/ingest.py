@@ -63,10 +63,10 @@ async def ingest_batch(messages, anchor_of) -> None:
             here.setdefault(msg.partition, []).append(result)
         else:
             out.extend(_route(result, msg.value, msg.topic, msg.partition, msg.offset, msg.key, None))
-    await send_all(app, out)
     metrics.inc("recstream_single_hop_signals_total", by=sum(len(v) for v in here.values()))
     for partition, signals in here.items():
-        await apply_records(partition, anchor_of(partition), signals)
+        out += apply_records(partition, anchor_of(partition), signals)
+    await send_all(app, out)  # one round of acks per batch
 
 
 def _in_home_partition(user_id: str, msg) -> bool:

@@ -21,19 +21,21 @@ shares = Shares(load_partial, lambda parts: PopularityView(parts, pipeline_confi
 @app.agent(topics.signals, concurrency=1)  # stateful: concurrency 1 (faust #606)
 async def process_users(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
+        out = []
         for partition, group in by_partition(events):
             records = []
             for e in group:
                 record = await _decode(e)
                 if record is not None:
                     records.append(record)
-            await apply_records(partition, group[-1], records)
+            out += apply_records(partition, group[-1], records)
+        await send_all(app, out)  # one round of acks per batch, not one per partition
 
 
-async def apply_records(partition: int, anchor, records: list) -> None:
-    """One partition's records through the pipeline, then send what it emits. `anchor`: an
-    event of that partition (of any co-partitioned topic): table writes take their store and
-    changelog partition from it. Used by this agent and by ingest's single-hop path."""
+def apply_records(partition: int, anchor, records: list) -> list[tuple]:
+    """One partition's records through the pipeline; returns what to send, (topic, key, value)
+    tuples. `anchor`: an event of that partition (of any co-partitioned topic): table writes take
+    their store and changelog partition from it. Used by this agent and by ingest's single hop."""
     tables.ensure_catalog_loaded()
     now = time.time()
     with event_context(anchor):
@@ -50,7 +52,7 @@ async def apply_records(partition: int, anchor, records: list) -> None:
     metrics.inc("recstream_duplicates_total", by=batch.duplicates)
     for out in outputs:
         metrics.inc("recstream_records_sent_total", topic=out.topic)
-    await send_all(app, [(topics.outputs[o.topic], o.key, o.value) for o in outputs])
+    return [(topics.outputs[o.topic], o.key, o.value) for o in outputs]
 
 
 async def _decode(event):
