@@ -33,9 +33,24 @@ def main(argv: list[str] | None = None) -> None:
         from streams import devtools
 
         sys.exit(devtools.run(argv[0], argv[1:]))
+    if argv and argv[0] == "worker":
+        _reexec_with_allocator(argv)
     from streams.app import main as faust_main
 
     faust_main()
+
+
+def _reexec_with_allocator(argv: list[str]) -> None:
+    """PYTHONMALLOC is read only at interpreter start: a worker re-executes itself (same pid, so
+    supervisors and PR_SET_PDEATHSIG are unaffected) when the configured allocator is not the one
+    it runs with (RECSTREAM_PYTHON_MALLOC)."""
+    import os
+
+    from streams.settings import Settings
+
+    wanted = Settings.from_env().python_malloc
+    if os.environ.get("PYTHONMALLOC") != wanted:
+        os.execve(sys.executable, [sys.executable, "-m", "streams.cli", *argv], {**os.environ, "PYTHONMALLOC": wanted})
 
 
 if __name__ == "__main__":

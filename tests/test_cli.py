@@ -58,3 +58,30 @@ def test_simulate_multiplier_from_replay_files(tmp_path):
     assert "share of 5 merchants" in res.stdout and "skipped 1 lines" in res.stderr
     bad = run("simulate-multiplier", "--multipliers", "a,b")
     assert bad.returncode == 2 and "comma-separated numbers" in bad.stderr
+
+
+def test_a_worker_reexecutes_itself_with_the_configured_python_allocator(monkeypatch):
+    import os
+
+    from streams import cli
+
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda path, args, env: calls.append((args, env.get("PYTHONMALLOC"))))
+    monkeypatch.delenv("PYTHONMALLOC", raising=False)
+    monkeypatch.setenv("RECSTREAM_PYTHON_MALLOC", "malloc")
+    cli._reexec_with_allocator(["worker", "-l", "info"])
+    assert calls == [([sys.executable, "-m", "streams.cli", "worker", "-l", "info"], "malloc")]
+    monkeypatch.setenv("PYTHONMALLOC", "malloc")  # already running with it: no loop
+    cli._reexec_with_allocator(["worker"])
+    assert len(calls) == 1
+    monkeypatch.setenv("RECSTREAM_PYTHON_MALLOC", "pymalloc")  # CPython's own, chosen explicitly
+    cli._reexec_with_allocator(["worker"])
+    assert calls[-1] == ([sys.executable, "-m", "streams.cli", "worker"], "pymalloc")
+
+
+def test_the_reexecuted_worker_command_runs():
+    env = {**__import__("os").environ, "RECSTREAM_PYTHON_MALLOC": "malloc"}
+    env.pop("PYTHONMALLOC", None)
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "--help"], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 0 and "worker" in result.stdout.lower(), result.stderr
