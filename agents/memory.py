@@ -2,7 +2,8 @@
 memory freed in bursts (table recovery, large batches) back to the OS."""
 
 from streams.app import app
-from streams.faustutil import HeapFreezer, release_free_memory, rocksdb_cache
+from streams.faustutil import rocksdb_cache
+from streams.memory import HeapFreezer, release_free_memory
 from streams.metrics import metrics
 
 heap = HeapFreezer(thaw_every=10)  # a full collection at most every 10 minutes

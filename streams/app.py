@@ -62,18 +62,20 @@ def main() -> None:
     from streams.faustutil import (
         aiokafka_kwargs,
         install_ack_sanitizer,
+        install_changelog_buffer,
         install_fetch_max_wait,
         install_full_flush,
         install_quiet_root_logger,
         install_rocksdb_budget,
         install_true_end_offsets,
-        limit_malloc_arenas,
     )
+    from streams.memory import limit_malloc_arenas
 
     limit_malloc_arenas(settings.malloc_arenas)  # before faust and RocksDB start their threads
 
     install_ack_sanitizer()
-    install_full_flush(settings.changelog_buffer)
+    install_full_flush()
+    install_changelog_buffer(settings.changelog_buffer)
     install_quiet_root_logger()
     install_rocksdb_budget(settings.rocksdb_cache_mb)
     install_fetch_max_wait(settings.fetch_max_wait_ms)

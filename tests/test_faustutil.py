@@ -118,19 +118,6 @@ def test_every_rocksdb_store_shares_one_bounded_cache(tmp_path):
         db.close()
 
 
-def test_malloc_arenas_are_limited_and_free_memory_released_on_glibc():
-    import platform
-
-    from streams.faustutil import limit_malloc_arenas, release_free_memory
-
-    assert limit_malloc_arenas(0) is False  # 0 keeps glibc's default
-    if platform.libc_ver()[0] == "glibc":
-        assert limit_malloc_arenas(2) is True
-        blocks = [bytearray(200_000) for _ in range(200)]  # ~40 MB through mmap/heap
-        del blocks
-        release_free_memory()  # returns whether memory was released; must not raise
-
-
 def test_send_all_declares_each_topic_before_its_first_send_and_waits_for_every_ack():
     import asyncio
 
@@ -175,7 +162,7 @@ def test_the_pre_commit_flush_waits_until_every_changelog_record_left_the_buffer
 
     from faust.transport.producer import ProducerBuffer
 
-    from streams.faustutil import install_full_flush
+    from streams.faustutil import install_changelog_buffer, install_full_flush
 
     sent = []
 
@@ -204,40 +191,10 @@ def test_the_pre_commit_flush_waits_until_every_changelog_record_left_the_buffer
     original, limit = ProducerBuffer.flush, ProducerBuffer.max_messages
     try:
         assert asyncio.run(scenario()) == []  # faust's own flush gave up with all 3 records unsent
-        install_full_flush(buffer_limit=5000)
+        install_full_flush()
+        install_changelog_buffer(5000)
         sent.clear()
         assert asyncio.run(scenario()) == [0, 1, 2]
         assert ProducerBuffer.max_messages == 5000  # delivery pauses only past this many queued
     finally:
         ProducerBuffer.flush, ProducerBuffer.max_messages = original, limit
-
-
-def test_the_heap_freezer_moves_survivors_out_of_the_collectors_reach_and_thaws_periodically():
-    import gc
-    import weakref
-
-    from streams.faustutil import HeapFreezer
-
-    class Node:
-        pass
-
-    heap = HeapFreezer(thaw_every=3)
-    try:
-        survivor = [Node() for _ in range(1000)]
-        heap.freeze()
-        frozen = gc.get_freeze_count()
-        assert frozen >= 1000  # the survivors (and everything else alive) are frozen
-        a, b = Node(), Node()  # a cycle that dies after being frozen: not collectable while frozen
-        a.peer, b.peer = b, a
-        alive = weakref.ref(a)
-        heap.freeze()
-        del a, b
-        gc.collect()
-        assert alive() is not None  # frozen: out of the collector's reach
-        heap.freeze()  # the third freeze thaws first: a full collection frees the dead cycle
-        assert alive() is None
-        heap.thaw()  # a rebalance: everything back under the collector
-        assert gc.get_freeze_count() == 0 and heap.freezes == 0
-        assert survivor
-    finally:
-        gc.unfreeze()

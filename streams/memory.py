@@ -1,0 +1,59 @@
+"""Process memory of a worker: glibc's allocator and CPython's garbage collector. No faust:
+the worker's agents/memory.py calls these on its timers."""
+
+from __future__ import annotations
+
+import gc
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """glibc gives each thread that allocates its own malloc arena (up to 8 per core); RocksDB's
+    background threads and faust's consumer thread then keep freed memory in arenas of their own,
+    and RSS grows with the data touched (100k -> 1M users: +59% with the default, +37% with 2).
+    No-op (False) off glibc or with arenas <= 0."""
+    if arenas <= 0:
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
+
+
+def release_free_memory() -> bool:
+    """Hand memory freed by bursts (table recovery, large batches) back to the OS (glibc)."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+class HeapFreezer:
+    """Keep the cyclic garbage collector off the long-lived heap.
+
+    A worker holds ~100k long-lived Python objects (catalog index, faust's services, imported
+    modules); every full collection walked them all: 60-75 ms with the GIL held, the largest
+    single stall measured under load (the latency tail). Freezing what has survived so far moves
+    it out of the collector's reach; new objects are collected as usual. Frozen objects that
+    later die in a reference cycle are not collected until a thaw, so the heap is thawed and
+    fully collected every `thaw_every` freezes and before a rebalance (faust closes RocksDB
+    stores of revoked partitions by a gc.collect())."""
+
+    def __init__(self, thaw_every: int = 10):
+        self.thaw_every = thaw_every
+        self.freezes = 0
+
+    def freeze(self) -> None:
+        if self.freezes % self.thaw_every == self.thaw_every - 1:
+            gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self.freezes += 1
+
+    def thaw(self) -> None:
+        gc.unfreeze()
+        self.freezes = 0
