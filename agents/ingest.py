@@ -7,6 +7,7 @@ events by user id) is applied here, in the same batch, instead of taking a secon
 Kafka; others (other keys, identity links, retries) are re-keyed through signals.keyed."""
 
 import asyncio
+import functools
 import time
 
 import msgspec
@@ -120,14 +121,11 @@ def _count(result, dest, topic, partition, offset) -> None:
 
 # Direct ingest (default): the inputs read in batches by a plain consumer (streams.direct).
 direct: DirectIngest | None = None
-_anchors: dict[int, Anchor] = {}
 
 
+@functools.cache
 def _anchor(partition: int) -> Anchor:
-    anchor = _anchors.get(partition)
-    if anchor is None:
-        anchor = _anchors[partition] = Anchor(topics.signals.get_topic_name(), partition)
-    return anchor
+    return Anchor(topics.signals.get_topic_name(), partition)
 
 
 def _ready() -> bool:
@@ -138,11 +136,9 @@ if settings.direct_ingest:
     @app.task
     async def direct_ingest() -> None:
         global direct
-        names = [t for t in topics.inputs.topics]
-        for topic in (topics.segment_events, *topics.typed_signal_topics.values(), topics.image_impressions,
-                      topics.image_conversions, topics.image_requests):
+        for topic in topics.input_topics:
             await topic.maybe_declare()
-        direct = DirectIngest(names, settings.partitions, direct_group(settings.app_id), aiokafka_kwargs(settings),
+        direct = DirectIngest(list(topics.inputs.topics), settings.partitions, direct_group(settings.app_id), aiokafka_kwargs(settings),
                               handle=lambda records: ingest_batch(records, _anchor), flush=app.producer.flush,
                               ready=_ready, batch_max=settings.batch_max, fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms)
         await direct.start()

@@ -46,8 +46,9 @@ TYPED_BY_NAME[image_impressions.get_topic_name()] = "image:impression"
 TYPED_BY_NAME[image_conversions.get_topic_name()] = "image:conversion"
 TYPED_BY_NAME[image_requests.get_topic_name()] = "image_request"
 
-# One channel over every input the ingest agent reads.
-inputs = app.topic(segment_events.get_topic_name(), *TYPED_BY_NAME, key_type=bytes, value_type=bytes)
+# Every input ingest reads (declared by direct ingest; one faust channel for the agent path).
+input_topics = (segment_events, *typed_signal_topics.values(), image_impressions, image_conversions, image_requests)
+inputs = app.topic(*(t.get_topic_name() for t in input_topics), key_type=bytes, value_type=bytes)
 
 # Logical output names used by the pure pipeline -> topics.
 outputs = {"affinity.updates": affinity_updates, "recommendations": recommendations, "signals.keyed": signals,
