@@ -17,7 +17,7 @@ from streams import topics
 from streams.app import app, parser_config, settings
 from streams.catalog import ArtistLookup
 from streams.direct import Anchor, DirectIngest, direct_group
-from streams.faustutil import aiokafka_kwargs, send_all
+from streams.faustutil import BatchCommit, aiokafka_kwargs, send_all
 from streams.ingest import (
     DEADLETTER,
     IMAGES,
@@ -29,9 +29,9 @@ from streams.ingest import (
     route,
 )
 from streams.metrics import metrics
-from streams.web import lag_sources
 from streams.records import Pending, Signal
 from streams.tables import artworks
+from streams.web import lag_sources
 
 artist_of = ArtistLookup(artworks)
 _pending = msgspec.msgpack.Decoder(Pending)
@@ -56,18 +56,19 @@ async def ingest_batch(messages, anchor_of) -> None:
     """One batch of input messages (faust Messages or aiokafka ConsumerRecords: .topic,
     .partition, .offset, .key, .value). `anchor_of(partition)`: what table writes for that
     partition take their partition from."""
-    out, here = [], {}
+    batch, here = BatchCommit(app), {}
     for msg in messages:
         result = ingest_one(msg.value, topics.TYPED_BY_NAME.get(msg.topic), artist_of, parser_config)
         if isinstance(result, Signal) and _in_home_partition(result.user_id, msg):
             _count(result, None, msg.topic, msg.partition, msg.offset)
             here.setdefault(msg.partition, []).append(result)
         else:
-            out.extend(_route(result, msg.value, msg.topic, msg.partition, msg.offset, msg.key, None))
+            for topic, key, value in _route(result, msg.value, msg.topic, msg.partition, msg.offset, msg.key, None):
+                batch.send(topic, key, value)
     metrics.inc("recstream_single_hop_signals_total", by=sum(len(v) for v in here.values()))
     for partition, signals in here.items():
-        out += apply_records(partition, anchor_of(partition), signals)
-    await send_all(app, out)  # one round of acks per batch
+        apply_records(partition, anchor_of(partition), signals, batch)
+    await batch.commit()  # one round of acks per batch
 
 
 def _in_home_partition(user_id: str, msg) -> bool:

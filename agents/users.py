@@ -8,7 +8,7 @@ import msgspec
 from agents.deadletters import send_dead_letter
 from streams import tables, topics
 from streams.app import app, pipeline_config, settings
-from streams.faustutil import by_partition, event_context, send_all, view_without_blocking
+from streams.faustutil import BatchCommit, by_partition, event_context, view_without_blocking
 from streams.metrics import metrics
 from streams.pipeline import PartitionBatch
 from streams.popularity import PopularityView, Shares, dump_partial, load_partial
@@ -21,38 +21,40 @@ shares = Shares(load_partial, lambda parts: PopularityView(parts, pipeline_confi
 @app.agent(topics.signals, concurrency=1)  # stateful: concurrency 1 (faust #606)
 async def process_users(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        out = []
+        batch = BatchCommit(app)
         for partition, group in by_partition(events):
             records = []
             for e in group:
                 record = await _decode(e)
                 if record is not None:
                     records.append(record)
-            out += apply_records(partition, group[-1], records)
-        await send_all(app, out)  # one round of acks per batch, not one per partition
+            apply_records(partition, group[-1], records, batch)
+        await batch.commit()  # one round of acks per batch, not one per partition
 
 
-def apply_records(partition: int, anchor, records: list) -> list[tuple]:
-    """One partition's records through the pipeline; returns what to send, (topic, key, value)
-    tuples. `anchor`: an event of that partition (of any co-partitioned topic): table writes take
-    their store and changelog partition from it. Used by this agent and by ingest's single hop."""
+def apply_records(partition: int, anchor, records: list, batch: BatchCommit) -> None:
+    """One partition's records through the pipeline; its table writes and outputs go into
+    `batch` (the caller commits it). `anchor`: an event of that partition (of any
+    co-partitioned topic), for the popularity share's write through faust. Used by this agent
+    and by ingest's single hop."""
     tables.ensure_catalog_loaded()
     now = time.time()
-    with event_context(anchor):
-        partial = shares.partial(partition, tables.popularity.get(f"p{partition}"))
-        view = view_without_blocking(shares, tables.popularity.items, now)
-        batch = PartitionBatch(pipeline_config, partition, tables.affinity, tables.recommendations,
-                               tables.fans, partial, tables.catalog_index, view, now)
-        started = time.perf_counter()
-        outputs = batch.run(records)
-        metrics.observe("recstream_recompute_seconds", time.perf_counter() - started)
-        if shares.flush_due(partition, now):
+    partial = shares.partial(partition, tables.popularity.get(f"p{partition}"))
+    view = view_without_blocking(shares, tables.popularity.items, now)
+    run = PartitionBatch(pipeline_config, partition, batch.table(tables.affinity, partition),
+                         batch.table(tables.recommendations, partition), batch.table(tables.fans, partition),
+                         partial, tables.catalog_index, view, now)
+    started = time.perf_counter()
+    outputs = run.run(records)
+    metrics.observe("recstream_recompute_seconds", time.perf_counter() - started)
+    if shares.flush_due(partition, now):
+        with event_context(anchor):
             tables.popularity[f"p{partition}"] = dump_partial(partial)
-    metrics.inc("recstream_signals_applied_total", by=batch.applied)
-    metrics.inc("recstream_duplicates_total", by=batch.duplicates)
+    metrics.inc("recstream_signals_applied_total", by=run.applied)
+    metrics.inc("recstream_duplicates_total", by=run.duplicates)
     for out in outputs:
         metrics.inc("recstream_records_sent_total", topic=out.topic)
-    return [(topics.outputs[o.topic], o.key, o.value) for o in outputs]
+        batch.send(topics.outputs[out.topic], out.key, out.value)
 
 
 async def _decode(event):

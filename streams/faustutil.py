@@ -149,10 +149,7 @@ async def send_all(app, messages) -> int:
     for msg in messages:
         topic, key, value = msg[0], msg[1], msg[2]
         partition = msg[3] if len(msg) > 3 else None
-        name = topic if isinstance(topic, str) else topic.get_topic_name()
-        if name not in _declared and not isinstance(topic, str):
-            await topic.maybe_declare()
-            _declared.add(name)
+        name = topic if isinstance(topic, str) else await _declare(topic)
         pending.append(await app.producer.send(name, key, value, partition, None, None))
     if pending:
         await asyncio.gather(*pending)
@@ -301,3 +298,96 @@ def install_full_flush() -> None:
 
     flush._recstream_fixed = True
     ProducerBuffer.flush = flush
+
+
+class BatchCommit:
+    """One pipeline batch's table writes and output records, stored and sent together (see
+    streams.batching for why).
+
+    `table(t, partition)` is the pipeline's view of a table partition: reads go straight to that
+    partition's RocksDB, writes are buffered. `send(topic, key, value)` queues an output.
+    `commit()` stores each table partition's writes in one RocksDB write batch, queues them on
+    the changelog and the outputs on their topics as whole record batches per partition (keys
+    partitioned as the default partitioner does), waits for every ack, and then records the
+    changelog offsets faust's recovery starts from, as faust does after each changelog ack.
+
+    The RocksDB write happens before commit's first await, right after the batch computed, so
+    two batches on one event loop (direct ingest and the signals agent) never interleave a
+    read-modify-write. A crash before the acks: the input is not committed either, replayed
+    events are duplicates, and the pipeline re-writes a duplicate's profile (heals the changelog)."""
+
+    _queueing: asyncio.Lock | None = None  # one batch queues at a time: per-partition record order
+
+    def __init__(self, app):
+        self.app = app
+        self._tables: dict[tuple[str, int], tuple[object, object]] = {}
+        self._out: list[tuple[object, bytes, bytes]] = []
+
+    def table(self, table, partition: int):
+        from streams.batching import BufferedTable
+
+        entry = self._tables.get((table.name, partition))
+        if entry is None:
+            view = BufferedTable(table.data._db_for_partition(partition).get)
+            entry = self._tables[(table.name, partition)] = (table, view)
+        return entry[1]
+
+    def send(self, topic, key: bytes, value: bytes) -> None:
+        self._out.append((topic, key, value))
+
+    async def commit(self) -> None:
+        from rocksdict import WriteBatch
+
+        from streams.batching import enqueue_partition
+
+        rows: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+        changelogs: list[tuple[object, str, int]] = []
+        for (_, partition), (table, view) in self._tables.items():
+            if not view.writes:
+                continue
+            batch = WriteBatch(raw_mode=True)
+            written = [(key.encode(), value) for key, value in view.writes.items()]
+            for key, value in written:
+                batch.put(key, value)
+            table.data._db_for_partition(partition).write(batch)
+            name = table.changelog_topic.get_topic_name()
+            rows[(name, partition)] = written
+            changelogs.append((table, name, partition))
+        producer = self.app.producer._ensure_producer()
+        for topic, key, value in self._out:
+            name = await _declare(topic)
+            partition = (await _partitioner(producer, name))(key)
+            rows.setdefault((name, partition), []).append((key, value))
+        if not rows:
+            return
+        if BatchCommit._queueing is None:
+            BatchCommit._queueing = asyncio.Lock()
+        async with BatchCommit._queueing:
+            queued = await asyncio.gather(*(enqueue_partition(producer, name, partition, part)
+                                            for (name, partition), part in rows.items()))
+        acked = dict(zip(rows, await asyncio.gather(*(asyncio.gather(*futures) for futures in queued)), strict=True))
+        from faust.types import TP
+
+        for table, name, partition in changelogs:
+            table.data.set_persisted_offset(TP(name, partition), max(acked[(name, partition)]))
+
+
+async def _declare(topic) -> str:
+    name = topic.get_topic_name()
+    if name not in _declared:
+        await topic.maybe_declare()
+        _declared.add(name)
+    return name
+
+
+_partitioners: dict[str, object] = {}
+
+
+async def _partitioner(producer, topic: str):
+    """The default partitioner for `topic` (murmur2 over its partition count)."""
+    partitioner = _partitioners.get(topic)
+    if partitioner is None:
+        from streams.ingest import KeyPartitioner
+
+        partitioner = _partitioners[topic] = KeyPartitioner(len(await producer.partitions_for(topic)))
+    return partitioner

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from streams.batching import write_partition
 from streams.bulk import BulkPartition
 from streams.catalog import CatalogIndex, decode_artwork, decode_curated
 from streams.direct import direct_group
@@ -186,26 +187,6 @@ async def _commit(client: dict, group_id: str, offsets: dict) -> None:
         await consumer.commit(offsets)
     finally:
         await consumer.stop()
-
-
-async def write_partition(producer, topic: str, partition: int, rows) -> int:
-    """(key, value) rows -> one partition, in full record batches built here (no per-message
-    send path); returns the count once every batch is acked."""
-    acks, count = [], 0
-    batch = producer.create_batch()
-    for key, value in rows:
-        while batch.append(key=key, value=value, timestamp=None) is None:
-            if batch.record_count() == 0:
-                raise ValueError(f"a record for {topic} is larger than the producer's max batch size")
-            batch.close()
-            acks.append(await producer.send_batch(batch, topic, partition=partition))
-            batch = producer.create_batch()
-        count += 1
-    if batch.record_count():
-        batch.close()
-        acks.append(await producer.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*acks)
-    return count
 
 
 async def _ingest(records, typed, bulk, partition_of, artist_of, parser, settings, producer, report, acks) -> None:

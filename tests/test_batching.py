@@ -1,0 +1,115 @@
+"""Batched writes: the buffered table view, and whole record batches on the embedded broker."""
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.batching import BufferedTable, enqueue_partition, write_partition
+
+
+def test_reads_see_the_batchs_own_writes_before_the_store():
+    store = {b"a": b"1", b"b": b"2"}
+    reads = []
+
+    def read(key):
+        reads.append(key)
+        return store.get(key)
+
+    table = BufferedTable(read)
+    table["a"] = b"9"
+    assert (table.get("a"), table["b"], table.get("c"), table.get("c", b"default")) == (b"9", b"2", None, b"default")
+    assert "a" in table and "c" not in table
+    assert reads == [b"b", b"c", b"c", b"c"]  # "a" never went to the store once written
+    assert store == {b"a": b"1", b"b": b"2"}  # nothing reaches the store until the caller writes it
+    assert table.writes == {"a": b"9"}
+    with pytest.raises(KeyError):
+        table["c"]
+    with pytest.raises(TypeError):
+        table["a"] = None
+
+
+async def _topic(bootstrap: str, name: str, partitions: int = 2) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def _read(bootstrap: str, topic: str, partition: int, count: int) -> list:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    tp = TopicPartition(topic, partition)
+    consumer.assign([tp])
+    out = []
+    try:
+        async with asyncio.timeout(30):
+            while len(out) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    out += [(r.offset, r.key, r.value) for r in records]
+    finally:
+        await consumer.stop()
+    return out
+
+
+def _rows(n: int, tag: str = "") -> list:
+    return [(f"k{i}".encode(), f"{tag}v{i}-".encode() * 20) for i in range(n)]
+
+
+def test_rows_leave_in_full_batches_in_order_and_report_each_batchs_last_offset(broker):
+    topic = "batching-order"
+
+    async def scenario():
+        await _topic(broker.bootstrap, topic)
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=4096)
+        await producer.start()
+        try:
+            # two queues on one partition, the second queued while the first is still in flight
+            first = await enqueue_partition(producer, topic, 1, _rows(100, "a"))
+            second = await enqueue_partition(producer, topic, 1, _rows(10, "b"))
+            return await asyncio.gather(*first), await asyncio.gather(*second)
+        finally:
+            await producer.stop()
+
+    first, second = asyncio.run(scenario())
+    assert len(first) > 1  # 100 records of ~90 bytes do not fit in one 4 KB batch
+    assert first == sorted(first) and first[-1] == 99 and second == [109]
+    got = asyncio.run(_read(broker.bootstrap, topic, 1, 110))
+    assert got == [(i, k, v) for i, (k, v) in enumerate(_rows(100, "a") + _rows(10, "b"))]
+
+
+def test_with_a_one_byte_batch_size_every_record_is_its_own_batch(broker):
+    """RECSTREAM_SINGLE_RECORD_BATCHES sets the producer's batch size to 1: the embedded
+    broker's ListOffsets bug then cannot hide a batch's tail."""
+    topic = "batching-single"
+
+    async def scenario():
+        await _topic(broker.bootstrap, topic)
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=1)
+        await producer.start()
+        try:
+            return await asyncio.gather(*await enqueue_partition(producer, topic, 0, _rows(5)))
+        finally:
+            await producer.stop()
+
+    assert asyncio.run(scenario()) == [0, 1, 2, 3, 4]  # one future (one batch) per record
+    assert [o for o, _, _ in asyncio.run(_read(broker.bootstrap, topic, 0, 5))] == [0, 1, 2, 3, 4]
+
+
+def test_write_partition_counts_what_it_wrote(broker):
+    topic = "batching-count"
+
+    async def scenario():
+        await _topic(broker.bootstrap, topic)
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=2048)
+        await producer.start()
+        try:
+            return await write_partition(producer, topic, 0, iter(_rows(40)))
+        finally:
+            await producer.stop()
+
+    assert asyncio.run(scenario()) == 40
+    assert len(asyncio.run(_read(broker.bootstrap, topic, 0, 40))) == 40
