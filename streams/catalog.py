@@ -66,7 +66,9 @@ class CatalogIndex:
 
     def __init__(self) -> None:
         self.works: dict[str, Artwork] = {}
-        self._by_artist: dict[str, list[tuple[float, str]]] = {}  # (-published, id), eligible only
+        # (-published, id, work), eligible only: sorted newest first (ids are unique, so the
+        # work itself is never compared), and a recent slice is ready for rankers as it is
+        self._by_artist: dict[str, list[tuple[float, str, Artwork]]] = {}
         self._latest: list[Artwork] | None = None
         self.curated: list[str] = []
         self.bootstrapped = False  # loaded from the table after recovery (see tables.ensure_catalog_loaded)
@@ -78,7 +80,7 @@ class CatalogIndex:
             self.remove(artwork.id)
         self.works[artwork.id] = artwork
         if is_eligible(artwork):
-            bisect.insort(self._by_artist.setdefault(artwork.artist_id, []), (-published(artwork), artwork.id))
+            bisect.insort(self._by_artist.setdefault(artwork.artist_id, []), (-published(artwork), artwork.id, artwork))
             self._latest = None
             return old is None or not is_eligible(old)
         return False
@@ -89,7 +91,7 @@ class CatalogIndex:
             entries = self._by_artist.get(old.artist_id, [])
             entry = (-published(old), old.id)
             i = bisect.bisect_left(entries, entry)
-            if i < len(entries) and entries[i] == entry:
+            if i < len(entries) and entries[i][:2] == entry:
                 del entries[i]
             self._latest = None
 
@@ -98,24 +100,23 @@ class CatalogIndex:
 
     def works_by(self, artist_id: str, since: float = float("-inf")) -> Iterator[Artwork]:
         """Eligible works by an artist published at or after `since`, newest first."""
-        for _, work in self.recent_by(artist_id, since):
+        for _, _, work in self.recent_by(artist_id, since):
             yield work
 
     def recent_by(self, artist_id: str, since: float = float("-inf"), limit: int | None = None
-                  ) -> list[tuple[float, Artwork]]:
-        """(−published, work) of an artist's eligible works since `since`, newest first, at most
-        `limit` (the sort key comes along so rankers need not recompute it)."""
+                  ) -> list[tuple[float, str, Artwork]]:
+        """(−published, id, work) of an artist's eligible works since `since`, newest first, at
+        most `limit` (the sort keys come along so rankers need not recompute them)."""
         entries = self._by_artist.get(artist_id, ())
         end = bisect.bisect_right(entries, (-since, "\uffff")) if since != float("-inf") else len(entries)
         if limit is not None:
             end = min(end, limit)
-        works = self.works
-        return [(neg_pub, works[wid]) for neg_pub, wid in entries[:end]]
+        return entries[:end]
 
     def latest(self, k: int) -> list[Artwork]:
         """The k newest eligible works in the whole catalog."""
         if self._latest is None or len(self._latest) < k:
-            pool = (self.works[wid] for entries in self._by_artist.values() for _, wid in entries)
+            pool = (work for entries in self._by_artist.values() for _, _, work in entries)
             self._latest = heapq.nlargest(max(k, 256), pool, key=lambda w: (published(w), w.id))
         return self._latest[:k]
 

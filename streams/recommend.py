@@ -60,8 +60,7 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Iterable[str], pr
                 items.append(RecItem(work.id, work.artist_id, score, source))
 
     personal = [a for a in top_artists[:TOP_ARTISTS] if a[1] > 0]
-    take(_rank(((neg_pub, w, aff) for a, aff in personal for neg_pub, w in _recent(catalog, a, since)), variant,
-               popularity), "affinity")
+    take(_rank(((aff, _recent(catalog, a, since)) for a, aff in personal), variant, popularity), "affinity")
     if len(items) < n:
         take(_similar(personal, catalog, popularity, since, variant), "similar")
     if len(items) < n:
@@ -85,22 +84,26 @@ def cold_start(catalog: CatalogIndex, popularity: PopularityView, variant: Varia
     return build((), (), (), variant, catalog, popularity, now)
 
 
-def _recent(catalog: CatalogIndex, artist: str, since: float) -> list[tuple[float, Artwork]]:
+def _recent(catalog: CatalogIndex, artist: str, since: float) -> list[tuple[float, str, Artwork]]:
     return catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST)
 
 
-def _rank(candidates: Iterable[tuple[float, Artwork, float]], variant: Variant,
+def _rank(groups: Iterable[tuple[float, list[tuple[float, str, Artwork]]]], variant: Variant,
           popularity: PopularityView) -> list[tuple[Artwork, float]]:
-    """(−published, work, affinity) -> (work, score) best first: score, then newest, then id.
-    Sorting plain tuples keeps the comparisons in C (this is the builder's hot loop)."""
+    """(affinity, that artist's (−published, id, work)s) per artist -> (work, score) best first:
+    score, then newest, then id. The builder's hot loop: the affinity term is computed once per
+    artist (the same product as blend_score), and sorting plain tuples keeps comparisons in C."""
     trending = popularity.trending_score
-    keyed = [(-blend_score(aff, trending.get(w.id, 0.0), variant), neg_pub, w.id, w) for neg_pub, w, aff in candidates]
-    keyed.sort(key=_without_work)
+    power, blend = variant.affinity_power, variant.trending_blend
+    keyed: list[tuple[float, float, str, Artwork]] = []
+    for aff, works in groups:
+        base = aff ** power
+        if blend and trending:
+            keyed += [(-(base * (1.0 + blend * trending.get(wid, 0.0))), neg_pub, wid, w) for neg_pub, wid, w in works]
+        else:
+            keyed += [(-base, neg_pub, wid, w) for neg_pub, wid, w in works]
+    keyed.sort()  # a work is listed once (one artist each), so ties end at its id, never at the work
     return [(w, -neg_score) for neg_score, _, _, w in keyed]
-
-
-def _without_work(item: tuple) -> tuple:
-    return item[:3]
 
 
 def _similar(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popularity: PopularityView,
@@ -115,5 +118,4 @@ def _similar(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popul
         for other, count in neighbours:
             if other not in mine:
                 best[other] = max(best.get(other, 0.0), aff * count / total)
-    return _rank(((neg_pub, w, s) for other, s in best.items() for neg_pub, w in _recent(catalog, other, since)),
-                 variant, popularity)
+    return _rank(((s, _recent(catalog, other, since)) for other, s in best.items()), variant, popularity)
