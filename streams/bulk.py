@@ -39,7 +39,7 @@ import numpy as np
 from streams.affinity import TOGGLE_ON, Profile, dump, message_digest
 from streams.catalog import CatalogIndex
 from streams.pipeline import NO_TRENDING, PipelineConfig, encode_fans, fans_key, recommendations_for
-from streams.popularity import MAX_TRENDING_PER_PARTITION, Partial, PopularityView
+from streams.popularity import MAX_TRENDING_PER_PARTITION, Partial, PopularityView, count_pairs
 from streams.records import Signal, encode
 
 
@@ -158,8 +158,7 @@ class BulkPartition:
             partial.trending.ref = ref
             partial.trending.scores = {k: s for s, k in scores[:MAX_TRENDING_PER_PARTITION]}
         m = self.cfg.coengagement_top_m
-        for user in self.profiles():
-            partial.update_pairs((), (a for a, _ in self._tops[user][:m]))
+        partial.pairs = count_pairs([a for a, _ in self._tops[user][:m]] for user in self.profiles())
         return partial
 
     def outputs(self, catalog: CatalogIndex, popularity: PopularityView, now: float) -> dict[str, dict[str, bytes]]:

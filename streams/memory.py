@@ -4,6 +4,8 @@ the worker's agents/memory.py calls these on its timers."""
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def limit_malloc_arenas(arenas: int) -> bool:
@@ -57,3 +59,16 @@ class HeapFreezer:
     def thaw(self) -> None:
         gc.unfreeze()
         self.freezes = 0
+
+
+@contextmanager
+def growing_heap() -> Iterator[None]:
+    """For a batch job whose heap only grows until the end (the bulk rebuild holds every user's
+    state): call `gc.freeze()` after each step and the collector stops walking everything that
+    survived the steps before (the rebuild's collections walked the whole growing heap again
+    and again: 300k events took 5.7 s, 4.8 s with collection off). Young objects are still
+    collected; the frozen heap is thawed at the end, so cycles in it are freed later."""
+    try:
+        yield
+    finally:
+        gc.unfreeze()

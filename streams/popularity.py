@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -82,6 +83,19 @@ class Partial(msgspec.Struct):
 
 def _pairs(artists: Iterable[str]) -> set[str]:
     return {f"{a}|{b}" for a, b in itertools.combinations(sorted(set(artists)), 2)}
+
+
+def count_pairs(tops: Iterable[Iterable[str]]) -> dict[str, int]:
+    """Co-engagement counts from scratch, one top set per user (the bulk rebuild): what
+    `update_pairs((), top)` per user gives, counted in one pass and bounded once at the end.
+
+    >>> count_pairs([["b", "a"], ["a", "b", "c"], ["c"]])
+    {'a|b': 2, 'a|c': 1, 'b|c': 1}
+    """
+    counts = Counter(f"{a}|{b}" for top in tops for a, b in itertools.combinations(sorted(set(top)), 2))
+    if len(counts) > MAX_PAIRS_PER_PARTITION:
+        return dict(heapq.nlargest(MAX_PAIRS_PER_PARTITION, counts.items(), key=lambda i: (i[1], i[0])))
+    return dict(counts)
 
 
 _ENC = msgspec.msgpack.Encoder()

@@ -21,6 +21,7 @@ if clients need every list again).
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from streams.ingest import (
     outcome,
     route,
 )
+from streams.memory import growing_heap
 from streams.pipeline import PipelineConfig
 from streams.popularity import PopularityView, dump_partial
 from streams.records import SIGNAL_KINDS, Signal
@@ -96,6 +98,12 @@ def changelog(app_id: str, table: str) -> str:
 async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConfig, parser: ParserConfig,
                        progress=None, idle_timeout_s: float = 60.0) -> RebuildReport:
     """Rebuild `settings.app_id`'s state from the input topics (see the module docstring)."""
+    with growing_heap():
+        return await _bulk_rebuild(settings, client, model_cfg, parser, progress, idle_timeout_s)
+
+
+async def _bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConfig, parser: ParserConfig,
+                        progress, idle_timeout_s: float) -> RebuildReport:
     from aiokafka import AIOKafkaProducer
 
     report = RebuildReport()
@@ -138,6 +146,7 @@ async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConf
                 report.written[table] += await write_partition(
                     producer, changelog(settings.app_id, table), b.partition,
                     ((key.encode(), value) for key, value in rows.items()))
+            gc.freeze()
             report.written["popularity"] += await write_partition(
                 producer, changelog(settings.app_id, "popularity"), b.partition,
                 [(f"p{b.partition}".encode(), dump_partial(partial))])
@@ -190,6 +199,8 @@ async def _commit(client: dict, group_id: str, offsets: dict) -> None:
 
 
 async def _ingest(records, typed, bulk, partition_of, artist_of, parser, settings, producer, report, acks) -> None:
+    """One read batch into the per-partition aggregates (what it leaves behind is long-lived
+    state: frozen after the batch, see streams.memory.growing_heap)."""
     patience = settings.unknown_artwork_patience_s
     now = time.time()
     for r in records:
@@ -203,6 +214,7 @@ async def _ingest(records, typed, bulk, partition_of, artist_of, parser, setting
             name = settings.topic(DEADLETTER) if dest[0] == DEADLETTER else settings.internal_topic(dest[0])
             acks.append(await producer.send(name, dest[2], key=dest[1]))
             report.forwarded[dest[0]] += 1
+    gc.freeze()
 
 
 async def _read_all(client: dict, topics: list[str], idle_timeout_s: float, progress, handle) -> dict:

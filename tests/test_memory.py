@@ -1,4 +1,4 @@
-"""Process memory helpers: malloc arenas and trim, the heap freezer."""
+"""Process memory helpers: malloc arenas and trim, the heap freezer, the growing heap."""
 
 
 def test_malloc_arenas_are_limited_and_free_memory_released_on_glibc():
@@ -43,3 +43,19 @@ def test_the_heap_freezer_moves_survivors_out_of_the_collectors_reach_and_thaws_
         assert survivor
     finally:
         gc.unfreeze()
+
+
+def test_a_growing_heap_is_thawed_when_the_job_ends_even_on_error():
+    import gc
+
+    import pytest
+
+    from streams.memory import growing_heap
+
+    gc.unfreeze()
+    with pytest.raises(RuntimeError), growing_heap():
+        state = [[i] for i in range(1000)]  # a step's long-lived state
+        gc.freeze()
+        assert gc.get_freeze_count() >= 1000
+        raise RuntimeError("the rebuild failed")
+    assert gc.get_freeze_count() == 0 and state
