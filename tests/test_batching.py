@@ -59,22 +59,29 @@ def _rows(n: int, tag: str = "") -> list:
     return [(f"k{i}".encode(), f"{tag}v{i}-".encode() * 20) for i in range(n)]
 
 
+def _produce(bootstrap: str, topic: str, max_batch_size: int, use):
+    """Create `topic`, run `await use(producer)` with a producer of that batch size, return its result."""
+    async def scenario():
+        await _topic(bootstrap, topic)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=max_batch_size)
+        await producer.start()
+        try:
+            return await use(producer)
+        finally:
+            await producer.stop()
+    return asyncio.run(scenario())
+
+
 def test_rows_leave_in_full_batches_in_order_and_report_each_batchs_last_offset(broker):
     topic = "batching-order"
 
-    async def scenario():
-        await _topic(broker.bootstrap, topic)
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=4096)
-        await producer.start()
-        try:
-            # two queues on one partition, the second queued while the first is still in flight
-            first = await enqueue_partition(producer, topic, 1, _rows(100, "a"))
-            second = await enqueue_partition(producer, topic, 1, _rows(10, "b"))
-            return await asyncio.gather(*first), await asyncio.gather(*second)
-        finally:
-            await producer.stop()
+    async def two_queues(producer):
+        # two queues on one partition, the second queued while the first is still in flight
+        first = await enqueue_partition(producer, topic, 1, _rows(100, "a"))
+        second = await enqueue_partition(producer, topic, 1, _rows(10, "b"))
+        return await asyncio.gather(*first), await asyncio.gather(*second)
 
-    first, second = asyncio.run(scenario())
+    first, second = _produce(broker.bootstrap, topic, 4096, two_queues)
     assert len(first) > 1  # 100 records of ~90 bytes do not fit in one 4 KB batch
     assert first == sorted(first) and first[-1] == 99 and second == [109]
     got = asyncio.run(_read(broker.bootstrap, topic, 1, 110))
@@ -86,30 +93,14 @@ def test_with_a_one_byte_batch_size_every_record_is_its_own_batch(broker):
     broker's ListOffsets bug then cannot hide a batch's tail."""
     topic = "batching-single"
 
-    async def scenario():
-        await _topic(broker.bootstrap, topic)
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=1)
-        await producer.start()
-        try:
-            return await asyncio.gather(*await enqueue_partition(producer, topic, 0, _rows(5)))
-        finally:
-            await producer.stop()
+    async def five(producer):
+        return await asyncio.gather(*await enqueue_partition(producer, topic, 0, _rows(5)))
 
-    assert asyncio.run(scenario()) == [0, 1, 2, 3, 4]  # one future (one batch) per record
+    assert _produce(broker.bootstrap, topic, 1, five) == [0, 1, 2, 3, 4]  # one future (one batch) per record
     assert [o for o, _, _ in asyncio.run(_read(broker.bootstrap, topic, 0, 5))] == [0, 1, 2, 3, 4]
 
 
 def test_write_partition_counts_what_it_wrote(broker):
     topic = "batching-count"
-
-    async def scenario():
-        await _topic(broker.bootstrap, topic)
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, max_batch_size=2048)
-        await producer.start()
-        try:
-            return await write_partition(producer, topic, 0, iter(_rows(40)))
-        finally:
-            await producer.stop()
-
-    assert asyncio.run(scenario()) == 40
+    assert _produce(broker.bootstrap, topic, 2048, lambda p: write_partition(p, topic, 0, iter(_rows(40)))) == 40
     assert len(asyncio.run(_read(broker.bootstrap, topic, 0, 40))) == 40
