@@ -39,6 +39,7 @@ from streams.records import Signal, Target
 from streams.settings import DEFAULT_WEIGHTS
 
 TOGGLE_ON = {"follow": True, "unfollow": False, "save": True, "unsave": False}
+TOGGLE_OFF = {kind for kind, on in TOGGLE_ON.items() if not on}
 TOGGLE_WEIGHT = {"follow": "follow", "unfollow": "follow", "save": "save", "unsave": "save"}
 MAX_PRICES = 32
 MAX_PURCHASES = 256
@@ -69,14 +70,21 @@ def message_digest(message_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-def remember(seen: list[int], message_id: str, window: int) -> bool:
-    """Record a messageId in a bounded, oldest-first list of digests; False if already there."""
+def remember(seen: list[int], message_id: str, window: int, index: set[int] | None = None) -> bool:
+    """Record a messageId in a bounded, oldest-first list of digests; False if already there.
+    `index`: a set mirroring `seen`, kept in step, for callers that check many ids against one
+    list (a scan of a full window is 2,048 comparisons per event)."""
     digest = message_digest(message_id)
-    if digest in seen:
+    if digest in (seen if index is None else index):
         return False
     seen.append(digest)
+    if index is not None:
+        index.add(digest)
     if len(seen) > window:
-        del seen[: len(seen) - window]
+        drop = len(seen) - window
+        if index is not None:
+            index.difference_update(seen[:drop])
+        del seen[:drop]
     return True
 
 
@@ -108,11 +116,14 @@ class AffinityModel:
         """Weight left after `age_s` seconds: 2^(−age/h)."""
         return decay(age_s, self.half_life_s)
 
-    def learn_one(self, profile: Profile, signal: Signal) -> bool:
-        """Apply one signal in place. Returns False for a duplicate messageId."""
-        if not remember(profile.seen, signal.message_id, self.dedup_window):
+    def learn_one(self, profile: Profile, signal: Signal, seen_index: set[int] | None = None) -> bool:
+        """Apply one signal in place. Returns False for a duplicate messageId. `seen_index`: a
+        set mirroring `profile.seen` (see `remember`), for a caller applying many signals."""
+        if not remember(profile.seen, signal.message_id, self.dedup_window, seen_index):
             return False
         profile.events += 1
+        # evict restores both bounds; only a new artist or a new tombstone can break them again
+        may_grow = signal.kind in TOGGLE_OFF or any(t.artist_id not in profile.scores for t in signal.targets)
         self._advance(profile, signal.time)
         if signal.kind in TOGGLE_ON:
             for target in signal.targets:
@@ -122,7 +133,8 @@ class AffinityModel:
             for target in signal.targets:
                 profile.scores[target.artist_id] = profile.scores.get(target.artist_id, 0.0) + w
         self.remember_purchase(profile, signal)
-        self.evict(profile)
+        if may_grow:
+            self.evict(profile)
         return True
 
     def scores(self, profile: Profile) -> dict[str, float]:

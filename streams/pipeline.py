@@ -117,6 +117,7 @@ class PartitionBatch:
         self._before: dict[str, list[tuple[str, float]]] = {}
         self._written: set[str] = set()
         self._dirty: dict[str, str] = {}  # user -> trigger
+        self._indexes: dict[str, set[int] | None] = {}  # user -> set over profile.seen (_seen_index)
         self.out: list[Output] = []
         self.applied = self.duplicates = 0
 
@@ -142,7 +143,7 @@ class PartitionBatch:
             self._send(SIGNALS_KEYED, profile.alias_of, encode_keyed(moved))
             return
         self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
-        if not self.cfg.model.learn_one(profile, sig):
+        if not self.cfg.model.learn_one(profile, sig, self._seen_index(sig.user_id, profile)):
             self.duplicates += 1
             return
         self.applied += 1
@@ -152,6 +153,17 @@ class PartitionBatch:
             for t in sig.targets:
                 if t.artwork_id:
                     self.partial.trending.add(t.artwork_id, weight, sig.time, self.cfg.trending_half_life_s)
+
+    def _seen_index(self, user: str, profile: Profile) -> set[int] | None:
+        """A set over the user's remembered messageIds, from the user's second signal in this
+        batch on (one signal: a scan of the list is cheaper than building the set)."""
+        index = self._indexes.get(user)
+        if index is None:
+            if user not in self._indexes:
+                self._indexes[user] = None  # first signal: scan
+                return None
+            index = self._indexes[user] = set(profile.seen)
+        return index
 
     def _identity(self, ident: Identity) -> None:
         """Keyed by the previous id: hand its profile to the new id and leave a pointer."""
@@ -170,6 +182,7 @@ class PartitionBatch:
             self._send(SIGNALS_KEYED, profile.alias_of, encode_keyed(
                 msgspec.structs.replace(merge, user_id=profile.alias_of)))
             return
+        self._indexes.pop(merge.user_id, None)  # merge replaces the seen list
         if self.cfg.model.merge(profile, load(merge.profile), merge.message_id):
             self._written.add(merge.user_id)
             self._dirty[merge.user_id] = merge.message_id

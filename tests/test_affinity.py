@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 from hypothesis import given, settings
@@ -10,6 +11,7 @@ from streams.affinity import (
     load,
     message_digest,
     reference_scores,
+    remember,
 )
 from streams.records import Signal, Target
 
@@ -186,3 +188,35 @@ def test_merge_equals_having_seen_all_events_on_one_profile():
     assert user.purchased == ["w1"] and user.events == 5
     assert not MODEL.merge(user, anon, "identify-1")  # a replayed merge is a no-op
     assert not MODEL.learn_one(user, anon_events[0])  # the anon's messageIds came along
+
+
+@settings(max_examples=200, deadline=None)
+@given(signals, st.integers(min_value=1, max_value=3))
+def test_evicting_only_when_a_signal_could_break_a_bound_equals_evicting_after_every_signal(events, top_k):
+    """learn_one skips evict unless the signal brings an artist not in the scores or a tombstone
+    (unfollow/unsave): evict restores both bounds and nothing else can break them again."""
+    model = dataclasses.replace(MODEL, top_k=top_k)
+    guarded, always = Profile(), Profile()
+    for s in events + events[:5]:  # some duplicates too
+        model.learn_one(guarded, s)
+        model.learn_one(always, s)
+        model.evict(always)
+    assert guarded == always
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=30), max_size=200), st.integers(min_value=1, max_value=10))
+def test_a_seen_index_gives_the_same_answers_and_mirrors_the_window(ids, window):
+    plain, indexed, index = [], [], set()
+    for i in ids:
+        assert remember(plain, f"m{i}", window) == remember(indexed, f"m{i}", window, index)
+        assert indexed == plain and index == set(plain)
+
+
+def test_unsaves_of_an_artist_already_scored_still_bound_the_tombstones():
+    model = dataclasses.replace(MODEL, top_k=1)
+    p = Profile()
+    model.learn_one(p, sig("view", "a", 1.0, "v"))
+    for i, work in enumerate(["w1", "w2", "w3"]):
+        model.learn_one(p, sig("unsave", "a", 2.0 + i, f"u{i}", artwork=work))
+    assert list(p.toggles) == ["s:w3"]  # the newest tombstone only

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import msgspec
 
-from streams.affinity import AffinityModel, load
+from streams.affinity import AffinityModel, Profile, dump, load, message_digest
 from streams.catalog import CatalogIndex
 from streams.experiments import Variant
 from streams.pipeline import PartitionBatch, PipelineConfig, decode_recs, fans_key
@@ -66,6 +66,19 @@ def test_burst_for_one_user_coalesces_into_one_record_per_batch():
     out = world.run([follow("u", "a", f"m{i}", t=NOW - 100 + i, kind="follow" if i % 2 else "unfollow")
                      for i in range(10)] + [follow("u", "b", "mb")])
     assert len(out["recommendations"]) == 1 and len(out["affinity.updates"]) == 1
+
+
+def test_a_messageid_repeated_within_a_batch_counts_once_and_a_merge_resets_the_users_index():
+    world = World(*WORKS)
+    batch = PartitionBatch(CFG, 0, world.profiles, world.recs, world.fans, world.partial, world.catalog,
+                           PopularityView([world.partial]), NOW)
+    other = Profile()
+    CFG.model.learn_one(other, follow("anon", "b", "m9"))
+    # m1 twice (the second check uses the batch's index); after the merge, m9 is known from the other profile
+    batch.run([follow("u", "a", "m1"), follow("u", "a", "m2", kind="view"), follow("u", "a", "m1"),
+               Merge("u", "anon", "merge-1", dump(other)), follow("u", "b", "m9")])
+    assert (batch.applied, batch.duplicates) == (2, 2)
+    assert set(load(world.profiles["u"]).seen) == {message_digest(m) for m in ("m1", "m2", "m9", "merge-1")}
 
 
 def test_no_emission_when_nothing_changed():
