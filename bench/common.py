@@ -75,6 +75,11 @@ def metric(worker: WorkerProcess, name: str) -> float:
     return total
 
 
+def processed(worker: WorkerProcess) -> float:
+    """Signals the worker's pipeline has taken in: applied, or recognised as duplicates."""
+    return metric(worker, "recstream_signals_applied_total") + metric(worker, "recstream_duplicates_total")
+
+
 def recstream_worker(broker: EmbeddedBroker, prefix: str, app_id: str, extra: dict | None = None) -> WorkerProcess:
     tmp = Path(tempfile.mkdtemp(prefix="recstream-bench-"))
     env = {"RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id, "RECSTREAM_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"),

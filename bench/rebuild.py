@@ -12,9 +12,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import (  # noqa: E402
     demo_events,
-    metric,
     pipeline_with_catalog,
     preload,
+    processed,
     recstream_worker,
     rss_mb,
 )
@@ -50,8 +50,7 @@ def main() -> dict:
         worker = pipeline_with_catalog(broker, "live.", "bench-live", demo)
         try:
             preload(broker.bootstrap, "live.events.segment", records[:LIVE_SLICE])
-            out["live"] = measure(lambda: metric(worker, "recstream_signals_applied_total")
-                                  + metric(worker, "recstream_duplicates_total"), LIVE_SLICE)
+            out["live"] = measure(lambda: processed(worker), LIVE_SLICE)
         finally:
             worker.stop()
 
