@@ -15,7 +15,7 @@ from streams.devtools import segment_key
 from streams.direct import direct_group
 from streams.events import parse_segment, resolve_artists
 from streams.settings import Settings
-from tests.conftest import get_json, metric, wait_until
+from tests.conftest import consume_all, get_json, metric, wait_until
 
 pytestmark = pytest.mark.integration
 MODEL = AffinityModel(weights=Settings.from_env({}).weights)
@@ -145,3 +145,35 @@ def test_sigkill_under_load_then_restart_loses_nothing_and_counts_nothing_twice(
         lists = [r for r in cluster.consume_all("recommendations") if r.key == user.encode()]
         if lists:
             assert lists[-1].value == restarted.get(f"/recommendations/{user}")[1]
+
+
+def test_each_store_remembers_the_changelog_offset_it_holds_so_a_restart_resumes_there(cluster):
+    """Batched table writes store the changelog offset recovery resumes from, as faust's per-key
+    path did after each ack: after a clean stop, each affinity partition's RocksDB holds the
+    offset of its changelog partition's last record, and a restart in place serves the same state."""
+    from rocksdict import AccessType, Options, Rdict
+
+    w = cluster.start_worker("w")
+    demo = DemoGenerator(users=150, artists=30, artworks=300, seed=43)
+    artist_of = setup_catalog(cluster, w, demo)
+    events = list(demo.events(3000))
+    cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in events])
+    ref = reference(events, artist_of)
+    wait_until(lambda: _matches(w, ref, sorted(ref)), 120, what="all events applied")
+    w.stop()
+
+    changelog = f"{cluster.env['RECSTREAM_APP_ID']}-affinity-changelog"
+    last: dict[int, int] = {}
+    for r in asyncio.run(consume_all(cluster.broker.bootstrap, changelog, 1500, 60)):
+        last[r.partition] = max(last.get(r.partition, -1), r.offset)
+    assert sorted(last) == [0, 1, 2, 3]  # every partition was written
+    tables = cluster.root / "w" / "state" / "v1" / "tables"
+    for partition, offset in last.items():
+        db = Rdict(str(tables / f"affinity-{partition}.db"), Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            assert int(db[b"__faust\0offset__"]) == offset, partition
+        finally:
+            db.close()
+
+    restarted = cluster.start_worker("w")  # same data dir
+    assert _matches(restarted, ref, sorted(ref))
