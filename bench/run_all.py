@@ -1,7 +1,7 @@
 """Run every benchmark and write bench/results/summary.md: `python bench/run_all.py`.
 
-About 25 minutes on 2 cores, most of it the 1M-event rebuild and the 1M-user memory run; smaller
-runs: BENCH_REBUILD_EVENTS=200000 BENCH_USERS_LARGE=200000 python bench/run_all.py."""
+About 25-35 minutes on 2 cores (three throughput and serving rounds, the 1M-event rebuild, the
+1M-user memory run); smaller runs: BENCH_REBUILD_EVENTS=200000 BENCH_USERS_LARGE=200000 python bench/run_all.py."""
 
 from __future__ import annotations
 
