@@ -21,14 +21,12 @@ shares = Shares(load_partial, lambda parts: PopularityView(parts, pipeline_confi
 @app.agent(topics.signals, concurrency=1)  # stateful: concurrency 1 (faust #606)
 async def process_users(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
+        parts = []
+        for partition, group in by_partition(events):  # decoding may await (a dead letter): all of it first
+            parts.append((partition, group[-1], [r for r in [await _decode(e) for e in group] if r is not None]))
         batch = BatchCommit(app)
-        for partition, group in by_partition(events):
-            records = []
-            for e in group:
-                record = await _decode(e)
-                if record is not None:
-                    records.append(record)
-            apply_records(partition, group[-1], records, batch)
+        for partition, anchor, records in parts:  # no await from the first read to commit's local write
+            apply_records(partition, anchor, records, batch)
         await batch.commit()  # one round of acks per batch, not one per partition
 
 

@@ -311,10 +311,12 @@ class BatchCommit:
     partitioned as the default partitioner does), waits for every ack, and then records the
     changelog offsets faust's recovery starts from, as faust does after each changelog ack.
 
-    The RocksDB write happens before commit's first await, right after the batch computed, so
-    two batches on one event loop (direct ingest and the signals agent) never interleave a
-    read-modify-write. A crash before the acks: the input is not committed either, replayed
-    events are duplicates, and the pipeline re-writes a duplicate's profile (heals the changelog)."""
+    The RocksDB write happens before commit's first await, and callers apply a batch with no
+    await between its reads and `commit()`, so two batches on one event loop (direct ingest and
+    the signals agent) never interleave a read-modify-write; from that write on, batches queue
+    their records in order (a FIFO lock), so the changelog keeps the order of the local writes.
+    A crash before the acks: the input is not committed either, replayed events are duplicates,
+    and the pipeline re-writes a duplicate's profile (heals the changelog)."""
 
     _queueing: asyncio.Lock | None = None  # one batch queues at a time: per-partition record order
 
@@ -336,9 +338,32 @@ class BatchCommit:
         self._out.append((topic, key, value))
 
     async def commit(self) -> None:
-        from rocksdict import WriteBatch
+        from faust.types import TP
 
         from streams.batching import enqueue_partition
+
+        rows, changelogs = self._store()
+        if BatchCommit._queueing is None:
+            BatchCommit._queueing = asyncio.Lock()
+        # FIFO from the local write on: changelog records leave in the order the batches wrote
+        # RocksDB, even when a batch waits on a first topic declaration or on metadata
+        async with BatchCommit._queueing:
+            producer = self.app.producer._ensure_producer()
+            for topic, key, value in self._out:
+                name = await _declare(topic)
+                partition = (await _partitioner(producer, name))(key)
+                rows.setdefault((name, partition), []).append((key, value))
+            if not rows:
+                return
+            queued = await asyncio.gather(*(enqueue_partition(producer, name, partition, part)
+                                            for (name, partition), part in rows.items()))
+        acked = dict(zip(rows, await asyncio.gather(*(asyncio.gather(*futures) for futures in queued)), strict=True))
+        for table, name, partition in changelogs:
+            table.data.set_persisted_offset(TP(name, partition), max(acked[(name, partition)]))
+
+    def _store(self) -> tuple[dict, list]:
+        """Each table partition's writes into its RocksDB (one write batch), and as changelog rows."""
+        from rocksdict import WriteBatch
 
         rows: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
         changelogs: list[tuple[object, str, int]] = []
@@ -353,23 +378,7 @@ class BatchCommit:
             name = table.changelog_topic.get_topic_name()
             rows[(name, partition)] = written
             changelogs.append((table, name, partition))
-        producer = self.app.producer._ensure_producer()
-        for topic, key, value in self._out:
-            name = await _declare(topic)
-            partition = (await _partitioner(producer, name))(key)
-            rows.setdefault((name, partition), []).append((key, value))
-        if not rows:
-            return
-        if BatchCommit._queueing is None:
-            BatchCommit._queueing = asyncio.Lock()
-        async with BatchCommit._queueing:
-            queued = await asyncio.gather(*(enqueue_partition(producer, name, partition, part)
-                                            for (name, partition), part in rows.items()))
-        acked = dict(zip(rows, await asyncio.gather(*(asyncio.gather(*futures) for futures in queued)), strict=True))
-        from faust.types import TP
-
-        for table, name, partition in changelogs:
-            table.data.set_persisted_offset(TP(name, partition), max(acked[(name, partition)]))
+        return rows, changelogs
 
 
 async def _declare(topic) -> str:

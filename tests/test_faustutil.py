@@ -198,3 +198,89 @@ def test_the_pre_commit_flush_waits_until_every_changelog_record_left_the_buffer
         assert ProducerBuffer.max_messages == 5000  # delivery pauses only past this many queued
     finally:
         ProducerBuffer.flush, ProducerBuffer.max_messages = original, limit
+
+
+def test_batch_commits_store_locally_then_queue_in_the_order_they_wrote(tmp_path):
+    """Batch A writes k=v1 and waits on its first output topic's declaration; batch B then
+    writes k=v2. The changelog must carry v1 before v2 (recovery keeps the last record), and
+    each store remembers the changelog offset it holds."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from rocksdict import Options, Rdict
+
+    from streams import faustutil
+
+    sent, persisted = [], {}
+    db = Rdict(str(tmp_path / "affinity-0.db"), Options(raw_mode=True))
+
+    class Builder:
+        def __init__(self):
+            self.rows = []
+
+        def append(self, key, value, timestamp):
+            self.rows.append((key, value))
+            return object()
+
+        def record_count(self):
+            return len(self.rows)
+
+        def close(self):
+            pass
+
+    class Producer:
+        offsets: dict = {}
+
+        def create_batch(self):
+            return Builder()
+
+        async def send_batch(self, batch, topic, partition):
+            base = self.offsets.get((topic, partition), 0)
+            self.offsets[(topic, partition)] = base + len(batch.rows)
+            sent.append((topic, partition, batch.rows))
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(SimpleNamespace(offset=base))
+            return future
+
+        async def partitions_for(self, topic):
+            return {0}
+
+    producer = Producer()
+    app = SimpleNamespace(producer=SimpleNamespace(_ensure_producer=lambda: producer))
+    table = SimpleNamespace(
+        name="affinity", changelog_topic=SimpleNamespace(get_topic_name=lambda: "app-affinity-changelog"),
+        data=SimpleNamespace(_db_for_partition=lambda p: db,
+                             set_persisted_offset=lambda tp, offset: persisted.__setitem__(tp, offset)))
+    released = None
+
+    class SlowTopic:
+        def get_topic_name(self):
+            return "slow-out"
+
+        async def maybe_declare(self):
+            await released.wait()
+
+    async def scenario():
+        nonlocal released
+        released = asyncio.Event()
+        faustutil._declared.discard("slow-out")
+        a, b = faustutil.BatchCommit(app), faustutil.BatchCommit(app)
+        a.table(table, 0)["k"] = b"v1"
+        a.send(SlowTopic(), b"u", b"out")
+        first = asyncio.ensure_future(a.commit())
+        await asyncio.sleep(0)  # A stored k=v1 and waits on the declaration
+        assert db[b"k"] == b"v1" and sent == []
+        assert b.table(table, 0).get("k") == b"v1"  # B reads what A stored
+        b.table(table, 0)["k"] = b"v2"
+        second = asyncio.ensure_future(b.commit())
+        await asyncio.sleep(0.01)
+        assert sent == []  # B queues behind A
+        released.set()
+        await asyncio.gather(first, second)
+
+    asyncio.run(scenario())
+    changelog = [rows for topic, _, rows in sent if topic == "app-affinity-changelog"]
+    assert changelog == [[(b"k", b"v1")], [(b"k", b"v2")]]
+    assert db[b"k"] == b"v2" and ("slow-out", 0, [(b"u", b"out")]) in sent
+    assert list(persisted.values()) == [1] and [tp.topic for tp in persisted] == ["app-affinity-changelog"]
+    db.close()
