@@ -3,7 +3,7 @@ memory freed in bursts (table recovery, large batches) back to the OS."""
 
 from streams.app import app
 from streams.faustutil import rocksdb_cache
-from streams.memory import HeapFreezer, release_free_memory
+from streams.memory import HeapFreezer, malloc_stats, release_free_memory
 from streams.metrics import metrics
 
 heap = HeapFreezer(thaw_every=10)  # a full collection at most every 10 minutes
@@ -35,3 +35,11 @@ def _rocksdb_memory() -> dict:
 
 
 metrics.gauge("recstream_rocksdb_memory_bytes", _rocksdb_memory)
+
+
+def _malloc_memory() -> dict:
+    stats = malloc_stats() or {}
+    return {(("kind", kind),): value for kind, value in stats.items()}
+
+
+metrics.gauge("recstream_malloc_bytes", _malloc_memory)

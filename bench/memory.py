@@ -55,18 +55,24 @@ def one_size(broker: EmbeddedBroker, demo: DemoGenerator, users: int) -> dict:
         after_live = rss_mb(worker.proc.pid)
         time.sleep(SETTLE_S)  # the worker's once-a-minute housekeeping (gc, malloc_trim) has run
         return {"recovery_s": recovered, "after_recovery": after_recovery, "after_live": after_live,
-                "rss": rss_mb(worker.proc.pid), "rocksdb": _rocksdb_cache_mb(worker)}
+                "rss": rss_mb(worker.proc.pid), "rocksdb": _rocksdb_cache_mb(worker),
+                "malloc_in_use": _gauge_mb(worker, 'recstream_malloc_bytes{kind="in_use"}'),
+                "malloc_free": _gauge_mb(worker, 'recstream_malloc_bytes{kind="free"}')}
     finally:
         worker.stop()
 
 
-def _rocksdb_cache_mb(worker) -> float:
-    """The worker's shared RocksDB cache in use (blocks, index/filters, charged memtables)."""
+def _gauge_mb(worker, series: str) -> float:
     _, body = worker.get("/metrics")
     for line in body.decode().splitlines():
-        if line.startswith('recstream_rocksdb_memory_bytes{kind="cache"}'):
+        if line.startswith(series + " "):
             return float(line.rpartition(" ")[2]) / 2**20
     return float("nan")
+
+
+def _rocksdb_cache_mb(worker) -> float:
+    """The worker's shared RocksDB cache in use (blocks, index/filters, charged memtables)."""
+    return _gauge_mb(worker, 'recstream_rocksdb_memory_bytes{kind="cache"}')
 
 
 def main() -> dict:
@@ -78,11 +84,13 @@ def main() -> dict:
 def report(r: dict) -> str:
     small, large = r[SMALL]["rss"], r[LARGE]["rss"]
     rows = [f"| {n:,} | {v['recovery_s']:.0f} s | {v['after_recovery']:.0f} MB | {v['after_live']:.0f} MB | "
-            f"{v['rss']:.0f} MB | {v['rocksdb']:.0f} MB |" for n, v in r.items()]
+            f"{v['rss']:.0f} MB | {v['rocksdb']:.0f} MB | {v['malloc_in_use']:.0f} MB | {v['malloc_free']:.0f} MB |"
+            for n, v in r.items()]
     return "\n".join([f"Worker RSS by users held (state built with rebuild --bulk, then {LIVE_EVENTS:,} live events "
                       "for users across the key space)", "",
-                      f"| users | recovery | RSS after recovery | RSS after live events | RSS {SETTLE_S} s later | of which RocksDB cache |",
-                      "|---|---|---|---|---|---|", *rows, "",
+                      f"| users | recovery | RSS after recovery | RSS after live events | RSS {SETTLE_S} s later | "
+                      "of which RocksDB cache | malloc in use | malloc free (held) |",
+                      "|---|---|---|---|---|---|---|---|", *rows, "",
                       f"growth (settled RSS) {small:.0f} → {large:.0f} MB = {(large - small) / small:+.1%} for {LARGE / SMALL:.0f}× "
                       "the users (target ≤ 10%)"])
 
