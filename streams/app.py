@@ -69,9 +69,10 @@ def main() -> None:
         install_rocksdb_budget,
         install_true_end_offsets,
     )
-    from streams.memory import limit_malloc_arenas
+    from streams.memory import fix_mmap_threshold, limit_malloc_arenas
 
     limit_malloc_arenas(settings.malloc_arenas)  # before faust and RocksDB start their threads
+    fix_mmap_threshold(settings.malloc_mmap_threshold_kb)
 
     install_ack_sanitizer()
     install_full_flush()

@@ -24,6 +24,22 @@ def limit_malloc_arenas(arenas: int) -> bool:
         return False
 
 
+def fix_mmap_threshold(kb: int) -> bool:
+    """Serve allocations of `kb` KB and more from their own mappings, always. glibc's default
+    threshold starts at 128 KB but rises to the size of any large chunk freed, after which large
+    short-lived buffers (fetch responses during table recovery) come from the heap and leave it
+    fragmented (memory bench: RSS after recovering 1M users 166 -> 132 MB). No-op (False) off
+    glibc or with kb <= 0."""
+    if kb <= 0:
+        return False
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, kb * 1024))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def release_free_memory() -> bool:
     """Hand memory freed by bursts (table recovery, large batches) back to the OS (glibc)."""
     try:

@@ -4,11 +4,20 @@
 def test_malloc_arenas_are_limited_and_free_memory_released_on_glibc():
     import platform
 
-    from streams.memory import limit_malloc_arenas, release_free_memory
+    from streams.memory import fix_mmap_threshold, limit_malloc_arenas, malloc_stats, release_free_memory
 
     assert limit_malloc_arenas(0) is False  # 0 keeps glibc's default
+    assert fix_mmap_threshold(0) is False
     if platform.libc_ver()[0] == "glibc":
         assert limit_malloc_arenas(2) is True
+        assert fix_mmap_threshold(128) is True
+        freed = bytearray(8 << 20)
+        del freed  # glibc's dynamic threshold would now rise to 8 MB; a fixed one stays
+        before = malloc_stats()["mmapped"]
+        big = bytearray(4 << 20)  # so a 4 MB buffer still comes from its own mapping...
+        assert malloc_stats()["mmapped"] >= before + (4 << 20)
+        del big  # ...and is given back when freed
+        assert malloc_stats()["mmapped"] == before
         blocks = [bytearray(200_000) for _ in range(200)]  # ~40 MB through mmap/heap
         del blocks
         release_free_memory()  # returns whether memory was released; must not raise
