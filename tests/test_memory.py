@@ -4,7 +4,12 @@
 def test_malloc_arenas_are_limited_and_free_memory_released_on_glibc():
     import platform
 
-    from streams.memory import fix_mmap_threshold, limit_malloc_arenas, malloc_stats, release_free_memory
+    from streams.memory import (
+        fix_mmap_threshold,
+        limit_malloc_arenas,
+        malloc_stats,
+        release_free_memory,
+    )
 
     assert limit_malloc_arenas(0) is False  # 0 keeps glibc's default
     assert fix_mmap_threshold(0) is False
