@@ -3,9 +3,30 @@ the worker's agents/memory.py calls these on its timers."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+@functools.cache
+def _glibc(function: str):
+    """A glibc function, or None off glibc (or on one too old to have it)."""
+    try:
+        return getattr(ctypes.CDLL("libc.so.6"), function)
+    except (OSError, AttributeError):
+        return None
+
+
+def _mallopt(param: int, value: int) -> bool:
+    mallopt = _glibc("mallopt")
+    return mallopt is not None and bool(mallopt(param, value))
 
 
 def limit_malloc_arenas(arenas: int) -> bool:
@@ -13,15 +34,7 @@ def limit_malloc_arenas(arenas: int) -> bool:
     background threads and faust's consumer thread then keep freed memory in arenas of their own,
     and RSS grows with the data touched (100k -> 1M users: +59% with the default, +37% with 2).
     No-op (False) off glibc or with arenas <= 0."""
-    if arenas <= 0:
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        return False
+    return arenas > 0 and _mallopt(-8, arenas)  # M_ARENA_MAX
 
 
 def fix_mmap_threshold(kb: int) -> bool:
@@ -30,24 +43,13 @@ def fix_mmap_threshold(kb: int) -> bool:
     short-lived buffers (fetch responses during table recovery) come from the heap and leave it
     fragmented (memory bench: RSS after recovering 1M users 166 -> 132 MB). No-op (False) off
     glibc or with kb <= 0."""
-    if kb <= 0:
-        return False
-    try:
-        import ctypes
-
-        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, kb * 1024))  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
+    return kb > 0 and _mallopt(-3, kb * 1024)  # M_MMAP_THRESHOLD
 
 
 def release_free_memory() -> bool:
     """Hand memory freed by bursts (table recovery, large batches) back to the OS (glibc)."""
-    try:
-        import ctypes
-
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    malloc_trim = _glibc("malloc_trim")
+    return malloc_trim is not None and bool(malloc_trim(0))
 
 
 def malloc_stats() -> dict[str, int] | None:
@@ -60,17 +62,10 @@ def malloc_stats() -> dict[str, int] | None:
     >>> stats is None or stats["in_use"] > 0
     True
     """
-    try:
-        import ctypes
-
-        class MallInfo2(ctypes.Structure):
-            _fields_ = [(name, ctypes.c_size_t) for name in (
-                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):
+    mallinfo2 = _glibc("mallinfo2")
+    if mallinfo2 is None:
         return None
-    mallinfo2.restype = MallInfo2
+    mallinfo2.restype = _MallInfo2
     info = mallinfo2()
     return {"in_use": info.uordblks, "free": info.fordblks, "mmapped": info.hblkhd}
 
