@@ -351,7 +351,7 @@ class BatchCommit:
             producer = self.app.producer._ensure_producer()
             for topic, key, value in self._out:
                 name = await _declare(topic)
-                partition = (await _partitioner(producer, name))(key)
+                partition = (await partitioner(producer, name))(key)
                 rows.setdefault((name, partition), []).append((key, value))
             if not rows:
                 return
@@ -392,11 +392,24 @@ async def _declare(topic) -> str:
 _partitioners: dict[str, object] = {}
 
 
-async def _partitioner(producer, topic: str):
-    """The default partitioner for `topic` (murmur2 over its partition count)."""
+def known_partitioner(producer, topic: str):
+    """The default partitioner for `topic` (murmur2 over its partition count, as the producer
+    picks partitions), or None while the producer has no metadata for the topic."""
     partitioner = _partitioners.get(topic)
     if partitioner is None:
+        partitions = producer._metadata.partitions_for_topic(topic)
+        if not partitions:
+            return None
         from streams.ingest import KeyPartitioner
 
-        partitioner = _partitioners[topic] = KeyPartitioner(len(await producer.partitions_for(topic)))
+        partitioner = _partitioners[topic] = KeyPartitioner(len(partitions))
     return partitioner
+
+
+async def partitioner(producer, topic: str):
+    """`known_partitioner`, fetching the topic's metadata first when the producer lacks it."""
+    found = known_partitioner(producer, topic)
+    if found is None:
+        await producer.partitions_for(topic)  # waits for the topic's metadata
+        found = known_partitioner(producer, topic)
+    return found

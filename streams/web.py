@@ -16,7 +16,7 @@ from streams import tables
 from streams.affinity import load
 from streams.app import affinity_model, app, image_config, pipeline_config, settings
 from streams.experiments import assign
-from streams.ingest import KeyPartitioner
+from streams.faustutil import known_partitioner, partitioner
 from streams.metrics import metrics
 from streams.recommend import cold_start
 from streams.records import Recommendations, encode
@@ -40,7 +40,6 @@ app.web.web_app.middlewares.append(_require_token)
 
 # changelog topic -> the partitions this worker is active for (empty while rebalancing)
 _owned: dict[str, set[int]] = {}
-_partitioners: dict[str, KeyPartitioner] = {}
 
 
 @app.on_partitions_revoked.connect
@@ -60,12 +59,9 @@ def local_partition(table, key: str) -> int | None:
     faust's router (the default partitioner over the changelog's partitions, the assignor's
     actives), from two dict lookups and a hash instead of its per-request owner lookup."""
     name = table.changelog_topic.get_topic_name()
-    partitioner = _partitioners.get(name)
+    partitioner = known_partitioner(app.producer._ensure_producer(), name)
     if partitioner is None:
-        count = app.producer._ensure_producer()._metadata.partitions_for_topic(name)
-        if not count:
-            return None
-        partitioner = _partitioners[name] = KeyPartitioner(len(count))
+        return None
     partition = partitioner(key.encode())
     return partition if partition in _owned.get(name, ()) else None
 
@@ -91,10 +87,7 @@ def routed(table, match_info: str = "user_id"):
         async def handler(web, request, **kwargs):
             if local_partition(table, request.match_info[match_info]) is not None:
                 return await view(web, request, **kwargs)
-            producer = app.producer._ensure_producer()
-            name = table.changelog_topic.get_topic_name()
-            if producer._metadata.partitions_for_topic(name) is None:
-                await producer.partitions_for(name)
+            await partitioner(app.producer._ensure_producer(), table.changelog_topic.get_topic_name())
             try:
                 return await inner(web, request, **kwargs)
             except (aiohttp.ClientError, asyncio.TimeoutError, ServiceUnavailable):

@@ -243,9 +243,12 @@ def test_batch_commits_store_locally_then_queue_in_the_order_they_wrote(tmp_path
             return future
 
         async def partitions_for(self, topic):
+            self.known.add(topic)  # the producer fetched the topic's metadata
             return {0}
 
     producer = Producer()
+    producer.known = set()
+    producer._metadata = SimpleNamespace(partitions_for_topic=lambda t: {0} if t in producer.known else None)
     app = SimpleNamespace(producer=SimpleNamespace(_ensure_producer=lambda: producer))
     table = SimpleNamespace(
         name="affinity", changelog_topic=SimpleNamespace(get_topic_name=lambda: "app-affinity-changelog"),
@@ -264,6 +267,7 @@ def test_batch_commits_store_locally_then_queue_in_the_order_they_wrote(tmp_path
         nonlocal released
         released = asyncio.Event()
         faustutil._declared.discard("slow-out")
+        faustutil._partitioners.pop("slow-out", None)
         a, b = faustutil.BatchCommit(app), faustutil.BatchCommit(app)
         a.table(table, 0)["k"] = b"v1"
         a.send(SlowTopic(), b"u", b"out")
