@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import msgspec
@@ -77,12 +77,17 @@ class Partial(msgspec.Struct):
                 self.pairs[p] = count
             else:
                 self.pairs.pop(p, None)
-        if len(self.pairs) > MAX_PAIRS_PER_PARTITION * 1.25:
-            self.pairs = dict(heapq.nlargest(MAX_PAIRS_PER_PARTITION, self.pairs.items(), key=lambda i: (i[1], i[0])))
+        if len(self.pairs) > MAX_PAIRS_PER_PARTITION * 1.25:  # amortised trim
+            self.pairs = _strongest(self.pairs)
+
+
+def _pair_keys(artists: Iterable[str]) -> Iterator[str]:
+    """"a|b" for each pair of distinct artists, a < b, in sorted order."""
+    return (f"{a}|{b}" for a, b in itertools.combinations(sorted(set(artists)), 2))
 
 
 def _pairs(artists: Iterable[str]) -> set[str]:
-    return {f"{a}|{b}" for a, b in itertools.combinations(sorted(set(artists)), 2)}
+    return set(_pair_keys(artists))
 
 
 def count_pairs(tops: Iterable[Iterable[str]]) -> dict[str, int]:
@@ -92,10 +97,13 @@ def count_pairs(tops: Iterable[Iterable[str]]) -> dict[str, int]:
     >>> count_pairs([["b", "a"], ["a", "b", "c"], ["c"]])
     {'a|b': 2, 'a|c': 1, 'b|c': 1}
     """
-    counts = Counter(f"{a}|{b}" for top in tops for a, b in itertools.combinations(sorted(set(top)), 2))
-    if len(counts) > MAX_PAIRS_PER_PARTITION:
-        return dict(heapq.nlargest(MAX_PAIRS_PER_PARTITION, counts.items(), key=lambda i: (i[1], i[0])))
-    return dict(counts)
+    counts = Counter(pair for top in tops for pair in _pair_keys(top))
+    return _strongest(counts) if len(counts) > MAX_PAIRS_PER_PARTITION else dict(counts)
+
+
+def _strongest(pairs: dict[str, int]) -> dict[str, int]:
+    """The MAX_PAIRS_PER_PARTITION largest counts (ties: the larger key)."""
+    return dict(heapq.nlargest(MAX_PAIRS_PER_PARTITION, pairs.items(), key=lambda i: (i[1], i[0])))
 
 
 _ENC = msgspec.msgpack.Encoder()
