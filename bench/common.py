@@ -65,14 +65,17 @@ def rss_mb(pid: int) -> float:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
 
 
-def metric(worker: WorkerProcess, name: str) -> float:
+def metric(worker: WorkerProcess, name: str, missing: float = 0.0) -> float:
+    """A metric summed over its labels, or one labelled series (`name{kind="cache"}`);
+    `missing` when the worker exports none."""
     status, body = worker.get("/metrics")
-    total = 0.0
+    total, found = 0.0, False
     for line in body.decode().splitlines():
         series, _, value = line.rpartition(" ")
-        if series.split("{", 1)[0] == name:
+        if series == name or series.split("{", 1)[0] == name:
             total += float(value)
-    return total
+            found = True
+    return total if found else missing
 
 
 def processed(worker: WorkerProcess) -> float:

@@ -63,11 +63,7 @@ def one_size(broker: EmbeddedBroker, demo: DemoGenerator, users: int) -> dict:
 
 
 def _gauge_mb(worker, series: str) -> float:
-    _, body = worker.get("/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(series + " "):
-            return float(line.rpartition(" ")[2]) / 2**20
-    return float("nan")
+    return metric(worker, series, missing=float("nan")) / 2**20
 
 
 def _rocksdb_cache_mb(worker) -> float:
