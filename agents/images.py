@@ -1,6 +1,7 @@
 """images.keyed -> image_consumers table and image_stats shares; images.chosen and
 images.replies out. catalog.images -> the image_catalog table. Logic: streams.image_pipeline."""
 
+import functools
 import time
 
 import msgspec
@@ -36,7 +37,7 @@ async def process_images(stream):
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                     await send_dead_letter(event, "invalid_internal_record", str(exc))
             with event_context(group[-1]):
-                partial = shares.partial(partition, tables.image_stats.get(f"p{partition}"))
+                partial = shares.partial(partition, functools.partial(tables.image_stats.get, f"p{partition}"))
                 batch = ImageBatch(image_config, tables.image_consumers, partial, pools, image_stats)
                 outputs = batch.run(records)
                 if shares.flush_due(partition, time.time()):

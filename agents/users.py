@@ -1,6 +1,7 @@
 """signals.keyed -> affinity, fans and recommendations tables; affinity.updates and
 recommendations out. All logic is in streams.pipeline; this only moves bytes."""
 
+import functools
 import time
 
 import msgspec
@@ -37,7 +38,7 @@ def apply_records(partition: int, anchor, records: list, batch: BatchCommit) -> 
     and by ingest's single hop."""
     tables.ensure_catalog_loaded()
     now = time.time()
-    partial = shares.partial(partition, tables.popularity.get(f"p{partition}"))
+    partial = shares.partial(partition, functools.partial(tables.popularity.get, f"p{partition}"))
     view = view_without_blocking(shares, tables.popularity.items, now)
     run = PartitionBatch(pipeline_config, partition, batch.table(tables.affinity, partition),
                          batch.table(tables.recommendations, partition), batch.table(tables.fans, partition),

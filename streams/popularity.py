@@ -170,9 +170,11 @@ class Shares:
         self._view_at = float("-inf")
         self.building = False  # a rebuild is running elsewhere (streams.faustutil.view_without_blocking)
 
-    def partial(self, partition: int, stored: bytes | None):
+    def partial(self, partition: int, stored: Callable[[], bytes | None]):
+        """This worker's live share of `partition`; `stored()` (its last flushed bytes) is read
+        only the first time, not on every batch."""
         if partition not in self.live:
-            self.live[partition] = self.load(stored)
+            self.live[partition] = self.load(stored())
             self._flushed_at[partition] = float("-inf")
         return self.live[partition]
 

@@ -54,7 +54,7 @@ def test_a_stale_popularity_view_is_rebuilt_in_a_thread_while_the_old_one_serves
 
     async def scenario():
         shares = Shares(load_partial, merge, view_s=1.0, dump=dump_partial)
-        mine = shares.partial(0, None)
+        mine = shares.partial(0, lambda: None)
         mine.pairs["a|b"] = 1
         stored = lambda: [("p1", dump_partial(Partial(pairs={"a|b": 10})))]  # noqa: E731
         assert view_without_blocking(shares, stored, 0.0) == 11  # first view: inline
