@@ -36,8 +36,7 @@ def bulk(broker: EmbeddedBroker, prefix: str, app_id: str):
     settings = Settings.from_env({**os.environ, "RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id,
                                   "RECSTREAM_BROKER_URL": broker.url})
     _, parser, pipeline = core_objects(settings)
-    return asyncio.run(bulk_rebuild(settings, {"bootstrap_servers": broker.bootstrap}, pipeline, parser,
-                                    Progress("bulk rebuild")))
+    return asyncio.run(bulk_rebuild(settings, pipeline, parser, Progress("bulk rebuild")))
 
 
 def main() -> dict:

@@ -224,18 +224,23 @@ def cmd_rebuild(argv: list[str]) -> int:
                              "then hand over to the live agents (much faster than the per-event path)")
     parser.add_argument("--no-worker", action="store_true",
                         help="with --bulk: stop after the bulk phase (start workers under the new app id yourself)")
+    parser.add_argument("--shards", type=int, default=None,
+                        help="with --bulk: processes to rebuild in (default RECSTREAM_REBUILD_SHARDS; 0 or unset: "
+                             "one per CPU, at most one per partition)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     if args.app_id == settings.app_id:
         parser.error("--app-id must differ from the running app's id (RECSTREAM_APP_ID): a rebuild needs fresh state")
-    if args.no_worker and not args.bulk:
-        parser.error("--no-worker only makes sense with --bulk")
+    if (args.no_worker or args.shards is not None) and not args.bulk:
+        parser.error("--no-worker and --shards only make sense with --bulk")
+    if args.shards is not None and args.shards < 0:
+        parser.error("--shards must be >= 0 (0: one per CPU)")
     env = {**os.environ, "RECSTREAM_APP_ID": args.app_id, "RECSTREAM_REBUILD": "1"}
     if args.bulk:
         from streams.rebuild import AppIdInUse
 
         try:
-            report = _bulk(Settings.from_env(env))
+            report = _bulk(Settings.from_env(env), args.shards or None)
         except AppIdInUse as exc:
             print(f"recstream rebuild: {exc}", file=sys.stderr)
             return 2
@@ -248,12 +253,11 @@ def cmd_rebuild(argv: list[str]) -> int:
     return 0  # not reached
 
 
-def _bulk(settings: Settings):
+def _bulk(settings: Settings, shards: int | None):
     """The bulk phase under the new app id's settings."""
-    from streams.faustutil import aiokafka_kwargs
     from streams.pipeline import core_objects
     from streams.rebuild import bulk_rebuild
 
     _bootstrap(settings)
     _, parser, pipeline = core_objects(settings)
-    return asyncio.run(bulk_rebuild(settings, aiokafka_kwargs(settings), pipeline, parser, Progress("rebuild (bulk)")))
+    return asyncio.run(bulk_rebuild(settings, pipeline, parser, Progress("rebuild (bulk)"), shards=shards))

@@ -3,12 +3,14 @@ per-event path, then a hand-over to the live agents.
 
 1. Read the catalog (artworks, curated) to its end.
 2. Read every input topic from the beginning to the end offsets taken at the start, in large
-   raw batches. Each message goes through the live ingest (`ingest_one` + `route`): signals are
-   aggregated per partition by `streams.bulk`; identity links, image events, retries for
-   unknown artworks and dead letters go to the same topics the live ingest would send them to,
-   for the new app's agents to finish.
-3. Write the affinity, fans, recommendations and popularity tables, and the catalog's artworks
-   and editorial tables, straight to the new app's changelog topics, in the partition each
+   raw batches, in several processes (shards, see streams.rebuild_shard: each reads a share
+   of the input partitions and owns a share of the state partitions). Each message goes
+   through the live ingest (`ingest_one` + `route`): signals are aggregated per partition by
+   `streams.bulk`; identity links, image events, retries for unknown artworks and dead
+   letters go to the same topics the live ingest would send them to, for the new app's agents
+   to finish.
+3. Each shard writes the affinity, fans, recommendations and popularity tables, and the catalog's artworks
+   and editorial tables (the parent), straight to the new app's changelog topics, in the partition each
    key's live writes use.
 4. Commit the new consumer group's offsets at those end offsets (catalog topics included):
    workers started under the new app id recover the tables from the changelogs and carry on
@@ -21,40 +23,36 @@ if clients need every list again).
 from __future__ import annotations
 
 import asyncio
-import gc
+import multiprocessing
+import os
+import tempfile
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import msgspec
 
 from streams.batching import write_partition
-from streams.bulk import BulkPartition
 from streams.catalog import CatalogIndex, decode_artwork, decode_curated
 from streams.direct import direct_group
-from streams.faustutil import true_end_offsets
-from streams.ingest import (
-    DEADLETTER,
-    IMAGES,
-    PENDING,
-    SIGNALS,
-    KeyPartitioner,
-    ParserConfig,
-    Rejected,
-    dead_letter,
-    ingest_one,
-    outcome,
-    route,
-)
+from streams.ingest import DEADLETTER, IMAGES, PENDING, SIGNALS, ParserConfig, Rejected, dead_letter
 from streams.memory import growing_heap
 from streams.pipeline import PipelineConfig
-from streams.popularity import PopularityView, dump_partial
-from streams.records import SIGNAL_KINDS, Signal
+from streams.rebuild_shard import (
+    LocalShard,
+    Shard,
+    ShardProcess,
+    changelog,
+    end_offsets,
+    read_partitions,
+)
+from streams.records import SIGNAL_KINDS
 from streams.settings import Settings
 
 TABLES = ("affinity", "recommendations", "fans")
 GLOBAL_TABLES = ("popularity", "artworks", "editorial")
-READ_BATCH = 20000
 
 
 @dataclass
@@ -65,6 +63,7 @@ class RebuildReport:
     written: Counter = field(default_factory=Counter)  # table -> records
     forwarded: Counter = field(default_factory=Counter)  # topic -> records
     seconds: dict[str, float] = field(default_factory=dict)
+    shard_seconds: list[dict[str, float]] = field(default_factory=list)  # per shard: step -> wall time
 
     @property
     def rate(self) -> float:
@@ -75,6 +74,8 @@ class RebuildReport:
         out = [f"rebuilt {self.events:,} events into {self.users:,} users in {sum(self.seconds.values()):.1f} s "
                f"({self.rate:,.0f} events/s)"]
         out.append("  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
+        out += [f"  shard {k}: " + ", ".join(f"{step} {v:.1f} s" for step, v in steps.items())
+                for k, steps in enumerate(self.shard_seconds)]
         out += [f"  {k}: {v:,}" for k, v in sorted(self.outcomes.items())]
         out += [f"  wrote {t}: {n:,}" for t, n in sorted(self.written.items())]
         out += [f"  forwarded to {t}: {n:,}" for t, n in sorted(self.forwarded.items())]
@@ -91,68 +92,116 @@ def input_topics(settings: Settings) -> dict[str, str | None]:
     return topics
 
 
-def changelog(app_id: str, table: str) -> str:
-    return f"{app_id}-{table}-changelog"  # faust's naming
+def plan(ends: dict, shards: int, partitions: int) -> list[tuple[list[int], dict]]:
+    """Each shard's state partitions and input topic partitions (-> end offset), balanced by
+    record counts. An input topic with as many partitions as the state is taken to be keyed
+    by user, as the live single hop expects: its partition p holds state partition p's users,
+    so it counts towards p's load and is read by p's owner (no spill between shards). State
+    partitions go to shards the heaviest first, each to the shard with the fewest records so
+    far; other topics' partitions then fill up the lightest shards the same way.
+
+    >>> from aiokafka import TopicPartition as TP
+    >>> owned, reads = zip(*plan({TP("in", 0): 5, TP("in", 1): 9, TP("in", 2): 1, TP("typed", 0): 7}, 2, 3))
+    >>> owned
+    ([1], [0, 2])
+    >>> [sorted((tp.topic, tp.partition) for tp in share) for share in reads]
+    [[('in', 1)], [('in', 0), ('in', 2), ('typed', 0)]]
+    """
+    count = max(1, shards)
+    per_topic = Counter(tp.topic for tp in ends)
+    keyed = {tp: end for tp, end in ends.items() if per_topic[tp.topic] == partitions}
+    state_load = Counter({p: 0 for p in range(partitions)})
+    for tp, end in keyed.items():
+        state_load[tp.partition] += end
+    owned: list[list[int]] = [[] for _ in range(count)]
+    reads: list[dict] = [{} for _ in range(count)]
+    load = [0] * count
+
+    def lightest() -> int:
+        return min(range(count), key=lambda k: (load[k], len(owned[k]), k))
+
+    for p, n in sorted(state_load.items(), key=lambda item: (-item[1], item[0])):
+        k = lightest()
+        owned[k].append(p)
+        load[k] += n
+    owner = {p: k for k, ps in enumerate(owned) for p in ps}
+    for tp, end in keyed.items():
+        reads[owner[tp.partition]][tp] = end
+    for tp, end in sorted(ends.items(), key=lambda item: -item[1]):
+        if tp not in keyed:
+            k = lightest()
+            reads[k][tp] = end
+            load[k] += end
+    return [(sorted(ps), share) for ps, share in zip(owned, reads, strict=True)]
 
 
-async def bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConfig, parser: ParserConfig,
-                       progress=None, idle_timeout_s: float = 60.0) -> RebuildReport:
-    """Rebuild `settings.app_id`'s state from the input topics (see the module docstring)."""
-    with growing_heap():
-        return await _bulk_rebuild(settings, client, model_cfg, parser, progress, idle_timeout_s)
+def default_shards(settings: Settings) -> int:
+    """RECSTREAM_REBUILD_SHARDS, or (0) one per CPU, at most one per partition."""
+    wanted = settings.rebuild_shards or (os.cpu_count() or 1)
+    return max(1, min(wanted, settings.partitions))
 
 
-async def _bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineConfig, parser: ParserConfig,
-                        progress, idle_timeout_s: float) -> RebuildReport:
-    from aiokafka import AIOKafkaProducer
+async def bulk_rebuild(settings: Settings, model_cfg: PipelineConfig, parser: ParserConfig, progress=None,
+                       idle_timeout_s: float = 60.0, shards: int | None = None) -> RebuildReport:
+    """Rebuild `settings.app_id`'s state from the input topics (see the module docstring), in
+    `shards` processes (default: `default_shards`)."""
+    from streams.faustutil import aiokafka_kwargs
 
+    client = aiokafka_kwargs(settings)
+    count = default_shards(settings) if shards is None else max(1, min(shards, settings.partitions))
+    # shards start first: a child's imports overlap the checks and the catalog read
+    with growing_heap(), _shard_pool(settings, client, model_cfg, parser, count) as pool:
+        return await _bulk_rebuild(settings, client, pool, progress, idle_timeout_s)
+
+
+@contextmanager
+def _shard_pool(settings, client, model_cfg, parser, count: int):
+    if count == 1:
+        yield [LocalShard(Shard(0, 1, settings, client, model_cfg, parser, None, SimpleNamespace(value=0)))]
+        return
+    ctx = multiprocessing.get_context("spawn")
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: spills never touch a disk
+    with tempfile.TemporaryDirectory(prefix="recstream-rebuild-", dir=base) as spill_dir:
+        pool = []
+        try:
+            for k in range(count):
+                pool.append(ShardProcess(ctx, k, count, settings, model_cfg, parser, spill_dir))
+            yield pool
+        finally:
+            for handle in pool:
+                handle.close()
+
+
+async def _bulk_rebuild(settings: Settings, client: dict, pool: list, progress, idle_timeout_s: float) -> RebuildReport:
     report = RebuildReport()
     started = time.monotonic()
     await check_fresh(settings, client)
     await _create_topics(settings, client)
     snapshot = await _read_catalog(settings, client, idle_timeout_s)
-    catalog, artist_of = snapshot.index, snapshot.artist_of
     report.seconds["catalog"] = time.monotonic() - started
 
-    partition_of = KeyPartitioner(settings.partitions)
-    bulk = [BulkPartition(model_cfg, p) for p in range(settings.partitions)]
-    producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=1 << 20, max_request_size=1 << 24)
-    await producer.start()
-    try:
-        t0 = time.monotonic()
-        typed = input_topics(settings)
-        forwarded: list = []  # acks of what went to the live agents' topics
-        ends = await _read_all(client, list(typed), idle_timeout_s, progress, lambda records: _ingest(
-            records, typed, bulk, partition_of, artist_of, parser, settings, producer, report, forwarded))
-        for r, reason, detail in snapshot.rejected:  # what the live catalog agents would dead-letter
-            forwarded.append(await producer.send(settings.topic(DEADLETTER), dead_letter(
-                Rejected(reason, detail), r.topic, r.partition, r.offset, r.key, r.value), key=r.key))
-            report.forwarded["deadletter"] += 1
-        for table, rows in snapshot.rows.items():
-            for partition in {p for p, _, _ in rows}:
-                report.written[table] += await write_partition(
-                    producer, changelog(settings.app_id, table), partition,
-                    [(k, v) for p, k, v in rows if p == partition])
-        await asyncio.gather(*forwarded)
-        report.seconds["read+aggregate"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    typed = input_topics(settings)
+    ends = await end_offsets(client, list(typed))
+    shares = plan(ends, len(pool), settings.partitions)
+    *reads, _ = await _with_progress(progress, pool, asyncio.gather(
+        *(shard.call("ingest", snapshot.index, owned, share, typed, idle_timeout_s)
+          for shard, (owned, share) in zip(pool, shares, strict=True)),
+        _write_catalog(settings, client, snapshot, report)))  # the parent's share of the writing meanwhile
+    for read in reads:
+        report.outcomes.update(read["outcomes"])
+        report.forwarded.update(read["forwarded"])
+    partials = dict(pair for shares in await asyncio.gather(*(s.call("aggregate") for s in pool)) for pair in shares)
+    report.seconds["read+aggregate"] = time.monotonic() - t0
 
-        t0 = time.monotonic()
-        partials = [b.partial(model_cfg.trending_half_life_s) for b in bulk]
-        view = PopularityView(partials, model_cfg.trending_half_life_s)
-        now = time.time()
-        for b, partial in zip(bulk, partials, strict=True):
-            report.users += len(b.profiles())
-            for table, rows in b.outputs(catalog, view, now).items():
-                report.written[table] += await write_partition(
-                    producer, changelog(settings.app_id, table), b.partition,
-                    ((key.encode(), value) for key, value in rows.items()))
-            gc.freeze()
-            report.written["popularity"] += await write_partition(
-                producer, changelog(settings.app_id, "popularity"), b.partition,
-                [(f"p{b.partition}".encode(), dump_partial(partial))])
-        report.seconds["build+write"] = time.monotonic() - t0
-    finally:
-        await producer.stop()
+    t0 = time.monotonic()
+    ordered = [partials[p] for p in range(settings.partitions)]
+    now = time.time()
+    for built in await asyncio.gather(*(s.call("build", ordered, now) for s in pool)):
+        report.users += built["users"]
+        report.written.update(built["written"])
+    report.seconds["build+write"] = time.monotonic() - t0
+    report.shard_seconds = [shard.seconds for shard in pool]
     report.events = sum(report.outcomes.values())
 
     # the hand-over covers the catalog topics too: the new workers recover those tables instead
@@ -161,6 +210,40 @@ async def _bulk_rebuild(settings: Settings, client: dict, model_cfg: PipelineCon
     # the inputs are read by direct ingest (its own group) or, with it off, by faust: both start here
     await _commit(client, direct_group(settings.app_id), {tp: end for tp, end in ends.items() if end > 0})
     return report
+
+
+async def _with_progress(progress, pool: list, work):
+    """Await `work`, showing the records the shards have read so far."""
+    work = asyncio.ensure_future(work)
+    while progress is not None and not work.done():
+        await asyncio.wait({work}, timeout=0.5)
+        progress.update(sum(shard.counter.value for shard in pool))
+    result = await work
+    if progress is not None:
+        progress.close(sum(shard.counter.value for shard in pool))
+    return result
+
+
+async def _write_catalog(settings: Settings, client: dict, snapshot, report: RebuildReport) -> None:
+    """The artworks and editorial tables, and what the live catalog agents would dead-letter."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=1 << 20, max_request_size=1 << 24)
+    await producer.start()
+    try:
+        acks = []
+        for r, reason, detail in snapshot.rejected:
+            acks.append(await producer.send(settings.topic(DEADLETTER), dead_letter(
+                Rejected(reason, detail), r.topic, r.partition, r.offset, r.key, r.value), key=r.key))
+            report.forwarded["deadletter"] += 1
+        for table, rows in snapshot.rows.items():
+            for partition in {p for p, _, _ in rows}:
+                report.written[table] += await write_partition(
+                    producer, changelog(settings.app_id, table), partition,
+                    [(k, v) for p, k, v in rows if p == partition])
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
 
 
 class AppIdInUse(RuntimeError):
@@ -198,66 +281,11 @@ async def _commit(client: dict, group_id: str, offsets: dict) -> None:
         await consumer.stop()
 
 
-async def _ingest(records, typed, bulk, partition_of, artist_of, parser, settings, producer, report, acks) -> None:
-    """One read batch into the per-partition aggregates (what it leaves behind is long-lived
-    state: frozen after the batch, see streams.memory.growing_heap)."""
-    patience = settings.unknown_artwork_patience_s
-    now = time.time()
-    for r in records:
-        result = ingest_one(r.value, typed[r.topic], artist_of, parser)
-        report.outcomes[outcome(result)] += 1
-        if isinstance(result, Signal):
-            bulk[partition_of(result.user_id.encode())].add(result)
-            continue
-        dest = route(result, r.topic, r.partition, r.offset, r.key, r.value, None, now, patience)
-        if dest is not None:
-            name = settings.topic(DEADLETTER) if dest[0] == DEADLETTER else settings.internal_topic(dest[0])
-            acks.append(await producer.send(name, dest[2], key=dest[1]))
-            report.forwarded[dest[0]] += 1
-    gc.freeze()
-
-
-async def _read_all(client: dict, topics: list[str], idle_timeout_s: float, progress, handle) -> dict:
+async def _read_all(client: dict, topics: list[str], idle_timeout_s: float, handle) -> dict:
     """Every record of `topics` up to the end offsets at the start -> handle(batch). Returns those ends."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(**client, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                                fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20, fetch_max_wait_ms=50)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
-        if not tps:
-            return {}
-        consumer.assign(tps)
-        ends = await _true_ends(consumer, tps, client)
-        await consumer.seek_to_beginning(*tps)
-        remaining = {tp for tp, end in ends.items() if end > 0}
-        done, last_progress = 0, time.monotonic()
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=READ_BATCH)
-            for tp, records in batch.items():
-                records = [r for r in records if r.offset < ends[tp]]
-                if records:
-                    await handle(records)
-                    done += len(records)
-                    last_progress = time.monotonic()
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-            if progress is not None:
-                progress.update(done)
-            if time.monotonic() - last_progress > idle_timeout_s:
-                raise TimeoutError(f"rebuild: no progress for {idle_timeout_s:.0f} s reading {sorted(map(str, remaining))}")
-        if progress is not None:
-            progress.close(done)
-        return ends
-    finally:
-        await consumer.stop()
-
-
-async def _true_ends(consumer, tps, client) -> dict:
-    ends = await consumer.end_offsets(tps)
-    return await true_end_offsets(ends, client)  # Tansu under-reports multi-record batches
+    ends = await end_offsets(client, topics)
+    await read_partitions(client, ends, idle_timeout_s, handle)
+    return ends
 
 
 @dataclass
@@ -283,7 +311,7 @@ async def _read_catalog(settings: Settings, client: dict, idle_timeout_s: float)
         for r in records:
             (curated if r.topic == curated_topic else latest.setdefault(r.key, [])).append(r)
 
-    ends = await _read_all(client, [artworks_topic, curated_topic], idle_timeout_s, None, keep)
+    ends = await _read_all(client, [artworks_topic, curated_topic], idle_timeout_s, keep)
     snapshot = CatalogSnapshot(CatalogIndex(), {"artworks": [], "editorial": []}, [], ends)
     stored: dict[str, tuple[int, bytes]] = {}  # the artworks table: id -> (partition, record)
     for records in latest.values():

@@ -98,6 +98,7 @@ class Settings:
     session_timeout: float = field(default=10.0, metadata={"help": "consumer-group session timeout, seconds (a rebalance waits about half of it)"})
     true_end_offsets: bool = field(default=True, metadata={"help": "table recovery takes each changelog's end from a fetch, not ListOffsets (the embedded Tansu broker under-reports the end when the last batch holds several records); harmless on Apache Kafka"})
     single_record_batches: bool = field(default=False, metadata={"help": "one record per produce batch: the older, slow workaround for the same Tansu bug (every changelog write waits for the previous one's ack)"})
+    rebuild_shards: int = field(default=0, metadata={"help": "processes of a `recstream rebuild --bulk` (0: one per CPU, at most one per partition); each reads a share of the input partitions and aggregates, builds and writes a share of the state partitions"})
     log_level: str = field(default="info", metadata={"help": "worker log level"})
 
     @classmethod
@@ -126,6 +127,8 @@ class Settings:
             raise ConfigError("RECSTREAM_KAFKA_SASL_USERNAME is required with a SASL security protocol")
         if self.log_level not in ("crit", "error", "warn", "info", "debug"):
             raise ConfigError("RECSTREAM_LOG_LEVEL must be one of crit, error, warn(ing), info, debug")
+        if self.rebuild_shards < 0:
+            raise ConfigError("RECSTREAM_REBUILD_SHARDS must be >= 0 (0: one per CPU)")
         if self.python_malloc not in ("malloc", "pymalloc"):
             raise ConfigError("RECSTREAM_PYTHON_MALLOC must be malloc or pymalloc")
         if self.unmapped_events not in ("dead-letter", "ignore"):

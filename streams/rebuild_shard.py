@@ -1,0 +1,336 @@
+"""One shard of a bulk rebuild, in this process or in a child process of its own.
+
+A rebuild with N shards is a map and a reduce over the input history (`streams.rebuild.plan`
+shares it out): each shard reads some of the input partitions (map) and owns some of the
+state partitions (reduce). A signal for one of its own partitions goes straight into that
+partition's `BulkPartition`; a signal for another shard's partition is spilled to a file for
+that shard (msgpack chunks of Signal lists, in the order read). Once every shard has read its
+share, each adds the spills for its partitions in shard order, so a partition sees every
+signal of its users whichever shard read them (dedup included), in an order that depends only
+on the plan. Then it builds and writes its partitions' tables.
+
+The parent drives the steps through `ShardHandle.call`: "ingest", "aggregate", "build".
+With one shard the same object runs in the parent's process (no pickling, no spill).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import os
+import struct
+import time
+import traceback
+from collections import Counter
+from multiprocessing.reduction import ForkingPickler
+from types import MappingProxyType
+
+import msgspec
+
+from streams.batching import write_partition
+from streams.bulk import BulkPartition
+from streams.catalog import CatalogIndex
+from streams.ingest import DEADLETTER, KeyPartitioner, ParserConfig, ingest_one, outcome, route
+from streams.memory import growing_heap
+from streams.pipeline import PipelineConfig
+from streams.popularity import Partial, PopularityView, dump_partial
+from streams.records import Signal
+from streams.settings import Settings
+
+_CHUNK = struct.Struct("<I")
+_SPILL_ENCODER = msgspec.msgpack.Encoder()
+_SPILL_DECODER = msgspec.msgpack.Decoder(list[Signal])
+
+
+def changelog(app_id: str, table: str) -> str:
+    return f"{app_id}-{table}-changelog"  # faust's naming
+
+
+class Shard:
+    """Shard `index` of `count`: see the module docstring."""
+
+    def __init__(self, index: int, count: int, settings: Settings, client: dict, model_cfg: PipelineConfig,
+                 parser: ParserConfig, spill_dir: str | None, counter=None):
+        self.index, self.count, self.settings, self.client = index, count, settings, client
+        self.model_cfg, self.parser, self.spill_dir, self.counter = model_cfg, parser, spill_dir, counter
+        self.partition_of = KeyPartitioner(settings.partitions)
+        self.bulk: dict[int, BulkPartition] = {}
+        self.catalog: CatalogIndex | None = None
+
+    async def ingest(self, catalog: CatalogIndex, owned: list[int], ends: dict, typed: dict,
+                     idle_timeout_s: float) -> dict:
+        """Read `ends` (topic partition -> end offset) from the beginning: signals into the owned
+        state partitions or the spills; everything else to the topics the live ingest sends it to."""
+        from aiokafka import AIOKafkaProducer
+
+        self.catalog = catalog
+        self.bulk = {p: BulkPartition(self.model_cfg, p) for p in owned}
+        artist_of = {wid: w.artist_id for wid, w in catalog.works.items()}
+        outcomes, forwarded, acks = Counter(), Counter(), []
+        spills = _Spills(self.spill_dir, self.index)
+        producer = AIOKafkaProducer(**self.client, linger_ms=20, max_batch_size=1 << 20, max_request_size=1 << 24)
+        await producer.start()
+        try:
+            async def handle(records) -> None:
+                now = time.time()
+                foreign: dict[int, list[Signal]] = {}
+                for r in records:
+                    result = ingest_one(r.value, typed[r.topic], artist_of, self.parser)
+                    outcomes[outcome(result)] += 1
+                    if isinstance(result, Signal):
+                        p = self.partition_of(result.user_id.encode())
+                        bulk = self.bulk.get(p)
+                        if bulk is not None:
+                            bulk.add(result)
+                        else:
+                            foreign.setdefault(p, []).append(result)
+                        continue
+                    dest = route(result, r.topic, r.partition, r.offset, r.key, r.value, None, now,
+                                 self.settings.unknown_artwork_patience_s)
+                    if dest is not None:
+                        name = (self.settings.topic(DEADLETTER) if dest[0] == DEADLETTER
+                                else self.settings.internal_topic(dest[0]))
+                        acks.append(await producer.send(name, dest[2], key=dest[1]))
+                        forwarded[dest[0]] += 1
+                spills.write(foreign)
+                if self.counter is not None:
+                    self.counter.value += len(records)
+                gc.freeze()  # what a batch leaves behind is long-lived (streams.memory.growing_heap)
+
+            await read_partitions(self.client, ends, idle_timeout_s, handle)
+            await asyncio.gather(*acks)
+        finally:
+            spills.close()
+            await producer.stop()
+        return {"outcomes": outcomes, "forwarded": forwarded}
+
+    def aggregate(self) -> list[tuple[int, Partial]]:
+        """Add the other shards' spills for the owned partitions; their popularity shares."""
+        for p, bulk in self.bulk.items():
+            for shard in range(self.count):
+                if shard != self.index:
+                    for signals in _read_spill(self.spill_dir, p, shard):
+                        for sig in signals:
+                            bulk.add(sig)
+                        gc.freeze()
+        return [(p, b.partial(self.model_cfg.trending_half_life_s)) for p, b in self.bulk.items()]
+
+    async def build(self, partials: list[Partial], now: float) -> dict:
+        """Build and write the owned partitions' tables (and popularity shares)."""
+        from aiokafka import AIOKafkaProducer
+
+        view = PopularityView(partials, self.model_cfg.trending_half_life_s)
+        written, users = Counter(), 0
+        app_id = self.settings.app_id
+        producer = AIOKafkaProducer(**self.client, linger_ms=20, max_batch_size=1 << 20, max_request_size=1 << 24)
+        await producer.start()
+        try:
+            for p, bulk in self.bulk.items():
+                users += len(bulk.profiles())
+                for table, rows in bulk.outputs(self.catalog, view, now).items():
+                    written[table] += await write_partition(producer, changelog(app_id, table), p,
+                                                            ((key.encode(), value) for key, value in rows.items()))
+                gc.freeze()
+                written["popularity"] += await write_partition(producer, changelog(app_id, "popularity"), p,
+                                                               [(f"p{p}".encode(), dump_partial(partials[p]))])
+        finally:
+            await producer.stop()
+        return {"users": users, "written": written}
+
+
+READ_BATCH = 20000
+
+
+async def end_offsets(client: dict, topics: list[str]) -> dict:
+    """Topic partition -> end offset now, for every partition of `topics`."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.faustutil import true_end_offsets
+
+    consumer = AIOKafkaConsumer(**client, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        if not tps:
+            return {}
+        return await true_end_offsets(await consumer.end_offsets(tps), client)  # Tansu under-reports ends
+    finally:
+        await consumer.stop()
+
+
+async def read_partitions(client: dict, ends: dict, idle_timeout_s: float, handle) -> None:
+    """Every record of each topic partition from the beginning up to its end in `ends` ->
+    `await handle(records)`, in large raw batches."""
+    from aiokafka import AIOKafkaConsumer
+
+    remaining = {tp for tp, end in ends.items() if end > 0}
+    if not remaining:
+        return
+    consumer = AIOKafkaConsumer(**client, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20, fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        consumer.assign(list(remaining))
+        await consumer.seek_to_beginning(*remaining)
+        last_progress = time.monotonic()
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=READ_BATCH)
+            for tp, records in batch.items():
+                records = [r for r in records if r.offset < ends[tp]]
+                if records:
+                    await handle(records)
+                    last_progress = time.monotonic()
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+            if time.monotonic() - last_progress > idle_timeout_s:
+                raise TimeoutError(f"rebuild: no progress for {idle_timeout_s:.0f} s reading {sorted(map(str, remaining))}")
+    finally:
+        await consumer.stop()
+
+
+class _Spills:
+    """Signals read by one shard for another shard's partition: one append-only file per
+    partition, each read batch one length-prefixed msgpack chunk."""
+
+    def __init__(self, spill_dir: str | None, shard: int):
+        self.dir, self.shard, self.files = spill_dir, shard, {}
+
+    def write(self, by_partition: dict[int, list[Signal]]) -> None:
+        for p, signals in by_partition.items():
+            f = self.files.get(p)
+            if f is None:
+                f = self.files[p] = open(_spill_path(self.dir, p, self.shard), "wb")  # noqa: SIM115 (closed in close)
+            blob = _SPILL_ENCODER.encode(signals)
+            f.write(_CHUNK.pack(len(blob)))
+            f.write(blob)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+def _spill_path(spill_dir: str | None, partition: int, shard: int) -> str:
+    if spill_dir is None:
+        raise RuntimeError("a signal for another shard's partition, but this rebuild has no spill directory")
+    return os.path.join(spill_dir, f"p{partition}-s{shard}.msgpack")
+
+
+def _read_spill(spill_dir: str | None, partition: int, shard: int):
+    path = _spill_path(spill_dir, partition, shard)
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        while header := f.read(_CHUNK.size):
+            (size,) = _CHUNK.unpack(header)
+            yield _SPILL_DECODER.decode(f.read(size))
+    os.unlink(path)  # read once: the disk (or tmpfs) is given back as the rebuild goes
+
+
+class LocalShard:
+    """A shard in this process (a one-shard rebuild)."""
+
+    def __init__(self, shard: Shard):
+        self.shard, self.index, self.counter = shard, shard.index, shard.counter
+        self.seconds: dict[str, float] = {}  # step -> wall time
+
+    async def call(self, step: str, *args):
+        started = time.monotonic()
+        result = getattr(self.shard, step)(*args)
+        if inspect.isawaitable(result):
+            result = await result
+        self.seconds[step] = time.monotonic() - started
+        return result
+
+    def close(self) -> None:
+        pass
+
+
+class ShardProcess:
+    """A shard in a child process (spawned: no inherited locks, threads or event loop). Steps
+    go over a pipe; an exception in the child comes back with its traceback."""
+
+    def __init__(self, ctx, index: int, count: int, settings: Settings, model_cfg: PipelineConfig,
+                 parser: ParserConfig, spill_dir: str):
+        self.index = index
+        self.seconds: dict[str, float] = {}  # step -> wall time
+        self.counter = ctx.Value("q", 0, lock=False)
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, name=f"recstream-rebuild-{index}", daemon=True,
+                                args=(child, index, count, settings, model_cfg, parser, spill_dir, self.counter))
+        self.proc.start()
+        child.close()
+
+    async def call(self, step: str, *args):
+        started = time.monotonic()
+        try:
+            self.conn.send((step, args))
+        except OSError:  # the pipe is broken: the child is gone
+            raise self._died() from None
+        status, value = await asyncio.get_running_loop().run_in_executor(None, self._receive)
+        if status == "error":
+            raise ShardFailed(f"rebuild shard {self.index} failed in {step}:\n{value}")
+        self.seconds[step] = time.monotonic() - started
+        return value
+
+    def _receive(self):
+        while not self.conn.poll(1.0):
+            if not self.proc.is_alive():
+                raise self._died()
+        try:
+            return self.conn.recv()
+        except EOFError:
+            raise self._died() from None
+
+    def _died(self) -> ShardFailed:
+        self.proc.join(1)
+        return ShardFailed(f"rebuild shard {self.index} died (exit code {self.proc.exitcode})")
+
+    def close(self) -> None:
+        try:
+            self.conn.send(("stop", ()))
+        except OSError:
+            pass
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        self.conn.close()
+
+
+def _mappingproxy(items: dict) -> MappingProxyType:
+    return MappingProxyType(items)
+
+
+# the settings' and the model's weights are read-only mappings, which pickle cannot send as they are
+ForkingPickler.register(MappingProxyType, lambda m: (_mappingproxy, (dict(m),)))
+
+
+class ShardFailed(RuntimeError):
+    """A rebuild shard's step raised or its process died."""
+
+
+def _serve(conn, index, count, settings, model_cfg, parser, spill_dir, counter) -> None:
+    """A child shard's loop: one step per message until "stop"."""
+    from streams.faustutil import aiokafka_kwargs
+
+    shard = Shard(index, count, settings, aiokafka_kwargs(settings), model_cfg, parser, spill_dir, counter)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    with growing_heap():
+        while True:
+            try:
+                step, args = conn.recv()
+            except EOFError:
+                return  # the parent went away
+            if step == "stop":
+                return
+            try:
+                result = getattr(shard, step)(*args)
+                if inspect.isawaitable(result):
+                    result = loop.run_until_complete(result)
+                conn.send(("ok", result))
+            except BaseException:  # noqa: BLE001 (reported to the parent, which raises it)
+                conn.send(("error", traceback.format_exc()))
+                return

@@ -1,0 +1,181 @@
+"""The sharded bulk rebuild: its plan, its shard processes, and (on the embedded broker) that
+any number of shards writes the same state as one."""
+
+import asyncio
+import json
+import math
+import multiprocessing
+import random
+from collections import Counter
+from datetime import datetime, timezone
+
+import msgspec
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.affinity import load
+from streams.demo import DemoGenerator, dumps
+from streams.devtools import produce, segment_key
+from streams.pipeline import core_objects, decode_recs
+from streams.popularity import load_partial
+from streams.rebuild import bulk_rebuild, default_shards, plan
+from streams.rebuild_shard import ShardFailed, ShardProcess, _read_spill, _Spills
+from streams.records import SIGNAL_KINDS, Signal, Target
+from streams.settings import Settings
+from tests.conftest import consume_all
+
+# topics with 0-8 partitions (numbered from 0, as Kafka's are) and their end offsets
+topic_ends = st.fixed_dictionaries({t: st.lists(st.integers(0, 10_000), max_size=8)
+                                    for t in ("events", "signals.view", "images")}).map(
+    lambda topics: {TopicPartition(t, p): end for t, ends in topics.items() for p, end in enumerate(ends)})
+
+
+@given(topic_ends, st.integers(1, 5), st.integers(1, 8))
+def test_the_plan_reads_every_input_partition_once_and_owns_every_state_partition_once(ends, shards, partitions):
+    shares = plan(ends, shards, partitions)
+    assert len(shares) == shards
+    owned = [p for ps, _ in shares for p in ps]
+    assert sorted(owned) == list(range(partitions))
+    read = [tp for _, share in shares for tp in share]
+    assert sorted(read) == sorted(ends) and all(share[tp] == ends[tp] for _, share in shares for tp in share)
+    per_topic = Counter(tp.topic for tp in ends)
+    for ps, share in shares:  # a topic keyed like the state is read where its users are aggregated
+        assert all(tp.partition in ps for tp in share if per_topic[tp.topic] == partitions)
+
+
+def test_the_plan_balances_records_and_keeps_keyed_input_with_its_state():
+    keyed = {TopicPartition("events", p): n for p, n in enumerate([90, 40, 130, 40])}
+    shares = plan({**keyed, TopicPartition("typed", 0): 30}, 2, 4)
+    assert [ps for ps, _ in shares] == [[2, 3], [0, 1]]  # 130+40 / 90+40 records, then typed on the lighter
+    assert sum(shares[1][1].values()) == 160 and TopicPartition("typed", 0) in shares[1][1]
+
+
+def test_default_shards_are_one_per_cpu_at_most_one_per_partition(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert default_shards(Settings(partitions=4)) == 4
+    assert default_shards(Settings(partitions=12)) == 8
+    assert default_shards(Settings(partitions=12, rebuild_shards=3)) == 3
+
+
+def test_spills_come_back_in_the_order_written(tmp_path):
+    sig = [Signal("view", f"u{i}", f"m{i}", float(i), (Target("a", "w"),)) for i in range(5)]
+    spills = _Spills(str(tmp_path), shard=1)
+    spills.write({2: sig[:2], 3: sig[2:3]})
+    spills.write({2: sig[3:]})
+    spills.close()
+    assert [s for chunk in _read_spill(str(tmp_path), 2, 1) for s in chunk] == sig[:2] + sig[3:]
+    assert list(_read_spill(str(tmp_path), 2, 1)) == []  # read once, then gone
+    assert list(_read_spill(str(tmp_path), 2, 0)) == []  # nothing spilled by shard 0
+
+
+def test_a_shard_process_reports_its_errors_and_its_death(tmp_path):
+    settings = Settings(broker_url="kafka://127.0.0.1:1")  # never contacted
+    _, parser, cfg = core_objects(settings)
+    shard = ShardProcess(multiprocessing.get_context("spawn"), 0, 2, settings, cfg, parser, str(tmp_path))
+    try:
+        with pytest.raises(ShardFailed, match="(?s)failed in no_such_step.*AttributeError"):
+            asyncio.run(shard.call("no_such_step"))
+        assert not shard.proc.join(10) and shard.proc.exitcode == 0  # a failed shard ends itself
+    finally:
+        shard.close()
+    shard = ShardProcess(multiprocessing.get_context("spawn"), 1, 2, settings, cfg, parser, str(tmp_path))
+    try:
+        shard.proc.kill()
+        with pytest.raises(ShardFailed, match="died"):
+            asyncio.run(asyncio.wait_for(shard.call("aggregate"), 30))
+    finally:
+        shard.close()
+
+
+# --- on the embedded broker -------------------------------------------------------------
+
+PARTITIONS = 4
+
+
+def history(seed=5):
+    """Demo events keyed by user, plus some of light users' events under other keys (they sit
+    in another user's partition, so another shard reads them) and some redelivered under other
+    keys (duplicates that two shards read)."""
+    demo = DemoGenerator(users=300, artists=40, artworks=400, seed=seed, end_time=datetime.now(timezone.utc))
+    events = list(demo.events(4000))
+    per_user = Counter(segment_key(e) for e in events)
+    light = [e for e in events if per_user[segment_key(e)] <= 10]  # far from every per-user bound
+    rnd = random.Random(seed)
+    misrouted = {id(e) for e in rnd.sample(light, 300)}
+    records = [(f"elsewhere-{i}".encode() if id(e) in misrouted else segment_key(e), dumps(e))
+               for i, e in enumerate(events)]
+    records += [(f"again-{i}".encode(), dumps(e)) for i, e in enumerate(rnd.sample(light, 100))]
+    return demo.artworks(), records
+
+
+async def _create(bootstrap, names):
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+def rebuilt_state(broker, prefix, app_id, shards):
+    settings = Settings.from_env({"RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id,
+                                  "RECSTREAM_BROKER_URL": broker.url, "RECSTREAM_PARTITIONS": str(PARTITIONS)})
+    _, parser, cfg = core_objects(settings)
+    report = asyncio.run(bulk_rebuild(settings, cfg, parser, shards=shards))
+    assert len(report.shard_seconds) == shards
+    tables = {}
+    for table in ("affinity", "recommendations", "fans", "popularity"):
+        records = asyncio.run(consume_all(broker.bootstrap, f"{app_id}-{table}-changelog", 1500, 60))
+        tables[table] = {(r.partition, r.key): r.value for r in records}
+    return report, tables
+
+
+def assert_same_state(got, want):
+    assert got["affinity"].keys() == want["affinity"].keys()
+    for key, raw in want["affinity"].items():
+        a, b = load(got["affinity"][key]), load(raw)
+        assert a.scores.keys() == b.scores.keys(), key
+        assert all(math.isclose(a.scores[k], b.scores[k], rel_tol=1e-12) for k in a.scores), key
+        # arrival order differs between shard counts: lists that keep it are compared as multisets
+        assert (a.ref, a.events, a.toggles) == (b.ref, b.events, b.toggles), key
+        assert (sorted(a.seen), sorted(a.prices), sorted(a.purchased)) == \
+            (sorted(b.seen), sorted(b.prices), sorted(b.purchased)), key
+    assert got["recommendations"].keys() == want["recommendations"].keys()
+    for key, raw in want["recommendations"].items():
+        a, b = decode_recs(got["recommendations"][key]), decode_recs(raw)
+        assert [i.artwork_id for i in a.items] == [i.artwork_id for i in b.items], key
+        assert all(math.isclose(x.score, y.score, rel_tol=1e-9) for x, y in zip(a.items, b.items, strict=True))
+    assert got["fans"].keys() == want["fans"].keys()
+    for key, raw in want["fans"].items():
+        assert sorted(msgspec.msgpack.decode(got["fans"][key])) == sorted(msgspec.msgpack.decode(raw)), key
+    for key, raw in want["popularity"].items():
+        a, b = load_partial(got["popularity"][key]), load_partial(raw)
+        assert a.pairs == b.pairs and a.trending.scores.keys() == b.trending.scores.keys()
+
+
+def test_any_number_of_shards_writes_the_state_one_shard_writes(broker):
+    prefix = "shards."
+    catalog, records = history()
+    asyncio.run(_create(broker.bootstrap, [f"{prefix}events.segment", f"{prefix}catalog.artworks"]))
+    asyncio.run(produce(broker.bootstrap, f"{prefix}catalog.artworks", [(a["id"].encode(), dumps(a)) for a in catalog]))
+    asyncio.run(produce(broker.bootstrap, f"{prefix}events.segment", records))
+
+    one, want = rebuilt_state(broker, prefix, "shards-one", 1)
+    assert one.events == len(records)
+    for n in (2, 3):
+        report, got = rebuilt_state(broker, prefix, f"shards-{n}", n)
+        assert (report.events, report.outcomes, report.users, report.written, report.forwarded) == \
+            (one.events, one.outcomes, one.users, one.written, one.forwarded)
+        assert_same_state(got, want)
+    # the redelivered copies (read by other shards) were applied once: each user counts its
+    # distinct messages (every demo event is a signal)
+    assert one.events == sum(one.outcomes[k] for k in SIGNAL_KINDS)
+    distinct = {}
+    for _, value in records:
+        event = json.loads(value)
+        distinct.setdefault(event["userId"] or event["anonymousId"], set()).add(event["messageId"])
+    assert {k.decode(): load(v).events for (_, k), v in want["affinity"].items()} == \
+        {user: len(ids) for user, ids in distinct.items()}
