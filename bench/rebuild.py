@@ -74,7 +74,10 @@ def main() -> dict:
 
 
 def report(r: dict) -> str:
-    lines = [f"Rebuild of {r['events']:,} demo events ({r['users']:,} users), one process:", "",
+    shards = len(r["report"].shard_seconds)
+    lines = [f"Rebuild of {r['events']:,} demo events ({r['users']:,} users); the bulk path in {shards} shard "
+             f"process{'es' if shards > 1 else ''} (RECSTREAM_REBUILD_SHARDS, default one per CPU), the live path in "
+             "one worker:", "",
              "| path | events/s |", "|---|---|",
              f"| live per-event pipeline ({LIVE_SLICE:,}-event slice) | {r['live']:,.0f} |",
              f"| `recstream rebuild --bulk` | {r['bulk']:,.0f} |", "",

@@ -44,6 +44,7 @@ from streams.rebuild_shard import (
     LocalShard,
     Shard,
     ShardProcess,
+    bulk_producer,
     changelog,
     end_offsets,
     read_partitions,
@@ -226,9 +227,7 @@ async def _with_progress(progress, pool: list, work):
 
 async def _write_catalog(settings: Settings, client: dict, snapshot, report: RebuildReport) -> None:
     """The artworks and editorial tables, and what the live catalog agents would dead-letter."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=1 << 20, max_request_size=1 << 24)
+    producer = bulk_producer(client)
     await producer.start()
     try:
         acks = []

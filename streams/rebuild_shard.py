@@ -9,8 +9,9 @@ share, each adds the spills for its partitions in shard order, so a partition se
 signal of its users whichever shard read them (dedup included), in an order that depends only
 on the plan. Then it builds and writes its partitions' tables.
 
-The parent drives the steps through `ShardHandle.call`: "ingest", "aggregate", "build".
-With one shard the same object runs in the parent's process (no pickling, no spill).
+The parent drives the steps through a handle's `call(step, *args)`: "ingest", "aggregate",
+"build". `ShardProcess` runs the shard in a spawned child; with one shard, `LocalShard` runs
+the same object in the parent's process (no pickling, no spill).
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ def changelog(app_id: str, table: str) -> str:
     return f"{app_id}-{table}-changelog"  # faust's naming
 
 
+def bulk_producer(client: dict):
+    """A producer for large record batches (whole table partitions, forwarded records)."""
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(**client, linger_ms=20, max_batch_size=1 << 20, max_request_size=1 << 24)
+
+
 class Shard:
     """Shard `index` of `count`: see the module docstring."""
 
@@ -62,48 +70,46 @@ class Shard:
                      idle_timeout_s: float) -> dict:
         """Read `ends` (topic partition -> end offset) from the beginning: signals into the owned
         state partitions or the spills; everything else to the topics the live ingest sends it to."""
-        from aiokafka import AIOKafkaProducer
-
         self.catalog = catalog
         self.bulk = {p: BulkPartition(self.model_cfg, p) for p in owned}
         artist_of = {wid: w.artist_id for wid, w in catalog.works.items()}
-        outcomes, forwarded, acks = Counter(), Counter(), []
+        self.outcomes, self.forwarded, self._acks = Counter(), Counter(), []
         spills = _Spills(self.spill_dir, self.index)
-        producer = AIOKafkaProducer(**self.client, linger_ms=20, max_batch_size=1 << 20, max_request_size=1 << 24)
+        producer = bulk_producer(self.client)
         await producer.start()
         try:
-            async def handle(records) -> None:
-                now = time.time()
-                foreign: dict[int, list[Signal]] = {}
-                for r in records:
-                    result = ingest_one(r.value, typed[r.topic], artist_of, self.parser)
-                    outcomes[outcome(result)] += 1
-                    if isinstance(result, Signal):
-                        p = self.partition_of(result.user_id.encode())
-                        bulk = self.bulk.get(p)
-                        if bulk is not None:
-                            bulk.add(result)
-                        else:
-                            foreign.setdefault(p, []).append(result)
-                        continue
-                    dest = route(result, r.topic, r.partition, r.offset, r.key, r.value, None, now,
-                                 self.settings.unknown_artwork_patience_s)
-                    if dest is not None:
-                        name = (self.settings.topic(DEADLETTER) if dest[0] == DEADLETTER
-                                else self.settings.internal_topic(dest[0]))
-                        acks.append(await producer.send(name, dest[2], key=dest[1]))
-                        forwarded[dest[0]] += 1
-                spills.write(foreign)
-                if self.counter is not None:
-                    self.counter.value += len(records)
-                gc.freeze()  # what a batch leaves behind is long-lived (streams.memory.growing_heap)
-
-            await read_partitions(self.client, ends, idle_timeout_s, handle)
-            await asyncio.gather(*acks)
+            await read_partitions(self.client, ends, idle_timeout_s,
+                                  lambda records: self._ingest_batch(records, typed, artist_of, producer, spills))
+            await asyncio.gather(*self._acks)
         finally:
             spills.close()
             await producer.stop()
-        return {"outcomes": outcomes, "forwarded": forwarded}
+        return {"outcomes": self.outcomes, "forwarded": self.forwarded}
+
+    async def _ingest_batch(self, records, typed: dict, artist_of: dict, producer, spills: _Spills) -> None:
+        now = time.time()
+        foreign: dict[int, list[Signal]] = {}
+        for r in records:
+            result = ingest_one(r.value, typed[r.topic], artist_of, self.parser)
+            self.outcomes[outcome(result)] += 1
+            if isinstance(result, Signal):
+                p = self.partition_of(result.user_id.encode())
+                bulk = self.bulk.get(p)
+                if bulk is not None:
+                    bulk.add(result)
+                else:
+                    foreign.setdefault(p, []).append(result)
+                continue
+            dest = route(result, r.topic, r.partition, r.offset, r.key, r.value, None, now,
+                         self.settings.unknown_artwork_patience_s)
+            if dest is not None:
+                name = self.settings.topic(DEADLETTER) if dest[0] == DEADLETTER else self.settings.internal_topic(dest[0])
+                self._acks.append(await producer.send(name, dest[2], key=dest[1]))
+                self.forwarded[dest[0]] += 1
+        spills.write(foreign)
+        if self.counter is not None:
+            self.counter.value += len(records)
+        gc.freeze()  # what a batch leaves behind is long-lived (streams.memory.growing_heap)
 
     def aggregate(self) -> list[tuple[int, Partial]]:
         """Add the other shards' spills for the owned partitions; their popularity shares."""
@@ -118,12 +124,10 @@ class Shard:
 
     async def build(self, partials: list[Partial], now: float) -> dict:
         """Build and write the owned partitions' tables (and popularity shares)."""
-        from aiokafka import AIOKafkaProducer
-
         view = PopularityView(partials, self.model_cfg.trending_half_life_s)
         written, users = Counter(), 0
         app_id = self.settings.app_id
-        producer = AIOKafkaProducer(**self.client, linger_ms=20, max_batch_size=1 << 20, max_request_size=1 << 24)
+        producer = bulk_producer(self.client)
         await producer.start()
         try:
             for p, bulk in self.bulk.items():
