@@ -17,7 +17,7 @@ from streams import topics
 from streams.app import app, parser_config, settings
 from streams.catalog import ArtistLookup
 from streams.direct import Anchor, DirectIngest, direct_group
-from streams.faustutil import BatchCommit, aiokafka_kwargs, send_all
+from streams.faustutil import BatchCommit, send_all
 from streams.ingest import (
     DEADLETTER,
     IMAGES,
@@ -139,7 +139,7 @@ if settings.direct_ingest:
         global direct
         for topic in topics.input_topics:
             await topic.maybe_declare()
-        direct = DirectIngest(list(topics.inputs.topics), settings.partitions, direct_group(settings.app_id), aiokafka_kwargs(settings),
+        direct = DirectIngest(list(topics.inputs.topics), settings.partitions, direct_group(settings.app_id), settings.aiokafka_kwargs(),
                               handle=lambda records: ingest_batch(records, _anchor), flush=app.producer.flush,
                               ready=_ready, batch_max=settings.batch_max, fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms)
         await direct.start()

@@ -14,15 +14,9 @@ settings = Settings.from_env()
 
 def broker_credentials(s: Settings):
     """faust credentials from RECSTREAM_KAFKA_* (None for PLAINTEXT)."""
-    import ssl
-
     if s.kafka_security_protocol == "PLAINTEXT":
         return None
-    context = None
-    if s.kafka_security_protocol.endswith("SSL"):
-        context = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
-        if s.kafka_ssl_certfile:
-            context.load_cert_chain(s.kafka_ssl_certfile, s.kafka_ssl_keyfile or None)
+    context = s.ssl_context()
     if s.kafka_security_protocol == "SSL":
         return faust.SSLCredentials(context)
     return faust.SASLCredentials(username=s.kafka_sasl_username, password=s.kafka_sasl_password,
@@ -60,7 +54,6 @@ def main() -> None:
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     from streams.faustutil import (
-        aiokafka_kwargs,
         install_ack_sanitizer,
         install_changelog_buffer,
         install_fetch_max_wait,
@@ -81,7 +74,7 @@ def main() -> None:
     install_rocksdb_budget(settings.rocksdb_cache_mb)
     install_fetch_max_wait(settings.fetch_max_wait_ms)
     if settings.true_end_offsets:
-        install_true_end_offsets(aiokafka_kwargs(settings))
+        install_true_end_offsets(settings.aiokafka_kwargs())
     app.main()
 
 

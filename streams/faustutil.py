@@ -30,22 +30,6 @@ def by_partition(events: Iterable) -> list[tuple[int, list]]:
     return [(p, list(group)) for p, group in groupby(ordered, key=lambda e: e.message.partition)]
 
 
-def aiokafka_kwargs(settings) -> dict:
-    """Connection settings for our own aiokafka clients (bootstrap + SASL/SSL)."""
-    from streams.app import broker_credentials
-
-    kwargs: dict = {"bootstrap_servers": settings.broker_url.split("://", 1)[-1]}
-    creds = broker_credentials(settings)
-    if creds is not None:
-        kwargs["security_protocol"] = settings.kafka_security_protocol
-        kwargs["ssl_context"] = getattr(creds, "ssl_context", None) or getattr(creds, "context", None)
-        if settings.kafka_security_protocol.startswith("SASL"):
-            kwargs.update(sasl_mechanism=settings.kafka_sasl_mechanism,
-                          sasl_plain_username=settings.kafka_sasl_username,
-                          sasl_plain_password=settings.kafka_sasl_password)
-    return kwargs
-
-
 async def true_end_offsets(ends: dict, client_kwargs: dict, timeout: float = 10.0) -> dict:
     """Correct ListOffsets ends by reading the last batch of each partition.
 

@@ -146,9 +146,7 @@ async def bulk_rebuild(settings: Settings, model_cfg: PipelineConfig, parser: Pa
                        idle_timeout_s: float = 60.0, shards: int | None = None) -> RebuildReport:
     """Rebuild `settings.app_id`'s state from the input topics (see the module docstring), in
     `shards` processes (default: `default_shards`)."""
-    from streams.faustutil import aiokafka_kwargs
-
-    client = aiokafka_kwargs(settings)
+    client = settings.aiokafka_kwargs()
     count = default_shards(settings) if shards is None else max(1, min(shards, settings.partitions))
     # shards start first: a child's imports overlap the checks and the catalog read
     with growing_heap(), _shard_pool(settings, client, model_cfg, parser, count) as pool:

@@ -284,7 +284,7 @@ class ShardProcess:
                 raise self._died()
         try:
             return self.conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # closed, or reset (the child died with our message unread)
             raise self._died() from None
 
     def _died(self) -> ShardFailed:
@@ -317,9 +317,7 @@ class ShardFailed(RuntimeError):
 
 def _serve(conn, index, count, settings, model_cfg, parser, spill_dir, counter) -> None:
     """A child shard's loop: one step per message until "stop"."""
-    from streams.faustutil import aiokafka_kwargs
-
-    shard = Shard(index, count, settings, aiokafka_kwargs(settings), model_cfg, parser, spill_dir, counter)
+    shard = Shard(index, count, settings, settings.aiokafka_kwargs(), model_cfg, parser, spill_dir, counter)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     with growing_heap():

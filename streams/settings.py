@@ -159,6 +159,28 @@ class Settings:
         """Topics owned by one app id (a rebuild under a new id reads only its own)."""
         return self.topic(f"{self.app_id}.{name}")
 
+    def ssl_context(self):
+        """The TLS context for SSL and SASL_SSL (None otherwise)."""
+        if not self.kafka_security_protocol.endswith("SSL"):
+            return None
+        import ssl
+
+        context = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
+        if self.kafka_ssl_certfile:
+            context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile or None)
+        return context
+
+    def aiokafka_kwargs(self) -> dict:
+        """Connection settings for recstream's own aiokafka clients (bootstrap + SASL/SSL); the
+        faust app gets the same from `streams.app.broker_credentials`."""
+        kwargs: dict = {"bootstrap_servers": self.broker_url.split("://", 1)[-1]}
+        if self.kafka_security_protocol != "PLAINTEXT":
+            kwargs.update(security_protocol=self.kafka_security_protocol, ssl_context=self.ssl_context())
+        if self.kafka_security_protocol.startswith("SASL"):
+            kwargs.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
+                          sasl_plain_password=self.kafka_sasl_password)
+        return kwargs
+
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
         """(env var, default, help) for every setting: the README table and `recstream config`."""

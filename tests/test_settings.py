@@ -67,6 +67,14 @@ def test_kafka_security_settings_and_secrets_are_not_printed():
                                                   "RECSTREAM_KAFKA_SASL_USERNAME": "svc"}))
     assert plain.ssl_context is None
     assert isinstance(broker_credentials(Settings.from_env({"RECSTREAM_KAFKA_SECURITY_PROTOCOL": "SSL"})), faust.SSLCredentials)
+    # recstream's own aiokafka clients (direct ingest, rebuild) connect the same way
+    assert Settings.from_env({"RECSTREAM_BROKER_URL": "kafka://k1:9093"}).aiokafka_kwargs() == {"bootstrap_servers": "k1:9093"}
+    kwargs = sasl.aiokafka_kwargs()
+    assert isinstance(kwargs.pop("ssl_context"), ssl.SSLContext)
+    assert kwargs == {"bootstrap_servers": "", "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                      "sasl_plain_username": "svc", "sasl_plain_password": "pw"}
+    assert Settings.from_env({"RECSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "RECSTREAM_KAFKA_SASL_USERNAME": "svc"}
+                             ).aiokafka_kwargs()["ssl_context"] is None
     with pytest.raises(ConfigError, match="SASL_USERNAME is required"):
         Settings.from_env({"RECSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"})
     with pytest.raises(ConfigError, match="SECURITY_PROTOCOL must be"):
