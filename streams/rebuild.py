@@ -184,7 +184,7 @@ async def _bulk_rebuild(settings: Settings, client: dict, pool: list, progress, 
     ends = await end_offsets(client, list(typed))
     shares = plan(ends, len(pool), settings.partitions)
     *reads, _ = await _with_progress(progress, pool, asyncio.gather(
-        *(shard.call("ingest", snapshot.index, owned, share, typed, idle_timeout_s)
+        *(shard.call("ingest", snapshot.portable(), owned, share, typed, idle_timeout_s)
           for shard, (owned, share) in zip(pool, shares, strict=True)),
         _write_catalog(settings, client, snapshot, report)))  # the parent's share of the writing meanwhile
     for read in reads:
@@ -294,9 +294,11 @@ class CatalogSnapshot:
     rejected: list  # (record, reason, detail) the live catalog agents would dead-letter
     ends: dict
 
-    @property
-    def artist_of(self) -> dict[str, str]:
-        return {wid: w.artist_id for wid, w in self.index.works.items()}
+    def portable(self) -> tuple[list[bytes], list[str]]:
+        """What a shard needs to rebuild the index (`streams.rebuild_shard.catalog_index`): the
+        stored artwork records and the curated list. Decoding them again takes half the time
+        pickling the index does, and the parent would pickle it once per shard."""
+        return [raw for _, _, raw in self.rows["artworks"]], list(self.index.curated)
 
 
 async def _read_catalog(settings: Settings, client: dict, idle_timeout_s: float) -> CatalogSnapshot:

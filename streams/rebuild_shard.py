@@ -63,14 +63,16 @@ class Shard:
         self.index, self.count, self.settings, self.client = index, count, settings, client
         self.model_cfg, self.parser, self.spill_dir, self.counter = model_cfg, parser, spill_dir, counter
         self.partition_of = KeyPartitioner(settings.partitions)
+        self._home: dict[str, int] = {}  # user id -> state partition: one murmur2 per user, not per event
         self.bulk: dict[int, BulkPartition] = {}
         self.catalog: CatalogIndex | None = None
 
-    async def ingest(self, catalog: CatalogIndex, owned: list[int], ends: dict, typed: dict,
+    async def ingest(self, catalog: tuple[list[bytes], list[str]], owned: list[int], ends: dict, typed: dict,
                      idle_timeout_s: float) -> dict:
         """Read `ends` (topic partition -> end offset) from the beginning: signals into the owned
-        state partitions or the spills; everything else to the topics the live ingest sends it to."""
-        self.catalog = catalog
+        state partitions or the spills; everything else to the topics the live ingest sends it to.
+        `catalog`: the artwork records and curated list (`CatalogSnapshot.portable`)."""
+        self.catalog = catalog = catalog_index(*catalog)
         self.bulk = {p: BulkPartition(self.model_cfg, p) for p in owned}
         artist_of = {wid: w.artist_id for wid, w in catalog.works.items()}
         self.outcomes, self.forwarded, self._acks = Counter(), Counter(), []
@@ -93,7 +95,9 @@ class Shard:
             result = ingest_one(r.value, typed[r.topic], artist_of, self.parser)
             self.outcomes[outcome(result)] += 1
             if isinstance(result, Signal):
-                p = self.partition_of(result.user_id.encode())
+                p = self._home.get(result.user_id)
+                if p is None:
+                    p = self._home[result.user_id] = self.partition_of(result.user_id.encode())
                 bulk = self.bulk.get(p)
                 if bulk is not None:
                     bulk.add(result)
@@ -192,6 +196,15 @@ async def read_partitions(client: dict, ends: dict, idle_timeout_s: float, handl
                 raise TimeoutError(f"rebuild: no progress for {idle_timeout_s:.0f} s reading {sorted(map(str, remaining))}")
     finally:
         await consumer.stop()
+
+
+def catalog_index(artworks: list[bytes], curated: list[str]) -> CatalogIndex:
+    """The catalog index from the stored artwork records (as a worker loads it after recovery)."""
+    index = CatalogIndex()
+    index.load(artworks)
+    index.curated = curated
+    index.bootstrapped = True
+    return index
 
 
 class _Spills:

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.events import (
     DEFAULT_EVENT_MAP,
@@ -200,6 +202,15 @@ def test_unknown_artwork_retry_backoff_and_patience():
     fourth = retry_or_give_up(third, "t", 1, 7, b"k", b"v", now=103.5, patience_s=10)
     assert fourth.due == 107.5
     assert retry_or_give_up(fourth, "t", 1, 7, b"k", b"v", now=107.5, patience_s=10) is None
+
+
+@given(st.binary(max_size=64))
+def test_murmur2_is_kafkas(key):
+    from aiokafka.partitioner import murmur2 as reference
+
+    from streams.ingest import murmur2
+
+    assert murmur2(key) == reference(key)
 
 
 def test_key_partitioner_agrees_with_the_producers_default_partitioner():

@@ -17,12 +17,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.affinity import load
+from streams.catalog import CatalogIndex, decode_artwork
 from streams.demo import DemoGenerator, dumps
 from streams.devtools import produce, segment_key
 from streams.pipeline import core_objects, decode_recs
 from streams.popularity import load_partial
 from streams.rebuild import bulk_rebuild, default_shards, plan
-from streams.rebuild_shard import ShardFailed, ShardProcess, _read_spill, _Spills
+from streams.rebuild_shard import ShardFailed, ShardProcess, _read_spill, _Spills, catalog_index
 from streams.records import SIGNAL_KINDS, Signal, Target
 from streams.settings import Settings
 from tests.conftest import consume_all
@@ -69,6 +70,23 @@ def test_spills_come_back_in_the_order_written(tmp_path):
     assert [s for chunk in _read_spill(str(tmp_path), 2, 1) for s in chunk] == sig[:2] + sig[3:]
     assert list(_read_spill(str(tmp_path), 2, 1)) == []  # read once, then gone
     assert list(_read_spill(str(tmp_path), 2, 0)) == []  # nothing spilled by shard 0
+
+
+def test_a_shard_rebuilds_the_catalog_index_the_parent_read():
+    demo = DemoGenerator(users=50, artists=10, artworks=120, seed=2, end_time=datetime.now(timezone.utc))
+    works = demo.artworks()
+    parent, stored = CatalogIndex(), {}
+    for work in works + [dict(works[3], published_at=None, for_sale=False), dict(works[4], title="renamed")]:
+        parent.upsert(decode_artwork(dumps(work)))  # later records replace earlier ones
+        stored[work["id"]] = dumps(work)
+    parent.remove(works[5]["id"])
+    del stored[works[5]["id"]]
+    parent.curated = [works[0]["id"]]
+    shard = catalog_index(list(stored.values()), parent.curated)
+    assert shard.works == parent.works and shard.curated == parent.curated and shard.bootstrapped
+    assert shard.latest(50) == parent.latest(50) and shard.eligible_count() == parent.eligible_count() < len(works)
+    for artist in {w["artist_id"] for w in works}:
+        assert shard.recent_by(artist) == parent.recent_by(artist)
 
 
 def test_a_shard_process_reports_its_errors_and_its_death(tmp_path):
