@@ -182,15 +182,15 @@ async def _bulk_rebuild(settings: Settings, client: dict, pool: list, progress, 
     t0 = time.monotonic()
     typed = input_topics(settings)
     ends = await end_offsets(client, list(typed))
-    shares = plan(ends, len(pool), settings.partitions)
+    shares, catalog = plan(ends, len(pool), settings.partitions), snapshot.portable()
     *reads, _ = await _with_progress(progress, pool, asyncio.gather(
-        *(shard.call("ingest", snapshot.portable(), owned, share, typed, idle_timeout_s)
+        *(shard.call("ingest", catalog, owned, share, typed, idle_timeout_s)
           for shard, (owned, share) in zip(pool, shares, strict=True)),
         _write_catalog(settings, client, snapshot, report)))  # the parent's share of the writing meanwhile
     for read in reads:
         report.outcomes.update(read["outcomes"])
         report.forwarded.update(read["forwarded"])
-    partials = dict(pair for shares in await asyncio.gather(*(s.call("aggregate") for s in pool)) for pair in shares)
+    partials = dict(pair for pairs in await asyncio.gather(*(s.call("aggregate") for s in pool)) for pair in pairs)
     report.seconds["read+aggregate"] = time.monotonic() - t0
 
     t0 = time.monotonic()
