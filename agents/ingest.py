@@ -30,10 +30,10 @@ from streams.ingest import (
 )
 from streams.metrics import metrics
 from streams.records import Pending, Signal
-from streams.tables import artworks
+from streams.tables import artworks, catalog_index
 from streams.web import lag_sources
 
-artist_of = ArtistLookup(artworks)
+artist_of = ArtistLookup(artworks, catalog_index)
 _pending = msgspec.msgpack.Decoder(Pending)
 home = KeyPartitioner(settings.partitions)  # where the producers' default partitioner puts a user id
 _partitions: dict[str, int] = {}  # input topic -> partition count

@@ -50,12 +50,28 @@ def is_eligible(artwork: Artwork) -> bool:
 
 
 class ArtistLookup:
-    """``.get(artwork_id) -> artist_id`` over a table of encoded artworks."""
+    """``.get(artwork_id) -> artist_id``: from `index` once it mirrors the table of encoded
+    artworks (bootstrapped: every worker's index follows its artworks table), from the table
+    before that. A table read went through faust's table layer, RocksDB and a decode of the
+    whole record: 8% of a loaded worker, for every artwork an event names.
 
-    def __init__(self, table: Mapping[str, bytes]):
-        self.table = table
+    >>> table = {"w1": b'{"id": "w1", "artist_id": "a1"}'}
+    >>> index = CatalogIndex()
+    >>> lookup = ArtistLookup(table, index)
+    >>> lookup.get("w1"), lookup.get("w2")     # not bootstrapped: the table answers
+    ('a1', None)
+    >>> index.load([b'{"id": "w2", "artist_id": "a2"}']); index.bootstrapped = True
+    >>> lookup.get("w2"), lookup.get("w3")     # bootstrapped: the index answers
+    ('a2', None)
+    """
+
+    def __init__(self, table: Mapping[str, bytes], index: CatalogIndex | None = None):
+        self.table, self.index = table, index
 
     def get(self, artwork_id: str) -> str | None:
+        if self.index is not None and self.index.bootstrapped:
+            work = self.index.works.get(artwork_id)
+            return None if work is None else work.artist_id
         raw = self.table.get(artwork_id)
         return None if raw is None else _ARTWORK.decode(raw).artist_id
 
