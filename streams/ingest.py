@@ -79,13 +79,19 @@ def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
 
 class KeyPartitioner:
     """The partition Kafka's default partitioner (murmur2, as aiokafka's and faust's producers
-    use) picks for a key among `partitions`."""
+    use) picks for a key among `partitions`. The last `memo` keys' partitions are remembered:
+    a worker looks up every event's user and every output record's key, mostly the same few."""
 
-    def __init__(self, partitions: int):
-        self.partitions = partitions
+    def __init__(self, partitions: int, memo: int = 4096):
+        self.partitions, self._memo, self._memo_max = partitions, {}, memo
 
     def __call__(self, key: bytes) -> int:
-        return (murmur2(key) & 0x7FFFFFFF) % self.partitions
+        partition = self._memo.get(key)
+        if partition is None:
+            if len(self._memo) >= self._memo_max:
+                self._memo.clear()  # bounded; the keys that come back often are back at once
+            partition = self._memo[key] = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+        return partition
 
 
 _M, _MASK = 0x5BD1E995, 0xFFFFFFFF

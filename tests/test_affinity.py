@@ -213,6 +213,13 @@ def test_a_seen_index_gives_the_same_answers_and_mirrors_the_window(ids, window)
         assert indexed == plain and index == set(plain)
 
 
+@given(st.dictionaries(st.sampled_from("abcdefgh"), st.sampled_from([-1.0, 0.0, 0.5, 1.0, 2.0])), st.integers(1, 9))
+def test_top_is_score_descending_then_artist_id(scores, n):
+    p = Profile(scores=scores)
+    want = sorted(((a, s) for a, s in scores.items() if s > 0), key=lambda item: (-item[1], item[0]))[:n]
+    assert MODEL.top(p, n) == want
+
+
 def test_unsaves_of_an_artist_already_scored_still_bound_the_tombstones():
     model = dataclasses.replace(MODEL, top_k=1)
     p = Profile()

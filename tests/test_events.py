@@ -224,3 +224,6 @@ def test_key_partitioner_agrees_with_the_producers_default_partitioner():
         key = user.encode()
         assert home(key) == producers(key, [0, 1, 2, 3], [0, 1, 2, 3])
     assert {home(f"user-{i}".encode()) for i in range(500)} == {0, 1, 2, 3}
+    small = KeyPartitioner(4, memo=3)  # remembered or not, the same answer; the memo stays bounded
+    for user in [f"user-{i % 7}" for i in range(50)]:
+        assert small(user.encode()) == home(user.encode()) and len(small._memo) <= 3
