@@ -65,6 +65,14 @@ def rss_mb(pid: int) -> float:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
 
 
+def rss_split_mb(pid: int) -> dict[str, float]:
+    """Resident memory by kind (/proc smaps_rollup): anonymous (heaps, mmapped allocations) and
+    file-backed (code, shared libraries, mapped files)."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        kb = {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f) if v.strip().endswith("kB")}
+    return {"anon": kb["Anonymous"] / 1024, "file": (kb["Rss"] - kb["Anonymous"]) / 1024}
+
+
 def metric(worker: WorkerProcess, name: str, missing: float = 0.0) -> float:
     """A metric summed over its labels, or one labelled series (`name{kind="cache"}`);
     `missing` when the worker exports none."""

@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import metric, preload, recstream_worker, rss_mb, wait_for  # noqa: E402
+from bench.common import metric, preload, recstream_worker, rss_mb, rss_split_mb, wait_for  # noqa: E402
 from bench.rebuild import bulk  # noqa: E402
 from streams.broker import EmbeddedBroker  # noqa: E402
 from streams.demo import DemoGenerator, dumps  # noqa: E402
@@ -55,7 +55,7 @@ def one_size(broker: EmbeddedBroker, demo: DemoGenerator, users: int) -> dict:
         after_live = rss_mb(worker.proc.pid)
         time.sleep(SETTLE_S)  # the worker's once-a-minute housekeeping (gc, malloc_trim) has run
         return {"recovery_s": recovered, "after_recovery": after_recovery, "after_live": after_live,
-                "rss": rss_mb(worker.proc.pid), "rocksdb": _rocksdb_cache_mb(worker),
+                "rss": rss_mb(worker.proc.pid), **rss_split_mb(worker.proc.pid), "rocksdb": _rocksdb_cache_mb(worker),
                 "malloc_in_use": _gauge_mb(worker, 'recstream_malloc_bytes{kind="in_use"}'),
                 "malloc_free": _gauge_mb(worker, 'recstream_malloc_bytes{kind="free"}')}
     finally:
@@ -80,13 +80,14 @@ def main() -> dict:
 def report(r: dict) -> str:
     small, large = r[SMALL]["rss"], r[LARGE]["rss"]
     rows = [f"| {n:,} | {v['recovery_s']:.0f} s | {v['after_recovery']:.0f} MB | {v['after_live']:.0f} MB | "
-            f"{v['rss']:.0f} MB | {v['rocksdb']:.0f} MB | {v['malloc_in_use']:.0f} MB | {v['malloc_free']:.0f} MB |"
+            f"{v['rss']:.0f} MB | {v['anon']:.0f} / {v['file']:.0f} MB | {v['rocksdb']:.0f} MB | "
+            f"{v['malloc_in_use']:.0f} MB | {v['malloc_free']:.0f} MB |"
             for n, v in r.items()]
     return "\n".join([f"Worker RSS by users held (state built with rebuild --bulk, then {LIVE_EVENTS:,} live events "
                       "for users across the key space)", "",
                       f"| users | recovery | RSS after recovery | RSS after live events | RSS {SETTLE_S} s later | "
-                      "of which RocksDB cache | malloc in use | malloc free (held) |",
-                      "|---|---|---|---|---|---|---|---|", *rows, "",
+                      "of which anonymous / file-backed | RocksDB cache | malloc in use | malloc free (held) |",
+                      "|---|---|---|---|---|---|---|---|---|", *rows, "",
                       f"growth (settled RSS) {small:.0f} → {large:.0f} MB = {(large - small) / small:+.1%} for {LARGE / SMALL:.0f}× "
                       "the users (target ≤ 10%)"])
 
