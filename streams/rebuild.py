@@ -159,8 +159,9 @@ def _shard_pool(settings, client, model_cfg, parser, count: int):
         yield [LocalShard(Shard(0, 1, settings, client, model_cfg, parser, None, SimpleNamespace(value=0)))]
         return
     ctx = multiprocessing.get_context("spawn")
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: spills never touch a disk
-    with tempfile.TemporaryDirectory(prefix="recstream-rebuild-", dir=base) as spill_dir:
+    # the system temp dir (TMPDIR), not /dev/shm: containers often give that 64 MB, and input
+    # not keyed by user spills most of its signals (~100 bytes each)
+    with tempfile.TemporaryDirectory(prefix="recstream-rebuild-") as spill_dir:
         pool = []
         try:
             for k in range(count):
