@@ -67,6 +67,7 @@ class BulkPartition:
 
     def __init__(self, cfg: PipelineConfig, partition: int):
         self.cfg, self.model, self.partition = cfg, cfg.model, partition
+        self._weights = dict(cfg.model.weights)  # a plain dict: read once per signal
         self.user_ids: dict[str, int] = {}
         self._profiles: list[Profile] = []
         self._seen: list[set[int]] = []
@@ -98,7 +99,7 @@ class BulkPartition:
         profile.events += 1
         if sig.time > profile.ref:
             profile.ref = sig.time
-        weight = self.model.weights.get(sig.kind, 0.0)
+        weight = self._weights.get(sig.kind, 0.0)
         if sig.kind in TOGGLE_ON:
             for target in sig.targets:
                 self.model.toggle(profile, sig, target)

@@ -344,7 +344,10 @@ def _content_id(raw: bytes) -> str:
 
 def resolve_artists(signal: Signal, artist_of: Mapping[str, str] | Any) -> Signal | Rejected:
     """Fill each artwork target's artist from the catalog; reject if an artwork is unknown."""
-    if all(t.artist_id for t in signal.targets):
+    for t in signal.targets:  # a plain loop: this runs for every signal (all() took a generator)
+        if not t.artist_id:
+            break
+    else:
         return signal
     resolved = []
     for t in signal.targets:

@@ -93,8 +93,8 @@ class Shard:
         foreign: dict[int, list[Signal]] = {}
         for r in records:
             result = ingest_one(r.value, typed[r.topic], artist_of, self.parser)
-            self.outcomes[outcome(result)] += 1
             if isinstance(result, Signal):
+                self.outcomes[result.kind] += 1  # what outcome() gives a signal
                 p = self._home.get(result.user_id)
                 if p is None:
                     p = self._home[result.user_id] = self.partition_of(result.user_id.encode())
@@ -104,6 +104,7 @@ class Shard:
                 else:
                     foreign.setdefault(p, []).append(result)
                 continue
+            self.outcomes[outcome(result)] += 1
             dest = route(result, r.topic, r.partition, r.offset, r.key, r.value, None, now,
                          self.settings.unknown_artwork_patience_s)
             if dest is not None:
