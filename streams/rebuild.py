@@ -93,20 +93,25 @@ def input_topics(settings: Settings) -> dict[str, str | None]:
     return topics
 
 
-def plan(ends: dict, shards: int, partitions: int) -> list[tuple[list[int], dict]]:
-    """Each shard's state partitions and input topic partitions (-> end offset), balanced by
-    record counts. An input topic with as many partitions as the state is taken to be keyed
-    by user, as the live single hop expects: its partition p holds state partition p's users,
-    so it counts towards p's load and is read by p's owner (no spill between shards). State
-    partitions go to shards the heaviest first, each to the shard with the fewest records so
-    far; other topics' partitions then fill up the lightest shards the same way.
+def plan(ends: dict, shards: int, partitions: int, min_split: int = 10_000) -> list[tuple[list[int], dict]]:
+    """Each shard's state partitions and input offset ranges (topic partition -> (start, end)),
+    balanced by record counts.
+
+    An input topic with as many partitions as the state is taken to be keyed by user, as the
+    live single hop expects: its partition p holds state partition p's users, so it counts
+    towards p's load and is read by p's owner (no spill between shards). State partitions go to
+    shards the heaviest first, each to the shard with the fewest records so far; other topics'
+    partitions then fill up the lightest shards the same way. Last, while a shard reads more
+    than its share (one partition can hold a very heavy user), the tail of its largest range
+    (at least `min_split` records) moves to the lightest shard, which reads it and spills the
+    signals to the owner; the owner adds them after its own, so the offsets stay in order.
 
     >>> from aiokafka import TopicPartition as TP
-    >>> owned, reads = zip(*plan({TP("in", 0): 5, TP("in", 1): 9, TP("in", 2): 1, TP("typed", 0): 7}, 2, 3))
+    >>> owned, reads = zip(*plan({TP("in", 0): 500, TP("in", 1): 900, TP("in", 2): 100}, 2, 3, min_split=10))
     >>> owned
     ([1], [0, 2])
-    >>> [sorted((tp.topic, tp.partition) for tp in share) for share in reads]
-    [[('in', 1)], [('in', 0), ('in', 2), ('typed', 0)]]
+    >>> [sorted((tp.partition, r) for tp, r in share.items()) for share in reads]
+    [[(1, (0, 750))], [(0, (0, 500)), (1, (750, 900)), (2, (0, 100))]]
     """
     count = max(1, shards)
     per_topic = Counter(tp.topic for tp in ends)
@@ -127,13 +132,28 @@ def plan(ends: dict, shards: int, partitions: int) -> list[tuple[list[int], dict
         load[k] += n
     owner = {p: k for k, ps in enumerate(owned) for p in ps}
     for tp, end in keyed.items():
-        reads[owner[tp.partition]][tp] = end
+        reads[owner[tp.partition]][tp] = (0, end)
     for tp, end in sorted(ends.items(), key=lambda item: -item[1]):
         if tp not in keyed:
             k = lightest()
-            reads[k][tp] = end
+            reads[k][tp] = (0, end)
             load[k] += end
-    return [(sorted(ps), share) for ps, share in zip(owned, reads, strict=True)]
+    share = -(-sum(load) // count)  # ceil
+    while True:
+        heavy, light = max(range(count), key=lambda k: load[k]), lightest()
+        excess = min(load[heavy] - share, share - load[light])
+        if excess < min_split:
+            break
+        movable = [(tp, r) for tp, r in reads[heavy].items() if tp not in reads[light]]  # one range per shard
+        if not movable:
+            break
+        tp, (start, end) = max(movable, key=lambda item: item[1][1] - item[1][0])
+        moved = min(excess, end - start)
+        reads[heavy][tp] = (start, end - moved)
+        reads[light][tp] = (end - moved, end)
+        load[heavy] -= moved
+        load[light] += moved
+    return [(sorted(ps), r) for ps, r in zip(owned, reads, strict=True)]
 
 
 def default_shards(settings: Settings) -> int:
@@ -143,14 +163,15 @@ def default_shards(settings: Settings) -> int:
 
 
 async def bulk_rebuild(settings: Settings, model_cfg: PipelineConfig, parser: ParserConfig, progress=None,
-                       idle_timeout_s: float = 60.0, shards: int | None = None) -> RebuildReport:
+                       idle_timeout_s: float = 60.0, shards: int | None = None,
+                       min_split: int = 10_000) -> RebuildReport:
     """Rebuild `settings.app_id`'s state from the input topics (see the module docstring), in
-    `shards` processes (default: `default_shards`)."""
+    `shards` processes (default: `default_shards`); `min_split`: see `plan`."""
     client = settings.aiokafka_kwargs()
     count = default_shards(settings) if shards is None else max(1, min(shards, settings.partitions))
     # shards start first: a child's imports overlap the checks and the catalog read
     with growing_heap(), _shard_pool(settings, client, model_cfg, parser, count) as pool:
-        return await _bulk_rebuild(settings, client, pool, progress, idle_timeout_s)
+        return await _bulk_rebuild(settings, client, pool, progress, idle_timeout_s, min_split)
 
 
 @contextmanager
@@ -172,7 +193,8 @@ def _shard_pool(settings, client, model_cfg, parser, count: int):
                 handle.close()
 
 
-async def _bulk_rebuild(settings: Settings, client: dict, pool: list, progress, idle_timeout_s: float) -> RebuildReport:
+async def _bulk_rebuild(settings: Settings, client: dict, pool: list, progress, idle_timeout_s: float,
+                        min_split: int) -> RebuildReport:
     report = RebuildReport()
     started = time.monotonic()
     await check_fresh(settings, client)
@@ -183,7 +205,7 @@ async def _bulk_rebuild(settings: Settings, client: dict, pool: list, progress, 
     t0 = time.monotonic()
     typed = input_topics(settings)
     ends = await end_offsets(client, list(typed))
-    shares, catalog = plan(ends, len(pool), settings.partitions), snapshot.portable()
+    shares, catalog = plan(ends, len(pool), settings.partitions, min_split), snapshot.portable()
     *reads, _ = await _with_progress(progress, pool, asyncio.gather(
         *(shard.call("ingest", catalog, owned, share, typed, idle_timeout_s)
           for shard, (owned, share) in zip(pool, shares, strict=True)),
@@ -282,7 +304,7 @@ async def _commit(client: dict, group_id: str, offsets: dict) -> None:
 async def _read_all(client: dict, topics: list[str], idle_timeout_s: float, handle) -> dict:
     """Every record of `topics` up to the end offsets at the start -> handle(batch). Returns those ends."""
     ends = await end_offsets(client, topics)
-    await read_partitions(client, ends, idle_timeout_s, handle)
+    await read_partitions(client, {tp: (0, end) for tp, end in ends.items()}, idle_timeout_s, handle)
     return ends
 
 

@@ -67,10 +67,10 @@ class Shard:
         self.bulk: dict[int, BulkPartition] = {}
         self.catalog: CatalogIndex | None = None
 
-    async def ingest(self, catalog: tuple[list[bytes], list[str]], owned: list[int], ends: dict, typed: dict,
+    async def ingest(self, catalog: tuple[list[bytes], list[str]], owned: list[int], ranges: dict, typed: dict,
                      idle_timeout_s: float) -> dict:
-        """Read `ends` (topic partition -> end offset) from the beginning: signals into the owned
-        state partitions or the spills; everything else to the topics the live ingest sends it to.
+        """Read `ranges` (topic partition -> (start, end) offsets): signals into the owned state
+        partitions or the spills; everything else to the topics the live ingest sends it to.
         `catalog`: the artwork records and curated list (`CatalogSnapshot.portable`)."""
         self.catalog = catalog = catalog_index(*catalog)
         self.bulk = {p: BulkPartition(self.model_cfg, p) for p in owned}
@@ -80,7 +80,7 @@ class Shard:
         producer = bulk_producer(self.client)
         await producer.start()
         try:
-            await read_partitions(self.client, ends, idle_timeout_s,
+            await read_partitions(self.client, ranges, idle_timeout_s,
                                   lambda records: self._ingest_batch(records, typed, artist_of, producer, spills))
             await asyncio.gather(*self._acks)
         finally:
@@ -168,12 +168,12 @@ async def end_offsets(client: dict, topics: list[str]) -> dict:
         await consumer.stop()
 
 
-async def read_partitions(client: dict, ends: dict, idle_timeout_s: float, handle) -> None:
-    """Every record of each topic partition from the beginning up to its end in `ends` ->
-    `await handle(records)`, in large raw batches."""
+async def read_partitions(client: dict, ranges: dict, idle_timeout_s: float, handle) -> None:
+    """Every record of each topic partition in its offset range (`ranges`: topic partition ->
+    (start, end), end exclusive) -> `await handle(records)`, in large raw batches."""
     from aiokafka import AIOKafkaConsumer
 
-    remaining = {tp for tp, end in ends.items() if end > 0}
+    remaining = {tp for tp, (start, end) in ranges.items() if end > start}
     if not remaining:
         return
     consumer = AIOKafkaConsumer(**client, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
@@ -181,17 +181,19 @@ async def read_partitions(client: dict, ends: dict, idle_timeout_s: float, handl
     await consumer.start()
     try:
         consumer.assign(list(remaining))
-        await consumer.seek_to_beginning(*remaining)
+        for tp in remaining:
+            consumer.seek(tp, ranges[tp][0])  # below the log start: auto_offset_reset moves it up
         last_progress = time.monotonic()
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=READ_BATCH)
             for tp, records in batch.items():
-                records = [r for r in records if r.offset < ends[tp]]
+                start, end = ranges[tp]
+                records = [r for r in records if start <= r.offset < end]  # a fetch returns whole batches
                 if records:
                     await handle(records)
                     last_progress = time.monotonic()
             for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
+                if await consumer.position(tp) >= ranges[tp][1]:
                     remaining.discard(tp)
             if time.monotonic() - last_progress > idle_timeout_s:
                 raise TimeoutError(f"rebuild: no progress for {idle_timeout_s:.0f} s reading {sorted(map(str, remaining))}")

@@ -34,24 +34,38 @@ topic_ends = st.fixed_dictionaries({t: st.lists(st.integers(0, 10_000), max_size
     lambda topics: {TopicPartition(t, p): end for t, ends in topics.items() for p, end in enumerate(ends)})
 
 
-@given(topic_ends, st.integers(1, 5), st.integers(1, 8))
-def test_the_plan_reads_every_input_partition_once_and_owns_every_state_partition_once(ends, shards, partitions):
-    shares = plan(ends, shards, partitions)
+@given(topic_ends, st.integers(1, 5), st.integers(1, 8), st.sampled_from([1, 500, 10**9]))
+def test_the_plan_reads_every_offset_once_and_owns_every_state_partition_once(ends, shards, partitions, min_split):
+    shares = plan(ends, shards, partitions, min_split)
     assert len(shares) == shards
     owned = [p for ps, _ in shares for p in ps]
     assert sorted(owned) == list(range(partitions))
-    read = [tp for _, share in shares for tp in share]
-    assert sorted(read) == sorted(ends) and all(share[tp] == ends[tp] for _, share in shares for tp in share)
-    per_topic = Counter(tp.topic for tp in ends)
-    for ps, share in shares:  # a topic keyed like the state is read where its users are aggregated
-        assert all(tp.partition in ps for tp in share if per_topic[tp.topic] == partitions)
+    for tp, end in ends.items():  # the ranges of a partition tile [0, end) exactly
+        ranges = sorted(r[tp] for _, r in shares if tp in r)
+        assert ranges[0][0] == 0 and ranges[-1][1] == end
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(tp in ends for _, r in shares for tp in r)
+    loads = [sum(e - s for s, e in r.values()) for _, r in shares]
+    if min_split == 1 and shards > 1:  # splitting freely: no shard reads more than its share...
+        heavy, light = shares[loads.index(max(loads))][1], shares[loads.index(min(loads))][1]
+        # ...unless the lightest already reads a piece of every partition the heaviest reads
+        assert max(loads) <= -(-sum(ends.values()) // shards) or set(heavy) <= set(light)
+    if min_split == 10**9:  # no split: keyed input is read whole where its users are aggregated
+        per_topic = Counter(tp.topic for tp in ends)
+        for ps, r in shares:
+            assert all(tp.partition in ps and r[tp] == (0, ends[tp]) for tp in r if per_topic[tp.topic] == partitions)
 
 
 def test_the_plan_balances_records_and_keeps_keyed_input_with_its_state():
     keyed = {TopicPartition("events", p): n for p, n in enumerate([90, 40, 130, 40])}
-    shares = plan({**keyed, TopicPartition("typed", 0): 30}, 2, 4)
+    shares = plan({**keyed, TopicPartition("typed", 0): 30}, 2, 4, min_split=10**9)
     assert [ps for ps, _ in shares] == [[2, 3], [0, 1]]  # 130+40 / 90+40 records, then typed on the lighter
-    assert sum(shares[1][1].values()) == 160 and TopicPartition("typed", 0) in shares[1][1]
+    assert TopicPartition("typed", 0) in shares[1][1]
+    # with splits allowed, the heavy shard hands the tail of its largest partition to the other
+    (own_a, reads_a), (own_b, reads_b) = plan({**keyed, TopicPartition("typed", 0): 30}, 2, 4, min_split=5)
+    assert (own_a, own_b) == ([2, 3], [0, 1])
+    assert reads_a[TopicPartition("events", 2)] == (0, 125) and reads_b[TopicPartition("events", 2)] == (125, 130)
+    assert sum(e - s for s, e in reads_a.values()) == sum(e - s for s, e in reads_b.values()) == 165
 
 
 def test_default_shards_are_one_per_cpu_at_most_one_per_partition(monkeypatch):
@@ -138,11 +152,11 @@ async def _create(bootstrap, names):
         await admin.close()
 
 
-def rebuilt_state(broker, prefix, app_id, shards):
+def rebuilt_state(broker, prefix, app_id, shards, min_split=10_000):
     settings = Settings.from_env({"RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id,
                                   "RECSTREAM_BROKER_URL": broker.url, "RECSTREAM_PARTITIONS": str(PARTITIONS)})
     _, parser, cfg = core_objects(settings)
-    report = asyncio.run(bulk_rebuild(settings, cfg, parser, shards=shards))
+    report = asyncio.run(bulk_rebuild(settings, cfg, parser, shards=shards, min_split=min_split))
     assert len(report.shard_seconds) == shards
     tables = {}
     for table in ("affinity", "recommendations", "fans", "popularity"):
@@ -183,8 +197,8 @@ def test_any_number_of_shards_writes_the_state_one_shard_writes(broker):
 
     one, want = rebuilt_state(broker, prefix, "shards-one", 1)
     assert one.events == len(records)
-    for n in (2, 3):
-        report, got = rebuilt_state(broker, prefix, f"shards-{n}", n)
+    for n, min_split in ((2, 10_000), (2, 50), (3, 50)):  # 50: partitions split between shards
+        report, got = rebuilt_state(broker, prefix, f"shards-{n}-{min_split}", n, min_split)
         assert (report.events, report.outcomes, report.users, report.written, report.forwarded) == \
             (one.events, one.outcomes, one.users, one.written, one.forwarded)
         assert_same_state(got, want)
