@@ -142,3 +142,11 @@ class CatalogIndex:
     def load(self, records: Iterable[bytes]) -> None:
         for raw in records:
             self.upsert(_ARTWORK.decode(raw))
+
+    def bootstrap(self, records: Iterable[bytes], curated: list[str] | None) -> None:
+        """Load the stored artwork records and curated list (None: keep the current one) and
+        mark the index as mirroring the artworks table (a worker after recovery, a rebuild shard)."""
+        self.load(records)
+        if curated is not None:
+            self.curated = curated
+        self.bootstrapped = True

@@ -79,8 +79,9 @@ def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
 
 class KeyPartitioner:
     """The partition Kafka's default partitioner (murmur2, as aiokafka's and faust's producers
-    use) picks for a key among `partitions`. The last `memo` keys' partitions are remembered:
-    a worker looks up every event's user and every output record's key, mostly the same few."""
+    use) picks for a key among `partitions`. Up to `memo` keys' partitions are remembered (the
+    memo starts over when full): a worker looks up every event's user and every output record's
+    key, mostly the same few."""
 
     def __init__(self, partitions: int, memo: int = 4096):
         self.partitions, self._memo, self._memo_max = partitions, {}, memo

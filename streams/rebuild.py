@@ -156,9 +156,10 @@ def plan(ends: dict, shards: int, partitions: int, min_split: int = 10_000) -> l
     return [(sorted(ps), r) for ps, r in zip(owned, reads, strict=True)]
 
 
-def default_shards(settings: Settings) -> int:
-    """RECSTREAM_REBUILD_SHARDS, or (0) one per CPU, at most one per partition."""
-    wanted = settings.rebuild_shards or (os.cpu_count() or 1)
+def shard_count(settings: Settings, asked: int | None = None) -> int:
+    """`asked`, else RECSTREAM_REBUILD_SHARDS, else (0) one per CPU; at least one, at most one
+    per partition."""
+    wanted = asked if asked is not None else (settings.rebuild_shards or os.cpu_count() or 1)
     return max(1, min(wanted, settings.partitions))
 
 
@@ -166,9 +167,9 @@ async def bulk_rebuild(settings: Settings, model_cfg: PipelineConfig, parser: Pa
                        idle_timeout_s: float = 60.0, shards: int | None = None,
                        min_split: int = 10_000) -> RebuildReport:
     """Rebuild `settings.app_id`'s state from the input topics (see the module docstring), in
-    `shards` processes (default: `default_shards`); `min_split`: see `plan`."""
+    `shard_count(settings, shards)` processes; `min_split`: see `plan`."""
     client = settings.aiokafka_kwargs()
-    count = default_shards(settings) if shards is None else max(1, min(shards, settings.partitions))
+    count = shard_count(settings, shards)
     # shards start first: a child's imports overlap the checks and the catalog read
     with growing_heap(), _shard_pool(settings, client, model_cfg, parser, count) as pool:
         return await _bulk_rebuild(settings, client, pool, progress, idle_timeout_s, min_split)

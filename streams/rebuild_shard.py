@@ -62,8 +62,8 @@ class Shard:
                  parser: ParserConfig, spill_dir: str | None, counter=None):
         self.index, self.count, self.settings, self.client = index, count, settings, client
         self.model_cfg, self.parser, self.spill_dir, self.counter = model_cfg, parser, spill_dir, counter
-        self.partition_of = KeyPartitioner(settings.partitions)
-        self._home: dict[str, int] = {}  # user id -> state partition: one murmur2 per user, not per event
+        # remembers every user's partition: one murmur2 per user, not per event
+        self.partition_of = KeyPartitioner(settings.partitions, memo=1 << 22)
         self.bulk: dict[int, BulkPartition] = {}
         self.catalog: CatalogIndex | None = None
 
@@ -95,9 +95,7 @@ class Shard:
             result = ingest_one(r.value, typed[r.topic], artist_of, self.parser)
             if isinstance(result, Signal):
                 self.outcomes[result.kind] += 1  # what outcome() gives a signal
-                p = self._home.get(result.user_id)
-                if p is None:
-                    p = self._home[result.user_id] = self.partition_of(result.user_id.encode())
+                p = self.partition_of(result.user_id.encode())
                 bulk = self.bulk.get(p)
                 if bulk is not None:
                     bulk.add(result)
@@ -204,9 +202,7 @@ async def read_partitions(client: dict, ranges: dict, idle_timeout_s: float, han
 def catalog_index(artworks: list[bytes], curated: list[str]) -> CatalogIndex:
     """The catalog index from the stored artwork records (as a worker loads it after recovery)."""
     index = CatalogIndex()
-    index.load(artworks)
-    index.curated = curated
-    index.bootstrapped = True
+    index.bootstrap(artworks, curated)
     return index
 
 
@@ -248,42 +244,53 @@ def _read_spill(spill_dir: str | None, partition: int, shard: int):
     os.unlink(path)  # read once: the disk (or tmpfs) is given back as the rebuild goes
 
 
-class LocalShard:
-    """A shard in this process (a one-shard rebuild)."""
+class _Handle:
+    """What the parent holds of a shard: `call(step, *args)`, each step's wall time, and
+    `counter.value` (records read so far)."""
 
-    def __init__(self, shard: Shard):
-        self.shard, self.index, self.counter = shard, shard.index, shard.counter
+    def __init__(self, index: int, counter):
+        self.index, self.counter = index, counter
         self.seconds: dict[str, float] = {}  # step -> wall time
 
     async def call(self, step: str, *args):
         started = time.monotonic()
-        result = getattr(self.shard, step)(*args)
-        if inspect.isawaitable(result):
-            result = await result
+        result = await self._run(step, args)
         self.seconds[step] = time.monotonic() - started
         return result
+
+    async def _run(self, step: str, args: tuple):
+        raise NotImplementedError
+
+
+class LocalShard(_Handle):
+    """A shard in this process (a one-shard rebuild)."""
+
+    def __init__(self, shard: Shard):
+        super().__init__(shard.index, shard.counter)
+        self.shard = shard
+
+    async def _run(self, step: str, args: tuple):
+        result = getattr(self.shard, step)(*args)
+        return await result if inspect.isawaitable(result) else result
 
     def close(self) -> None:
         pass
 
 
-class ShardProcess:
+class ShardProcess(_Handle):
     """A shard in a child process (spawned: no inherited locks, threads or event loop). Steps
     go over a pipe; an exception in the child comes back with its traceback."""
 
     def __init__(self, ctx, index: int, count: int, settings: Settings, model_cfg: PipelineConfig,
                  parser: ParserConfig, spill_dir: str):
-        self.index = index
-        self.seconds: dict[str, float] = {}  # step -> wall time
-        self.counter = ctx.Value("q", 0, lock=False)
+        super().__init__(index, ctx.Value("q", 0, lock=False))
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, name=f"recstream-rebuild-{index}", daemon=True,
                                 args=(child, index, count, settings, model_cfg, parser, spill_dir, self.counter))
         self.proc.start()
         child.close()
 
-    async def call(self, step: str, *args):
-        started = time.monotonic()
+    async def _run(self, step: str, args: tuple):
         try:
             self.conn.send((step, args))
         except OSError:  # the pipe is broken: the child is gone
@@ -291,7 +298,6 @@ class ShardProcess:
         status, value = await asyncio.get_running_loop().run_in_executor(None, self._receive)
         if status == "error":
             raise ShardFailed(f"rebuild shard {self.index} failed in {step}:\n{value}")
-        self.seconds[step] = time.monotonic() - started
         return value
 
     def _receive(self):

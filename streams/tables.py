@@ -73,8 +73,5 @@ popularity = _raw(app.GlobalTable("popularity", key_type=str, value_type=bytes, 
 def ensure_catalog_loaded() -> None:
     """After recovery, local RocksDB may hold records no changelog event will replay."""
     if not catalog_index.bootstrapped:
-        catalog_index.load(artworks.values())
         curated = editorial.get("curated")
-        if curated:
-            catalog_index.curated = decode_curated(curated)
-        catalog_index.bootstrapped = True
+        catalog_index.bootstrap(artworks.values(), decode_curated(curated) if curated else None)

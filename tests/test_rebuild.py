@@ -22,7 +22,7 @@ from streams.demo import DemoGenerator, dumps
 from streams.devtools import produce, segment_key
 from streams.pipeline import core_objects, decode_recs
 from streams.popularity import load_partial
-from streams.rebuild import bulk_rebuild, default_shards, plan
+from streams.rebuild import bulk_rebuild, plan, shard_count
 from streams.rebuild_shard import ShardFailed, ShardProcess, _read_spill, _Spills, catalog_index
 from streams.records import SIGNAL_KINDS, Signal, Target
 from streams.settings import Settings
@@ -68,11 +68,12 @@ def test_the_plan_balances_records_and_keeps_keyed_input_with_its_state():
     assert sum(e - s for s, e in reads_a.values()) == sum(e - s for s, e in reads_b.values()) == 165
 
 
-def test_default_shards_are_one_per_cpu_at_most_one_per_partition(monkeypatch):
+def test_shards_are_one_per_cpu_at_most_one_per_partition(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 8)
-    assert default_shards(Settings(partitions=4)) == 4
-    assert default_shards(Settings(partitions=12)) == 8
-    assert default_shards(Settings(partitions=12, rebuild_shards=3)) == 3
+    assert shard_count(Settings(partitions=4)) == 4
+    assert shard_count(Settings(partitions=12)) == 8
+    assert shard_count(Settings(partitions=12, rebuild_shards=3)) == 3
+    assert shard_count(Settings(partitions=4, rebuild_shards=3), 6) == 4 and shard_count(Settings(), 0) == 1
 
 
 def test_spills_come_back_in_the_order_written(tmp_path):
