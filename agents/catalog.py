@@ -1,13 +1,13 @@
 """catalog.artworks / catalog.curated (compacted) -> global tables and every worker's catalog
 index; newly recommendable works trigger a refresh for their artist's fans on every partition."""
 
-import msgspec
-
 from agents.deadletters import send_dead_letter
 from streams import tables, topics
 from streams.app import app, settings
 from streams.catalog import decode_artwork, decode_curated
+from streams.events import Rejected
 from streams.faustutil import event_context
+from streams.ingest import decode_or_reject
 from streams.metrics import metrics
 from streams.records import Refresh, encode_keyed
 
@@ -29,18 +29,13 @@ async def load_artworks(stream):
 
 async def _apply(event):
     """Store one catalog record; returns (artist, record) when fans should see the change."""
-    msg = event.message
+    if event.value is None:  # tombstone: the artwork is gone
+        return await _remove(event)
+    artwork = decode_or_reject(decode_artwork, event.value, "invalid_artwork")
+    if isinstance(artwork, Rejected):
+        await send_dead_letter(event, artwork.reason, artwork.detail)
+        return None
     with event_context(event):
-        if event.value is None:  # tombstone: the artwork is gone
-            old = tables.catalog_index.get(msg.key.decode())
-            tables.artworks.pop(msg.key.decode(), None)
-            tables.catalog_index.remove(msg.key.decode())
-            return None if old is None else (old.artist_id, None)
-        try:
-            artwork = decode_artwork(event.value)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            await send_dead_letter(event, "invalid_artwork", str(exc))
-            return None
         old = tables.catalog_index.get(artwork.id)
         tables.artworks[artwork.id] = event.value
     newly_recommendable = tables.catalog_index.upsert(artwork)
@@ -49,13 +44,24 @@ async def _apply(event):
     return (artwork.artist_id, event.value) if newly_recommendable or no_longer else None
 
 
+async def _remove(event):
+    artwork_id = decode_or_reject(bytes.decode, event.message.key, "invalid_key")
+    if isinstance(artwork_id, Rejected):
+        await send_dead_letter(event, artwork_id.reason, "a tombstone needs the artwork id as a UTF-8 key")
+        return None
+    with event_context(event):
+        old = tables.catalog_index.get(artwork_id)
+        tables.artworks.pop(artwork_id, None)
+        tables.catalog_index.remove(artwork_id)
+    return None if old is None else (old.artist_id, None)
+
+
 @app.agent(topics.curated, concurrency=1)
 async def load_curated(stream):
     async for event in stream.events():
-        try:
-            ids = decode_curated(event.value or b"")
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            await send_dead_letter(event, "invalid_curated", str(exc))
+        ids = decode_or_reject(decode_curated, event.value, "invalid_curated")
+        if isinstance(ids, Rejected):
+            await send_dead_letter(event, ids.reason, ids.detail)
             continue
         tables.editorial["curated"] = event.value
         tables.catalog_index.curated = ids

@@ -4,14 +4,14 @@ images.replies out. catalog.images -> the image_catalog table. Logic: streams.im
 import functools
 import time
 
-import msgspec
-
 from agents.deadletters import send_dead_letter
 from streams import tables, topics
 from streams.app import app, image_config, settings
+from streams.events import Rejected
 from streams.faustutil import by_partition, event_context, send_all
-from streams.image_pipeline import ImageBatch, Pools, dump_counts, load_counts
-from streams.images import ImageCatalog, merge_counts
+from streams.image_pipeline import ImageBatch, Pools, decode_image_catalog, dump_counts, load_counts
+from streams.images import merge_counts
+from streams.ingest import decode_or_reject
 from streams.metrics import metrics
 from streams.popularity import Shares
 from streams.records import decode_image_keyed
@@ -19,7 +19,6 @@ from streams.records import decode_image_keyed
 pools = Pools(tables.image_catalog, image_config.rules)
 shares = Shares(load_counts, lambda parts: merge_counts(parts, image_config.half_life_s),
                 flush_s=settings.popularity_flush_s)
-_catalog = msgspec.json.Decoder(ImageCatalog)
 
 
 def image_stats():
@@ -32,10 +31,11 @@ async def process_images(stream):
         for partition, group in by_partition(events):
             records = []
             for event in group:
-                try:
-                    records.append(decode_image_keyed(event.value))
-                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                    await send_dead_letter(event, "invalid_internal_record", str(exc))
+                record = decode_or_reject(decode_image_keyed, event.value, "invalid_internal_record")
+                if isinstance(record, Rejected):
+                    await send_dead_letter(event, record.reason, record.detail)
+                else:
+                    records.append(record)
             with event_context(group[-1]):
                 partial = shares.partial(partition, functools.partial(tables.image_stats.get, f"p{partition}"))
                 batch = ImageBatch(image_config, tables.image_consumers, partial, pools, image_stats)
@@ -52,12 +52,9 @@ async def process_images(stream):
 @app.agent(topics.image_catalog, concurrency=1)
 async def load_image_catalog(stream):
     async for event in stream.events():
-        try:
-            record = _catalog.decode(event.value or b"")
-            if not record.merchant_id:
-                raise msgspec.ValidationError("merchant_id must be non-empty")
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            await send_dead_letter(event, "invalid_image_catalog", str(exc))
+        record = decode_or_reject(decode_image_catalog, event.value, "invalid_image_catalog")
+        if isinstance(record, Rejected):
+            await send_dead_letter(event, record.reason, record.detail)
             continue
         tables.image_catalog[record.merchant_id] = event.value
         metrics.inc("recstream_image_catalog_records_total")

@@ -12,11 +12,13 @@ import time
 
 import msgspec
 
+from agents.deadletters import send_dead_letter
 from agents.users import apply_records
 from streams import topics
 from streams.app import app, parser_config, settings
 from streams.catalog import ArtistLookup
 from streams.direct import Anchor, DirectIngest, direct_group
+from streams.events import Rejected
 from streams.faustutil import BatchCommit, send_all
 from streams.ingest import (
     DEADLETTER,
@@ -24,9 +26,11 @@ from streams.ingest import (
     PENDING,
     SIGNALS,
     KeyPartitioner,
+    decode_or_reject,
     ingest_one,
     outcome,
     route,
+    stamp,
 )
 from streams.metrics import metrics
 from streams.records import Pending, Signal
@@ -56,9 +60,10 @@ async def ingest_batch(messages, anchor_of) -> None:
     """One batch of input messages (faust Messages or aiokafka ConsumerRecords: .topic,
     .partition, .offset, .key, .value). `anchor_of(partition)`: what table writes for that
     partition take their partition from."""
-    batch, here = BatchCommit(app), {}
+    batch, here, now = BatchCommit(app), {}, time.time()
     for msg in messages:
-        result = ingest_one(msg.value, topics.TYPED_BY_NAME.get(msg.topic), artist_of, parser_config)
+        result = stamp(ingest_one(msg.value, topics.TYPED_BY_NAME.get(msg.topic), artist_of, parser_config, now),
+                       msg.topic, msg.partition, msg.offset)
         if isinstance(result, Signal) and _in_home_partition(result.user_id, msg):
             _count(result, None, msg.topic, msg.partition, msg.offset)
             here.setdefault(msg.partition, []).append(result)
@@ -90,8 +95,11 @@ def _in_home_partition(user_id: str, msg) -> bool:
 async def retry_pending(stream):
     """Due times only grow along the topic (give or take one backoff step), so waiting for the
     head never runs a message early."""
-    async for raw in stream:
-        pending = _pending.decode(raw)
+    async for event in stream.events():
+        pending = decode_or_reject(_pending.decode, event.value, "invalid_internal_record")
+        if isinstance(pending, Rejected):
+            await send_dead_letter(event, pending.reason, pending.detail)
+            continue
         wait = pending.due - time.time()
         if wait > 0:
             await asyncio.sleep(wait)

@@ -4,14 +4,14 @@ recommendations out. All logic is in streams.pipeline; this only moves bytes."""
 import functools
 import time
 
-import msgspec
-
 from agents.deadletters import send_dead_letter
 from streams import tables, topics
 from streams.app import app, pipeline_config, settings
+from streams.events import Rejected
 from streams.faustutil import BatchCommit, by_partition, event_context, view_without_blocking
+from streams.ingest import decode_or_reject, failure_letter
 from streams.metrics import metrics
-from streams.pipeline import PartitionBatch
+from streams.pipeline import PartitionBatch, run_guarded
 from streams.popularity import PopularityView, Shares, dump_partial, load_partial
 from streams.records import decode_keyed
 
@@ -40,28 +40,30 @@ def apply_records(partition: int, anchor, records: list, batch: BatchCommit) -> 
     now = time.time()
     partial = shares.partial(partition, functools.partial(tables.popularity.get, f"p{partition}"))
     view = view_without_blocking(shares, tables.popularity.items, now)
-    run = PartitionBatch(pipeline_config, partition, batch.table(tables.affinity, partition),
-                         batch.table(tables.recommendations, partition), batch.table(tables.fans, partition),
-                         partial, tables.catalog_index, view, now)
+    views = [batch.table(t, partition) for t in (tables.affinity, tables.recommendations, tables.fans)]
     started = time.perf_counter()
-    outputs = run.run(records)
+    run = run_guarded(lambda: PartitionBatch(pipeline_config, partition, *views, partial, tables.catalog_index, view, now),
+                      records, views)
     metrics.observe("recstream_recompute_seconds", time.perf_counter() - started)
+    for record, why in run.failed:
+        metrics.inc("recstream_dead_letters_total", reason="internal_error")
+        batch.send(topics.deadletter, None, failure_letter(record, why, partition))
     if shares.flush_due(partition, now):
         with event_context(anchor):
             tables.popularity[f"p{partition}"] = dump_partial(partial)
     metrics.inc("recstream_signals_applied_total", by=run.applied)
     metrics.inc("recstream_duplicates_total", by=run.duplicates)
-    for out in outputs:
+    for out in run.outputs:
         metrics.inc("recstream_records_sent_total", topic=out.topic)
         batch.send(topics.outputs[out.topic], out.key, out.value)
 
 
 async def _decode(event):
-    try:
-        return decode_keyed(event.value)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        await send_dead_letter(event, "invalid_internal_record", str(exc))
+    record = decode_or_reject(decode_keyed, event.value, "invalid_internal_record")
+    if isinstance(record, Rejected):
+        await send_dead_letter(event, record.reason, record.detail)
         return None
+    return record
 
 
 @app.on_partitions_revoked.connect

@@ -11,8 +11,11 @@ follow/unfollow and save/unsave are *toggles*: the latest by event time wins (ti
 messageId), and an active toggle contributes its weight decayed from its own time. An
 unfollow therefore removes exactly what the follow added, whichever arrives first.
 
-The profile also stores the recently applied messageIds, so dedup is atomic with the state it
-guards (one table write covers both), plus purchases and recent prices for recommendations.
+Exactly once: the profile stores, per input partition, the offset of the last input record
+applied to it, in the same table write as the state: a record delivered again after a crash
+(at or below that offset) is recognised however many came again, which a window of ids cannot
+promise for a heavy user. It also stores recently applied messageIds, for producer retries (the
+same event sent twice lands at two offsets). Plus purchases and recent prices.
 
 >>> model = AffinityModel(weights={"view": 1.0, "follow": 5.0}, half_life_s=10.0)
 >>> p = Profile()
@@ -63,6 +66,28 @@ class Profile(msgspec.Struct, omit_defaults=True):
     prices: list[float] = []  # recent inquiry/order prices (budget inference)
     events: int = 0
     alias_of: str = ""  # set once this id was merged into another (identify/alias)
+    applied: dict[str, int] = {}  # "topic:partition" -> offset of the last input record applied
+
+
+def first_delivery(applied: dict[str, int], source: str, offset: int) -> bool:
+    """Record that the input record at `offset` of `source` was applied; False if it (or a
+    later record of that source) already was: a redelivery. Records of one source reach a
+    user in offset order (one partition, read in order). Offset -1: position unknown, True.
+
+    >>> applied = {}
+    >>> [first_delivery(applied, "events:0", o) for o in (5, 6, 5, 6, 7, -1)], applied
+    ([True, True, False, False, True, True], {'events:0': 7})
+    """
+    if delivered_before(applied, source, offset):
+        return False
+    if offset >= 0:
+        applied[source] = offset
+    return True
+
+
+def delivered_before(applied: dict[str, int], source: str, offset: int) -> bool:
+    """Whether the input record at `offset` of `source` was applied already (read-only)."""
+    return 0 <= offset <= applied.get(source, -1)
 
 
 def message_digest(message_id: str) -> int:
@@ -117,8 +142,11 @@ class AffinityModel:
         return decay(age_s, self.half_life_s)
 
     def learn_one(self, profile: Profile, signal: Signal, seen_index: set[int] | None = None) -> bool:
-        """Apply one signal in place. Returns False for a duplicate messageId. `seen_index`: a
-        set mirroring `profile.seen` (see `remember`), for a caller applying many signals."""
+        """Apply one signal in place. Returns False for a redelivered input record or a
+        duplicate messageId. `seen_index`: a set mirroring `profile.seen` (see `remember`), for
+        a caller applying many signals."""
+        if signal.offset >= 0 and not first_delivery(profile.applied, signal.source, signal.offset):
+            return False
         if not remember(profile.seen, signal.message_id, self.dedup_window, seen_index):
             return False
         profile.events += 1

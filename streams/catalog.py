@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import msgspec
 
-from streams.records import Artwork
+from streams.records import MAX_ID_CHARS, MAX_PRICE, Artwork
 
 _ARTWORK = msgspec.json.Decoder(Artwork)
 _CURATED = msgspec.json.Decoder(dict[str, list[str]])
@@ -29,6 +29,10 @@ def decode_artwork(raw: bytes) -> Artwork:
     artwork = _ARTWORK.decode(raw)
     if not artwork.id or not artwork.artist_id:
         raise msgspec.ValidationError("artwork id and artist_id must be non-empty")
+    if max(len(artwork.id), len(artwork.artist_id)) > MAX_ID_CHARS:
+        raise msgspec.ValidationError(f"artwork id and artist_id must be at most {MAX_ID_CHARS} characters")
+    if artwork.price is not None and not 0 <= artwork.price <= MAX_PRICE:
+        raise msgspec.ValidationError(f"price must be a finite number from 0 to {MAX_PRICE:g}")
     return artwork
 
 

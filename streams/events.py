@@ -4,10 +4,14 @@ Pure functions, no faust. The event map turns real event names into signal kinds
 defaults cover the art-marketplace names and the Segment e-commerce spec, and
 ``RECSTREAM_EVENT_MAP`` (JSON object or ``@file.json``) adds or overrides names.
 
+Nothing a producer sends makes a parser raise: bad bytes, invalid UTF-8, deep nesting, huge or
+non-finite numbers, ids of the wrong type or length each come back as a `Rejected` with its own
+reason (listed in the README), whose detail says what was wrong, never the value sent.
+
 >>> raw = b'{"type":"track","event":"followedArtist","userId":"u1","messageId":"m1",'
 >>> raw += b'"timestamp":"2026-01-01T00:00:00Z","properties":{"owner_id":"a1"}}'
 >>> parse_segment(raw)
-Signal(kind='follow', user_id='u1', message_id='m1', time=1767225600.0, targets=(Target(artist_id='a1', artwork_id=None, price=None),), order_id=None)
+Signal(kind='follow', user_id='u1', message_id='m1', time=1767225600.0, targets=(Target(artist_id='a1', artwork_id=None, price=None),), order_id=None, source='', offset=-1)
 >>> parse_segment(b'{"type":"track"').reason
 'invalid_json'
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +29,8 @@ from typing import Any
 import msgspec
 
 from streams.records import (
+    MAX_ID_CHARS,
+    MAX_PRICE,
     SIGNAL_KINDS,
     Identity,
     ImageEvent,
@@ -126,26 +133,61 @@ def parse_segment(
 
 
 def _decode(decoder: msgspec.json.Decoder, raw: bytes, max_bytes: int):
-    """Size check, then a validating decode; a Rejected with the reason instead of raising."""
+    """Size and nesting checks, then a validating decode; a Rejected with the reason instead of
+    raising. msgspec's messages name the path and the expected type, never the value."""
     if len(raw) > max_bytes:
         return Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")
+    if too_deep(raw):
+        return Rejected("too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
         return Rejected("invalid_field", str(exc))
     except msgspec.DecodeError as exc:
         return Rejected("invalid_json", str(exc))
+    except UnicodeDecodeError as exc:
+        return Rejected("invalid_utf8", f"invalid UTF-8 at byte {exc.start}")
+    except RecursionError:  # unreachable after the depth check; kept as the last line of defence
+        return Rejected("too_deep", "JSON nested too deep to decode")
+
+
+MAX_DEPTH = 32  # Segment events nest 3-5 levels; msgspec itself recurses to ~1,000 and then raises
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON arrays/objects nest deeper than `limit` (brackets in strings do not count).
+    Almost every message has fewer brackets than the limit, which a count in C shows at once.
+
+    >>> too_deep(b'{"a": [1, {"b": "[[[["}]}', limit=3), too_deep(b'[' * 4 + b']' * 4, limit=3)
+    (False, True)
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for bracket in _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS):
+        depth += 1 if bracket in b"[{" else -1
+        if depth > limit:
+            return True
+    return False
 
 
 def parse_typed(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parsed:
     """Parse a message from a typed signal topic (``signals.<kind>``)."""
     if kind not in SIGNAL_KINDS:
-        return Rejected("unmapped_event", f"no signal kind {kind!r}")
+        return Rejected("unmapped_event", "no such signal kind")
     rec = _decode(_TYPED, raw, max_bytes)
     if isinstance(rec, Rejected):
         return rec
     if not rec.user_id:
         return Rejected("missing_user", "user_id is empty")
+    try:
+        _ids_within_limit(rec.user_id, rec.message_id, rec.artist_id, rec.artwork_id, rec.order_id, *rec.artwork_ids)
+        if rec.price is not None:
+            _opt_price({"price": rec.price}, "price")
+    except _Reject as rej:
+        return Rejected(rej.reason, rej.detail)
     ids = list(rec.artwork_ids) + ([rec.artwork_id] if rec.artwork_id else [])
     targets = tuple(Target(rec.artist_id, a, rec.price) for a in ids)
     if not targets and rec.artist_id:
@@ -160,11 +202,11 @@ def parse_typed(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parsed:
 
 
 def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], unmapped: str) -> Parsed:
-    message_id = ev.messageId or _content_id(raw)
+    message_id = _checked_id(ev.messageId, "messageId") or _content_id(raw)
     when = ev.timestamp or ev.originalTimestamp
     if ev.type in ("identify", "alias"):
         return _identity(ev, message_id, when)
-    user = ev.userId or ev.anonymousId
+    user = _user_id(ev.userId or ev.anonymousId)
     if not user:
         raise _Reject("missing_user", "neither userId nor anonymousId is set")
     if when is None:
@@ -172,13 +214,15 @@ def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], un
     if ev.type == "track":
         if not ev.event:
             raise _Reject("missing_event", "track without an event name")
+        if len(ev.event) > MAX_ID_CHARS:
+            raise _Reject("invalid_property", f"event name longer than {MAX_ID_CHARS} characters")
         if ev.event in IMAGE_EVENTS:
             return _image_event(IMAGE_EVENTS[ev.event], user, ev.properties, message_id, _epoch(when))
         kind = event_map.get(ev.event)
         if kind is None:
             if unmapped == "ignore":
                 return Ignored(f"unmapped event {ev.event!r}")
-            raise _Reject("unmapped_event", f"event {ev.event!r} is not in the event map")
+            raise _Reject("unmapped_event", "the event name is not in the event map")
         if kind == "ignore":
             return Ignored(f"event {ev.event!r} mapped to ignore")
         targets = _TARGETS[kind](ev.properties)
@@ -191,7 +235,7 @@ def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], un
             return Ignored(f"{ev.type} without an artwork/artist owner")
         target = Target(artist_id=owner_id) if owner_type == "artist" else Target(artwork_id=owner_id)
         return Signal("view", user, message_id, _epoch(when), (target,))
-    raise _Reject("unknown_type", f"type {ev.type!r} is not track/screen/page/identify/alias")
+    raise _Reject("unknown_type", "type is not track, screen, page, identify or alias")
 
 
 def _image_event(kind: str, user: str, p: dict, message_id: str, time: float) -> ImageEvent:
@@ -209,6 +253,10 @@ def parse_typed_image(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parse
         return rec
     if not (rec.consumer_id and rec.merchant_id and rec.image_id):
         return Rejected("missing_property", "consumer_id, merchant_id and image_id must be non-empty")
+    try:
+        _ids_within_limit(rec.consumer_id, rec.merchant_id, rec.image_id, rec.message_id, rec.order_id)
+    except _Reject as rej:
+        return Rejected(rej.reason, rej.detail)
     return ImageEvent(kind, rec.consumer_id, rec.merchant_id, rec.image_id, rec.message_id or _content_id(raw),
                       _epoch(rec.timestamp), rec.order_id)
 
@@ -219,13 +267,19 @@ def parse_image_request(raw: bytes, *, max_bytes: int = 65536) -> Parsed:
         return req
     if not req.consumer_id or not req.request_id or not req.merchant_ids:
         return Rejected("missing_property", "request_id, consumer_id and merchant_ids are required")
+    try:
+        _ids_within_limit(req.request_id, req.consumer_id, req.query, *req.merchant_ids)
+    except _Reject as rej:
+        return Rejected(rej.reason, rej.detail)
     return ImageRequest(req.request_id, req.consumer_id, req.merchant_ids, req.query)
 
 
 def _identity(ev: SegmentEvent, message_id: str, when: datetime | None) -> Parsed:
-    previous = ev.previousId if ev.type == "alias" else ev.anonymousId
-    if not ev.userId:
+    previous = _user_id(ev.previousId if ev.type == "alias" else ev.anonymousId)
+    if not _user_id(ev.userId):
         raise _Reject("missing_user", f"{ev.type} without userId")
+    if ev.type == "alias" and not previous:
+        raise _Reject("missing_previous_id", "alias without previousId")
     if not previous or previous == ev.userId:
         return Ignored(f"{ev.type} links no other id")
     return Identity(ev.userId, previous, message_id, _epoch(when) if when else 0.0)
@@ -245,9 +299,9 @@ def _artwork_targets(p: dict) -> tuple[Target, ...]:
     price = _opt_price(p, "price")
     ids = p.get("artwork_ids")
     if ids is not None:
-        if not isinstance(ids, list) or not all(isinstance(i, (str, int)) and i != "" for i in ids):
-            raise _Reject("invalid_property", "artwork_ids must be a list of ids")
-        artworks = [str(i) for i in ids]
+        if not isinstance(ids, list) or not all(type(i) is str and 0 < len(i) <= MAX_ID_CHARS for i in ids):
+            raise _Reject("invalid_id", f"artwork_ids must be a list of string ids of 1 to {MAX_ID_CHARS} characters")
+        artworks = ids
     else:
         one = _opt_id(p, "artwork_id") or _opt_id(p, "product_id")
         if not one and p.get("item_type") in ("artwork", "artist"):
@@ -308,26 +362,46 @@ _TARGETS = {
 
 
 def _opt_id(p: dict, name: str) -> str | None:
+    """An optional id property: a non-empty JSON string of at most MAX_ID_CHARS (ids are
+    type-exact: 5 and "5" are different JSON, and true is no id)."""
     value = p.get(name)
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise _Reject("invalid_property", f"{name} must be a string id, got {type(value).__name__}")
-    return str(value)
+    if type(value) is not str:
+        raise _Reject("invalid_id", f"{name} must be a string id, got {type(value).__name__}")
+    return _checked_id(value, name)
+
+
+def _checked_id(value: str | None, name: str) -> str | None:
+    if value is not None and len(value) > MAX_ID_CHARS:
+        raise _Reject("invalid_id", f"{name} is longer than {MAX_ID_CHARS} characters")
+    return value
+
+
+def _ids_within_limit(*ids: str | None) -> None:
+    for value in ids:
+        if value is not None and len(value) > MAX_ID_CHARS:
+            raise _Reject("invalid_id", f"an id is longer than {MAX_ID_CHARS} characters")
+
+
+def _user_id(value: str | None) -> str | None:
+    return _checked_id(value, "user id")
 
 
 def _opt_price(p: dict, name: str) -> float | None:
+    """A finite price from 0 to MAX_PRICE, as a JSON number or a numeric string."""
     value = p.get(name)
     if value is None:
         return None
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
+            isinstance(value, str) and len(value) > 40):
         raise _Reject("invalid_property", f"{name} must be a number")
     try:
         price = float(value)
-    except (TypeError, ValueError):
-        raise _Reject("invalid_property", f"{name} must be a number, got {value!r}") from None
-    if not price >= 0:  # also rejects NaN
-        raise _Reject("invalid_property", f"{name} must be >= 0, got {value!r}")
+    except (ValueError, OverflowError):  # OverflowError: an int too large for a float
+        raise _Reject("invalid_property", f"{name} must be a number") from None
+    if not 0 <= price <= MAX_PRICE:  # also rejects NaN and the infinities
+        raise _Reject("invalid_property", f"{name} must be a finite number from 0 to {MAX_PRICE:g}")
     return price
 
 
@@ -350,11 +424,11 @@ def resolve_artists(signal: Signal, artist_of: Mapping[str, str] | Any) -> Signa
     else:
         return signal
     resolved = []
-    for t in signal.targets:
+    for i, t in enumerate(signal.targets):
         if t.artist_id is None:
             artist = artist_of.get(t.artwork_id)
             if artist is None:
-                return Rejected("unknown_artwork", f"artwork {t.artwork_id!r} is not in the catalog")
+                return Rejected("unknown_artwork", f"artwork {i + 1} of {len(signal.targets)} is not in the catalog")
             t = Target(artist, t.artwork_id, t.price)
         resolved.append(t)
     return msgspec.structs.replace(signal, targets=tuple(resolved))

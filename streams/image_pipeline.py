@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.affinity import remember
+from streams.affinity import first_delivery, remember
 from streams.experiments import assign
 from streams.images import (
     Choice,
@@ -28,7 +28,7 @@ from streams.images import (
     build_pool,
     choose,
 )
-from streams.records import ImageEvent, ImageRequest
+from streams.records import MAX_ID_CHARS, ImageEvent, ImageRequest
 
 CHOSEN, REPLIES = "images.chosen", "images.replies"
 MAX_MERCHANTS_PER_CONSUMER = 1000
@@ -68,6 +68,14 @@ class ImageConfig:
     rules: PoolRules = PoolRules()
     half_life_s: float = 30 * 86400.0
     dedup_window: int = 2048
+
+
+def decode_image_catalog(raw: bytes) -> ImageCatalog:
+    """A catalog.images record; raises msgspec errors on bad input (the agent dead-letters it)."""
+    record = _CATALOG.decode(raw)
+    if not record.merchant_id or len(record.merchant_id) > MAX_ID_CHARS:
+        raise msgspec.ValidationError(f"merchant_id must be 1 to {MAX_ID_CHARS} characters")
+    return record
 
 
 def load_state(raw: bytes | None) -> ConsumerImages:
@@ -140,7 +148,8 @@ class ImageBatch:
 
     def _event(self, ev: ImageEvent) -> None:
         state = self._state(ev.consumer_id)
-        if not remember(state.seen, ev.message_id, self.cfg.dedup_window):
+        if not first_delivery(state.applied, ev.source, ev.offset) or not remember(
+                state.seen, ev.message_id, self.cfg.dedup_window):
             self.duplicates += 1
             return
         self.applied += 1

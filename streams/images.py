@@ -95,6 +95,7 @@ class ConsumerImages(msgspec.Struct, omit_defaults=True):
 
     merchants: dict[str, MerchantViews] = {}
     seen: list[int] = []
+    applied: dict[str, int] = {}  # input partition -> last offset applied (streams.affinity.first_delivery)
 
 
 class GlobalCounts(msgspec.Struct):

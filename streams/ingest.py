@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,12 +46,67 @@ class ParserConfig:
     event_map: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_EVENT_MAP))
     max_bytes: int = 65536
     unmapped: str = "dead-letter"
+    max_future_s: float = 86400.0  # event time may run this far ahead of the wall clock
+    time_floor: float = 946684800.0  # 2000-01-01T00:00:00Z: older event times are bad clocks
 
 
 def ingest_one(raw: bytes | None, typed_kind: str | None, artist_of: Any,
-               config: ParserConfig) -> Parsed:
-    """Parse and resolve artwork -> artist. `typed_kind`: None for Segment, a signal kind for
-    signals.<kind>, "image:<kind>" for images.<kind>s, "image_request" for images.requests."""
+               config: ParserConfig, now: float | None = None) -> Parsed:
+    """Parse, check the event time and resolve artwork -> artist. `typed_kind`: None for
+    Segment, a signal kind for signals.<kind>, "image:<kind>" for images.<kind>s,
+    "image_request" for images.requests. `now`: the wall clock (default: time.time()).
+
+    Never raises: whatever a producer sent comes back as a result or a Rejected (an
+    unforeseen failure as ``internal_error``, named by its exception type, never its values).
+
+    >>> ingest_one(b'[' * 5000, None, {}, ParserConfig()).reason
+    'too_deep'
+    >>> late = b'{"type":"track","event":"followedArtist","userId":"u","timestamp":"9999-12-31T00:00:00Z",'
+    >>> ingest_one(late + b'"properties":{"owner_id":"a"}}', None, {}, ParserConfig()).reason
+    'invalid_timestamp'
+    """
+    try:
+        result = _ingest(raw, typed_kind, artist_of, config)
+        when = getattr(result, "time", None)
+        if when and not config.time_floor <= when <= (time.time() if now is None else now) + config.max_future_s:
+            return Rejected("invalid_timestamp", "event time is before the floor or too far in the future")
+        return result
+    except Exception as exc:  # the firewall: one message must never stop the stream
+        return Rejected("internal_error", f"{type(exc).__name__} while parsing")
+
+
+def decode_or_reject(decode: Callable[[bytes], Any], raw: bytes | None, reason: str) -> Any:
+    """`decode(raw)`, or a Rejected with `reason` whatever goes wrong: the firewall of the
+    agents that decode catalog and internal records (the detail names the problem, not values).
+
+    >>> decode_or_reject(msgspec.json.decode, b'[' * 5000 + b']' * 5000, "invalid_artwork")
+    Rejected(reason='invalid_artwork', detail='JSON nested too deep')
+    >>> decode_or_reject(msgspec.json.decode, None, "invalid_curated").detail
+    'message has no value (tombstone)'
+    """
+    if raw is None:
+        return Rejected(reason, "message has no value (tombstone)")
+    try:
+        return decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return Rejected(reason, str(exc))
+    except RecursionError:
+        return Rejected(reason, "JSON nested too deep")
+    except UnicodeDecodeError as exc:
+        return Rejected(reason, f"invalid UTF-8 at byte {exc.start}")
+    except Exception as exc:
+        return Rejected(reason, f"{type(exc).__name__} while decoding")
+
+
+def stamp(result: Parsed, topic: str, partition: int, offset: int) -> Parsed:
+    """Mark a signal or image event with the input record it came from (exactly-once state:
+    streams.affinity.first_delivery)."""
+    if isinstance(result, (Signal, ImageEvent)):
+        result.source, result.offset = f"{topic}:{partition}", offset
+    return result
+
+
+def _ingest(raw: bytes | None, typed_kind: str | None, artist_of: Any, config: ParserConfig) -> Parsed:
     if raw is None:
         return Rejected("empty_value", "message has no value (tombstone)")
     if typed_kind == "image_request":
@@ -77,18 +133,36 @@ def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
         value=base64.b64encode(value).decode("ascii"), size=len(value)))
 
 
+def failure_letter(record, why: str, partition: int) -> bytes:
+    """The dead letter of a parsed record the pipeline failed on (`why`: the exception's
+    name): its input position when known, else the signals.keyed partition it was read from."""
+    source = getattr(record, "source", "") or f"{SIGNALS}:{partition}"
+    topic, _, part = source.rpartition(":")
+    return dead_letter(Rejected("internal_error", f"{why} while applying"), topic, int(part),
+                       getattr(record, "offset", -1), None, encode_keyed(record))
+
+
 class KeyPartitioner:
     """The partition Kafka's default partitioner (murmur2, as aiokafka's and faust's producers
     use) picks for a key among `partitions`. Up to `memo` keys' partitions are remembered (the
     memo starts over when full): a worker looks up every event's user and every output record's
-    key, mostly the same few."""
+    key, mostly the same few. Keyless records (a dead letter of a keyless input) go round-robin.
+
+    >>> spread = KeyPartitioner(3)
+    >>> [spread(None) for _ in range(4)], spread(b"u1") == spread(b"u1")
+    ([1, 2, 0, 1], True)
+    """
 
     def __init__(self, partitions: int, memo: int = 4096):
         self.partitions, self._memo, self._memo_max = partitions, {}, memo
+        self._keyless = 0
 
-    def __call__(self, key: bytes) -> int:
+    def __call__(self, key: bytes | None) -> int:
         partition = self._memo.get(key)
         if partition is None:
+            if key is None:
+                self._keyless = (self._keyless + 1) % self.partitions
+                return self._keyless
             if len(self._memo) >= self._memo_max:
                 self._memo.clear()  # bounded; the keys that come back often are back at once
             partition = self._memo[key] = (murmur2(key) & 0x7FFFFFFF) % self.partitions
@@ -161,7 +235,8 @@ def outcome(result: Parsed) -> str:
     return "identity" if isinstance(result, Identity) else result.kind
 
 
-__all__ = ["Ignored", "KeyPartitioner", "ParserConfig", "Rejected", "dead_letter", "ingest_one", "outcome", "route"]
+__all__ = ["Ignored", "KeyPartitioner", "ParserConfig", "Rejected", "dead_letter", "decode_or_reject", "ingest_one",
+           "outcome", "route", "stamp"]
 
 
 RETRY_FIRST_S = 0.5

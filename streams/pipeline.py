@@ -16,12 +16,12 @@ State per partition:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.affinity import AffinityModel, Profile, dump, load
+from streams.affinity import AffinityModel, Profile, delivered_before, dump, load
 from streams.catalog import CatalogIndex, decode_artwork
 from streams.events import load_event_map
 from streams.experiments import Variant, assign, default_variants, load_variants
@@ -117,6 +117,7 @@ class PartitionBatch:
         self._before: dict[str, list[tuple[str, float]]] = {}
         self._written: set[str] = set()
         self._dirty: dict[str, str] = {}  # user -> trigger
+        self._resend: dict[str, str] = {}  # user -> trigger: outputs sent again even if unchanged
         self._indexes: dict[str, set[int] | None] = {}  # user -> set over profile.seen (_seen_index)
         self.out: list[Output] = []
         self.applied = self.duplicates = 0
@@ -138,8 +139,15 @@ class PartitionBatch:
 
     def _signal(self, sig: Signal) -> None:
         profile = self._profile(sig.user_id)
+        if delivered_before(profile.applied, sig.source, sig.offset):  # redelivered after a crash
+            self.duplicates += 1
+            self._written.add(sig.user_id)  # heals a changelog write lost in the crash
+            self._resend.setdefault(sig.user_id, sig.message_id)  # and outputs lost with it
+            return
         if profile.alias_of:  # this id was merged: the event belongs to the merged profile
-            moved = msgspec.structs.replace(sig, user_id=profile.alias_of)
+            # without its input position: the merged profile's own records of that partition
+            # may reach it first, so only messageId dedup can tell a repeat of this one
+            moved = msgspec.structs.replace(sig, user_id=profile.alias_of, source="", offset=-1)
             self._send(SIGNALS_KEYED, profile.alias_of, encode_keyed(moved))
             return
         self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
@@ -172,7 +180,7 @@ class PartitionBatch:
             return  # already merged (a replay, or a second identify for the same anonymous id)
         self._send(SIGNALS_KEYED, ident.user_id,
                    encode_keyed(Merge(ident.user_id, ident.previous_id, ident.message_id, dump(profile))))
-        self._loaded[ident.previous_id] = Profile(alias_of=ident.user_id, seen=profile.seen)
+        self._loaded[ident.previous_id] = Profile(alias_of=ident.user_id, seen=profile.seen, applied=profile.applied)
         self._written.add(ident.previous_id)
         self._dirty.pop(ident.previous_id, None)
 
@@ -208,20 +216,21 @@ class PartitionBatch:
     def _finish(self) -> None:
         for user in self._written:
             self.profiles[user] = dump(self._loaded[user])
-        for user, trigger in self._dirty.items():
+        for user, trigger in {**self._resend, **self._dirty}.items():
             profile = self._profile(user)
             if profile.alias_of or (not profile.events and not profile.scores):
                 continue
+            resend = user in self._resend
             before, after = self._before[user], self.cfg.model.top(profile, self.cfg.top_needed)
-            self._emit_affinity(user, profile, before, after, trigger)
+            self._emit_affinity(user, profile, before, after, trigger, resend)
             self._update_fans(user, before, after)
             self.partial.update_pairs((a for a, _ in before[: self.cfg.coengagement_top_m]),
                                       (a for a, _ in after[: self.cfg.coengagement_top_m]))
-            self._emit_recommendations(user, profile, after, trigger)
+            self._emit_recommendations(user, profile, after, trigger, resend)
 
-    def _emit_affinity(self, user, profile, before, after, trigger) -> None:
+    def _emit_affinity(self, user, profile, before, after, trigger, resend=False) -> None:
         n = self.cfg.affinity_top_n
-        if _rounded(before[:n]) != _rounded(after[:n]):
+        if resend or _rounded(before[:n]) != _rounded(after[:n]):
             update = AffinityUpdate(user, profile.ref, [ArtistScore(a, s) for a, s in after[:n]], trigger)
             self._send(AFFINITY_UPDATES, user, encode(update))
 
@@ -235,10 +244,10 @@ class PartitionBatch:
                 fans.append(user)
             self.fans[key] = encode_fans(fans[-self.cfg.max_fans:])
 
-    def _emit_recommendations(self, user, profile, top, trigger) -> None:
+    def _emit_recommendations(self, user, profile, top, trigger, resend=False) -> None:
         fresh = recommendations_for(self.cfg, user, profile, top, self.catalog, self.popularity, self.now, trigger)
         old = decode_recs(self.recs.get(user))
-        if old is not None and old.variant == fresh.variant and _listing(old) == _listing(fresh):
+        if not resend and old is not None and old.variant == fresh.variant and _listing(old) == _listing(fresh):
             return  # nothing a client would see changed
         value = encode(fresh)
         self.recs[user] = value
@@ -246,6 +255,57 @@ class PartitionBatch:
 
     def _send(self, topic: str, key: str, value: bytes) -> None:
         self.out.append(Output(topic, key.encode(), value))
+
+
+@dataclass
+class Guarded:
+    """What `run_guarded` did: the outputs, the records that failed (with the exception's
+    name), and the counts."""
+
+    outputs: list[Output]
+    failed: list[tuple[object, str]]
+    applied: int = 0
+    duplicates: int = 0
+
+
+def run_guarded(make: Callable[[], PartitionBatch], records: list, buffers: list) -> Guarded:
+    """Run a partition's batch; if it raises (a bug meeting an input nothing foresaw), undo its
+    buffered table writes (`buffers`: objects with a `writes` dict, streams.batching) and run
+    each record alone, so a failure costs that one record instead of stopping the stream.
+
+    >>> from streams.batching import BufferedTable
+    >>> from streams.records import Target
+    >>> good = Signal("view", "u", "m1", 0.0, (Target("a"),))
+    >>> bad = Signal("view", "u", "m2", 0.0, None)  # no targets: learn_one raises
+    >>> profiles = BufferedTable(lambda key: None)
+    >>> make = lambda: PartitionBatch(PipelineConfig(), 0, profiles, {}, {}, Partial(), CatalogIndex(),
+    ...                               PopularityView([]), 0.0)
+    >>> done = run_guarded(make, [good, bad], [profiles])
+    >>> [m for _, m in done.failed], done.applied, load(profiles.writes["u"]).events
+    (['TypeError'], 1, 1)
+    """
+    saved = [dict(b.writes) for b in buffers]
+    run = make()
+    try:
+        return Guarded(run.run(records), [], run.applied, run.duplicates)
+    except Exception:
+        _restore(buffers, saved)
+    done = Guarded([], [])
+    for record in records:
+        saved = [dict(b.writes) for b in buffers]
+        run = make()
+        try:
+            done.outputs += run.run([record])
+        except Exception as exc:
+            _restore(buffers, saved)
+            done.failed.append((record, type(exc).__name__))
+        done.applied, done.duplicates = done.applied + run.applied, done.duplicates + run.duplicates
+    return done
+
+
+def _restore(buffers: list, saved: list[dict]) -> None:
+    for buffer, writes in zip(buffers, saved, strict=True):
+        buffer.writes = writes
 
 
 def _rounded(top: list[tuple[str, float]]) -> list[tuple[str, float]]:

@@ -14,6 +14,9 @@ import msgspec
 
 # --- inputs -------------------------------------------------------------------------------
 
+MAX_ID_CHARS = 256  # longer ids are rejected: a user id must fit a URL, percent-encoded
+MAX_PRICE = 1e12  # prices are finite, from 0 to this
+
 SIGNAL_KINDS = ("follow", "unfollow", "save", "unsave", "view", "inquiry", "order", "collection")
 
 
@@ -69,7 +72,12 @@ class Target(msgspec.Struct, array_like=True, omit_defaults=True):
 
 
 class Signal(msgspec.Struct, omit_defaults=True, tag="signal"):
-    """One user signal after parsing: the unit the affinity model consumes."""
+    """One user signal after parsing: the unit the affinity model consumes.
+
+    `source`/`offset`: the input record it came from ("topic:partition", offset), stored per
+    user with the state so a redelivery after a crash is recognised however long it is
+    (streams.affinity.first_delivery); offset -1 when unknown (retries), then messageId dedup
+    alone applies."""
 
     kind: str
     user_id: str
@@ -77,6 +85,8 @@ class Signal(msgspec.Struct, omit_defaults=True, tag="signal"):
     time: float  # event time, epoch seconds
     targets: tuple[Target, ...] = ()
     order_id: str | None = None
+    source: str = ""
+    offset: int = -1
 
 
 class Identity(msgspec.Struct, tag="identity"):
@@ -117,6 +127,8 @@ class ImageEvent(msgspec.Struct, tag="image"):
     message_id: str
     time: float
     order_id: str | None = None
+    source: str = ""  # the input record, as on Signal
+    offset: int = -1
 
 
 class ImageRequest(msgspec.Struct, tag="image_request", forbid_unknown_fields=False):

@@ -104,8 +104,8 @@ BAD = [
     (seg(), "missing_event"),
     (seg(event="Checkout Started", properties={}), "unmapped_event"),
     (seg(event="followedArtist", properties={}), "missing_property"),
-    (seg(event="followedArtist", properties={"owner_id": {"id": 1}}), "invalid_property"),
-    (seg(event="artworkSave", properties={"artwork_ids": "w1"}), "invalid_property"),
+    (seg(event="followedArtist", properties={"owner_id": {"id": 1}}), "invalid_id"),
+    (seg(event="artworkSave", properties={"artwork_ids": "w1"}), "invalid_id"),
     (seg(event="Order Completed", properties={"products": [{"product_id": "w1", "price": "cheap"}]}), "invalid_property"),
     (seg(event="Order Completed", properties={"products": [{"product_id": "w1", "price": -3}]}), "invalid_property"),
     (seg(event="Order Completed", properties={"products": []}), "invalid_property"),
@@ -159,7 +159,7 @@ def test_resolve_artists_from_catalog():
     resolved = resolve_artists(sig, {"w1": "a1", "w2": "a2"})
     assert [t.artist_id for t in resolved.targets] == ["a1", "a2"]
     missing = resolve_artists(sig, {"w1": "a1"})
-    assert isinstance(missing, Rejected) and missing.reason == "unknown_artwork" and "w2" in missing.detail
+    assert isinstance(missing, Rejected) and missing.reason == "unknown_artwork" and "2 of 2" in missing.detail
 
 
 def test_image_events_and_requests():
@@ -227,3 +227,96 @@ def test_key_partitioner_agrees_with_the_producers_default_partitioner():
     small = KeyPartitioner(4, memo=3)  # remembered or not, the same answer; the memo stays bounded
     for user in [f"user-{i % 7}" for i in range(50)]:
         assert small(user.encode()) == home(user.encode()) and len(small._memo) <= 3
+
+
+# --- hostile input (issue 13): each of these stopped the worker or poisoned its state ---------
+
+ORDER = {"event": "Order Completed"}
+HOSTILE = [
+    (b'{"type":"track","event":"caf\xe9"}', "invalid_utf8"),  # a byte that is not UTF-8
+    (b'{"type":"track","userId":"\xed\xa0\x80","event":"x"}', "invalid_utf8"),  # a UTF-8-encoded lone surrogate
+    (b'{"type":"track","userId":"u\\ud800x","event":"x"}', "invalid_json"),  # an escaped lone surrogate
+    (b'{"type":"track","properties":{"a":' + b"[" * 1000 + b"]" * 1000 + b"}}", "too_deep"),
+    (b'{"type":"track","properties":' + b'{"a":' * 40 + b"1" + b"}" * 40 + b"}", "too_deep"),
+    (seg(**ORDER, properties={"artwork_id": "w", "price": 10 ** 400}), "invalid_property"),
+    (seg(**ORDER, properties={"artwork_id": "w", "price": "Infinity"}), "invalid_property"),
+    (seg(**ORDER, properties={"artwork_id": "w", "price": "inf"}), "invalid_property"),
+    (seg(**ORDER, properties={"artwork_id": "w", "price": "1e999"}), "invalid_property"),
+    (seg(**ORDER, properties={"artwork_id": "w", "price": "NaN"}), "invalid_property"),
+    (seg(**ORDER, properties={"artwork_id": "w", "price": [1]}), "invalid_property"),
+    (seg(event="followedArtist", properties={"owner_id": 5}), "invalid_id"),
+    (seg(event="artworkSave", properties={"artwork_ids": [True]}), "invalid_id"),
+    (seg(event="artworkSave", properties={"artwork_ids": [7]}), "invalid_id"),
+    (seg(event="artworkSave", properties={"artwork_id": "w" * 300}), "invalid_id"),
+    (seg(type="screen", properties={"context_screen_owner_type": "artist", "context_screen_owner_id": 5}), "invalid_id"),
+    (seg(userId="u" * 9000, event="followedArtist", properties={"owner_id": "a"}), "invalid_id"),
+    (seg(messageId="m" * 300, event="followedArtist", properties={"owner_id": "a"}), "invalid_id"),
+    (seg(type="alias", userId="u2", previousId=...), "missing_previous_id"),
+]
+
+
+@pytest.mark.parametrize("raw,reason", HOSTILE)
+def test_hostile_input_is_rejected_with_its_own_reason(raw, reason):
+    parsed = parse_segment(raw)
+    assert isinstance(parsed, Rejected), parsed
+    assert (parsed.reason, bool(parsed.detail)) == (reason, True)
+
+
+SECRET = "s3cr3t-value"
+
+
+@pytest.mark.parametrize("props,event", [
+    ({"artwork_id": "w", "price": SECRET}, "Order Completed"),
+    ({"products": [{"artwork_id": SECRET, "price": SECRET}]}, "Order Completed"),
+    ({"owner_id": [SECRET]}, "followedArtist"),
+    ({}, SECRET),  # an unmapped event name
+])
+def test_dead_letter_detail_says_what_was_wrong_not_what_was_sent(props, event):
+    parsed = parse_segment(seg(event=event, properties=props))
+    assert isinstance(parsed, Rejected) and SECRET not in parsed.detail, parsed
+    assert SECRET not in parse_segment(seg(type=SECRET)).detail
+    unknown = resolve_artists(parse_segment(seg(event="artworkSave", properties={"artwork_id": SECRET})), {})
+    assert unknown.reason == "unknown_artwork" and SECRET not in unknown.detail
+
+
+def test_event_time_far_in_the_future_or_before_the_floor_is_rejected():
+    from streams.ingest import ParserConfig, ingest_one
+
+    now, cfg = EPOCH, ParserConfig(max_future_s=3600.0)
+    def at(ts):
+        return ingest_one(seg(event="followedArtist", timestamp=ts, properties={"owner_id": "a"}), None, {}, cfg, now)
+    assert isinstance(at("2026-01-01T00:59:00Z"), Signal)  # within the allowed skew
+    assert at("2026-01-01T01:01:00Z").reason == "invalid_timestamp"
+    assert at("9999-12-31T00:00:00Z").reason == "invalid_timestamp"
+    assert at("1999-12-31T23:59:59Z").reason == "invalid_timestamp"
+    assert isinstance(at("2000-01-01T00:00:00Z"), Signal)
+    typed = b'{"user_id":"u","timestamp":"9999-01-01T00:00:00Z","artist_id":"a"}'
+    assert ingest_one(typed, "follow", {}, cfg, now).reason == "invalid_timestamp"
+    image = b'{"consumer_id":"c","merchant_id":"m","image_id":"i","timestamp":"9999-01-01T00:00:00Z"}'
+    assert ingest_one(image, "image:impression", {}, cfg, now).reason == "invalid_timestamp"
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=30)
+_segment_like = st.fixed_dictionaries(
+    {}, optional={"type": st.sampled_from(["track", "screen", "page", "identify", "alias"]) | st.text(max_size=5),
+                  "event": st.sampled_from(sorted(DEFAULT_EVENT_MAP) + ["Image Impression", "Image Conversion"]) | _json,
+                  "userId": st.text(max_size=5) | _json, "anonymousId": _json, "previousId": _json,
+                  "messageId": _json, "timestamp": st.sampled_from([TS, "9999-12-31T00:00:00Z", "0001-01-01T00:00:00Z"]) | _json,
+                  "properties": st.dictionaries(st.sampled_from(
+                      ["owner_id", "artist_id", "artwork_id", "artwork_ids", "product_id", "products", "price",
+                       "order_id", "item_type", "item_id", "merchant_id", "image_id", "consumer_id",
+                       "context_screen_owner_type", "context_screen_owner_id", "owner_type"]), _json, max_size=6) | _json})
+KINDS = [None, "follow", "save", "view", "order", "image:impression", "image:conversion", "image_request", "nope"]
+
+
+@given(st.binary(max_size=300) | _segment_like.map(lambda d: json.dumps(d).encode()) | _json.map(
+    lambda d: json.dumps(d).encode()), st.sampled_from(KINDS))
+def test_ingest_never_raises_on_any_bytes_or_json(raw, kind):
+    from streams.ingest import ParserConfig, ingest_one, route
+
+    result = ingest_one(raw, kind, {"w": "a"}, ParserConfig(), EPOCH)
+    assert not (isinstance(result, Rejected) and result.reason == "internal_error"), result
+    dest = route(result, "events.segment", 0, 7, None, raw, None, EPOCH, 60.0)  # routing never raises either
+    assert dest is None or dest[0] in ("signals.keyed", "images.keyed", "pending", "deadletter")

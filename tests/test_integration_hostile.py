@@ -1,0 +1,131 @@
+"""Nothing a producer sends stops the stream (issue 13), against a real worker on the embedded
+broker. Each bad message below crash-looped the worker before: here the worker stays up (same
+process, no agent crash in its log), the bad message comes out as a dead letter with its own
+reason and source position, and a valid event sent right behind it, in the same partition, is
+applied."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+
+import pytest
+
+from streams.demo import dumps
+from tests.conftest import get_json, metric, wait_until
+
+pytestmark = pytest.mark.integration
+
+TS = "2026-01-01T00:00:00Z"
+_users = itertools.count()
+
+
+def follow(user: str) -> bytes:
+    return dumps({"type": "track", "event": "followedArtist", "userId": user, "messageId": f"ok-{user}",
+                  "timestamp": TS, "properties": {"owner_id": "artist-1"}})
+
+
+def send(cluster, topic: str, records: list[tuple[bytes | None, bytes | None]], partition: int = 0,
+         compression: str | None = None) -> list[int]:
+    """Produce to one partition, in order; returns each record's offset."""
+    from aiokafka import AIOKafkaProducer
+
+    async def go():
+        producer = AIOKafkaProducer(bootstrap_servers=cluster.broker.bootstrap, compression_type=compression,
+                                    linger_ms=20)
+        await producer.start()
+        try:
+            futures = [await producer.send(cluster.topic(topic), value=v, key=k, partition=partition)
+                       for k, v in records]
+            return [(await f).offset for f in futures]
+        finally:
+            await producer.stop()
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def worker(module_cluster):
+    w = module_cluster.start_worker("hostile")
+    send(module_cluster, "catalog.artworks", [(b"w1", dumps({"id": "w1", "artist_id": "artist-1"}))])
+    wait_until(lambda: metric(w, "recstream_catalog_records_total") >= 1, 60, what="catalog")
+    return w
+
+
+def dead_letters(cluster, topic: str) -> dict[int, dict]:
+    """Dead letters from one source topic, by source offset."""
+    letters = [json.loads(r.value) for r in cluster.consume_all("deadletter", idle_ms=500)]
+    return {d["offset"]: d for d in letters if d["topic"] == cluster.topic(topic)}
+
+
+def applied(worker, user: str) -> bool:
+    status, body = get_json(worker, f"/users/{user}/affinity")
+    return status == 200 and body["artists"][0]["artist_id"] == "artist-1"
+
+
+def assert_survived(cluster, worker, topic: str, bad_offset: int, reason: str, raw: bytes | None) -> None:
+    letter = wait_until(lambda: dead_letters(cluster, topic).get(bad_offset), 60, what=f"dead letter {reason}")
+    assert letter["reason"] == reason, letter
+    assert base64.b64decode(letter["value"]) == (raw or b"")  # the original bytes, for inspection
+    assert worker.proc.poll() is None, "the worker died"
+    log = (cluster.root / "hostile.log").read_text()
+    assert "Traceback" not in log and "crashed" not in log.lower(), log[-3000:]
+
+
+DEEP = b'{"type":"track","event":"x","userId":"u","properties":{"a":' + b"[" * 1000 + b"]" * 1000 + b"}}"
+SEGMENT_CASES = {
+    "keyless_bad_json": (None, b"{oops", "invalid_json"),
+    "invalid_utf8": (b"u-x", b'{"type":"track","event":"caf\xe9"}', "invalid_utf8"),
+    "utf8_encoded_lone_surrogate": (b"u-x", b'{"type":"track","event":"x","userId":"\xed\xa0\x80"}', "invalid_utf8"),
+    "nested_1000_deep": (b"u-x", DEEP, "too_deep"),
+    "huge_price": (b"u-x", b'{"type":"track","event":"Order Completed","userId":"u-x","timestamp":"' + TS.encode()
+                   + b'","properties":{"artwork_id":"w1","price":1' + b"0" * 400 + b"}}", "invalid_property"),
+    "far_future": (b"u-x", b'{"type":"track","event":"followedArtist","userId":"u-x","timestamp":'
+                   b'"9999-12-31T00:00:00Z","properties":{"owner_id":"artist-1"}}', "invalid_timestamp"),
+    "int_owner_id": (b"u-x", b'{"type":"track","event":"followedArtist","userId":"u-x","timestamp":"' + TS.encode()
+                     + b'","properties":{"owner_id":5}}', "invalid_id"),
+    "tombstone": (b"u-x", None, "empty_value"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SEGMENT_CASES))
+def test_a_bad_segment_event_is_dead_lettered_and_the_next_one_applied(module_cluster, worker, case):
+    key, raw, reason = SEGMENT_CASES[case]
+    user = f"after-{case}-{next(_users)}"
+    bad, _ = send(module_cluster, "events.segment", [(key, raw), (user.encode(), follow(user))])
+    wait_until(lambda: applied(worker, user), 60, what="the valid event behind the bad one")
+    assert_survived(module_cluster, worker, "events.segment", bad, reason, raw)
+
+
+def test_deep_nesting_on_typed_topics_and_image_requests(module_cluster, worker):
+    user = f"typed-{next(_users)}"
+    view = dumps({"user_id": user, "timestamp": TS, "artist_id": "artist-1"})
+    deep_typed = b'{"user_id":"u","timestamp":"' + TS.encode() + b'","x":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    bad, _ = send(module_cluster, "signals.view", [(b"k", deep_typed), (user.encode(), view)])
+    wait_until(lambda: applied(worker, user), 60, what="the typed view behind the bad one")
+    assert_survived(module_cluster, worker, "signals.view", bad, "too_deep", deep_typed)
+
+    request = dumps({"request_id": "r-after-deep", "consumer_id": "c1", "merchant_ids": ["m1"]})
+    bad, _ = send(module_cluster, "images.requests", [(b"c1", deep_typed), (b"c1", request)])
+    wait_until(lambda: any(json.loads(r.value)["request_id"] == "r-after-deep"
+                           for r in module_cluster.consume_all("images.replies", idle_ms=500)), 60, what="the reply")
+    assert_survived(module_cluster, worker, "images.requests", bad, "too_deep", deep_typed)
+
+
+def test_a_bad_catalog_record_loses_none_of_the_valid_ones_behind_it(module_cluster, worker):
+    before = metric(worker, "recstream_catalog_records_total")
+    deep = b'{"id":"w-deep","artist_id":"a","x":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    good = [(f"w-good-{i}".encode(), dumps({"id": f"w-good-{i}", "artist_id": "artist-2"})) for i in range(5)]
+    offsets = send(module_cluster, "catalog.artworks", [good[0], (b"w-deep", deep), (b"\xff", None), *good[1:]])
+    wait_until(lambda: metric(worker, "recstream_catalog_records_total") >= before + 5, 60, what="the valid works")
+    assert_survived(module_cluster, worker, "catalog.artworks", offsets[1], "invalid_artwork", deep)
+    assert_survived(module_cluster, worker, "catalog.artworks", offsets[2], "invalid_key", None)  # a tombstone whose key is no UTF-8 id
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_compressed_batches_are_read(module_cluster, worker, codec):
+    users = [f"{codec}-{next(_users)}" for _ in range(20)]
+    send(module_cluster, "events.segment", [(u.encode(), follow(u)) for u in users], compression=codec)
+    wait_until(lambda: all(applied(worker, u) for u in users), 60, what=f"{codec} events applied")
+    assert worker.proc.poll() is None
