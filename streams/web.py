@@ -28,8 +28,8 @@ async def _require_token(request, handler):
     reads carry it along (faust forwards the request headers to the owning worker)."""
     token = settings.api_token
     if token and request.path != "/health":
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):  # RFC 7235
             return aiohttp_web.json_response({"error": "unauthorized"}, status=401,
                                              headers={"WWW-Authenticate": "Bearer"})
     return await handler(request)

@@ -22,6 +22,10 @@ def test_token_is_required_and_logs_carry_no_pii(broker, tmp_path):
             assert worker.get(path)[0] == 401, path
             assert worker.get(path, headers={"Authorization": "Bearer wrong"})[0] == 401, path
         assert worker.get("/recommendations/u1", headers=AUTH)[0] == 200
+        for scheme in ("bearer", "BEARER", "BeArEr"):  # the scheme is case-insensitive (RFC 7235)
+            assert worker.get("/recommendations/u1", headers={"Authorization": f"{scheme} {TOKEN}"})[0] == 200
+        for wrong in (TOKEN, f"Basic {TOKEN}", f"Bearer{TOKEN}", f"Bearer {TOKEN}x"):
+            assert worker.get("/recommendations/u1", headers={"Authorization": wrong})[0] == 401, wrong
         assert worker.get("/metrics", headers=AUTH)[0] == 200
 
         pii = {"context": {"ip": "203.0.113.77"}, "traits": {"email": "jane.doe@example.com"}}
