@@ -31,6 +31,7 @@ False
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 from collections.abc import Mapping
@@ -62,7 +63,8 @@ class Profile(msgspec.Struct, omit_defaults=True):
     scores: dict[str, float] = {}  # additive signals, decayed to T
     toggles: dict[str, Toggle] = {}  # "f:<artist>" / "s:<artwork>" -> latest toggle
     seen: list[int] = []  # 64-bit hashes of recent messageIds, oldest first
-    purchased: list[str] = []  # artwork ids bought (never recommended)
+    purchased: list[str] = []  # the last MAX_PURCHASES artwork ids bought (never recommended)
+    bought_before: list[int] = []  # older purchases: sorted 64-bit digests of their ids (8 bytes each)
     prices: list[float] = []  # recent inquiry/order prices (budget inference)
     events: int = 0
     alias_of: str = ""  # set once this id was merged into another (identify/alias)
@@ -88,6 +90,39 @@ def first_delivery(applied: dict[str, int], source: str, offset: int) -> bool:
 def delivered_before(applied: dict[str, int], source: str, offset: int) -> bool:
     """Whether the input record at `offset` of `source` was applied already (read-only)."""
     return 0 <= offset <= applied.get(source, -1)
+
+
+class Bought:
+    """Every work a user bought, for `in`, however many: the recent ids as a set, older ones
+    by their digests (a heavy buyer's profile grows by 8 bytes a purchase, not by an id).
+
+    >>> model, p = AffinityModel(), Profile()
+    >>> for i in range(MAX_PURCHASES + 2):
+    ...     _ = model.learn_one(p, Signal("order", "u", f"o{i}", float(i), (Target("a", f"w{i}"),)))
+    >>> len(p.purchased), len(p.bought_before), "w0" in Bought(p), "w1" in Bought(p), "w9999" in Bought(p)
+    (256, 2, True, True, False)
+    """
+
+    __slots__ = ("ids", "digests")
+
+    def __init__(self, profile: Profile):
+        self.ids, self.digests = set(profile.purchased), profile.bought_before
+
+    def __contains__(self, work_id: str) -> bool:
+        if work_id in self.ids:
+            return True
+        if not self.digests:
+            return False
+        digest = message_digest(work_id)
+        i = bisect.bisect_left(self.digests, digest)
+        return i < len(self.digests) and self.digests[i] == digest
+
+
+def _overflow_purchases(profile: Profile) -> None:
+    """Keep the last MAX_PURCHASES ids; older ones move into the sorted digests."""
+    for old in profile.purchased[:-MAX_PURCHASES]:
+        bisect.insort(profile.bought_before, message_digest(old))
+    del profile.purchased[:-MAX_PURCHASES]
 
 
 def message_digest(message_id: str) -> int:
@@ -197,7 +232,9 @@ class AffinityModel:
                 into.toggles[key] = tog
         into.seen = [d for d in into.seen if d not in set(other.seen)] + other.seen + [digest]
         del into.seen[: max(0, len(into.seen) - self.dedup_window)]
-        into.purchased = list(dict.fromkeys(into.purchased + other.purchased))[-MAX_PURCHASES:]
+        into.purchased = list(dict.fromkeys(into.purchased + other.purchased))
+        into.bought_before = sorted(set(into.bought_before) | set(other.bought_before))
+        _overflow_purchases(into)
         into.prices = (into.prices + other.prices)[-MAX_PRICES:]
         into.events += other.events
         self.evict(into)
@@ -228,10 +265,10 @@ class AffinityModel:
         for t in signal.targets:
             if t.price is not None:
                 profile.prices.append(t.price)
-            if signal.kind == "order" and t.artwork_id and t.artwork_id not in profile.purchased:
+            if signal.kind == "order" and t.artwork_id and t.artwork_id not in Bought(profile):
                 profile.purchased.append(t.artwork_id)
         del profile.prices[:-MAX_PRICES]
-        del profile.purchased[:-MAX_PURCHASES]
+        _overflow_purchases(profile)
 
     def evict(self, profile: Profile) -> None:
         """Keep at most top_k artists (and as many toggle tombstones)."""

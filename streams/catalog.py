@@ -123,15 +123,17 @@ class CatalogIndex:
         for _, _, work in self.recent_by(artist_id, since):
             yield work
 
-    def recent_by(self, artist_id: str, since: float = float("-inf"), limit: int | None = None
-                  ) -> list[tuple[float, str, Artwork]]:
-        """(−published, id, work) of an artist's eligible works since `since`, newest first, at
-        most `limit` (the sort keys come along so rankers need not recompute them)."""
+    def recent_by(self, artist_id: str, since: float = float("-inf"), limit: int | None = None,
+                  until: float = float("inf")) -> list[tuple[float, str, Artwork]]:
+        """(−published, id, work) of an artist's eligible works published from `since` to
+        `until` (a work announced for later is not recent yet), newest first, at most `limit`
+        (the sort keys come along so rankers need not recompute them)."""
         entries = self._by_artist.get(artist_id, ())
+        start = bisect.bisect_left(entries, (-until, "")) if until != float("inf") else 0
         end = bisect.bisect_right(entries, (-since, "\uffff")) if since != float("-inf") else len(entries)
         if limit is not None:
-            end = min(end, limit)
-        return entries[:end]
+            end = min(end, start + limit)
+        return entries[start:end]
 
     def latest(self, k: int) -> list[Artwork]:
         """The k newest eligible works in the whole catalog."""

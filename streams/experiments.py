@@ -3,8 +3,8 @@
 >>> variants = default_variants()
 >>> assign("recs", "user-1", variants) == assign("recs", "user-1", variants)
 True
->>> variants["A"].trending_blend, variants["B"].trending_blend
-(0.0, 1.0)
+>>> variants["A"].trending_blend, variants["B"].ranking
+(0.0, 'popular')
 """
 
 from __future__ import annotations
@@ -24,11 +24,18 @@ class Variant:
     n: int = 6  # items per list
     budget_filter: bool = False  # drop works above the user's inferred budget
     budget_multiplier: float = 1.2  # budget = multiplier × highest inquiry/order price
+    ranking: str = "blend"  # blend: affinity first (the formula above); popular: see streams.recommend
+    personal_weight: float = 4.0  # λ in popular: trending · (1 + λ · affinity / the user's top affinity)
+    trending_floor: float = 0.01  # popular: added to every candidate's trending, so unsold works still rank
+    trending_candidates: int = 100  # popular: the globally trending recent works every user's list considers
+    max_per_artist: int = 0  # works of one artist in a list (0: no cap), unless nothing else is left
 
 
 def default_variants() -> dict[str, Variant]:
-    """A = the source story's strict order (control); B = the affinity × trending blend."""
-    return {"A": Variant("A", 0.5, trending_blend=0.0), "B": Variant("B", 0.5, trending_blend=1.0)}
+    """A = the source story's strict order (control); B = personalised popularity, at most two
+    works per artist."""
+    return {"A": Variant("A", 0.5, trending_blend=0.0),
+            "B": Variant("B", 0.5, ranking="popular", max_per_artist=2)}
 
 
 def load_variants(spec: str) -> dict[str, Variant]:
@@ -50,6 +57,8 @@ def load_variants(spec: str) -> dict[str, Variant]:
         if unknown:
             raise ValueError(f"variant {name!r}: unknown parameters {sorted(unknown)}; known: {sorted(known)}")
         out[name] = replace(base.get(name, Variant(name)), name=name, **params)
+        if out[name].ranking not in ("blend", "popular") or out[name].n < 1 or out[name].max_per_artist < 0:
+            raise ValueError(f"variant {name!r}: ranking must be blend or popular, n >= 1, max_per_artist >= 0")
     total = sum(v.share for v in out.values())
     if not 0.999 <= total <= 1.001:
         raise ValueError(f"variant shares must add up to 1, got {total}")

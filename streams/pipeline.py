@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.affinity import AffinityModel, Profile, delivered_before, dump, load
+from streams.affinity import AffinityModel, Bought, Profile, delivered_before, dump, load
 from streams.catalog import CatalogIndex, decode_artwork
 from streams.events import load_event_map
 from streams.experiments import Variant, assign, default_variants, load_variants
@@ -102,7 +102,7 @@ def recommendations_for(cfg: PipelineConfig, user_id: str, profile: Profile, top
                         trigger: str) -> Recommendations:
     """`top`: the user's strongest artists (at least TOP_ARTISTS of them, when they exist)."""
     variant = assign(cfg.experiment, user_id, cfg.variants)
-    items = build(top, profile.purchased, profile.prices, variant, catalog, popularity, now)
+    items = build(top, Bought(profile), profile.prices, variant, catalog, popularity, now)
     return Recommendations(user_id, variant.name, now, cfg.model_version, trigger, items)
 
 

@@ -136,9 +136,11 @@ class PopularityView:
                 pairs[k] = pairs.get(k, 0) + c
         top = heapq.nlargest(top_k, trending.items(), key=lambda i: (i[1], i[0]))
         peak = top[0][1] if top else 0.0
-        # normalised to [0, 1] so the blend's trending term has a stable scale
+        # normalised to [0, 1] so the rankers' trending term has a stable scale; the list is the
+        # global top k (backfill, cold start), the scores cover every work (a user's candidates
+        # far down the global ranking still compare by their own trending)
         self.trending: list[tuple[str, float]] = [(k, s / peak) for k, s in top] if peak > 0 else []
-        self.trending_score = dict(self.trending)
+        self.trending_score = {k: s / peak for k, s in trending.items()} if peak > 0 else {}
         self.neighbours: dict[str, list[tuple[str, int]]] = {}
         for key, count in pairs.items():
             a, b = key.split("|", 1)

@@ -1,23 +1,38 @@
 """The recommendation builder (pure): a user's affinity + the catalog -> N items.
 
-Candidates are available, non-merch works published within the variant's window by the user's
-top artists, never one the user bought (nor, with the budget filter, above the user's budget).
-They are ranked by
+Candidates are available, non-merch works published within the variant's window (and not in
+the future), never one the user bought (nor, with the budget filter, above the user's budget).
+Two rankings (a variant's ``ranking``):
+
+``blend`` (affinity first): the works of the user's top artists, ranked by
 
     score = affinity(artist)^α · (1 + β · trending(work))        trending normalised to [0, 1]
 
 ties broken by newest first, then artwork id. β = 0 gives the source story's strict order,
-affinity descending then newest (variant A, the control). Short lists are filled by the
-backfill chain similar artists -> curated -> trending -> latest, with one exclude set so nothing
-repeats, and every item says which source it came from. The list is shorter than N only when
-the whole catalog has fewer eligible works.
+affinity descending then newest (variant A, the control).
+
+``popular`` (personalised popularity, the default): on real purchase data item popularity
+carries most of the signal, so the user's artists do not filter the candidates, they lift them.
+Candidates are the works of the user's top artists, of similar artists, and the globally
+trending recent works; each is scored by
+
+    score = (trending(work) + ε) · (1 + λ · affinity(artist) / the user's top affinity)
+
+with trending normalised by the global peak (a rate comparable across candidates, not cut to a
+global top list), ε = ``trending_floor`` and λ = ``personal_weight``; a similar artist counts
+with its similarity-scaled affinity, an artist the user never met with 0.
+
+Either way ``max_per_artist`` caps one artist's works in a list unless nothing else is left.
+Short lists are filled by the backfill chain similar artists -> curated -> trending -> latest,
+with one exclude set so nothing repeats, and every item says which source it came from. The
+list is shorter than N only when the whole catalog has fewer eligible works.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 
-from streams.catalog import CatalogIndex, is_eligible
+from streams.catalog import CatalogIndex, is_eligible, published
 from streams.experiments import Variant
 from streams.popularity import PopularityView
 from streams.records import Artwork, RecItem
@@ -39,44 +54,53 @@ def blend_score(affinity: float, trending: float, variant: Variant) -> float:
     return affinity ** variant.affinity_power * (1.0 + variant.trending_blend * trending)
 
 
-def build(top_artists: Sequence[tuple[str, float]], purchased: Iterable[str], prices: Sequence[float],
+def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], prices: Sequence[float],
           variant: Variant, catalog: CatalogIndex, popularity: PopularityView, now: float) -> list[RecItem]:
-    n = variant.n
-    exclude = set(purchased)
+    """`purchased`: the works the user bought (anything with `in`), never listed."""
+    n, cap = variant.n, variant.max_per_artist
+    exclude: set[str] = set()
     budget = budget_limit(prices, variant)
     since = now - variant.window_days * DAY
-
-    def ok(work: Artwork) -> bool:
-        return work.id not in exclude and (budget is None or work.price is None or work.price <= budget)
-
     items: list[RecItem] = []
+    per_artist: dict[str, int] = {}
+    capped: list[RecItem] = []  # over the per-artist cap: listed only if nothing else is left
 
-    def take(ranked: Iterable[tuple[Artwork, float]], source: str) -> None:
-        for work, score in ranked:
+    def take(ranked: Iterable[tuple[Artwork, float, str]]) -> None:
+        for work, score, source in ranked:
             if len(items) >= n:
                 return
-            if ok(work):
-                exclude.add(work.id)
-                items.append(RecItem(work.id, work.artist_id, score, source))
+            if work.id in exclude or work.id in purchased or published(work) > now or (
+                    budget is not None and work.price is not None and work.price > budget):
+                continue
+            exclude.add(work.id)
+            item = RecItem(work.id, work.artist_id, score, source)
+            if cap and per_artist.get(work.artist_id, 0) >= cap:
+                capped.append(item)
+                continue
+            per_artist[work.artist_id] = per_artist.get(work.artist_id, 0) + 1
+            items.append(item)
 
     personal = [a for a in top_artists[:TOP_ARTISTS] if a[1] > 0]
-    take(_rank(((aff, _recent(catalog, a, since)) for a, aff in personal), variant, popularity), "affinity")
-    if len(items) < n:
-        take(_similar(personal, catalog, popularity, since, variant), "similar")
+    if variant.ranking == "popular":
+        take(_popular(personal, catalog, popularity, since, now, variant))
+    else:
+        take(_rank(((aff, _recent(catalog, a, since, now), "affinity") for a, aff in personal), variant, popularity))
+        if len(items) < n:
+            take(_similar(personal, catalog, popularity, since, now, variant))
     if len(items) < n:
         curated = (catalog.get(wid) for wid in catalog.curated)
-        take(((w, 0.0) for w in curated if w is not None and is_eligible(w)), "curated")
+        take((w, 0.0, "curated") for w in curated if w is not None and is_eligible(w))
     if len(items) < n:
         trending = ((catalog.get(wid), s) for wid, s in popularity.trending)
-        take(((w, s) for w, s in trending if w is not None and is_eligible(w)), "trending")
+        take((w, s, "trending") for w, s in trending if w is not None and is_eligible(w))
     k = n + len(exclude)
     while len(items) < n:
-        before = len(items)
-        take(((w, 0.0) for w in catalog.latest(k)), "latest")
-        if len(items) == before and k >= catalog.eligible_count():
+        before = len(exclude)
+        take((w, 0.0, "latest") for w in catalog.latest(k))
+        if len(exclude) == before and k >= catalog.eligible_count():
             break  # the catalog has nothing more to give
         k *= 2
-    return items
+    return items + capped[: n - len(items)]
 
 
 def cold_start(catalog: CatalogIndex, popularity: PopularityView, variant: Variant, now: float) -> list[RecItem]:
@@ -84,32 +108,33 @@ def cold_start(catalog: CatalogIndex, popularity: PopularityView, variant: Varia
     return build((), (), (), variant, catalog, popularity, now)
 
 
-def _recent(catalog: CatalogIndex, artist: str, since: float) -> list[tuple[float, str, Artwork]]:
-    return catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST)
+def _recent(catalog: CatalogIndex, artist: str, since: float, now: float) -> list[tuple[float, str, Artwork]]:
+    return catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
 
 
-def _rank(groups: Iterable[tuple[float, list[tuple[float, str, Artwork]]]], variant: Variant,
-          popularity: PopularityView) -> list[tuple[Artwork, float]]:
-    """(affinity, that artist's (−published, id, work)s) per artist -> (work, score) best first:
-    score, then newest, then id. The builder's hot loop: the affinity term is computed once per
-    artist (the same product as blend_score), and sorting plain tuples keeps comparisons in C."""
+def _rank(groups: Iterable[tuple[float, list[tuple[float, str, Artwork]], str]], variant: Variant,
+          popularity: PopularityView) -> list[tuple[Artwork, float, str]]:
+    """(affinity, that artist's (−published, id, work)s, source) per artist -> (work, score,
+    source) best first: score, then newest, then id. The builder's hot loop: the affinity term
+    is computed once per artist (the same product as blend_score), and sorting plain tuples
+    keeps comparisons in C."""
     trending = popularity.trending_score
     power, blend = variant.affinity_power, variant.trending_blend
-    keyed: list[tuple[float, float, str, Artwork]] = []
-    for aff, works in groups:
+    keyed: list[tuple[float, float, str, Artwork, str]] = []
+    for aff, works, source in groups:
         base = aff ** power
         if blend and trending:
-            keyed += [(-(base * (1.0 + blend * trending.get(wid, 0.0))), neg_pub, wid, w) for neg_pub, wid, w in works]
+            keyed += [(-(base * (1.0 + blend * trending.get(wid, 0.0))), neg_pub, wid, w, source)
+                      for neg_pub, wid, w in works]
         else:
-            keyed += [(-base, neg_pub, wid, w) for neg_pub, wid, w in works]
+            keyed += [(-base, neg_pub, wid, w, source) for neg_pub, wid, w in works]
     keyed.sort()  # a work is listed once (one artist each), so ties end at its id, never at the work
-    return [(w, -neg_score) for neg_score, _, _, w in keyed]
+    return [(w, -neg_score, source) for neg_score, _, _, w, source in keyed]
 
 
-def _similar(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popularity: PopularityView,
-             since: float, variant: Variant) -> list[tuple[Artwork, float]]:
-    """Works by artists co-engaged with the user's artists, scored by the user's affinity for
-    the artist they are similar to, scaled by how similar they are."""
+def _similar_artists(personal: Sequence[tuple[str, float]], popularity: PopularityView) -> dict[str, float]:
+    """Artists co-engaged with the user's artists (not among them): the user's affinity for the
+    artist they are similar to, scaled by how similar they are."""
     mine = {a for a, _ in personal}
     best: dict[str, float] = {}
     for artist, aff in personal:
@@ -118,4 +143,37 @@ def _similar(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popul
         for other, count in neighbours:
             if other not in mine:
                 best[other] = max(best.get(other, 0.0), aff * count / total)
-    return _rank(((s, _recent(catalog, other, since)) for other, s in best.items()), variant, popularity)
+    return best
+
+
+def _similar(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popularity: PopularityView,
+             since: float, now: float, variant: Variant) -> list[tuple[Artwork, float, str]]:
+    similar = _similar_artists(personal, popularity)
+    return _rank(((s, _recent(catalog, other, since, now), "similar") for other, s in similar.items()),
+                 variant, popularity)
+
+
+def _popular(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popularity: PopularityView,
+             since: float, now: float, variant: Variant) -> list[tuple[Artwork, float, str]]:
+    """Personalised popularity (see the module doc): (work, score, source) best first, then
+    newest, then id."""
+    peak = max((aff for _, aff in personal), default=0.0) or 1.0
+    lift = {a: (aff / peak, "affinity") for a, aff in personal}
+    for artist, aff in _similar_artists(personal, popularity).items():
+        lift.setdefault(artist, (aff / peak, "similar"))
+    trending, floor, weight = popularity.trending_score, variant.trending_floor, variant.personal_weight
+    keyed: dict[str, tuple[float, float, str, Artwork, str]] = {}
+    for artist, (aff, source) in lift.items():
+        for neg_pub, wid, w in _recent(catalog, artist, since, now):
+            keyed[wid] = (-(trending.get(wid, 0.0) + floor) * (1.0 + weight * aff), neg_pub, wid, w, source)
+    hot = 0
+    for wid, t in popularity.trending:
+        if hot >= variant.trending_candidates:
+            break
+        w = catalog.get(wid)
+        if w is None or wid in keyed or not is_eligible(w) or not since <= published(w) <= now:
+            continue
+        hot += 1
+        aff, source = lift.get(w.artist_id, (0.0, "trending"))
+        keyed[wid] = (-(t + floor) * (1.0 + weight * aff), -published(w), wid, w, source)
+    return [(w, -neg, source) for neg, _, _, w, source in sorted(keyed.values())]

@@ -156,3 +156,73 @@ def test_variant_config_is_validated():
     with pytest.raises(ValueError, match="add up to 1"):
         load_variants('{"A": {"share": 0.7}, "B": {"share": 0.7}}')
     assert load_variants('{"A": {"share": 1.0, "n": 10}}')["A"].n == 10
+
+
+# --- issue 14: the defects found on a real purchase log, each failed on the old builder -----
+
+POPULAR = Variant("B", ranking="popular", max_per_artist=2)
+
+
+def hot(*scores: tuple[str, float]) -> Partial:
+    part = Partial()
+    for wid, s in scores:
+        part.trending.add(wid, s, NOW, 7 * DAY)
+    return part
+
+
+@pytest.mark.parametrize("variant", [STRICT, BLEND, POPULAR])
+def test_a_work_announced_for_later_is_not_recent_anywhere_in_the_chain(variant):
+    future = [work("soon", "a", -3), work("soon-curated", "z", -1), work("soon-hot", "z", -2)]
+    cat = catalog(*future, work("now", "a", 2), *[work(f"z{i}", "z", 3 + i) for i in range(8)],
+                  curated=["soon-curated"])
+    items = build([("a", 5.0)], (), (), variant, cat, PopularityView([hot(("soon-hot", 50.0))]), NOW)
+    assert len(items) == 6 and not {"soon", "soon-curated", "soon-hot"} & set(ids(items))
+    assert "now" in ids(items)
+
+
+def test_popular_ranking_orders_an_artists_works_by_their_own_trending_beyond_the_global_top():
+    works = [work(f"a{i}", "a", 1 + i) for i in range(6)] + [work(f"g{i}", "g", 1) for i in range(5)]
+    part = hot(*[(f"g{i}", 100.0) for i in range(5)], ("a5", 3.0), ("a4", 1.0))
+    pop = PopularityView([part], top_k=5)  # a5 and a4 are outside the global top list
+    top = [("a", 8.0)]
+    # trending scores cover every work, not the global top list (the old blend saw none: a0, a1)
+    assert ids(build(top, (), (), BLEND, catalog(*works), pop, NOW))[:2] == ["a5", "a4"]
+    items = build(top, (), (), POPULAR, catalog(*works), pop, NOW)
+    # g* (trending 1) beat the user's artist's works (0.03 at best, x5 for the affinity); two per
+    # artist, so the artist's own best sellers come next, then the capped g* fill the list
+    assert ids(items) == ["g0", "g1", "a5", "a4", "g2", "g3"]
+    assert [i.source for i in items] == ["trending", "trending", "affinity", "affinity", "trending", "trending"]
+    assert items[2].score == pytest.approx((0.03 + 0.01) * 5) and items[0].score == pytest.approx(1.01)
+
+
+def test_popular_ranking_lifts_trending_works_of_the_users_artists_above_other_trending_works():
+    cat = catalog(work("mine", "a", 2), work("theirs", "b", 2), *[work(f"x{i}", "x", 5) for i in range(6)])
+    pop = PopularityView([hot(("mine", 10.0), ("theirs", 20.0))])
+    assert ids(build([("a", 1.0)], (), (), POPULAR, cat, pop, NOW))[:2] == ["mine", "theirs"]  # 0.51·5 > 1.01
+    assert ids(build([], (), (), POPULAR, cat, pop, NOW))[:2] == ["theirs", "mine"]  # a stranger: trending order
+
+
+def test_a_heavy_buyer_is_never_shown_a_work_bought_hundreds_of_purchases_ago():
+    from streams.affinity import AffinityModel, Bought, Profile
+    from streams.records import Signal, Target
+
+    model, profile = AffinityModel(), Profile()
+    for i in range(300):
+        model.learn_one(profile, Signal("order", "u", f"o{i}", NOW - 3600, (Target("a", f"w{i}"),)))
+    cat = catalog(*[work(f"w{i}", "a", 1 + i / 100) for i in range(300)], work("new", "a", 1))
+    pop = PopularityView([hot(("w0", 99.0), ("w1", 98.0))])
+    for variant in (STRICT, BLEND, POPULAR):
+        assert ids(build([("a", 5.0)], Bought(profile), (), variant, cat, pop, NOW))[0] == "new"
+        assert not {f"w{i}" for i in range(300)} & set(ids(build([("a", 5.0)], Bought(profile), (), variant, cat, pop, NOW)))
+
+
+def test_at_most_max_per_artist_works_of_one_artist_unless_nothing_else_is_left():
+    many = [work(f"a{i}", "a", 1 + i) for i in range(8)]
+    others = [work("b1", "b", 3), work("c1", "c", 4)]
+    items = build([("a", 9.0), ("b", 1.0)], (), (), POPULAR, catalog(*many, *others), EMPTY, NOW)
+    by_artist = [i.artist_id for i in items]
+    assert by_artist.count("a") == 2 + (6 - 2 - 2)  # two, then refilled only when b and c ran out
+    assert ids(items)[:4] == ["a0", "a1", "b1", "c1"]
+    alone = build([("a", 9.0)], (), (), POPULAR, catalog(*many), EMPTY, NOW)
+    assert len(alone) == 6 and {i.artist_id for i in alone} == {"a"}  # the catalog lacks others
+    assert ids(build([("a", 9.0)], (), (), STRICT, catalog(*many, *others), EMPTY, NOW))[:6] == [f"a{i}" for i in range(6)]
