@@ -118,6 +118,7 @@ class PartitionBatch:
         self._written: set[str] = set()
         self._dirty: dict[str, str] = {}  # user -> trigger
         self._resend: dict[str, str] = {}  # user -> trigger: outputs sent again even if unchanged
+        self._rescoring = False  # refresh: a list whose scores moved counts as changed
         self._indexes: dict[str, set[int] | None] = {}  # user -> set over profile.seen (_seen_index)
         self.out: list[Output] = []
         self.applied = self.duplicates = 0
@@ -134,6 +135,17 @@ class PartitionBatch:
                 self._merge(rec)
             else:
                 self._refresh(rec)
+        self._finish()
+        return self.out
+
+    def refresh(self, users: Iterable[str]) -> list[Output]:
+        """Rebuild these users' lists with the current catalog, trending and clock: works age
+        out of the window, sell and trend without the user doing anything. A list is written
+        and sent only when what a client sees changed: the works, their sources, or a score
+        (served scores match the list; streams.recommend.round_score)."""
+        self._rescoring = True
+        for user in users:
+            self._dirty.setdefault(user, "refresh")
         self._finish()
         return self.out
 
@@ -247,7 +259,8 @@ class PartitionBatch:
     def _emit_recommendations(self, user, profile, top, trigger, resend=False) -> None:
         fresh = recommendations_for(self.cfg, user, profile, top, self.catalog, self.popularity, self.now, trigger)
         old = decode_recs(self.recs.get(user))
-        if not resend and old is not None and old.variant == fresh.variant and _listing(old) == _listing(fresh):
+        if not resend and old is not None and old.variant == fresh.variant and _listing(old) == _listing(fresh) and (
+                not self._rescoring or _scores(old) == _scores(fresh)):
             return  # nothing a client would see changed
         value = encode(fresh)
         self.recs[user] = value
@@ -314,3 +327,7 @@ def _rounded(top: list[tuple[str, float]]) -> list[tuple[str, float]]:
 
 def _listing(recs: Recommendations) -> list[tuple[str, str]]:
     return [(i.artwork_id, i.source) for i in recs.items]
+
+
+def _scores(recs: Recommendations) -> list[float]:
+    return [i.score for i in recs.items]

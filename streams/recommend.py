@@ -38,9 +38,21 @@ from streams.popularity import PopularityView
 from streams.records import Artwork, RecItem
 
 DAY = 86400.0
+# Listed scores keep 4 significant digits: a list is "changed" (rewritten, sent) when a client
+# would see a difference, and the same inputs give the same bytes whatever float noise the
+# order of merging shares left behind.
+SCORE_DIGITS = 4
 TOP_ARTISTS = 20  # personal candidates come from the user's strongest artists
 SIMILAR_PER_ARTIST = 5
 MAX_WORKS_PER_ARTIST = 50
+
+
+def round_score(score: float) -> float:
+    """
+    >>> round_score(1.234567), round_score(0.000123456)
+    (1.235, 0.0001235)
+    """
+    return float(f"{score:.{SCORE_DIGITS}g}")
 
 
 def budget_limit(prices: Sequence[float], variant: Variant) -> float | None:
@@ -73,7 +85,7 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], p
                     budget is not None and work.price is not None and work.price > budget):
                 continue
             exclude.add(work.id)
-            item = RecItem(work.id, work.artist_id, score, source)
+            item = RecItem(work.id, work.artist_id, round_score(score), source)
             if cap and per_artist.get(work.artist_id, 0) >= cap:
                 capped.append(item)
                 continue

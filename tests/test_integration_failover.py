@@ -177,3 +177,41 @@ def test_each_store_remembers_the_changelog_offset_it_holds_so_a_restart_resumes
 
     restarted = cluster.start_worker("w")  # same data dir
     assert _matches(restarted, ref, sorted(ref))
+
+
+def test_a_heavy_user_replayed_past_the_dedup_window_after_kill_9_is_counted_once(broker, tmp_path, request):
+    """Killed after applying everything but before committing any input offset (the commit
+    interval is an hour): the restarted worker reads the whole input again, a heavy user's
+    backlog far beyond the messageId window. The input offsets stored with each profile skip
+    all of it: exact, restarted in place and again from the changelogs alone (data dir wiped)."""
+    import shutil
+
+    from tests.conftest import Cluster
+
+    cluster = Cluster(broker, tmp_path, env={"RECSTREAM_DEDUP_WINDOW": "64",
+                                             "RECSTREAM_INPUT_COMMIT_INTERVAL_S": "3600"})
+    try:
+        w = cluster.start_worker("w")
+        demo = DemoGenerator(users=100, artists=30, artworks=300, seed=47)
+        artist_of = setup_catalog(cluster, w, demo)
+        events = list(demo.events(3000))
+        for e in events[::3]:  # about 1,000 events of one user: 15x the window
+            if e["type"] in ("track", "screen", "page"):
+                e["userId"] = "heavy"
+        cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in events])
+        ref = reference(events, artist_of)
+        users = sorted(ref)
+        wait_until(lambda: _matches(w, ref, users), 120, what="all events applied")
+        for wipe in (False, True):
+            w.kill()  # SIGKILL: nothing committed, everything is read again
+            if wipe:
+                shutil.rmtree(cluster.root / "w" / "state")
+            w = cluster.start_worker("w")
+            wait_until(lambda w=w: metric(w, "recstream_duplicates_total") >= len(events), 120,
+                       what="the whole input read again")
+            assert_matches(w, ref, users)
+            assert get_json(w, "/users/heavy/affinity?n=1000")[1]["artists"], "the heavy user is served"
+    finally:
+        cluster.stop()
+        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+            print(cluster.logs())

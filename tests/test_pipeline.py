@@ -180,3 +180,22 @@ def test_positions_are_per_input_partition_and_a_retry_without_one_still_dedups_
     retry = Signal("view", "u", "events.segment:0/1", NOW, (Target("a"),))  # a pending retry: no position, known id
     world.run([retry])
     assert load(world.profiles["u"]).events == 8
+
+
+def test_refresh_rebuilds_lists_whose_works_aged_out_or_whose_scores_moved_and_only_those():
+    works = [art("a-fresh", "a", 2), art("a-aging", "a", 29)] + [art(f"x{i}", "x", 3 + i) for i in range(6)]
+    world = World(*works)
+    world.run([follow("u", "a", "m1"), follow("v", "a", "m2")])
+    listed = [i.artwork_id for i in decode_recs(world.recs["u"]).items]
+    assert "a-aging" in listed
+
+    def refresh(users, now):
+        batch = PartitionBatch(CFG, 0, world.profiles, world.recs, world.fans, world.partial,
+                               world.catalog, PopularityView([world.partial]), now)
+        return batch.refresh(users)
+
+    assert refresh(["u", "v", "nobody"], NOW) == []  # nothing changed: nothing written or sent
+    out = refresh(["u"], NOW + 2 * DAY)  # a-aging left the 30-day window two days later
+    assert [o.topic for o in out] == ["recommendations"]
+    assert "a-aging" not in [i["artwork_id"] for i in json.loads(out[0].value)["items"]]
+    assert decode_recs(world.recs["u"]).generated_at == NOW + 2 * DAY and decode_recs(world.recs["v"]).generated_at == NOW
