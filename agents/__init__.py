@@ -1,3 +1,3 @@
 """Thin faust agents: decode -> call the pure core (streams.*) -> write tables / send."""
 
-from agents import catalog, images, ingest, memory, users  # noqa: F401
+from agents import catalog, images, ingest, memory, refresh, users  # noqa: F401

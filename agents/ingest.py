@@ -149,7 +149,8 @@ if settings.direct_ingest:
             await topic.maybe_declare()
         direct = DirectIngest(list(topics.inputs.topics), settings.partitions, direct_group(settings.app_id), settings.aiokafka_kwargs(),
                               handle=lambda records: ingest_batch(records, _anchor), flush=app.producer.flush,
-                              ready=_ready, batch_max=settings.batch_max, fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms)
+                              ready=_ready, batch_max=settings.batch_max, fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms,
+                              commit_every_s=settings.input_commit_interval_s)
         await direct.start()
         lag_sources.append(direct.lag)
         if _assigned is not None:

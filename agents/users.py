@@ -6,7 +6,7 @@ import time
 
 from agents.deadletters import send_dead_letter
 from streams import tables, topics
-from streams.app import app, pipeline_config, settings
+from streams.app import app, clock, pipeline_config, settings
 from streams.events import Rejected
 from streams.faustutil import BatchCommit, by_partition, event_context, view_without_blocking
 from streams.ingest import decode_or_reject, failure_letter
@@ -36,14 +36,10 @@ def apply_records(partition: int, anchor, records: list, batch: BatchCommit) -> 
     `batch` (the caller commits it). `anchor`: an event of that partition (of any
     co-partitioned topic), for the popularity share's write through faust. Used by this agent
     and by ingest's single hop."""
-    tables.ensure_catalog_loaded()
-    now = time.time()
-    partial = shares.partial(partition, functools.partial(tables.popularity.get, f"p{partition}"))
-    view = view_without_blocking(shares, tables.popularity.items, now)
-    views = [batch.table(t, partition) for t in (tables.affinity, tables.recommendations, tables.fans)]
+    clock.observe_all(records)
+    make, views, partial, now = _batch_maker(partition, batch)
     started = time.perf_counter()
-    run = run_guarded(lambda: PartitionBatch(pipeline_config, partition, *views, partial, tables.catalog_index, view, now),
-                      records, views)
+    run = run_guarded(make, records, views)
     metrics.observe("recstream_recompute_seconds", time.perf_counter() - started)
     for record, why in run.failed:
         metrics.inc("recstream_dead_letters_total", reason="internal_error")
@@ -56,6 +52,26 @@ def apply_records(partition: int, anchor, records: list, batch: BatchCommit) -> 
     for out in run.outputs:
         metrics.inc("recstream_records_sent_total", topic=out.topic)
         batch.send(topics.outputs[out.topic], out.key, out.value)
+
+
+def refresh_users(partition: int, users: list[str], batch: BatchCommit) -> int:
+    """Rebuild these users' lists into `batch` (agents.refresh); returns how many changed."""
+    make, _, _, _ = _batch_maker(partition, batch)
+    outputs = make().refresh(users)
+    for out in outputs:
+        batch.send(topics.outputs[out.topic], out.key, out.value)
+    return len(outputs)
+
+
+def _batch_maker(partition: int, batch: BatchCommit):
+    """A PartitionBatch factory over `batch`'s table views, the popularity share and view, now."""
+    tables.ensure_catalog_loaded()
+    now = clock.now()
+    partial = shares.partial(partition, functools.partial(tables.popularity.get, f"p{partition}"))
+    view = view_without_blocking(shares, tables.popularity.items, now)
+    views = [batch.table(t, partition) for t in (tables.affinity, tables.recommendations, tables.fans)]
+    return (lambda: PartitionBatch(pipeline_config, partition, *views, partial, tables.catalog_index, view, now),
+            views, partial, now)
 
 
 async def _decode(event):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import faust
 
+from streams.clock import Clock
 from streams.pipeline import core_objects
 from streams.settings import Settings
 
@@ -91,4 +92,5 @@ def _image_config():
 
 
 affinity_model, parser_config, pipeline_config = core_objects(settings)
+clock = Clock(settings.clock)  # what "now" is for lists: the wall clock, or event time (backtests)
 image_config = _image_config()

@@ -21,6 +21,7 @@ OPS_COMMANDS = ("replay", "emit-all", "rebuild")
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    _check_settings()
     if argv and argv[0] == "simulate-multiplier":
         from streams import simulate
 
@@ -38,6 +39,19 @@ def main(argv: list[str] | None = None) -> None:
     from streams.app import main as faust_main
 
     faust_main()
+
+
+def _check_settings() -> None:
+    """Every command starts from a valid configuration: a bad RECSTREAM_* value stops it here
+    with one line naming the variable and what it accepts, exit status 2, no traceback."""
+    from streams.config import load_settings
+    from streams.settings import ConfigError
+
+    try:
+        load_settings()
+    except ConfigError as exc:
+        print(f"recstream: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _reexec_with_allocator(argv: list[str]) -> None:

@@ -115,6 +115,18 @@ def install_ack_sanitizer() -> None:
     Consumer._new_offset = _new_offset
 
 
+def owned_partitions(app, table) -> list[int]:
+    """The partitions of `table` this worker is active for (empty while rebalancing)."""
+    name = table.changelog_topic.get_topic_name()
+    return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name)
+
+
+def stored_keys(table, partition: int) -> list[str]:
+    """The keys in one partition's RocksDB (faust's own bookkeeping keys left out)."""
+    db = table.data._db_for_partition(partition)
+    return [key.decode() for key in db.keys() if not key.startswith(b"__faust")]
+
+
 _declared: set[str] = set()
 
 

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from streams.events import IMAGE_EVENTS, Rejected, parse_segment
+from streams.events import IMAGE_EVENTS, MAX_DEPTH, Rejected, parse_segment, too_deep
 from streams.records import SIGNAL_KINDS
 from streams.settings import Settings
 
@@ -61,11 +61,21 @@ def route_line(line: bytes, max_bytes: int = 65536) -> tuple[str, bytes | None] 
 
     Segment payloads (with "type") go to events.segment; typed records carry "kind"
     (follow, save, ..., image_impression, image_conversion) and go to their typed topic.
-    Lines the worker would dead-letter are rejected here, with the same reasons."""
+    Lines the worker would dead-letter are rejected here, with the same reasons; no line can
+    stop a replay."""
+    try:
+        return _route_line(line, max_bytes)
+    except Exception as exc:
+        return Rejected("internal_error", f"{type(exc).__name__} while reading the line")
+
+
+def _route_line(line: bytes, max_bytes: int) -> tuple[str, bytes | None] | Rejected:
+    if too_deep(line):
+        return Rejected("too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
         obj = json.loads(line)
-    except ValueError as exc:
-        return Rejected("invalid_json", str(exc))
+    except ValueError as exc:  # UnicodeDecodeError included
+        return Rejected("invalid_json", type(exc).__name__)
     if not isinstance(obj, dict):
         return Rejected("invalid_field", "a line must be a JSON object")
     if "type" in obj:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import msgspec
 
@@ -78,7 +79,8 @@ def core_objects(s: Settings) -> tuple[AffinityModel, ParserConfig, PipelineConf
     """The pure core's configuration from settings (the worker's and the bulk rebuild's)."""
     model = AffinityModel(weights=s.weights, half_life_s=s.half_life_seconds, top_k=s.top_k_artists,
                           dedup_window=s.dedup_window)
-    parser = ParserConfig(load_event_map(s.event_map), s.max_event_bytes, s.unmapped_events)
+    floor = datetime(s.min_event_year, 1, 1, tzinfo=timezone.utc).timestamp()
+    parser = ParserConfig(load_event_map(s.event_map), s.max_event_bytes, s.unmapped_events, s.max_future_skew_s, floor)
     pipeline = PipelineConfig(model=model, variants=load_variants(s.variants), experiment=s.experiment,
                               model_version=s.model_version, affinity_top_n=s.affinity_update_top_n,
                               trending_half_life_s=s.trending_half_life_days * 86400.0)

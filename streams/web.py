@@ -14,7 +14,7 @@ from faust.web.exceptions import ServiceUnavailable
 
 from streams import tables
 from streams.affinity import load
-from streams.app import affinity_model, app, image_config, pipeline_config, settings
+from streams.app import affinity_model, app, clock, image_config, pipeline_config, settings
 from streams.experiments import assign
 from streams.faustutil import known_partitioner, partitioner
 from streams.metrics import metrics
@@ -124,7 +124,7 @@ async def user_recommendations(web, request, user_id: str):
     if raw is None:
         tables.ensure_catalog_loaded()
         variant = assign(pipeline_config.experiment, user_id, pipeline_config.variants)
-        now = time.time()
+        now = clock.now()
         popularity = _popularity_view(now)
         items = cold_start(tables.catalog_index, popularity, variant, now)
         raw = encode(Recommendations(user_id, variant.name, now, pipeline_config.model_version, "cold-start", items))

@@ -1,8 +1,14 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from streams.demo import DemoGenerator
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -85,3 +91,29 @@ def test_the_reexecuted_worker_command_runs():
     result = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "--help"], capture_output=True,
                             text=True, env=env, timeout=60)
     assert result.returncode == 0 and "worker" in result.stdout.lower(), result.stderr
+
+
+@pytest.mark.parametrize("command,name,value", [
+    ("config", "WEIGHTS", "view=nan"),
+    ("worker", "HALF_LIFE_DAYS", "nan"),
+    ("config", "MAX_EVENT_BYTES", "-1"),
+    ("worker", "BATCH_MAX", "0"),
+    ("config", "BATCH_WITHIN_MS", "-5"),
+    ("dev", "SESSION_TIMEOUT", "0"),
+    ("worker", "KAFKA_SASL_MECHANISM", "MD5"),
+    ("config", "IMAGE_PRIOR_STRENGTH", "-20"),
+    ("replay", "VARIANTS", "{oops"),
+    ("rebuild", "EVENT_MAP", "[1]"),
+    ("worker", "IMAGE_VARIANTS", "not json"),
+    ("demo-events", "PARTITIONS", "0"),
+    ("simulate-multiplier", "ROCKSDB_CACHE_MB", "-1"),
+    ("emit-all", "WEB_PORT", "70000"),
+])
+def test_a_bad_setting_stops_any_command_with_one_line_and_exit_code_2(command, name, value):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    result = subprocess.run([sys.executable, "-m", "streams.cli", command], capture_output=True, text=True,
+                            env={**env, f"RECSTREAM_{name}": value}, cwd=ROOT, timeout=60)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"recstream: RECSTREAM_{name}"), result.stderr
+    assert "Traceback" not in result.stderr and not result.stdout

@@ -320,3 +320,23 @@ def test_ingest_never_raises_on_any_bytes_or_json(raw, kind):
     assert not (isinstance(result, Rejected) and result.reason == "internal_error"), result
     dest = route(result, "events.segment", 0, 7, None, raw, None, EPOCH, 60.0)  # routing never raises either
     assert dest is None or dest[0] in ("signals.keyed", "images.keyed", "pending", "deadletter")
+
+
+@pytest.mark.parametrize("line,reason", [
+    (b'{"type":"track","properties":' + b"[" * 1000 + b"]" * 1000 + b"}", "too_deep"),
+    (b"[" * 100000 + b"]" * 100000, "too_deep"),
+    (b'{"type":"track","event":"caf\xe9"}', "invalid_json"),
+    (b'{"kind":"follow","user_id":"u\\ud800","timestamp":"2026-01-01T00:00:00Z","artist_id":"a"}', "internal_error"),
+])
+def test_replay_rejects_any_line_without_stopping(line, reason):
+    from streams.ops import route_line
+
+    routed = route_line(line)
+    assert isinstance(routed, Rejected) and routed.reason == reason, routed
+
+
+@given(st.binary(max_size=200) | _json.map(lambda d: json.dumps(d).encode()))
+def test_replay_routing_never_raises(line):
+    from streams.ops import route_line
+
+    route_line(line)

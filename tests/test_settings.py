@@ -26,7 +26,7 @@ def test_settings_are_frozen():
 
 @pytest.mark.parametrize("env,message", [
     ({"RECSTREAM_PARTITIONS": "many"}, "RECSTREAM_PARTITIONS='many' is not a valid int"),
-    ({"RECSTREAM_HALF_LIFE_DAYS": "0"}, "HALF_LIFE_DAYS must be > 0"),
+    ({"RECSTREAM_HALF_LIFE_DAYS": "0"}, "HALF_LIFE_DAYS must be a finite number > 0"),
     ({"RECSTREAM_WEIGHTS": "likes=3"}, "expected kind=number"),
     ({"RECSTREAM_WEIGHTS": "view=lots"}, "is not a number"),
     ({"RECSTREAM_SINGLE_RECORD_BATCHES": "maybe"}, "not a valid bool"),
@@ -36,6 +36,60 @@ def test_settings_are_frozen():
 def test_bad_values_fail_clearly(env, message):
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+BAD_VALUES = [
+    ("WEIGHTS", "view=nan"), ("WEIGHTS", "order=inf"), ("WEIGHTS", "view=-5"),
+    ("HALF_LIFE_DAYS", "nan"), ("HALF_LIFE_DAYS", "inf"), ("HALF_LIFE_DAYS", "1e999"), ("HALF_LIFE_DAYS", "-1"),
+    ("TRENDING_HALF_LIFE_DAYS", "0"), ("IMAGE_HALF_LIFE_DAYS", "-1"), ("IMAGE_HALF_LIFE_DAYS", "nan"),
+    ("UNKNOWN_ARTWORK_PATIENCE_S", "-inf"), ("POPULARITY_FLUSH_S", "nan"), ("IMAGE_QUERY_BOOST", "inf"),
+    ("MAX_EVENT_BYTES", "-1"), ("BATCH_MAX", "0"), ("BATCH_WITHIN_MS", "-5"), ("SESSION_TIMEOUT", "0"),
+    ("SESSION_TIMEOUT", "nan"), ("KAFKA_SASL_MECHANISM", "MD5"), ("IMAGE_PRIOR_STRENGTH", "-20"),
+    ("PARTITIONS", "0"), ("ROCKSDB_CACHE_MB", "-1"), ("ROCKSDB_WRITE_BUFFER_MB", "0"), ("WEB_PORT", "0"),
+    ("WEB_PORT", "65536"), ("TOP_K_ARTISTS", "0"), ("DEDUP_WINDOW", "-3"), ("AFFINITY_UPDATE_TOP_N", "0"),
+    ("IMAGE_POOL_ITEMS", "-1"), ("FETCH_MAX_WAIT_MS", "-1"), ("INGEST_FETCH_MAX_WAIT_MS", "-1"),
+    ("MALLOC_ARENAS", "-1"), ("MALLOC_MMAP_THRESHOLD_KB", "-1"), ("MALLOC_MMAP_THRESHOLD_KB", "99999"),
+    ("CHANGELOG_BUFFER", "0"), ("REBUILD_SHARDS", "-1"), ("PYTHON_MALLOC", "jemalloc"), ("DIRECT_INGEST", "2"),
+    ("VARIANTS", "{oops"), ("VARIANTS", "[]"), ("VARIANTS", '{"A": 1}'), ("VARIANTS", '{"A": {"share": "x"}}'),
+    ("VARIANTS", "@/nonexistent/variants.json"), ("EVENT_MAP", "{"), ("EVENT_MAP", '{"Liked": "love"}'),
+    ("EVENT_MAP", "@/nonexistent/map.json"), ("IMAGE_VARIANTS", "not json"), ("IMAGE_VARIANTS", "[1]"),
+    ("IMAGE_VARIANTS", '{"A": {"share": "half"}}'), ("IMAGE_VARIANTS", '{"A": {"share": 0.3}}'),
+    ("MAX_FUTURE_SKEW_S", "-1"), ("MAX_FUTURE_SKEW_S", "inf"), ("MIN_EVENT_YEAR", "1969"), ("MIN_EVENT_YEAR", "10000"),
+    ("INPUT_COMMIT_INTERVAL_S", "0"), ("CLOCK", "sundial"), ("REFRESH_INTERVAL_S", "-1"), ("REFRESH_RATE", "0"),
+    ("VARIANTS", '{"A": {"share": 1, "ranking": "random"}}'), ("VARIANTS", '{"A": {"share": 1, "n": 0}}'),
+]
+
+
+@pytest.mark.parametrize("name,value", BAD_VALUES)
+def test_every_bad_value_is_rejected_in_one_line_that_names_the_variable(name, value):
+    from streams.config import load_settings
+    with pytest.raises(ConfigError) as caught:
+        load_settings({f"RECSTREAM_{name}": value})
+    message = str(caught.value)
+    assert message.startswith(f"RECSTREAM_{name}") and "\n" not in message, message
+    assert "must be" in message, message  # the accepted form
+
+
+def test_edge_values_that_mean_something_are_accepted(tmp_path):
+    from streams.config import load_settings
+    variants = tmp_path / "v.json"
+    variants.write_text('{"A": {"share": 1}}')
+    s = load_settings({"RECSTREAM_WEB_PORT": "65535", "RECSTREAM_MALLOC_ARENAS": "0", "RECSTREAM_REBUILD_SHARDS": "0",
+                       "RECSTREAM_IMAGE_HALF_LIFE_DAYS": "0", "RECSTREAM_BATCH_WITHIN_MS": "0",
+                       "RECSTREAM_WEIGHTS": "view=0", "RECSTREAM_MALLOC_MMAP_THRESHOLD_KB": "0",
+                       "RECSTREAM_IMAGE_POOL_ITEMS": "0", "RECSTREAM_VARIANTS": f"@{variants}",
+                       "RECSTREAM_EVENT_MAP": '{"Liked": "save"}', "RECSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+                       "RECSTREAM_IMAGE_VARIANTS": '{"A": {"share": 1, "explore": 0.1}}'})
+    assert s.web_port == 65535 and s.malloc_arenas == 0 and s.weights["view"] == 0.0
+
+
+def test_every_number_setting_has_a_range_rule():
+    from dataclasses import fields
+    for f in fields(Settings):
+        if f.type in ("int", "float") or f.type.startswith("Mapping"):
+            assert {"min", "above"} & f.metadata.keys(), f.name
+        if "choices" in f.metadata:
+            assert f.default in f.metadata["choices"], f.name
 
 
 def test_advertised_host_for_wildcard_bind_is_the_hostname():

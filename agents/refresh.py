@@ -1,0 +1,37 @@
+"""Lists stay fresh without the user's events: every RECSTREAM_REFRESH_INTERVAL_S, the lists of
+each partition this worker owns are rebuilt (streams.pipeline.PartitionBatch.refresh) in chunks,
+at most RECSTREAM_REFRESH_RATE users a second; only lists that changed are written and sent."""
+
+import asyncio
+
+from agents.users import refresh_users
+from streams import tables
+from streams.app import app, settings
+from streams.faustutil import BatchCommit, owned_partitions, stored_keys
+from streams.metrics import metrics
+
+CHUNK = 200  # users per batch: one commit each, and no await inside (see BatchCommit)
+
+
+@app.task
+async def refresh_lists() -> None:
+    if settings.refresh_interval_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(settings.refresh_interval_s)
+        for partition in owned_partitions(app, tables.recommendations):
+            await _refresh_partition(partition)
+
+
+async def _refresh_partition(partition: int) -> None:
+    users = stored_keys(tables.recommendations, partition)
+    for start in range(0, len(users), CHUNK):
+        if partition not in owned_partitions(app, tables.recommendations):
+            return  # moved to another worker meanwhile
+        chunk = users[start:start + CHUNK]
+        batch = BatchCommit(app)
+        changed = refresh_users(partition, chunk, batch)
+        await batch.commit()
+        metrics.inc("recstream_lists_refreshed_total", by=len(chunk))
+        metrics.inc("recstream_lists_changed_by_refresh_total", by=changed)
+        await asyncio.sleep(len(chunk) / settings.refresh_rate)
