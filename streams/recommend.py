@@ -13,8 +13,9 @@ affinity descending then newest (variant A, the control).
 
 ``popular`` (personalised popularity, the default): on real purchase data item popularity
 carries most of the signal, so the user's artists do not filter the candidates, they lift them.
-Candidates are the works of the user's top artists, of similar artists, and the globally
-trending recent works; each is scored by
+Candidates are the recent works of the user's top artists and of similar artists, and the
+globally trending works (as the trending backfill: any publication date up to now); each is
+scored by
 
     score = (trending(work) + ε) · (1 + λ · affinity(artist) / the user's top affinity)
 
@@ -183,7 +184,7 @@ def _popular(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popul
         if hot >= variant.trending_candidates:
             break
         w = catalog.get(wid)
-        if w is None or wid in keyed or not is_eligible(w) or not since <= published(w) <= now:
+        if w is None or wid in keyed or not is_eligible(w) or published(w) > now:  # as the trending backfill
             continue
         hot += 1
         aff, source = lift.get(w.artist_id, (0.0, "trending"))

@@ -226,3 +226,10 @@ def test_at_most_max_per_artist_works_of_one_artist_unless_nothing_else_is_left(
     alone = build([("a", 9.0)], (), (), POPULAR, catalog(*many), EMPTY, NOW)
     assert len(alone) == 6 and {i.artist_id for i in alone} == {"a"}  # the catalog lacks others
     assert ids(build([("a", 9.0)], (), (), STRICT, catalog(*many, *others), EMPTY, NOW))[:6] == [f"a{i}" for i in range(6)]
+
+
+def test_popular_considers_trending_works_of_any_age_like_the_trending_list():
+    cat = catalog(work("classic", "x", 400), work("mine", "a", 3), *[work(f"z{i}", "z", 50) for i in range(6)])
+    items = build([("a", 1.0)], (), (), POPULAR, cat, PopularityView([hot(("classic", 10.0))]), NOW)
+    assert ids(items)[:2] == ["classic", "mine"]  # 1.01 vs 0.01 * 5
+    assert items[0].source == "trending"
