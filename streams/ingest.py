@@ -26,6 +26,8 @@ from streams.events import (
     resolve_artists,
 )
 from streams.records import (
+    DEAD_LETTER_BYTES,
+    MAX_ID_CHARS,
     DeadLetter,
     Identity,
     ImageEvent,
@@ -67,8 +69,8 @@ def ingest_one(raw: bytes | None, typed_kind: str | None, artist_of: Any,
     """
     try:
         result = _ingest(raw, typed_kind, artist_of, config)
-        when = getattr(result, "time", None)
-        if when and not config.time_floor <= when <= (time.time() if now is None else now) + config.max_future_s:
+        when = getattr(result, "time", None)  # 0.0 on an identity without a timestamp
+        if when is not None and (when or not isinstance(result, Identity)) and not config.time_floor <= when <= (time.time() if now is None else now) + config.max_future_s:
             return Rejected("invalid_timestamp", "event time is before the floor or too far in the future")
         return result
     except Exception as exc:  # the firewall: one message must never stop the stream
@@ -127,10 +129,11 @@ def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
                 key: bytes | None, value: bytes | None) -> bytes:
     """The dead-letter record: reason, detail, source position and the original bytes."""
     value = value or b""
+    key = None if key is None else key[:MAX_ID_CHARS * 4].decode("utf-8", "replace")
     return encode(DeadLetter(
         reason=rejected.reason, detail=rejected.detail[:1000], topic=topic, partition=partition,
-        offset=offset, key=None if key is None else key.decode("utf-8", "replace"),
-        value=base64.b64encode(value).decode("ascii"), size=len(value)))
+        offset=offset, key=key, value=base64.b64encode(value[:DEAD_LETTER_BYTES]).decode("ascii"),
+        size=len(value), truncated=len(value) > DEAD_LETTER_BYTES))
 
 
 def failure_letter(record, why: str, partition: int) -> bytes:

@@ -89,6 +89,7 @@ def _route_line(line: bytes, max_bytes: int) -> tuple[str, bytes | None] | Rejec
             user = (obj.get("properties") or {}).get("consumer_id") or user
         return "events.segment", str(user).encode() if user else None
     kind = obj.get("kind")
+    kind = kind if isinstance(kind, str) else None
     if kind in SIGNAL_KINDS:
         return f"signals.{kind}", str(obj.get("user_id", "")).encode() or None
     if kind in TYPED_IMAGE_KINDS:

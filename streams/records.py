@@ -201,8 +201,14 @@ class DeadLetter(msgspec.Struct):
     partition: int
     offset: int
     key: str | None
-    value: str  # original bytes, base64
-    size: int
+    value: str  # original bytes, base64 (the first DEAD_LETTER_BYTES of them)
+    size: int  # of the original value
+    truncated: bool = False  # value holds only the first DEAD_LETTER_BYTES
+
+
+# A dead letter must fit the producer's 1 MB request whatever came in (base64 adds a third):
+# a larger original keeps its first 512 KB, and its source position says where the rest is.
+DEAD_LETTER_BYTES = 512 * 1024
 
 
 class RecItem(msgspec.Struct):

@@ -325,6 +325,7 @@ def test_ingest_never_raises_on_any_bytes_or_json(raw, kind):
 @pytest.mark.parametrize("line,reason", [
     (b'{"type":"track","properties":' + b"[" * 1000 + b"]" * 1000 + b"}", "too_deep"),
     (b"[" * 100000 + b"]" * 100000, "too_deep"),
+    (b'{"kind":["follow"]}', "unknown_record"),
     (b'{"type":"track","event":"caf\xe9"}', "invalid_json"),
     (b'{"kind":"follow","user_id":"u\\ud800","timestamp":"2026-01-01T00:00:00Z","artist_id":"a"}', "internal_error"),
 ])
@@ -340,3 +341,24 @@ def test_replay_routing_never_raises(line):
     from streams.ops import route_line
 
     route_line(line)
+
+
+def test_epoch_zero_is_before_the_floor_and_an_identity_without_time_is_not():
+    from streams.ingest import ParserConfig, ingest_one
+
+    zero = ingest_one(seg(event="followedArtist", timestamp="1970-01-01T00:00:00Z", properties={"owner_id": "a"}),
+                      None, {}, ParserConfig(), EPOCH)
+    assert zero.reason == "invalid_timestamp"
+    identify = ingest_one(seg(type="identify", timestamp=..., anonymousId="anon"), None, {}, ParserConfig(), EPOCH)
+    assert isinstance(identify, Identity) and identify.time == 0.0
+
+
+def test_a_dead_letter_of_a_huge_record_fits_a_produce_request():
+    from streams.ingest import dead_letter
+    from streams.records import DEAD_LETTER_BYTES
+
+    letter = json.loads(dead_letter(Rejected("oversized", "too big"), "t", 0, 1, b"k" * 5000, b"x" * 3_000_000))
+    assert len(json.dumps(letter)) < 1_000_000 and letter["truncated"] and letter["size"] == 3_000_000
+    assert len(letter["value"]) == (DEAD_LETTER_BYTES + 2) // 3 * 4 and len(letter["key"]) <= 1024
+    small = json.loads(dead_letter(Rejected("invalid_json", "x"), "t", 0, 1, None, b"{oops"))
+    assert not small["truncated"] and small["key"] is None

@@ -67,7 +67,7 @@ def applied(worker, user: str) -> bool:
 def assert_survived(cluster, worker, topic: str, bad_offset: int, reason: str, raw: bytes | None) -> None:
     letter = wait_until(lambda: dead_letters(cluster, topic).get(bad_offset), 60, what=f"dead letter {reason}")
     assert letter["reason"] == reason, letter
-    assert base64.b64decode(letter["value"]) == (raw or b"")  # the original bytes, for inspection
+    assert base64.b64decode(letter["value"]) == (raw or b"") and not letter["truncated"]  # the original bytes
     assert worker.proc.poll() is None, "the worker died"
     log = (cluster.root / "hostile.log").read_text()
     assert "Traceback" not in log and "crashed" not in log.lower(), log[-3000:]
@@ -117,10 +117,14 @@ def test_a_bad_catalog_record_loses_none_of_the_valid_ones_behind_it(module_clus
     before = metric(worker, "recstream_catalog_records_total")
     deep = b'{"id":"w-deep","artist_id":"a","x":' + b"[" * 1000 + b"]" * 1000 + b"}"
     good = [(f"w-good-{i}".encode(), dumps({"id": f"w-good-{i}", "artist_id": "artist-2"})) for i in range(5)]
-    offsets = send(module_cluster, "catalog.artworks", [good[0], (b"w-deep", deep), (b"\xff", None), *good[1:]])
+    huge = b'{"id":"w-huge","artist_id":"a","pad":"' + b"x" * 900_000  # its dead letter once outgrew 1 MB
+    offsets = send(module_cluster, "catalog.artworks", [good[0], (b"w-deep", deep), (b"\xff", None), (b"w-huge", huge),
+                                                         *good[1:]])
     wait_until(lambda: metric(worker, "recstream_catalog_records_total") >= before + 5, 60, what="the valid works")
     assert_survived(module_cluster, worker, "catalog.artworks", offsets[1], "invalid_artwork", deep)
-    assert_survived(module_cluster, worker, "catalog.artworks", offsets[2], "invalid_key", None)  # a tombstone whose key is no UTF-8 id
+    assert_survived(module_cluster, worker, "catalog.artworks", offsets[2], "invalid_key", None)
+    letter = dead_letters(module_cluster, "catalog.artworks")[offsets[3]]
+    assert (letter["reason"], letter["size"], letter["truncated"]) == ("invalid_artwork", len(huge), True)  # a tombstone whose key is no UTF-8 id
 
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
