@@ -141,6 +141,7 @@ class PopularityView:
         # far down the global ranking still compare by their own trending)
         self.trending: list[tuple[str, float]] = [(k, s / peak) for k, s in top] if peak > 0 else []
         self.trending_score = {k: s / peak for k, s in trending.items()} if peak > 0 else {}
+        self.memo: dict = {}  # what every user's builder derives from this view alone (recommend._hot)
         self.neighbours: dict[str, list[tuple[str, int]]] = {}
         for key, count in pairs.items():
             a, b = key.split("|", 1)

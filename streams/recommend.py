@@ -31,7 +31,8 @@ list is shorter than N only when the whole catalog has fewer eligible works.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
+import heapq
+from collections.abc import Container, Iterable, Iterator, Sequence
 
 from streams.catalog import CatalogIndex, is_eligible, published
 from streams.experiments import Variant
@@ -46,6 +47,7 @@ SCORE_DIGITS = 4
 TOP_ARTISTS = 20  # personal candidates come from the user's strongest artists
 SIMILAR_PER_ARTIST = 5
 MAX_WORKS_PER_ARTIST = 50
+SIMILAR_IN_POPULAR = 10  # the strongest similar artists whose works popular ranks (each costs a catalog scan)
 
 
 def round_score(score: float) -> float:
@@ -167,26 +169,45 @@ def _similar(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popul
 
 
 def _popular(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popularity: PopularityView,
-             since: float, now: float, variant: Variant) -> list[tuple[Artwork, float, str]]:
+             since: float, now: float, variant: Variant) -> Iterator[tuple[Artwork, float, str]]:
     """Personalised popularity (see the module doc): (work, score, source) best first, then
     newest, then id."""
     peak = max((aff for _, aff in personal), default=0.0) or 1.0
     lift = {a: (aff / peak, "affinity") for a, aff in personal}
-    for artist, aff in _similar_artists(personal, popularity).items():
+    similar = _similar_artists(personal, popularity)
+    for artist in heapq.nsmallest(SIMILAR_IN_POPULAR, similar, key=lambda a: (-similar[a], a)):
+        aff = similar[artist]
         lift.setdefault(artist, (aff / peak, "similar"))
     trending, floor, weight = popularity.trending_score, variant.trending_floor, variant.personal_weight
     keyed: dict[str, tuple[float, float, str, Artwork, str]] = {}
     for artist, (aff, source) in lift.items():
         for neg_pub, wid, w in _recent(catalog, artist, since, now):
             keyed[wid] = (-(trending.get(wid, 0.0) + floor) * (1.0 + weight * aff), neg_pub, wid, w, source)
-    hot = 0
-    for wid, t in popularity.trending:
-        if hot >= variant.trending_candidates:
-            break
-        w = catalog.get(wid)
-        if w is None or wid in keyed or not is_eligible(w) or published(w) > now:  # as the trending backfill
-            continue
-        hot += 1
-        aff, source = lift.get(w.artist_id, (0.0, "trending"))
-        keyed[wid] = (-(t + floor) * (1.0 + weight * aff), -published(w), wid, w, source)
-    return [(w, -neg, source) for neg, _, _, w, source in sorted(keyed.values())]
+    hot = _hot(popularity, catalog, variant.trending_candidates, floor, now)
+    for neg_base, neg_pub, wid, w in hot:
+        if w.artist_id in lift and wid not in keyed:
+            aff, source = lift[w.artist_id]
+            keyed[wid] = (neg_base * (1.0 + weight * aff), neg_pub, wid, w, source)
+    # the hot works of artists the user never met keep the view's order: merged lazily, so a
+    # list costs what it takes, not a sort of every candidate
+    rest = ((*entry, "trending") for entry in hot if entry[2] not in keyed)
+    return ((w, -neg, source) for neg, _, _, w, source in heapq.merge(sorted(keyed.values()), rest))
+
+
+def _hot(popularity: PopularityView, catalog: CatalogIndex, k: int, floor: float,
+         now: float) -> list[tuple[float, float, str, Artwork]]:
+    """The k most trending eligible works published by now, as (−(trending + ε), −published,
+    id, work), best first: the same for every user of one view, so built once per view."""
+    key = ("hot", id(catalog), k, floor)
+    found = popularity.memo.get(key)
+    if found is None:
+        found = []
+        for wid, t in popularity.trending:
+            w = catalog.get(wid)
+            if w is not None and is_eligible(w) and published(w) <= now:  # any age, as the trending backfill
+                found.append((-(t + floor), -published(w), wid, w))
+                if len(found) >= k:
+                    break
+        found.sort()  # ties: newest, then id (the view lists ties by id descending)
+        popularity.memo[key] = found
+    return found
