@@ -84,7 +84,7 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], p
         for work, score, source in ranked:
             if len(items) >= n:
                 return
-            if work.id in exclude or work.id in purchased or published(work) > now or (
+            if work.id in exclude or work.id in purchased or (
                     budget is not None and work.price is not None and work.price > budget):
                 continue
             exclude.add(work.id)
@@ -104,14 +104,14 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], p
             take(_similar(personal, catalog, popularity, since, now, variant))
     if len(items) < n:
         curated = (catalog.get(wid) for wid in catalog.curated)
-        take((w, 0.0, "curated") for w in curated if w is not None and is_eligible(w))
+        take((w, 0.0, "curated") for w in curated if w is not None and is_eligible(w) and published(w) <= now)
     if len(items) < n:
         trending = ((catalog.get(wid), s) for wid, s in popularity.trending)
-        take((w, s, "trending") for w, s in trending if w is not None and is_eligible(w))
+        take((w, s, "trending") for w, s in trending if w is not None and is_eligible(w) and published(w) <= now)
     k = n + len(exclude)
     while len(items) < n:
         before = len(exclude)
-        take((w, 0.0, "latest") for w in catalog.latest(k))
+        take((w, 0.0, "latest") for w in catalog.latest(k) if published(w) <= now)
         if len(exclude) == before and k >= catalog.eligible_count():
             break  # the catalog has nothing more to give
         k *= 2
