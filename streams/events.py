@@ -18,10 +18,11 @@ Signal(kind='follow', user_id='u1', message_id='m1', time=1767225600.0, targets=
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -115,6 +116,18 @@ def load_event_map(spec: str = "") -> dict[str, str]:
     return mapping
 
 
+def _rejecting(parse: Callable[..., Parsed]) -> Callable[..., Parsed]:
+    """A parser whose checks raise _Reject deep inside returns the Rejected instead."""
+    @functools.wraps(parse)
+    def parsed(*args, **kwargs) -> Parsed:
+        try:
+            return parse(*args, **kwargs)
+        except _Reject as rej:
+            return Rejected(rej.reason, rej.detail)
+    return parsed
+
+
+@_rejecting
 def parse_segment(
     raw: bytes,
     event_map: Mapping[str, str] = DEFAULT_EVENT_MAP,
@@ -126,10 +139,7 @@ def parse_segment(
     ev = _decode(_SEGMENT, raw, max_bytes)
     if isinstance(ev, Rejected):
         return ev
-    try:
-        return _from_segment(ev, raw, event_map, unmapped)
-    except _Reject as rej:
-        return Rejected(rej.reason, rej.detail)
+    return _from_segment(ev, raw, event_map, unmapped)
 
 
 def _decode(decoder: msgspec.json.Decoder, raw: bytes, max_bytes: int):
@@ -141,14 +151,22 @@ def _decode(decoder: msgspec.json.Decoder, raw: bytes, max_bytes: int):
         return Rejected("too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
         return decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        return Rejected("invalid_field", str(exc))
-    except msgspec.DecodeError as exc:
-        return Rejected("invalid_json", str(exc))
-    except UnicodeDecodeError as exc:
-        return Rejected("invalid_utf8", f"invalid UTF-8 at byte {exc.start}")
-    except RecursionError:  # unreachable after the depth check; kept as the last line of defence
-        return Rejected("too_deep", "JSON nested too deep to decode")
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        return Rejected(*decode_problem(exc))
+
+
+def decode_problem(exc: Exception) -> tuple[str, str]:
+    """The dead-letter reason and detail for what a decoder raised (never the values).
+    RecursionError cannot come after the depth check; kept as the last line of defence."""
+    if isinstance(exc, msgspec.ValidationError):
+        return "invalid_field", str(exc)
+    if isinstance(exc, msgspec.DecodeError):
+        return "invalid_json", str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return "invalid_utf8", f"invalid UTF-8 at byte {exc.start}"
+    if isinstance(exc, RecursionError):
+        return "too_deep", "JSON nested too deep"
+    return "internal_error", f"{type(exc).__name__} while decoding"
 
 
 MAX_DEPTH = 32  # Segment events nest 3-5 levels; msgspec itself recurses to ~1,000 and then raises
@@ -173,6 +191,7 @@ def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+@_rejecting
 def parse_typed(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parsed:
     """Parse a message from a typed signal topic (``signals.<kind>``)."""
     if kind not in SIGNAL_KINDS:
@@ -182,12 +201,8 @@ def parse_typed(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parsed:
         return rec
     if not rec.user_id:
         return Rejected("missing_user", "user_id is empty")
-    try:
-        _ids_within_limit(rec.user_id, rec.message_id, rec.artist_id, rec.artwork_id, rec.order_id, *rec.artwork_ids)
-        if rec.price is not None:
-            _opt_price({"price": rec.price}, "price")
-    except _Reject as rej:
-        return Rejected(rej.reason, rej.detail)
+    _ids_within_limit(rec.user_id, rec.message_id, rec.artist_id, rec.artwork_id, rec.order_id, *rec.artwork_ids)
+    _opt_price({"price": rec.price}, "price")
     ids = list(rec.artwork_ids) + ([rec.artwork_id] if rec.artwork_id else [])
     targets = tuple(Target(rec.artist_id, a, rec.price) for a in ids)
     if not targets and rec.artist_id:
@@ -246,6 +261,7 @@ def _image_event(kind: str, user: str, p: dict, message_id: str, time: float) ->
     return ImageEvent(kind, consumer, merchant, image, message_id, time, _opt_id(p, "order_id"))
 
 
+@_rejecting
 def parse_typed_image(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parsed:
     """images.impressions / images.conversions records."""
     rec = _decode(_TYPED_IMAGE, raw, max_bytes)
@@ -253,24 +269,19 @@ def parse_typed_image(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parse
         return rec
     if not (rec.consumer_id and rec.merchant_id and rec.image_id):
         return Rejected("missing_property", "consumer_id, merchant_id and image_id must be non-empty")
-    try:
-        _ids_within_limit(rec.consumer_id, rec.merchant_id, rec.image_id, rec.message_id, rec.order_id)
-    except _Reject as rej:
-        return Rejected(rej.reason, rej.detail)
+    _ids_within_limit(rec.consumer_id, rec.merchant_id, rec.image_id, rec.message_id, rec.order_id)
     return ImageEvent(kind, rec.consumer_id, rec.merchant_id, rec.image_id, rec.message_id or _content_id(raw),
                       _epoch(rec.timestamp), rec.order_id)
 
 
+@_rejecting
 def parse_image_request(raw: bytes, *, max_bytes: int = 65536) -> Parsed:
     req = _decode(_IMAGE_REQUEST, raw, max_bytes)
     if isinstance(req, Rejected):
         return req
     if not req.consumer_id or not req.request_id or not req.merchant_ids:
         return Rejected("missing_property", "request_id, consumer_id and merchant_ids are required")
-    try:
-        _ids_within_limit(req.request_id, req.consumer_id, req.query, *req.merchant_ids)
-    except _Reject as rej:
-        return Rejected(rej.reason, rej.detail)
+    _ids_within_limit(req.request_id, req.consumer_id, req.query, *req.merchant_ids)
     return ImageRequest(req.request_id, req.consumer_id, req.merchant_ids, req.query)
 
 
@@ -380,8 +391,7 @@ def _checked_id(value: str | None, name: str) -> str | None:
 
 def _ids_within_limit(*ids: str | None) -> None:
     for value in ids:
-        if value is not None and len(value) > MAX_ID_CHARS:
-            raise _Reject("invalid_id", f"an id is longer than {MAX_ID_CHARS} characters")
+        _checked_id(value, "an id")
 
 
 def _user_id(value: str | None) -> str | None:

@@ -19,6 +19,7 @@ from streams.events import (
     Ignored,
     Parsed,
     Rejected,
+    decode_problem,
     parse_image_request,
     parse_segment,
     parse_typed,
@@ -70,7 +71,8 @@ def ingest_one(raw: bytes | None, typed_kind: str | None, artist_of: Any,
     try:
         result = _ingest(raw, typed_kind, artist_of, config)
         when = getattr(result, "time", None)  # 0.0 on an identity without a timestamp
-        if when is not None and (when or not isinstance(result, Identity)) and not config.time_floor <= when <= (time.time() if now is None else now) + config.max_future_s:
+        latest = (time.time() if now is None else now) + config.max_future_s
+        if when is not None and (when or not isinstance(result, Identity)) and not config.time_floor <= when <= latest:
             return Rejected("invalid_timestamp", "event time is before the floor or too far in the future")
         return result
     except Exception as exc:  # the firewall: one message must never stop the stream
@@ -90,14 +92,8 @@ def decode_or_reject(decode: Callable[[bytes], Any], raw: bytes | None, reason: 
         return Rejected(reason, "message has no value (tombstone)")
     try:
         return decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        return Rejected(reason, str(exc))
-    except RecursionError:
-        return Rejected(reason, "JSON nested too deep")
-    except UnicodeDecodeError as exc:
-        return Rejected(reason, f"invalid UTF-8 at byte {exc.start}")
     except Exception as exc:
-        return Rejected(reason, f"{type(exc).__name__} while decoding")
+        return Rejected(reason, decode_problem(exc)[1])
 
 
 def stamp(result: Parsed, topic: str, partition: int, offset: int) -> Parsed:

@@ -76,7 +76,7 @@ def test_the_same_input_and_clock_give_the_same_lists(broker, tmp_path):
             cluster.produce("events.segment", events)
             wait_until(lambda w=w: metric(w, "recstream_signals_applied_total") >= len(events), 120, what="events")
             settled = metric(w, "recstream_lists_refreshed_total")
-            wait_until(lambda w=w: metric(w, "recstream_lists_refreshed_total") >= settled + 80, 60,
+            wait_until(lambda w=w, settled=settled: metric(w, "recstream_lists_refreshed_total") >= settled + 80, 60,
                        what="two refresh passes after the input settled")
             lists.append({f"u{i}": w.get(f"/recommendations/u{i}")[1] for i in range(40)})
         finally:
