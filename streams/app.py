@@ -51,6 +51,7 @@ app = faust.App(
 def main() -> None:
     """The faust CLI (``recstream worker -l info``) with the agents registered."""
     import agents  # noqa: F401  (registers agents and web views)
+    import streams.collector_web  # noqa: F401
     import streams.web  # noqa: F401
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)

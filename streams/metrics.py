@@ -45,6 +45,7 @@ class Metrics:
         self._counters: dict[str, dict[tuple, float]] = defaultdict(lambda: defaultdict(float))
         self._histograms: dict[str, Histogram] = {}
         self._gauges: dict[str, object] = {}  # name -> callable returning {labels tuple: value}
+        self._help: dict[str, str] = {}
 
     def observe(self, name: str, value: float,
                 bounds: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)) -> None:
@@ -53,6 +54,21 @@ class Metrics:
     def gauge(self, name: str, read) -> None:
         """`read()` returns {((label, value), ...): number}, evaluated at scrape time."""
         self._gauges[name] = read
+
+    def declare(self, counters: dict[str, str]) -> None:
+        """Counters exported from the start: ``name 0`` until the first increment, so a dashboard
+        or alert can tell "none yet" from "not exported"; `counters` maps name -> help text.
+
+        >>> m = Metrics()
+        >>> m.declare({"recstream_dead_letters_total": "records dead-lettered, by reason"})
+        >>> print(m.render().strip())
+        # HELP recstream_dead_letters_total records dead-lettered, by reason
+        # TYPE recstream_dead_letters_total counter
+        recstream_dead_letters_total 0
+        """
+        self._help.update(counters)
+        for name in counters:
+            self._counters[name]  # noqa: B018 - creates the empty series set
 
     def inc(self, name: str, by: float = 1, **labels: str) -> None:
         self._counters[name][tuple(sorted(labels.items()))] += by
@@ -63,7 +79,11 @@ class Metrics:
     def render(self) -> str:
         lines = []
         for name in sorted(self._counters):
+            if name in self._help:
+                lines.append(f"# HELP {name} {self._help[name]}")
             lines.append(f"# TYPE {name} counter")
+            if not self._counters[name]:
+                lines.append(f"{name} 0")
             for labels, value in sorted(self._counters[name].items()):
                 label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
                 lines.append(f"{name}{{{label_text}}} {value:g}" if labels else f"{name} {value:g}")
@@ -89,4 +109,26 @@ def _escape(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+# Every counter the worker exports, from its start (README "HTTP API" and "Operations").
+COUNTERS = {
+    "recstream_events_total": "input events decoded, by kind",
+    "recstream_dead_letters_total": "records sent to the dead-letter topic, by reason",
+    "recstream_events_ignored_total": "well-formed events recstream has no use for (unmapped event names)",
+    "recstream_signals_applied_total": "signals applied to a user's affinity",
+    "recstream_single_hop_signals_total": "signals applied by ingest itself (no internal hop)",
+    "recstream_duplicates_total": "redelivered or repeated messages applied once",
+    "recstream_pending_retries_total": "messages retried while their artwork was not in the catalog",
+    "recstream_catalog_records_total": "catalog.artworks records applied",
+    "recstream_curated_updates_total": "curated list updates applied",
+    "recstream_image_catalog_records_total": "catalog.images records applied",
+    "recstream_image_events_applied_total": "image impressions and conversions applied",
+    "recstream_records_sent_total": "records sent, by output topic",
+    "recstream_lists_refreshed_total": "lists rebuilt by the background refresh",
+    "recstream_lists_changed_by_refresh_total": "lists the background refresh changed (and sent)",
+    "recstream_http_recommendations_total": "GET /recommendations requests",
+    "recstream_collector_messages_total": "messages accepted by the Segment-compatible collector",
+    "recstream_collector_rejected_total": "collector requests refused, by reason (bad_request, unauthorized)",
+}
+
 metrics = Metrics()
+metrics.declare(COUNTERS)

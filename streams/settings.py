@@ -79,6 +79,7 @@ class Settings:
     image_query_boost: float = field(default=0.05, metadata={"help": "added to the score of images whose tags match a search query", "min": 0})
     image_half_life_days: float = field(default=30.0, metadata={"help": "half-life of global image impressions/conversions (0: no decay)", "min": 0})
     api_token: str = field(default="", metadata={"help": "when set, every HTTP request but /health needs `Authorization: Bearer <token>` (401 otherwise)", "secret": True})
+    write_keys: str = field(default="", metadata={"help": "write keys the Segment-compatible collector (POST /v1/batch, /v1/track, ...) accepts as the HTTP Basic user, comma-separated; empty accepts any key", "secret": True})
     kafka_security_protocol: str = field(default="PLAINTEXT", metadata={"help": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL", "choices": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")})
     kafka_sasl_mechanism: str = field(default="PLAIN", metadata={"help": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", "choices": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")})
     kafka_sasl_username: str = field(default="", metadata={"help": "SASL user"})

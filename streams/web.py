@@ -24,10 +24,11 @@ from streams.records import Recommendations, encode
 
 @aiohttp_web.middleware
 async def _require_token(request, handler):
-    """With RECSTREAM_API_TOKEN set, everything but /health needs the bearer token. Routed
-    reads carry it along (faust forwards the request headers to the owning worker)."""
+    """With RECSTREAM_API_TOKEN set, everything but /health and the collector (/v1/*, which
+    checks write keys) needs the bearer token. Routed reads carry it along (faust forwards the
+    request headers to the owning worker)."""
     token = settings.api_token
-    if token and request.path != "/health":
+    if token and request.path != "/health" and not request.path.startswith("/v1/"):
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):  # RFC 7235
             return aiohttp_web.json_response({"error": "unauthorized"}, status=401,
@@ -167,10 +168,15 @@ async def consumer_images(web, request, consumer_id: str):
 
 @app.page("/health")
 async def health(web, request):
+    """The worker's own state partitions (the user tables' active partitions; every topic's
+    partitions would count each input, changelog and output topic again)."""
+    from streams.faustutil import owned_partitions
+
     recovered = app.tables.recovery.completed.is_set()
-    assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.assignor.assigned_actives())
+    partitions = owned_partitions(app, tables.affinity)
     body = {"status": "ok" if recovered else "recovering", "recovered": recovered,
-            "assigned_partitions": len(assigned), "rebalancing": bool(app.rebalancing)}
+            "assigned_partitions": len(partitions), "partitions": partitions,
+            "rebalancing": bool(app.rebalancing)}
     return web.json(body, status=200 if recovered else 503)
 
 

@@ -1,0 +1,112 @@
+"""The Segment-compatible collector's pure half (streams/collector.py)."""
+
+import base64
+import gzip
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.collector import (
+    MAX_BATCH_BYTES,
+    MAX_MESSAGE_BYTES,
+    Rejected,
+    Unauthorized,
+    collect,
+)
+
+NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z
+TRACK = {"type": "track", "userId": "u1", "event": "artworkSave", "properties": {"artwork_id": "a1"}}
+
+
+def basic(key: str, password: str = "") -> str:
+    return "Basic " + base64.b64encode(f"{key}:{password}".encode()).decode()
+
+
+def body(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def test_batch_becomes_one_record_per_message_keyed_by_user_with_received_at():
+    anon = {"type": "page", "anonymousId": "anon-7", "name": "Home"}
+    out = collect("/v1/batch", body({"batch": [TRACK, anon]}), NOW, basic("wk"))
+    assert out.write_key == "wk"
+    assert [key for key, _ in out.records] == [b"u1", b"anon-7"]
+    first, second = (json.loads(value) for _, value in out.records)
+    assert first["messageId"].startswith("recstream-") and first["messageId"] != second["messageId"]
+    assert first == {**TRACK, "receivedAt": "2026-09-21T14:13:20.000Z", "timestamp": "2026-09-21T14:13:20.000Z",
+                     "messageId": first["messageId"]}
+    assert second["receivedAt"] == "2026-09-21T14:13:20.000Z" and second["name"] == "Home"
+    given = {**TRACK, "messageId": "m1", "timestamp": "2026-09-20T00:00:00Z"}  # the sender's own are kept
+    kept = json.loads(collect("/v1/track", body(given), NOW).records[0][1])
+    assert (kept["messageId"], kept["timestamp"]) == ("m1", "2026-09-20T00:00:00Z")
+
+
+def test_single_message_endpoints_take_their_type_from_the_path():
+    for endpoint in ("track", "identify", "page", "screen", "alias", "group"):
+        msg = {"userId": "u1", "event": "x"} if endpoint == "track" else {"userId": "u1"}
+        (record,) = collect(f"v1/{endpoint}", body(msg), NOW).records
+        assert json.loads(record[1])["type"] == endpoint
+
+
+def test_import_is_the_old_name_of_batch():
+    assert len(collect("/v1/import", body({"batch": [TRACK]}), NOW).records) == 1
+
+
+def test_write_key_from_the_body_is_accepted_and_kept_out_of_the_records():
+    out = collect("/v1/batch", body({"batch": [{**TRACK, "writeKey": "wk2"}], "writeKey": "wk2"}), NOW,
+                  accepted_keys=frozenset({"wk2"}))
+    assert out.write_key == "wk2"
+    assert "writeKey" not in json.loads(out.records[0][1])
+
+
+@pytest.mark.parametrize("auth", [None, basic("other"), basic(""), "Basic !!!notbase64", "Bearer wk"])
+def test_unknown_or_missing_write_keys_are_unauthorized(auth):
+    with pytest.raises(Unauthorized):
+        collect("/v1/batch", body({"batch": [TRACK]}), NOW, auth, accepted_keys=frozenset({"wk", "wk9"}))
+
+
+def test_any_key_is_accepted_when_none_are_configured():
+    assert collect("/v1/track", body(TRACK), NOW, None).write_key == ""
+    assert collect("/v1/track", body(TRACK), NOW, basic("whatever", "pw")).write_key == "whatever"
+
+
+@pytest.mark.parametrize(("endpoint", "raw", "says"), [
+    ("/v1/batch", b"not json", "not a JSON object"),
+    ("/v1/batch", b"[1, 2]", "not a JSON object"),
+    ("/v1/batch", b"[" * 100_000, "not a JSON object"),
+    ("/v1/batch", gzip.compress(body({"batch": [TRACK]})), "not a JSON object"),  # aiohttp inflates first
+    ("/v1/batch", body({"batch": "x"}), "'batch' array"),
+    ("/v1/batch", body({"batch": [TRACK, 5]}), "batch[1]: not a JSON object"),
+    ("/v1/batch", body({"batch": [{**TRACK, "type": "purchase"}]}), "batch[0]: type must be"),
+    ("/v1/batch", body({"batch": [{"type": "track", "event": "x"}]}), "batch[0]: needs userId"),
+    ("/v1/track", body({"event": "x", "userId": ""}), "the message: needs userId"),
+    ("/v1/events", body(TRACK), "unknown endpoint /v1/events"),
+])
+def test_bad_requests_are_rejected_with_the_part_at_fault(endpoint, raw, says):
+    with pytest.raises(Rejected) as info:
+        collect(endpoint, raw, NOW)
+    assert says in str(info.value)
+
+
+def test_a_message_over_32_kb_is_rejected_by_index():
+    big = {**TRACK, "properties": {"artwork_id": "a1", "note": "x" * MAX_MESSAGE_BYTES}}
+    with pytest.raises(Rejected, match=r"batch\[1\]: over 32 KB"):
+        collect("/v1/batch", body({"batch": [TRACK, big]}), NOW)
+
+
+def test_a_batch_over_500_kb_is_rejected():
+    padding = "x" * (MAX_BATCH_BYTES + 1)
+    with pytest.raises(Rejected, match="over 500 KB"):
+        collect("/v1/batch", body({"batch": [TRACK], "pad": padding}), NOW)
+
+
+@given(st.binary(max_size=2000), st.sampled_from(["/v1/batch", "/v1/track", "/v1/x"]))
+def test_any_body_is_accepted_or_rejected_never_anything_else(raw, endpoint):
+    try:
+        out = collect(endpoint, raw, NOW)
+    except (Rejected, Unauthorized):
+        return
+    for key, value in out.records:
+        assert key and json.loads(value)["receivedAt"]
