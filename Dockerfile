@@ -3,9 +3,13 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY streams ./streams
 COPY agents ./agents
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 10001 --no-create-home recstream \
+    && mkdir /data && chown recstream /data
 ENV RECSTREAM_WEB_HOST=0.0.0.0 \
     RECSTREAM_DATA_DIR=/data
+# /data is created and owned before VOLUME, so a new volume starts owned by the worker's user
 VOLUME /data
+USER recstream
 EXPOSE 6066
 CMD ["recstream", "worker", "-l", "info"]

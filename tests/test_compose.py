@@ -19,7 +19,11 @@ def test_services_and_kraft_kafka():
 
 def test_worker_is_scalable_and_configured_by_environment():
     worker = COMPOSE["services"]["worker"]
-    assert "container_name" not in worker and "ports" not in worker  # --scale worker=N must work
+    assert "container_name" not in worker  # --scale worker=N must work:
+    (published,) = worker["ports"]  # a host port range, one port per replica, onto the HTTP port
+    host, _, container = published.rpartition(":")
+    low, _, high = host.partition("-")
+    assert container == "6066" and int(high) - int(low) >= 3
     env = worker["environment"]
     assert env["RECSTREAM_BROKER_URL"] == "kafka://kafka:9092"
     assert env["RECSTREAM_WEB_HOST"] == "0.0.0.0"
@@ -45,3 +49,11 @@ def test_topics_job_creates_every_topic_with_compacted_catalog():
     assert "create catalog.artworks 12 --config cleanup.policy=compact" in script
     assert "create catalog.curated 1 --config cleanup.policy=compact" in script
     assert "create catalog.images 12 --config cleanup.policy=compact" in script
+
+
+def test_image_runs_as_a_non_root_user_owning_its_data_dir():
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert lines.index(f"USER {users[-1]}") > lines.index("VOLUME /data")
+    assert any(f"chown {users[-1]} /data" in line for line in lines)
