@@ -6,7 +6,7 @@ defaults cover the art-marketplace names and the Segment e-commerce spec, and
 
 Nothing a producer sends makes a parser raise: bad bytes, invalid UTF-8, deep nesting, huge or
 non-finite numbers, ids of the wrong type or length each come back as a `Rejected` with its own
-reason (listed in the README), whose detail says what was wrong, never the value sent.
+reason (listed in docs/events.md), whose detail says what was wrong, never the value sent.
 
 >>> raw = b'{"type":"track","event":"followedArtist","userId":"u1","messageId":"m1",'
 >>> raw += b'"timestamp":"2026-01-01T00:00:00Z","properties":{"owner_id":"a1"}}'

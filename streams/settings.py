@@ -1,6 +1,6 @@
 """Configuration: ``RECSTREAM_*`` environment variables read once into a frozen object.
 
-Every knob is documented in the README's "Configuration" table; `Settings.describe()`
+Every knob is documented in docs/configuration.md; `Settings.describe()`
 prints the same list with current values (``recstream config``).
 
 >>> s = Settings.from_env({"RECSTREAM_HALF_LIFE_DAYS": "7", "RECSTREAM_WEIGHTS": "view=2"})

@@ -1,4 +1,4 @@
-"""Topic declarations. Names get RECSTREAM_TOPIC_PREFIX; see the README's topic list."""
+"""Topic declarations. Names get RECSTREAM_TOPIC_PREFIX; see docs/events.md."""
 
 from __future__ import annotations
 
