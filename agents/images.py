@@ -6,12 +6,13 @@ import time
 
 from agents.deadletters import send_dead_letter
 from streams import tables, topics
-from streams.app import app, image_config, settings
+from streams.app import app, image_config, pipeline_config, settings
 from streams.events import Rejected
 from streams.faustutil import by_partition, event_context, send_all
 from streams.image_pipeline import ImageBatch, Pools, decode_image_catalog, dump_counts, load_counts
 from streams.images import merge_counts
 from streams.ingest import decode_or_reject
+from streams.ledger import Ledger
 from streams.metrics import metrics
 from streams.popularity import Shares
 from streams.records import decode_image_keyed
@@ -38,8 +39,11 @@ async def process_images(stream):
                     records.append(record)
             with event_context(group[-1]):
                 partial = shares.partial(partition, functools.partial(tables.image_stats.get, f"p{partition}"))
-                batch = ImageBatch(image_config, tables.image_consumers, partial, pools, image_stats)
+                ledger = Ledger(tables.attribution, partition, pipeline_config.attribution, kind="images")
+                batch = ImageBatch(image_config, tables.image_consumers, partial, pools, image_stats, ledger)
                 outputs = batch.run(records)
+                if ledger.changed:  # every worker's readout
+                    tables.experiment_tallies[ledger.tally_key] = ledger.dump_tally()
                 if shares.flush_due(partition, time.time()):
                     tables.image_stats[f"p{partition}"] = dump_counts(partial)
             metrics.inc("recstream_image_events_applied_total", by=batch.applied)

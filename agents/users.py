@@ -44,8 +44,12 @@ def apply_records(partition: int, anchor, records: list, batch: BatchCommit) -> 
     for record, why in run.failed:
         metrics.inc("recstream_dead_letters_total", reason="internal_error")
         batch.send(topics.deadletter, None, failure_letter(record, why, partition))
-    if shares.flush_due(partition, now):
-        with event_context(anchor):
+    tally_key = f"tally:{partition}"
+    tally = views[3].writes.get(tally_key)  # the batch's experiment counts moved: every worker's readout
+    with event_context(anchor):
+        if tally is not None:
+            tables.experiment_tallies[tally_key] = tally
+        if shares.flush_due(partition, now):
             tables.popularity[f"p{partition}"] = dump_partial(partial)
     metrics.inc("recstream_signals_applied_total", by=run.applied)
     metrics.inc("recstream_duplicates_total", by=run.duplicates)
@@ -69,9 +73,12 @@ def _batch_maker(partition: int, batch: BatchCommit):
     now = clock.now()
     partial = shares.partial(partition, functools.partial(tables.popularity.get, f"p{partition}"))
     view = view_without_blocking(shares, tables.popularity.items, now)
-    views = [batch.table(t, partition) for t in (tables.affinity, tables.recommendations, tables.fans)]
-    return (lambda: PartitionBatch(pipeline_config, partition, *views, partial, tables.catalog_index, view, now),
+    views = [batch.table(t, partition) for t in (tables.affinity, tables.recommendations, tables.fans,
+                                                    tables.attribution)]
+    return (lambda: PartitionBatch(pipeline_config, partition, *views[:3], partial, tables.catalog_index, view, now,
+                                   attribution=views[3]),
             views, partial, now)
+
 
 
 async def _decode(event):

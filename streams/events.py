@@ -33,6 +33,7 @@ from streams.records import (
     MAX_ID_CHARS,
     MAX_PRICE,
     SIGNAL_KINDS,
+    Exposure,
     Identity,
     ImageEvent,
     ImageRequest,
@@ -65,7 +66,12 @@ DEFAULT_EVENT_MAP: Mapping[str, str] = {
     "Product Viewed": "view",
     "Product Clicked": "view",
     "Order Completed": "order",
+    # experiment exposure: the user saw their recommendations (streams.attribution)
+    "experiment_viewed": "exposure",
+    "Product List Viewed": "exposure",
 }
+EXPOSURE = "exposure"  # an event-map kind besides the signal kinds: no affinity, attribution only
+RECOMMENDATIONS_LIST = "recommendations"  # Product List Viewed counts with this list_id only
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ class Ignored:
 
 
 IMAGE_EVENTS: Mapping[str, str] = {"Image Impression": "impression", "Image Conversion": "conversion"}
-
+Parsed = Signal | Identity | Exposure | ImageEvent | ImageRequest | Rejected | Ignored
 Parsed = Signal | Identity | ImageEvent | ImageRequest | Rejected | Ignored
 
 
@@ -110,8 +116,9 @@ def load_event_map(spec: str = "") -> dict[str, str]:
     if not isinstance(extra, dict):
         raise ValueError("event map must be a JSON object {eventName: kind}")
     for name, kind in extra.items():
-        if kind not in SIGNAL_KINDS and kind != "ignore":
-            raise ValueError(f"event map: {name!r} -> {kind!r}; kind must be one of {SIGNAL_KINDS} or 'ignore'")
+        if kind not in SIGNAL_KINDS and kind not in ("ignore", EXPOSURE):
+            raise ValueError(f"event map: {name!r} -> {kind!r}; kind must be one of {SIGNAL_KINDS}, "
+                             f"'{EXPOSURE}' or 'ignore'")
         mapping[name] = kind
     return mapping
 
@@ -240,6 +247,8 @@ def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], un
             raise _Reject("unmapped_event", "the event name is not in the event map")
         if kind == "ignore":
             return Ignored(f"event {ev.event!r} mapped to ignore")
+        if kind == EXPOSURE:
+            return _exposure(ev, user, message_id, _epoch(when))
         targets = _TARGETS[kind](ev.properties)
         order_id = _opt_id(ev.properties, "order_id") if kind == "order" else None
         return Signal(kind, user, message_id, _epoch(when), targets, order_id)
@@ -251,6 +260,19 @@ def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], un
         target = Target(artist_id=owner_id) if owner_type == "artist" else Target(artwork_id=owner_id)
         return Signal("view", user, message_id, _epoch(when), (target,))
     raise _Reject("unknown_type", "type is not track, screen, page, identify or alias")
+
+
+def _exposure(ev: SegmentEvent, user: str, message_id: str, time: float) -> Parsed:
+    """The user saw their recommendations: `experiment_viewed`, or `Product List Viewed` with
+    ``list_id: "recommendations"`` (other product lists are not ours). ``products[]`` with
+    ``product_id``/``artwork_id`` name the works shown; without them, the user's current list."""
+    if ev.event == "Product List Viewed" and ev.properties.get("list_id") != RECOMMENDATIONS_LIST:
+        return Ignored("a product list other than the recommendations")
+    products = ev.properties.get("products")
+    if not isinstance(products, list) or not products:
+        return Exposure(user, message_id, time)
+    works = [_opt_id(p, "artwork_id") or _opt_id(p, "product_id") for p in products if isinstance(p, dict)]
+    return Exposure(user, message_id, time, [(w, "") for w in works if w])
 
 
 def _image_event(kind: str, user: str, p: dict, message_id: str, time: float) -> ImageEvent:

@@ -28,6 +28,7 @@ from streams.images import (
     build_pool,
     choose,
 )
+from streams.ledger import Ledger
 from streams.records import MAX_ID_CHARS, ImageEvent, ImageRequest
 
 CHOSEN, REPLIES = "images.chosen", "images.replies"
@@ -124,8 +125,9 @@ def answer(cfg: ImageConfig, request: ImageRequest, state: ConsumerImages, pools
 
 class ImageBatch:
     def __init__(self, cfg: ImageConfig, consumers: MutableMapping[str, bytes], partial: GlobalCounts,
-                 pools: Pools, stats: Callable[[], dict[str, tuple[float, float]]]):
+                 pools: Pools, stats: Callable[[], dict[str, tuple[float, float]]], ledger: Ledger | None = None):
         self.cfg, self.consumers, self.partial, self.pools, self.stats = cfg, consumers, partial, pools, stats
+        self.ledger = ledger  # impressions and conversions per image variant and merchant
         self._states: dict[str, ConsumerImages] = {}
         self.out: list[tuple[str, bytes, bytes]] = []
         self.applied = self.duplicates = 0
@@ -139,6 +141,8 @@ class ImageBatch:
                 self.out.append((REPLIES, rec.consumer_id.encode(), _JSON.encode(reply)))
         for consumer, state in self._states.items():
             self.consumers[consumer] = _STATE_ENC.encode(state)
+        if self.ledger is not None:
+            self.ledger.flush()
         return self.out
 
     def _state(self, consumer: str) -> ConsumerImages:
@@ -161,9 +165,13 @@ class ImageBatch:
         if ev.kind == "impression":
             views.impressions[ev.image_id] = views.impressions.get(ev.image_id, 0) + 1
             self.partial.add(ev.merchant_id, ev.image_id, 1.0, 0.0, ev.time, self.cfg.half_life_s)
+            if self.ledger is not None:
+                self.ledger.impressed(ev.consumer_id, variant.name, ev.merchant_id, ev.image_id, ev.time, ev.message_id)
         else:
             views.converted = ev.image_id
             self.partial.add(ev.merchant_id, ev.image_id, 0.0, 1.0, ev.time, self.cfg.half_life_s)
+            if self.ledger is not None:
+                self.ledger.image_converted(ev.consumer_id, ev.merchant_id, ev.image_id, ev.time, ev.message_id)
         if len(state.merchants) > MAX_MERCHANTS_PER_CONSUMER:
             state.merchants.pop(next(iter(state.merchants)))  # the longest-known merchant goes first
         after = choose(pool, self.stats(), ev.merchant_id, views, variant.explore, self.cfg.params)

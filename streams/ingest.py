@@ -30,6 +30,7 @@ from streams.records import (
     DEAD_LETTER_BYTES,
     MAX_ID_CHARS,
     DeadLetter,
+    Exposure,
     Identity,
     ImageEvent,
     ImageRequest,
@@ -231,6 +232,8 @@ def outcome(result: Parsed) -> str:
         return "image_request"
     if isinstance(result, ImageEvent):
         return f"image_{result.kind}"
+    if isinstance(result, Exposure):
+        return "exposure"
     return "identity" if isinstance(result, Identity) else result.kind
 
 

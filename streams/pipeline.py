@@ -23,15 +23,18 @@ from datetime import datetime, timezone
 import msgspec
 
 from streams.affinity import AffinityModel, Bought, Profile, delivered_before, dump, load
+from streams.attribution import Rules
 from streams.catalog import CatalogIndex, decode_artwork
 from streams.events import load_event_map
 from streams.experiments import Variant, assign, default_variants, load_variants
 from streams.ingest import ParserConfig
+from streams.ledger import Ledger
 from streams.popularity import Partial, PopularityView
 from streams.recommend import TOP_ARTISTS, build
 from streams.records import (
     AffinityUpdate,
     ArtistScore,
+    Exposure,
     Identity,
     Merge,
     Recommendations,
@@ -68,6 +71,7 @@ class PipelineConfig:
     coengagement_top_m: int = 5
     max_fans: int = 2000  # per artist per partition
     trending_half_life_s: float = 7 * 86400.0
+    attribution: Rules = field(default_factory=Rules)  # experiment attribution (streams.ledger)
 
     @property
     def top_needed(self) -> int:
@@ -83,7 +87,8 @@ def core_objects(s: Settings) -> tuple[AffinityModel, ParserConfig, PipelineConf
     parser = ParserConfig(load_event_map(s.event_map), s.max_event_bytes, s.unmapped_events, s.max_future_skew_s, floor)
     pipeline = PipelineConfig(model=model, variants=load_variants(s.variants), experiment=s.experiment,
                               model_version=s.model_version, affinity_top_n=s.affinity_update_top_n,
-                              trending_half_life_s=s.trending_half_life_days * 86400.0)
+                              trending_half_life_s=s.trending_half_life_days * 86400.0,
+                              attribution=Rules(attribution_days=s.attribution_days))
     return model, parser, pipeline
 
 
@@ -111,9 +116,12 @@ def recommendations_for(cfg: PipelineConfig, user_id: str, profile: Profile, top
 class PartitionBatch:
     def __init__(self, cfg: PipelineConfig, partition: int, profiles: MutableMapping[str, bytes],
                  recs: MutableMapping[str, bytes], fans: MutableMapping[str, bytes], partial: Partial,
-                 catalog: CatalogIndex, popularity: PopularityView, now: float):
+                 catalog: CatalogIndex, popularity: PopularityView, now: float,
+                 attribution: MutableMapping[str, bytes] | None = None):
         self.cfg, self.partition = cfg, partition
         self.profiles, self.recs, self.fans = profiles, recs, fans
+        # exposures (emitted lists, Exposure records) and conversions, per variant
+        self.ledger = None if attribution is None else Ledger(attribution, partition, cfg.attribution)
         self.partial, self.catalog, self.popularity, self.now = partial, catalog, popularity, now
         self._loaded: dict[str, Profile] = {}
         self._before: dict[str, list[tuple[str, float]]] = {}
@@ -122,6 +130,7 @@ class PartitionBatch:
         self._resend: dict[str, str] = {}  # user -> trigger: outputs sent again even if unchanged
         self._rescoring = False  # refresh: a list whose scores moved counts as changed
         self._indexes: dict[str, set[int] | None] = {}  # user -> set over profile.seen (_seen_index)
+        self._signalled: set[str] = set()  # triggers that are user events applied in this batch
         self.out: list[Output] = []
         self.applied = self.duplicates = 0
 
@@ -135,6 +144,8 @@ class PartitionBatch:
                 self._identity(rec)
             elif isinstance(rec, Merge):
                 self._merge(rec)
+            elif isinstance(rec, Exposure):
+                self._exposure(rec)
             else:
                 self._refresh(rec)
         self._finish()
@@ -170,6 +181,10 @@ class PartitionBatch:
             return
         self.applied += 1
         self._dirty[sig.user_id] = sig.message_id
+        self._signalled.add(sig.message_id)
+        if self.ledger is not None:  # judged against the lists shown before this event
+            works = [t.artwork_id for t in sig.targets if t.artwork_id]
+            self.ledger.converted(sig.user_id, works, sig.kind, sig.time, sig.message_id)
         if sig.kind not in NO_TRENDING:
             weight = self.cfg.model.weights.get(sig.kind, 0.0)
             for t in sig.targets:
@@ -209,6 +224,19 @@ class PartitionBatch:
             self._written.add(merge.user_id)
             self._dirty[merge.user_id] = merge.message_id
 
+    def _exposure(self, exposure: Exposure) -> None:
+        """The user saw a list: the given works (sources from the current list), or the
+        current list itself."""
+        if self.ledger is None:
+            return
+        current = decode_recs(self.recs.get(exposure.user_id))
+        listed = dict(_listing(current)) if current else {}
+        items = list(listed.items()) if exposure.items is None else [
+            (work, source or listed.get(work, "other")) for work, source in exposure.items]
+        variant = exposure.variant or (current.variant if current else
+                                       assign(self.cfg.experiment, exposure.user_id, self.cfg.variants).name)
+        self.ledger.exposed(exposure.user_id, variant, items, exposure.time, exposure.exposure_id)
+
     def _refresh(self, refresh: Refresh) -> None:
         trigger = "catalog"
         if refresh.artwork:
@@ -241,6 +269,8 @@ class PartitionBatch:
             self.partial.update_pairs((a for a, _ in before[: self.cfg.coengagement_top_m]),
                                       (a for a, _ in after[: self.cfg.coengagement_top_m]))
             self._emit_recommendations(user, profile, after, trigger, resend)
+        if self.ledger is not None:
+            self.ledger.flush()
 
     def _emit_affinity(self, user, profile, before, after, trigger, resend=False) -> None:
         n = self.cfg.affinity_top_n
@@ -267,6 +297,11 @@ class PartitionBatch:
         value = encode(fresh)
         self.recs[user] = value
         self._send(RECOMMENDATIONS, user, value)
+        if self.ledger is not None and (old is None or _listing(old) != _listing(fresh) or old.variant != fresh.variant):
+            # an emitted list is shown: from the event it answers (event time, like conversions;
+            # the wall clock may run ahead of a client's), or from now on for a refresh
+            shown = min(self.now, profile.ref) if trigger in self._signalled else self.now
+            self.ledger.exposed(user, fresh.variant, _listing(fresh), shown)
 
     def _send(self, topic: str, key: str, value: bytes) -> None:
         self.out.append(Output(topic, key.encode(), value))

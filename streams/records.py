@@ -114,7 +114,19 @@ class Refresh(msgspec.Struct, tag="refresh"):
     artwork: bytes | None = None  # the new artwork's catalog record (JSON)
 
 
-KeyedRecord = Signal | Identity | Merge | Refresh
+class Exposure(msgspec.Struct, omit_defaults=True, tag="exposure"):
+    """A user saw a recommendations list (experiment attribution, streams.attribution): an
+    explicit exposure event (Segment ``experiment_viewed``), or a list served over HTTP.
+    `items`: the (work id, source) pairs shown; None = the user's current list."""
+
+    user_id: str
+    exposure_id: str
+    time: float
+    items: list[tuple[str, str]] | None = None
+    variant: str | None = None  # None: the variant of the user's current list
+
+
+KeyedRecord = Signal | Identity | Merge | Refresh | Exposure
 
 
 class ImageEvent(msgspec.Struct, tag="image"):

@@ -50,6 +50,14 @@ recommendations = _raw(app.Table("recommendations", key_type=str, value_type=byt
 # "<artist>@<partition>" -> fans in that partition (msgpack list of user ids)
 fans = _raw(app.Table("fans", key_type=str, value_type=bytes, options=ROCKSDB, help="artist@partition -> fans"))
 
+# "u:<user>" / "c:<consumer>" -> streams.attribution.UserLog, "tally:<p>" / "images:<p>" -> the
+# partition's Tally (msgpack): experiment attribution, written with the profiles (streams.ledger)
+attribution = _raw(app.Table("attribution", key_type=str, value_type=bytes, options=ROCKSDB,
+                             help="experiment exposures, conversions and per-partition counts"))
+# "tally:<p>" / "images:<p>" -> a copy of each partition's Tally, for every worker's readout
+experiment_tallies = _raw(app.GlobalTable("experiment_tallies", key_type=str, value_type=bytes, options=ROCKSDB,
+                                          help="per-partition experiment counts"))
+
 # consumer id -> streams.images.ConsumerImages (msgpack)
 image_consumers = _raw(app.Table("image_consumers", key_type=str, value_type=bytes, options=ROCKSDB,
                                  help="consumer -> image views and locks per merchant"))

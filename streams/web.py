@@ -129,7 +129,61 @@ async def user_recommendations(web, request, user_id: str):
         popularity = _popularity_view(now)
         items = cold_start(tables.catalog_index, popularity, variant, now)
         raw = encode(Recommendations(user_id, variant.name, now, pipeline_config.model_version, "cold-start", items))
+    if settings.http_exposures:
+        served[user_id] = raw  # an exposure, sent with the others by _send_exposures
     return web.bytes(raw, content_type="application/json")
+
+
+served: dict[str, bytes] = {}  # user -> the list last served since the previous exposure flush
+
+
+@app.timer(interval=settings.exposure_flush_s)
+async def _send_exposures() -> None:
+    """Served lists -> Exposure records on signals.keyed (experiment attribution), at most one
+    per user per interval: a read costs a dict write, not a produce."""
+    if not served:
+        return
+    from streams import topics
+    from streams.faustutil import send_all
+    from streams.records import Exposure, encode_keyed
+
+    now, batch = clock.now(), list(served.items())
+    served.clear()
+    messages = []
+    for user, raw in batch:
+        recs = _RECS.decode(raw)
+        exposure = Exposure(user, f"served:{int(now)}", now, [(i.artwork_id, i.source) for i in recs.items], recs.variant)
+        messages.append((topics.signals, user.encode(), encode_keyed(exposure)))
+    await send_all(app, messages)
+
+
+_RECS = msgspec.json.Decoder(Recommendations)
+
+
+@app.page("/experiments")
+async def experiments(web, request):
+    """Every experiment's readout: per variant users, conversions, rate and lift with 95%
+    intervals, p-value, the split check and the verdict (streams.ledger.readout)."""
+    return web.json(_readout())
+
+
+def _readout() -> dict:
+    from streams.ledger import readout
+
+    shares = {"recs": (pipeline_config.experiment, {v.name: v.share for v in pipeline_config.variants.values()}),
+              "images": (image_config.experiment, {v.name: v.share for v in image_config.variants.values()})}
+    return readout(tables.experiment_tallies.items(), shares)
+
+
+def _experiment_gauge(field: str):
+    def read() -> dict:
+        return {(("experiment", e["name"]), ("variant", v["variant"])): v[field]
+                for e in _readout()["experiments"] for v in e["variants"]}
+    return read
+
+
+for _field in ("users", "exposures", "converted", "conversions"):
+    metrics.gauge(f"recstream_experiment_{_field}", _experiment_gauge(_field))
 
 
 def _popularity_view(now: float):

@@ -1,0 +1,95 @@
+"""Experiment attribution inside the user and image pipelines (streams.ledger), with dicts as
+tables: emitted lists are exposures, orders/inquiries/saves of listed works are conversions,
+exactly once however often the input is redelivered."""
+
+from streams.affinity import AffinityModel
+from streams.attribution import load_tally
+from streams.experiments import Variant
+from streams.ledger import Ledger, readout
+from streams.pipeline import PartitionBatch, PipelineConfig, decode_recs
+from streams.popularity import Partial, PopularityView
+from streams.records import Exposure, Signal, Target
+from tests.test_pipeline import NOW, WORKS, World, follow
+
+CFG = PipelineConfig(model=AffinityModel(), variants={"A": Variant("A", share=0.5), "B": Variant("B", share=0.5)})
+
+
+class Booked(World):
+    def __init__(self, *works):
+        super().__init__(*works)
+        self.attribution: dict[str, bytes] = {}
+
+    def run(self, records, partition=0):
+        batch = PartitionBatch(CFG, partition, self.profiles, self.recs, self.fans, self.partial, self.catalog,
+                               PopularityView([self.partial]), NOW, attribution=self.attribution)
+        return batch.run(records)
+
+    def counts(self, variant):
+        return load_tally(self.attribution["tally:0"]).variants().get(variant)
+
+
+def order(user, work, mid, t=NOW - 60, offset=-1):
+    return Signal("order", user, mid, t, (Target("a", work),), source="in:0" if offset >= 0 else "", offset=offset)
+
+
+def test_an_emitted_list_is_an_exposure_and_an_order_of_a_listed_work_a_conversion():
+    world = Booked(*WORKS)
+    world.run([follow("u", "a", "m1")])
+    variant = decode_recs(world.recs["u"]).variant
+    listed = {i.artwork_id: i.source for i in decode_recs(world.recs["u"]).items}
+    c = world.counts(variant)
+    assert (c.users, c.exposures, c.converted, c.conversions) == (1, 1, 0, 0)
+    world.run([order("u", "a1-new", "o1", offset=7)])
+    c = world.counts(variant)
+    assert (c.converted, c.conversions, c.sources, c.kinds) == (1, 1, {listed["a1-new"]: 1}, {"order": 1})
+    # the same input record redelivered (after a crash) and the same message again: nothing more
+    world.run([order("u", "a1-new", "o1", offset=7), order("u", "a1-new", "o1", offset=9)])
+    assert world.counts(variant).conversions == 1
+
+
+def test_works_never_listed_and_views_do_not_convert():
+    world = Booked(*WORKS)
+    world.run([follow("u", "a", "m1")])
+    variant = decode_recs(world.recs["u"]).variant
+    world.run([order("u", "not-listed", "o1"), Signal("view", "u", "v1", NOW - 50, (Target("a", "a1-new"),))])
+    assert world.counts(variant).conversions == 0
+
+
+def test_an_exposure_record_counts_the_current_list_and_names_its_sources():
+    world = Booked(*WORKS)
+    world.run([follow("u", "a", "m1")])
+    current = decode_recs(world.recs["u"])
+    world.run([Exposure("u", "seen-1", NOW - 30), Exposure("u", "seen-1", NOW - 30)])  # the second is a repeat
+    assert world.counts(current.variant).exposures == 2
+    world.run([Exposure("u", "seen-2", NOW - 20, [("b1", ""), ("zz", "")])])  # works given: sources looked up
+    world.run([order("u", "zz", "o2", t=NOW - 10)])
+    c = world.counts(current.variant)
+    assert (c.exposures, c.conversions, c.sources) == (3, 1, {"other": 1})
+
+
+def test_without_an_attribution_table_nothing_is_counted():
+    world = World(*WORKS)
+    batch = PartitionBatch(CFG, 0, world.profiles, world.recs, world.fans, Partial(), world.catalog,
+                           PopularityView([]), NOW)
+    batch.run([follow("u", "a", "m1"), order("u", "a1-new", "o1")])
+    assert batch.ledger is None
+
+
+def test_readout_merges_partitions_and_reports_each_experiment():
+    tables = {}
+    for partition, (user, variant) in enumerate([("u1", "A"), ("u2", "B"), ("u3", "B")]):
+        book = Ledger(tables, partition)
+        book.exposed(user, variant, [("w", "trending")], t=0.0)
+        if user != "u1":
+            book.converted(user, ["w"], "save", t=10.0, message_id=f"s-{user}")
+        book.flush()
+    image_book = Ledger(tables, 0, kind="images")
+    image_book.impressed("c1", "B", "m1", "i1", 0.0, "imp-1")
+    image_book.image_converted("c1", "m1", "i1", 5.0, "conv-1")
+    image_book.flush()
+    out = readout(tables.items(), {"recs": ("recs", {"A": 0.5, "B": 0.5}), "images": ("images", {"A": 0.5, "B": 0.5})})
+    recs, images = out["experiments"]
+    assert [(v["variant"], v["users"], v["converted"]) for v in recs["variants"]] == [("A", 1, 0), ("B", 2, 2)]
+    assert recs["sources"] == {"A": {}, "B": {"trending": 2}}
+    assert [(v["variant"], v["users"], v["converted"]) for v in images["variants"]] == [("A", 0, 0), ("B", 1, 1)]
+    assert images["merchants"]["m1"]["variants"][1]["converted"] == 1
