@@ -82,6 +82,7 @@ class Settings:
     attribution_days: float = field(default=7.0, metadata={"help": "experiments: an order, inquiry or save of a listed work counts for the list's variant within this many days of the exposure", "above": 0})
     http_exposures: bool = field(default=True, metadata={"help": "experiments: a list served by GET /recommendations is an exposure (at most one per user per RECSTREAM_EXPOSURE_FLUSH_S)"})
     exposure_flush_s: float = field(default=5.0, metadata={"help": "how often served lists are sent as exposures (each user at most once per interval)", "above": 0})
+    readout_interval_s: float = field(default=60.0, metadata={"help": "how often the experiments' counts are snapshot to experiments.readouts (the history `recstream experiments report --out` plots)", "above": 0})
     write_keys: str = field(default="", metadata={"help": "write keys the Segment-compatible collector (POST /v1/batch, /v1/track, ...) accepts as the HTTP Basic user, comma-separated; empty accepts any key", "secret": True})
     kafka_security_protocol: str = field(default="PLAINTEXT", metadata={"help": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL", "choices": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")})
     kafka_sasl_mechanism: str = field(default="PLAIN", metadata={"help": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", "choices": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")})

@@ -40,6 +40,7 @@ recommendations = _topic("recommendations")
 images_chosen = _topic("images.chosen")
 images_replies = _topic("images.replies")
 deadletter = _topic(DEADLETTER)
+experiment_readouts = _topic("experiments.readouts")  # snapshots of the experiments' counts (streams.readout)
 
 TYPED_BY_NAME = {t.get_topic_name(): kind for kind, t in typed_signal_topics.items()}
 TYPED_BY_NAME[image_impressions.get_topic_name()] = "image:impression"

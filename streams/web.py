@@ -175,6 +175,18 @@ def _readout() -> dict:
     return readout(tables.experiment_tallies.items(), shares)
 
 
+@app.timer(interval=settings.readout_interval_s)
+async def _publish_readout() -> None:
+    """A snapshot of every experiment's counts on experiments.readouts (the history behind
+    `recstream experiments report --out`), from the worker that owns partition 0."""
+    from streams import topics
+    from streams.faustutil import owned_partitions, send_all
+    from streams.readout import snapshot
+
+    if 0 in owned_partitions(app, tables.attribution):
+        await send_all(app, [(topics.experiment_readouts, key, value) for key, value in snapshot(_readout(), clock.now())])
+
+
 def _experiment_gauge(field: str):
     def read() -> dict:
         return {(("experiment", e["name"]), ("variant", v["variant"])): v[field]
