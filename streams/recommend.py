@@ -99,7 +99,8 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], p
     if variant.ranking == "popular":
         take(_popular(personal, catalog, popularity, since, now, variant))
     else:
-        take(_rank(((aff, _recent(catalog, a, since, now), "affinity") for a, aff in personal), variant, popularity))
+        take(_rank(((aff, _recent(catalog, a, since, now, popularity), "affinity") for a, aff in personal), variant,
+                   popularity))
         if len(items) < n:
             take(_similar(personal, catalog, popularity, since, now, variant))
     if len(items) < n:
@@ -123,8 +124,18 @@ def cold_start(catalog: CatalogIndex, popularity: PopularityView, variant: Varia
     return build((), (), (), variant, catalog, popularity, now)
 
 
-def _recent(catalog: CatalogIndex, artist: str, since: float, now: float) -> list[tuple[float, str, Artwork]]:
-    return catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
+def _recent(catalog: CatalogIndex, artist: str, since: float, now: float,
+            popularity: PopularityView | None = None) -> list[tuple[float, str, Artwork]]:
+    """An artist's recent works (at most MAX_WORKS_PER_ARTIST); memoised in the popularity view,
+    keyed by the window, since many users of one batch share artists (the catalog can change
+    between batches, whose `now` differs, so a memo never outlives its batch's answer)."""
+    if popularity is None:
+        return catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
+    key = ("recent", id(catalog), artist, since, now)
+    found = popularity.memo.get(key)
+    if found is None:
+        found = popularity.memo[key] = catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
+    return found
 
 
 def _rank(groups: Iterable[tuple[float, list[tuple[float, str, Artwork]], str]], variant: Variant,
@@ -164,7 +175,7 @@ def _similar_artists(personal: Sequence[tuple[str, float]], popularity: Populari
 def _similar(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popularity: PopularityView,
              since: float, now: float, variant: Variant) -> list[tuple[Artwork, float, str]]:
     similar = _similar_artists(personal, popularity)
-    return _rank(((s, _recent(catalog, other, since, now), "similar") for other, s in similar.items()),
+    return _rank(((s, _recent(catalog, other, since, now, popularity), "similar") for other, s in similar.items()),
                  variant, popularity)
 
 
@@ -181,7 +192,7 @@ def _popular(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popul
     trending, floor, weight = popularity.trending_score, variant.trending_floor, variant.personal_weight
     keyed: dict[str, tuple[float, float, str, Artwork, str]] = {}
     for artist, (aff, source) in lift.items():
-        for neg_pub, wid, w in _recent(catalog, artist, since, now):
+        for neg_pub, wid, w in _recent(catalog, artist, since, now, popularity):
             keyed[wid] = (-(trending.get(wid, 0.0) + floor) * (1.0 + weight * aff), neg_pub, wid, w, source)
     hot = _hot(popularity, catalog, variant.trending_candidates, floor, now)
     for neg_base, neg_pub, wid, w in hot:
