@@ -177,3 +177,44 @@ class DemoImages:
             if self.rng.random() < self.truth[f"{merchant}|{image}"]:
                 yield {"type": "track", "event": "Image Conversion", "userId": consumer,
                        "messageId": f"img-{i}-conv", "timestamp": t, "properties": {**props, "order_id": f"o{i}"}}
+
+
+def main(argv: list[str]) -> int:
+    """``recstream demo-events``."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="recstream demo-events",
+        description="Seeded demo data as JSONL on stdout: Segment events by default, or the "
+                    "matching catalog records (`recstream load artworks|curated|images FILE`).")
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--artists", type=int, default=200)
+    parser.add_argument("--artworks", type=int, default=2000)
+    parser.add_argument("--events", type=int, default=10000,
+                        help="events (with --image-events: impressions)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--merchants", type=int, default=40,
+                        help="merchants of --images / --image-events")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--catalog", action="store_true",
+                      help="print the artworks (catalog.artworks) instead")
+    what.add_argument("--curated", action="store_true",
+                      help="print the curated list (catalog.curated) of these --artworks instead")
+    what.add_argument("--images", action="store_true",
+                      help="print the merchants' image catalogs (catalog.images) instead")
+    what.add_argument("--image-events", action="store_true",
+                      help="print image impressions/conversions for the --images merchants instead")
+    args = parser.parse_args(argv)
+    if args.images or args.image_events:
+        images = DemoImages(merchants=args.merchants, seed=args.seed)
+        rows = images.catalog() if args.images else images.events(args.events)
+    else:
+        demo = DemoGenerator(args.users, args.artists, args.artworks, seed=args.seed)
+        rows = (demo.artworks() if args.catalog else [demo.curated()] if args.curated
+                else demo.events(args.events))
+    out = sys.stdout.buffer
+    for row in rows:
+        out.write(dumps(row) + b"\n")
+    out.flush()
+    return 0

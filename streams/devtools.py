@@ -1,4 +1,4 @@
-"""Developer commands (dev, demo-events, broker, config) and the worker-process handle that
+"""Developer commands (dev, broker) and the worker-process handle that
 ``recstream dev``, the integration tests and the benchmarks share."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from streams.broker import EmbeddedBroker, _die_with_parent, free_port
+from streams.broker import BrokerError, EmbeddedBroker, _die_with_parent, free_port
 from streams.demo import DemoGenerator, dumps
 from streams.settings import Settings
 
@@ -125,21 +126,9 @@ def segment_key(event: dict) -> bytes | None:
 
 
 def run(command: str, argv: list[str]) -> int:
-    return {"dev": cmd_dev, "demo-events": cmd_demo_events, "broker": cmd_broker,
-            "config": cmd_config}[command](argv)
+    from streams import demo
 
-
-def cmd_config(argv: list[str]) -> int:
-    if argv == ["--markdown"]:  # the README's configuration table
-        print("| variable | default | meaning |\n|---|---|---|")
-        for var, default, help_text in Settings.describe():
-            print(f"| `{var}` | {f'`{default}`' if default else '(empty)'} | {help_text} |")
-        return 0
-    current = Settings.from_env()
-    for var, default, help_text in Settings.describe():
-        value = getattr(current, var[len("RECSTREAM_"):].lower())
-        print(f"{var}={value if not hasattr(value, 'items') else dict(value)}    # {help_text} (default {default})")
-    return 0
+    return {"dev": cmd_dev, "demo-events": demo.main, "broker": cmd_broker}[command](argv)
 
 
 def cmd_broker(argv: list[str]) -> int:
@@ -155,63 +144,86 @@ def cmd_broker(argv: list[str]) -> int:
     return 0
 
 
-def cmd_demo_events(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="recstream demo-events",
-                                     description="Seeded demo data as JSONL on stdout.")
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--artists", type=int, default=200)
-    parser.add_argument("--artworks", type=int, default=2000)
-    parser.add_argument("--events", type=int, default=10000)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--catalog", action="store_true", help="print the artworks catalog instead")
-    args = parser.parse_args(argv)
-    demo = DemoGenerator(args.users, args.artists, args.artworks, seed=args.seed)
-    rows = demo.artworks() if args.catalog else demo.events(args.events)
-    out = sys.stdout.buffer
-    for row in rows:
-        out.write(dumps(row) + b"\n")
-    out.flush()
-    return 0
-
-
 def cmd_dev(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="recstream dev",
-        description="Embedded broker + a worker + demo events, printing live affinity.")
-    parser.add_argument("--duration", type=float, default=0, help="seconds to run (0: until Ctrl-C)")
+        description="Embedded broker + a worker + demo events, printing live recommendations. Its "
+                    "temporary folder (worker state and log) is removed at the end unless --keep.")
+    parser.add_argument("--duration", type=float, default=0,
+                        help="seconds to run (0, the default: until Ctrl-C, after the events too)")
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--rate", type=float, default=400, help="demo events per second")
-    parser.add_argument("--watch", type=int, default=3, help="users whose affinity is printed")
+    parser.add_argument("--watch", type=int, default=3,
+                        help="users whose recommendations are printed")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary folder (worker log, state)")
     args = parser.parse_args(argv)
+    if args.duration < 0:
+        parser.error("--duration must be >= 0 (0: until Ctrl-C)")
+    sys.stdout.reconfigure(line_buffering=True)  # live output reaches a pipe line by line
     try:
         asyncio.run(_dev(args))
-    except KeyboardInterrupt:
-        print("\nstopped")
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM
+        print("\n[dev] stopped")
+    except (DevError, BrokerError) as exc:
+        print(f"recstream dev: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
+class DevError(Exception):
+    """`recstream dev` cannot go on (the worker did not start, the broker did not answer)."""
+
+
 async def _dev(args) -> None:
+    from aiokafka.errors import KafkaError
+
     settings = Settings.from_env()
-    broker = None
-    url = settings.broker_url
-    if not url:
-        broker = EmbeddedBroker().start()
-        url = broker.url
-        print(f"[dev] embedded broker on {url}")
+    # SIGTERM stops it like Ctrl-C: the worker and broker stop and the folder is removed
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     workdir = Path(tempfile.mkdtemp(prefix="recstream-dev-"))
-    worker = WorkerProcess(url, str(workdir / "state"), log_path=workdir / "worker.log",
-                           web_port=settings.web_port if settings.web_port != 6066 else None)
+    broker = worker = None
     try:
+        url = settings.broker_url
+        if not url:
+            broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
+            url = broker.url
+            print(f"[dev] embedded broker on {url}")
+        worker = WorkerProcess(url, str(workdir / "state"), log_path=workdir / "worker.log",
+                               web_port=settings.web_port if settings.web_port != 6066 else None)
         worker.start()
         print(f"[dev] worker starting (log: {workdir / 'worker.log'}, http: {worker.base_url})")
-        await asyncio.get_running_loop().run_in_executor(None, worker.wait_ready)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, worker.wait_ready)
+        except (RuntimeError, TimeoutError) as exc:
+            why = str(exc).split("; log:")[0]
+            log = _tail(worker.log_path)
+            raise DevError(f"{why}; from its log (--keep keeps it):\n{log}") from None
         print("[dev] worker ready")
-        await _dev_loop(args, settings, url.removeprefix("kafka://"), worker)
+        try:
+            await _dev_loop(args, settings, url.removeprefix("kafka://"), worker)
+        except KafkaError as exc:
+            raise DevError(f"the broker at {url} did not answer ({exc})") from None
     finally:
-        worker.stop()
-        if broker:
+        if worker is not None:
+            worker.stop()
+        if broker is not None:
             broker.stop()
+        if args.keep:
+            print(f"[dev] kept {workdir} (worker.log, state)")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    """The worker log's error lines (faust's shutdown noise left out), else its last lines."""
+    try:
+        log = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    errors = [line for line in log if "[ERROR]" in line or "[CRITICAL]" in line]
+    return "\n".join((errors or log)[-lines:])
 
 
 async def _dev_loop(args, settings: Settings, bootstrap: str, worker: WorkerProcess) -> None:
@@ -238,8 +250,9 @@ async def _dev_loop(args, settings: Settings, bootstrap: str, worker: WorkerProc
     await consumer.start()
     started = time.monotonic()
     counts = {"recommendations": 0, "affinity.updates": 0}
+    all_sent = False
     try:
-        while not args.duration or time.monotonic() - started < args.duration:
+        while not args.duration or time.monotonic() - started < args.duration:  # 0: until Ctrl-C
             batch = await consumer.getmany(timeout_ms=1000)
             for records in batch.values():
                 for rec in records:
@@ -248,16 +261,18 @@ async def _dev_loop(args, settings: Settings, bootstrap: str, worker: WorkerProc
                     value = json.loads(rec.value)
                     if kind == "recommendations" and value["user_id"] in watch:
                         print(f"[recs] {value['user_id']:>5} ({value['variant']}): {_items_line(value)}")
-            if producer_task.done():
-                producer_task.result()  # surface a producer failure
-                if not args.duration:
-                    break
+            if producer_task.done() and not all_sent:
+                all_sent = True
+                sent = producer_task.result()  # surfaces a producer failure
+                until = "" if args.duration else "; running until Ctrl-C"
+                print(f"[dev] all {sent} events sent{until}")
     finally:
         producer_task.cancel()
         await consumer.stop()
-    user = sorted(watch)[0]
+        print(f"[dev] {counts['affinity.updates']} affinity updates, "
+              f"{counts['recommendations']} recommendation lists")
+    user = min(watch) if watch else "u0"
     status, body = worker.get(f"/recommendations/{user}")
-    print(f"[dev] {counts['affinity.updates']} affinity updates, {counts['recommendations']} recommendation lists")
     print(f"[dev] GET /recommendations/{user} -> {status} {body.decode()[:400]}")
 
 

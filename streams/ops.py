@@ -1,7 +1,9 @@
 """Ops commands: ``recstream replay``, ``recstream emit-all``, ``recstream rebuild``.
 
 replay   JSONL files (optionally .gz) of Segment payloads or typed records -> the right input
-         topics, keyed by user/consumer, with progress, an optional rate limit and a summary.
+         topics, keyed by user/consumer, with progress, an optional rate limit and a summary;
+         exit status 1 when nothing was sent, with a hint to `recstream load` (streams/load.py)
+         when the lines look like catalog records.
 emit-all every user's current recommendations (read from the recommendations changelog, so no
          worker is involved and the read costs the workers nothing) -> the recommendations topic.
 rebuild  a worker under a new app id: a fresh consumer group reads every input topic from the
@@ -12,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import json
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 from streams.events import IMAGE_EVENTS, MAX_DEPTH, Rejected, parse_segment, too_deep
@@ -97,41 +97,31 @@ def _route_line(line: bytes, max_bytes: int) -> tuple[str, bytes | None] | Rejec
     return Rejected("unknown_record", "neither a Segment payload (type) nor a typed record (kind)")
 
 
-def _lines(paths: list[Path]) -> Iterator[tuple[bytes, int]]:
-    """(line, bytes read so far across all files)."""
-    done = 0
-    for path in paths:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
-            raw = f.fileobj if path.suffix == ".gz" else f  # progress by compressed bytes
-            for line in f:
-                line = line.strip()
-                if line:
-                    yield line, done + raw.tell()
-        done += path.stat().st_size
-
-
 async def replay(paths: list[Path], bootstrap: str, settings: Settings, rate: float = 0.0,
-                 rejects: Path | None = None) -> tuple[int, Counter]:
+                 rejects: Path | None = None, hints: Counter | None = None) -> tuple[int, Counter]:
+    """`hints` (when given) counts the rejected lines that look like catalog records, by kind."""
     from aiokafka import AIOKafkaProducer
 
     from streams.devtools import pace
+    from streams.load import kafka_client, numbered_lines, reject_record, sniff, start_quietly
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=262144)
-    await producer.start()
+    client = kafka_client(settings, bootstrap)
+    producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=262144)
+    await start_quietly(producer)
     total_bytes = sum(p.stat().st_size for p in paths)
     progress = Progress("replay", total_bytes)
     sent, rejected = 0, Counter()
     reject_file = open(rejects, "wb") if rejects else None
     started = time.monotonic()
     try:
-        for line, done in _lines(paths):
+        for path, number, line, done in numbered_lines(paths):
             routed = route_line(line, settings.max_event_bytes)
             if isinstance(routed, Rejected):
                 rejected[routed.reason] += 1
+                if hints is not None and routed.reason == "unknown_record":
+                    hints[sniff(line)] += 1
                 if reject_file:
-                    reject_file.write(json.dumps({"reason": routed.reason, "detail": routed.detail,
-                                                  "line": line.decode("utf-8", "replace")}).encode() + b"\n")
+                    reject_file.write(reject_record(routed, path, number, line))
                 continue
             topic, key = routed
             await producer.send(settings.topic(topic), value=line, key=key)
@@ -152,8 +142,11 @@ async def emit_all(bootstrap: str, settings: Settings, users: set[str] | None = 
     """Re-publish the latest recommendations of every (or each listed) user."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from streams.load import kafka_client
+
     changelog = f"{settings.app_id}-recommendations-changelog"
-    consumer = AIOKafkaConsumer(changelog, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+    client = kafka_client(settings, bootstrap)
+    consumer = AIOKafkaConsumer(changelog, **client, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)
     await consumer.start()
     latest: dict[bytes, bytes | None] = {}
@@ -170,7 +163,7 @@ async def emit_all(bootstrap: str, settings: Settings, users: set[str] | None = 
     finally:
         await consumer.stop()
     progress.close(len(latest))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    producer = AIOKafkaProducer(**client, linger_ms=20)
     await producer.start()
     sent = 0
     progress = Progress("emit-all")
@@ -190,7 +183,9 @@ async def emit_all(bootstrap: str, settings: Settings, users: set[str] | None = 
 
 def _bootstrap(settings: Settings) -> str:
     if not settings.broker_url:
-        sys.exit("RECSTREAM_BROKER_URL is not set: point it at the cluster (e.g. kafka://127.0.0.1:9092)")
+        print("recstream: RECSTREAM_BROKER_URL is not set: point it at the cluster "
+              "(e.g. kafka://127.0.0.1:9092)", file=sys.stderr)
+        sys.exit(2)
     return settings.broker_url.split("://", 1)[-1]
 
 
@@ -200,15 +195,28 @@ def cmd_replay(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="max events per second (0: as fast as possible)")
     parser.add_argument("--rejects", type=Path, help="write rejected lines with their reasons here (JSONL)")
     args = parser.parse_args(argv)
-    missing = [str(p) for p in args.files if not p.exists()]
-    if missing:
-        parser.error(f"no such file: {', '.join(missing)}")
+    from streams.load import missing_files, run_producer
+
+    if missing_files("replay", args.files):
+        return 2
     settings = Settings.from_env()
-    sent, rejected = asyncio.run(replay(args.files, _bootstrap(settings), settings, args.rate, args.rejects))
+    hints: Counter = Counter()
+    bootstrap = _bootstrap(settings)
+    result, status = run_producer(
+        "replay", replay(args.files, bootstrap, settings, args.rate, args.rejects, hints))
+    if status:
+        return status
+    sent, rejected = result
     print(f"sent {sent}, rejected {sum(rejected.values())}")
     for reason, count in rejected.most_common():
         print(f"  rejected {reason}: {count}")
-    return 0
+    for kind, count in hints.most_common():
+        if kind in ("artworks", "curated", "images"):
+            print(f"hint: {count} lines look like {kind} catalog records: load them with "
+                  f"`recstream load {kind} FILE...`")
+    if not sent:
+        print("nothing was sent", file=sys.stderr)
+    return 0 if sent else 1
 
 
 def cmd_emit_all(argv: list[str]) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -29,6 +30,10 @@ from streams.images import (
 from streams.records import ImageEvent
 
 DEFAULT_MULTIPLIERS = "0,0.005,0.01,0.02,0.05"
+
+
+class NoData(Exception):
+    """A source gave nothing to simulate on: one line for the user (exit status 2)."""
 
 
 def stats_from_events(lines, half_life_s: float = 0.0) -> dict[str, tuple[float, float]]:
@@ -54,20 +59,55 @@ def stats_from_events(lines, half_life_s: float = 0.0) -> dict[str, tuple[float,
 
 
 def pools_from_catalog(lines, rules: PoolRules = PoolRules()) -> dict[str, list[Image]]:
-    out = {}
+    """catalog.images lines -> pools; lines that are not image catalogs are skipped (counted)."""
+    out, skipped = {}, 0
     for line in lines:
         if line.strip():
-            record = msgspec.json.decode(line, type=ImageCatalog)
+            try:
+                record = msgspec.json.decode(line, type=ImageCatalog)
+            except msgspec.MsgspecError:
+                skipped += 1
+                continue
             out[record.merchant_id] = build_pool(record, rules)
+    if skipped:
+        print(f"[simulate] skipped {skipped} catalog lines that are not image catalogs",
+              file=sys.stderr)
     return out
 
 
-def from_worker(url: str) -> tuple[dict, dict]:
-    with urllib.request.urlopen(url.rstrip("/") + "/images/stats", timeout=30) as resp:
-        body = json.load(resp)
-    stats = {k: (v["impressions"], v["conversions"]) for k, v in body["stats"].items()}
-    pools = {m: [msgspec.convert(i, Image) for i in imgs] for m, imgs in body["pools"].items()}
+def from_worker(url: str, token: str = "") -> tuple[dict, dict]:
+    """The worker's /images/stats; an unreachable or unusable URL raises NoData (one line)."""
+    if not url.startswith(("http://", "https://")):
+        raise NoData(f"{url!r} is not an http:// URL, e.g. http://127.0.0.1:6066")
+    url = url.rstrip("/") + "/images/stats"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            body = json.load(resp)
+        stats = {k: (v["impressions"], v["conversions"]) for k, v in body["stats"].items()}
+        pools = {m: [msgspec.convert(i, Image) for i in imgs] for m, imgs in body["pools"].items()}
+    except urllib.error.HTTPError as exc:
+        token_hint = " (set RECSTREAM_API_TOKEN to the workers' token)" if exc.code == 401 else ""
+        raise NoData(f"{url} answered HTTP {exc.code} {exc.reason}{token_hint}") from None
+    except urllib.error.URLError as exc:
+        raise NoData(f"cannot reach {url}: {exc.reason}") from None
+    except (OSError, ValueError) as exc:  # timeouts, resets, a bad URL, a body that is not JSON
+        raise NoData(f"cannot read {url}: {exc}") from None
+    except (KeyError, TypeError, AttributeError, msgspec.MsgspecError):
+        raise NoData(f"{url} did not answer with image statistics (a recstream worker?)") from None
     return stats, pools
+
+
+def check_inputs(stats: dict, pools: dict, events: str, catalog: str) -> None:
+    """Raise NoData when the table would say nothing true: no events, no pools to change, or
+    events and pools about different merchants."""
+    if not stats:
+        raise NoData(f"no image impressions or conversions in {events}: nothing to simulate")
+    if not any(len(p) > 1 for p in pools.values()):
+        raise NoData(f"no merchant in {catalog} has a pool of two or more images: nothing changes")
+    if not {key.split("|", 1)[0] for key in stats} & pools.keys():
+        raise NoData(f"the image events ({events}) and pools ({catalog}) name other merchants")
 
 
 def render_table(table: dict[float, list[float]]) -> str:
@@ -115,22 +155,14 @@ def main(argv: list[str]) -> int:
         multipliers = [float(x) for x in args.multipliers.split(",")]
     except ValueError:
         parser.error(f"--multipliers must be comma-separated numbers, got {args.multipliers!r}")
-    if args.from_worker:
-        stats, pools = from_worker(args.from_worker)
-    elif args.events:
-        if not args.catalog:
-            parser.error("--events needs --catalog (the merchants' image pools)")
-        with open(args.events, "rb") as f:
-            stats = stats_from_events(f)
-        with open(args.catalog, "rb") as f:
-            pools = pools_from_catalog(f)
-    else:
-        from streams.demo import DemoImages, dumps
-
-        demo = DemoImages(merchants=args.demo_merchants)
-        print(f"[simulate] no source given: demo data ({args.demo_merchants} merchants)", file=sys.stderr)
-        stats = stats_from_events(dumps(e) for e in demo.events(args.demo_merchants * 400))
-        pools = pools_from_catalog(dumps(c) for c in demo.catalog())
+    if args.events and not args.catalog:
+        parser.error("--events needs --catalog (the merchants' image pools)")
+    try:
+        stats, pools, sources = _inputs(args)
+        check_inputs(stats, pools, *sources)
+    except NoData as exc:
+        print(f"recstream simulate-multiplier: {exc}", file=sys.stderr)
+        return 2
     table = change_probability(pools, stats, multipliers, args.views)
     merchants = sum(1 for p in pools.values() if len(p) > 1)
     print(f"share of {merchants} merchants whose image has changed within X unconverted views")
@@ -138,3 +170,28 @@ def main(argv: list[str]) -> int:
     plot(table, args.out, merchants)
     print(f"plot: {args.out}")
     return 0
+
+
+def _inputs(args) -> tuple[dict, dict, tuple[str, str]]:
+    """(stats, pools, (where the events and the pools came from)) for the chosen source."""
+    if args.from_worker:
+        from streams.settings import Settings
+
+        stats, pools = from_worker(args.from_worker, Settings.from_env().api_token)
+        return stats, pools, (args.from_worker, args.from_worker)
+    if args.events:
+        try:
+            with open(args.events, "rb") as f:
+                stats = stats_from_events(f)
+            with open(args.catalog, "rb") as f:
+                pools = pools_from_catalog(f)
+        except OSError as exc:
+            raise NoData(f"{exc.filename}: {exc.strerror}") from None
+        return stats, pools, (str(args.events), str(args.catalog))
+    from streams.demo import DemoImages, dumps
+
+    demo = DemoImages(merchants=args.demo_merchants)
+    print(f"[simulate] no source given: demo data ({args.demo_merchants} merchants)",
+          file=sys.stderr)
+    stats = stats_from_events(dumps(e) for e in demo.events(args.demo_merchants * 400))
+    return stats, pools_from_catalog(dumps(c) for c in demo.catalog()), ("the demo data",) * 2

@@ -22,7 +22,9 @@ image_catalog = _topic("catalog.images", config=COMPACT)
 image_impressions = _topic("images.impressions")
 image_conversions = _topic("images.conversions")
 image_requests = _topic("images.requests")
-curated = app.topic(settings.topic("catalog.curated"), key_type=bytes, value_type=bytes, partitions=1, config=COMPACT)
+# as many partitions as the editorial table's changelog (faust stops an agent whose source and
+# table changelog differ: PartitionsMismatch); the one key "curated" lives in one of them
+curated = _topic("catalog.curated", config=COMPACT)
 
 # Internal topics belong to one app id, so that a rebuild under a new app id (a new consumer
 # group, new changelogs) reads only what its own ingest wrote.

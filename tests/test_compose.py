@@ -47,7 +47,7 @@ def test_topics_job_creates_every_topic_with_compacted_catalog():
                  "images.chosen", "images.replies", *(f"signals.{k}" for k in SIGNAL_KINDS)]:
         assert name in script, name
     assert "create catalog.artworks 12 --config cleanup.policy=compact" in script
-    assert "create catalog.curated 1 --config cleanup.policy=compact" in script
+    assert "create catalog.curated 12 --config cleanup.policy=compact" in script
     assert "create catalog.images 12 --config cleanup.policy=compact" in script
 
 

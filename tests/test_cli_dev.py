@@ -1,0 +1,141 @@
+"""`recstream dev` as a user runs it: `--duration 0` runs until Ctrl-C (or SIGTERM), after the
+demo events too, then stops the worker and the broker and removes its temporary folder; `--keep`
+keeps the folder. Each run starts the real embedded broker and a real worker."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+RECSTREAM = str(Path(sys.executable).with_name("recstream"))
+
+
+def start_dev(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, queue.Queue, list[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    proc = subprocess.Popen(
+        [RECSTREAM, "dev", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "TMPDIR": str(tmp_path)},
+    )
+    lines: queue.Queue = queue.Queue()
+    seen: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            seen.append(line.rstrip("\n"))
+            lines.put(line.rstrip("\n"))
+
+    threading.Thread(target=read, daemon=True).start()
+    return proc, lines, seen
+
+
+def wait_for(lines: queue.Queue, pattern: str, proc: subprocess.Popen, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"dev exited ({proc.returncode}) before {pattern!r}: {proc.stderr.read()}"
+                )
+            continue
+        if re.search(pattern, line):
+            return line
+    pytest.fail(f"no line matching {pattern!r} within {timeout}s")
+
+
+def answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_dev_duration_0_runs_until_stopped_then_cleans_up(tmp_path, stop):
+    proc, lines, seen = start_dev(
+        tmp_path, "--duration", "0", "--users", "30", "--events", "300", "--rate", "1000"
+    )
+    try:
+        started = wait_for(lines, r"^\[dev\] worker starting", proc, 60)
+        health = re.search(r"http: (http://\S+)\)", started).group(1) + "/health"
+        (workdir,) = tmp_path.glob("recstream-dev-*")
+        assert (workdir / "worker.log").exists()
+        wait_for(lines, r"^\[recs\] ", proc, 120)
+        wait_for(lines, r"^\[dev\] all 300 events sent; running until Ctrl-C$", proc, 60)
+        time.sleep(4)
+        assert proc.poll() is None, "dev --duration 0 exited by itself after the events"
+        assert answers(health)
+        proc.send_signal(stop)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    stderr = proc.stderr.read()
+    assert "Traceback" not in stderr, stderr
+    time.sleep(0.5)  # the reader thread has the last lines
+    assert seen[-1] == "[dev] stopped" and any(
+        re.match(r"\[dev\] \d+ affinity updates", s) for s in seen
+    )
+    assert not workdir.exists() and not list(tmp_path.glob("recstream-dev-*"))
+    assert not answers(health)  # the worker is gone too
+
+
+def test_dev_with_a_duration_ends_by_itself_and_keep_keeps_the_folder(tmp_path):
+    proc, lines, seen = start_dev(
+        tmp_path, "--duration", "3", "--keep", "--users", "20", "--events", "100", "--rate", "1000"
+    )
+    try:
+        assert proc.wait(180) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    time.sleep(0.5)
+    (workdir,) = tmp_path.glob("recstream-dev-*")
+    try:
+        assert f"[dev] kept {workdir} (worker.log, state)" in seen
+        assert any(s.startswith("[dev] GET /recommendations/u0 -> 200") for s in seen)
+        assert (workdir / "worker.log").stat().st_size > 0 and (workdir / "state").is_dir()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_dev_whose_worker_cannot_start_says_why_and_removes_its_folder(tmp_path):
+    import socket
+
+    with socket.socket() as taken:  # the worker's HTTP port is in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+        result = subprocess.run(
+            [RECSTREAM, "dev", "--users", "10", "--events", "10"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**env, "TMPDIR": str(tmp_path), "RECSTREAM_WEB_PORT": str(taken.getsockname()[1])},
+        )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(
+        "recstream dev: worker exited with code 1; from its log (--keep keeps it):"
+    )
+    assert "address already in use" in result.stderr
+    assert not list(tmp_path.glob("recstream-dev-*"))
