@@ -17,6 +17,7 @@ COMMANDS = (
     ("load", "catalog files (JSONL, .gz): load artworks|curated|images FILE..."),
     ("rebuild", "rebuild all state from the input topics under a new app id, then run live"),
     ("emit-all", "publish every user's current recommendations again"),
+    ("experiments", "the A/B readout: experiments report [--out readout.png] [--json]"),
     ("worker", "a worker: recstream worker -l info (faust's command)"),
 )
 FAUST_COMMANDS = "worker, agents, tables, send, reset, clean-versions, livecheck, models"
@@ -57,6 +58,10 @@ def _main(argv: list[str]) -> None:
         from streams import simulate
 
         sys.exit(simulate.main(rest))
+    if command == "experiments":
+        from streams.readout import main as readout_main
+
+        sys.exit(readout_main(rest))
     if command == "load":
         from streams.load import cmd_load
 

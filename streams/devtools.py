@@ -237,6 +237,7 @@ async def _dev_loop(args, settings: Settings, bootstrap: str, worker: WorkerProc
     await produce(bootstrap, settings.topic("catalog.artworks"), artworks)
     await produce(bootstrap, settings.topic("catalog.curated"), [(b"curated", dumps(demo.curated()))])
     print(f"[dev] published {len(artworks)} artworks and the curated list")
+    artists = sorted({a["artist_id"] for a in demo.artworks()})
     await asyncio.sleep(1.0)  # let the catalog land in the table before events refer to it
     status, body = worker.get("/recommendations/newcomer")
     print(f"[dev] a brand-new visitor gets: {_items_line(json.loads(body))}")
@@ -264,8 +265,10 @@ async def _dev_loop(args, settings: Settings, bootstrap: str, worker: WorkerProc
             if producer_task.done() and not all_sent:
                 all_sent = True
                 sent = producer_task.result()  # surfaces a producer failure
-                until = "" if args.duration else "; running until Ctrl-C"
-                print(f"[dev] all {sent} events sent{until}")
+                print(f"[dev] all {sent} events sent")
+                await _experiment_readout(settings, bootstrap, worker, artists)
+                if not args.duration:
+                    print("[dev] running until Ctrl-C")
     finally:
         producer_task.cancel()
         await consumer.stop()
@@ -274,7 +277,65 @@ async def _dev_loop(args, settings: Settings, bootstrap: str, worker: WorkerProc
     user = min(watch) if watch else "u0"
     status, body = worker.get(f"/recommendations/{user}")
     print(f"[dev] GET /recommendations/{user} -> {status} {body.decode()[:400]}")
+    if not all_sent:  # the duration ended first
+        await _experiment_readout(settings, bootstrap, worker, artists)
+
+
+# the demo's planted effect: new visitors save a work from their first list, B's twice as often
+DEMO_SAVE_RATE = {"A": 0.25, "B": 0.5}
+DEMO_VISITORS = 400
+
+
+async def _experiment_readout(settings: Settings, bootstrap: str, worker: WorkerProcess, artists: list[str]) -> None:
+    """New visitors follow an artist, get a first list and save a work from it at a rate that
+    depends on their variant (DEMO_SAVE_RATE); then the readout of GET /experiments is printed,
+    so a newcomer sees the A/B machinery find the planted winner."""
+    import random
+
+    from streams.readout import table
+
+    rng, visitors = random.Random(7), [f"visitor{i}" for i in range(DEMO_VISITORS)]
+    follows = [(v.encode(), _track(v, "followedArtist", {"owner_id": rng.choice(artists)})) for v in visitors]
+    await produce(bootstrap, settings.topic("events.segment"), follows)
+    lists: dict[str, dict] = {}
+    deadline = time.monotonic() + 30
+    while len(lists) < len(visitors) and time.monotonic() < deadline:
+        for v in visitors:
+            if v not in lists:
+                status, body = worker.get(f"/recommendations/{v}")
+                if status == 200 and json.loads(body)["trigger"] != "cold-start":
+                    lists[v] = json.loads(body)
+        await asyncio.sleep(0.2)
+    saves = [(v.encode(), _track(v, "artworkSave", {"artwork_id": rng.choice(recs["items"])["artwork_id"]}))
+             for v, recs in lists.items() if recs["items"] and rng.random() < DEMO_SAVE_RATE.get(recs["variant"], 0)]
+    target = _converted(worker) + len(saves)  # each saving visitor converts once
+    await produce(bootstrap, settings.topic("events.segment"), saves)
+    print(f"[dev] {len(lists)} new visitors followed an artist; {len(saves)} saved a work from their first list"
+          " (planted: B's visitors twice as often as A's; the demo users' own saves of listed works count too)")
+    deadline = time.monotonic() + 20
+    while _converted(worker) < target and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    status, body = worker.get("/experiments")
+    readout = json.loads(body) if status == 200 else None
+    if readout:
+        print("[dev] experiment readout (GET /experiments, `recstream experiments report`):")
+        print(table({"experiments": [e for e in readout["experiments"] if e["kind"] == "recs"]}))
 
 
 def _items_line(recs: dict) -> str:
     return ", ".join(f"{i['artwork_id']} by {i['artist_id']} [{i['source']}]" for i in recs["items"])
+
+
+def _track(user: str, event: str, properties: dict) -> bytes:
+    from datetime import datetime, timezone
+
+    return dumps({"type": "track", "event": event, "userId": user, "messageId": f"dev-{event}-{user}",
+                  "timestamp": datetime.now(timezone.utc).isoformat(), "properties": properties})
+
+
+def _converted(worker: WorkerProcess) -> int:
+    """Converted users in the recommendations experiment, per GET /experiments."""
+    status, body = worker.get("/experiments")
+    if status != 200:
+        return 0
+    return sum(v["converted"] for e in json.loads(body)["experiments"] if e["kind"] == "recs" for v in e["variants"])

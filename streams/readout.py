@@ -76,7 +76,9 @@ def plot(snapshots: list[dict], path: str) -> None:
 
     import matplotlib.pyplot as plt
 
-    names = sorted({s["experiment"] for s in snapshots})
+    names = sorted(name for name in {s["experiment"] for s in snapshots} if series(snapshots, name))  # with users
+    if not names:
+        names = sorted({s["experiment"] for s in snapshots})[:1]
     fig, axes = plt.subplots(len(names), 1, figsize=(8, 3.2 * len(names)), squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
         for variant, points in sorted(series(snapshots, name).items()):
@@ -85,7 +87,8 @@ def plot(snapshots: list[dict], path: str) -> None:
             ax.fill_between(when, [p[2] for p in points], [p[3] for p in points], alpha=0.2)
         ax.set_title(f"{name}: cumulative conversion rate (converted users / exposed users), 95% band")
         ax.set_ylabel("rate")
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

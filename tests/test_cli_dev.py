@@ -79,7 +79,10 @@ def test_dev_duration_0_runs_until_stopped_then_cleans_up(tmp_path, stop):
         (workdir,) = tmp_path.glob("recstream-dev-*")
         assert (workdir / "worker.log").exists()
         wait_for(lines, r"^\[recs\] ", proc, 120)
-        wait_for(lines, r"^\[dev\] all 300 events sent; running until Ctrl-C$", proc, 60)
+        wait_for(lines, r"^\[dev\] all 300 events sent$", proc, 60)
+        wait_for(lines, r"^\[dev\] experiment readout", proc, 90)  # visitors act on their lists by variant
+        wait_for(lines, r"^(B|A \(control\)) wins|^no winner yet", proc, 30)
+        wait_for(lines, r"^\[dev\] running until Ctrl-C$", proc, 30)
         time.sleep(4)
         assert proc.poll() is None, "dev --duration 0 exited by itself after the events"
         assert answers(health)
@@ -114,6 +117,8 @@ def test_dev_with_a_duration_ends_by_itself_and_keep_keeps_the_folder(tmp_path):
     try:
         assert f"[dev] kept {workdir} (worker.log, state)" in seen
         assert any(s.startswith("[dev] GET /recommendations/u0 -> 200") for s in seen)
+        assert "[dev] experiment readout (GET /experiments, `recstream experiments report`):" in seen
+        assert any(s.startswith("sample ratio: chi2 =") for s in seen)
         assert (workdir / "worker.log").stat().st_size > 0 and (workdir / "state").is_dir()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -6,7 +6,10 @@ users) must be found; no effect must not; replaying the same events must change 
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -118,7 +121,7 @@ def test_a_planted_effect_is_found_and_replays_change_nothing(broker, tmp_path):
 
 
 def test_served_lists_and_exposure_events_are_exposures(broker, tmp_path):
-    cluster = Cluster(broker, tmp_path, env={"RECSTREAM_EXPOSURE_FLUSH_S": "0.5"})
+    cluster = Cluster(broker, tmp_path, env={"RECSTREAM_EXPOSURE_FLUSH_S": "0.5", "RECSTREAM_READOUT_INTERVAL_S": "1"})
     try:
         worker = cluster.start_worker()
         cluster.produce("catalog.artworks", [(a["id"].encode(), dumps(a)) for a in CATALOG])
@@ -138,5 +141,18 @@ def test_served_lists_and_exposure_events_are_exposures(broker, tmp_path):
         wait_until(lambda: exposures() >= before + 1, 30, what="the exposure event counted")
         time.sleep(2.0)
         assert exposures() == before + 1
+
+        # the terminal report and the history plot, through the CLI
+        env = {**os.environ, **cluster.env, "RECSTREAM_BROKER_URL": cluster.broker.url}
+        png = tmp_path / "readout.png"
+        done = subprocess.run([sys.executable, "-m", "streams.cli", "experiments", "report", "--worker", worker.base_url,
+                               "--out", str(png)], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "experiment recs" in done.stdout and "sample ratio" in done.stdout and "wrote" in done.stdout
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        unreachable = subprocess.run([sys.executable, "-m", "streams.cli", "experiments", "report", "--worker",
+                                      "http://127.0.0.1:1"], env=env, capture_output=True, text=True, timeout=60)
+        assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr
+        assert unreachable.stderr.count("\n") == 1 and "cannot read http://127.0.0.1:1/experiments" in unreachable.stderr
     finally:
         cluster.stop()
