@@ -2,14 +2,14 @@
 index; newly recommendable works trigger a refresh for their artist's fans on every partition."""
 
 from agents.deadletters import send_dead_letter
-from streams import tables, topics
-from streams.app import app, settings
-from streams.catalog import decode_artwork, decode_curated
-from streams.events import Rejected
-from streams.faustutil import event_context
-from streams.ingest import decode_or_reject
-from streams.metrics import metrics
-from streams.records import Refresh, encode_keyed
+from streams.core.catalog import decode_artwork, decode_curated
+from streams.core.events import Rejected
+from streams.core.ingest import decode_or_reject
+from streams.core.metrics import metrics
+from streams.core.records import Refresh, encode_keyed
+from streams.worker import tables, topics
+from streams.worker.app import app, settings
+from streams.worker.runtime import event_context
 
 
 @app.agent(topics.artworks, concurrency=1)

@@ -1,11 +1,11 @@
 """The dead-letter send shared by the agents that reject a record they consumed."""
 
-from streams import topics
-from streams.app import app
-from streams.events import Rejected
-from streams.faustutil import send_all
-from streams.ingest import dead_letter
-from streams.metrics import metrics
+from streams.core.events import Rejected
+from streams.core.ingest import dead_letter
+from streams.core.metrics import metrics
+from streams.worker import topics
+from streams.worker.app import app
+from streams.worker.commit import send_all
 
 
 async def send_dead_letter(event, reason: str, detail: str) -> None:

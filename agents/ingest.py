@@ -13,14 +13,9 @@ import time
 import msgspec
 
 from agents.deadletters import send_dead_letter
-from agents.users import apply_records
-from streams import topics
-from streams.app import app, parser_config, settings
-from streams.catalog import ArtistLookup
-from streams.direct import Anchor, DirectIngest, direct_group
-from streams.events import Rejected
-from streams.faustutil import BatchCommit, send_all
-from streams.ingest import (
+from streams.core.catalog import ArtistLookup
+from streams.core.events import Rejected
+from streams.core.ingest import (
     DEADLETTER,
     IMAGES,
     PENDING,
@@ -32,10 +27,15 @@ from streams.ingest import (
     route,
     stamp,
 )
-from streams.metrics import metrics
-from streams.records import Pending, Signal
-from streams.tables import artworks, catalog_index
-from streams.web import lag_sources
+from streams.core.metrics import metrics
+from streams.core.records import Pending, Signal
+from streams.kafka.direct import Anchor, DirectIngest, direct_group
+from streams.worker import topics
+from streams.worker.app import app, parser_config, settings
+from streams.worker.commit import BatchCommit, send_all
+from streams.worker.state import lag_sources
+from streams.worker.tables import artworks, catalog_index
+from streams.worker.user_batches import apply_records
 
 artist_of = ArtistLookup(artworks, catalog_index)
 _pending = msgspec.msgpack.Decoder(Pending)
@@ -128,7 +128,7 @@ def _count(result, dest, topic, partition, offset) -> None:
         metrics.inc("recstream_events_total", kind=kind)
 
 
-# Direct ingest (default): the inputs read in batches by a plain consumer (streams.direct).
+# Direct ingest (default): the inputs read in batches by a plain consumer (streams.kafka.direct).
 direct: DirectIngest | None = None
 
 

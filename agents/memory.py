@@ -1,10 +1,10 @@
 """Memory housekeeping: keep the garbage collector off the long-lived heap (HeapFreezer) and hand
 memory freed in bursts (table recovery, large batches) back to the OS."""
 
-from streams.app import app
-from streams.faustutil import rocksdb_cache
-from streams.memory import HeapFreezer, malloc_stats, release_free_memory
-from streams.metrics import metrics
+from streams.core.metrics import metrics
+from streams.kafka.memory import HeapFreezer, malloc_stats, release_free_memory
+from streams.worker.app import app
+from streams.worker.patches import rocksdb_cache
 
 heap = HeapFreezer(thaw_every=10)  # a full collection at most every 10 minutes
 

@@ -1,14 +1,15 @@
 """Lists stay fresh without the user's events: every RECSTREAM_REFRESH_INTERVAL_S, the lists of
-each partition this worker owns are rebuilt (streams.pipeline.PartitionBatch.refresh) in chunks,
+each partition this worker owns are rebuilt (streams.core.pipeline.PartitionBatch.refresh) in chunks,
 at most RECSTREAM_REFRESH_RATE users a second; only lists that changed are written and sent."""
 
 import asyncio
 
-from agents.users import refresh_users
-from streams import tables
-from streams.app import app, settings
-from streams.faustutil import BatchCommit, owned_partitions, stored_keys
-from streams.metrics import metrics
+from streams.core.metrics import metrics
+from streams.worker import tables
+from streams.worker.app import app, settings
+from streams.worker.commit import BatchCommit
+from streams.worker.runtime import owned_partitions, stored_keys
+from streams.worker.user_batches import refresh_users
 
 CHUNK = 200  # users per batch: one commit each, and no await inside (see BatchCommit)
 

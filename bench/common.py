@@ -13,9 +13,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from streams.broker import EmbeddedBroker, _die_with_parent, free_port
-from streams.demo import DemoGenerator, dumps
-from streams.devtools import WorkerProcess, produce, segment_key
+from streams.cli.devtools import WorkerProcess, produce, segment_key
+from streams.core.demo import DemoGenerator, dumps
+from streams.kafka.broker import EmbeddedBroker, _die_with_parent, free_port
 
 HERE = Path(__file__).parent
 

@@ -11,8 +11,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import demo_events, pipeline_with_catalog  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.demo import dumps  # noqa: E402
+from streams.core.demo import dumps  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
 
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", "200"))
 BACKGROUND_RATE = 500.0
@@ -21,7 +21,7 @@ BACKGROUND_RATE = 500.0
 async def run(bootstrap: str, background) -> list[float]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from streams.devtools import produce
+    from streams.cli.devtools import produce
 
     consumer = AIOKafkaConsumer("lat.recommendations", bootstrap_servers=bootstrap, auto_offset_reset="latest",
                                 group_id=None, fetch_max_wait_ms=5)  # the default 500 ms would be measured too

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import metric, preload, recstream_worker, rss_mb, rss_split_mb, wait_for  # noqa: E402
 from bench.rebuild import bulk  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.demo import DemoGenerator, dumps  # noqa: E402
+from streams.core.demo import DemoGenerator, dumps  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
 
 SMALL = int(os.environ.get("BENCH_USERS_SMALL", "100000"))
 LARGE = int(os.environ.get("BENCH_USERS_LARGE", "1000000"))

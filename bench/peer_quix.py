@@ -3,8 +3,8 @@ recstream's full pipeline, on one embedded (Tansu) broker, in alternating rounds
 
 The Quix app (its own process, so it shares no GIL with the measuring code or recstream):
 JSON-decode each Segment event (Quix's "json" deserializer, orjson), map its event name to a
-signal kind (streams/events.py DEFAULT_EVENT_MAP; screen/page views of an artwork are views),
-weight it like recstream's defaults (streams/settings.py DEFAULT_WEIGHTS; unfollow/unsave take
+signal kind (streams/core/events.py DEFAULT_EVENT_MAP; screen/page views of an artwork are views),
+weight it like recstream's defaults (streams/core/settings.py DEFAULT_WEIGHTS; unfollow/unsave take
 back the follow/save weight), resolve the artist from an in-memory catalog dict when the event
 names artworks, keep decayed per-user artist scores (30-day half-life in event time, like
 recstream) in Quix's RocksDB state with its changelog (Quix's default, at-least-once), and
@@ -37,7 +37,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import demo_events, pipeline_with_catalog, preload, processed, wait_for  # noqa: E402
 from bench.throughput import measure  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
 
 N = int(os.environ.get("BENCH_EVENTS", "30000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -77,9 +77,9 @@ def quix_app(bootstrap: str, topic_in: str, topic_out: str, group: str, state_di
         from quixstreams import Application
         from quixstreams.models import TopicConfig
 
-    from streams.broker import _die_with_parent
-    from streams.events import DEFAULT_EVENT_MAP
-    from streams.settings import DEFAULT_WEIGHTS
+    from streams.core.events import DEFAULT_EVENT_MAP
+    from streams.core.settings import DEFAULT_WEIGHTS
+    from streams.kafka.broker import _die_with_parent
 
     _die_with_parent()  # dies with the bench even if the bench is SIGKILLed
     shim_topic_config()

@@ -69,15 +69,15 @@ from bench.quality_data import (  # noqa: E402
     top_new,
     trending_ranking,
 )
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.devtools import WorkerProcess, produce  # noqa: E402
-from streams.experiments import load_variants  # noqa: E402
-from streams.settings import Settings  # noqa: E402
+from streams.cli.devtools import WorkerProcess, produce  # noqa: E402
+from streams.core.experiments import load_variants  # noqa: E402
+from streams.core.settings import Settings  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
 
-# name -> variant parameters (streams.experiments.Variant); each runs alone with share 1.0
+# name -> variant parameters (streams.core.experiments.Variant); each runs alone with share 1.0
 VARIANTS: dict[str, dict] = {
     "A": {},  # the control: strict order (affinity, then newest)
-    "B": {},  # the default second variant (whatever streams.experiments.default_variants says)
+    "B": {},  # the default second variant (whatever streams.core.experiments.default_variants says)
 }
 DEFAULT_CUTS = "1997-12-15,1998-02-15"
 FETCH_N = 50

@@ -19,8 +19,8 @@ from bench.common import (  # noqa: E402
     rss_mb,
 )
 from bench.throughput import measure  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.demo import dumps  # noqa: E402
+from streams.core.demo import dumps  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
 
 N = int(os.environ.get("BENCH_REBUILD_EVENTS", "1000000"))
 USERS = int(os.environ.get("BENCH_REBUILD_USERS", str(max(1000, N // 10))))
@@ -28,10 +28,10 @@ LIVE_SLICE = int(os.environ.get("BENCH_LIVE_EVENTS", "20000"))
 
 
 def bulk(broker: EmbeddedBroker, prefix: str, app_id: str):
-    from streams.ops import Progress
-    from streams.pipeline import core_objects
-    from streams.rebuild import bulk_rebuild
-    from streams.settings import Settings
+    from streams.cli.common import Progress
+    from streams.core.config import core_objects
+    from streams.core.settings import Settings
+    from streams.rebuild.coordinator import bulk_rebuild
 
     settings = Settings.from_env({**os.environ, "RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id,
                                   "RECSTREAM_BROKER_URL": broker.url})

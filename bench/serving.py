@@ -24,7 +24,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import demo_events, metric, pipeline_with_catalog, preload, wait_for  # noqa: E402
-from streams.broker import EmbeddedBroker, _die_with_parent, free_port  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker, _die_with_parent, free_port  # noqa: E402
 
 THREADS, CONNECTIONS = 2, 32
 SECONDS = int(os.environ.get("BENCH_SERVING_SECONDS", "8"))

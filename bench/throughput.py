@@ -24,7 +24,7 @@ from bench.common import (  # noqa: E402
     start_baseline,
     wait_for,
 )
-from streams.broker import EmbeddedBroker  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
 
 N = int(os.environ.get("BENCH_EVENTS", "30000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))

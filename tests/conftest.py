@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker
-from streams.devtools import WorkerProcess
+from streams.cli.devtools import WorkerProcess
+from streams.kafka.broker import EmbeddedBroker
 
 _ids = itertools.count()
 
@@ -50,7 +50,7 @@ class Cluster:
         return worker
 
     def produce(self, topic: str, records, **kwargs) -> int:
-        from streams.devtools import produce
+        from streams.cli.devtools import produce
         return asyncio.run(produce(self.broker.bootstrap, self.topic(topic), records, **kwargs))
 
     def consume_all(self, topic: str, idle_ms: int = 1500, timeout: float = 60.0) -> list:

@@ -1,4 +1,4 @@
-"""streams.abstats against closed forms written out here, published values, and properties."""
+"""streams.core.abstats against closed forms written out here, published values, and properties."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.abstats import (
+from streams.core.abstats import (
     SRM_ALPHA,
     Z95,
     chi2_sf,

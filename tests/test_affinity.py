@@ -4,7 +4,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.affinity import (
+from streams.core.affinity import (
     AffinityModel,
     Profile,
     dump,
@@ -13,7 +13,7 @@ from streams.affinity import (
     reference_scores,
     remember,
 )
-from streams.records import Signal, Target
+from streams.core.records import Signal, Target
 
 DAY = 86400.0
 MODEL = AffinityModel(weights={"view": 1.0, "save": 3.0, "follow": 5.0, "order": 12.0,

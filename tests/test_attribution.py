@@ -1,4 +1,4 @@
-"""streams.attribution: the attribution rules, exactly once in any order, partials, simulations."""
+"""streams.core.attribution: the attribution rules, exactly once in any order, partials, simulations."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.abstats import report
-from streams.attribution import (
+from streams.core.abstats import report
+from streams.core.attribution import (
     DAY,
     Attribution,
     Counters,
@@ -27,7 +27,7 @@ from streams.attribution import (
     load_tally,
     merge_tallies,
 )
-from streams.experiments import assign, default_variants
+from streams.core.experiments import assign, default_variants
 
 LIST = [("w1", "affinity"), ("w2", "similar"), ("w3", "trending")]
 

@@ -6,7 +6,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.batching import BufferedTable, enqueue_partition, write_partition
+from streams.kafka.batching import BufferedTable, enqueue_partition, write_partition
 
 
 def test_reads_see_the_batchs_own_writes_before_the_store():

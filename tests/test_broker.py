@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from streams.broker import EmbeddedBroker, kafka_api_versions_ok
+from streams.kafka.broker import EmbeddedBroker, kafka_api_versions_ok
 
 
 def _alive(pid: int) -> bool:
@@ -28,7 +28,7 @@ def test_start_answers_kafka_and_stop_leaves_no_process():
 
 def test_broker_dies_with_a_sigkilled_parent(tmp_path):
     pidfile = tmp_path / "pid"
-    code = ("import sys,time; from streams.broker import EmbeddedBroker;"
+    code = ("import sys,time; from streams.kafka.broker import EmbeddedBroker;"
             f"b=EmbeddedBroker().start(); open({str(pidfile)!r},'w').write(str(b.proc.pid)); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=os.getcwd())
     deadline = time.monotonic() + 30
@@ -49,7 +49,7 @@ def test_true_end_offsets_corrects_the_brokers_listoffsets_for_multi_record_batc
 
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from streams.faustutil import true_end_offsets
+    from streams.kafka.offsets import true_end_offsets
 
     async def go():
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=50)

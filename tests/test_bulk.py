@@ -9,15 +9,16 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.affinity import AffinityModel, Profile, load
-from streams.bulk import BulkPartition, decayed_sums
-from streams.catalog import CatalogIndex
-from streams.demo import DemoGenerator, dumps
-from streams.events import parse_segment, resolve_artists
-from streams.experiments import Variant
-from streams.pipeline import PartitionBatch, PipelineConfig, decode_recs
-from streams.popularity import Partial, PopularityView
-from streams.records import Signal, Target
+from streams.core.affinity import AffinityModel, Profile, load
+from streams.core.bulk import BulkPartition, decayed_sums
+from streams.core.catalog import CatalogIndex
+from streams.core.demo import DemoGenerator, dumps
+from streams.core.events import parse_segment
+from streams.core.experiments import Variant
+from streams.core.pipeline import PartitionBatch, PipelineConfig, decode_recs
+from streams.core.popularity import Partial, PopularityView
+from streams.core.properties import resolve_artists
+from streams.core.records import Signal, Target
 
 NOW = datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp()
 CFG = PipelineConfig(model=AffinityModel(), variants={"A": Variant("A", share=1.0)})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.demo import DemoGenerator
+from streams.core.demo import DemoGenerator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,7 @@ def test_simulate_multiplier_prints_a_table_and_writes_a_png(tmp_path):
 
 
 def test_simulate_multiplier_from_replay_files(tmp_path):
-    from streams.demo import DemoImages, dumps
+    from streams.core.demo import DemoImages, dumps
     demo = DemoImages(merchants=5)
     events, catalog = tmp_path / "e.jsonl", tmp_path / "c.jsonl"
     events.write_bytes(b"\n".join(dumps(e) for e in demo.events(2000)) + b"\nnot json\n")
@@ -69,7 +69,7 @@ def test_simulate_multiplier_from_replay_files(tmp_path):
 def test_a_worker_reexecutes_itself_with_the_configured_python_allocator(monkeypatch):
     import os
 
-    from streams import cli
+    from streams.cli import main as cli
 
     calls = []
     monkeypatch.setattr(os, "execve", lambda path, args, env: calls.append((args, env.get("PYTHONMALLOC"))))

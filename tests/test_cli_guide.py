@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from streams.catalog import decode_artwork
-from streams.cli import COMMANDS, setting_text
-from streams.config import load_settings
-from streams.demo import DemoGenerator, DemoImages, dumps
-from streams.image_pipeline import decode_image_catalog
-from streams.settings import Settings
+from streams.cli.main import COMMANDS, setting_text
+from streams.core.catalog import decode_artwork
+from streams.core.config import load_settings
+from streams.core.demo import DemoGenerator, DemoImages, dumps
+from streams.core.image_pipeline import decode_image_catalog
+from streams.core.settings import Settings
 
 RECSTREAM = str(Path(sys.executable).with_name("recstream"))
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}

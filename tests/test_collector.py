@@ -1,4 +1,4 @@
-"""The Segment-compatible collector's pure half (streams/collector.py)."""
+"""The Segment-compatible collector's pure half (streams/core/collector.py)."""
 
 import base64
 import gzip
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.collector import (
+from streams.core.collector import (
     MAX_BATCH_BYTES,
     MAX_MESSAGE_BYTES,
     Rejected,

@@ -34,14 +34,14 @@ def test_worker_is_scalable_and_configured_by_environment():
 
 
 def test_worker_env_uses_only_known_settings():
-    from streams.settings import Settings
+    from streams.core.settings import Settings
     known = {var for var, _, _ in Settings.describe()}
     assert set(COMPOSE["services"]["worker"]["environment"]) <= known
 
 
 def test_topics_job_creates_every_topic_with_compacted_catalog():
     script = COMPOSE["services"]["topics"]["command"][0]
-    from streams.records import SIGNAL_KINDS
+    from streams.core.records import SIGNAL_KINDS
     for name in ["events.segment", "recstream.signals.keyed", "affinity.updates", "recommendations", "deadletter",
                  "images.impressions", "images.conversions", "images.requests", "recstream.images.keyed",
                  "images.chosen", "images.replies", *(f"signals.{k}" for k in SIGNAL_KINDS)]:

@@ -8,7 +8,7 @@ import itertools
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.direct import DirectIngest, direct_group, owned_input_partitions
+from streams.kafka.direct import DirectIngest, direct_group, owned_input_partitions
 
 
 def test_each_input_partition_is_read_by_the_owner_of_its_table_partition():

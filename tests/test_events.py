@@ -4,16 +4,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.events import (
+from streams.core.events import (
     DEFAULT_EVENT_MAP,
     Ignored,
     Rejected,
     load_event_map,
     parse_segment,
     parse_typed,
-    resolve_artists,
 )
-from streams.records import Identity, Signal, Target
+from streams.core.properties import resolve_artists
+from streams.core.records import Identity, Signal, Target
 
 TS = "2026-01-01T00:00:00Z"
 EPOCH = 1767225600.0
@@ -163,8 +163,8 @@ def test_resolve_artists_from_catalog():
 
 
 def test_image_events_and_requests():
-    from streams.events import parse_image_request, parse_typed_image
-    from streams.records import ImageEvent, ImageRequest
+    from streams.core.events import parse_image_request, parse_typed_image
+    from streams.core.records import ImageEvent, ImageRequest
     imp = parse_segment(seg(event="Image Impression", properties={"merchant_id": "m", "image_id": "i"}))
     assert imp == ImageEvent("impression", "u1", "m", "i", "m1", EPOCH)
     conv = parse_segment(seg(event="Image Conversion", properties={"merchant_id": "m", "image_id": "i", "consumer_id": "c9", "order_id": "o"}))
@@ -179,8 +179,8 @@ def test_image_events_and_requests():
 
 
 def test_ingest_routes_typed_image_topics_and_requests():
-    from streams.ingest import ParserConfig, ingest_one
-    from streams.records import ImageEvent, ImageRequest
+    from streams.core.ingest import ParserConfig, ingest_one
+    from streams.core.records import ImageEvent, ImageRequest
     cfg = ParserConfig()
     req = ingest_one(b'{"request_id":"r","consumer_id":"c","merchant_ids":["m"]}', "image_request", {}, cfg)
     assert isinstance(req, ImageRequest)
@@ -191,7 +191,7 @@ def test_ingest_routes_typed_image_topics_and_requests():
 
 
 def test_unknown_artwork_retry_backoff_and_patience():
-    from streams.ingest import retry_or_give_up
+    from streams.core.ingest import retry_or_give_up
     first = retry_or_give_up(None, "t", 1, 7, b"k", b"v", now=100.0, patience_s=10)
     assert (first.attempt, first.due, first.first_seen, first.offset) == (1, 100.5, 100.0, 7)
     second = retry_or_give_up(first, "t", 1, 7, b"k", b"v", now=100.5, patience_s=10)
@@ -208,7 +208,7 @@ def test_unknown_artwork_retry_backoff_and_patience():
 def test_murmur2_is_kafkas(key):
     from aiokafka.partitioner import murmur2 as reference
 
-    from streams.ingest import murmur2
+    from streams.core.ingest import murmur2
 
     assert murmur2(key) == reference(key)
 
@@ -216,7 +216,7 @@ def test_murmur2_is_kafkas(key):
 def test_key_partitioner_agrees_with_the_producers_default_partitioner():
     from aiokafka.partitioner import DefaultPartitioner
 
-    from streams.ingest import KeyPartitioner
+    from streams.core.ingest import KeyPartitioner
 
     home = KeyPartitioner(4)
     producers = DefaultPartitioner()
@@ -280,7 +280,7 @@ def test_dead_letter_detail_says_what_was_wrong_not_what_was_sent(props, event):
 
 
 def test_event_time_far_in_the_future_or_before_the_floor_is_rejected():
-    from streams.ingest import ParserConfig, ingest_one
+    from streams.core.ingest import ParserConfig, ingest_one
 
     now, cfg = EPOCH, ParserConfig(max_future_s=3600.0)
     def at(ts):
@@ -314,7 +314,7 @@ KINDS = [None, "follow", "save", "view", "order", "image:impression", "image:con
 @given(st.binary(max_size=300) | _segment_like.map(lambda d: json.dumps(d).encode()) | _json.map(
     lambda d: json.dumps(d).encode()), st.sampled_from(KINDS))
 def test_ingest_never_raises_on_any_bytes_or_json(raw, kind):
-    from streams.ingest import ParserConfig, ingest_one, route
+    from streams.core.ingest import ParserConfig, ingest_one, route
 
     result = ingest_one(raw, kind, {"w": "a"}, ParserConfig(), EPOCH)
     assert not (isinstance(result, Rejected) and result.reason == "internal_error"), result
@@ -330,7 +330,7 @@ def test_ingest_never_raises_on_any_bytes_or_json(raw, kind):
     (b'{"kind":"follow","user_id":"u\\ud800","timestamp":"2026-01-01T00:00:00Z","artist_id":"a"}', "internal_error"),
 ])
 def test_replay_rejects_any_line_without_stopping(line, reason):
-    from streams.ops import route_line
+    from streams.cli.ops import route_line
 
     routed = route_line(line)
     assert isinstance(routed, Rejected) and routed.reason == reason, routed
@@ -338,13 +338,13 @@ def test_replay_rejects_any_line_without_stopping(line, reason):
 
 @given(st.binary(max_size=200) | _json.map(lambda d: json.dumps(d).encode()))
 def test_replay_routing_never_raises(line):
-    from streams.ops import route_line
+    from streams.cli.ops import route_line
 
     route_line(line)
 
 
 def test_epoch_zero_is_before_the_floor_and_an_identity_without_time_is_not():
-    from streams.ingest import ParserConfig, ingest_one
+    from streams.core.ingest import ParserConfig, ingest_one
 
     zero = ingest_one(seg(event="followedArtist", timestamp="1970-01-01T00:00:00Z", properties={"owner_id": "a"}),
                       None, {}, ParserConfig(), EPOCH)
@@ -354,8 +354,8 @@ def test_epoch_zero_is_before_the_floor_and_an_identity_without_time_is_not():
 
 
 def test_a_dead_letter_of_a_huge_record_fits_a_produce_request():
-    from streams.ingest import dead_letter
-    from streams.records import DEAD_LETTER_BYTES
+    from streams.core.ingest import dead_letter
+    from streams.core.records import DEAD_LETTER_BYTES
 
     letter = json.loads(dead_letter(Rejected("oversized", "too big"), "t", 0, 1, b"k" * 5000, b"x" * 3_000_000))
     assert len(json.dumps(letter)) < 1_000_000 and letter["truncated"] and letter["size"] == 3_000_000

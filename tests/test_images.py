@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from streams.images import (
+from streams.core.images import (
     GlobalCounts,
     Image,
     ImageCatalog,

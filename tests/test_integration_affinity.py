@@ -11,12 +11,13 @@ import shutil
 
 import pytest
 
-from streams.affinity import AffinityModel, reference_scores
-from streams.demo import DemoGenerator, dumps
-from streams.devtools import segment_key
-from streams.events import parse_segment, parse_typed, resolve_artists
-from streams.records import Signal
-from streams.settings import Settings
+from streams.cli.devtools import segment_key
+from streams.core.affinity import AffinityModel, reference_scores
+from streams.core.demo import DemoGenerator, dumps
+from streams.core.events import parse_segment, parse_typed
+from streams.core.properties import resolve_artists
+from streams.core.records import Signal
+from streams.core.settings import Settings
 from tests.conftest import get_json, metric, wait_until
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client as SegmentClient
 from segment.analytics.request import APIError
 
-from streams.demo import dumps
-from streams.metrics import COUNTERS
+from streams.core.demo import dumps
+from streams.core.metrics import COUNTERS
 from tests.conftest import Cluster, get_json, metric, records_for, wait_until
 
 pytestmark = pytest.mark.integration

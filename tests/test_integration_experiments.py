@@ -15,8 +15,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from streams.demo import dumps
-from streams.experiments import assign, default_variants
+from streams.core.demo import dumps
+from streams.core.experiments import assign, default_variants
 from tests.conftest import Cluster, get_json, metric, wait_until
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ def test_a_planted_effect_is_found_and_replays_change_nothing(broker, tmp_path):
         a = {v["variant"]: v for v in recs["variants"]}["A"]
         # both cohorts together: B's planted excess is diluted but still there; alone this one is
         # even, which the pure readout shows on its counts
-        from streams.abstats import report
+        from streams.core.abstats import report
         even = report({"A": {"users": a["users"] - split["A"], "converted": a["converted"] - by_variant["A"]["converted"]},
                        "B": {"users": b["users"] - split["B"], "converted": b["converted"] - by_variant["B"]["converted"]}},
                       {"A": 0.5, "B": 0.5}, "A")

@@ -9,12 +9,13 @@ import time
 
 import pytest
 
-from streams.affinity import AffinityModel, reference_scores
-from streams.demo import DemoGenerator, dumps
-from streams.devtools import segment_key
-from streams.direct import direct_group
-from streams.events import parse_segment, resolve_artists
-from streams.settings import Settings
+from streams.cli.devtools import segment_key
+from streams.core.affinity import AffinityModel, reference_scores
+from streams.core.demo import DemoGenerator, dumps
+from streams.core.events import parse_segment
+from streams.core.properties import resolve_artists
+from streams.core.settings import Settings
+from streams.kafka.direct import direct_group
 from tests.conftest import consume_all, get_json, metric, wait_until
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from streams.demo import dumps
+from streams.core.demo import dumps
 from tests.conftest import Cluster, get_json, metric, wait_until
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from streams.demo import dumps
+from streams.core.demo import dumps
 from tests.conftest import get_json, metric, wait_until
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.demo import DemoGenerator, dumps
+from streams.core.demo import DemoGenerator, dumps
 from tests.conftest import get_json, metric, wait_until
 
 pytestmark = pytest.mark.integration

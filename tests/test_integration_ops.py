@@ -13,15 +13,16 @@ from datetime import datetime, timezone
 
 import pytest
 
-from streams.affinity import AffinityModel, Profile
-from streams.catalog import CatalogIndex
-from streams.demo import DemoGenerator, dumps
-from streams.events import parse_segment, resolve_artists
-from streams.experiments import Variant
-from streams.popularity import PopularityView
-from streams.recommend import build
-from streams.records import Artwork, Signal
-from streams.settings import Settings
+from streams.core.affinity import AffinityModel, Profile
+from streams.core.catalog import CatalogIndex
+from streams.core.demo import DemoGenerator, dumps
+from streams.core.events import parse_segment
+from streams.core.experiments import Variant
+from streams.core.popularity import PopularityView
+from streams.core.properties import resolve_artists
+from streams.core.recommend import build
+from streams.core.records import Artwork, Signal
+from streams.core.settings import Settings
 from tests.conftest import get_json, metric, wait_until
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from streams.demo import dumps
+from streams.core.demo import dumps
 from tests.conftest import get_json, metric, records_for, wait_until
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from streams.demo import dumps
+from streams.core.demo import dumps
 from tests.conftest import Cluster, wait_until
 
 pytestmark = pytest.mark.integration

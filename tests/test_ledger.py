@@ -1,14 +1,14 @@
-"""Experiment attribution inside the user and image pipelines (streams.ledger), with dicts as
+"""Experiment attribution inside the user and image pipelines (streams.core.ledger), with dicts as
 tables: emitted lists are exposures, orders/inquiries/saves of listed works are conversions,
 exactly once however often the input is redelivered."""
 
-from streams.affinity import AffinityModel
-from streams.attribution import load_tally
-from streams.experiments import Variant
-from streams.ledger import Ledger, readout
-from streams.pipeline import PartitionBatch, PipelineConfig, decode_recs
-from streams.popularity import Partial, PopularityView
-from streams.records import Exposure, Signal, Target
+from streams.core.affinity import AffinityModel
+from streams.core.attribution import load_tally
+from streams.core.experiments import Variant
+from streams.core.ledger import Ledger, readout
+from streams.core.pipeline import PartitionBatch, PipelineConfig, decode_recs
+from streams.core.popularity import Partial, PopularityView
+from streams.core.records import Exposure, Signal, Target
 from tests.test_pipeline import NOW, WORKS, World, follow
 
 CFG = PipelineConfig(model=AffinityModel(), variants={"A": Variant("A", share=0.5), "B": Variant("B", share=0.5)})
@@ -105,11 +105,11 @@ def test_image_experiment_c0_against_c001_on_consumers_whose_conversion_depends_
     import json
     import random
 
-    from streams.abstats import report
-    from streams.demo import dumps
-    from streams.image_pipeline import ImageBatch, ImageConfig, Pools
-    from streams.images import GlobalCounts, PoolRules, merge_counts
-    from streams.records import ImageEvent, ImageRequest
+    from streams.core.abstats import report
+    from streams.core.demo import dumps
+    from streams.core.image_pipeline import ImageBatch, ImageConfig, Pools
+    from streams.core.images import GlobalCounts, PoolRules, merge_counts
+    from streams.core.records import ImageEvent, ImageRequest
 
     catalog = {"merchant_id": "m1", "images": [
         {"image_id": "header", "url": "u/h", "kind": "header"},

@@ -4,7 +4,7 @@
 def test_malloc_arenas_are_limited_and_free_memory_released_on_glibc():
     import platform
 
-    from streams.memory import (
+    from streams.kafka.memory import (
         fix_mmap_threshold,
         limit_malloc_arenas,
         release_free_memory,
@@ -23,7 +23,7 @@ def test_the_heap_freezer_moves_survivors_out_of_the_collectors_reach_and_thaws_
     import gc
     import weakref
 
-    from streams.memory import HeapFreezer
+    from streams.kafka.memory import HeapFreezer
 
     class Node:
         pass
@@ -55,7 +55,7 @@ def test_a_growing_heap_is_thawed_when_the_job_ends_even_on_error():
 
     import pytest
 
-    from streams.memory import growing_heap
+    from streams.kafka.memory import growing_heap
 
     gc.unfreeze()
     with pytest.raises(RuntimeError), growing_heap():
@@ -68,7 +68,7 @@ def test_a_growing_heap_is_thawed_when_the_job_ends_even_on_error():
 
 MMAP_PROBE = """
 import sys
-from streams.memory import fix_mmap_threshold, malloc_stats
+from streams.kafka.memory import fix_mmap_threshold, malloc_stats
 if sys.argv[1] == "fixed":
     assert fix_mmap_threshold(128)
 freed = bytearray(8 << 20)

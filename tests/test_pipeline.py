@@ -5,12 +5,21 @@ from datetime import datetime, timezone
 
 import msgspec
 
-from streams.affinity import AffinityModel, Profile, dump, load, message_digest
-from streams.catalog import CatalogIndex
-from streams.experiments import Variant
-from streams.pipeline import PartitionBatch, PipelineConfig, decode_recs, fans_key
-from streams.popularity import Partial, PopularityView
-from streams.records import Artwork, Identity, Merge, Refresh, Signal, Target, decode_keyed, encode
+from streams.core.affinity import AffinityModel, Profile, dump, load, message_digest
+from streams.core.catalog import CatalogIndex
+from streams.core.experiments import Variant
+from streams.core.pipeline import PartitionBatch, PipelineConfig, decode_recs, fans_key
+from streams.core.popularity import Partial, PopularityView
+from streams.core.records import (
+    Artwork,
+    Identity,
+    Merge,
+    Refresh,
+    Signal,
+    Target,
+    decode_keyed,
+    encode,
+)
 
 NOW = datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp()
 DAY = 86400.0

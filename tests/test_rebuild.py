@@ -16,16 +16,18 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.affinity import load
-from streams.catalog import CatalogIndex, decode_artwork
-from streams.demo import DemoGenerator, dumps
-from streams.devtools import produce, segment_key
-from streams.pipeline import core_objects, decode_recs
-from streams.popularity import load_partial
-from streams.rebuild import bulk_rebuild, plan, shard_count
-from streams.rebuild_shard import ShardFailed, ShardProcess, _read_spill, _Spills, catalog_index
-from streams.records import SIGNAL_KINDS, Signal, Target
-from streams.settings import Settings
+from streams.cli.devtools import produce, segment_key
+from streams.core.affinity import load
+from streams.core.catalog import CatalogIndex, decode_artwork
+from streams.core.config import core_objects
+from streams.core.demo import DemoGenerator, dumps
+from streams.core.pipeline import decode_recs
+from streams.core.popularity import load_partial
+from streams.core.records import SIGNAL_KINDS, Signal, Target
+from streams.core.settings import Settings
+from streams.rebuild.coordinator import bulk_rebuild, plan, shard_count
+from streams.rebuild.processes import ShardFailed, ShardProcess
+from streams.rebuild.shard import _read_spill, _Spills, catalog_index
 from tests.conftest import consume_all
 
 # topics with 0-8 partitions (numbered from 0, as Kafka's are) and their end offsets

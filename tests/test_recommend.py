@@ -2,11 +2,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from streams.catalog import CatalogIndex
-from streams.experiments import Variant, assign, bucket, default_variants, load_variants
-from streams.popularity import Partial, PopularityView
-from streams.recommend import blend_score, build, cold_start
-from streams.records import Artwork
+from streams.core.catalog import CatalogIndex
+from streams.core.experiments import Variant, assign, bucket, default_variants, load_variants
+from streams.core.popularity import Partial, PopularityView
+from streams.core.recommend import blend_score, build, cold_start
+from streams.core.records import Artwork
 
 NOW = datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp()
 DAY = 86400.0
@@ -203,8 +203,8 @@ def test_popular_ranking_lifts_trending_works_of_the_users_artists_above_other_t
 
 
 def test_a_heavy_buyer_is_never_shown_a_work_bought_hundreds_of_purchases_ago():
-    from streams.affinity import AffinityModel, Bought, Profile
-    from streams.records import Signal, Target
+    from streams.core.affinity import AffinityModel, Bought, Profile
+    from streams.core.records import Signal, Target
 
     model, profile = AffinityModel(), Profile()
     for i in range(300):

@@ -1,6 +1,6 @@
 import pytest
 
-from streams.settings import ConfigError, Settings
+from streams.core.settings import ConfigError, Settings
 
 
 def test_defaults_without_environment():
@@ -62,7 +62,7 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize("name,value", BAD_VALUES)
 def test_every_bad_value_is_rejected_in_one_line_that_names_the_variable(name, value):
-    from streams.config import load_settings
+    from streams.core.config import load_settings
     with pytest.raises(ConfigError) as caught:
         load_settings({f"RECSTREAM_{name}": value})
     message = str(caught.value)
@@ -71,7 +71,7 @@ def test_every_bad_value_is_rejected_in_one_line_that_names_the_variable(name, v
 
 
 def test_edge_values_that_mean_something_are_accepted(tmp_path):
-    from streams.config import load_settings
+    from streams.core.config import load_settings
     variants = tmp_path / "v.json"
     variants.write_text('{"A": {"share": 1}}')
     s = load_settings({"RECSTREAM_WEB_PORT": "65535", "RECSTREAM_MALLOC_ARENAS": "0", "RECSTREAM_REBUILD_SHARDS": "0",
@@ -110,7 +110,7 @@ def test_kafka_security_settings_and_secrets_are_not_printed():
 
     import faust
 
-    from streams.app import broker_credentials
+    from streams.worker.app import broker_credentials
     assert broker_credentials(Settings.from_env({})) is None
     sasl = Settings.from_env({"RECSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "RECSTREAM_KAFKA_SASL_USERNAME": "svc",
                               "RECSTREAM_KAFKA_SASL_PASSWORD": "pw", "RECSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"})

@@ -1,0 +1,1 @@
+"""The `recstream` command line: our commands, then faust's."""

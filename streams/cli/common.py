@@ -1,0 +1,44 @@
+"""What the commands that talk to a cluster share: the bootstrap address (or a one-line error) and a progress line on stderr."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from streams.core.settings import Settings
+
+
+class Progress:
+    """One status line on stderr: count, rate, percent and ETA (by bytes read, when known)."""
+
+    def __init__(self, label: str, total_bytes: int | None = None, every: float = 0.5):
+        self.label, self.total, self.every = label, total_bytes, every
+        self.started = self._last = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, count: int, done_bytes: int | None = None, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < (self.every if self.tty else 5.0):
+            return
+        self._last = now
+        elapsed = max(now - self.started, 1e-9)
+        line = f"{self.label}: {count:,} ({count / elapsed:,.0f}/s)"
+        if self.total and done_bytes is not None and done_bytes > 0:
+            frac = min(done_bytes / self.total, 1.0)
+            eta = elapsed * (1 - frac) / frac if frac > 0 else 0
+            line += f" {frac:6.1%} ETA {eta:,.0f}s"
+        sys.stderr.write(("\r" + line + "   ") if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def close(self, count: int) -> None:
+        self.update(count, self.total, force=True)
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def bootstrap_of(settings: Settings) -> str:
+    if not settings.broker_url:
+        print("recstream: RECSTREAM_BROKER_URL is not set: point it at the cluster "
+              "(e.g. kafka://127.0.0.1:9092)", file=sys.stderr)
+        sys.exit(2)
+    return settings.broker_url.split("://", 1)[-1]

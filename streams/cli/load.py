@@ -1,0 +1,299 @@
+"""``recstream load artworks|curated|images FILE...``: catalog files (JSONL, .gz) -> their
+compacted topics, keyed as the catalog agents expect, each line checked by the decoder the agent
+uses (`decode_or_reject`), so it is rejected here exactly when the worker would dead-letter it.
+Also the helpers `replay` shares (numbered lines, one-line failures)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import logging
+import sys
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streams.cli.common import Progress, bootstrap_of
+from streams.core.catalog import decode_artwork, decode_curated
+from streams.core.events import Rejected
+from streams.core.image_pipeline import decode_image_catalog
+from streams.core.ingest import decode_or_reject
+from streams.core.jsonguard import too_deep
+from streams.core.settings import Settings
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One catalog input: its topic, the worker's decoder and dead-letter reason, the key."""
+
+    topic: str
+    decode: Callable[[bytes], Any]
+    reason: str
+    key: Callable[[Any], bytes]
+
+
+KINDS = {
+    "artworks": Kind("catalog.artworks", decode_artwork, "invalid_artwork",
+                     lambda a: a.id.encode()),
+    "curated": Kind("catalog.curated", decode_curated, "invalid_curated", lambda _: b"curated"),
+    "images": Kind("catalog.images", decode_image_catalog, "invalid_image_catalog",
+                   lambda r: r.merchant_id.encode()),
+}
+
+
+def check(kind: Kind, line: bytes) -> bytes | Rejected:
+    """The record's key, or why the worker would dead-letter the line.
+
+    >>> check(KINDS["artworks"], b'{"id": "w1", "artist_id": "a1"}')
+    b'w1'
+    >>> check(KINDS["curated"], b'{"ids": ["w1"]}')
+    Rejected(reason='invalid_curated', detail='curated record needs artwork_ids')
+    """
+    record = decode_or_reject(kind.decode, line, kind.reason)
+    return record if isinstance(record, Rejected) else kind.key(record)
+
+
+def sniff(line: bytes) -> str | None:
+    """What a JSON line looks like: "artworks", "curated", "images", "events" or None.
+
+    >>> [sniff(x) for x in (b'{"id": "w", "artist_id": "a"}', b'{"type": "track"}', b'[1]')]
+    ['artworks', 'events', None]
+    """
+    try:
+        obj = None if too_deep(line) else json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    if "type" in obj or "kind" in obj:
+        return "events"
+    if "merchant_id" in obj and "images" in obj:
+        return "images"
+    if "artwork_ids" in obj:
+        return "curated"
+    return "artworks" if "id" in obj and "artist_id" in obj else None
+
+
+# --- reading and producing (shared with replay) ----------------------------------------------
+
+
+class UnreadableFile(Exception):
+    """An input file stopped a command part-way (not gzip, truncated, unreadable)."""
+
+
+def numbered_lines(paths: list[Path]) -> Iterator[tuple[Path, int, bytes, int]]:
+    """(file, line number from 1, stripped line, bytes read so far across all files) of every
+    non-blank line; gzip when the name ends in .gz (progress by compressed bytes)."""
+    done = 0
+    for path in paths:
+        number = 0
+        try:
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rb") as f:
+                raw = f.fileobj if path.suffix == ".gz" else f
+                for number, line in enumerate(f, 1):
+                    line = line.strip()
+                    if line:
+                        yield path, number, line, done + raw.tell()
+        except (OSError, EOFError, zlib.error) as exc:
+            where = f"past line {number}" if number else "it"
+            raise UnreadableFile(f"{path}: cannot read {where} ({exc})") from None
+        done += path.stat().st_size
+
+
+async def start_quietly(client) -> None:
+    """Start an aiokafka client without aiokafka's own log lines when it cannot bootstrap: the
+    command says so in one line (`run_producer`); later problems are still logged."""
+    log = logging.getLogger("aiokafka")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        await client.start()
+    except BaseException:
+        await (client.stop() if hasattr(client, "stop") else client.close())
+        raise
+    finally:
+        log.setLevel(level)
+
+
+def reject_record(why: Rejected, path: Path, number: int, line: bytes) -> bytes:
+    """A `--rejects` file line: reason, detail, where, and the line itself."""
+    record = {"reason": why.reason, "detail": why.detail, "file": str(path), "line_number": number,
+              "line": line.decode("utf-8", "replace")}
+    return json.dumps(record).encode() + b"\n"
+
+
+def kafka_client(settings: Settings, bootstrap: str) -> dict:
+    """aiokafka connection arguments: the bootstrap plus the RECSTREAM_KAFKA_* security settings."""
+    return {**settings.aiokafka_kwargs(), "bootstrap_servers": bootstrap}
+
+
+def missing_files(command: str, paths: list[Path]) -> bool:
+    """Print one line for the first path that is not a file; True when there was one."""
+    for path in paths:
+        if not path.is_file():
+            problem = "not a file" if path.exists() else "no such file"
+            print(f"recstream {command}: {path}: {problem}", file=sys.stderr)
+            return True
+    return False
+
+
+def run_producer(command: str, coroutine) -> tuple[Any, int]:
+    """Run a command's coroutine: (its result, 0), or (None, 2) after one line on stderr when the
+    broker cannot be reached or an input file stops part-way (no traceback)."""
+    from aiokafka.errors import KafkaError
+
+    try:
+        return asyncio.run(coroutine), 0
+    except KafkaError as exc:
+        print(f"recstream {command}: the broker did not answer ({exc}); check "
+              "RECSTREAM_BROKER_URL and the RECSTREAM_KAFKA_* settings", file=sys.stderr)
+    except UnreadableFile as exc:
+        print(f"recstream {command}: {exc}", file=sys.stderr)
+    return None, 2
+
+
+class Report:
+    """Counts, the first `show` bad lines on stderr as they come, and the summary lines."""
+
+    def __init__(self, show: int = 10, rejects: Path | None = None):
+        self.sent, self.show = 0, show
+        self.rejected: Counter = Counter()
+        self.details: dict[str, Counter] = defaultdict(Counter)
+        self.looks_like: Counter = Counter()
+        self.rejects = open(rejects, "wb") if rejects else None
+        self.tty = sys.stderr.isatty()
+
+    def reject(self, path: Path, number: int, why: Rejected, line: bytes) -> None:
+        self.rejected[why.reason] += 1
+        self.details[why.reason][why.detail] += 1
+        self.looks_like[sniff(line)] += 1
+        shown = sum(self.rejected.values())
+        if shown <= self.show:
+            more = "; further bad lines are only counted" if shown == self.show else ""
+            clear = "\r\033[K" if self.tty else ""  # over a progress line
+            sys.stderr.write(f"{clear}{path}:{number}: {why.reason}: {why.detail}{more}\n")
+        if self.rejects:
+            self.rejects.write(reject_record(why, path, number, line))
+
+    def lines(self, kind: str, topic: str) -> list[str]:
+        out = [f"sent {self.sent}, rejected {sum(self.rejected.values())} ({topic})"]
+        for reason, count in self.rejected.most_common():
+            out.append(f"  rejected {reason}: {count}")
+            out += [f"    {n} x {detail}" for detail, n in self.details[reason].most_common(3)]
+        for other, count in self.looks_like.most_common():
+            if other == "events":
+                out.append(f"hint: {count} rejected lines look like events: send them with "
+                           "`recstream replay FILE...`")
+            elif other is not None and other != kind:
+                out.append(f"hint: {count} rejected lines look like {other} records: "
+                           f"`recstream load {other} FILE...`")
+        if kind == "curated" and self.sent > 1:
+            out.append(f"note: {self.sent} curated lists sent; the last one is the list in effect")
+        return out
+
+    def close(self) -> None:
+        if self.rejects:
+            self.rejects.close()
+
+
+async def ensure_topic(client: dict, name: str, partitions: int) -> None:
+    """Create a missing topic (compacted) with RECSTREAM_PARTITIONS partitions, catalog.curated
+    too: faust stops an agent whose source topic and table changelog (editorial) differ in
+    partitions (PartitionsMismatch), as a broker's auto-created topic (Kafka: 1) would."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    topic = NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})
+    admin = AIOKafkaAdminClient(**client)
+    await start_quietly(admin)
+    try:
+        if name not in set(await admin.list_topics()):
+            try:
+                await admin.create_topics([topic])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+async def load(kind_name: str, paths: list[Path], bootstrap: str, settings: Settings,
+               report: Report, window: int = 5000) -> None:
+    """Check and send every line; `report.sent` counts the records the broker acknowledged."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    kind, client = KINDS[kind_name], kafka_client(settings, bootstrap)
+    topic = settings.topic(kind.topic)
+    await ensure_topic(client, topic, settings.partitions)
+    producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=262144)
+    await start_quietly(producer)
+    progress = Progress(f"load {kind_name}", sum(p.stat().st_size for p in paths))
+    inflight: list = []
+    try:
+        for path, number, line, done in numbered_lines(paths):
+            key = check(kind, line)
+            if isinstance(key, Rejected):
+                report.reject(path, number, key, line)
+                continue
+            try:
+                sent = await producer.send(topic, value=line, key=key)
+            except MessageSizeTooLargeError:
+                too_big = Rejected("oversized", "larger than a produce request may be")
+                report.reject(path, number, too_big, line)
+                continue
+            inflight.append((sent, path, number, line))
+            if len(inflight) >= window:
+                await _settle(inflight, report)
+            progress.update(report.sent + len(inflight), done)
+        await _settle(inflight, report)
+    finally:
+        await producer.stop()
+    progress.close(report.sent)
+
+
+async def _settle(inflight: list, report: Report) -> None:
+    """Wait for the broker's acks of the records in flight; a record it refused is reported."""
+    results = await asyncio.gather(*(f for f, *_ in inflight), return_exceptions=True)
+    for (_, path, number, line), result in zip(inflight, results, strict=True):
+        if isinstance(result, BaseException):
+            report.reject(path, number, Rejected("not_delivered", type(result).__name__), line)
+        else:
+            report.sent += 1
+    inflight.clear()
+
+
+def cmd_load(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="recstream load",
+        description="Load catalog records (JSONL, .gz) into their topic: artworks -> "
+        'catalog.artworks (key: id), curated -> catalog.curated ({"artwork_ids": [...]}, key: '
+        "curated), images -> catalog.images (key: merchant_id). Lines are checked as the worker "
+        "checks them.")
+    parser.add_argument("kind", choices=sorted(KINDS), help="which catalog the files hold")
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--rejects", type=Path,
+                        help="write rejected lines with their reasons here (JSONL)")
+    parser.add_argument("--show", type=int, default=10,
+                        help="bad lines printed as they come (default 10)")
+    args = parser.parse_args(argv)
+    if missing_files("load", args.files):
+        return 2
+    settings = Settings.from_env()
+    report = Report(args.show, args.rejects)
+    try:
+        bootstrap = bootstrap_of(settings)
+        _, status = run_producer("load", load(args.kind, args.files, bootstrap, settings, report))
+    finally:
+        report.close()
+    if status:
+        return status
+    print("\n".join(report.lines(args.kind, settings.topic(KINDS[args.kind].topic))))
+    if not report.sent:
+        print("nothing valid was sent", file=sys.stderr)
+    return 0 if report.sent else 1

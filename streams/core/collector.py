@@ -1,0 +1,128 @@
+"""Segment's HTTP Tracking API, the pure half: a request in, the records to produce out.
+
+The tracking SDKs people already use (Segment's and RudderStack's, for every language) post to
+``/v1/batch`` (or one message to ``/v1/track``, ``/v1/identify``, ``/v1/page``, ``/v1/screen``,
+``/v1/alias``, ``/v1/group``), with the source's write key as the HTTP Basic user (or a
+``writeKey`` field in the body), often gzipped. `collect` checks what Segment itself
+rejects with a 400 (no JSON object, a message over 32 KB, a batch over 500 KB, a message with
+no ``type`` or no user), stamps ``receivedAt`` (and, when missing, a ``messageId`` and
+``timestamp`` = ``receivedAt``, as Segment does) and returns one ``(key, value)`` per message for
+``events.segment``, keyed by user id (else anonymous id) like every other producer. Everything
+past the envelope (unknown events, bad ids, prices, times) is the worker's firewall's job
+(streams.core.ingest): it dead-letters those with a reason, so a collector never has two opinions.
+
+>>> req = collect("/v1/track", b'{"userId": "u1", "event": "artworkSave", "properties": {"artwork_id": "a1"}}',
+...               now=0.0)
+>>> [(key, json.loads(value)["type"], json.loads(value)["receivedAt"]) for key, value in req.records]
+[(b'u1', 'track', '1970-01-01T00:00:00.000Z')]
+>>> try:
+...     collect("/v1/batch", b'{"batch": [{"type": "track", "event": "x"}]}', now=0.0)
+... except Rejected as exc:
+...     print(exc)
+batch[0]: needs userId or anonymousId
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+MAX_MESSAGE_BYTES = 32 * 1024  # Segment's limits, which its SDKs also enforce on their side
+MAX_BATCH_BYTES = 500 * 1024
+MESSAGE_TYPES = ("track", "identify", "page", "screen", "alias", "group")
+ENDPOINTS = ("batch", "import", *MESSAGE_TYPES)  # /v1/import is the older name of /v1/batch
+
+
+class Rejected(ValueError):
+    """The request cannot be accepted (HTTP 400): the message names the part at fault."""
+
+
+class Unauthorized(ValueError):
+    """No write key, or one that is not accepted (HTTP 401)."""
+
+
+@dataclass(frozen=True)
+class Collected:
+    write_key: str
+    records: list[tuple[bytes, bytes]]  # (user key, message JSON) for events.segment
+
+
+def write_key(authorization: str | None, body: dict) -> str:
+    """The write key: HTTP Basic user (password empty), else the body's ``writeKey``.
+
+    >>> write_key("Basic " + base64.b64encode(b"wk1:").decode(), {})
+    'wk1'
+    >>> write_key(None, {"writeKey": "wk2"})
+    'wk2'
+    """
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() == "basic" and token.strip():
+        try:
+            user, _, _ = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise Unauthorized("the Authorization header is not valid HTTP Basic") from None
+        return user
+    key = body.get("writeKey")
+    return key if isinstance(key, str) else ""
+
+
+def check_key(key: str, accepted: frozenset[str]) -> None:
+    """An empty accepted set takes any key (a private network); otherwise the key must be in it."""
+    if accepted and key not in accepted:
+        raise Unauthorized("unknown write key" if key else "no write key: send it as the HTTP Basic user")
+
+
+def collect(endpoint: str, body: bytes, now: float, authorization: str | None = None,
+            accepted_keys: frozenset[str] = frozenset()) -> Collected:
+    """A request to ``/v1/{endpoint}`` (its body already inflated: aiohttp gunzips
+    ``Content-Encoding: gzip`` itself, within its request size limit) -> the records to produce;
+    raises `Rejected` (400) or `Unauthorized` (401) and then nothing of the request is produced."""
+    name = endpoint.strip("/").removeprefix("v1/")
+    if name not in ENDPOINTS:
+        raise Rejected(f"unknown endpoint /v1/{name}; known: {', '.join(ENDPOINTS)}")
+    if len(body) > MAX_BATCH_BYTES:
+        raise Rejected(f"the batch is over {MAX_BATCH_BYTES // 1024} KB")
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        raise Rejected("the body is not a JSON object") from None
+    if not isinstance(payload, dict):
+        raise Rejected("the body is not a JSON object")
+    key = write_key(authorization, payload)
+    check_key(key, accepted_keys)
+    if name in ("batch", "import"):
+        messages = payload.get("batch")
+        if not isinstance(messages, list):
+            raise Rejected("a batch needs a 'batch' array of messages")
+        labels = [f"batch[{i}]" for i in range(len(messages))]
+    else:
+        messages, labels = [{"type": name, **payload}], ["the message"]
+    received = _iso(now)
+    return Collected(key, [_record(m, label, received) for m, label in zip(messages, labels, strict=True)])
+
+
+def _record(message: object, label: str, received_at: str) -> tuple[bytes, bytes]:
+    if not isinstance(message, dict):
+        raise Rejected(f"{label}: not a JSON object")
+    kind = message.get("type")
+    if kind not in MESSAGE_TYPES:
+        raise Rejected(f"{label}: type must be one of {', '.join(MESSAGE_TYPES)}")
+    user = message.get("userId") or message.get("anonymousId")
+    if not user:
+        raise Rejected(f"{label}: needs userId or anonymousId")
+    message = {k: v for k, v in message.items() if k != "writeKey"}  # a credential stays out of Kafka
+    message["receivedAt"] = received_at
+    # as Segment's API does: a message without these still gets exactly-once handling and a time
+    message.setdefault("messageId", f"recstream-{uuid.uuid4()}")
+    message.setdefault("timestamp", received_at)
+    value = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise Rejected(f"{label}: over {MAX_MESSAGE_BYTES // 1024} KB")
+    return str(user).encode(), value
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

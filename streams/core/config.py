@@ -1,0 +1,63 @@
+"""Start-up check of the whole configuration: the settings, and the JSON-valued ones parsed the
+way the worker will parse them, so that a bad value stops any command before it starts, with one
+line that names the variable (`recstream` prints it and exits 2). Pure: no faust.
+
+>>> load_settings({"RECSTREAM_VARIANTS": "{oops"})
+Traceback (most recent call last):
+...
+streams.core.settings.ConfigError: RECSTREAM_VARIANTS: not valid JSON (Expecting property name enclosed in double quotes at line 1 column 2); it must be a JSON object {variant: {param: value}} or @file.json
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+from streams.core.affinity import AffinityModel
+from streams.core.attribution import Rules
+from streams.core.events import load_event_map
+from streams.core.experiments import load_variants
+from streams.core.ingest import ParserConfig
+from streams.core.pipeline import PipelineConfig
+from streams.core.settings import PREFIX, ConfigError, Settings, accepted_form
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """`Settings.from_env`, then each JSON-valued setting through its own loader (a ConfigError
+    naming the variable for bad JSON, an unreadable @file, or content the loader rejects)."""
+    from streams.core.events import load_event_map
+    from streams.core.experiments import load_variants
+    from streams.core.image_pipeline import load_image_variants
+
+    settings = Settings.from_env(env)
+    for name, load in (("event_map", load_event_map), ("variants", load_variants),
+                       ("image_variants", load_image_variants)):
+        try:
+            load(getattr(settings, name))
+        except (ValueError, TypeError, AttributeError, OSError, RecursionError) as exc:
+            raise ConfigError(f"{PREFIX}{name.upper()}: {_reason(exc)}; it must be {accepted_form(name)}") from None
+    return settings
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    if isinstance(exc, OSError):
+        return f"cannot read {exc.filename!r} ({exc.strerror})"
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply"
+    return str(exc) or type(exc).__name__
+
+
+def core_objects(s: Settings) -> tuple[AffinityModel, ParserConfig, PipelineConfig]:
+    """The pure core's configuration from settings (the worker's and the bulk rebuild's)."""
+    model = AffinityModel(weights=s.weights, half_life_s=s.half_life_seconds, top_k=s.top_k_artists,
+                          dedup_window=s.dedup_window)
+    floor = datetime(s.min_event_year, 1, 1, tzinfo=timezone.utc).timestamp()
+    parser = ParserConfig(load_event_map(s.event_map), s.max_event_bytes, s.unmapped_events, s.max_future_skew_s, floor)
+    pipeline = PipelineConfig(model=model, variants=load_variants(s.variants), experiment=s.experiment,
+                              model_version=s.model_version, affinity_top_n=s.affinity_update_top_n,
+                              trending_half_life_s=s.trending_half_life_days * 86400.0,
+                              attribution=Rules(attribution_days=s.attribution_days))
+    return model, parser, pipeline

@@ -1,0 +1,191 @@
+"""The image pipeline (pure): a batch of ``images.keyed`` records from one partition -> consumer
+state changes (through a plain mapping), global-count increments, and output records.
+
+Events are keyed by **consumer**: everything a request needs about the consumer (views and
+locks across merchants) is then one local lookup, while the per-(merchant, image) counts are
+small and every worker holds all of them (streams.core.popularity.Shares, like trending).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+
+import msgspec
+
+from streams.core.affinity import first_delivery, remember
+from streams.core.experiments import assign
+from streams.core.images import (
+    Choice,
+    ConsumerImages,
+    GlobalCounts,
+    Image,
+    ImageCatalog,
+    MerchantViews,
+    PoolRules,
+    SelectionParams,
+    build_pool,
+    choose,
+)
+from streams.core.ledger import Ledger
+from streams.core.records import MAX_ID_CHARS, ImageEvent, ImageRequest
+
+CHOSEN, REPLIES = "images.chosen", "images.replies"
+MAX_MERCHANTS_PER_CONSUMER = 1000
+
+_STATE_ENC = msgspec.msgpack.Encoder()
+_STATE_DEC = msgspec.msgpack.Decoder(ConsumerImages)
+_CATALOG = msgspec.json.Decoder(ImageCatalog)
+_JSON = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class ImageVariant:
+    name: str
+    share: float = 0.5
+    explore: float = 0.0  # the multiplier C
+
+
+def default_image_variants() -> dict[str, ImageVariant]:
+    return {"A": ImageVariant("A", 0.5, 0.0), "B": ImageVariant("B", 0.5, 0.01)}
+
+
+def load_image_variants(spec: str) -> dict[str, ImageVariant]:
+    if not spec:
+        return default_image_variants()
+    raw = json.loads(spec)
+    out = {name: ImageVariant(name, float(p.get("share", 0.5)), float(p.get("explore", 0.0))) for name, p in raw.items()}
+    if abs(sum(v.share for v in out.values()) - 1) > 1e-3:
+        raise ValueError("image variant shares must add up to 1")
+    return out
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    variants: dict[str, ImageVariant] = field(default_factory=default_image_variants)
+    experiment: str = "images"
+    params: SelectionParams = SelectionParams()
+    rules: PoolRules = PoolRules()
+    half_life_s: float = 30 * 86400.0
+    dedup_window: int = 2048
+
+
+def decode_image_catalog(raw: bytes) -> ImageCatalog:
+    """A catalog.images record; raises msgspec errors on bad input (the agent dead-letters it)."""
+    record = _CATALOG.decode(raw)
+    if not record.merchant_id or len(record.merchant_id) > MAX_ID_CHARS:
+        raise msgspec.ValidationError(f"merchant_id must be 1 to {MAX_ID_CHARS} characters")
+    return record
+
+
+def load_state(raw: bytes | None) -> ConsumerImages:
+    return ConsumerImages() if not raw else _STATE_DEC.decode(raw)
+
+
+class Pools:
+    """merchant -> pool, decoded from the image catalog table only when the record changed,
+    so a pool change takes effect on the next choice."""
+
+    def __init__(self, table: Mapping[str, bytes], rules: PoolRules):
+        self.table, self.rules = table, rules
+        self._cache: dict[str, tuple[bytes, list[Image]]] = {}
+
+    def get(self, merchant_id: str) -> list[Image]:
+        raw = self.table.get(merchant_id)
+        if raw is None:
+            return []
+        cached = self._cache.get(merchant_id)
+        if cached is None or cached[0] != raw:
+            cached = self._cache[merchant_id] = (raw, build_pool(_CATALOG.decode(raw), self.rules))
+        return cached[1]
+
+
+def choice_record(consumer: str, merchant: str, choice: Choice, variant: str, trigger: str) -> dict:
+    return {"consumer_id": consumer, "merchant_id": merchant, "image_id": choice.image_id, "url": choice.url,
+            "exploit": choice.exploit, "explore": choice.explore, "boost": choice.boost,
+            "locked": choice.locked, "variant": variant, "trigger": trigger}
+
+
+def answer(cfg: ImageConfig, request: ImageRequest, state: ConsumerImages, pools: Pools,
+           stats: dict[str, tuple[float, float]]) -> dict:
+    """The reply to a request (also what GET /images/{consumer} returns)."""
+    variant = assign(cfg.experiment, request.consumer_id, cfg.variants)
+    choices = []
+    for merchant in request.merchant_ids:
+        choice = choose(pools.get(merchant), stats, merchant, state.merchants.get(merchant), variant.explore,
+                        cfg.params, request.query)
+        if choice is None:
+            choices.append({"merchant_id": merchant, "image_id": None, "error": "no image pool for merchant"})
+        else:
+            choices.append(choice_record(request.consumer_id, merchant, choice, variant.name, request.request_id))
+    return {"request_id": request.request_id, "consumer_id": request.consumer_id, "variant": variant.name,
+            "choices": choices}
+
+
+class ImageBatch:
+    def __init__(self, cfg: ImageConfig, consumers: MutableMapping[str, bytes], partial: GlobalCounts,
+                 pools: Pools, stats: Callable[[], dict[str, tuple[float, float]]], ledger: Ledger | None = None):
+        self.cfg, self.consumers, self.partial, self.pools, self.stats = cfg, consumers, partial, pools, stats
+        self.ledger = ledger  # impressions and conversions per image variant and merchant
+        self._states: dict[str, ConsumerImages] = {}
+        self.out: list[tuple[str, bytes, bytes]] = []
+        self.applied = self.duplicates = 0
+
+    def run(self, records: Iterable[ImageEvent | ImageRequest]) -> list[tuple[str, bytes, bytes]]:
+        for rec in records:
+            if isinstance(rec, ImageEvent):
+                self._event(rec)
+            else:
+                reply = answer(self.cfg, rec, self._state(rec.consumer_id), self.pools, self.stats())
+                self.out.append((REPLIES, rec.consumer_id.encode(), _JSON.encode(reply)))
+        for consumer, state in self._states.items():
+            self.consumers[consumer] = _STATE_ENC.encode(state)
+        if self.ledger is not None:
+            self.ledger.flush()
+        return self.out
+
+    def _state(self, consumer: str) -> ConsumerImages:
+        if consumer not in self._states:
+            self._states[consumer] = load_state(self.consumers.get(consumer))
+        return self._states[consumer]
+
+    def _event(self, ev: ImageEvent) -> None:
+        state = self._state(ev.consumer_id)
+        if not first_delivery(state.applied, ev.source, ev.offset) or not remember(
+                state.seen, ev.message_id, self.cfg.dedup_window):
+            self.duplicates += 1
+            return
+        self.applied += 1
+        variant = assign(self.cfg.experiment, ev.consumer_id, self.cfg.variants)
+        pool = self.pools.get(ev.merchant_id)
+        first_time = ev.merchant_id not in state.merchants
+        views = state.merchants.setdefault(ev.merchant_id, MerchantViews(impressions={}))
+        before = choose(pool, self.stats(), ev.merchant_id, views, variant.explore, self.cfg.params)
+        if ev.kind == "impression":
+            views.impressions[ev.image_id] = views.impressions.get(ev.image_id, 0) + 1
+            self.partial.add(ev.merchant_id, ev.image_id, 1.0, 0.0, ev.time, self.cfg.half_life_s)
+            if self.ledger is not None:
+                self.ledger.impressed(ev.consumer_id, variant.name, ev.merchant_id, ev.image_id, ev.time, ev.message_id)
+        else:
+            views.converted = ev.image_id
+            self.partial.add(ev.merchant_id, ev.image_id, 0.0, 1.0, ev.time, self.cfg.half_life_s)
+            if self.ledger is not None:
+                self.ledger.image_converted(ev.consumer_id, ev.merchant_id, ev.image_id, ev.time, ev.message_id)
+        if len(state.merchants) > MAX_MERCHANTS_PER_CONSUMER:
+            state.merchants.pop(next(iter(state.merchants)))  # the longest-known merchant goes first
+        after = choose(pool, self.stats(), ev.merchant_id, views, variant.explore, self.cfg.params)
+        if after is not None and (first_time or before is None or (after.image_id, after.locked) != (before.image_id, before.locked)):
+            record = choice_record(ev.consumer_id, ev.merchant_id, after, variant.name, ev.message_id)
+            self.out.append((CHOSEN, f"{ev.consumer_id}|{ev.merchant_id}".encode(), _JSON.encode(record)))
+
+
+def dump_counts(counts: GlobalCounts) -> bytes:
+    return _STATE_ENC.encode(counts)
+
+
+_COUNTS = msgspec.msgpack.Decoder(GlobalCounts)
+
+
+def load_counts(raw: bytes | None) -> GlobalCounts:
+    return GlobalCounts() if not raw else _COUNTS.decode(raw)

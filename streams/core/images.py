@@ -1,0 +1,223 @@
+"""Image selection (pure core, numpy): which image to show a consumer for a merchant.
+
+    score(c, m, i) = cvr(m, i) + C · sqrt(ln(1 + N(c, m)) / (1 + n(c, m, i)))  [+ query boost]
+
+- exploit, `cvr`: the image's conversion rate over all consumers, smoothed towards the
+  merchant's pooled rate (a Beta prior of `prior_strength` impressions), so a new image starts
+  at the merchant's average instead of 0;
+- explore: an uncertainty bonus (UCB1-shaped) that grows with the consumer's impressions of the
+  merchant N and shrinks as *this consumer* sees *this image* (n); C = 0 is pure exploitation;
+- a consumer who converted on an image keeps it for that merchant (locked);
+- a search query adds `boost` to images whose item tags match a query word.
+
+The score form lives in `ucb_explore` alone; pass another `explore` function to `choose` to swap
+it. Ties go to the earlier image in pool order (the header first), so choices are deterministic.
+
+>>> round(float(ucb_explore(C=0.01, merchant_views=10, image_views=np.array([0.0]))[0]), 6)
+0.015485
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from streams.core.affinity import decay
+
+# --- pools --------------------------------------------------------------------------------
+
+
+class Image(msgspec.Struct, forbid_unknown_fields=False):
+    image_id: str
+    url: str = ""
+    kind: str = "item"  # header | item
+    item_id: str | None = None
+    category: str | None = None
+    tags: list[str] = []
+    sales_rank: int | None = None  # 1 = best selling
+
+
+class ImageCatalog(msgspec.Struct, forbid_unknown_fields=False):
+    """catalog.images record, keyed by merchant id."""
+
+    merchant_id: str
+    images: list[Image]
+    main_category: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolRules:
+    top_items: int = 5
+    filtered_categories: frozenset[str] = frozenset({"drinks", "sides"})
+
+
+def build_pool(catalog: ImageCatalog, rules: PoolRules = PoolRules()) -> list[Image]:
+    """Header image(s) + the top-selling items' images, minus filtered categories unless the
+    merchant mainly sells them.
+
+    >>> cat = ImageCatalog("m", [Image("h", kind="header"), Image("fries", category="sides", sales_rank=1),
+    ...                          Image("burger", category="mains", sales_rank=2)])
+    >>> [i.image_id for i in build_pool(cat)]
+    ['h', 'burger']
+    """
+    main = catalog.main_category or _main_category(catalog.images)
+    headers = [i for i in catalog.images if i.kind == "header"]
+    items = [i for i in catalog.images if i.kind != "header"
+             and (i.category not in rules.filtered_categories or i.category == main)]
+    items.sort(key=lambda i: (i.sales_rank if i.sales_rank is not None else math.inf, i.image_id))
+    return headers + items[: rules.top_items]
+
+
+def _main_category(images: Sequence[Image]) -> str | None:
+    counts: dict[str, int] = {}
+    for i in images:
+        if i.kind != "header" and i.category:
+            counts[i.category] = counts.get(i.category, 0) + 1
+    return max(sorted(counts), key=counts.__getitem__) if counts else None
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+class MerchantViews(msgspec.Struct, array_like=True):
+    """One consumer's history with one merchant."""
+
+    impressions: dict[str, int] = {}
+    converted: str | None = None
+
+
+class ConsumerImages(msgspec.Struct, omit_defaults=True):
+    """Table value per consumer: their views by merchant, and recent messageIds for dedup."""
+
+    merchants: dict[str, MerchantViews] = {}
+    seen: list[int] = []
+    applied: dict[str, int] = {}  # input partition -> last offset applied (streams.core.affinity.first_delivery)
+
+
+class GlobalCounts(msgspec.Struct):
+    """Decayed impressions and conversions per "merchant|image" at reference time `ref`
+    (one partition's share; shares add up)."""
+
+    ref: float = 0.0
+    counts: dict[str, list[float]] = {}  # key -> [impressions, conversions]
+
+    def add(self, merchant: str, image: str, impressions: float, conversions: float, t: float,
+            half_life_s: float) -> None:
+        if t > self.ref:
+            if half_life_s > 0:
+                factor = decay(t - self.ref, half_life_s)
+                for c in self.counts.values():
+                    c[0] *= factor
+                    c[1] *= factor
+            self.ref = t
+        w = decay(self.ref - t, half_life_s)
+        c = self.counts.setdefault(f"{merchant}|{image}", [0.0, 0.0])
+        c[0] += impressions * w
+        c[1] += conversions * w
+
+
+def merge_counts(shares: Sequence[GlobalCounts], half_life_s: float) -> dict[str, tuple[float, float]]:
+    ref = max((s.ref for s in shares), default=0.0)
+    out: dict[str, list[float]] = {}
+    for s in shares:
+        f = decay(ref - s.ref, half_life_s)
+        for key, (imp, conv) in s.counts.items():
+            acc = out.setdefault(key, [0.0, 0.0])
+            acc[0] += imp * f
+            acc[1] += conv * f
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+# --- selection ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SelectionParams:
+    prior_strength: float = 20.0  # the prior counts as this many impressions
+    default_cvr: float = 0.02  # prior mean for a merchant with no history
+    query_boost: float = 0.05
+
+
+class Choice(msgspec.Struct):
+    image_id: str
+    url: str
+    exploit: float
+    explore: float
+    boost: float
+    locked: bool
+
+
+def smoothed_cvr(impressions: np.ndarray, conversions: np.ndarray, params: SelectionParams) -> np.ndarray:
+    """(conversions + k·p) / (impressions + k), p = the merchant's pooled rate."""
+    total_imp = impressions.sum()
+    prior = conversions.sum() / total_imp if total_imp > 0 else params.default_cvr
+    k = params.prior_strength
+    return (conversions + k * prior) / (impressions + k)
+
+
+def ucb_explore(C: float, merchant_views: float, image_views: np.ndarray) -> np.ndarray:
+    """The exploration bonus: C · sqrt(ln(1 + N) / (1 + n))."""
+    return C * np.sqrt(np.log1p(merchant_views) / (1.0 + image_views))
+
+
+def choose(pool: Sequence[Image], stats: dict[str, tuple[float, float]], merchant_id: str,
+           views: MerchantViews | None, C: float, params: SelectionParams = SelectionParams(),
+           query: str = "", explore: Callable[[float, float, np.ndarray], np.ndarray] = ucb_explore) -> Choice | None:
+    if not pool:
+        return None
+    views = views or MerchantViews()
+    imp = np.array([stats.get(f"{merchant_id}|{i.image_id}", (0.0, 0.0))[0] for i in pool])
+    conv = np.array([stats.get(f"{merchant_id}|{i.image_id}", (0.0, 0.0))[1] for i in pool])
+    exploit = smoothed_cvr(imp, conv, params)
+    seen = np.array([float(views.impressions.get(i.image_id, 0)) for i in pool])
+    bonus = explore(C, float(seen.sum()), seen)
+    boost = query_boost(pool, query, params.query_boost)
+    if views.converted is not None:
+        for idx, image in enumerate(pool):
+            if image.image_id == views.converted:
+                return Choice(image.image_id, image.url, float(exploit[idx]), 0.0, 0.0, True)
+    # Rounded so that exact ties (e.g. a new image at the merchant's pooled rate) don't fall to
+    # float noise; argmax then takes the first maximum, i.e. pool order.
+    best = int(np.argmax(np.round(exploit + bonus + boost, 12)))
+    image = pool[best]
+    return Choice(image.image_id, image.url, float(exploit[best]), float(bonus[best]), float(boost[best]), False)
+
+
+def query_boost(pool: Sequence[Image], query: str, boost: float) -> np.ndarray:
+    words = {w for w in query.lower().split() if w}
+    return np.array([boost if words & {t.lower() for t in i.tags} else 0.0 for i in pool])
+
+
+# --- the multiplier simulator ---------------------------------------------------------------
+
+
+def views_until_change(pool: Sequence[Image], stats: dict[str, tuple[float, float]], merchant_id: str,
+                       C: float, max_views: int = 20, params: SelectionParams = SelectionParams()) -> list[bool]:
+    """A consumer keeps seeing the chosen image without converting: changed[x-1] says whether
+    the first image has been replaced at least once within x views."""
+    views = MerchantViews(impressions={})
+    first = choose(pool, stats, merchant_id, views, C, params)
+    changed, ever = [], False
+    current = first
+    for _ in range(max_views):
+        views.impressions[current.image_id] = views.impressions.get(current.image_id, 0) + 1
+        current = choose(pool, stats, merchant_id, views, C, params)
+        ever = ever or current.image_id != first.image_id
+        changed.append(ever)
+    return changed
+
+
+def change_probability(pools: dict[str, Sequence[Image]], stats: dict[str, tuple[float, float]],
+                       multipliers: Sequence[float], max_views: int = 20,
+                       params: SelectionParams = SelectionParams()) -> dict[float, list[float]]:
+    """For each C: the share of merchants whose image has changed after x = 1..max_views views."""
+    out = {}
+    merchants = [m for m, pool in pools.items() if len(pool) > 1]
+    for C in multipliers:
+        table = np.array([views_until_change(pools[m], stats, m, C, max_views, params) for m in merchants], dtype=float)
+        out[C] = list(table.mean(axis=0)) if len(merchants) else [0.0] * max_views
+    return out

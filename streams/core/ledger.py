@@ -1,0 +1,188 @@
+"""One partition's experiment attribution over a table of bytes (pure): what the user pipeline
+and the image pipeline call, with streams.core.attribution doing the counting.
+
+The per-user logs and the partition's tally live in one table (``attribution``), so they are
+written in the same batch as the profiles they go with (exactly once with them, like the
+profiles' input offsets); the tally is also published to every worker for the readout
+(``GET /experiments``). Keys: ``u:<user>`` (recommendations), ``c:<consumer>`` (images),
+``tally:<partition>`` and ``images:<partition>``; none can be a user id's key.
+
+>>> table = {}
+>>> book = Ledger(table, 0)
+>>> book.exposed("u1", "B", [("w1", "trending"), ("w2", "affinity")], t=0.0)
+>>> book.converted("u1", ["w2"], "order", t=60.0, message_id="m1")
+>>> book.flush()
+True
+>>> c = load_tally(table["tally:0"]).variants()["B"]
+>>> c.users, c.exposures, c.converted, c.sources
+(1, 1, 1, {'affinity': 1})
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, MutableMapping
+
+from streams.core.abstats import Report, format_table, report, wilson
+from streams.core.attribution import (
+    CONVERSION_KINDS,
+    Attribution,
+    Rules,
+    Tally,
+    convert,
+    dump,
+    expose,
+    image_convert,
+    impress,
+    load_log,
+    load_tally,
+    merge_tallies,
+)
+
+__all__ = ["CONVERSION_KINDS", "Ledger", "load_tally", "readout"]
+RECS, IMAGES = "tally:", "images:"  # key prefixes of the partitions' tallies
+
+
+class Ledger:
+    """Lazily loads the logs a batch touches; `flush` writes back what changed."""
+
+    def __init__(self, table: MutableMapping[str, bytes], partition: int, rules: Rules | None = None,
+                 kind: str = "recs"):
+        self.table, self.prefix = table, "u:" if kind == "recs" else "c:"
+        self.tally_key = f"{RECS if kind == 'recs' else IMAGES}{partition}"
+        self.state = Attribution(users={}, tally=load_tally(table.get(self.tally_key)), rules=rules or Rules())
+        self._changed: set[str] = set()
+        self.changed = False  # anything flushed since this ledger was made
+
+    @property
+    def tally(self) -> Tally:
+        return self.state.tally
+
+    def _log(self, user: str) -> None:
+        if user not in self.state.users:
+            self.state.users[user] = load_log(self.table.get(self.prefix + user))
+
+    def _counted(self, user: str, counted: bool) -> None:
+        if counted:
+            self._changed.add(user)
+
+    def exposed(self, user: str, variant: str, items: Iterable[tuple[str, str]], t: float,
+                exposure_id: str | None = None) -> None:
+        """A recommendations list of (work, source) shown to `user`."""
+        self._log(user)
+        self._counted(user, expose(self.state, user, variant, items, t, exposure_id))
+
+    def converted(self, user: str, works: list[str], kind: str, t: float, message_id: str) -> None:
+        """An order, inquiry or save of `works` (any other kind counts nothing)."""
+        if kind in CONVERSION_KINDS and works:
+            self._log(user)
+            self._counted(user, convert(self.state, user, works, kind, t, message_id))
+
+    def impressed(self, consumer: str, variant: str, merchant: str, image: str, t: float, message_id: str) -> None:
+        self._log(consumer)
+        self._counted(consumer, impress(self.state, consumer, variant, merchant, image, t, message_id))
+
+    def image_converted(self, consumer: str, merchant: str, image: str, t: float, message_id: str) -> None:
+        self._log(consumer)
+        self._counted(consumer, image_convert(self.state, consumer, merchant, image, t, message_id))
+
+    def flush(self) -> bool:
+        """Write the changed logs and the tally; True when anything changed."""
+        for user in self._changed:
+            self.table[self.prefix + user] = dump(self.state.users[user])
+        if self._changed:
+            self.table[self.tally_key] = self.dump_tally()
+            self.changed = True
+        changed, self._changed = bool(self._changed), set()
+        return changed
+
+    def dump_tally(self) -> bytes:
+        return dump(self.state.tally)
+
+
+def control_of(shares: Mapping[str, float]) -> str:
+    """The control: variant "A" when there is one, else the first by name."""
+    return "A" if "A" in shares else min(shares)
+
+
+def readout(tallies: Iterable[tuple[str, bytes]], experiments: Mapping[str, tuple[str, Mapping[str, float]]]) -> dict:
+    """Every experiment's report from the partitions' tallies (``tally:<p>`` for
+    recommendations, ``images:<p>`` for images; `experiments`: kind -> (name, shares)), with the
+    conversions per item source (recommendations) or per merchant (images).
+
+    >>> table = {}
+    >>> book = Ledger(table, 3)
+    >>> book.exposed("u1", "A", [("w1", "curated")], t=0.0); book.flush()
+    True
+    >>> out = readout(table.items(), {"recs": ("recs", {"A": 0.5, "B": 0.5})})
+    >>> [(e["name"], e["control"], [v["users"] for v in e["variants"]]) for e in out["experiments"]]
+    [('recs', 'A', [1, 0])]
+    """
+    parts: dict[str, list] = {RECS: [], IMAGES: []}
+    for key, raw in tallies:
+        for prefix, found in parts.items():
+            if key.startswith(prefix):
+                found.append(load_tally(raw))
+    out = []
+    for kind, (name, shares) in experiments.items():
+        tally = merge_tallies(parts[RECS if kind == "recs" else IMAGES])
+        entry = {"name": name, "kind": kind, **_report(tally.variants(), shares).as_dict()}
+        if kind == "recs":
+            entry["sources"] = {v: dict(c.sources) for v, c in tally.variants().items()}
+        else:
+            entry["merchants"] = {group: _report(variants, shares).as_dict()
+                                  for group, variants in sorted(tally.groups.items()) if group}
+        out.append(entry)
+    return {"experiments": out}
+
+
+def _report(counters: Mapping, shares: Mapping[str, float]) -> Report:
+    every = {name: counters.get(name, {"users": 0, "converted": 0}) for name in sorted({*shares, *counters})}
+    return report(every, shares, control_of(shares))
+
+
+SNAPSHOT_FIELDS = ("users", "exposures", "converted", "conversions")
+
+
+def snapshot(readout: dict, t: float) -> list[tuple[bytes, bytes]]:
+    """One record per experiment for the readouts topic: its counts per variant at `t`.
+
+    >>> r = {"experiments": [{"name": "recs", "variants": [{"variant": "A", "share": 0.5, "users": 3,
+    ...      "exposures": 4, "converted": 1, "conversions": 1}]}]}
+    >>> snapshot(r, 10.0)
+    [(b'recs', b'{"t":10.0,"experiment":"recs","shares":{"A":0.5},"variants":{"A":{"users":3,"exposures":4,"converted":1,"conversions":1}}}')]
+    """
+    out = []
+    for e in readout["experiments"]:
+        body = {"t": t, "experiment": e["name"], "shares": {v["variant"]: v["share"] for v in e["variants"]},
+                "variants": {v["variant"]: {f: v[f] for f in SNAPSHOT_FIELDS} for v in e["variants"]}}
+        out.append((e["name"].encode(), json.dumps(body, separators=(",", ":")).encode()))
+    return out
+
+
+def series(snapshots: list[dict], experiment: str) -> dict[str, list[tuple[float, float, float, float]]]:
+    """variant -> [(t, rate, low, high)] in time order: the cumulative conversion rate (converted
+    users / exposed users) with its Wilson interval, from the snapshots of one experiment.
+
+    >>> s = [{"t": 1.0, "experiment": "x", "variants": {"A": {"users": 10, "converted": 2}}},
+    ...      {"t": 2.0, "experiment": "x", "variants": {"A": {"users": 0, "converted": 0}}}]
+    >>> [(t, rate) for t, rate, _, _ in series(s, "x")["A"]]
+    [(1.0, 0.2)]
+    """
+    out: dict[str, list] = {}
+    for snap in sorted((s for s in snapshots if s["experiment"] == experiment), key=lambda s: s["t"]):
+        for variant, c in snap["variants"].items():
+            interval = wilson(c["converted"], c["users"])
+            if interval is not None:
+                out.setdefault(variant, []).append((snap["t"], c["converted"] / c["users"], *interval))
+    return out
+
+
+def table(readout: dict) -> str:
+    """Every experiment of a readout as terminal tables (streams.core.abstats.format_table)."""
+    parts = []
+    for e in readout["experiments"]:
+        counts = {v["variant"]: v for v in e["variants"]}
+        shares = {v["variant"]: v["share"] for v in e["variants"] if v["share"] is not None}
+        parts.append(f"experiment {e['name']} ({e['kind']})\n" + format_table(report(counts, shares, control_of(shares))))
+    return "\n\n".join(parts)

@@ -1,0 +1,300 @@
+"""The per-user pipeline (pure): a batch of ``signals.keyed`` records from one partition ->
+state changes (through plain mappings) and output records.
+
+The worker hands in its tables (any MutableMapping[str, bytes]: the tests use dicts) and sends
+what `run` returns. Each user is recomputed once per batch, so bursts coalesce: one affinity
+update and at most one recommendations record per user per batch, only when they changed.
+
+State per partition:
+- profiles: user -> Profile (affinity, dedup ids, purchases, prices, alias pointer)
+- recs: user -> Recommendations (the single source of truth that the topic mirrors)
+- fans: "<artist>@<partition>" -> users who have the artist among their top artists, so a new
+  work reaches them without waiting for their next event.
+- partial: this partition's share of trending and co-engagement (streams.core.popularity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+
+import msgspec
+
+from streams.core.affinity import AffinityModel, Bought, Profile, delivered_before, dump, load
+from streams.core.attribution import Rules
+from streams.core.catalog import CatalogIndex, decode_artwork
+from streams.core.experiments import Variant, assign, default_variants
+from streams.core.ledger import Ledger
+from streams.core.popularity import Partial, PopularityView
+from streams.core.recommend import TOP_ARTISTS, build
+from streams.core.records import (
+    AffinityUpdate,
+    ArtistScore,
+    Exposure,
+    Identity,
+    Merge,
+    Recommendations,
+    Refresh,
+    Signal,
+    encode,
+    encode_keyed,
+)
+
+AFFINITY_UPDATES, RECOMMENDATIONS, SIGNALS_KEYED = "affinity.updates", "recommendations", "signals.keyed"
+NO_TRENDING = {"unfollow", "unsave", "follow"}
+_RECS = msgspec.json.Decoder(Recommendations)
+_FANS_ENC = msgspec.msgpack.Encoder()
+_FANS_DEC = msgspec.msgpack.Decoder(list[str])
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str  # logical name, without the topic prefix
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    model: AffinityModel = field(default_factory=AffinityModel)
+    variants: dict[str, Variant] = field(default_factory=default_variants)
+    experiment: str = "recs"
+    model_version: str = "affinity-blend-1"
+    affinity_top_n: int = 20  # artists in each affinity.updates record
+    fan_top_m: int = 10  # a user is a fan of each of their top-m artists
+    coengagement_top_m: int = 5
+    max_fans: int = 2000  # per artist per partition
+    trending_half_life_s: float = 7 * 86400.0
+    attribution: Rules = field(default_factory=Rules)  # experiment attribution (streams.core.ledger)
+
+    @property
+    def top_needed(self) -> int:
+        """How many of a user's strongest artists every consumer of them needs at most."""
+        return max(self.affinity_top_n, self.fan_top_m, self.coengagement_top_m, TOP_ARTISTS)
+
+
+def fans_key(artist_id: str, partition: int) -> str:
+    return f"{artist_id}@{partition}"
+
+
+def encode_fans(users: list[str]) -> bytes:
+    return _FANS_ENC.encode(users)
+
+
+def decode_recs(raw: bytes | None) -> Recommendations | None:
+    return None if raw is None else _RECS.decode(raw)
+
+
+def recommendations_for(cfg: PipelineConfig, user_id: str, profile: Profile, top: list[tuple[str, float]],
+                        catalog: CatalogIndex, popularity: PopularityView, now: float,
+                        trigger: str) -> Recommendations:
+    """`top`: the user's strongest artists (at least TOP_ARTISTS of them, when they exist)."""
+    variant = assign(cfg.experiment, user_id, cfg.variants)
+    items = build(top, Bought(profile), profile.prices, variant, catalog, popularity, now)
+    return Recommendations(user_id, variant.name, now, cfg.model_version, trigger, items)
+
+
+class PartitionBatch:
+    def __init__(self, cfg: PipelineConfig, partition: int, profiles: MutableMapping[str, bytes],
+                 recs: MutableMapping[str, bytes], fans: MutableMapping[str, bytes], partial: Partial,
+                 catalog: CatalogIndex, popularity: PopularityView, now: float,
+                 attribution: MutableMapping[str, bytes] | None = None):
+        self.cfg, self.partition = cfg, partition
+        self.profiles, self.recs, self.fans = profiles, recs, fans
+        # exposures (emitted lists, Exposure records) and conversions, per variant
+        self.ledger = None if attribution is None else Ledger(attribution, partition, cfg.attribution)
+        self.partial, self.catalog, self.popularity, self.now = partial, catalog, popularity, now
+        self._loaded: dict[str, Profile] = {}
+        self._before: dict[str, list[tuple[str, float]]] = {}
+        self._written: set[str] = set()
+        self._dirty: dict[str, str] = {}  # user -> trigger
+        self._resend: dict[str, str] = {}  # user -> trigger: outputs sent again even if unchanged
+        self._rescoring = False  # refresh: a list whose scores moved counts as changed
+        self._indexes: dict[str, set[int] | None] = {}  # user -> set over profile.seen (_seen_index)
+        self._signalled: set[str] = set()  # triggers that are user events applied in this batch
+        self.out: list[Output] = []
+        self.applied = self.duplicates = 0
+
+    # --- records ---------------------------------------------------------------------------
+
+    def run(self, records: Iterable[Signal | Identity | Merge | Refresh]) -> list[Output]:
+        for rec in records:
+            if isinstance(rec, Signal):
+                self._signal(rec)
+            elif isinstance(rec, Identity):
+                self._identity(rec)
+            elif isinstance(rec, Merge):
+                self._merge(rec)
+            elif isinstance(rec, Exposure):
+                self._exposure(rec)
+            else:
+                self._refresh(rec)
+        self._finish()
+        return self.out
+
+    def refresh(self, users: Iterable[str]) -> list[Output]:
+        """Rebuild these users' lists with the current catalog, trending and clock: works age
+        out of the window, sell and trend without the user doing anything. A list is written
+        and sent only when what a client sees changed: the works, their sources, or a score
+        (served scores match the list; streams.core.recommend.round_score)."""
+        self._rescoring = True
+        for user in users:
+            self._dirty.setdefault(user, "refresh")
+        self._finish()
+        return self.out
+
+    def _signal(self, sig: Signal) -> None:
+        profile = self._profile(sig.user_id)
+        if delivered_before(profile.applied, sig.source, sig.offset):  # redelivered after a crash
+            self.duplicates += 1
+            self._written.add(sig.user_id)  # heals a changelog write lost in the crash
+            self._resend.setdefault(sig.user_id, sig.message_id)  # and outputs lost with it
+            return
+        if profile.alias_of:  # this id was merged: the event belongs to the merged profile
+            # without its input position: the merged profile's own records of that partition
+            # may reach it first, so only messageId dedup can tell a repeat of this one
+            moved = msgspec.structs.replace(sig, user_id=profile.alias_of, source="", offset=-1)
+            self._send(SIGNALS_KEYED, profile.alias_of, encode_keyed(moved))
+            return
+        self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
+        if not self.cfg.model.learn_one(profile, sig, self._seen_index(sig.user_id, profile)):
+            self.duplicates += 1
+            return
+        self.applied += 1
+        self._dirty[sig.user_id] = sig.message_id
+        self._signalled.add(sig.message_id)
+        if self.ledger is not None:  # judged against the lists shown before this event
+            works = [t.artwork_id for t in sig.targets if t.artwork_id]
+            self.ledger.converted(sig.user_id, works, sig.kind, sig.time, sig.message_id)
+        if sig.kind not in NO_TRENDING:
+            weight = self.cfg.model.weights.get(sig.kind, 0.0)
+            for t in sig.targets:
+                if t.artwork_id:
+                    self.partial.trending.add(t.artwork_id, weight, sig.time, self.cfg.trending_half_life_s)
+
+    def _seen_index(self, user: str, profile: Profile) -> set[int] | None:
+        """A set over the user's remembered messageIds, from the user's second signal in this
+        batch on (one signal: a scan of the list is cheaper than building the set)."""
+        index = self._indexes.get(user)
+        if index is None:
+            if user not in self._indexes:
+                self._indexes[user] = None  # first signal: scan
+                return None
+            index = self._indexes[user] = set(profile.seen)
+        return index
+
+    def _identity(self, ident: Identity) -> None:
+        """Keyed by the previous id: hand its profile to the new id and leave a pointer."""
+        profile = self._profile(ident.previous_id)
+        if profile.alias_of:
+            return  # already merged (a replay, or a second identify for the same anonymous id)
+        self._send(SIGNALS_KEYED, ident.user_id,
+                   encode_keyed(Merge(ident.user_id, ident.previous_id, ident.message_id, dump(profile))))
+        self._loaded[ident.previous_id] = Profile(alias_of=ident.user_id, seen=profile.seen, applied=profile.applied)
+        self._written.add(ident.previous_id)
+        self._dirty.pop(ident.previous_id, None)
+
+    def _merge(self, merge: Merge) -> None:
+        profile = self._profile(merge.user_id)
+        if profile.alias_of:
+            self._send(SIGNALS_KEYED, profile.alias_of, encode_keyed(
+                msgspec.structs.replace(merge, user_id=profile.alias_of)))
+            return
+        self._indexes.pop(merge.user_id, None)  # merge replaces the seen list
+        if self.cfg.model.merge(profile, load(merge.profile), merge.message_id):
+            self._written.add(merge.user_id)
+            self._dirty[merge.user_id] = merge.message_id
+
+    def _exposure(self, exposure: Exposure) -> None:
+        """The user saw a list: the given works (sources from the current list), or the
+        current list itself."""
+        if self.ledger is None:
+            return
+        current = decode_recs(self.recs.get(exposure.user_id))
+        listed = dict(_listing(current)) if current else {}
+        items = list(listed.items()) if exposure.items is None else [
+            (work, source or listed.get(work, "other")) for work, source in exposure.items]
+        variant = exposure.variant or (current.variant if current else
+                                       assign(self.cfg.experiment, exposure.user_id, self.cfg.variants).name)
+        self.ledger.exposed(exposure.user_id, variant, items, exposure.time, exposure.exposure_id)
+
+    def _refresh(self, refresh: Refresh) -> None:
+        trigger = "catalog"
+        if refresh.artwork:
+            artwork = decode_artwork(refresh.artwork)
+            self.catalog.upsert(artwork)  # the refresh may overtake the catalog table update
+            trigger = f"catalog:{artwork.id}"
+        for user in _FANS_DEC.decode(self.fans.get(fans_key(refresh.artist_id, self.partition)) or b"\x90"):
+            self._dirty.setdefault(user, trigger)
+
+    # --- per-user results ------------------------------------------------------------------
+
+    def _profile(self, user: str) -> Profile:
+        profile = self._loaded.get(user)
+        if profile is None:
+            profile = self._loaded[user] = load(self.profiles.get(user))
+            self._before[user] = self.cfg.model.top(profile, self.cfg.top_needed)
+        return profile
+
+    def _finish(self) -> None:
+        for user in self._written:
+            self.profiles[user] = dump(self._loaded[user])
+        for user, trigger in {**self._resend, **self._dirty}.items():
+            profile = self._profile(user)
+            if profile.alias_of or (not profile.events and not profile.scores):
+                continue
+            resend = user in self._resend
+            before, after = self._before[user], self.cfg.model.top(profile, self.cfg.top_needed)
+            self._emit_affinity(user, profile, before, after, trigger, resend)
+            self._update_fans(user, before, after)
+            self.partial.update_pairs((a for a, _ in before[: self.cfg.coengagement_top_m]),
+                                      (a for a, _ in after[: self.cfg.coengagement_top_m]))
+            self._emit_recommendations(user, profile, after, trigger, resend)
+        if self.ledger is not None:
+            self.ledger.flush()
+
+    def _emit_affinity(self, user, profile, before, after, trigger, resend=False) -> None:
+        n = self.cfg.affinity_top_n
+        if resend or _rounded(before[:n]) != _rounded(after[:n]):
+            update = AffinityUpdate(user, profile.ref, [ArtistScore(a, s) for a, s in after[:n]], trigger)
+            self._send(AFFINITY_UPDATES, user, encode(update))
+
+    def _update_fans(self, user, before, after) -> None:
+        m = self.cfg.fan_top_m
+        old, new = {a for a, _ in before[:m]}, {a for a, _ in after[:m]}
+        for artist in old ^ new:
+            key = fans_key(artist, self.partition)
+            fans = [u for u in _FANS_DEC.decode(self.fans.get(key) or b"\x90") if u != user]
+            if artist in new:
+                fans.append(user)
+            self.fans[key] = encode_fans(fans[-self.cfg.max_fans:])
+
+    def _emit_recommendations(self, user, profile, top, trigger, resend=False) -> None:
+        fresh = recommendations_for(self.cfg, user, profile, top, self.catalog, self.popularity, self.now, trigger)
+        old = decode_recs(self.recs.get(user))
+        if not resend and old is not None and old.variant == fresh.variant and _listing(old) == _listing(fresh) and (
+                not self._rescoring or _scores(old) == _scores(fresh)):
+            return  # nothing a client would see changed
+        value = encode(fresh)
+        self.recs[user] = value
+        self._send(RECOMMENDATIONS, user, value)
+        if self.ledger is not None and (old is None or _listing(old) != _listing(fresh) or old.variant != fresh.variant):
+            # an emitted list is shown: from the event it answers (event time, like conversions;
+            # the wall clock may run ahead of a client's), or from now on for a refresh
+            shown = min(self.now, profile.ref) if trigger in self._signalled else self.now
+            self.ledger.exposed(user, fresh.variant, _listing(fresh), shown)
+
+    def _send(self, topic: str, key: str, value: bytes) -> None:
+        self.out.append(Output(topic, key.encode(), value))
+
+
+def _rounded(top: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    return [(a, float(f"{s:.9g}")) for a, s in top]
+
+
+def _listing(recs: Recommendations) -> list[tuple[str, str]]:
+    return [(i.artwork_id, i.source) for i in recs.items]
+
+
+def _scores(recs: Recommendations) -> list[float]:
+    return [i.score for i in recs.items]

@@ -1,0 +1,222 @@
+"""Global popularity (pure): trending artworks and artist co-engagement.
+
+Both are aggregated per input partition (a `Partial`, stored in a global table keyed by
+partition) and merged on read into a `PopularityView` that every worker holds.
+
+Trending is a decayed interaction count, Σ w · 2^(−age/h), kept like affinity as (score at T, T).
+Co-engagement counts, for each pair of artists, the users who currently have both among their
+top artists; it moves by +1/−1 as users' top sets change.
+
+>>> part = Partial()
+>>> part.trending.add("w1", 3.0, 0.0, half_life_s=10.0)
+>>> part.trending.add("w1", 1.0, 10.0, half_life_s=10.0)
+>>> part.trending.value_at("w1", 10.0, half_life_s=10.0)   # 3 * 2^-1 + 1
+2.5
+>>> part.update_pairs({"a", "b"}, {"a", "b", "c"})
+>>> sorted(part.pairs.items())
+[('a|c', 1), ('b|c', 1)]
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
+
+import msgspec
+
+from streams.core.affinity import decay
+
+MAX_TRENDING_PER_PARTITION = 2000
+MAX_PAIRS_PER_PARTITION = 20000
+
+
+class DecayedScores(msgspec.Struct):
+    """Σ w · 2^(−(ref − t)/h) per key, valued at time `ref`.
+
+    `ref` is an anchor, not the newest time: newer events are added with a growth factor
+    2^((t − ref)/h) instead of rescaling every key on every event (that made each add cost
+    O(keys)). The anchor moves, with one rescale, only once it is REANCHOR half-lives old,
+    which keeps every factor within 2^±64 of 1. Readers rescale to a common time anyway."""
+
+    ref: float = 0.0
+    scores: dict[str, float] = {}
+
+    REANCHOR: ClassVar[float] = 64.0
+
+    def add(self, key: str, weight: float, t: float, half_life_s: float) -> None:
+        if not self.scores or (half_life_s > 0 and t - self.ref > self.REANCHOR * half_life_s):
+            factor = decay(t - self.ref, half_life_s)
+            for k in self.scores:
+                self.scores[k] *= factor
+            self.ref = t
+        self.scores[key] = self.scores.get(key, 0.0) + weight * decay(self.ref - t, half_life_s)
+        if len(self.scores) > MAX_TRENDING_PER_PARTITION * 1.25:  # amortised trim
+            keep = heapq.nlargest(MAX_TRENDING_PER_PARTITION, self.scores.items(), key=lambda i: (i[1], i[0]))
+            self.scores = dict(keep)
+
+    def value_at(self, key: str, t: float, half_life_s: float) -> float:
+        return self.scores.get(key, 0.0) * decay(t - self.ref, half_life_s)
+
+
+class Partial(msgspec.Struct):
+    """One partition's share of the global popularity."""
+
+    trending: DecayedScores = msgspec.field(default_factory=DecayedScores)
+    pairs: dict[str, int] = {}
+
+    def update_pairs(self, old_top: Iterable[str], new_top: Iterable[str]) -> None:
+        old, new = _pairs(old_top), _pairs(new_top)
+        for p in new - old:
+            self.pairs[p] = self.pairs.get(p, 0) + 1
+        for p in old - new:
+            count = self.pairs.get(p, 0) - 1
+            if count > 0:
+                self.pairs[p] = count
+            else:
+                self.pairs.pop(p, None)
+        if len(self.pairs) > MAX_PAIRS_PER_PARTITION * 1.25:  # amortised trim
+            self.pairs = _strongest(self.pairs)
+
+
+def _pair_keys(artists: Iterable[str]) -> Iterator[str]:
+    """"a|b" for each pair of distinct artists, a < b, in sorted order."""
+    return (f"{a}|{b}" for a, b in itertools.combinations(sorted(set(artists)), 2))
+
+
+def _pairs(artists: Iterable[str]) -> set[str]:
+    return set(_pair_keys(artists))
+
+
+def count_pairs(tops: Iterable[Iterable[str]]) -> dict[str, int]:
+    """Co-engagement counts from scratch, one top set per user (the bulk rebuild): what
+    `update_pairs((), top)` per user gives, counted in one pass and bounded once at the end.
+
+    >>> count_pairs([["b", "a"], ["a", "b", "c"], ["c"]])
+    {'a|b': 2, 'a|c': 1, 'b|c': 1}
+    """
+    counts = Counter(pair for top in tops for pair in _pair_keys(top))
+    return _strongest(counts) if len(counts) > MAX_PAIRS_PER_PARTITION else dict(counts)
+
+
+def _strongest(pairs: dict[str, int]) -> dict[str, int]:
+    """The MAX_PAIRS_PER_PARTITION largest counts (ties: the larger key)."""
+    return dict(heapq.nlargest(MAX_PAIRS_PER_PARTITION, pairs.items(), key=lambda i: (i[1], i[0])))
+
+
+_ENC = msgspec.msgpack.Encoder()
+_DEC = msgspec.msgpack.Decoder(Partial)
+
+
+def dump_partial(p: Partial) -> bytes:
+    return _ENC.encode(p)
+
+
+def load_partial(raw: bytes | None) -> Partial:
+    return Partial() if not raw else _DEC.decode(raw)
+
+
+class PopularityView:
+    """The merged, read-only view used by the recommendation builder."""
+
+    def __init__(self, partials: Iterable[Partial] = (), half_life_s: float = 7 * 86400.0, top_k: int = 500):
+        ref = 0.0
+        parts = list(partials)
+        for p in parts:
+            ref = max(ref, p.trending.ref)
+        trending: dict[str, float] = {}
+        pairs: dict[str, int] = {}
+        for p in parts:
+            factor = decay(ref - p.trending.ref, half_life_s)
+            for k, s in p.trending.scores.items():
+                trending[k] = trending.get(k, 0.0) + s * factor
+            for k, c in p.pairs.items():
+                pairs[k] = pairs.get(k, 0) + c
+        top = heapq.nlargest(top_k, trending.items(), key=lambda i: (i[1], i[0]))
+        peak = top[0][1] if top else 0.0
+        # normalised to [0, 1] so the rankers' trending term has a stable scale; the list is the
+        # global top k (backfill, cold start), the scores cover every work (a user's candidates
+        # far down the global ranking still compare by their own trending)
+        self.trending: list[tuple[str, float]] = [(k, s / peak) for k, s in top] if peak > 0 else []
+        self.trending_score = {k: s / peak for k, s in trending.items()} if peak > 0 else {}
+        self.memo: dict = {}  # what every user's builder derives from this view alone (recommend._hot)
+        self.neighbours: dict[str, list[tuple[str, int]]] = {}
+        for key, count in pairs.items():
+            a, b = key.split("|", 1)
+            self.neighbours.setdefault(a, []).append((b, count))
+            self.neighbours.setdefault(b, []).append((a, count))
+        for lst in self.neighbours.values():
+            lst.sort(key=lambda i: (-i[1], i[0]))
+
+    def similar(self, artist_id: str, k: int = 10) -> list[tuple[str, int]]:
+        """Artists most co-engaged with `artist_id`: count descending, then id."""
+        return self.neighbours.get(artist_id, [])[:k]
+
+
+class Shares:
+    """A worker's live per-partition partials for the partitions it owns, plus the merged view
+    it reads (used for trending/co-engagement and for image statistics).
+
+    Partials are written to a global table at most every `flush_s`; the view is rebuilt from the
+    table (others' partitions) and the live partials (ours) at most every `view_s`.
+    """
+
+    def __init__(self, load: Callable[[bytes | None], Any], merge: Callable[[list], Any],
+                 flush_s: float = 1.0, view_s: float = 1.0, dump: Callable[[Any], bytes] | None = None):
+        self.load, self.merge, self.dump = load, merge, dump
+        self.flush_s, self.view_s = flush_s, view_s
+        self.live: dict[int, Any] = {}
+        self._flushed_at: dict[int, float] = {}
+        self._view: Any = None
+        self._view_at = float("-inf")
+        self.building = False  # a rebuild is running elsewhere (streams.worker.runtime.view_without_blocking)
+
+    def partial(self, partition: int, stored: Callable[[], bytes | None]):
+        """This worker's live share of `partition`; `stored()` (its last flushed bytes) is read
+        only the first time, not on every batch."""
+        if partition not in self.live:
+            self.live[partition] = self.load(stored())
+            self._flushed_at[partition] = float("-inf")
+        return self.live[partition]
+
+    def flush_due(self, partition: int, now: float) -> bool:
+        if now - self._flushed_at.get(partition, float("-inf")) >= self.flush_s:
+            self._flushed_at[partition] = now
+            return True
+        return False
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions moved to another worker: its copy is the live one now."""
+        for p in partitions:
+            self.live.pop(p, None)
+            self._flushed_at.pop(p, None)
+
+    def view(self, stored: Iterable[tuple[str, bytes]], now: float):
+        """The merged view, rebuilt here when stale (see `snapshot`/`build` to rebuild elsewhere)."""
+        if self.stale(now):
+            self.install(self.build(self.snapshot(stored)), now)
+        return self._view
+
+    @property
+    def current(self):
+        return self._view
+
+    def stale(self, now: float) -> bool:
+        return self._view is None or now - self._view_at >= self.view_s
+
+    def snapshot(self, stored: Iterable[tuple[str, bytes]]) -> dict[str, Any]:
+        """Everything a view is built from, detached from live state: stored bytes for other
+        workers' partitions, ours as they are (or, given `dump`, as bytes, for a view built in
+        another thread while ours keep changing)."""
+        parts: dict[str, Any] = dict(stored)
+        parts.update({f"p{p}": self.dump(part) if self.dump else part for p, part in self.live.items()})
+        return parts
+
+    def build(self, snapshot: dict[str, Any]):
+        """Pure; with `dump` set, safe to run in another thread."""
+        return self.merge([self.load(v) if isinstance(v, bytes) else v for v in snapshot.values()])
+
+    def install(self, view, built_at: float) -> None:
+        self._view, self._view_at = view, built_at

@@ -1,0 +1,224 @@
+"""The recommendation builder (pure): a user's affinity + the catalog -> N items.
+
+Candidates are available, non-merch works published within the variant's window (and not in
+the future), never one the user bought (nor, with the budget filter, above the user's budget).
+Two rankings (a variant's ``ranking``):
+
+``blend`` (affinity first): the works of the user's top artists, ranked by
+
+    score = affinity(artist)^α · (1 + β · trending(work))        trending normalised to [0, 1]
+
+ties broken by newest first, then artwork id. β = 0 gives the source story's strict order,
+affinity descending then newest (variant A, the control).
+
+``popular`` (personalised popularity, the default): on real purchase data item popularity
+carries most of the signal, so the user's artists do not filter the candidates, they lift them.
+Candidates are the recent works of the user's top artists and of similar artists, and the
+globally trending works (as the trending backfill: any publication date up to now); each is
+scored by
+
+    score = (trending(work) + ε) · (1 + λ · affinity(artist) / the user's top affinity)
+
+with trending normalised by the global peak (a rate comparable across candidates, not cut to a
+global top list), ε = ``trending_floor`` and λ = ``personal_weight``; a similar artist counts
+with its similarity-scaled affinity, an artist the user never met with 0.
+
+Either way ``max_per_artist`` caps one artist's works in a list unless nothing else is left.
+Short lists are filled by the backfill chain similar artists -> curated -> trending -> latest,
+with one exclude set so nothing repeats, and every item says which source it came from. The
+list is shorter than N only when the whole catalog has fewer eligible works.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Container, Iterable, Iterator, Sequence
+
+from streams.core.catalog import CatalogIndex, is_eligible, published
+from streams.core.experiments import Variant
+from streams.core.popularity import PopularityView
+from streams.core.records import Artwork, RecItem
+
+DAY = 86400.0
+# Listed scores keep 4 significant digits: a list is "changed" (rewritten, sent) when a client
+# would see a difference, and the same inputs give the same bytes whatever float noise the
+# order of merging shares left behind.
+SCORE_DIGITS = 4
+TOP_ARTISTS = 20  # personal candidates come from the user's strongest artists
+SIMILAR_PER_ARTIST = 5
+MAX_WORKS_PER_ARTIST = 50
+SIMILAR_IN_POPULAR = 10  # the strongest similar artists whose works popular ranks (each costs a catalog scan)
+
+
+def round_score(score: float) -> float:
+    """
+    >>> round_score(1.234567), round_score(0.000123456)
+    (1.235, 0.0001235)
+    """
+    return float(f"{score:.{SCORE_DIGITS}g}")
+
+
+def budget_limit(prices: Sequence[float], variant: Variant) -> float | None:
+    """The user's budget, or None (no filter) without price history or when the variant is off."""
+    if not variant.budget_filter or not prices:
+        return None
+    return max(prices) * variant.budget_multiplier
+
+
+def blend_score(affinity: float, trending: float, variant: Variant) -> float:
+    return affinity ** variant.affinity_power * (1.0 + variant.trending_blend * trending)
+
+
+def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], prices: Sequence[float],
+          variant: Variant, catalog: CatalogIndex, popularity: PopularityView, now: float) -> list[RecItem]:
+    """`purchased`: the works the user bought (anything with `in`), never listed."""
+    n, cap = variant.n, variant.max_per_artist
+    exclude: set[str] = set()
+    budget = budget_limit(prices, variant)
+    since = now - variant.window_days * DAY
+    items: list[RecItem] = []
+    per_artist: dict[str, int] = {}
+    capped: list[RecItem] = []  # over the per-artist cap: listed only if nothing else is left
+
+    def take(ranked: Iterable[tuple[Artwork, float, str]]) -> None:
+        for work, score, source in ranked:
+            if len(items) >= n:
+                return
+            if work.id in exclude or work.id in purchased or (
+                    budget is not None and work.price is not None and work.price > budget):
+                continue
+            exclude.add(work.id)
+            item = RecItem(work.id, work.artist_id, round_score(score), source)
+            if cap and per_artist.get(work.artist_id, 0) >= cap:
+                capped.append(item)
+                continue
+            per_artist[work.artist_id] = per_artist.get(work.artist_id, 0) + 1
+            items.append(item)
+
+    personal = [a for a in top_artists[:TOP_ARTISTS] if a[1] > 0]
+    if variant.ranking == "popular":
+        take(_popular(personal, catalog, popularity, since, now, variant))
+    else:
+        take(_rank(((aff, _recent(catalog, a, since, now, popularity), "affinity") for a, aff in personal), variant,
+                   popularity))
+        if len(items) < n:
+            take(_similar(personal, catalog, popularity, since, now, variant))
+    if len(items) < n:
+        curated = (catalog.get(wid) for wid in catalog.curated)
+        take((w, 0.0, "curated") for w in curated if w is not None and is_eligible(w) and published(w) <= now)
+    if len(items) < n:
+        trending = ((catalog.get(wid), s) for wid, s in popularity.trending)
+        take((w, s, "trending") for w, s in trending if w is not None and is_eligible(w) and published(w) <= now)
+    k = n + len(exclude)
+    while len(items) < n:
+        before = len(exclude)
+        take((w, 0.0, "latest") for w in catalog.latest(k) if published(w) <= now)
+        if len(exclude) == before and k >= catalog.eligible_count():
+            break  # the catalog has nothing more to give
+        k *= 2
+    return items + capped[: n - len(items)]
+
+
+def cold_start(catalog: CatalogIndex, popularity: PopularityView, variant: Variant, now: float) -> list[RecItem]:
+    """A brand-new user: curated, then trending, then latest."""
+    return build((), (), (), variant, catalog, popularity, now)
+
+
+def _recent(catalog: CatalogIndex, artist: str, since: float, now: float,
+            popularity: PopularityView | None = None) -> list[tuple[float, str, Artwork]]:
+    """An artist's recent works (at most MAX_WORKS_PER_ARTIST); memoised in the popularity view,
+    keyed by the window, since many users of one batch share artists (the catalog can change
+    between batches, whose `now` differs, so a memo never outlives its batch's answer)."""
+    if popularity is None:
+        return catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
+    key = ("recent", id(catalog), artist, since, now)
+    found = popularity.memo.get(key)
+    if found is None:
+        found = popularity.memo[key] = catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
+    return found
+
+
+def _rank(groups: Iterable[tuple[float, list[tuple[float, str, Artwork]], str]], variant: Variant,
+          popularity: PopularityView) -> list[tuple[Artwork, float, str]]:
+    """(affinity, that artist's (−published, id, work)s, source) per artist -> (work, score,
+    source) best first: score, then newest, then id. The builder's hot loop: the affinity term
+    is computed once per artist (the same product as blend_score), and sorting plain tuples
+    keeps comparisons in C."""
+    trending = popularity.trending_score
+    power, blend = variant.affinity_power, variant.trending_blend
+    keyed: list[tuple[float, float, str, Artwork, str]] = []
+    for aff, works, source in groups:
+        base = aff ** power
+        if blend and trending:
+            keyed += [(-(base * (1.0 + blend * trending.get(wid, 0.0))), neg_pub, wid, w, source)
+                      for neg_pub, wid, w in works]
+        else:
+            keyed += [(-base, neg_pub, wid, w, source) for neg_pub, wid, w in works]
+    keyed.sort()  # a work is listed once (one artist each), so ties end at its id, never at the work
+    return [(w, -neg_score, source) for neg_score, _, _, w, source in keyed]
+
+
+def _similar_artists(personal: Sequence[tuple[str, float]], popularity: PopularityView) -> dict[str, float]:
+    """Artists co-engaged with the user's artists (not among them): the user's affinity for the
+    artist they are similar to, scaled by how similar they are."""
+    mine = {a for a, _ in personal}
+    best: dict[str, float] = {}
+    for artist, aff in personal:
+        neighbours = popularity.similar(artist, SIMILAR_PER_ARTIST)
+        total = sum(c for _, c in neighbours) or 1
+        for other, count in neighbours:
+            if other not in mine:
+                best[other] = max(best.get(other, 0.0), aff * count / total)
+    return best
+
+
+def _similar(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popularity: PopularityView,
+             since: float, now: float, variant: Variant) -> list[tuple[Artwork, float, str]]:
+    similar = _similar_artists(personal, popularity)
+    return _rank(((s, _recent(catalog, other, since, now, popularity), "similar") for other, s in similar.items()),
+                 variant, popularity)
+
+
+def _popular(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popularity: PopularityView,
+             since: float, now: float, variant: Variant) -> Iterator[tuple[Artwork, float, str]]:
+    """Personalised popularity (see the module doc): (work, score, source) best first, then
+    newest, then id."""
+    peak = max((aff for _, aff in personal), default=0.0) or 1.0
+    lift = {a: (aff / peak, "affinity") for a, aff in personal}
+    similar = _similar_artists(personal, popularity)
+    for artist in heapq.nsmallest(SIMILAR_IN_POPULAR, similar, key=lambda a: (-similar[a], a)):
+        aff = similar[artist]
+        lift.setdefault(artist, (aff / peak, "similar"))
+    trending, floor, weight = popularity.trending_score, variant.trending_floor, variant.personal_weight
+    keyed: dict[str, tuple[float, float, str, Artwork, str]] = {}
+    for artist, (aff, source) in lift.items():
+        for neg_pub, wid, w in _recent(catalog, artist, since, now, popularity):
+            keyed[wid] = (-(trending.get(wid, 0.0) + floor) * (1.0 + weight * aff), neg_pub, wid, w, source)
+    hot = _hot(popularity, catalog, variant.trending_candidates, floor, now)
+    for neg_base, neg_pub, wid, w in hot:
+        if w.artist_id in lift and wid not in keyed:
+            aff, source = lift[w.artist_id]
+            keyed[wid] = (neg_base * (1.0 + weight * aff), neg_pub, wid, w, source)
+    # the hot works of artists the user never met keep the view's order: merged lazily, so a
+    # list costs what it takes, not a sort of every candidate
+    rest = ((*entry, "trending") for entry in hot if entry[2] not in keyed)
+    return ((w, -neg, source) for neg, _, _, w, source in heapq.merge(sorted(keyed.values()), rest))
+
+
+def _hot(popularity: PopularityView, catalog: CatalogIndex, k: int, floor: float,
+         now: float) -> list[tuple[float, float, str, Artwork]]:
+    """The k most trending eligible works published by now, as (−(trending + ε), −published,
+    id, work), best first: the same for every user of one view, so built once per view."""
+    key = ("hot", id(catalog), k, floor)
+    found = popularity.memo.get(key)
+    if found is None:
+        found = []
+        for wid, t in popularity.trending:
+            w = catalog.get(wid)
+            if w is not None and is_eligible(w) and published(w) <= now:  # any age, as the trending backfill
+                found.append((-(t + floor), -published(w), wid, w))
+                if len(found) >= k:
+                    break
+        found.sort()  # ties: newest, then id (the view lists ties by id descending)
+        popularity.memo[key] = found
+    return found

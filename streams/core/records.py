@@ -1,0 +1,264 @@
+"""The event contract: typed records in and out (msgspec structs, no faust).
+
+Inputs are decoded with msgspec, which validates types while decoding and reports the
+offending path (``Expected `str`, got `int` - at `$.userId```): that message becomes the
+dead-letter reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+# --- inputs -------------------------------------------------------------------------------
+
+MAX_ID_CHARS = 256  # longer ids are rejected: a user id must fit a URL, percent-encoded
+MAX_PRICE = 1e12  # prices are finite, from 0 to this
+
+SIGNAL_KINDS = ("follow", "unfollow", "save", "unsave", "view", "inquiry", "order", "collection")
+
+
+class SegmentEvent(msgspec.Struct, rename=None):
+    """The Segment common fields we read. Unknown fields are ignored."""
+
+    type: str
+    event: str | None = None
+    userId: str | None = None
+    anonymousId: str | None = None
+    previousId: str | None = None
+    messageId: str | None = None
+    timestamp: datetime | None = None
+    originalTimestamp: datetime | None = None
+    properties: dict[str, Any] = {}
+    context: dict[str, Any] = {}
+
+
+class TypedSignal(msgspec.Struct, forbid_unknown_fields=False):
+    """A signal on a typed topic (no Segment envelope), e.g. ``signals.follow``."""
+
+    user_id: str
+    timestamp: datetime
+    message_id: str | None = None
+    artist_id: str | None = None
+    artwork_id: str | None = None
+    artwork_ids: list[str] = []
+    price: float | None = None
+    order_id: str | None = None
+
+
+class Artwork(msgspec.Struct, forbid_unknown_fields=False):
+    """Catalog record on the compacted artworks topic (key = artwork id)."""
+
+    id: str
+    artist_id: str
+    published_at: datetime | None = None
+    price: float | None = None
+    currency: str = "USD"
+    is_merch: bool = False
+    availability: str = "for sale"  # for sale | sold | unpublished
+
+
+# --- normalised signals -------------------------------------------------------------------
+
+
+class Target(msgspec.Struct, array_like=True, omit_defaults=True):
+    """What a signal is about: an artist, or an artwork (artist resolved via the catalog)."""
+
+    artist_id: str | None = None
+    artwork_id: str | None = None
+    price: float | None = None
+
+
+class Signal(msgspec.Struct, omit_defaults=True, tag="signal"):
+    """One user signal after parsing: the unit the affinity model consumes.
+
+    `source`/`offset`: the input record it came from ("topic:partition", offset), stored per
+    user with the state so a redelivery after a crash is recognised however long it is
+    (streams.core.affinity.first_delivery); offset -1 when unknown (retries), then messageId dedup
+    alone applies."""
+
+    kind: str
+    user_id: str
+    message_id: str
+    time: float  # event time, epoch seconds
+    targets: tuple[Target, ...] = ()
+    order_id: str | None = None
+    source: str = ""
+    offset: int = -1
+
+
+class Identity(msgspec.Struct, tag="identity"):
+    """identify/alias: `previous_id` (an anonymousId or old userId) is now `user_id`."""
+
+    user_id: str
+    previous_id: str
+    message_id: str
+    time: float
+
+
+class Merge(msgspec.Struct, tag="merge"):
+    """An aliased profile moving to its new user id (sent keyed by `user_id`)."""
+
+    user_id: str
+    previous_id: str
+    message_id: str
+    profile: bytes  # streams.core.affinity.Profile, msgpack
+
+
+class Refresh(msgspec.Struct, tag="refresh"):
+    """A catalog change that matters to an artist's fans; sent to every partition."""
+
+    artist_id: str
+    artwork: bytes | None = None  # the new artwork's catalog record (JSON)
+
+
+class Exposure(msgspec.Struct, omit_defaults=True, tag="exposure"):
+    """A user saw a recommendations list (experiment attribution, streams.core.attribution): an
+    explicit exposure event (Segment ``experiment_viewed``), or a list served over HTTP.
+    `items`: the (work id, source) pairs shown; None = the user's current list."""
+
+    user_id: str
+    exposure_id: str
+    time: float
+    items: list[tuple[str, str]] | None = None
+    variant: str | None = None  # None: the variant of the user's current list
+
+
+KeyedRecord = Signal | Identity | Merge | Refresh | Exposure
+
+
+class ImageEvent(msgspec.Struct, tag="image"):
+    """An image impression or conversion, keyed by consumer on images.keyed."""
+
+    kind: str  # impression | conversion
+    consumer_id: str
+    merchant_id: str
+    image_id: str
+    message_id: str
+    time: float
+    order_id: str | None = None
+    source: str = ""  # the input record, as on Signal
+    offset: int = -1
+
+
+class ImageRequest(msgspec.Struct, tag="image_request", forbid_unknown_fields=False):
+    """A session asks which images to show: images.requests in, images.replies out."""
+
+    request_id: str
+    consumer_id: str
+    merchant_ids: list[str]
+    query: str = ""
+
+
+class ImageRequestIn(msgspec.Struct, forbid_unknown_fields=False):
+    """An images.requests record as clients send it (no tag)."""
+
+    request_id: str
+    consumer_id: str
+    merchant_ids: list[str]
+    query: str = ""
+
+
+class TypedImageEvent(msgspec.Struct, forbid_unknown_fields=False):
+    """A record on images.impressions / images.conversions (no Segment envelope)."""
+
+    consumer_id: str
+    merchant_id: str
+    image_id: str
+    timestamp: datetime
+    message_id: str | None = None
+    order_id: str | None = None
+
+
+ImageKeyed = ImageEvent | ImageRequest
+
+
+class Pending(msgspec.Struct):
+    """An input message waiting for the catalog (an artwork it names is not known yet)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    first_seen: float
+    due: float
+    attempt: int = 1
+
+# --- outputs ------------------------------------------------------------------------------
+
+
+class ArtistScore(msgspec.Struct, array_like=False):
+    artist_id: str
+    score: float
+
+
+class AffinityUpdate(msgspec.Struct):
+    """``affinity.updates`` record, keyed by user id."""
+
+    user_id: str
+    as_of: float  # the event time the scores are expressed at
+    artists: list[ArtistScore]
+    trigger: str  # messageId of the signal that caused the change
+
+
+class DeadLetter(msgspec.Struct):
+    """``deadletter`` record: why a message was rejected, where it came from, its bytes."""
+
+    reason: str
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str  # original bytes, base64 (the first DEAD_LETTER_BYTES of them)
+    size: int  # of the original value
+    truncated: bool = False  # value holds only the first DEAD_LETTER_BYTES
+
+
+# A dead letter must fit the producer's 1 MB request whatever came in (base64 adds a third):
+# a larger original keeps its first 512 KB, and its source position says where the rest is.
+DEAD_LETTER_BYTES = 512 * 1024
+
+
+class RecItem(msgspec.Struct):
+    artwork_id: str
+    artist_id: str
+    score: float
+    source: str  # affinity | similar | curated | trending | latest
+
+
+class Recommendations(msgspec.Struct):
+    """``recommendations`` record and table value, keyed by user id."""
+
+    user_id: str
+    variant: str
+    generated_at: float
+    model_version: str
+    trigger: str
+    items: list[RecItem]
+
+
+ENCODER = msgspec.json.Encoder()
+_MSGPACK = msgspec.msgpack.Encoder()
+_KEYED = msgspec.msgpack.Decoder(KeyedRecord)
+_IMAGE_KEYED = msgspec.msgpack.Decoder(ImageKeyed)
+
+
+def encode_keyed(record) -> bytes:
+    """signals.keyed values: msgpack tagged union (internal topic, so compact and fast)."""
+    return _MSGPACK.encode(record)
+
+
+def decode_keyed(raw: bytes):
+    return _KEYED.decode(raw)
+
+
+def decode_image_keyed(raw: bytes):
+    return _IMAGE_KEYED.decode(raw)
+
+
+def encode(record: msgspec.Struct) -> bytes:
+    return ENCODER.encode(record)

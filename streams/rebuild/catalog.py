@@ -1,0 +1,103 @@
+"""The rebuild's catalog: the artworks and curated topics read to their end into a catalog index, as the live catalog agents apply them, and written to the new app's global tables."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import msgspec
+
+from streams.core.catalog import CatalogIndex, decode_artwork, decode_curated
+from streams.core.ingest import (
+    DEADLETTER,
+    Rejected,
+    dead_letter,
+)
+from streams.core.settings import Settings
+from streams.kafka.batching import write_partition
+from streams.rebuild.shard import (
+    bulk_producer,
+    changelog,
+    end_offsets,
+    read_partitions,
+)
+
+
+async def write_catalog(settings: Settings, client: dict, snapshot, report) -> None:
+    """The artworks and editorial tables, and what the live catalog agents would dead-letter."""
+    producer = bulk_producer(client)
+    await producer.start()
+    try:
+        acks = []
+        for r, reason, detail in snapshot.rejected:
+            acks.append(await producer.send(settings.topic(DEADLETTER), dead_letter(
+                Rejected(reason, detail), r.topic, r.partition, r.offset, r.key, r.value), key=r.key))
+            report.forwarded["deadletter"] += 1
+        for table, rows in snapshot.rows.items():
+            for partition in {p for p, _, _ in rows}:
+                report.written[table] += await write_partition(
+                    producer, changelog(settings.app_id, table), partition,
+                    [(k, v) for p, k, v in rows if p == partition])
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+
+
+async def read_all(client: dict, topics: list[str], idle_timeout_s: float, handle) -> dict:
+    """Every record of `topics` up to the end offsets at the start -> handle(batch). Returns those ends."""
+    ends = await end_offsets(client, topics)
+    await read_partitions(client, {tp: (0, end) for tp, end in ends.items()}, idle_timeout_s, handle)
+    return ends
+
+
+@dataclass
+class CatalogSnapshot:
+    """The catalog as the live catalog agents would have stored it, read to its end."""
+
+    index: CatalogIndex
+    rows: dict[str, list[tuple[int, bytes, bytes]]]  # table -> (partition, key, value)
+    rejected: list  # (record, reason, detail) the live catalog agents would dead-letter
+    ends: dict
+
+    def portable(self) -> tuple[list[bytes], list[str]]:
+        """What a shard needs to rebuild the index (`streams.rebuild.shard.catalog_index`): the
+        stored artwork records and the curated list. Decoding them again takes half the time
+        pickling the index does, and the parent would pickle it once per shard."""
+        return [raw for _, _, raw in self.rows["artworks"]], list(self.index.curated)
+
+
+async def read_catalog(settings: Settings, client: dict, idle_timeout_s: float) -> CatalogSnapshot:
+    artworks_topic, curated_topic = settings.topic("catalog.artworks"), settings.topic("catalog.curated")
+    latest: dict[bytes, list] = {}  # message key -> its records in order (the last one counts)
+    curated: list = []
+
+    async def keep(records):
+        for r in records:
+            (curated if r.topic == curated_topic else latest.setdefault(r.key, [])).append(r)
+
+    ends = await read_all(client, [artworks_topic, curated_topic], idle_timeout_s, keep)
+    snapshot = CatalogSnapshot(CatalogIndex(), {"artworks": [], "editorial": []}, [], ends)
+    stored: dict[str, tuple[int, bytes]] = {}  # the artworks table: id -> (partition, record)
+    for records in latest.values():
+        for r in records:  # as the agent applies them: every record of a key, the last one stays
+            if r.value is None:
+                snapshot.index.remove(r.key.decode())
+                stored.pop(r.key.decode(), None)
+                continue
+            try:
+                artwork = decode_artwork(r.value)
+            except (msgspec.MsgspecError, ValueError) as exc:
+                snapshot.rejected.append((r, "invalid_artwork", str(exc)))
+                continue
+            snapshot.index.upsert(artwork)
+            stored[artwork.id] = (r.partition, r.value)
+    snapshot.rows["artworks"] = [(p, wid.encode(), raw) for wid, (p, raw) in stored.items()]
+    for r in curated:
+        try:
+            snapshot.index.curated = decode_curated(r.value or b"")
+        except (msgspec.MsgspecError, ValueError) as exc:
+            snapshot.rejected.append((r, "invalid_curated", str(exc)))
+            continue
+        snapshot.rows["editorial"] = [(r.partition, b"curated", r.value)]
+    snapshot.index.bootstrapped = True
+    return snapshot

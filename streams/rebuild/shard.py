@@ -1,0 +1,243 @@
+"""One shard of a bulk rebuild, in this process or in a child process of its own.
+
+A rebuild with N shards is a map and a reduce over the input history (`streams.rebuild.coordinator.plan`
+shares it out): each shard reads some of the input partitions (map) and owns some of the
+state partitions (reduce). A signal for one of its own partitions goes straight into that
+partition's `BulkPartition`; a signal for another shard's partition is spilled to a file for
+that shard (msgpack chunks of Signal lists, in the order read). Once every shard has read its
+share, each adds the spills for its partitions in shard order, so a partition sees every
+signal of its users whichever shard read them (dedup included), in an order that depends only
+on the plan. Then it builds and writes its partitions' tables.
+
+The parent drives the steps through a handle's `call(step, *args)`: "ingest", "aggregate",
+"build". `ShardProcess` runs the shard in a spawned child; with one shard, `LocalShard` runs
+the same object in the parent's process (no pickling, no spill).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import struct
+import time
+from collections import Counter
+
+import msgspec
+
+from streams.core.bulk import BulkPartition
+from streams.core.catalog import CatalogIndex
+from streams.core.ingest import DEADLETTER, KeyPartitioner, ParserConfig, ingest_one, outcome, route
+from streams.core.pipeline import PipelineConfig
+from streams.core.popularity import Partial, PopularityView, dump_partial
+from streams.core.records import Signal
+from streams.core.settings import Settings
+from streams.kafka.batching import write_partition
+
+_CHUNK = struct.Struct("<I")
+_SPILL_ENCODER = msgspec.msgpack.Encoder()
+_SPILL_DECODER = msgspec.msgpack.Decoder(list[Signal])
+
+
+def changelog(app_id: str, table: str) -> str:
+    return f"{app_id}-{table}-changelog"  # faust's naming
+
+
+def bulk_producer(client: dict):
+    """A producer for large record batches (whole table partitions, forwarded records)."""
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(**client, linger_ms=20, max_batch_size=1 << 20, max_request_size=1 << 24)
+
+
+class Shard:
+    """Shard `index` of `count`: see the module docstring."""
+
+    def __init__(self, index: int, count: int, settings: Settings, client: dict, model_cfg: PipelineConfig,
+                 parser: ParserConfig, spill_dir: str | None, counter=None):
+        self.index, self.count, self.settings, self.client = index, count, settings, client
+        self.model_cfg, self.parser, self.spill_dir, self.counter = model_cfg, parser, spill_dir, counter
+        # remembers every user's partition: one murmur2 per user, not per event
+        self.partition_of = KeyPartitioner(settings.partitions, memo=1 << 22)
+        self.bulk: dict[int, BulkPartition] = {}
+        self.catalog: CatalogIndex | None = None
+
+    async def ingest(self, catalog: tuple[list[bytes], list[str]], owned: list[int], ranges: dict, typed: dict,
+                     idle_timeout_s: float) -> dict:
+        """Read `ranges` (topic partition -> (start, end) offsets): signals into the owned state
+        partitions or the spills; everything else to the topics the live ingest sends it to.
+        `catalog`: the artwork records and curated list (`CatalogSnapshot.portable`)."""
+        self.catalog = catalog = catalog_index(*catalog)
+        self.bulk = {p: BulkPartition(self.model_cfg, p) for p in owned}
+        artist_of = {wid: w.artist_id for wid, w in catalog.works.items()}
+        self.outcomes, self.forwarded, self._acks = Counter(), Counter(), []
+        spills = _Spills(self.spill_dir, self.index)
+        producer = bulk_producer(self.client)
+        await producer.start()
+        try:
+            await read_partitions(self.client, ranges, idle_timeout_s,
+                                  lambda records: self._ingest_batch(records, typed, artist_of, producer, spills))
+            await asyncio.gather(*self._acks)
+        finally:
+            spills.close()
+            await producer.stop()
+        return {"outcomes": self.outcomes, "forwarded": self.forwarded}
+
+    async def _ingest_batch(self, records, typed: dict, artist_of: dict, producer, spills: _Spills) -> None:
+        now = time.time()
+        foreign: dict[int, list[Signal]] = {}
+        for r in records:
+            result = ingest_one(r.value, typed[r.topic], artist_of, self.parser)
+            if isinstance(result, Signal):
+                self.outcomes[result.kind] += 1  # what outcome() gives a signal
+                p = self.partition_of(result.user_id.encode())
+                bulk = self.bulk.get(p)
+                if bulk is not None:
+                    bulk.add(result)
+                else:
+                    foreign.setdefault(p, []).append(result)
+                continue
+            self.outcomes[outcome(result)] += 1
+            dest = route(result, r.topic, r.partition, r.offset, r.key, r.value, None, now,
+                         self.settings.unknown_artwork_patience_s)
+            if dest is not None:
+                name = self.settings.topic(DEADLETTER) if dest[0] == DEADLETTER else self.settings.internal_topic(dest[0])
+                self._acks.append(await producer.send(name, dest[2], key=dest[1]))
+                self.forwarded[dest[0]] += 1
+        spills.write(foreign)
+        if self.counter is not None:
+            self.counter.value += len(records)
+        gc.freeze()  # what a batch leaves behind is long-lived (streams.kafka.memory.growing_heap)
+
+    def aggregate(self) -> list[tuple[int, Partial]]:
+        """Add the other shards' spills for the owned partitions; their popularity shares."""
+        for p, bulk in self.bulk.items():
+            for shard in range(self.count):
+                if shard != self.index:
+                    for signals in _read_spill(self.spill_dir, p, shard):
+                        for sig in signals:
+                            bulk.add(sig)
+                        gc.freeze()
+        return [(p, b.partial(self.model_cfg.trending_half_life_s)) for p, b in self.bulk.items()]
+
+    async def build(self, partials: list[Partial], now: float) -> dict:
+        """Build and write the owned partitions' tables (and popularity shares)."""
+        view = PopularityView(partials, self.model_cfg.trending_half_life_s)
+        written, users = Counter(), 0
+        app_id = self.settings.app_id
+        producer = bulk_producer(self.client)
+        await producer.start()
+        try:
+            for p, bulk in self.bulk.items():
+                users += len(bulk.profiles())
+                for table, rows in bulk.outputs(self.catalog, view, now).items():
+                    written[table] += await write_partition(producer, changelog(app_id, table), p,
+                                                            ((key.encode(), value) for key, value in rows.items()))
+                gc.freeze()
+                written["popularity"] += await write_partition(producer, changelog(app_id, "popularity"), p,
+                                                               [(f"p{p}".encode(), dump_partial(partials[p]))])
+        finally:
+            await producer.stop()
+        return {"users": users, "written": written}
+
+
+READ_BATCH = 20000
+
+
+async def end_offsets(client: dict, topics: list[str]) -> dict:
+    """Topic partition -> end offset now, for every partition of `topics`."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.kafka.offsets import true_end_offsets
+
+    consumer = AIOKafkaConsumer(**client, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        if not tps:
+            return {}
+        return await true_end_offsets(await consumer.end_offsets(tps), client)  # Tansu under-reports ends
+    finally:
+        await consumer.stop()
+
+
+async def read_partitions(client: dict, ranges: dict, idle_timeout_s: float, handle) -> None:
+    """Every record of each topic partition in its offset range (`ranges`: topic partition ->
+    (start, end), end exclusive) -> `await handle(records)`, in large raw batches."""
+    from aiokafka import AIOKafkaConsumer
+
+    remaining = {tp for tp, (start, end) in ranges.items() if end > start}
+    if not remaining:
+        return
+    consumer = AIOKafkaConsumer(**client, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20, fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        consumer.assign(list(remaining))
+        for tp in remaining:
+            consumer.seek(tp, ranges[tp][0])  # below the log start: auto_offset_reset moves it up
+        last_progress = time.monotonic()
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=READ_BATCH)
+            for tp, records in batch.items():
+                start, end = ranges[tp]
+                records = [r for r in records if start <= r.offset < end]  # a fetch returns whole batches
+                if records:
+                    await handle(records)
+                    last_progress = time.monotonic()
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ranges[tp][1]:
+                    remaining.discard(tp)
+            if time.monotonic() - last_progress > idle_timeout_s:
+                raise TimeoutError(f"rebuild: no progress for {idle_timeout_s:.0f} s reading {sorted(map(str, remaining))}")
+    finally:
+        await consumer.stop()
+
+
+def catalog_index(artworks: list[bytes], curated: list[str]) -> CatalogIndex:
+    """The catalog index from the stored artwork records (as a worker loads it after recovery)."""
+    index = CatalogIndex()
+    index.bootstrap(artworks, curated)
+    return index
+
+
+class _Spills:
+    """Signals read by one shard for another shard's partition: one append-only file per
+    partition, each read batch one length-prefixed msgpack chunk."""
+
+    def __init__(self, spill_dir: str | None, shard: int):
+        self.dir, self.shard, self.files = spill_dir, shard, {}
+
+    def write(self, by_partition: dict[int, list[Signal]]) -> None:
+        for p, signals in by_partition.items():
+            f = self.files.get(p)
+            if f is None:
+                f = self.files[p] = open(_spill_path(self.dir, p, self.shard), "wb")  # noqa: SIM115 (closed in close)
+            blob = _SPILL_ENCODER.encode(signals)
+            f.write(_CHUNK.pack(len(blob)))
+            f.write(blob)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+def _spill_path(spill_dir: str | None, partition: int, shard: int) -> str:
+    if spill_dir is None:
+        raise RuntimeError("a signal for another shard's partition, but this rebuild has no spill directory")
+    return os.path.join(spill_dir, f"p{partition}-s{shard}.msgpack")
+
+
+def _read_spill(spill_dir: str | None, partition: int, shard: int):
+    path = _spill_path(spill_dir, partition, shard)
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        while header := f.read(_CHUNK.size):
+            (size,) = _CHUNK.unpack(header)
+            yield _SPILL_DECODER.decode(f.read(size))
+    os.unlink(path)  # read once: the disk (or tmpfs) is given back as the rebuild goes
+
+
+
+

@@ -1,0 +1,90 @@
+"""The new app's topics: checked to be fresh (no other app already uses the id), created like the live worker declares them, and the inputs' offsets committed for the live worker to go on from."""
+
+from __future__ import annotations
+
+from streams.core.ingest import (
+    DEADLETTER,
+    IMAGES,
+    PENDING,
+    SIGNALS,
+)
+from streams.core.records import SIGNAL_KINDS
+from streams.core.settings import Settings
+from streams.kafka.direct import direct_group
+from streams.rebuild.shard import (
+    changelog,
+)
+
+TABLES = ("affinity", "recommendations", "fans")
+
+
+GLOBAL_TABLES = ("popularity", "artworks", "editorial")
+
+
+def input_topics(settings: Settings) -> dict[str, str | None]:
+    """topic name -> the typed kind ingest_one expects (None for Segment)."""
+    topics: dict[str, str | None] = {settings.topic("events.segment"): None}
+    topics.update({settings.topic(f"signals.{kind}"): kind for kind in SIGNAL_KINDS})
+    topics[settings.topic("images.impressions")] = "image:impression"
+    topics[settings.topic("images.conversions")] = "image:conversion"
+    topics[settings.topic("images.requests")] = "image_request"
+    return topics
+
+
+class AppIdInUse(RuntimeError):
+    """The target app id's consumer group already committed input offsets."""
+
+
+async def check_fresh(settings: Settings, client: dict) -> None:
+    """A bulk rebuild writes a new app id's whole state: refuse an app id whose workers already
+    consumed input (its state would be overwritten under them)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    for group in (settings.app_id, direct_group(settings.app_id)):
+        consumer = AIOKafkaConsumer(**client, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            for topic in input_topics(settings):
+                for p in consumer.partitions_for_topic(topic) or ():
+                    if await consumer.committed(TopicPartition(topic, p)):
+                        raise AppIdInUse(f"app id {settings.app_id!r} already has committed offsets on {topic} "
+                                         f"(group {group}: its workers ran): rebuild into a new app id")
+        finally:
+            await consumer.stop()
+
+
+async def commit_input_offsets(client: dict, group_id: str, offsets: dict) -> None:
+    """The hand-over: the new app's workers start reading the inputs where the bulk read ended."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(**client, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
+async def create_topics(settings: Settings, client: dict) -> None:
+    """The new app's changelogs and internal topics, as faust would declare them."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    compact = {"cleanup.policy": "compact"}
+    wanted = [NewTopic(changelog(settings.app_id, t), settings.partitions, 1, topic_configs=compact)
+              for t in TABLES + GLOBAL_TABLES]
+    wanted += [NewTopic(settings.internal_topic(name), settings.partitions, 1) for name in (SIGNALS, IMAGES, PENDING)]
+    wanted.append(NewTopic(settings.topic(DEADLETTER), settings.partitions, 1))
+    admin = AIOKafkaAdminClient(**client)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()

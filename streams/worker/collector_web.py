@@ -1,0 +1,53 @@
+"""The Segment-compatible collector on every worker's web server (streams.core.collector is the pure
+half): ``POST /v1/batch`` and friends -> ``events.segment``, answered only once the broker has
+acknowledged every message of the request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web as aiohttp_web
+from aiokafka.errors import KafkaError
+
+from streams.core import collector
+from streams.core.metrics import metrics
+from streams.worker.app import app, settings
+from streams.worker.topics import segment_events
+
+ACK_TIMEOUT_S = 30.0
+ACCEPTED_KEYS = frozenset(k.strip() for k in settings.write_keys.split(",") if k.strip())
+
+
+def _refuse(status: int, code: str, message: str) -> aiohttp_web.Response:
+    """Segment's error shape ({"code", "message"}): the SDKs log both."""
+    return aiohttp_web.json_response({"success": False, "code": code, "message": message}, status=status)
+
+
+async def track(request: aiohttp_web.Request) -> aiohttp_web.Response:
+    """aiohttp inflates gzip bodies and refuses ones over its client_max_size (1 MB, 413)."""
+    try:
+        batch = collector.collect(request.match_info["endpoint"], await request.read(), time.time(),
+                                  request.headers.get("Authorization"), ACCEPTED_KEYS)
+    except collector.Unauthorized as exc:
+        metrics.inc("recstream_collector_rejected_total", reason="unauthorized")
+        return _refuse(401, "unauthorized", str(exc))
+    except collector.Rejected as exc:
+        metrics.inc("recstream_collector_rejected_total", reason="bad_request")
+        return _refuse(400, "bad_request", str(exc))
+    try:
+        await asyncio.wait_for(_produce(batch.records), ACK_TIMEOUT_S)
+    except (KafkaError, asyncio.TimeoutError) as exc:  # the SDKs retry a 503 with backoff
+        return _refuse(503, "unavailable", f"the broker did not acknowledge: {type(exc).__name__}")
+    metrics.inc("recstream_collector_messages_total", by=len(batch.records))
+    return aiohttp_web.json_response({"success": True})
+
+
+async def _produce(records: list[tuple[bytes, bytes]]) -> None:
+    producer = app.producer._ensure_producer()  # aiokafka's: one future per message, awaited together
+    topic = segment_events.get_topic_name()
+    sent = [await producer.send(topic, value, key=key) for key, value in records]
+    await asyncio.gather(*sent)
+
+
+app.web.web_app.router.add_post("/v1/{endpoint}", track)

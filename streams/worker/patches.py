@@ -1,0 +1,212 @@
+"""Every change recstream makes to faust's and aiokafka's internals, one function each.
+
+Each says which upstream problem it works around and when it can go. They were checked against
+the versions in CHECKED (pyproject pins the same ranges); `install_all` refuses to patch
+other versions, loudly, since a patch of internals that moved would fail in silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from streams.kafka.offsets import true_end_offsets
+
+CHECKED = {"faust": ("0.15.3", "0.16"), "aiokafka": ("0.14", "0.15")}  # [low, high)
+
+
+def check_versions() -> None:
+    """Raise if faust or aiokafka is outside the versions these patches were checked against.
+
+    >>> check_versions()  # the installed ones are inside (pyproject pins them)
+    """
+    from importlib.metadata import version
+
+    for package, dist in (("faust", "faust-streaming"), ("aiokafka", "aiokafka")):
+        low, high = CHECKED[package]
+        found = version(dist)
+        if not _key(low) <= _key(found) < _key(high):
+            raise RuntimeError(f"streams.worker.patches were checked against {dist} >={low},<{high}, found {found}: "
+                               "check each patch against its source before widening CHECKED")
+
+
+def _key(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+
+
+def install_all(settings) -> None:
+    """Every patch, as a worker starts (settings: streams.core.settings.Settings)."""
+    check_versions()
+    install_ack_sanitizer()
+    install_full_flush()
+    install_changelog_buffer(settings.changelog_buffer)
+    install_quiet_root_logger()
+    install_rocksdb_budget(settings.rocksdb_cache_mb)
+    install_fetch_max_wait(settings.fetch_max_wait_ms)
+    if settings.true_end_offsets:
+        install_true_end_offsets(settings.aiokafka_kwargs())
+
+
+def install_true_end_offsets(client_kwargs: dict) -> None:
+    """Make faust's table recovery read changelogs to their true end (see true_end_offsets)."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = AIOKafkaConsumerThread._highwaters
+    if getattr(original, "_recstream_fixed", False):
+        return
+
+    async def _highwaters(self, partitions):
+        ends = dict(await original(self, partitions))
+        if self.consumer.in_transaction:
+            return ends
+        return await true_end_offsets(ends, client_kwargs)
+
+    _highwaters._recstream_fixed = True
+    AIOKafkaConsumerThread._highwaters = _highwaters
+
+
+def install_ack_sanitizer() -> None:
+    """Keep offset commits advancing after a crash-induced rebalance (cf. faust #596).
+
+    Seen here after a SIGKILL under load: when the group rebalances again while messages are
+    buffered, acks from before the rebalance land after it (faust clears its ack index on
+    revoke), so the acked list holds offsets below the committed one and duplicates of
+    re-delivered offsets. faust's "first consecutive run" logic then stalls and the committed
+    offsets freeze for good. Dropping acked offsets already committed and duplicates before
+    faust picks the next offset is safe (those are done) and lets commits advance."""
+    from faust.transport.consumer import Consumer
+
+    original = Consumer._new_offset
+    if getattr(original, "_recstream_fixed", False):
+        return
+
+    def _new_offset(self, tp):
+        acked = self._acked[tp]
+        if acked:
+            committed = self._committed_offset[tp]
+            clean = sorted({o for o in acked if committed is None or o >= committed})
+            if len(clean) != len(acked):
+                acked[:] = clean
+                self._acked_index[tp] = set(clean)
+        return original(self, tp)
+
+    _new_offset._recstream_fixed = True
+    Consumer._new_offset = _new_offset
+
+
+def install_fetch_max_wait(ms: int) -> None:
+    """faust hard-codes the consumer's fetch_max_wait_ms at 1500. A broker that holds an empty
+    fetch for the whole wait instead of answering when data arrives (seen on the embedded
+    broker) then adds up to 1.5 s per hop, and recstream has two hops (input -> re-keyed
+    topic -> state). RECSTREAM_FETCH_MAX_WAIT_MS sets it."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "_recstream_fixed", False):
+        return
+
+    def _create_worker_consumer(self, *args, **kwargs):
+        consumer = original(self, *args, **kwargs)
+        consumer._fetch_max_wait_ms = ms  # read when the consumer starts its fetcher
+        return consumer
+
+    _create_worker_consumer._recstream_fixed = True
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+
+
+def install_quiet_root_logger() -> None:
+    """faust's terminal spinner sets the root logger to DEBUG (its handler wants every record),
+    so every logger.debug() in aiokafka and faust built a LogRecord per message even at
+    `-l warn`: ~6% of a loaded worker's CPU. Without the spinner the root logger keeps the
+    level given with -l."""
+    from faust.worker import Worker
+
+    original = Worker.on_setup_root_logger
+    if getattr(original, "_recstream_fixed", False):
+        return
+
+    def on_setup_root_logger(self, logger, level):
+        self.spinner = None
+        original(self, logger, level)
+
+    on_setup_root_logger._recstream_fixed = True
+    Worker.on_setup_root_logger = on_setup_root_logger
+
+
+def install_rocksdb_budget(cache_mb: int):
+    """One memory budget for every RocksDB store in the worker.
+
+    faust gives each partition store of each table its own block cache and leaves index and
+    bloom-filter blocks outside any cache, so a worker's memory grew with its stores and with
+    the data (index and filters are proportional to the keys: +360 MB going from 100k to 1M
+    users). Here every store shares one LRU cache of `cache_mb` that also holds index and filter
+    blocks and is charged for the memtables (a write buffer manager), so RocksDB's memory stays
+    near `cache_mb` whatever the number of users. Returns the shared cache."""
+    import rocksdict
+    from faust.stores.rocksdb import RocksDBOptions
+
+    original = RocksDBOptions.as_options
+    if getattr(original, "_recstream_fixed", False):
+        return original.cache
+    cache = rocksdict.Cache(cache_mb * 1024 * 1024)
+    memtables = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+        cache_mb * 1024 * 1024 // 2, False, cache)
+
+    def as_options(self):
+        options = original(self)
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(self.bloom_filter_size, True)
+        table.set_block_cache(cache)
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table)
+        options.set_write_buffer_manager(memtables)
+        return options
+
+    as_options._recstream_fixed = True
+    as_options.cache = cache
+    RocksDBOptions.as_options = as_options
+    return cache
+
+
+def rocksdb_cache():
+    """The shared RocksDB cache installed by install_rocksdb_budget (None before/without it)."""
+    from faust.stores.rocksdb import RocksDBOptions
+
+    return getattr(RocksDBOptions.as_options, "cache", None)
+
+
+def install_changelog_buffer(max_messages: int) -> None:
+    """How many changelog records faust's ProducerBuffer may queue before it stops delivering
+    input messages until it has flushed that many (faust: 100). Offsets are still committed only
+    after the buffer is flushed."""
+    from faust.transport.producer import ProducerBuffer
+
+    ProducerBuffer.max_messages = max_messages
+
+
+def install_full_flush() -> None:
+    """Make faust's pre-commit flush really drain the changelog buffer.
+
+    faust flushes its producer before committing input offsets, but ProducerBuffer.flush()
+    returns as soon as 0.1 s passes without a message leaving the buffer, with records still in
+    it. When sends are slow (a loaded or shared machine), offsets were then committed ahead of
+    changelog records that a crash could lose: events applied to state that neither the
+    changelog nor a re-delivery would bring back. This flush waits until the buffer is empty."""
+    from faust.transport.producer import ProducerBuffer
+
+    if getattr(ProducerBuffer.flush, "_recstream_fixed", False):
+        return
+
+    async def flush(self) -> None:
+        while self.size:
+            if self.state != "running":
+                raise RuntimeError("Cannot flush: Producer not Running")
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                continue  # slow, not done: committing now could skip unsent changelog records
+
+    flush._recstream_fixed = True
+    ProducerBuffer.flush = flush

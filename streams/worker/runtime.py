@@ -1,0 +1,68 @@
+"""Small faust glue the agents and the web share: event contexts, partition bookkeeping, the
+popularity view built off the event loop (no business logic here)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Iterable
+from contextlib import contextmanager
+from itertools import groupby
+
+from faust.streams import _current_event
+
+
+@contextmanager
+def event_context(event):
+    """Run table writes as if processing `event`: faust's RocksDB store and changelog pick the
+    partition from the current event, and in a `take_events` batch that would otherwise be the
+    batch's last event, whatever partition the key belongs to."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield event
+    finally:
+        _current_event.reset(token)
+
+
+def by_partition(events: Iterable) -> list[tuple[int, list]]:
+    """Group a batch by partition, keeping each partition's order."""
+    ordered = sorted(events, key=lambda e: e.message.partition)  # stable: order within a partition kept
+    return [(p, list(group)) for p, group in groupby(ordered, key=lambda e: e.message.partition)]
+
+
+def owned_partitions(app, table) -> list[int]:
+    """The partitions of `table` this worker is active for (empty while rebalancing)."""
+    name = table.changelog_topic.get_topic_name()
+    return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name)
+
+
+def stored_keys(table, partition: int) -> list[str]:
+    """The keys in one partition's RocksDB (faust's own bookkeeping keys left out)."""
+    db = table.data._db_for_partition(partition)
+    return [key.decode() for key in db.keys() if not key.startswith(b"__faust")]
+
+
+def view_without_blocking(shares, stored, now: float):
+    """A Shares view without stalling the event loop: merging every partition's trending and
+    co-engagement counts takes ~0.1 s of Python at full size, which once a second was the
+    pipeline's worst latency. The first view is built inline; after that a stale view is
+    rebuilt in a thread from a snapshot while agents keep using the previous one.
+    `stored`: a callable returning the global table's items (read only when needed)."""
+    if shares.current is None:
+        return shares.view(stored(), now)
+    if shares.stale(now) and not shares.building:
+        shares.building = True
+        future = asyncio.get_running_loop().run_in_executor(None, shares.build, shares.snapshot(stored()))
+
+        def installed(f):
+            shares.building = False
+            if f.cancelled():
+                return
+            if f.exception() is not None:
+                logging.getLogger(__name__).warning("popularity view rebuild failed: %r", f.exception())
+                return
+            shares.install(f.result(), now)
+
+        future.add_done_callback(installed)
+    return shares.current

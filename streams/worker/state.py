@@ -1,0 +1,30 @@
+"""The worker's shared runtime state: what several agents and the web views read, built once
+per process (the agents import it; it imports no agent)."""
+
+from __future__ import annotations
+
+import time
+
+from streams.core.image_pipeline import Pools, load_counts
+from streams.core.images import merge_counts
+from streams.core.popularity import PopularityView, Shares, dump_partial, load_partial
+from streams.worker import tables
+from streams.worker.app import image_config, pipeline_config, settings
+from streams.worker.runtime import view_without_blocking
+
+# trending and co-engagement: each partition's share (the popularity table), merged into a view
+popularity = Shares(load_partial, lambda parts: PopularityView(parts, pipeline_config.trending_half_life_s),
+                    flush_s=settings.popularity_flush_s, dump=dump_partial)
+# image impressions/conversions: each partition's share (the image_stats table), merged
+image_counts = Shares(load_counts, lambda parts: merge_counts(parts, image_config.half_life_s),
+                      flush_s=settings.popularity_flush_s)
+pools = Pools(tables.image_catalog, image_config.rules)  # merchant -> image pool
+lag_sources: list = []  # more readers' per-topic lag (direct ingest), each a callable -> {topic: n}
+
+
+def popularity_view(now: float) -> PopularityView:
+    return view_without_blocking(popularity, tables.popularity.items, now)
+
+
+def image_stats() -> dict[str, tuple[float, float]]:
+    return image_counts.view(tables.image_stats.items(), time.time())

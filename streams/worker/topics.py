@@ -1,0 +1,58 @@
+"""Topic declarations. Names get RECSTREAM_TOPIC_PREFIX; see docs/events.md."""
+
+from __future__ import annotations
+
+from streams.core.ingest import DEADLETTER, IMAGES, PENDING, SIGNALS
+from streams.core.records import SIGNAL_KINDS
+from streams.worker.app import app, settings
+
+COMPACT = {"cleanup.policy": "compact"}
+
+
+def _topic(name: str, internal: bool = False, **kwargs):
+    full = settings.internal_topic(name) if internal else settings.topic(name)
+    return app.topic(full, key_type=bytes, value_type=bytes, partitions=settings.partitions, **kwargs)
+
+
+# Inputs
+segment_events = _topic("events.segment")
+typed_signal_topics = {kind: _topic(f"signals.{kind}") for kind in SIGNAL_KINDS}
+artworks = _topic("catalog.artworks", config=COMPACT)
+image_catalog = _topic("catalog.images", config=COMPACT)
+image_impressions = _topic("images.impressions")
+image_conversions = _topic("images.conversions")
+image_requests = _topic("images.requests")
+# as many partitions as the editorial table's changelog (faust stops an agent whose source and
+# table changelog differ: PartitionsMismatch); the one key "curated" lives in one of them
+curated = _topic("catalog.curated", config=COMPACT)
+
+# Internal topics belong to one app id, so that a rebuild under a new app id (a new consumer
+# group, new changelogs) reads only what its own ingest wrote.
+# signals, identity links, profile merges and catalog refreshes, keyed by user id
+# (identity links by the previous id; refreshes go to every partition):
+signals = _topic(SIGNALS, internal=True)
+# image impressions/conversions and requests, keyed by consumer id:
+images_keyed = _topic(IMAGES, internal=True)
+# input messages waiting for an artwork to reach the catalog (retried with backoff):
+pending = _topic(PENDING, internal=True)
+
+# Outputs
+affinity_updates = _topic("affinity.updates")
+recommendations = _topic("recommendations")
+images_chosen = _topic("images.chosen")
+images_replies = _topic("images.replies")
+deadletter = _topic(DEADLETTER)
+experiment_readouts = _topic("experiments.readouts")  # snapshots of the experiments' counts (streams.cli.readout)
+
+TYPED_BY_NAME = {t.get_topic_name(): kind for kind, t in typed_signal_topics.items()}
+TYPED_BY_NAME[image_impressions.get_topic_name()] = "image:impression"
+TYPED_BY_NAME[image_conversions.get_topic_name()] = "image:conversion"
+TYPED_BY_NAME[image_requests.get_topic_name()] = "image_request"
+
+# Every input ingest reads (declared by direct ingest; one faust channel for the agent path).
+input_topics = (segment_events, *typed_signal_topics.values(), image_impressions, image_conversions, image_requests)
+inputs = app.topic(*(t.get_topic_name() for t in input_topics), key_type=bytes, value_type=bytes)
+
+# Logical output names used by the pure pipeline -> topics.
+outputs = {"affinity.updates": affinity_updates, "recommendations": recommendations, "signals.keyed": signals,
+           "images.chosen": images_chosen, "images.replies": images_replies}

@@ -1,0 +1,68 @@
+"""A partition's batch of user records through the pure pipeline (streams.core.pipeline) into
+a state transaction (streams.worker.commit.BatchCommit): shared by the signals agent, ingest's
+single hop and the list refresh."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+from streams.core.guarded import run_guarded
+from streams.core.ingest import failure_letter
+from streams.core.metrics import metrics
+from streams.core.pipeline import PartitionBatch
+from streams.core.popularity import dump_partial
+from streams.worker import tables, topics
+from streams.worker.app import clock, pipeline_config
+from streams.worker.commit import BatchCommit
+from streams.worker.runtime import event_context
+from streams.worker.state import popularity, popularity_view
+
+
+def apply_records(partition: int, anchor, records: list, batch: BatchCommit) -> None:
+    """One partition's records through the pipeline; its table writes and outputs go into
+    `batch` (the caller commits it). `anchor`: an event of that partition (of any
+    co-partitioned topic), for the popularity share's write through faust. Used by this agent
+    and by ingest's single hop."""
+    clock.observe_all(records)
+    make, views, partial, now = _batch_maker(partition, batch)
+    started = time.perf_counter()
+    run = run_guarded(make, records, views)
+    metrics.observe("recstream_recompute_seconds", time.perf_counter() - started)
+    for record, why in run.failed:
+        metrics.inc("recstream_dead_letters_total", reason="internal_error")
+        batch.send(topics.deadletter, None, failure_letter(record, why, partition))
+    tally_key = f"tally:{partition}"
+    tally = views[3].writes.get(tally_key)  # the batch's experiment counts moved: every worker's readout
+    with event_context(anchor):
+        if tally is not None:
+            tables.experiment_tallies[tally_key] = tally
+        if popularity.flush_due(partition, now):
+            tables.popularity[f"p{partition}"] = dump_partial(partial)
+    metrics.inc("recstream_signals_applied_total", by=run.applied)
+    metrics.inc("recstream_duplicates_total", by=run.duplicates)
+    for out in run.outputs:
+        metrics.inc("recstream_records_sent_total", topic=out.topic)
+        batch.send(topics.outputs[out.topic], out.key, out.value)
+
+
+def refresh_users(partition: int, users: list[str], batch: BatchCommit) -> int:
+    """Rebuild these users' lists into `batch` (agents.refresh); returns how many changed."""
+    make, _, _, _ = _batch_maker(partition, batch)
+    outputs = make().refresh(users)
+    for out in outputs:
+        batch.send(topics.outputs[out.topic], out.key, out.value)
+    return len(outputs)
+
+
+def _batch_maker(partition: int, batch: BatchCommit):
+    """A PartitionBatch factory over `batch`'s table views, the popularity share and view, now."""
+    tables.ensure_catalog_loaded()
+    now = clock.now()
+    partial = popularity.partial(partition, functools.partial(tables.popularity.get, f"p{partition}"))
+    view = popularity_view(now)
+    views = [batch.table(t, partition) for t in (tables.affinity, tables.recommendations, tables.fans,
+                                                    tables.attribution)]
+    return (lambda: PartitionBatch(pipeline_config, partition, *views[:3], partial, tables.catalog_index, view, now,
+                                   attribution=views[3]),
+            views, partial, now)

@@ -1,0 +1,287 @@
+"""HTTP API served by every worker (faust web, aiohttp). Keyed reads go to the key's owner."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import time
+
+import aiohttp
+import msgspec
+from aiohttp import web as aiohttp_web
+from faust.web.exceptions import ServiceUnavailable
+
+from streams.core.affinity import load
+from streams.core.experiments import assign
+from streams.core.metrics import metrics
+from streams.core.recommend import cold_start
+from streams.core.records import Recommendations, encode
+from streams.worker import tables
+from streams.worker.app import affinity_model, app, clock, image_config, pipeline_config, settings
+from streams.worker.commit import known_partitioner, partitioner
+from streams.worker.state import image_stats, lag_sources, pools, popularity_view
+
+
+@aiohttp_web.middleware
+async def _require_token(request, handler):
+    """With RECSTREAM_API_TOKEN set, everything but /health and the collector (/v1/*, which
+    checks write keys) needs the bearer token. Routed reads carry it along (faust forwards the
+    request headers to the owning worker)."""
+    token = settings.api_token
+    if token and request.path != "/health" and not request.path.startswith("/v1/"):
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):  # RFC 7235
+            return aiohttp_web.json_response({"error": "unauthorized"}, status=401,
+                                             headers={"WWW-Authenticate": "Bearer"})
+    return await handler(request)
+
+
+app.web.web_app.middlewares.append(_require_token)
+
+
+# changelog topic -> the partitions this worker is active for (empty while rebalancing)
+_owned: dict[str, set[int]] = {}
+
+
+@app.on_partitions_revoked.connect
+async def _forget_owned(app, revoked, **kwargs) -> None:
+    _owned.clear()
+
+
+@app.on_partitions_assigned.connect
+async def _remember_owned(app, assigned, **kwargs) -> None:
+    _owned.clear()
+    for tp in app.assignor.assigned_actives():
+        _owned.setdefault(tp.topic, set()).add(tp.partition)
+
+
+def local_partition(table, key: str) -> int | None:
+    """The partition holding `key` if this worker owns it, else None. The same answer as
+    faust's router (the default partitioner over the changelog's partitions, the assignor's
+    actives), from two dict lookups and a hash instead of its per-request owner lookup."""
+    name = table.changelog_topic.get_topic_name()
+    partitioner = known_partitioner(app.producer._ensure_producer(), name)
+    if partitioner is None:
+        return None
+    partition = partitioner(key.encode())
+    return partition if partition in _owned.get(name, ()) else None
+
+
+def read(table, key: str) -> bytes | None:
+    """A keyed read: straight from the owning partition's RocksDB when that is ours (faust's
+    table layer would look the partition up, or try every partition's store)."""
+    partition = local_partition(table, key)
+    if partition is None:
+        return table.get(key)
+    return table.data._db_for_partition(partition).get(key.encode())
+
+
+def routed(table, match_info: str = "user_id"):
+    """faust's table_route, with a fast path for keys this worker owns (served here at once),
+    and made safe before the first write: it hashes keys with the producer's metadata for the
+    table's changelog topic, which the producer only fetches on its first write there (a read
+    before that failed with a 500)."""
+    def decorate(view):
+        inner = app.table_route(table=table, match_info=match_info)(view)
+
+        @functools.wraps(view)
+        async def handler(web, request, **kwargs):
+            if local_partition(table, request.match_info[match_info]) is not None:
+                return await view(web, request, **kwargs)
+            await partitioner(app.producer._ensure_producer(), table.changelog_topic.get_topic_name())
+            try:
+                return await inner(web, request, **kwargs)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ServiceUnavailable):
+                # the owner just died or the group is rebalancing: a client should retry
+                return web.json({"error": "owner of this key is unavailable, retry shortly"}, status=503,
+                                headers={"Retry-After": "1"})
+        return handler
+    return decorate
+
+
+@app.page("/users/{user_id}/affinity")
+@routed(tables.affinity)
+async def user_affinity(web, request, user_id: str):
+    raw = read(tables.affinity, user_id)
+    if raw is None:
+        return web.json({"error": "unknown user", "user_id": user_id}, status=404)
+    profile = load(raw)
+    top = affinity_model.top(profile, int(request.query.get("n", 50)))
+    return web.json({
+        "user_id": user_id,
+        "as_of": profile.ref,
+        "events": profile.events,
+        "alias_of": profile.alias_of or None,
+        "artists": [{"artist_id": a, "score": s} for a, s in top],
+    })
+
+
+@app.page("/recommendations/{user_id}")
+@routed(tables.recommendations)
+async def user_recommendations(web, request, user_id: str):
+    """The precomputed list; a new or unknown user gets the cold-start list, never a 404."""
+    metrics.inc("recstream_http_recommendations_total")
+    raw = read(tables.recommendations, user_id)
+    if raw is None:
+        tables.ensure_catalog_loaded()
+        variant = assign(pipeline_config.experiment, user_id, pipeline_config.variants)
+        now = clock.now()
+        popularity = popularity_view(now)
+        items = cold_start(tables.catalog_index, popularity, variant, now)
+        raw = encode(Recommendations(user_id, variant.name, now, pipeline_config.model_version, "cold-start", items))
+    if settings.http_exposures:
+        served[user_id] = raw  # an exposure, sent with the others by _send_exposures
+    return web.bytes(raw, content_type="application/json")
+
+
+served: dict[str, bytes] = {}  # user -> the list last served since the previous exposure flush
+
+
+@app.timer(interval=settings.exposure_flush_s)
+async def _send_exposures() -> None:
+    """Served lists -> Exposure records on signals.keyed (experiment attribution), at most one
+    per user per interval: a read costs a dict write, not a produce."""
+    if not served:
+        return
+    from streams.core.records import Exposure, encode_keyed
+    from streams.worker import topics
+    from streams.worker.commit import send_all
+
+    now, batch = clock.now(), list(served.items())
+    served.clear()
+    messages = []
+    for user, raw in batch:
+        recs = _RECS.decode(raw)
+        exposure = Exposure(user, f"served:{int(now)}", now, [(i.artwork_id, i.source) for i in recs.items], recs.variant)
+        messages.append((topics.signals, user.encode(), encode_keyed(exposure)))
+    await send_all(app, messages)
+
+
+_RECS = msgspec.json.Decoder(Recommendations)
+
+
+@app.page("/experiments")
+async def experiments(web, request):
+    """Every experiment's readout: per variant users, conversions, rate and lift with 95%
+    intervals, p-value, the split check and the verdict (streams.core.ledger.readout)."""
+    return web.json(_readout())
+
+
+def _readout() -> dict:
+    from streams.core.ledger import readout
+
+    shares = {"recs": (pipeline_config.experiment, {v.name: v.share for v in pipeline_config.variants.values()}),
+              "images": (image_config.experiment, {v.name: v.share for v in image_config.variants.values()})}
+    return readout(tables.experiment_tallies.items(), shares)
+
+
+@app.timer(interval=settings.readout_interval_s)
+async def _publish_readout() -> None:
+    """A snapshot of every experiment's counts on experiments.readouts (the history behind
+    `recstream experiments report --out`), from the worker that owns partition 0."""
+    from streams.core.ledger import snapshot
+    from streams.worker import topics
+    from streams.worker.commit import send_all
+    from streams.worker.runtime import owned_partitions
+
+    if 0 in owned_partitions(app, tables.attribution):
+        await send_all(app, [(topics.experiment_readouts, key, value) for key, value in snapshot(_readout(), clock.now())])
+
+
+def _experiment_gauge(field: str):
+    def read() -> dict:
+        return {(("experiment", e["name"]), ("variant", v["variant"])): v[field]
+                for e in _readout()["experiments"] for v in e["variants"]}
+    return read
+
+
+for _field in ("users", "exposures", "converted", "conversions"):
+    metrics.gauge(f"recstream_experiment_{_field}", _experiment_gauge(_field))
+
+
+@app.page("/images/stats")
+async def image_statistics(web, request):
+    """Global impressions/conversions per merchant image and every pool: the simulator's input."""
+    stats = image_stats()
+    merchants = sorted({key.split("|", 1)[0] for key in stats} | set(tables.image_catalog.keys()))
+    return web.json({
+        "stats": {k: {"impressions": v[0], "conversions": v[1]} for k, v in stats.items()},
+        "pools": {m: [msgspec.structs.asdict(i) for i in pools.get(m)] for m in merchants},
+    })
+
+
+@app.page("/images/{consumer_id}")
+@routed(tables.image_consumers, match_info="consumer_id")
+async def consumer_images(web, request, consumer_id: str):
+    """Which image to show this consumer for each merchant: ?merchants=m1,m2&q=search words."""
+    from streams.core.image_pipeline import answer, load_state
+    from streams.core.records import ImageRequest
+
+    merchants = [m for m in request.query.get("merchants", "").split(",") if m]
+    if not merchants:
+        return web.json({"error": "give ?merchants=m1,m2"}, status=400)
+    req = ImageRequest(f"http-{time.time_ns()}", consumer_id, merchants, request.query.get("q", ""))
+    reply = answer(image_config, req, load_state(read(tables.image_consumers, consumer_id)), pools, image_stats())
+    return web.json(reply)
+
+
+@app.page("/health")
+async def health(web, request):
+    """The worker's own state partitions (the user tables' active partitions; every topic's
+    partitions would count each input, changelog and output topic again)."""
+    from streams.worker.runtime import owned_partitions
+
+    recovered = app.tables.recovery.completed.is_set()
+    partitions = owned_partitions(app, tables.affinity)
+    body = {"status": "ok" if recovered else "recovering", "recovered": recovered,
+            "assigned_partitions": len(partitions), "partitions": partitions,
+            "rebalancing": bool(app.rebalancing)}
+    return web.json(body, status=200 if recovered else 503)
+
+
+@app.page("/metrics")
+async def prometheus_metrics(web, request):
+    return web.text(metrics.render(), content_type="text/plain; version=0.0.4")
+
+
+
+
+def _consumer_lag() -> dict:
+    """Per topic: highwater (from fetch responses) minus the next offset to read, summed over
+    this worker's assigned partitions."""
+    lag: dict = {}
+    for source in lag_sources:
+        for topic, behind in source().items():
+            lag[(("topic", topic),)] = behind
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        if tp.topic.endswith("-changelog"):
+            continue
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - not fetched yet
+            continue
+        if high is None:
+            continue
+        read = consumer._read_offset.get(tp)
+        behind = high - (read + 1 if read is not None else 0)
+        key = (("topic", tp.topic),)
+        lag[key] = lag.get(key, 0) + max(behind, 0)
+    return lag
+
+
+metrics.gauge("recstream_consumer_lag", _consumer_lag)
+
+
+@app.timer(interval=5.0)
+async def _rebuild_progress() -> None:
+    """During `recstream rebuild`: progress lines until the inputs are caught up."""
+    import os
+
+    if os.environ.get("RECSTREAM_REBUILD") != "1" or not app.tables.recovery.completed.is_set():
+        return
+    lag = sum(_consumer_lag().values())
+    applied = metrics.value("recstream_signals_applied_total")
+    app.log.info("rebuild: %d signals applied, %d records behind%s", applied, lag,
+                 " - caught up, serving live" if lag == 0 else "")

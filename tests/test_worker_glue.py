@@ -1,0 +1,290 @@
+"""The faust workarounds, on the exact state seen when commits froze after a SIGKILL."""
+
+from collections import defaultdict
+
+from faust.transport.consumer import Consumer
+from faust.types import TP
+from intervaltree import IntervalTree
+
+TP0 = TP("events", 0)
+ORIGINAL_NEW_OFFSET = Consumer._new_offset  # captured before any test installs the sanitizer
+
+
+def frozen_state():
+    """After the rebalance: committed 3423; acks include 3422 (before the rebalance) and
+    re-delivered offsets acked twice."""
+    fake = type("FakeConsumer", (), {})()
+    acked = [3422] + list(range(3423, 3430)) + [3425, 3426] + list(range(3430, 3440))
+    fake._acked = defaultdict(list, {TP0: acked})
+    fake._acked_index = defaultdict(set, {TP0: set(acked)})
+    fake._committed_offset = defaultdict(lambda: None, {TP0: 3423})
+    fake._gap = defaultdict(IntervalTree)
+    return fake
+
+
+def test_faust_alone_stops_at_every_duplicate_ack():
+    assert not getattr(ORIGINAL_NEW_OFFSET, "_recstream_fixed", False)
+    fake = frozen_state()
+    # 3422..3425 is the first consecutive run; the duplicate 3425 ends it
+    assert ORIGINAL_NEW_OFFSET(fake, TP0) == 3426
+
+
+def test_sanitized_acks_commit_to_the_end():
+    from streams.worker.patches import install_ack_sanitizer
+    install_ack_sanitizer()
+    fake = frozen_state()
+    assert Consumer._new_offset(fake, TP0) == 3440
+    assert fake._acked[TP0] == []
+
+
+def test_a_stale_popularity_view_is_rebuilt_in_a_thread_while_the_old_one_serves():
+    import asyncio
+    import threading
+
+    from streams.core.popularity import Partial, Shares, dump_partial, load_partial
+    from streams.worker.runtime import view_without_blocking
+
+    builders, release = [], threading.Event()
+
+    def merge(parts):
+        builders.append(threading.current_thread() is threading.main_thread())
+        if len(builders) > 1:
+            release.wait(5)  # a slow rebuild
+        return sum(p.pairs.get("a|b", 0) for p in parts)
+
+    async def scenario():
+        shares = Shares(load_partial, merge, view_s=1.0, dump=dump_partial)
+        mine = shares.partial(0, lambda: None)
+        mine.pairs["a|b"] = 1
+        stored = lambda: [("p1", dump_partial(Partial(pairs={"a|b": 10})))]  # noqa: E731
+        assert view_without_blocking(shares, stored, 0.0) == 11  # first view: inline
+        mine.pairs["a|b"] = 2
+        assert view_without_blocking(shares, stored, 0.5) == 11  # fresh enough
+        assert view_without_blocking(shares, stored, 2.0) == 11  # stale: old view while rebuilding
+        mine.pairs["a|b"] = 3  # changes after the snapshot do not leak into the build
+        assert view_without_blocking(shares, stored, 2.1) == 11 and len(builders) == 2  # one build at a time
+        release.set()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not shares.building:
+                break
+        assert view_without_blocking(shares, stored, 2.2) == 12
+        assert builders == [True, False]  # the rebuild ran off the event loop's thread
+
+    asyncio.run(scenario())
+
+
+def test_the_root_logger_keeps_the_worker_level_so_debug_calls_stay_cheap():
+    import logging
+
+    from faust.worker import Worker
+
+    from streams.worker.patches import install_quiet_root_logger
+
+    logger = logging.getLogger("recstream-test-root")
+    logger.addHandler(logging.NullHandler())
+    worker = Worker.__new__(Worker)
+    worker.spinner = object()  # what faust's worker has on a terminal
+    logger.setLevel(logging.WARNING)
+    Worker.on_setup_root_logger(worker, logger, logging.WARNING)
+    unpatched = logger.level
+    install_quiet_root_logger()
+    worker.spinner = object()
+    logger.setLevel(logging.WARNING)
+    Worker.on_setup_root_logger(worker, logger, logging.WARNING)
+    assert unpatched == logging.DEBUG  # the trap: faust's spinner set it
+    assert logger.level == logging.WARNING and not logger.isEnabledFor(logging.DEBUG)
+
+
+def test_every_rocksdb_store_shares_one_bounded_cache(tmp_path):
+    from faust.stores.rocksdb import RocksDBOptions
+
+    from streams.worker.patches import install_rocksdb_budget
+
+    cache = install_rocksdb_budget(1)  # 1 MB for everything
+    assert install_rocksdb_budget(1) is cache  # installed once
+    stores = [RocksDBOptions(write_buffer_size=256 * 1024).open(tmp_path / f"store{i}") for i in range(2)]
+    value = bytes(range(256)) * 4
+    for db in stores:
+        for i in range(20000):  # ~20 MB per store, far above the budget
+            db[f"user-{i}".encode()] = value
+        db.flush()
+    for db in stores:
+        for i in range(0, 20000, 7):
+            assert db[f"user-{i}".encode()] == value
+    # memtables, index/filter blocks and data blocks of both stores are charged to the one cache
+    assert 0 < cache.get_usage() <= 1.1 * 1024 * 1024
+    for db in stores:
+        db.close()
+
+
+def test_send_all_declares_each_topic_before_its_first_send_and_waits_for_every_ack():
+    import asyncio
+
+    from streams.worker import commit
+
+    log = []
+
+    class Topic:
+        def __init__(self, name):
+            self.name = name
+
+        def get_topic_name(self):
+            return self.name
+
+        async def maybe_declare(self):
+            log.append(("declare", self.name))
+
+    class Producer:
+        async def send(self, topic, key, value, partition, timestamp, headers):
+            log.append(("send", topic, key))
+            future = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.01, future.set_result, None)
+            return future
+
+    app = type("App", (), {"producer": Producer()})()
+    commit._declared.discard("out-a")
+    commit._declared.discard("out-b")
+    a, b = Topic("out-a"), Topic("out-b")
+
+    async def scenario():
+        sent = await commit.send_all(app, [(a, b"1", b"x"), (b, b"2", b"y"), (a, b"3", b"z")])
+        await commit.send_all(app, [(a, b"4", b"w", 2)])
+        return sent
+
+    assert asyncio.run(scenario()) == 3
+    assert log == [("declare", "out-a"), ("send", "out-a", b"1"), ("declare", "out-b"), ("send", "out-b", b"2"),
+                   ("send", "out-a", b"3"), ("send", "out-a", b"4")]
+
+
+def test_the_pre_commit_flush_waits_until_every_changelog_record_left_the_buffer():
+    import asyncio
+
+    from faust.transport.producer import ProducerBuffer
+
+    from streams.worker.patches import install_changelog_buffer, install_full_flush
+
+    sent = []
+
+    async def scenario():
+        class RunningBuffer(ProducerBuffer):
+            state = "running"
+
+        buffer = RunningBuffer.__new__(RunningBuffer)
+        buffer.pending, buffer.message_sent = asyncio.Queue(), asyncio.Event()
+        buffer.app = type("App", (), {"conf": type("Conf", (), {"producer_threaded": False})()})()
+        for i in range(3):
+            buffer.pending.put_nowait(i)
+
+        async def slow_sender():  # 0.3 s per record: longer than faust's 0.1 s patience
+            while not buffer.pending.empty():
+                await asyncio.sleep(0.3)
+                sent.append(buffer.pending.get_nowait())
+                buffer.message_sent.set()
+
+        task = asyncio.create_task(slow_sender())
+        await buffer.flush()
+        early = list(sent)
+        await task
+        return early
+
+    original, limit = ProducerBuffer.flush, ProducerBuffer.max_messages
+    try:
+        assert asyncio.run(scenario()) == []  # faust's own flush gave up with all 3 records unsent
+        install_full_flush()
+        install_changelog_buffer(5000)
+        sent.clear()
+        assert asyncio.run(scenario()) == [0, 1, 2]
+        assert ProducerBuffer.max_messages == 5000  # delivery pauses only past this many queued
+    finally:
+        ProducerBuffer.flush, ProducerBuffer.max_messages = original, limit
+
+
+def test_batch_commits_store_locally_then_queue_in_the_order_they_wrote(tmp_path):
+    """Batch A writes k=v1 and waits on its first output topic's declaration; batch B then
+    writes k=v2. The changelog must carry v1 before v2 (recovery keeps the last record), and
+    each store remembers the changelog offset it holds."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from rocksdict import Options, Rdict
+
+    from streams.worker import commit
+
+    sent, persisted = [], {}
+    db = Rdict(str(tmp_path / "affinity-0.db"), Options(raw_mode=True))
+
+    class Builder:
+        def __init__(self):
+            self.rows = []
+
+        def append(self, key, value, timestamp):
+            self.rows.append((key, value))
+            return object()
+
+        def record_count(self):
+            return len(self.rows)
+
+        def close(self):
+            pass
+
+    class Producer:
+        offsets: dict = {}
+
+        def create_batch(self):
+            return Builder()
+
+        async def send_batch(self, batch, topic, partition):
+            base = self.offsets.get((topic, partition), 0)
+            self.offsets[(topic, partition)] = base + len(batch.rows)
+            sent.append((topic, partition, batch.rows))
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(SimpleNamespace(offset=base))
+            return future
+
+        async def partitions_for(self, topic):
+            self.known.add(topic)  # the producer fetched the topic's metadata
+            return {0}
+
+    producer = Producer()
+    producer.known = set()
+    producer._metadata = SimpleNamespace(partitions_for_topic=lambda t: {0} if t in producer.known else None)
+    app = SimpleNamespace(producer=SimpleNamespace(_ensure_producer=lambda: producer))
+    table = SimpleNamespace(
+        name="affinity", changelog_topic=SimpleNamespace(get_topic_name=lambda: "app-affinity-changelog"),
+        data=SimpleNamespace(_db_for_partition=lambda p: db,
+                             set_persisted_offset=lambda tp, offset: persisted.__setitem__(tp, offset)))
+    released = None
+
+    class SlowTopic:
+        def get_topic_name(self):
+            return "slow-out"
+
+        async def maybe_declare(self):
+            await released.wait()
+
+    async def scenario():
+        nonlocal released
+        released = asyncio.Event()
+        commit._declared.discard("slow-out")
+        commit._partitioners.pop("slow-out", None)
+        a, b = commit.BatchCommit(app), commit.BatchCommit(app)
+        a.table(table, 0)["k"] = b"v1"
+        a.send(SlowTopic(), b"u", b"out")
+        first = asyncio.ensure_future(a.commit())
+        await asyncio.sleep(0)  # A stored k=v1 and waits on the declaration
+        assert db[b"k"] == b"v1" and sent == []
+        assert b.table(table, 0).get("k") == b"v1"  # B reads what A stored
+        b.table(table, 0)["k"] = b"v2"
+        second = asyncio.ensure_future(b.commit())
+        await asyncio.sleep(0.01)
+        assert sent == []  # B queues behind A
+        released.set()
+        await asyncio.gather(first, second)
+
+    asyncio.run(scenario())
+    changelog = [rows for topic, _, rows in sent if topic == "app-affinity-changelog"]
+    assert changelog == [[(b"k", b"v1")], [(b"k", b"v2")]]
+    assert db[b"k"] == b"v2" and ("slow-out", 0, [(b"u", b"out")]) in sent
+    assert list(persisted.values()) == [1] and [tp.topic for tp in persisted] == ["app-affinity-changelog"]
+    db.close()
