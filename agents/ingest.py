@@ -110,7 +110,8 @@ async def retry_pending(stream):
 
 def _route(result, value, topic, partition, offset, key, pending) -> list[tuple]:
     """What to send for one ingested input message: its signal, a retry, or a dead letter."""
-    dest = route(result, topic, partition, offset, key, value, pending, time.time(), settings.unknown_artwork_patience_s)
+    dest = route(result, topic, partition, offset, key, value, pending, time.time(),
+                 settings.unknown_artwork_patience_s)
     _count(result, dest, topic, partition, offset)
     return [] if dest is None else [(DESTINATIONS[dest[0]], dest[1], dest[2])]
 
@@ -121,7 +122,8 @@ def _count(result, dest, topic, partition, offset) -> None:
         metrics.inc("recstream_pending_retries_total")
     elif kind == "rejected":
         metrics.inc("recstream_dead_letters_total", reason=result.reason)
-        app.log.warning("dead letter: reason=%s topic=%s partition=%s offset=%s", result.reason, topic, partition, offset)
+        app.log.warning("dead letter: reason=%s topic=%s partition=%s offset=%s",
+                        result.reason, topic, partition, offset)
     elif kind == "ignored":
         metrics.inc("recstream_events_ignored_total")
     else:
@@ -147,9 +149,10 @@ if settings.direct_ingest:
         global direct
         for topic in topics.input_topics:
             await topic.maybe_declare()
-        direct = DirectIngest(list(topics.inputs.topics), settings.partitions, direct_group(settings.app_id), settings.aiokafka_kwargs(),
-                              handle=lambda records: ingest_batch(records, _anchor), flush=app.producer.flush,
-                              ready=_ready, batch_max=settings.batch_max, fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms,
+        direct = DirectIngest(list(topics.inputs.topics), settings.partitions, direct_group(settings.app_id),
+                              settings.aiokafka_kwargs(), handle=lambda records: ingest_batch(records, _anchor),
+                              flush=app.producer.flush, ready=_ready, batch_max=settings.batch_max,
+                              fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms,
                               commit_every_s=settings.input_commit_interval_s)
         await direct.start()
         lag_sources.append(direct.lag)

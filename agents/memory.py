@@ -31,7 +31,9 @@ async def _thaw(app, revoked, **kwargs) -> None:
 def _rocksdb_memory() -> dict:
     """The shared RocksDB budget in use: blocks, index/filter blocks and memtables (charged)."""
     cache = rocksdb_cache()
-    return {} if cache is None else {(("kind", "cache"),): cache.get_usage(), (("kind", "pinned"),): cache.get_pinned_usage()}
+    if cache is None:
+        return {}
+    return {(("kind", "cache"),): cache.get_usage(), (("kind", "pinned"),): cache.get_pinned_usage()}
 
 
 metrics.gauge("recstream_rocksdb_memory_bytes", _rocksdb_memory)

@@ -1,4 +1,5 @@
-"""What the commands that talk to a cluster share: the bootstrap address (or a one-line error) and a progress line on stderr."""
+"""What the commands that talk to a cluster share: the bootstrap address (or a one-line error) and
+a progress line on stderr."""
 
 from __future__ import annotations
 

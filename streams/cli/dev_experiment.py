@@ -1,4 +1,5 @@
-"""The end of `recstream dev`: new visitors act on their first lists by variant (a planted effect), then the experiment readout is printed."""
+"""The end of `recstream dev`: new visitors act on their first lists by variant (a planted effect),
+then the experiment readout is printed."""
 
 from __future__ import annotations
 

@@ -156,7 +156,8 @@ async def emit_all(bootstrap: str, settings: Settings, users: set[str] | None = 
 
 
 def cmd_replay(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="recstream replay", description="Produce archived events (JSONL, .gz) into the input topics.")
+    parser = argparse.ArgumentParser(prog="recstream replay",
+                                     description="Produce archived events (JSONL, .gz) into the input topics.")
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--rate", type=float, default=0.0, help="max events per second (0: as fast as possible)")
     parser.add_argument("--rejects", type=Path, help="write rejected lines with their reasons here (JSONL)")
@@ -187,7 +188,8 @@ def cmd_replay(argv: list[str]) -> int:
 
 def cmd_emit_all(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="recstream emit-all",
-                                     description="Publish every user's current recommendations again (e.g. before a weekly email).")
+                                     description="Publish every user's current recommendations again "
+                                                 "(e.g. before a weekly email).")
     parser.add_argument("--users", type=Path, help="file with one user id per line (default: every user)")
     args = parser.parse_args(argv)
     users = None
@@ -203,7 +205,8 @@ def cmd_rebuild(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="recstream rebuild",
         description="Rebuild all state from the input topics under a new app id, then carry on live.")
-    parser.add_argument("--app-id", required=True, help="the new app id (new consumer group, changelogs and internal topics)")
+    parser.add_argument("--app-id", required=True,
+                        help="the new app id (new consumer group, changelogs and internal topics)")
     parser.add_argument("--bulk", action="store_true",
                         help="aggregate the history in bulk (numpy) and write the tables' changelogs directly, "
                              "then hand over to the live agents (much faster than the per-event path)")

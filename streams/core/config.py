@@ -2,10 +2,10 @@
 way the worker will parse them, so that a bad value stops any command before it starts, with one
 line that names the variable (`recstream` prints it and exits 2). Pure: no faust.
 
->>> load_settings({"RECSTREAM_VARIANTS": "{oops"})
+>>> load_settings({"RECSTREAM_VARIANTS": "{oops"})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-streams.core.settings.ConfigError: RECSTREAM_VARIANTS: not valid JSON (Expecting property name enclosed in double quotes at line 1 column 2); it must be a JSON object {variant: {param: value}} or @file.json
+streams.core.setting_rules.ConfigError: RECSTREAM_VARIANTS: not valid JSON (Expecting property name enclosed in ...
 """
 
 from __future__ import annotations

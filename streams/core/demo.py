@@ -18,7 +18,8 @@ import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
-BASE_TIME = datetime(2026, 10, 1, tzinfo=timezone.utc)  # the demo ends a month later, in the past: events over a day ahead of the clock are dead letters
+# the demo ends a month later, in the past: events over a day ahead of the clock are dead letters
+BASE_TIME = datetime(2026, 10, 1, tzinfo=timezone.utc)
 
 # (kind, share of events, Segment event name); names rotate between spec variants.
 MIX = [

@@ -12,8 +12,9 @@ reason (listed in docs/events.md), whose detail says what was wrong, never the v
 
 >>> raw = b'{"type":"track","event":"followedArtist","userId":"u1","messageId":"m1",'
 >>> raw += b'"timestamp":"2026-01-01T00:00:00Z","properties":{"owner_id":"a1"}}'
->>> parse_segment(raw)
-Signal(kind='follow', user_id='u1', message_id='m1', time=1767225600.0, targets=(Target(artist_id='a1', artwork_id=None, price=None),), order_id=None, source='', offset=-1)
+>>> signal = parse_segment(raw)
+>>> signal.kind, signal.user_id, signal.message_id, signal.time, signal.targets
+('follow', 'u1', 'm1', 1767225600.0, (Target(artist_id='a1', artwork_id=None, price=None),))
 >>> parse_segment(b'{"type":"track"').reason
 'invalid_json'
 """

@@ -1,4 +1,5 @@
-"""A batch that must not stop the stream (pure): run it, and if it raises, undo its buffered writes and run its records one by one, so a failure costs one record."""
+"""A batch that must not stop the stream (pure): run it, and if it raises, undo its buffered writes
+and run its records one by one, so a failure costs one record."""
 
 from __future__ import annotations
 

@@ -55,7 +55,8 @@ def load_image_variants(spec: str) -> dict[str, ImageVariant]:
     if not spec:
         return default_image_variants()
     raw = json.loads(spec)
-    out = {name: ImageVariant(name, float(p.get("share", 0.5)), float(p.get("explore", 0.0))) for name, p in raw.items()}
+    out = {name: ImageVariant(name, float(p.get("share", 0.5)), float(p.get("explore", 0.0)))
+           for name, p in raw.items()}
     if abs(sum(v.share for v in out.values()) - 1) > 1e-3:
         raise ValueError("image variant shares must add up to 1")
     return out
@@ -175,7 +176,9 @@ class ImageBatch:
         if len(state.merchants) > MAX_MERCHANTS_PER_CONSUMER:
             state.merchants.pop(next(iter(state.merchants)))  # the longest-known merchant goes first
         after = choose(pool, self.stats(), ev.merchant_id, views, variant.explore, self.cfg.params)
-        if after is not None and (first_time or before is None or (after.image_id, after.locked) != (before.image_id, before.locked)):
+        was_shown = None if before is None else (before.image_id, before.locked)
+        now_shown = None if after is None else (after.image_id, after.locked)
+        if after is not None and (first_time or now_shown != was_shown):
             record = choice_record(ev.consumer_id, ev.merchant_id, after, variant.name, ev.message_id)
             self.out.append((CHOSEN, f"{ev.consumer_id}|{ev.merchant_id}".encode(), _JSON.encode(record)))
 

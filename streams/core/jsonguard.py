@@ -1,4 +1,5 @@
-"""Decoding untrusted JSON (pure): size and nesting checked before a validating decode, and the dead-letter reason for whatever a decoder raised (never the values sent)."""
+"""Decoding untrusted JSON (pure): size and nesting checked before a validating decode, and the
+dead-letter reason for whatever a decoder raised (never the values sent)."""
 
 from __future__ import annotations
 

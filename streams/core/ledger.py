@@ -149,8 +149,9 @@ def snapshot(readout: dict, t: float) -> list[tuple[bytes, bytes]]:
 
     >>> r = {"experiments": [{"name": "recs", "variants": [{"variant": "A", "share": 0.5, "users": 3,
     ...      "exposures": 4, "converted": 1, "conversions": 1}]}]}
-    >>> snapshot(r, 10.0)
-    [(b'recs', b'{"t":10.0,"experiment":"recs","shares":{"A":0.5},"variants":{"A":{"users":3,"exposures":4,"converted":1,"conversions":1}}}')]
+    >>> [(key, json.loads(value)) for key, value in snapshot(r, 10.0)]  # doctest: +NORMALIZE_WHITESPACE
+    [(b'recs', {'t': 10.0, 'experiment': 'recs', 'shares': {'A': 0.5},
+                'variants': {'A': {'users': 3, 'exposures': 4, 'converted': 1, 'conversions': 1}}})]
     """
     out = []
     for e in readout["experiments"]:
@@ -184,5 +185,6 @@ def table(readout: dict) -> str:
     for e in readout["experiments"]:
         counts = {v["variant"]: v for v in e["variants"]}
         shares = {v["variant"]: v["share"] for v in e["variants"] if v["share"] is not None}
-        parts.append(f"experiment {e['name']} ({e['kind']})\n" + format_table(report(counts, shares, control_of(shares))))
+        readout = format_table(report(counts, shares, control_of(shares)))
+        parts.append(f"experiment {e['name']} ({e['kind']})\n" + readout)
     return "\n\n".join(parts)

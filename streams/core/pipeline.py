@@ -278,9 +278,9 @@ class PartitionBatch:
         value = encode(fresh)
         self.recs[user] = value
         self._send(RECOMMENDATIONS, user, value)
-        if self.ledger is not None and (old is None or _listing(old) != _listing(fresh) or old.variant != fresh.variant):
-            # an emitted list is shown: from the event it answers (event time, like conversions;
-            # the wall clock may run ahead of a client's), or from now on for a refresh
+        shown_anew = old is None or _listing(old) != _listing(fresh) or old.variant != fresh.variant
+        if self.ledger is not None and shown_anew:
+            # shown from the event it answers (event time, as conversions), or from now for a refresh
             shown = min(self.now, profile.ref) if trigger in self._signalled else self.now
             self.ledger.exposed(user, fresh.variant, _listing(fresh), shown)
 

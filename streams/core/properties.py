@@ -1,4 +1,5 @@
-"""Reading Segment properties (pure): ids, prices and times, the targets of each signal kind, and the artist of an artwork; every check raises Reject with a dead-letter reason."""
+"""Reading Segment properties (pure): ids, prices and times, the targets of each signal kind, and
+the artist of an artwork; every check raises Reject with a dead-letter reason."""
 
 from __future__ import annotations
 

@@ -10,116 +10,202 @@ prints the same list with current values (``recstream config``).
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import MISSING, Field, dataclass, field, fields
-from types import MappingProxyType
+from dataclasses import MISSING, dataclass, field, fields
 
-PREFIX = "RECSTREAM_"
-
-DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {"view": 1.0, "save": 3.0, "follow": 5.0, "collection": 5.0, "inquiry": 8.0, "order": 12.0}
+from streams.core.setting_rules import (
+    DEFAULT_WEIGHTS,
+    PREFIX,
+    ConfigError,
+    accepts,
+    convert,
+    form_of,
+    shown,
+    var_name,
 )
 
-
-class ConfigError(ValueError):
-    """A RECSTREAM_* variable has a value we cannot use; the message is one line that starts with
-    the variable's name and says what it accepts (`recstream` prints it and exits 2)."""
-
-
-def _parse_weights(text: str) -> dict[str, float]:
-    weights = dict(DEFAULT_WEIGHTS)
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        kind, sep, value = part.partition("=")
-        if not sep or kind.strip() not in DEFAULT_WEIGHTS:
-            raise ConfigError(f"RECSTREAM_WEIGHTS: expected kind=number with kind in {sorted(DEFAULT_WEIGHTS)}, got {part!r}")
-        try:
-            weights[kind.strip()] = float(value)
-        except ValueError:
-            raise ConfigError(f"RECSTREAM_WEIGHTS: {part!r} is not a number") from None
-    return weights
+__all__ = ["DEFAULT_WEIGHTS", "PREFIX", "ConfigError", "Settings", "accepted_form"]  # the rules' names too
 
 
 @dataclass(frozen=True)
 class Settings:
     # name: (default, help) lives in the field metadata so docs and code cannot drift.
-    broker_url: str = field(default="", metadata={"help": "Kafka bootstrap URL, e.g. kafka://host:9092 (empty: `recstream dev` starts the embedded broker)"})
+    broker_url: str = field(default="", metadata={
+        "help": "Kafka bootstrap URL, e.g. kafka://host:9092 (empty: `recstream dev` starts the embedded broker)"})
     app_id: str = field(default="recstream", metadata={"help": "faust app id (consumer group, changelog topic prefix)"})
-    topic_prefix: str = field(default="", metadata={"help": "prefix for every topic name (isolates environments/tests on one cluster)"})
+    topic_prefix: str = field(default="", metadata={
+        "help": "prefix for every topic name (isolates environments/tests on one cluster)"})
     partitions: int = field(default=4, metadata={"help": "partitions for topics recstream creates", "min": 1})
     data_dir: str = field(default="data", metadata={"help": "local state directory (RocksDB tables)"})
     web_host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind host"})
     web_port: int = field(default=6066, metadata={"help": "HTTP port", "min": 1, "max": 65535})
-    web_advertise_host: str = field(default="", metadata={"help": "host other workers use to reach this one (default: web_host)"})
-    half_life_days: float = field(default=30.0, metadata={"help": "affinity half-life in event time (days)", "above": 0})
-    weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, metadata={"help": "signal weights, e.g. view=1,save=3,follow=5 (unlisted kinds keep defaults)", "min": 0})
+    web_advertise_host: str = field(default="", metadata={
+        "help": "host other workers use to reach this one (default: web_host)"})
+    half_life_days: float = field(default=30.0, metadata={
+        "help": "affinity half-life in event time (days)", "above": 0})
+    weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, metadata={
+        "help": "signal weights, e.g. view=1,save=3,follow=5 (unlisted kinds keep defaults)", "min": 0})
     top_k_artists: int = field(default=256, metadata={"help": "artists kept per user (bounded state)", "min": 1})
-    dedup_window: int = field(default=2048, metadata={"help": "messageIds remembered per user: a duplicate within a user's last N messages is applied once", "min": 1})
+    dedup_window: int = field(default=2048, metadata={
+        "help": "messageIds remembered per user: a duplicate within a user's last N messages is applied once",
+        "min": 1})
     max_event_bytes: int = field(default=65536, metadata={"help": "larger messages are dead-lettered", "min": 1})
-    max_future_skew_s: float = field(default=86400.0, metadata={"help": "events stamped further ahead of the wall clock than this are dead-lettered (invalid_timestamp): one far-future event would otherwise move a user's reference time and zero every score", "min": 0})
-    min_event_year: int = field(default=2000, metadata={"help": "events stamped before January 1 of this year (UTC) are dead-lettered (invalid_timestamp): a producer with an unset clock", "min": 1970, "max": 9999})
-    event_map: str = field(default="", metadata={"help": "extra event names -> signal kind, JSON object or @file.json (merged over the defaults)", "form": "a JSON object {eventName: kind} or @file.json"})
-    unknown_artwork_patience_s: float = field(default=60.0, metadata={"help": "an event naming an artwork the catalog does not know yet is retried (backoff 0.5 s doubling) for this long before it is dead-lettered; covers catalog updates that land after the event and rebuilds, where catalog and events are read side by side", "min": 0})
-    unmapped_events: str = field(default="dead-letter", metadata={"help": "what to do with track events missing from the event map: dead-letter or ignore", "choices": ("dead-letter", "ignore")})
-    affinity_update_top_n: int = field(default=20, metadata={"help": "artists listed in each affinity.updates record", "min": 1})
-    experiment: str = field(default="recs", metadata={"help": "A/B experiment name; users are assigned by a stable hash of (experiment, user)"})
-    variants: str = field(default="", metadata={"help": "variant parameters, JSON or @file.json, e.g. {\"A\": {\"share\": 0.5, \"trending_blend\": 0}, \"B\": {\"share\": 0.5, \"trending_blend\": 1, \"budget_filter\": true}} (default: A strict, B blend)", "form": "a JSON object {variant: {param: value}} or @file.json"})
-    model_version: str = field(default="affinity-blend-1", metadata={"help": "written into every recommendations record"})
-    trending_half_life_days: float = field(default=7.0, metadata={"help": "half-life of the trending score", "above": 0})
-    batch_max: int = field(default=500, metadata={"help": "records per agent batch (bursts per user coalesce within a batch)", "min": 1})
-    batch_within_ms: float = field(default=10.0, metadata={"help": "longest wait to fill a batch, milliseconds (adds to latency)", "min": 0})
-    popularity_flush_s: float = field(default=1.0, metadata={"help": "how often a partition's trending/co-engagement share is written (at most this much is recounted after a crash)", "min": 0})
+    max_future_skew_s: float = field(default=86400.0, metadata={
+        "help": "events stamped further ahead of the wall clock than this are dead-lettered (invalid_timestamp): "
+        "one far-future event would otherwise move a user's reference time and zero every score", "min": 0})
+    min_event_year: int = field(default=2000, metadata={
+        "help": "events stamped before January 1 of this year (UTC) are dead-lettered (invalid_timestamp): a "
+        "producer with an unset clock", "min": 1970, "max": 9999})
+    event_map: str = field(default="", metadata={
+        "help": "extra event names -> signal kind, JSON object or @file.json (merged over the defaults)",
+        "form": "a JSON object {eventName: kind} or @file.json"})
+    unknown_artwork_patience_s: float = field(default=60.0, metadata={
+        "help": "an event naming an artwork the catalog does not know yet is retried (backoff 0.5 s doubling) for "
+        "this long before it is dead-lettered; covers catalog updates that land after the event and "
+        "rebuilds, where catalog and events are read side by side", "min": 0})
+    unmapped_events: str = field(default="dead-letter", metadata={
+        "help": "what to do with track events missing from the event map: dead-letter or ignore",
+        "choices": ("dead-letter", "ignore")})
+    affinity_update_top_n: int = field(default=20, metadata={
+        "help": "artists listed in each affinity.updates record", "min": 1})
+    experiment: str = field(default="recs", metadata={
+        "help": "A/B experiment name; users are assigned by a stable hash of (experiment, user)"})
+    variants: str = field(default="", metadata={
+        "help": "variant parameters, JSON or @file.json, e.g. {\"A\": {\"share\": 0.5, \"trending_blend\": 0}, "
+        "\"B\": {\"share\": 0.5, \"trending_blend\": 1, \"budget_filter\": true}} (default: A strict, B "
+        "blend)", "form": "a JSON object {variant: {param: value}} or @file.json"})
+    model_version: str = field(default="affinity-blend-1", metadata={
+        "help": "written into every recommendations record"})
+    trending_half_life_days: float = field(default=7.0, metadata={
+        "help": "half-life of the trending score", "above": 0})
+    batch_max: int = field(default=500, metadata={
+        "help": "records per agent batch (bursts per user coalesce within a batch)", "min": 1})
+    batch_within_ms: float = field(default=10.0, metadata={
+        "help": "longest wait to fill a batch, milliseconds (adds to latency)", "min": 0})
+    popularity_flush_s: float = field(default=1.0, metadata={
+        "help": "how often a partition's trending/co-engagement share is written (at most this much is recounted "
+        "after a crash)", "min": 0})
     image_experiment: str = field(default="images", metadata={"help": "A/B experiment name for image selection"})
-    image_variants: str = field(default="", metadata={"help": "image variants, JSON: {\"A\": {\"share\": 0.5, \"explore\": 0}, \"B\": {\"share\": 0.5, \"explore\": 0.01}} (explore = the multiplier C)", "form": "a JSON object {variant: {\"share\": number, \"explore\": number}}"})
-    image_pool_items: int = field(default=5, metadata={"help": "top-selling items whose images join the header in a merchant's pool", "min": 0})
-    image_filtered_categories: str = field(default="drinks,sides", metadata={"help": "item categories left out of pools unless the merchant mainly sells them"})
-    image_prior_strength: float = field(default=20.0, metadata={"help": "the conversion-rate prior counts as this many impressions", "above": 0})
-    image_query_boost: float = field(default=0.05, metadata={"help": "added to the score of images whose tags match a search query", "min": 0})
-    image_half_life_days: float = field(default=30.0, metadata={"help": "half-life of global image impressions/conversions (0: no decay)", "min": 0})
-    api_token: str = field(default="", metadata={"help": "when set, every HTTP request but /health needs `Authorization: Bearer <token>` (401 otherwise)", "secret": True})
-    attribution_days: float = field(default=7.0, metadata={"help": "experiments: an order, inquiry or save of a listed work counts for the list's variant within this many days of the exposure", "above": 0})
-    http_exposures: bool = field(default=True, metadata={"help": "experiments: a list served by GET /recommendations is an exposure (at most one per user per RECSTREAM_EXPOSURE_FLUSH_S)"})
-    exposure_flush_s: float = field(default=5.0, metadata={"help": "how often served lists are sent as exposures (each user at most once per interval)", "above": 0})
-    readout_interval_s: float = field(default=60.0, metadata={"help": "how often the experiments' counts are snapshot to experiments.readouts (the history `recstream experiments report --out` plots)", "above": 0})
-    write_keys: str = field(default="", metadata={"help": "write keys the Segment-compatible collector (POST /v1/batch, /v1/track, ...) accepts as the HTTP Basic user, comma-separated; empty accepts any key", "secret": True})
-    kafka_security_protocol: str = field(default="PLAINTEXT", metadata={"help": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL", "choices": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")})
-    kafka_sasl_mechanism: str = field(default="PLAIN", metadata={"help": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", "choices": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")})
+    image_variants: str = field(default="", metadata={
+        "help": "image variants, JSON: {\"A\": {\"share\": 0.5, \"explore\": 0}, \"B\": {\"share\": 0.5, "
+        "\"explore\": 0.01}} (explore = the multiplier C)",
+        "form": "a JSON object {variant: {\"share\": number, \"explore\": number}}"})
+    image_pool_items: int = field(default=5, metadata={
+        "help": "top-selling items whose images join the header in a merchant's pool", "min": 0})
+    image_filtered_categories: str = field(default="drinks,sides", metadata={
+        "help": "item categories left out of pools unless the merchant mainly sells them"})
+    image_prior_strength: float = field(default=20.0, metadata={
+        "help": "the conversion-rate prior counts as this many impressions", "above": 0})
+    image_query_boost: float = field(default=0.05, metadata={
+        "help": "added to the score of images whose tags match a search query", "min": 0})
+    image_half_life_days: float = field(default=30.0, metadata={
+        "help": "half-life of global image impressions/conversions (0: no decay)", "min": 0})
+    api_token: str = field(default="", metadata={
+        "help": "when set, every HTTP request but /health needs `Authorization: Bearer <token>` (401 otherwise)",
+        "secret": True})
+    attribution_days: float = field(default=7.0, metadata={
+        "help": "experiments: an order, inquiry or save of a listed work counts for the list's variant within this "
+        "many days of the exposure", "above": 0})
+    http_exposures: bool = field(default=True, metadata={
+        "help": "experiments: a list served by GET /recommendations is an exposure (at most one per user per "
+        "RECSTREAM_EXPOSURE_FLUSH_S)"})
+    exposure_flush_s: float = field(default=60.0, metadata={
+        "help": "how often served lists are sent as exposures (each user at most once per interval)", "above": 0})
+    readout_interval_s: float = field(default=60.0, metadata={
+        "help": "how often the experiments' counts are snapshot to experiments.readouts (the history `recstream "
+        "experiments report --out` plots)", "above": 0})
+    write_keys: str = field(default="", metadata={
+        "help": "write keys the Segment-compatible collector (POST /v1/batch, /v1/track, ...) accepts as the HTTP "
+        "Basic user, comma-separated; empty accepts any key", "secret": True})
+    kafka_security_protocol: str = field(default="PLAINTEXT", metadata={
+        "help": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+        "choices": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")})
+    kafka_sasl_mechanism: str = field(default="PLAIN", metadata={
+        "help": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", "choices": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")})
     kafka_sasl_username: str = field(default="", metadata={"help": "SASL user"})
     kafka_sasl_password: str = field(default="", metadata={"help": "SASL password", "secret": True})
-    kafka_ssl_cafile: str = field(default="", metadata={"help": "CA bundle to verify the brokers (default: system CAs)"})
+    kafka_ssl_cafile: str = field(default="", metadata={
+        "help": "CA bundle to verify the brokers (default: system CAs)"})
     kafka_ssl_certfile: str = field(default="", metadata={"help": "client certificate (mutual TLS)"})
     kafka_ssl_keyfile: str = field(default="", metadata={"help": "client key (mutual TLS)"})
-    rocksdb_write_buffer_mb: int = field(default=4, metadata={"help": "RocksDB memtable size per partition store (faust's default is 64 MB, times ~40 stores per worker)", "min": 1})
-    rocksdb_cache_mb: int = field(default=32, metadata={"help": "RocksDB memory budget of the whole worker: one block cache shared by every store, holding index and filter blocks too and charged for memtables (reads past it come from the OS page cache: 32 and 64 MB gave the same throughput; raise it for large per-worker state)", "min": 1})
-    fetch_max_wait_ms: int = field(default=50, metadata={"help": "longest a fetch waits for data (faust fixes 1500 ms; each hop can wait that long on a broker that does not answer a fetch as soon as data arrives)", "min": 0})
-    ingest_fetch_max_wait_ms: int = field(default=20, metadata={"help": "longest a direct-ingest fetch of the input topics waits for data: the embedded broker holds a fetch this long even when data arrives, so it bounds first-signal latency; lower costs the broker more CPU when idle", "min": 0})
-    python_malloc: str = field(default="malloc", metadata={"help": "allocator for a worker's Python objects (a worker re-executes itself with PYTHONMALLOC set to it): malloc = glibc, whose freed memory malloc_trim hands back; pymalloc = CPython's default, faster for small objects but table recovery leaves its 1 MB arenas pinned by a few survivors (+29 MB RSS at 1M users)", "choices": ("malloc", "pymalloc")})
-    malloc_arenas: int = field(default=2, metadata={"help": "glibc malloc arenas for the worker (0: glibc's default of 8 per core, which lets RSS grow with the data touched)", "min": 0})
-    malloc_mmap_threshold_kb: int = field(default=128, metadata={"help": "allocations from this size up get their own mapping, returned to the OS when freed (0: glibc's default, which raises the threshold after the first large free, so later fetch buffers fragment the heap: ~20 MB more RSS after recovering 1M users)", "min": 0, "max": 32768})
-    changelog_buffer: int = field(default=5000, metadata={"help": "changelog records a worker may queue before it pauses delivery to let them drain (faust's default is 100: every batch of a few hundred events paused the pipeline, the largest share of its latency tail)", "min": 1})
-    direct_ingest: bool = field(default=True, metadata={"help": "the input topics are read in batches by a plain consumer inside the worker that follows faust's partition assignment (offsets in group <app id>-direct), not by faust's per-message delivery: ~2x the events/s and a fraction of the latency. Off: a faust agent reads them"})
-    single_hop: bool = field(default=True, metadata={"help": "ingest applies a signal itself when the input message already sits in the user's partition (input keyed by user id, same partition count): one hop instead of two. Off: every signal goes through the internal signals topic"})
-    session_timeout: float = field(default=10.0, metadata={"help": "consumer-group session timeout, seconds (a rebalance waits about half of it)", "min": 1})
-    true_end_offsets: bool = field(default=True, metadata={"help": "table recovery takes each changelog's end from a fetch, not ListOffsets (the embedded Tansu broker under-reports the end when the last batch holds several records); harmless on Apache Kafka"})
-    single_record_batches: bool = field(default=False, metadata={"help": "one record per produce batch: the older, slow workaround for the same Tansu bug (every changelog write waits for the previous one's ack)"})
-    rebuild_shards: int = field(default=0, metadata={"help": "processes of a `recstream rebuild --bulk` (0: one per CPU, at most one per partition); each reads a share of the input partitions and aggregates, builds and writes a share of the state partitions", "min": 0})
-    input_commit_interval_s: float = field(default=2.8, metadata={"help": "how often direct ingest commits the input offsets it applied (after every output and changelog record they produced is acknowledged); a crash re-reads what came after, which the per-user input offsets skip", "above": 0})
-    clock: str = field(default="wall", metadata={"help": "what now is for recommendations (recency window, trending, refreshes): wall = the wall clock; event = the newest event time seen, to replay old history as of its own time (backtests)", "choices": ("wall", "event")})
-    refresh_interval_s: float = field(default=3600.0, metadata={"help": "every this many seconds each worker rebuilds the lists of the users it owns, so they stay fresh without the users' events (works age out, sell, trending moves); only changed lists are written and sent (0: off)", "min": 0})
-    refresh_rate: float = field(default=1000.0, metadata={"help": "users per second a refresh pass rebuilds at most (bounds its CPU: ~50 us a user)", "above": 0})
-    log_level: str = field(default="info", metadata={"help": "worker log level (warning and critical are accepted too)", "choices": ("crit", "error", "warn", "info", "debug")})
+    rocksdb_write_buffer_mb: int = field(default=4, metadata={
+        "help": "RocksDB memtable size per partition store (faust's default is 64 MB, times ~40 stores per worker)",
+        "min": 1})
+    rocksdb_cache_mb: int = field(default=32, metadata={
+        "help": "RocksDB memory budget of the whole worker: one block cache shared by every store, holding index "
+        "and filter blocks too and charged for memtables (reads past it come from the OS page cache: 32 and"
+        " 64 MB gave the same throughput; raise it for large per-worker state)", "min": 1})
+    fetch_max_wait_ms: int = field(default=50, metadata={
+        "help": "longest a fetch waits for data (faust fixes 1500 ms; each hop can wait that long on a broker that "
+        "does not answer a fetch as soon as data arrives)", "min": 0})
+    ingest_fetch_max_wait_ms: int = field(default=20, metadata={
+        "help": "longest a direct-ingest fetch of the input topics waits for data: the embedded broker holds a "
+        "fetch this long even when data arrives, so it bounds first-signal latency; lower costs the broker "
+        "more CPU when idle", "min": 0})
+    python_malloc: str = field(default="malloc", metadata={
+        "help": "allocator for a worker's Python objects (a worker re-executes itself with PYTHONMALLOC set to it):"
+        " malloc = glibc, whose freed memory malloc_trim hands back; pymalloc = CPython's default, faster "
+        "for small objects but table recovery leaves its 1 MB arenas pinned by a few survivors (+29 MB RSS "
+        "at 1M users)", "choices": ("malloc", "pymalloc")})
+    malloc_arenas: int = field(default=2, metadata={
+        "help": "glibc malloc arenas for the worker (0: glibc's default of 8 per core, which lets RSS grow with the"
+        " data touched)", "min": 0})
+    malloc_mmap_threshold_kb: int = field(default=128, metadata={
+        "help": "allocations from this size up get their own mapping, returned to the OS when freed (0: glibc's "
+        "default, which raises the threshold after the first large free, so later fetch buffers fragment "
+        "the heap: ~20 MB more RSS after recovering 1M users)", "min": 0, "max": 32768})
+    changelog_buffer: int = field(default=5000, metadata={
+        "help": "changelog records a worker may queue before it pauses delivery to let them drain (faust's default "
+        "is 100: every batch of a few hundred events paused the pipeline, the largest share of its latency "
+        "tail)", "min": 1})
+    direct_ingest: bool = field(default=True, metadata={
+        "help": "the input topics are read in batches by a plain consumer inside the worker that follows faust's "
+        "partition assignment (offsets in group <app id>-direct), not by faust's per-message delivery: ~2x "
+        "the events/s and a fraction of the latency. Off: a faust agent reads them"})
+    single_hop: bool = field(default=True, metadata={
+        "help": "ingest applies a signal itself when the input message already sits in the user's partition (input "
+        "keyed by user id, same partition count): one hop instead of two. Off: every signal goes through "
+        "the internal signals topic"})
+    session_timeout: float = field(default=10.0, metadata={
+        "help": "consumer-group session timeout, seconds (a rebalance waits about half of it)", "min": 1})
+    true_end_offsets: bool = field(default=True, metadata={
+        "help": "table recovery takes each changelog's end from a fetch, not ListOffsets (the embedded Tansu broker"
+        " under-reports the end when the last batch holds several records); harmless on Apache Kafka"})
+    single_record_batches: bool = field(default=False, metadata={
+        "help": "one record per produce batch: the older, slow workaround for the same Tansu bug (every changelog "
+        "write waits for the previous one's ack)"})
+    rebuild_shards: int = field(default=0, metadata={
+        "help": "processes of a `recstream rebuild --bulk` (0: one per CPU, at most one per partition); each reads "
+        "a share of the input partitions and aggregates, builds and writes a share of the state partitions", "min": 0})
+    input_commit_interval_s: float = field(default=2.8, metadata={
+        "help": "how often direct ingest commits the input offsets it applied (after every output and changelog "
+        "record they produced is acknowledged); a crash re-reads what came after, which the per-user input "
+        "offsets skip", "above": 0})
+    clock: str = field(default="wall", metadata={
+        "help": "what now is for recommendations (recency window, trending, refreshes): wall = the wall clock; "
+        "event = the newest event time seen, to replay old history as of its own time (backtests)",
+        "choices": ("wall", "event")})
+    refresh_interval_s: float = field(default=3600.0, metadata={
+        "help": "every this many seconds each worker rebuilds the lists of the users it owns, so they stay fresh "
+        "without the users' events (works age out, sell, trending moves); only changed lists are written "
+        "and sent (0: off)", "min": 0})
+    refresh_rate: float = field(default=1000.0, metadata={
+        "help": "users per second a refresh pass rebuilds at most (bounds its CPU: ~50 us a user)", "above": 0})
+    log_level: str = field(default="info", metadata={
+        "help": "worker log level (warning and critical are accepted too)",
+        "choices": ("crit", "error", "warn", "info", "debug")})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         values: dict = {}
         for f in fields(cls):
-            raw = env.get(_var(f))
+            raw = env.get(var_name(f))
             if raw is None or raw == "":
                 continue
-            values[f.name] = _convert(f, raw)
+            values[f.name] = convert(f, raw)
         if values.get("log_level") in ("warning", "critical"):  # faust's CLI spells them warn/crit
             values["log_level"] = values["log_level"][:4]
         settings = cls(**values)
@@ -131,8 +217,8 @@ class Settings:
         that span fields. Every message starts with the variable's name."""
         for f in fields(self):
             value = getattr(self, f.name)
-            if not all(_accepts(f.metadata, v) for v in (value.values() if isinstance(value, Mapping) else [value])):
-                raise ConfigError(f"{_var(f)} must be {_form(f)}, got {_shown(f, value)}")
+            if not all(accepts(f.metadata, v) for v in (value.values() if isinstance(value, Mapping) else [value])):
+                raise ConfigError(f"{var_name(f)} must be {form_of(f)}, got {shown(f, value)}")
         if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
             raise ConfigError("RECSTREAM_KAFKA_SASL_USERNAME is required with a SASL security protocol")
 
@@ -149,7 +235,7 @@ class Settings:
         return socket.gethostname() if self.web_host in ("0.0.0.0", "::") else self.web_host
 
     def __repr__(self) -> str:  # never print secrets
-        return f"Settings({', '.join(f'{f.name}={_shown(f, getattr(self, f.name))}' for f in fields(self))})"
+        return f"Settings({', '.join(f'{f.name}={shown(f, getattr(self, f.name))}' for f in fields(self))})"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -190,23 +276,8 @@ class Settings:
             if isinstance(default, Mapping):
                 default = ",".join(f"{k}={v:g}" for k, v in default.items())
             typed = f.type != "str" and "form" not in f.metadata
-            out.append((_var(f), str(default), f.metadata["help"] + (f" ({_form(f)})" if typed else "")))
+            out.append((var_name(f), str(default), f.metadata["help"] + (f" ({form_of(f)})" if typed else "")))
         return out
-
-
-def _var(f: Field) -> str:
-    return PREFIX + f.name.upper()
-
-
-def _shown(f: Field, value) -> str:
-    if isinstance(value, Mapping):
-        value = dict(value)
-    return "'***'" if f.metadata.get("secret") and value else repr(value)
-
-
-def _one_of(choices) -> str:
-    *rest, last = choices
-    return f"one of {', '.join(rest)} or {last}" if len(rest) > 1 else f"{rest[0]} or {last}"
 
 
 def accepted_form(name: str) -> str:
@@ -215,54 +286,6 @@ def accepted_form(name: str) -> str:
     >>> accepted_form("web_port"), accepted_form("half_life_days"), accepted_form("log_level")
     ('an integer from 1 to 65535', 'a finite number > 0', 'one of crit, error, warn, info or debug')
     """
-    return _form(next(f for f in fields(Settings) if f.name == name))
+    return form_of(next(f for f in fields(Settings) if f.name == name))
 
 
-def _form(f: Field) -> str:
-    rule = f.metadata
-    if "form" in rule:
-        return rule["form"]
-    if "choices" in rule:
-        return _one_of(rule["choices"])
-    if f.type == "bool":
-        return "a boolean (true/false, 1/0, yes/no, on/off)"
-    if f.type == "str":
-        return "any text"
-    number = "an integer" if f.type == "int" else "a finite number"
-    if "max" in rule:
-        number += f" from {rule['min']} to {rule['max']}"
-    elif "min" in rule:
-        number += f" >= {rule['min']}"
-    elif "above" in rule:
-        number += f" > {rule['above']}"
-    if f.type.startswith("Mapping"):
-        return f"kind=weight,... with kind {_one_of(DEFAULT_WEIGHTS)} and each weight {number}"
-    return number
-
-
-def _accepts(rule: Mapping, value) -> bool:
-    return ((not isinstance(value, float) or math.isfinite(value))
-            and ("choices" not in rule or value in rule["choices"])
-            and ("min" not in rule or value >= rule["min"])
-            and ("above" not in rule or value > rule["above"])
-            and ("max" not in rule or value <= rule["max"]))
-
-
-def _convert(f: Field, raw: str):
-    try:
-        if f.type == "int":
-            return int(raw)
-        if f.type == "float":
-            return float(raw)
-        if f.type == "bool":
-            lowered = raw.strip().lower()
-            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(raw)
-            return lowered in ("1", "true", "yes", "on")
-        if f.type.startswith("Mapping"):
-            return MappingProxyType(_parse_weights(raw))
-        return raw
-    except ConfigError:
-        raise
-    except ValueError:
-        raise ConfigError(f"{_var(f)}={raw!r} is not a valid {f.type}; it must be {_form(f)}") from None

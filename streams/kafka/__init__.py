@@ -1,1 +1,2 @@
-"""Plumbing below faust: plain aiokafka clients (direct ingest, offsets), record batches and RocksDB write batches, the embedded broker, process memory."""
+"""Plumbing below faust: plain aiokafka clients (direct ingest, offsets), record batches and
+RocksDB write batches, the embedded broker, process memory."""

@@ -33,12 +33,14 @@ def direct_group(app_id: str) -> str:
     return f"{app_id}-direct"
 
 
-def owned_input_partitions(owned: Iterable[int], topic_partitions: dict[str, int], table_partitions: int) -> set[tuple[str, int]]:
+def owned_input_partitions(owned: Iterable[int], topic_partitions: dict[str, int],
+                           table_partitions: int) -> set[tuple[str, int]]:
     """Input (topic, partition)s read by the worker owning table partitions `owned`: partition i
     goes with table partition i mod N, so every input partition has exactly one reader and a
     co-partitioned topic's partition i stays with its user's state."""
     mine = set(owned)
-    return {(topic, i) for topic, count in topic_partitions.items() for i in range(count) if i % table_partitions in mine}
+    return {(topic, i) for topic, count in topic_partitions.items() for i in range(count)
+            if i % table_partitions in mine}
 
 
 class Anchor:

@@ -1,4 +1,5 @@
-"""The rebuild's catalog: the artworks and curated topics read to their end into a catalog index, as the live catalog agents apply them, and written to the new app's global tables."""
+"""The rebuild's catalog: the artworks and curated topics read to their end into a catalog index,
+as the live catalog agents apply them, and written to the new app's global tables."""
 
 from __future__ import annotations
 

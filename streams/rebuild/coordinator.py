@@ -216,7 +216,8 @@ async def _bulk_rebuild(settings: Settings, client: dict, pool: list, progress, 
 
     # the hand-over covers the catalog topics too: the new workers recover those tables instead
     # of replaying the catalog (which would also refresh every fan of every artist again)
-    await commit_input_offsets(client, settings.app_id, {tp: end for tp, end in {**ends, **snapshot.ends}.items() if end > 0})
+    every_end = {**ends, **snapshot.ends}
+    await commit_input_offsets(client, settings.app_id, {tp: end for tp, end in every_end.items() if end > 0})
     # the inputs are read by direct ingest (its own group) or, with it off, by faust: both start here
     await commit_input_offsets(client, direct_group(settings.app_id), {tp: end for tp, end in ends.items() if end > 0})
     return report

@@ -1,4 +1,5 @@
-"""Where a rebuild shard runs: in this process (LocalShard), or in a process of its own that serves the same calls over a pipe (ShardProcess)."""
+"""Where a rebuild shard runs: in this process (LocalShard), or in a process of its own that serves
+the same calls over a pipe (ShardProcess)."""
 
 from __future__ import annotations
 

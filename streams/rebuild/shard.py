@@ -101,7 +101,8 @@ class Shard:
             dest = route(result, r.topic, r.partition, r.offset, r.key, r.value, None, now,
                          self.settings.unknown_artwork_patience_s)
             if dest is not None:
-                name = self.settings.topic(DEADLETTER) if dest[0] == DEADLETTER else self.settings.internal_topic(dest[0])
+                name = (self.settings.topic(DEADLETTER) if dest[0] == DEADLETTER
+                        else self.settings.internal_topic(dest[0]))
                 self._acks.append(await producer.send(name, dest[2], key=dest[1]))
                 self.forwarded[dest[0]] += 1
         spills.write(foreign)
@@ -189,7 +190,8 @@ async def read_partitions(client: dict, ranges: dict, idle_timeout_s: float, han
                 if await consumer.position(tp) >= ranges[tp][1]:
                     remaining.discard(tp)
             if time.monotonic() - last_progress > idle_timeout_s:
-                raise TimeoutError(f"rebuild: no progress for {idle_timeout_s:.0f} s reading {sorted(map(str, remaining))}")
+                waiting = sorted(map(str, remaining))
+                raise TimeoutError(f"rebuild: no progress for {idle_timeout_s:.0f} s reading {waiting}")
     finally:
         await consumer.stop()
 

@@ -1,4 +1,5 @@
-"""The new app's topics: checked to be fresh (no other app already uses the id), created like the live worker declares them, and the inputs' offsets committed for the live worker to go on from."""
+"""The new app's topics: checked to be fresh (no other app already uses the id), created like the
+live worker declares them, and the inputs' offsets committed for the live worker to go on from."""
 
 from __future__ import annotations
 

@@ -62,7 +62,8 @@ experiment_tallies = _raw(app.GlobalTable("experiment_tallies", key_type=str, va
 image_consumers = _raw(app.Table("image_consumers", key_type=str, value_type=bytes, options=ROCKSDB,
                                  help="consumer -> image views and locks per merchant"))
 # merchant id -> streams.core.images.ImageCatalog (JSON)
-image_catalog = _raw(app.GlobalTable("image_catalog", key_type=str, value_type=bytes, options=ROCKSDB, help="merchant -> images"))
+image_catalog = _raw(app.GlobalTable("image_catalog", key_type=str, value_type=bytes, options=ROCKSDB,
+                                     help="merchant -> images"))
 # "p<partition>" -> streams.core.images.GlobalCounts (msgpack): per-partition impressions/conversions
 image_stats = _raw(app.GlobalTable("image_stats", key_type=str, value_type=bytes, options=ROCKSDB,
                                    help="per-partition image impression/conversion shares"))

@@ -153,7 +153,8 @@ async def _send_exposures() -> None:
     messages = []
     for user, raw in batch:
         recs = _RECS.decode(raw)
-        exposure = Exposure(user, f"served:{int(now)}", now, [(i.artwork_id, i.source) for i in recs.items], recs.variant)
+        items = [(i.artwork_id, i.source) for i in recs.items]
+        exposure = Exposure(user, f"served:{int(now)}", now, items, recs.variant)
         messages.append((topics.signals, user.encode(), encode_keyed(exposure)))
     await send_all(app, messages)
 
@@ -186,7 +187,8 @@ async def _publish_readout() -> None:
     from streams.worker.runtime import owned_partitions
 
     if 0 in owned_partitions(app, tables.attribution):
-        await send_all(app, [(topics.experiment_readouts, key, value) for key, value in snapshot(_readout(), clock.now())])
+        records = snapshot(_readout(), clock.now())
+        await send_all(app, [(topics.experiment_readouts, key, value) for key, value in records])
 
 
 def _experiment_gauge(field: str):

@@ -1,0 +1,101 @@
+"""How a RECSTREAM_* value is read and checked (pure): the declarative rules a Settings field
+carries in its metadata (range, choices, finiteness, form), conversion from text, and the one-line
+error that names the variable and what it accepts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import Field
+from types import MappingProxyType
+
+PREFIX = "RECSTREAM_"
+
+
+DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {"view": 1.0, "save": 3.0, "follow": 5.0, "collection": 5.0, "inquiry": 8.0, "order": 12.0}
+)
+
+
+class ConfigError(ValueError):
+    """A RECSTREAM_* variable has a value we cannot use; the message is one line that starts with
+    the variable's name and says what it accepts (`recstream` prints it and exits 2)."""
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    weights = dict(DEFAULT_WEIGHTS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, sep, value = part.partition("=")
+        if not sep or kind.strip() not in DEFAULT_WEIGHTS:
+            raise ConfigError(f"RECSTREAM_WEIGHTS: expected kind=number with kind in {sorted(DEFAULT_WEIGHTS)}, "
+                              f"got {part!r}")
+        try:
+            weights[kind.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"RECSTREAM_WEIGHTS: {part!r} is not a number") from None
+    return weights
+
+
+def var_name(f: Field) -> str:
+    return PREFIX + f.name.upper()
+
+
+def shown(f: Field, value) -> str:
+    if isinstance(value, Mapping):
+        value = dict(value)
+    return "'***'" if f.metadata.get("secret") and value else repr(value)
+
+
+def one_of(choices) -> str:
+    *rest, last = choices
+    return f"one of {', '.join(rest)} or {last}" if len(rest) > 1 else f"{rest[0]} or {last}"
+
+
+def form_of(f: Field) -> str:
+    rule = f.metadata
+    if "form" in rule:
+        return rule["form"]
+    if "choices" in rule:
+        return one_of(rule["choices"])
+    if f.type == "bool":
+        return "a boolean (true/false, 1/0, yes/no, on/off)"
+    if f.type == "str":
+        return "any text"
+    number = "an integer" if f.type == "int" else "a finite number"
+    if "max" in rule:
+        number += f" from {rule['min']} to {rule['max']}"
+    elif "min" in rule:
+        number += f" >= {rule['min']}"
+    elif "above" in rule:
+        number += f" > {rule['above']}"
+    if f.type.startswith("Mapping"):
+        return f"kind=weight,... with kind {one_of(DEFAULT_WEIGHTS)} and each weight {number}"
+    return number
+
+
+def accepts(rule: Mapping, value) -> bool:
+    return ((not isinstance(value, float) or math.isfinite(value))
+            and ("choices" not in rule or value in rule["choices"])
+            and ("min" not in rule or value >= rule["min"])
+            and ("above" not in rule or value > rule["above"])
+            and ("max" not in rule or value <= rule["max"]))
+
+
+def convert(f: Field, raw: str):
+    try:
+        if f.type == "int":
+            return int(raw)
+        if f.type == "float":
+            return float(raw)
+        if f.type == "bool":
+            lowered = raw.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return lowered in ("1", "true", "yes", "on")
+        if f.type.startswith("Mapping"):
+            return MappingProxyType(parse_weights(raw))
+        return raw
+    except ConfigError:
+        raise
+    except ValueError:
+        raise ConfigError(f"{var_name(f)}={raw!r} is not a valid {f.type}; it must be {form_of(f)}") from None
