@@ -15,10 +15,10 @@ from streams.core.ingest import (
     dead_letter,
 )
 from streams.core.settings import Settings
+from streams.core.topology import changelog
 from streams.kafka.batching import write_partition
 from streams.rebuild.shard import (
     bulk_producer,
-    changelog,
     end_offsets,
     read_partitions,
 )

@@ -32,15 +32,12 @@ from streams.core.pipeline import PipelineConfig
 from streams.core.popularity import Partial, PopularityView, dump_partial
 from streams.core.records import Signal
 from streams.core.settings import Settings
+from streams.core.topology import changelog
 from streams.kafka.batching import write_partition
 
 _CHUNK = struct.Struct("<I")
 _SPILL_ENCODER = msgspec.msgpack.Encoder()
 _SPILL_DECODER = msgspec.msgpack.Decoder(list[Signal])
-
-
-def changelog(app_id: str, table: str) -> str:
-    return f"{app_id}-{table}-changelog"  # faust's naming
 
 
 def bulk_producer(client: dict):

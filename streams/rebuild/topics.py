@@ -3,33 +3,27 @@ live worker declares them, and the inputs' offsets committed for the live worker
 
 from __future__ import annotations
 
+from streams.core import topology
 from streams.core.ingest import (
     DEADLETTER,
     IMAGES,
     PENDING,
     SIGNALS,
 )
-from streams.core.records import SIGNAL_KINDS
 from streams.core.settings import Settings
-from streams.kafka.direct import direct_group
-from streams.rebuild.shard import (
+from streams.core.topology import (
+    INPUT_KINDS,
+    USER_TABLES,
     changelog,
 )
+from streams.kafka.direct import direct_group
 
-TABLES = ("affinity", "recommendations", "fans")
-
-
-GLOBAL_TABLES = ("popularity", "artworks", "editorial")
+TABLES, GLOBAL_TABLES = USER_TABLES, topology.GLOBAL_TABLES
 
 
 def input_topics(settings: Settings) -> dict[str, str | None]:
-    """topic name -> the typed kind ingest_one expects (None for Segment)."""
-    topics: dict[str, str | None] = {settings.topic("events.segment"): None}
-    topics.update({settings.topic(f"signals.{kind}"): kind for kind in SIGNAL_KINDS})
-    topics[settings.topic("images.impressions")] = "image:impression"
-    topics[settings.topic("images.conversions")] = "image:conversion"
-    topics[settings.topic("images.requests")] = "image_request"
-    return topics
+    """topic name -> the typed kind ingest_one expects (None for Segment), as the worker reads them."""
+    return {settings.topic(name): kind for name, kind in INPUT_KINDS.items()}
 
 
 class AppIdInUse(RuntimeError):

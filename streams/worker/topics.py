@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from streams.core.ingest import DEADLETTER, IMAGES, PENDING, SIGNALS
 from streams.core.records import SIGNAL_KINDS
+from streams.core.topology import INPUT_KINDS
 from streams.worker.app import app, settings
 
 COMPACT = {"cleanup.policy": "compact"}
@@ -16,7 +17,7 @@ def _topic(name: str, internal: bool = False, **kwargs):
 
 # Inputs
 segment_events = _topic("events.segment")
-typed_signal_topics = {kind: _topic(f"signals.{kind}") for kind in SIGNAL_KINDS}
+typed_signal_topics = {kind: _topic(f"signals.{kind}") for kind in SIGNAL_KINDS}  # every name: core.topology
 artworks = _topic("catalog.artworks", config=COMPACT)
 image_catalog = _topic("catalog.images", config=COMPACT)
 image_impressions = _topic("images.impressions")
@@ -44,10 +45,7 @@ images_replies = _topic("images.replies")
 deadletter = _topic(DEADLETTER)
 experiment_readouts = _topic("experiments.readouts")  # snapshots of the experiments' counts (streams.cli.readout)
 
-TYPED_BY_NAME = {t.get_topic_name(): kind for kind, t in typed_signal_topics.items()}
-TYPED_BY_NAME[image_impressions.get_topic_name()] = "image:impression"
-TYPED_BY_NAME[image_conversions.get_topic_name()] = "image:conversion"
-TYPED_BY_NAME[image_requests.get_topic_name()] = "image_request"
+TYPED_BY_NAME = {settings.topic(name): kind for name, kind in INPUT_KINDS.items() if kind is not None}
 
 # Every input ingest reads (declared by direct ingest; one faust channel for the agent path).
 input_topics = (segment_events, *typed_signal_topics.values(), image_impressions, image_conversions, image_requests)
