@@ -233,3 +233,18 @@ def test_popular_considers_trending_works_of_any_age_like_the_trending_list():
     items = build([("a", 1.0)], (), (), POPULAR, cat, PopularityView([hot(("classic", 10.0))]), NOW)
     assert ids(items)[:2] == ["classic", "mine"]  # 1.01 vs 0.01 * 5
     assert items[0].source == "trending"
+
+
+@pytest.mark.parametrize("ranking", ["blend", "popular"])
+def test_a_catalog_change_reaches_the_next_list_built_with_the_same_view_and_clock(ranking):
+    """The builder memoises per popularity view (an artist's recent works, the hot list); a work
+    added or sold in between must show in the next list even at the same `now` (the event clock)."""
+    index = catalog(work("a-1", "a", 2), work("b-1", "b", 1))
+    view = PopularityView([Partial()])
+    variant = Variant("X", ranking=ranking, n=3)
+    first = build([("a", 1.0)], set(), [], variant, index, view, NOW)
+    index.upsert(work("a-2", "a", 0.5))
+    second = build([("a", 1.0)], set(), [], variant, index, view, NOW)
+    assert "a-2" not in ids(first) and ids(second)[0] == "a-2"
+    index.upsert(work("a-2", "a", 0.5, availability="sold"))
+    assert "a-2" not in ids(build([("a", 1.0)], set(), [], variant, index, view, NOW))

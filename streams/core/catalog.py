@@ -92,10 +92,12 @@ class CatalogIndex:
         self._latest: list[Artwork] | None = None
         self.curated: list[str] = []
         self.bootstrapped = False  # loaded from the table after recovery (see tables.ensure_catalog_loaded)
+        self.version = 0  # moves on every change: memos of what the index answered key on it
 
     def upsert(self, artwork: Artwork) -> bool:
         """Add or replace; returns True when the work is newly eligible (worth a refresh)."""
         old = self.works.get(artwork.id)
+        self.version += 1
         if old is not None:
             self.remove(artwork.id)
         self.works[artwork.id] = artwork
@@ -107,6 +109,7 @@ class CatalogIndex:
 
     def remove(self, artwork_id: str) -> None:
         old = self.works.pop(artwork_id, None)
+        self.version += 1
         if old is not None and is_eligible(old):
             entries = self._by_artist.get(old.artist_id, [])
             entry = (-published(old), old.id)

@@ -127,11 +127,10 @@ def cold_start(catalog: CatalogIndex, popularity: PopularityView, variant: Varia
 def _recent(catalog: CatalogIndex, artist: str, since: float, now: float,
             popularity: PopularityView | None = None) -> list[tuple[float, str, Artwork]]:
     """An artist's recent works (at most MAX_WORKS_PER_ARTIST); memoised in the popularity view,
-    keyed by the window, since many users of one batch share artists (the catalog can change
-    between batches, whose `now` differs, so a memo never outlives its batch's answer)."""
+    keyed by the window and the catalog's version, since many users of one batch share artists."""
     if popularity is None:
         return catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
-    key = ("recent", id(catalog), artist, since, now)
+    key = ("recent", id(catalog), catalog.version, artist, since, now)
     found = popularity.memo.get(key)
     if found is None:
         found = popularity.memo[key] = catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
@@ -209,7 +208,7 @@ def _hot(popularity: PopularityView, catalog: CatalogIndex, k: int, floor: float
          now: float) -> list[tuple[float, float, str, Artwork]]:
     """The k most trending eligible works published by now, as (−(trending + ε), −published,
     id, work), best first: the same for every user of one view, so built once per view."""
-    key = ("hot", id(catalog), k, floor)
+    key = ("hot", id(catalog), catalog.version, k, floor)
     found = popularity.memo.get(key)
     if found is None:
         found = []
