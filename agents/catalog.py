@@ -1,7 +1,7 @@
 """catalog.artworks / catalog.curated (compacted) -> global tables and every worker's catalog
 index; newly recommendable works trigger a refresh for their artist's fans on every partition."""
 
-from agents.deadletters import send_dead_letter
+from agents.deadletters import decoded, send_dead_letter
 from streams.core.catalog import decode_artwork, decode_curated
 from streams.core.events import Rejected
 from streams.core.ingest import decode_or_reject
@@ -31,9 +31,8 @@ async def _apply(event):
     """Store one catalog record; returns (artist, record) when fans should see the change."""
     if event.value is None:  # tombstone: the artwork is gone
         return await _remove(event)
-    artwork = decode_or_reject(decode_artwork, event.value, "invalid_artwork")
-    if isinstance(artwork, Rejected):
-        await send_dead_letter(event, artwork.reason, artwork.detail)
+    artwork = await decoded(event, decode_artwork, "invalid_artwork")
+    if artwork is None:
         return None
     with event_context(event):
         old = tables.catalog_index.get(artwork.id)
@@ -59,9 +58,8 @@ async def _remove(event):
 @app.agent(topics.curated, concurrency=1)
 async def load_curated(stream):
     async for event in stream.events():
-        ids = decode_or_reject(decode_curated, event.value, "invalid_curated")
-        if isinstance(ids, Rejected):
-            await send_dead_letter(event, ids.reason, ids.detail)
+        ids = await decoded(event, decode_curated, "invalid_curated")
+        if ids is None:
             continue
         tables.editorial["curated"] = event.value
         tables.catalog_index.curated = ids

@@ -2,12 +2,10 @@
 images.replies out. catalog.images -> the image_catalog table. Logic: streams.core.image_pipeline."""
 
 
-from agents.deadletters import send_dead_letter
-from streams.core.events import Rejected
+from agents.deadletters import decoded, decoded_all
 from streams.core.image_pipeline import (
     decode_image_catalog,
 )
-from streams.core.ingest import decode_or_reject
 from streams.core.metrics import metrics
 from streams.core.records import decode_image_keyed
 from streams.worker import tables, topics
@@ -22,24 +20,15 @@ from streams.worker.state import image_counts
 async def process_images(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
         for partition, group in by_partition(events):
-            records = [r for r in [await _decode(e) for e in group] if r is not None]
+            records = await decoded_all(group, decode_image_keyed, "invalid_internal_record")
             await send_all(app, apply_images(partition, group[-1], records))
-
-
-async def _decode(event):
-    record = decode_or_reject(decode_image_keyed, event.value, "invalid_internal_record")
-    if isinstance(record, Rejected):
-        await send_dead_letter(event, record.reason, record.detail)
-        return None
-    return record
 
 
 @app.agent(topics.image_catalog, concurrency=1)
 async def load_image_catalog(stream):
     async for event in stream.events():
-        record = decode_or_reject(decode_image_catalog, event.value, "invalid_image_catalog")
-        if isinstance(record, Rejected):
-            await send_dead_letter(event, record.reason, record.detail)
+        record = await decoded(event, decode_image_catalog, "invalid_image_catalog")
+        if record is None:
             continue
         tables.image_catalog[record.merchant_id] = event.value
         metrics.inc("recstream_image_catalog_records_total")

@@ -12,16 +12,14 @@ import time
 
 import msgspec
 
-from agents.deadletters import send_dead_letter
+from agents.deadletters import decoded
 from streams.core.catalog import ArtistLookup
-from streams.core.events import Rejected
 from streams.core.ingest import (
     DEADLETTER,
     IMAGES,
     PENDING,
     SIGNALS,
     KeyPartitioner,
-    decode_or_reject,
     ingest_one,
     outcome,
     route,
@@ -96,9 +94,8 @@ async def retry_pending(stream):
     """Due times only grow along the topic (give or take one backoff step), so waiting for the
     head never runs a message early."""
     async for event in stream.events():
-        pending = decode_or_reject(_pending.decode, event.value, "invalid_internal_record")
-        if isinstance(pending, Rejected):
-            await send_dead_letter(event, pending.reason, pending.detail)
+        pending = await decoded(event, _pending.decode, "invalid_internal_record")
+        if pending is None:
             continue
         wait = pending.due - time.time()
         if wait > 0:

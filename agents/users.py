@@ -1,9 +1,7 @@
 """signals.keyed -> affinity, fans and recommendations tables; affinity.updates and
 recommendations out. All logic is in streams.core.pipeline; this only moves bytes."""
 
-from agents.deadletters import send_dead_letter
-from streams.core.events import Rejected
-from streams.core.ingest import decode_or_reject
+from agents.deadletters import decoded_all
 from streams.core.records import decode_keyed
 from streams.worker import topics
 from streams.worker.app import app, settings
@@ -18,19 +16,11 @@ async def process_users(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
         parts = []
         for partition, group in by_partition(events):  # decoding may await (a dead letter): all of it first
-            parts.append((partition, group[-1], [r for r in [await _decode(e) for e in group] if r is not None]))
+            parts.append((partition, group[-1], await decoded_all(group, decode_keyed, "invalid_internal_record")))
         batch = BatchCommit(app)
         for partition, anchor, records in parts:  # no await from the first read to commit's local write
             apply_records(partition, anchor, records, batch)
         await batch.commit()  # one round of acks per batch, not one per partition
-
-
-async def _decode(event):
-    record = decode_or_reject(decode_keyed, event.value, "invalid_internal_record")
-    if isinstance(record, Rejected):
-        await send_dead_letter(event, record.reason, record.detail)
-        return None
-    return record
 
 
 @app.on_partitions_revoked.connect

@@ -43,13 +43,18 @@ __all__ = ["CONVERSION_KINDS", "Ledger", "load_tally", "readout"]
 RECS, IMAGES = "tally:", "images:"  # key prefixes of the partitions' tallies
 
 
+def tally_key(partition: int, kind: str = "recs") -> str:
+    """Where a partition's tally lives (in the attribution table, and its copy for the readout)."""
+    return f"{RECS if kind == 'recs' else IMAGES}{partition}"
+
+
 class Ledger:
     """Lazily loads the logs a batch touches; `flush` writes back what changed."""
 
     def __init__(self, table: MutableMapping[str, bytes], partition: int, rules: Rules | None = None,
                  kind: str = "recs"):
         self.table, self.prefix = table, "u:" if kind == "recs" else "c:"
-        self.tally_key = f"{RECS if kind == 'recs' else IMAGES}{partition}"
+        self.tally_key = tally_key(partition, kind)
         self.state = Attribution(users={}, tally=load_tally(table.get(self.tally_key)), rules=rules or Rules())
         self._changed: set[str] = set()
         self.changed = False  # anything flushed since this ledger was made

@@ -9,6 +9,7 @@ import time
 
 from streams.core.guarded import run_guarded
 from streams.core.ingest import failure_letter
+from streams.core.ledger import tally_key
 from streams.core.metrics import metrics
 from streams.core.pipeline import PartitionBatch
 from streams.core.popularity import dump_partial
@@ -32,11 +33,11 @@ def apply_records(partition: int, anchor, records: list, batch: BatchCommit) -> 
     for record, why in run.failed:
         metrics.inc("recstream_dead_letters_total", reason="internal_error")
         batch.send(topics.deadletter, None, failure_letter(record, why, partition))
-    tally_key = f"tally:{partition}"
-    tally = views[3].writes.get(tally_key)  # the batch's experiment counts moved: every worker's readout
+    key = tally_key(partition)
+    tally = views[3].writes.get(key)  # the batch's experiment counts moved: every worker's readout
     with event_context(anchor):
         if tally is not None:
-            tables.experiment_tallies[tally_key] = tally
+            tables.experiment_tallies[key] = tally
         if popularity.flush_due(partition, now):
             tables.popularity[f"p{partition}"] = dump_partial(partial)
     metrics.inc("recstream_signals_applied_total", by=run.applied)
