@@ -144,6 +144,7 @@ async def _send_exposures() -> None:
     per user per interval: a read costs a dict write, not a produce."""
     if not served:
         return
+    from streams.core.pipeline import decode_recs
     from streams.core.records import Exposure, encode_keyed
     from streams.worker import topics
     from streams.worker.commit import send_all
@@ -152,14 +153,11 @@ async def _send_exposures() -> None:
     served.clear()
     messages = []
     for user, raw in batch:
-        recs = _RECS.decode(raw)
+        recs = decode_recs(raw)
         items = [(i.artwork_id, i.source) for i in recs.items]
         exposure = Exposure(user, f"served:{int(now)}", now, items, recs.variant)
         messages.append((topics.signals, user.encode(), encode_keyed(exposure)))
     await send_all(app, messages)
-
-
-_RECS = msgspec.json.Decoder(Recommendations)
 
 
 @app.page("/experiments")
@@ -169,12 +167,20 @@ async def experiments(web, request):
     return web.json(_readout())
 
 
+_last_readout: list = [None, None]  # (the tallies it was computed from, the readout)
+
+
 def _readout() -> dict:
+    """The readout of the current tallies, computed once per change of them (a /metrics scrape
+    reads it for four gauges)."""
     from streams.core.ledger import readout
 
-    shares = {"recs": (pipeline_config.experiment, {v.name: v.share for v in pipeline_config.variants.values()}),
-              "images": (image_config.experiment, {v.name: v.share for v in image_config.variants.values()})}
-    return readout(tables.experiment_tallies.items(), shares)
+    tallies = sorted(tables.experiment_tallies.items())
+    if tallies != _last_readout[0]:
+        shares = {"recs": (pipeline_config.experiment, {v.name: v.share for v in pipeline_config.variants.values()}),
+                  "images": (image_config.experiment, {v.name: v.share for v in image_config.variants.values()})}
+        _last_readout[:] = [tallies, readout(tallies, shares)]
+    return _last_readout[1]
 
 
 @app.timer(interval=settings.readout_interval_s)
