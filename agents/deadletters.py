@@ -6,6 +6,7 @@ from streams.core.metrics import metrics
 from streams.worker import topics
 from streams.worker.app import app
 from streams.worker.commit import send_all
+from streams.worker.runtime import by_partition
 
 
 async def send_dead_letter(event, reason: str, detail: str) -> None:
@@ -28,3 +29,10 @@ async def decoded(event, decode, reason: str):
 async def decoded_all(events, decode, reason: str) -> list:
     """The records of `events` that decode, in order; the others dead-lettered."""
     return [r for r in [await decoded(e, decode, reason) for e in events] if r is not None]
+
+
+async def decoded_by_partition(events, decode, reason: str) -> list[tuple[int, object, list]]:
+    """(partition, its last event, its decoded records) per partition of a batch. Decoding may
+    await (a dead letter), so all of it happens before the caller reads any state."""
+    return [(partition, group[-1], await decoded_all(group, decode, reason))
+            for partition, group in by_partition(events)]

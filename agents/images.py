@@ -2,26 +2,25 @@
 images.replies out. catalog.images -> the image_catalog table. Logic: streams.core.image_pipeline."""
 
 
-from agents.deadletters import decoded, decoded_all
-from streams.core.image_pipeline import (
-    decode_image_catalog,
-)
+from agents.deadletters import decoded, decoded_by_partition
+from streams.core.image_pipeline import decode_image_catalog
 from streams.core.metrics import metrics
 from streams.core.records import decode_image_keyed
 from streams.worker import tables, topics
 from streams.worker.app import app, settings
-from streams.worker.commit import send_all
+from streams.worker.commit import BatchCommit
 from streams.worker.image_batches import apply_images
-from streams.worker.runtime import by_partition
 from streams.worker.state import image_counts
 
 
 @app.agent(topics.images_keyed, concurrency=1)
 async def process_images(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        for partition, group in by_partition(events):
-            records = await decoded_all(group, decode_image_keyed, "invalid_internal_record")
-            await send_all(app, apply_images(partition, group[-1], records))
+        parts = await decoded_by_partition(events, decode_image_keyed, "invalid_internal_record")
+        batch = BatchCommit(app)
+        for partition, anchor, records in parts:  # no await from the first read to commit's local write
+            apply_images(partition, anchor, records, batch)
+        await batch.commit()
 
 
 @app.agent(topics.image_catalog, concurrency=1)

@@ -1,12 +1,11 @@
 """signals.keyed -> affinity, fans and recommendations tables; affinity.updates and
 recommendations out. All logic is in streams.core.pipeline; this only moves bytes."""
 
-from agents.deadletters import decoded_all
+from agents.deadletters import decoded_by_partition
 from streams.core.records import decode_keyed
 from streams.worker import topics
 from streams.worker.app import app, settings
 from streams.worker.commit import BatchCommit
-from streams.worker.runtime import by_partition
 from streams.worker.state import popularity
 from streams.worker.user_batches import apply_records
 
@@ -14,9 +13,7 @@ from streams.worker.user_batches import apply_records
 @app.agent(topics.signals, concurrency=1)  # stateful: concurrency 1 (faust #606)
 async def process_users(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        parts = []
-        for partition, group in by_partition(events):  # decoding may await (a dead letter): all of it first
-            parts.append((partition, group[-1], await decoded_all(group, decode_keyed, "invalid_internal_record")))
+        parts = await decoded_by_partition(events, decode_keyed, "invalid_internal_record")
         batch = BatchCommit(app)
         for partition, anchor, records in parts:  # no await from the first read to commit's local write
             apply_records(partition, anchor, records, batch)

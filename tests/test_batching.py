@@ -6,7 +6,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.kafka.batching import BufferedTable, enqueue_partition, write_partition
+from streams.kafka.batching import BufferedTable, enqueue_partition
+from streams.kafka.transaction import StateTransaction
 
 
 def test_reads_see_the_batchs_own_writes_before_the_store():
@@ -100,7 +101,32 @@ def test_with_a_one_byte_batch_size_every_record_is_its_own_batch(broker):
     assert [o for o, _, _ in asyncio.run(_read(broker.bootstrap, topic, 0, 5))] == [0, 1, 2, 3, 4]
 
 
-def test_write_partition_counts_what_it_wrote(broker):
-    topic = "batching-count"
-    assert _produce(broker.bootstrap, topic, 2048, lambda p: write_partition(p, topic, 0, iter(_rows(40)))) == 40
-    assert len(asyncio.run(_read(broker.bootstrap, topic, 0, 40))) == 40
+def test_a_transaction_stores_locally_then_sends_changelog_and_outputs_and_reports_changelog_offsets(broker, tmp_path):
+    """The state transaction every writer shares (user and image pipelines, the rebuild): the
+    local RocksDB write is synchronous and complete before anything is sent; the changelog
+    receives exactly the batch's writes; the returned offsets are the changelog's last ones."""
+    from rocksdict import Options, Rdict
+
+    store = Rdict(str(tmp_path / "p1"), options=Options(raw_mode=True))  # as faust opens its stores
+    store[b"old"] = b"kept"
+    changelog, out = "txn-changelog", "txn-out"
+
+    async def one_batch(producer):
+        await _topic(broker.bootstrap, out)
+        txn = StateTransaction()
+        profiles = txn.table(changelog, 1, store)
+        assert profiles.get("old") == b"kept"  # reads fall through to the store
+        for i in range(30):
+            profiles[f"u{i}"] = f"p{i}".encode()
+        profiles["u0"] = b"again"  # a batch writes a key once: its last value
+        txn.send(out, b"u1", b"list", partition=0)
+        rows = txn.store()
+        assert store[b"u0"] == b"again" and store[b"u29"] == b"p29"  # stored before the first await
+        return await txn.commit(producer, rows)
+
+    offsets = _produce(broker.bootstrap, changelog, 2048, one_batch)
+    assert offsets == {(changelog, 1): 29}  # outputs are not changelogs
+    got = asyncio.run(_read(broker.bootstrap, changelog, 1, 30))
+    assert [(k, v) for _, k, v in got] == [(b"u0", b"again")] + [(f"u{i}".encode(), f"p{i}".encode()) for i in range(1, 30)]
+    assert [(k, v) for _, k, v in asyncio.run(_read(broker.bootstrap, out, 0, 1))] == [(b"u1", b"list")]
+    store.close()

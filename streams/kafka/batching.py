@@ -6,7 +6,7 @@ producer buffer and, on the ack, another RocksDB put of the changelog offset; it
 send wraps each record in futures and callbacks. Profiled under load that was a fifth of a
 worker's main thread. A pipeline batch instead reads and writes a `BufferedTable`, and its
 writes leave in one RocksDB write batch and one changelog record batch per partition
-(streams.worker.commit.BatchCommit); the bulk rebuild uses `write_partition` the same way.
+(streams.kafka.transaction.StateTransaction, which the bulk rebuild uses as well).
 
 >>> stored = {b"u1": b"old"}
 >>> table = BufferedTable(stored.get)
@@ -51,6 +51,10 @@ class BufferedTable:
             raise TypeError("BufferedTable values are bytes (deletes are not batched)")
         self.writes[key] = value
 
+    def update(self, rows: dict[str, bytes]) -> None:
+        """Many writes at once (a rebuilt table partition)."""
+        self.writes.update(rows)
+
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
 
@@ -84,17 +88,3 @@ async def _send(producer, batch, topic: str, partition: int):
 
 async def _last_offset(future, count: int) -> int:
     return (await future).offset + count - 1
-
-
-async def write_partition(producer, topic: str, partition: int, rows: Iterable[tuple[bytes | None, bytes]]) -> int:
-    """(key, value) rows -> one partition; returns the count once every batch is acked."""
-    count = 0
-
-    def counted():
-        nonlocal count
-        for row in rows:
-            count += 1
-            yield row
-
-    await asyncio.gather(*await enqueue_partition(producer, topic, partition, counted()))
-    return count

@@ -16,7 +16,7 @@ from streams.core.ingest import (
 )
 from streams.core.settings import Settings
 from streams.core.topology import changelog
-from streams.kafka.batching import write_partition
+from streams.kafka.transaction import StateTransaction
 from streams.rebuild.shard import (
     bulk_producer,
     end_offsets,
@@ -34,11 +34,12 @@ async def write_catalog(settings: Settings, client: dict, snapshot, report) -> N
             acks.append(await producer.send(settings.topic(DEADLETTER), dead_letter(
                 Rejected(reason, detail), r.topic, r.partition, r.offset, r.key, r.value), key=r.key))
             report.forwarded["deadletter"] += 1
+        txn = StateTransaction()
         for table, rows in snapshot.rows.items():
-            for partition in {p for p, _, _ in rows}:
-                report.written[table] += await write_partition(
-                    producer, changelog(settings.app_id, table), partition,
-                    [(k, v) for p, k, v in rows if p == partition])
+            for partition, key, value in rows:
+                txn.table(changelog(settings.app_id, table), partition)[key.decode()] = value
+            report.written[table] += len(rows)
+        await txn.commit(producer, txn.store())
         await asyncio.gather(*acks)
     finally:
         await producer.stop()

@@ -33,7 +33,7 @@ from streams.core.popularity import Partial, PopularityView, dump_partial
 from streams.core.records import Signal
 from streams.core.settings import Settings
 from streams.core.topology import changelog
-from streams.kafka.batching import write_partition
+from streams.kafka.transaction import StateTransaction
 
 _CHUNK = struct.Struct("<I")
 _SPILL_ENCODER = msgspec.msgpack.Encoder()
@@ -128,12 +128,14 @@ class Shard:
         try:
             for p, bulk in self.bulk.items():
                 users += len(bulk.profiles())
+                txn = StateTransaction()  # the partition's tables, as the live worker's batches write them
                 for table, rows in bulk.outputs(self.catalog, view, now).items():
-                    written[table] += await write_partition(producer, changelog(app_id, table), p,
-                                                            ((key.encode(), value) for key, value in rows.items()))
+                    txn.table(changelog(app_id, table), p).update(rows)
+                    written[table] += len(rows)
+                txn.table(changelog(app_id, "popularity"), p)[f"p{p}"] = dump_partial(partials[p])
+                written["popularity"] += 1
+                await txn.commit(producer, txn.store())
                 gc.freeze()
-                written["popularity"] += await write_partition(producer, changelog(app_id, "popularity"), p,
-                                                               [(f"p{p}".encode(), dump_partial(partials[p]))])
         finally:
             await producer.stop()
         return {"users": users, "written": written}

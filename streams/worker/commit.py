@@ -4,6 +4,9 @@ together (`BatchCommit`), and sending through the transport producer with every 
 from __future__ import annotations
 
 import asyncio
+import functools
+
+from streams.kafka.transaction import StateTransaction
 
 _declared: set[str] = set()
 
@@ -30,85 +33,46 @@ async def send_all(app, messages) -> int:
     return len(pending)
 
 
-class BatchCommit:
-    """One pipeline batch's table writes and output records, stored and sent together (see
-    streams.kafka.batching for why).
+class BatchCommit(StateTransaction):
+    """The worker's state transaction (streams.kafka.transaction.StateTransaction) over faust
+    tables and topics: `table(t, partition)` is that partition's RocksDB behind `t`, outputs name
+    faust topics (declared before their first send, keys partitioned as the default partitioner
+    does), and once the changelog acks are in, each table records the offsets faust's recovery
+    starts from, as faust does after each changelog ack.
 
-    `table(t, partition)` is the pipeline's view of a table partition: reads go straight to that
-    partition's RocksDB, writes are buffered. `send(topic, key, value)` queues an output.
-    `commit()` stores each table partition's writes in one RocksDB write batch, queues them on
-    the changelog and the outputs on their topics as whole record batches per partition (keys
-    partitioned as the default partitioner does), waits for every ack, and then records the
-    changelog offsets faust's recovery starts from, as faust does after each changelog ack.
-
-    The RocksDB write happens before commit's first await, and callers apply a batch with no
-    await between its reads and `commit()`, so two batches on one event loop (direct ingest and
-    the signals agent) never interleave a read-modify-write; from that write on, batches queue
-    their records in order (a FIFO lock), so the changelog keeps the order of the local writes.
-    A crash before the acks: the input is not committed either, replayed events are duplicates,
-    and the pipeline re-writes a duplicate's profile (heals the changelog)."""
+    Callers apply a batch with no await between its reads and `commit()`, whose RocksDB write
+    comes before its first await, so two batches on one event loop (direct ingest and the
+    signals agent) never interleave a read-modify-write; from that write on, batches queue their
+    records in order (a FIFO lock), so the changelog keeps the order of the local writes."""
 
     _queueing: asyncio.Lock | None = None  # one batch queues at a time: per-partition record order
 
     def __init__(self, app):
+        super().__init__()
         self.app = app
-        self._tables: dict[tuple[str, int], tuple[object, object]] = {}
-        self._out: list[tuple[object, bytes, bytes]] = []
+        self._faust_tables: dict[str, object] = {}
 
     def table(self, table, partition: int):
-        from streams.kafka.batching import BufferedTable
-
-        entry = self._tables.get((table.name, partition))
-        if entry is None:
-            view = BufferedTable(table.data._db_for_partition(partition).get)
-            entry = self._tables[(table.name, partition)] = (table, view)
-        return entry[1]
-
-    def send(self, topic, key: bytes, value: bytes) -> None:
-        self._out.append((topic, key, value))
+        name = table.changelog_topic.get_topic_name()
+        self._faust_tables[name] = table
+        return super().table(name, partition, table.data._db_for_partition(partition))
 
     async def commit(self) -> None:
         from faust.types import TP
 
-        from streams.kafka.batching import enqueue_partition
-
-        rows, changelogs = self._store()
+        rows = self.store()
         if BatchCommit._queueing is None:
             BatchCommit._queueing = asyncio.Lock()
-        # FIFO from the local write on: changelog records leave in the order the batches wrote
-        # RocksDB, even when a batch waits on a first topic declaration or on metadata
-        async with BatchCommit._queueing:
+        async with BatchCommit._queueing:  # FIFO from the local write on (see the class docstring)
             producer = self.app.producer._ensure_producer()
-            for topic, key, value in self._out:
-                name = await _declare(topic)
-                partition = (await partitioner(producer, name))(key)
-                rows.setdefault((name, partition), []).append((key, value))
-            if not rows:
-                return
-            queued = await asyncio.gather(*(enqueue_partition(producer, name, partition, part)
-                                            for (name, partition), part in rows.items()))
-        acked = dict(zip(rows, await asyncio.gather(*(asyncio.gather(*futures) for futures in queued)), strict=True))
-        for table, name, partition in changelogs:
-            table.data.set_persisted_offset(TP(name, partition), max(acked[(name, partition)]))
+            queued = await self.enqueue(producer, rows, functools.partial(_route, producer))
+        for (name, partition), offset in (await self.acked(queued)).items():
+            self._faust_tables[name].data.set_persisted_offset(TP(name, partition), offset)
 
-    def _store(self) -> tuple[dict, list]:
-        """Each table partition's writes into its RocksDB (one write batch), and as changelog rows."""
-        from rocksdict import WriteBatch
 
-        rows: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
-        changelogs: list[tuple[object, str, int]] = []
-        for (_, partition), (table, view) in self._tables.items():
-            if not view.writes:
-                continue
-            batch = WriteBatch(raw_mode=True)
-            written = [(key.encode(), value) for key, value in view.writes.items()]
-            for key, value in written:
-                batch.put(key, value)
-            table.data._db_for_partition(partition).write(batch)
-            name = table.changelog_topic.get_topic_name()
-            rows[(name, partition)] = written
-            changelogs.append((table, name, partition))
-        return rows, changelogs
+async def _route(producer, topic, key: bytes | None, partition: int | None) -> tuple[str, int]:
+    name = await _declare(topic)
+    return name, partition if partition is not None else (await partitioner(producer, name))(key)
 
 
 async def _declare(topic) -> str:

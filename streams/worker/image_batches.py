@@ -1,5 +1,6 @@
-"""A partition's image records through the pure image pipeline (streams.core.image_pipeline):
-the consumer table, the global counts' share, the experiment ledger, and the records to send."""
+"""A partition's image records through the pure image pipeline (streams.core.image_pipeline)
+into a state transaction (streams.worker.commit.BatchCommit), as the user pipeline does: the
+consumer table, the experiment ledger and the records to send; the global counts' share."""
 
 from __future__ import annotations
 
@@ -11,24 +12,26 @@ from streams.core.ledger import Ledger
 from streams.core.metrics import metrics
 from streams.worker import tables, topics
 from streams.worker.app import image_config, pipeline_config
+from streams.worker.commit import BatchCommit
 from streams.worker.runtime import event_context
 from streams.worker.state import image_counts, image_stats, pools
 
 
-def apply_images(partition: int, anchor, records: list) -> list[tuple]:
-    """Apply one partition's image records (table writes within `anchor`'s event context) and
-    return the (topic, key, value) records to send."""
+def apply_images(partition: int, anchor, records: list, txn: BatchCommit) -> None:
+    """Apply one partition's image records: the consumer states and the experiment ledger into
+    `txn` with the outputs (the caller commits it), the global tables' shares through faust
+    within `anchor`'s event context."""
+    partial = image_counts.partial(partition, functools.partial(tables.image_stats.get, f"p{partition}"))
+    ledger = Ledger(txn.table(tables.attribution, partition), partition, pipeline_config.attribution, kind="images")
+    batch = ImageBatch(image_config, txn.table(tables.image_consumers, partition), partial, pools, image_stats, ledger)
+    outputs = batch.run(records)
     with event_context(anchor):
-        partial = image_counts.partial(partition, functools.partial(tables.image_stats.get, f"p{partition}"))
-        ledger = Ledger(tables.attribution, partition, pipeline_config.attribution, kind="images")
-        batch = ImageBatch(image_config, tables.image_consumers, partial, pools, image_stats, ledger)
-        outputs = batch.run(records)
         if ledger.changed:  # every worker's readout
             tables.experiment_tallies[ledger.tally_key] = ledger.dump_tally()
         if image_counts.flush_due(partition, time.time()):
             tables.image_stats[f"p{partition}"] = dump_counts(partial)
     metrics.inc("recstream_image_events_applied_total", by=batch.applied)
     metrics.inc("recstream_duplicates_total", by=batch.duplicates)
-    for topic, _, _ in outputs:
+    for topic, key, value in outputs:
         metrics.inc("recstream_records_sent_total", topic=topic)
-    return [(topics.outputs[t], k, v) for t, k, v in outputs]
+        txn.send(topics.outputs[topic], key, value)
