@@ -1,7 +1,8 @@
 """`recstream worker` and faust's other commands: the one place that wires a worker. It sets
 the process's memory behaviour, installs the faust/aiokafka patches, registers the agents and
 the web views (importing their modules), and hands over to faust's CLI. Nothing else imports
-`agents`, and importing any other module registers nothing beyond the app's own tables/topics."""
+`agents`; importing a module does no I/O, installs no patch and changes no other module: it
+only declares its part of the app (tables, topics, agents, views), as faust's decorators do."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def run() -> None:
     import streams.worker.collector_web  # noqa: F401  (the Segment-compatible collector)
     import streams.worker.web  # noqa: F401  (the HTTP API)
 
+    streams.worker.web.install()
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     install_all(settings)
     app.main()

@@ -37,7 +37,9 @@ async def _require_token(request, handler):
     return await handler(request)
 
 
-app.web.web_app.middlewares.append(_require_token)
+def install() -> None:
+    """What importing this module does not do (streams.cli.worker calls it): the token check."""
+    app.web.web_app.middlewares.append(_require_token)
 
 
 # changelog topic -> the partitions this worker is active for (empty while rebalancing)
