@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import threading
 import time
@@ -103,6 +104,13 @@ def test_two_workers_split_partitions_route_reads_and_fail_over(cluster):
     users = sorted(ref)
     assert_matches(a, ref, users)  # a answers for every user, routing b's keys to b
     assert_matches(b, ref, users)
+    served = lambda w: metric(w, "recstream_http_recommendations_total")  # noqa: E731 (counted by the owner only)
+    before = served(a) + served(b)
+    for u in users[:60]:  # the plain aiohttp read: one worker reads its own keys, forwards the others
+        got = a.get(f"/recommendations/{u}")
+        assert got[0] == 200 and got == b.get(f"/recommendations/{u}"), u
+        assert json.loads(got[1])["user_id"] == u
+    assert served(a) + served(b) - before == 120 and served(a) > 0 and served(b) > 0
 
     b.kill()  # SIGKILL
     wait_until(lambda: all(a.get(f"/users/{u}/affinity")[0] == 200 for u in users), 120, what="survivor serves all keys")

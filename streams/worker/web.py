@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hmac
 import time
 
-import aiohttp
 import msgspec
 from aiohttp import web as aiohttp_web
-from faust.web.exceptions import ServiceUnavailable
 
 from streams.core.affinity import load
 from streams.core.experiments import assign
@@ -19,7 +15,7 @@ from streams.core.recommend import cold_start
 from streams.core.records import Recommendations, encode
 from streams.worker import tables
 from streams.worker.app import affinity_model, app, clock, image_config, pipeline_config, settings
-from streams.worker.commit import known_partitioner, partitioner
+from streams.worker.reads import forward, owned_partition, read, routed
 from streams.worker.state import image_stats, lag_sources, pools, popularity_view
 
 
@@ -38,68 +34,11 @@ async def _require_token(request, handler):
 
 
 def install() -> None:
-    """What importing this module does not do (streams.cli.worker calls it): the token check."""
-    app.web.web_app.middlewares.append(_require_token)
-
-
-# changelog topic -> the partitions this worker is active for (empty while rebalancing)
-_owned: dict[str, set[int]] = {}
-
-
-@app.on_partitions_revoked.connect
-async def _forget_owned(app, revoked, **kwargs) -> None:
-    _owned.clear()
-
-
-@app.on_partitions_assigned.connect
-async def _remember_owned(app, assigned, **kwargs) -> None:
-    _owned.clear()
-    for tp in app.assignor.assigned_actives():
-        _owned.setdefault(tp.topic, set()).add(tp.partition)
-
-
-def local_partition(table, key: str) -> int | None:
-    """The partition holding `key` if this worker owns it, else None. The same answer as
-    faust's router (the default partitioner over the changelog's partitions, the assignor's
-    actives), from two dict lookups and a hash instead of its per-request owner lookup."""
-    name = table.changelog_topic.get_topic_name()
-    partitioner = known_partitioner(app.producer._ensure_producer(), name)
-    if partitioner is None:
-        return None
-    partition = partitioner(key.encode())
-    return partition if partition in _owned.get(name, ()) else None
-
-
-def read(table, key: str) -> bytes | None:
-    """A keyed read: straight from the owning partition's RocksDB when that is ours (faust's
-    table layer would look the partition up, or try every partition's store)."""
-    partition = local_partition(table, key)
-    if partition is None:
-        return table.get(key)
-    return table.data._db_for_partition(partition).get(key.encode())
-
-
-def routed(table, match_info: str = "user_id"):
-    """faust's table_route, with a fast path for keys this worker owns (served here at once),
-    and made safe before the first write: it hashes keys with the producer's metadata for the
-    table's changelog topic, which the producer only fetches on its first write there (a read
-    before that failed with a 500)."""
-    def decorate(view):
-        inner = app.table_route(table=table, match_info=match_info)(view)
-
-        @functools.wraps(view)
-        async def handler(web, request, **kwargs):
-            if local_partition(table, request.match_info[match_info]) is not None:
-                return await view(web, request, **kwargs)
-            await partitioner(app.producer._ensure_producer(), table.changelog_topic.get_topic_name())
-            try:
-                return await inner(web, request, **kwargs)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ServiceUnavailable):
-                # the owner just died or the group is rebalancing: a client should retry
-                return web.json({"error": "owner of this key is unavailable, retry shortly"}, status=503,
-                                headers={"Retry-After": "1"})
-        return handler
-    return decorate
+    """What importing this module does not do (streams.cli.worker calls it): the token check
+    (only when a token is set: a middleware wraps every request) and the plain aiohttp route."""
+    if settings.api_token:
+        app.web.web_app.middlewares.append(_require_token)
+    app.web.web_app.router.add_get("/recommendations/{user_id}", user_recommendations)
 
 
 @app.page("/users/{user_id}/affinity")
@@ -119,12 +58,18 @@ async def user_affinity(web, request, user_id: str):
     })
 
 
-@app.page("/recommendations/{user_id}")
-@routed(tables.recommendations)
-async def user_recommendations(web, request, user_id: str):
-    """The precomputed list; a new or unknown user gets the cold-start list, never a 404."""
+async def user_recommendations(request):
+    """GET /recommendations/{user_id}: the precomputed list; a new or unknown user gets the
+    cold-start list, never a 404. The hot read, so a plain aiohttp handler (`install`), not a
+    faust view: faust's view dispatch and its web sensors cost more than the read itself."""
+    user_id = request.match_info["user_id"]
+    partition = owned_partition(tables.recommendations, user_id)
+    if partition is None:
+        forwarded = await forward(tables.recommendations, user_id, request)
+        if forwarded is not None:
+            return forwarded
     metrics.inc("recstream_http_recommendations_total")
-    raw = read(tables.recommendations, user_id)
+    raw = read(tables.recommendations, user_id, partition)
     if raw is None:
         tables.ensure_catalog_loaded()
         variant = assign(pipeline_config.experiment, user_id, pipeline_config.variants)
@@ -134,7 +79,7 @@ async def user_recommendations(web, request, user_id: str):
         raw = encode(Recommendations(user_id, variant.name, now, pipeline_config.model_version, "cold-start", items))
     if settings.http_exposures:
         served[user_id] = raw  # an exposure, sent with the others by _send_exposures
-    return web.bytes(raw, content_type="application/json")
+    return aiohttp_web.Response(body=raw, content_type="application/json")
 
 
 served: dict[str, bytes] = {}  # user -> the list last served since the previous exposure flush

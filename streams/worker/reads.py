@@ -1,0 +1,85 @@
+"""Keyed reads for the HTTP API: a key this worker owns is read straight from its partition's
+RocksDB; any other key is forwarded to its owner through faust's router (which proxies the
+request), as faust's `table_route` does, without faust's per-request owner lookup."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web as aiohttp_web
+from faust.exceptions import SameNode
+from faust.web.exceptions import ServiceUnavailable
+
+from streams.worker.app import app
+from streams.worker.commit import known_partitioner, partitioner
+
+# changelog topic -> the partitions this worker is active for (empty while rebalancing)
+_owned: dict[str, set[int]] = {}
+
+
+@app.on_partitions_revoked.connect
+async def _forget_owned(app, revoked, **kwargs) -> None:
+    _owned.clear()
+
+
+@app.on_partitions_assigned.connect
+async def _remember_owned(app, assigned, **kwargs) -> None:
+    _owned.clear()
+    for tp in app.assignor.assigned_actives():
+        _owned.setdefault(tp.topic, set()).add(tp.partition)
+
+
+def owned_partition(table, key: str) -> int | None:
+    """The partition holding `key` if this worker owns it, else None. The same answer as
+    faust's router (the default partitioner over the changelog's partitions, the assignor's
+    actives), from two dict lookups and a hash."""
+    name = table.changelog_topic.get_topic_name()
+    found = known_partitioner(app.producer._ensure_producer(), name)
+    if found is None:
+        return None
+    partition = found(key.encode())
+    return partition if partition in _owned.get(name, ()) else None
+
+
+def read(table, key: str, partition: int | None = None) -> bytes | None:
+    """`key`'s value: from `partition`'s RocksDB when given (or when this worker owns the key),
+    else through faust's table (which tries every local store)."""
+    if partition is None:
+        partition = owned_partition(table, key)
+        if partition is None:
+            return table.get(key)
+    return table.data._db_for_partition(partition).get(key.encode())
+
+
+async def forward(table, key: str, request):
+    """The owner's response to `request`, or None when this worker turns out to own `key`.
+    Safe before the first write: the router hashes keys with the producer's metadata for the
+    table's changelog, which the producer only fetches on its first write there."""
+    await partitioner(app.producer._ensure_producer(), table.changelog_topic.get_topic_name())
+    try:
+        return await app.router.route_req(table.name, key, app.web, request)
+    except SameNode:
+        return None
+    except (aiohttp.ClientError, asyncio.TimeoutError, ServiceUnavailable):
+        # the owner just died or the group is rebalancing: a client should retry
+        return aiohttp_web.json_response({"error": "owner of this key is unavailable, retry shortly"}, status=503,
+                                         headers={"Retry-After": "1"})
+
+
+def routed(table, match_info: str = "user_id"):
+    """A faust view for `table`'s keys served where they live: by this worker when it owns the
+    key in the URL, else by the owner (`forward`)."""
+    import functools
+
+    def decorate(view):
+        @functools.wraps(view)
+        async def handler(web, request, **kwargs):
+            key = request.match_info[match_info]
+            if owned_partition(table, key) is None:
+                response = await forward(table, key, request)
+                if response is not None:
+                    return response
+            return await view(web, request, **kwargs)
+        return handler
+    return decorate
