@@ -336,3 +336,38 @@ def test_planted_effect_is_found_whatever_the_seed(seed):
     state = run(simulate(seed, {"A": 0.04, "B": 0.08}, users=4000))
     r = report(state.tally.variants(), {"A": 0.5, "B": 0.5}, "A")
     assert r.winner == "B"
+
+
+def _prune_always(log: UserLog, rules: Rules) -> None:
+    """The prune as it ran before it learnt to skip: filter and cap on every call."""
+    import heapq
+
+    horizon = log.newest - rules.lateness_days * DAY
+    spans = heapq.nlargest(rules.max_spans, ((s.end, item, s) for item, lst in log.shown.items()
+                                             for s in lst if s.end >= horizon), key=lambda e: e[0])
+    log.shown = {}
+    for _, item, span in spans:
+        log.shown.setdefault(item, []).append(span)
+    log.conversions = heapq.nlargest(rules.max_conversions, (c for c in log.conversions if c.time >= horizon),
+                                     key=lambda c: c.time)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ends=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 30)), max_size=14),
+       times=st.lists(st.integers(0, 30), max_size=7), newest=st.integers(0, 40))
+def test_a_prune_that_skips_when_nothing_is_due_keeps_what_an_always_prune_keeps(ends, times, newest):
+    from streams.core.attribution import Conversion, Span, _prune
+
+    rules = Rules(lateness_days=10 / DAY, max_spans=8, max_conversions=4)  # horizon: newest - 10 s
+    log = UserLog(newest=float(newest))
+    for i, (item, end) in enumerate(ends):
+        log.shown.setdefault(f"w{item}", []).append(Span("", "A", f"s{i}", 0.0, float(end)))
+    log.conversions = [Conversion(f"w{i}", float(t), "order", "") for i, t in enumerate(times)]
+    fast, slow = load_log(dump(log)), load_log(dump(log))
+    _prune(fast, rules)
+    _prune_always(slow, rules)
+
+    def kept(x: UserLog):
+        return (sorted((item, msgspec.structs.astuple(s)) for item, lst in x.shown.items() for s in lst),
+                sorted(msgspec.structs.astuple(c) for c in x.conversions))
+    assert kept(fast) == kept(slow)

@@ -16,17 +16,14 @@ changes the counts of a set of distinct events (a credit is a fact: a late expos
 stored conversions) unless an event comes after one of the user's `lateness_days` newer
 (dropped: a replay from the start counts nothing twice) or a per-user cap is reached.
 
-Memory per user (`UserLog`): per item, merged intervals [tₑ, tₑ + W] per (group, variant, source)
-until `lateness_days` past their end, at most `max_spans` (the latest ending: the most recent
-list survives); conversions likewise (`max_conversions`); the last `dedup_window` ids.
+Per user (`UserLog`): per item, merged intervals [tₑ, tₑ + W] per (group, variant, source) until
+`lateness_days` past their end, at most `max_spans` (the latest ending); conversions likewise
+(`max_conversions`); the last `dedup_window` ids. Images (`impress`, `image_convert`): item =
+merchant, source = image; counts in group "" (per image variant) and per merchant.
 
-Images (`impress`, `image_convert`): item = merchant, source = image; counts in group "" (per
-image variant: the multiplier C) and per merchant, whose `sources` count conversions per image.
-
-API: `Attribution(users, tally, rules)`, one partition's state: `users` maps user id -> UserLog
-(any mutable mapping: the worker loads a batch's users with `load_log`, writes them back with
-`dump`), `tally` is the partition's partial (`dump` / `load_tally`). The event functions return
-False when nothing new counted. Read: `abstats.report(merged.variants(group), shares, control)`.
+`Attribution(users, tally, rules)`: one partition's state, `users` any mutable mapping user id
+-> UserLog (`load_log` / `dump`), `tally` the partition's partial (`dump` / `load_tally`). The
+event functions return False when nothing new counted.
 
 >>> state = Attribution()
 >>> expose(state, "u1", "B", [("w1", "trending"), ("w2", "similar")], t=0.0, exposure_id="r1")
@@ -255,15 +252,19 @@ def _cover(spans: list[Span], new: Span) -> None:
 
 
 def _prune(log: UserLog, rules: Rules) -> None:
-    """Forget what no event still accepted could use, then apply the caps."""
+    """Forget what no event still accepted could use, then apply the caps (checked first without
+    building anything: this runs after every event)."""
     horizon = log.newest - rules.lateness_days * DAY
-    spans = heapq.nlargest(rules.max_spans, ((s.end, item, s) for item, lst in log.shown.items()
-                                             for s in lst if s.end >= horizon), key=lambda e: e[0])
-    log.shown = {}
-    for _, item, span in spans:
-        log.shown.setdefault(item, []).append(span)
-    log.conversions = heapq.nlargest(rules.max_conversions, (
-        c for c in log.conversions if c.time >= horizon), key=lambda c: c.time)
+    ends = [s.end for lst in log.shown.values() for s in lst]
+    if len(ends) > rules.max_spans or (ends and min(ends) < horizon):
+        spans = heapq.nlargest(rules.max_spans, ((s.end, item, s) for item, lst in log.shown.items()
+                                                 for s in lst if s.end >= horizon), key=lambda e: e[0])
+        log.shown = {}
+        for _, item, span in spans:
+            log.shown.setdefault(item, []).append(span)
+    if len(log.conversions) > rules.max_conversions or any(c.time < horizon for c in log.conversions):
+        log.conversions = heapq.nlargest(rules.max_conversions, (
+            c for c in log.conversions if c.time >= horizon), key=lambda c: c.time)
 
 
 def merge_tallies(parts: Iterable[Tally]) -> Tally:
@@ -287,8 +288,7 @@ _TALLY = msgspec.msgpack.Decoder(Tally)
 _LOG = msgspec.msgpack.Decoder(UserLog)
 
 
-def dump(value: Tally | UserLog) -> bytes:
-    """msgpack bytes of a Tally (a partition's partial) or a UserLog (a table value)."""
+def dump(value: Tally | UserLog) -> bytes:  # msgpack: a partition's partial, or a table value
     return _ENC.encode(value)
 
 
