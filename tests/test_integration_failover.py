@@ -260,7 +260,12 @@ def test_image_state_and_experiment_counts_are_exact_after_sigkill_under_load(cl
                 sum(v["conversions"] for m in merchants for v in m["variants"]))
 
     impressions = 4 * len(consumers)
-    wait_until(lambda: totals()[0] >= impressions, 180, what="every impression counted")
+    try:
+        wait_until(lambda: totals()[0] >= impressions, 180, what="every impression counted")
+    except BaseException:
+        print("counted (impressions, conversions):", totals(), "applied after the restart:",
+              metric(restarted, "recstream_image_events_applied_total"), "\n", cluster.logs())
+        raise
     time.sleep(3)  # anything replayed twice would show up now
     assert totals() == (impressions, len(consumers))
     for c in consumers[:40]:

@@ -14,7 +14,7 @@ from streams.worker import tables, topics
 from streams.worker.app import image_config, pipeline_config
 from streams.worker.commit import BatchCommit
 from streams.worker.runtime import event_context
-from streams.worker.state import image_counts, image_stats, pools
+from streams.worker.state import image_counts, image_stats, pools, publish_tally
 
 
 def apply_images(partition: int, anchor, records: list, txn: BatchCommit) -> None:
@@ -26,8 +26,7 @@ def apply_images(partition: int, anchor, records: list, txn: BatchCommit) -> Non
     batch = ImageBatch(image_config, txn.table(tables.image_consumers, partition), partial, pools, image_stats, ledger)
     outputs = batch.run(records)
     with event_context(anchor):
-        if ledger.changed:  # every worker's readout
-            tables.experiment_tallies[ledger.tally_key] = ledger.dump_tally()
+        publish_tally(ledger.tally_key, txn.table(tables.attribution, partition).get(ledger.tally_key))
         if image_counts.flush_due(partition, time.time()):
             tables.image_stats[f"p{partition}"] = dump_counts(partial)
     metrics.inc("recstream_image_events_applied_total", by=batch.applied)

@@ -28,3 +28,13 @@ def popularity_view(now: float) -> PopularityView:
 
 def image_stats() -> dict[str, tuple[float, float]]:
     return image_counts.view(tables.image_stats.items(), time.time())
+
+
+def publish_tally(key: str, tally: bytes | None) -> None:
+    """Copy a partition's experiment tally (stored with its state, exactly once) to the global
+    table every worker's readout reads, when the copy differs. Call within an event context. The
+    copy goes through faust's producer buffer, which dies with a killed process while the state
+    transaction's writes were acked: the next batch of that partition (a replayed one too)
+    repairs a copy lost that way."""
+    if tally is not None and tables.experiment_tallies.get(key) != tally:
+        tables.experiment_tallies[key] = tally

@@ -17,7 +17,7 @@ from streams.worker import tables, topics
 from streams.worker.app import clock, pipeline_config
 from streams.worker.commit import BatchCommit
 from streams.worker.runtime import event_context
-from streams.worker.state import popularity, popularity_view
+from streams.worker.state import popularity, popularity_view, publish_tally
 
 
 def apply_records(partition: int, anchor, records: list, batch: BatchCommit) -> None:
@@ -34,10 +34,8 @@ def apply_records(partition: int, anchor, records: list, batch: BatchCommit) -> 
         metrics.inc("recstream_dead_letters_total", reason="internal_error")
         batch.send(topics.deadletter, None, failure_letter(record, why, partition))
     key = tally_key(partition)
-    tally = views[3].writes.get(key)  # the batch's experiment counts moved: every worker's readout
     with event_context(anchor):
-        if tally is not None:
-            tables.experiment_tallies[key] = tally
+        publish_tally(key, views[3].get(key))  # every worker's readout
         if popularity.flush_due(partition, now):
             tables.popularity[f"p{partition}"] = dump_partial(partial)
     metrics.inc("recstream_signals_applied_total", by=run.applied)
