@@ -252,7 +252,7 @@ def test_batch_commits_store_locally_then_queue_in_the_order_they_wrote(tmp_path
     app = SimpleNamespace(producer=SimpleNamespace(_ensure_producer=lambda: producer))
     table = SimpleNamespace(
         name="affinity", changelog_topic=SimpleNamespace(get_topic_name=lambda: "app-affinity-changelog"),
-        data=SimpleNamespace(_db_for_partition=lambda p: db,
+        data=SimpleNamespace(_db_for_partition=lambda p: db, persisted_offset=lambda tp: persisted.get(tp),
                              set_persisted_offset=lambda tp, offset: persisted.__setitem__(tp, offset)))
     released = None
 
@@ -287,4 +287,17 @@ def test_batch_commits_store_locally_then_queue_in_the_order_they_wrote(tmp_path
     assert changelog == [[(b"k", b"v1")], [(b"k", b"v2")]]
     assert db[b"k"] == b"v2" and ("slow-out", 0, [(b"u", b"out")]) in sent
     assert list(persisted.values()) == [1] and [tp.topic for tp in persisted] == ["app-affinity-changelog"]
+
+    # the persisted offset never moves backwards: another writer of the same table partition (the
+    # image pipeline writes attribution too) may have recorded a later offset whose acks came first
+    (tp,) = persisted
+    persisted[tp] = 100
+
+    async def late_ack():
+        c = commit.BatchCommit(app)
+        c.table(table, 0)["k"] = b"v3"
+        await c.commit()
+
+    asyncio.run(late_ack())
+    assert persisted[tp] == 100 and db[b"k"] == b"v3"
     db.close()

@@ -67,7 +67,13 @@ class BatchCommit(StateTransaction):
             producer = self.app.producer._ensure_producer()
             queued = await self.enqueue(producer, rows, functools.partial(_route, producer))
         for (name, partition), offset in (await self.acked(queued)).items():
-            self._faust_tables[name].data.set_persisted_offset(TP(name, partition), offset)
+            data, tp = self._faust_tables[name].data, TP(name, partition)
+            # never backwards: two writers share a table partition (the user and image pipelines
+            # both write attribution), and one's acks can complete after a later one's; recovery
+            # replays the changelog from this offset over the local store, so a regressed offset
+            # would lay older values over newer local ones
+            if offset > (data.persisted_offset(tp) or -1):
+                data.set_persisted_offset(tp, offset)
 
 
 async def _route(producer, topic, key: bytes | None, partition: int | None) -> tuple[str, int]:
