@@ -87,6 +87,21 @@ def produce_tracking_ends(cluster, topic, records, rate=0.0):
     return asyncio.run(go())
 
 
+def kill_under_load(cluster, w, records, rate: float, counter: str, after: float):
+    """Produce `records` to events.segment at `rate` in the background, SIGKILL worker `w` once its
+    `counter` passed `after` (events keep coming), restart it in place (same data dir). Returns the
+    restarted worker and {"ends": the produced end offsets} once the producer is done."""
+    result: dict = {}
+    producer = threading.Thread(target=lambda: result.update(ends=produce_tracking_ends(
+        cluster, "events.segment", records, rate=rate)))
+    producer.start()
+    wait_until(lambda: metric(w, counter) > after, 60, what="load under way")
+    w.kill()
+    restarted = cluster.start_worker("w")
+    producer.join(120)
+    return restarted, result
+
+
 def test_two_workers_split_partitions_route_reads_and_fail_over(cluster):
     a = cluster.start_worker("a")
     demo = DemoGenerator(users=200, artists=40, artworks=400, seed=31)
@@ -136,14 +151,7 @@ def test_sigkill_under_load_then_restart_loses_nothing_and_counts_nothing_twice(
     artist_of = setup_catalog(cluster, w, demo)
     events = list(demo.events(24000))
     records = [(segment_key(e), dumps(e)) for e in events]
-    result: dict = {}
-    producer = threading.Thread(target=lambda: result.update(ends=produce_tracking_ends(
-        cluster, "events.segment", records, rate=4000)))
-    producer.start()
-    wait_until(lambda: metric(w, "recstream_signals_applied_total") > 4000, 60, what="load under way")
-    w.kill()  # SIGKILL mid-stream, while events keep coming
-    restarted = cluster.start_worker("w")  # same data dir: restart in place
-    producer.join(120)
+    restarted, result = kill_under_load(cluster, w, records, 4000, "recstream_signals_applied_total", 4000)
     ref = reference(events, artist_of)
     users = sorted(ref)
     wait_until(lambda: _matches(restarted, ref, users), 180, what="exact state after the crash")
@@ -244,14 +252,7 @@ def test_image_state_and_experiment_counts_are_exact_after_sigkill_under_load(cl
             records.append(image_event("impression", c, image, f"{c}-imp-{round_}"))
             if round_ == 2:
                 records.append(image_event("conversion", c, image, f"{c}-conv"))
-    result: dict = {}
-    producer = threading.Thread(target=lambda: result.update(ends=produce_tracking_ends(
-        cluster, "events.segment", records, rate=2000)))
-    producer.start()
-    wait_until(lambda: metric(w, "recstream_image_events_applied_total") > 500, 60, what="load under way")
-    w.kill()  # SIGKILL mid-stream, while events keep coming
-    restarted = cluster.start_worker("w")
-    producer.join(120)
+    restarted, _ = kill_under_load(cluster, w, records, 2000, "recstream_image_events_applied_total", 500)
 
     def totals():
         _, body = get_json(restarted, "/experiments")

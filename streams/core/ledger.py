@@ -57,7 +57,6 @@ class Ledger:
         self.tally_key = tally_key(partition, kind)
         self.state = Attribution(users={}, tally=load_tally(table.get(self.tally_key)), rules=rules or Rules())
         self._changed: set[str] = set()
-        self.changed = False  # anything flushed since this ledger was made
 
     @property
     def tally(self) -> Tally:
@@ -97,7 +96,6 @@ class Ledger:
             self.table[self.prefix + user] = dump(self.state.users[user])
         if self._changed:
             self.table[self.tally_key] = self.dump_tally()
-            self.changed = True
         changed, self._changed = bool(self._changed), set()
         return changed
 

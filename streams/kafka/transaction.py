@@ -100,13 +100,6 @@ class StateTransaction:
         """`enqueue` then `acked` (a caller with no ordering to keep between batches)."""
         return await self.acked(await self.enqueue(producer, rows, route))
 
-    def written(self) -> dict[str, int]:
-        """Rows written per changelog topic (a rebuild's report)."""
-        counts: dict[str, int] = {}
-        for (changelog, _), (_, view) in self._tables.items():
-            counts[changelog] = counts.get(changelog, 0) + len(view.writes)
-        return counts
-
 
 def _nothing(key: bytes) -> None:
     return None
