@@ -1,5 +1,7 @@
 """Serving under wrk: GET /recommendations/{user} of a real recstream worker vs a bare aiohttp
-handler returning a constant body of the same size, same machine, same run, alternating rounds.
+handler returning a constant body of the same size (`web.run_app` as it comes, the issue's baseline; and
+the same on uvloop, the loop recstream's workers run on, for reference), same machine, same run,
+alternating rounds.
 
 What it measures: requests/s and latency percentiles (p50, p99) that `wrk` (a C load generator,
 so the client is not the limit) gets from each server with 2 threads, 32 connections, for 8 s,
@@ -30,9 +32,13 @@ THREADS, CONNECTIONS = 2, 32
 SECONDS = int(os.environ.get("BENCH_SERVING_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_SERVING_ROUNDS", "3"))
 OURS, BARE_NAME = "recstream GET /recommendations/{user}", "bare aiohttp handler (constant body)"
+BARE_UV = "the same bare handler on uvloop"  # recstream's workers run on uvloop (RECSTREAM_EVENT_LOOP)
 BARE = """
-import sys
+import asyncio, sys
 from aiohttp import web
+if sys.argv[3] == "uvloop":
+    import uvloop
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 body = open(sys.argv[2], "rb").read()
 async def handle(request):
     return web.Response(body=body, content_type="application/json")
@@ -102,10 +108,10 @@ def run_wrk(wrk: str, base: str, script: str) -> dict:
 def main() -> dict:
     wrk = need_wrk()
     demo, records = demo_events(20000, users=2000)
-    runs: dict[str, list[dict]] = {OURS: [], BARE_NAME: []}
+    runs: dict[str, list[dict]] = {OURS: [], BARE_NAME: [], BARE_UV: []}
     with EmbeddedBroker() as broker:
         worker = pipeline_with_catalog(broker, "srv.", "bench-serving", demo)
-        bare, script = None, None
+        bares, script = [], None
         body_fd, body_file = tempfile.mkstemp(prefix="recstream-bare-", suffix=".json")
         os.close(body_fd)
         try:
@@ -117,19 +123,23 @@ def main() -> dict:
             with open(body_file, "wb") as f:
                 f.write(body)
             script = lua_script(users)
-            port = free_port()
-            bare = subprocess.Popen([sys.executable, "-c", BARE, str(port), body_file], preexec_fn=_die_with_parent)
-            wait_for(lambda: _up(port), 30, 0.1)
-            # alternating rounds, so a noisy neighbour hits both sides alike; the median round counts
+            servers = [(OURS, worker.base_url)]
+            for name, loop in ((BARE_NAME, "aio"), (BARE_UV, "uvloop")):
+                port = free_port()
+                bares.append(subprocess.Popen([sys.executable, "-c", BARE, str(port), body_file, loop],
+                                              preexec_fn=_die_with_parent))
+                wait_for(lambda p=port: _up(p), 30, 0.1)
+                servers.append((name, f"http://127.0.0.1:{port}"))
+            # alternating rounds, so a noisy neighbour hits every server alike; the median round counts
             for r in range(ROUNDS):
-                for name, base in ((OURS, worker.base_url), (BARE_NAME, f"http://127.0.0.1:{port}")):
+                for name, base in servers:
                     runs[name].append(run_wrk(wrk, base, script))
                     x = runs[name][-1]
                     print(f"[serving] round {r + 1}/{ROUNDS} {name}: {x['rps']:,.0f} req/s, p50 {x['p50_ms']:.2f} ms, "
                           f"p99 {x['p99_ms']:.2f} ms", file=sys.stderr, flush=True)
         finally:
             worker.stop()
-            if bare is not None:
+            for bare in bares:
                 bare.kill()
                 bare.wait(5)
             for path in (body_file, script):
@@ -155,7 +165,7 @@ def _up(port: int) -> bool:
 def report(results: dict) -> str:
     runs = results["rounds"]
     med = {name: _median(rounds) for name, rounds in runs.items()}
-    ours, bare = med[OURS], med[BARE_NAME]
+    ours, bare, bare_uv = med[OURS], med[BARE_NAME], med[BARE_UV]
     every = {name: ", ".join(f"{x['rps']:,.0f} ({x['p99_ms']:.2f})" for x in rounds) for name, rounds in runs.items()}
     lines = [f"| {name} | {m['rps']:,.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {every[name]} |"
              for name, m in med.items()]
@@ -164,7 +174,8 @@ def report(results: dict) -> str:
         f"Serving under wrk ({THREADS} threads, {CONNECTIONS} connections, {SECONDS} s, random users of 1,000; "
         f"{results['body_bytes']:,}-byte body; {len(runs[OURS])} alternating rounds, median round by requests/s)", "",
         "| server | requests/s | p50 ms | p99 ms | every round, requests/s (p99 ms) |", "|---|---|---|---|---|", *lines, "",
-        f"recstream / bare = {ours['rps'] / bare['rps']:.2f}× (target ≥ 0.7×, p99 ≤ 5 ms; round by round: {per_round})"])
+        f"recstream / bare = {ours['rps'] / bare['rps']:.2f}× (target ≥ 0.7×, p99 ≤ 5 ms; round by round: {per_round});"
+        f" recstream / the bare handler on uvloop = {ours['rps'] / bare_uv['rps']:.2f}×"])
 
 
 if __name__ == "__main__":

@@ -117,6 +117,7 @@ def test_metrics_count_exactly_what_went_in(replayed):
     wait_until(lambda: metric(worker, "recstream_consumer_lag") == 0, 60, what="lag 0")
     status, body = worker.get("/metrics")
     assert b'recstream_recompute_seconds_bucket{le="+Inf"}' in body and b"recstream_consumer_lag{topic=" in body
+    assert b'recstream_event_loop{loop="uvloop"} 1' in body  # RECSTREAM_EVENT_LOOP's default
 
 
 def test_rebuild_equals_live(module_cluster, replayed):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 
 def run() -> None:
+    import mode.loop
+
     from streams.kafka.memory import fix_mmap_threshold, limit_malloc_arenas
     from streams.worker.app import app, settings
     from streams.worker.patches import install_all
@@ -23,4 +25,5 @@ def run() -> None:
     streams.worker.web.install()
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     install_all(settings)
+    mode.loop.use(settings.event_loop)  # the policy faust's worker creates its loop from
     app.main()

@@ -145,6 +145,10 @@ class Settings:
         "help": "longest a direct-ingest fetch of the input topics waits for data: the embedded broker holds a "
         "fetch this long even when data arrives, so it bounds first-signal latency; lower costs the broker "
         "more CPU when idle", "min": 0})
+    event_loop: str = field(default="uvloop", metadata={
+        "help": "the worker's asyncio event loop: uvloop (libuv, the loop faust supports besides asyncio's own; "
+        "serving and the Kafka clients' I/O cost less on it) or aio (asyncio's default)",
+        "choices": ("uvloop", "aio")})
     python_malloc: str = field(default="malloc", metadata={
         "help": "allocator for a worker's Python objects (a worker re-executes itself with PYTHONMALLOC set to it):"
         " malloc = glibc, whose freed memory malloc_trim hands back; pymalloc = CPython's default, faster "

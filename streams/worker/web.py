@@ -229,6 +229,16 @@ def _consumer_lag() -> dict:
 metrics.gauge("recstream_consumer_lag", _consumer_lag)
 
 
+def _event_loop() -> dict:
+    """Which event loop the worker runs on (RECSTREAM_EVENT_LOOP), as an info gauge."""
+    import asyncio
+
+    return {(("loop", type(asyncio.get_running_loop()).__module__.split(".")[0]),): 1}
+
+
+metrics.gauge("recstream_event_loop", _event_loop)
+
+
 @app.timer(interval=5.0)
 async def _rebuild_progress() -> None:
     """During `recstream rebuild`: progress lines until the inputs are caught up."""
