@@ -110,3 +110,45 @@ def test_batches_are_read_once_and_committed_only_after_a_flush(broker):
             await ingest.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_periodic_commit_runs_beside_the_batches_one_at_a_time(broker):
+    """An offset commit (flush, then a broker round trip) must not hold up the events read
+    meanwhile: with the flush stuck, every batch is still applied, no second commit starts, and
+    once it returns a later commit covers everything applied."""
+    topic, group = "direct-t2", "direct-t2-app-direct"
+
+    async def scenario():
+        await _setup(broker.bootstrap, topic, 50)
+        handled, flushes, release = [], [], asyncio.Event()
+
+        async def handle(records):
+            handled.extend(r.value for r in records)
+
+        async def flush():
+            flushes.append(len(handled))
+            await release.wait()
+
+        ingest = DirectIngest([topic], 4, group, {"bootstrap_servers": broker.bootstrap}, handle, flush,
+                              ready=lambda: True, batch_max=20, fetch_max_wait_ms=10, commit_every_s=0)
+        await ingest.start()
+        await ingest.assign({0, 2})
+        runner = asyncio.create_task(ingest.run())
+        try:
+            await _until(lambda: len(handled) >= 100)
+            assert len(handled) == 100 and len(flushes) == 1  # batches went on; one commit in flight
+            assert await _committed(ingest, topic) == {0: None, 1: None, 2: None, 3: None}
+            release.set()
+            await _until(lambda: len(flushes) >= 2)
+            for _ in range(100):
+                if await _committed(ingest, topic) == {0: 50, 1: None, 2: 50, 3: None}:
+                    break
+                await asyncio.sleep(0.05)
+            assert await _committed(ingest, topic) == {0: 50, 1: None, 2: 50, 3: None}
+        finally:
+            release.set()
+            ingest._stopping = True
+            await runner
+            await ingest.stop()
+
+    asyncio.run(scenario())

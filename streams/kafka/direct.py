@@ -13,7 +13,8 @@ partition i mod N (for co-partitioned inputs: partition i itself, so the single 
 Offsets are committed under their own consumer group (`<app id>-direct`: a group faust is a
 live member of refuses commits from a non-member), only after faust's producer has flushed
 every changelog and output record of the batches they cover, at most every `commit_every_s`
-and on every revoke, before the partitions can move to another worker. A crash replays from
+(in the background, one commit at a time, while the next batches are read and applied) and on
+every revoke, before the partitions can move to another worker. A crash replays from
 the last commit: at-least-once, as faust's path; per-user dedup absorbs the replay."""
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class DirectIngest:
         self._uncommitted: dict[TopicPartition, int] = {}
         self._read: dict[TopicPartition, int] = {}  # next offset to read, for lag
         self._last_commit = time.monotonic()
+        self._committing: asyncio.Task | None = None  # the commit running beside the batches
         self._stopping = False
 
     async def start(self) -> None:
@@ -93,6 +95,7 @@ class DirectIngest:
         self._stopping = True
         async with self._lock:
             try:
+                await self._settle()
                 await self._commit()
             except Exception as exc:  # e.g. the producer already stopped: a restart replays from the last commit
                 log.warning("direct ingest: final commit failed: %r", exc)
@@ -112,6 +115,7 @@ class DirectIngest:
     async def assign(self, owned: Iterable[int]) -> None:
         """faust assigned table partitions `owned` (after a revoke: the full new assignment)."""
         async with self._lock:
+            await self._settle()  # a commit in flight covers partitions of the old assignment
             tps = owned_input_partitions(owned, self.topic_partitions, self.table_partitions)
             # reading restarts at the committed offsets: progress not committed is read again
             self._uncommitted.clear()
@@ -132,6 +136,7 @@ class DirectIngest:
     async def revoke(self) -> None:
         """Before faust hands partitions to another worker: finish, flush, commit, let go."""
         async with self._lock:
+            await self._settle()
             await self._commit()
             self.consumer.assign([])
 
@@ -147,11 +152,23 @@ class DirectIngest:
                     await self.handle(records)
                     for tp, part in batch.items():
                         self._uncommitted[tp] = self._read[tp] = part[-1].offset + 1
-                if time.monotonic() - self._last_commit >= self.commit_every_s:
-                    try:
-                        await self._commit()
-                    except Exception as exc:  # kept for the next commit; a crash would only replay more
-                        log.warning("direct ingest commit failed, retrying with the next batch: %r", exc)
+                if time.monotonic() - self._last_commit >= self.commit_every_s and self._committing is None:
+                    # beside the next batches, not before them: an offset commit is a broker round
+                    # trip, and every event read meanwhile would wait for it
+                    self._committing = asyncio.create_task(self._commit_in_background())
+
+    async def _commit_in_background(self) -> None:
+        try:
+            await self._commit()
+        except Exception as exc:  # kept for the next commit; a crash would only replay more
+            log.warning("direct ingest commit failed, retrying with the next batch: %r", exc)
+        finally:
+            self._committing = None
+
+    async def _settle(self) -> None:
+        """Wait for a commit running in the background (its failure put its offsets back)."""
+        if self._committing is not None:
+            await asyncio.wait([self._committing])
 
     async def _commit(self) -> None:
         self._last_commit = time.monotonic()
