@@ -1,6 +1,8 @@
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.core.catalog import CatalogIndex
 from streams.core.experiments import Variant, assign, bucket, default_variants, load_variants
@@ -248,3 +250,85 @@ def test_a_catalog_change_reaches_the_next_list_built_with_the_same_view_and_clo
     assert "a-2" not in ids(first) and ids(second)[0] == "a-2"
     index.upsert(work("a-2", "a", 0.5, availability="sold"))
     assert "a-2" not in ids(build([("a", 1.0)], set(), [], variant, index, view, NOW))
+
+
+# --- the popular ranking's lazy merge against the plain definition ------------------------------
+
+def _reference_popular(personal, cat, view, since, now, variant):
+    """Personalised popularity as the module doc defines it, the slow way: score every
+    candidate, sort them all by (−score, −published, id)."""
+    import heapq
+
+    from streams.core.catalog import is_eligible, published
+    from streams.core.recommend import MAX_WORKS_PER_ARTIST, SIMILAR_IN_POPULAR, _similar_artists
+
+    peak = max((aff for _, aff in personal), default=0.0) or 1.0
+    lift = {a: (aff / peak, "affinity") for a, aff in personal}
+    similar = _similar_artists(personal, view)
+    for artist in heapq.nsmallest(SIMILAR_IN_POPULAR, similar, key=lambda a: (-similar[a], a)):
+        lift.setdefault(artist, (similar[artist] / peak, "similar"))
+    floor, weight = variant.trending_floor, variant.personal_weight
+    keyed = {}
+    for artist, (aff, source) in lift.items():
+        for neg_pub, wid, w in cat.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now):
+            keyed[wid] = (-(view.trending_score.get(wid, 0.0) + floor) * (1.0 + weight * aff), neg_pub, wid, w, source)
+    hot = [(-(t + floor), -published(w), wid, w) for wid, t in view.trending  # the view's first k
+           if (w := cat.get(wid)) is not None and is_eligible(w) and published(w) <= now][:variant.trending_candidates]
+    rest = []
+    for neg_base, neg_pub, wid, w in hot:
+        if w.artist_id in lift:
+            aff, source = lift[w.artist_id]
+            keyed.setdefault(wid, (neg_base * (1.0 + weight * aff), neg_pub, wid, w, source))
+        else:
+            rest.append((neg_base, neg_pub, wid, w, "trending"))
+    return [(w, -neg, source) for neg, _, _, w, source in sorted([*keyed.values(), *rest])]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_popular_ranking_lazily_merged_equals_scoring_and_sorting_every_candidate(data):
+    """The builder merges each artist's candidates, sorted once per view and scaled by the user's
+    lift; scaling can round two neighbouring scores to one float (the trending values below
+    include neighbours one ulp apart), whose ties must still go by newest, then id."""
+    import math
+
+    from streams.core.recommend import _popular
+
+    artists = [f"a{i}" for i in range(data.draw(st.integers(1, 6)))]
+    cat = CatalogIndex()
+    n_works = data.draw(st.integers(1, 40))
+    for i in range(n_works):
+        cat.upsert(work(f"w{i:02d}", data.draw(st.sampled_from(artists)), data.draw(st.sampled_from([-1, 0.5, 1, 2, 40]))))
+    base = data.draw(st.sampled_from([0.3, 0.5, 1 / 3]))
+    values = [base, math.nextafter(base, 1), math.nextafter(base, 0), 1.0, 0.0]
+    trending = {f"w{i:02d}": data.draw(st.sampled_from(values)) for i in range(n_works) if data.draw(st.booleans())}
+    view = PopularityView()
+    view.trending_score = trending
+    view.trending = sorted(trending.items(), key=lambda i: (-i[1], i[0]))
+    view.neighbours = {a: [(b, data.draw(st.integers(1, 3))) for b in artists if b != a and data.draw(st.booleans())]
+                       for a in artists}
+    personal = [(a, data.draw(st.sampled_from([1.0, 0.7, 1 / 3, 3.0]))) for a in artists if data.draw(st.booleans())]
+    variant = Variant("P", ranking="popular", trending_floor=data.draw(st.sampled_from([0.0, 0.01, 1e-17])),
+                      personal_weight=data.draw(st.sampled_from([0.5, 1.0, 3.0, 1 / 7])),
+                      trending_candidates=data.draw(st.integers(1, 50)))
+    since = NOW - variant.window_days * DAY
+    assert list(_popular(personal, cat, view, since, NOW, variant)) == _reference_popular(
+        personal, cat, view, since, NOW, variant)
+
+
+def test_popular_ties_made_by_scaling_go_by_newest_like_any_tie():
+    """Two works one ulp apart in trending: their scores differ before the user's lift (×3.8)
+    and are one float after it, so the newer work comes first, as for any tie."""
+    import math
+
+    from streams.core.recommend import _popular
+
+    cat = catalog(work("p-newer", "b", 1), work("q-older", "b", 2))
+    view = PopularityView()
+    view.trending_score = {"p-newer": 0.7, "q-older": math.nextafter(0.7, 1)}
+    view.trending = sorted(view.trending_score.items(), key=lambda i: (-i[1], i[0]))
+    variant = Variant("P", ranking="popular", trending_floor=0.01, personal_weight=4.0)
+    assert -(0.7 + 0.01) != -(math.nextafter(0.7, 1) + 0.01)
+    ranked = list(_popular([("a", 1.0), ("b", 0.7)], cat, view, NOW - variant.window_days * DAY, NOW, variant))
+    assert [w.id for w, _, _ in ranked] == ["p-newer", "q-older"]
+    assert ranked[0][1] == ranked[1][1]
