@@ -153,12 +153,14 @@ class ImageBatch:
 
     def _event(self, ev: ImageEvent) -> None:
         state = self._state(ev.consumer_id)
+        variant = assign(self.cfg.experiment, ev.consumer_id, self.cfg.variants)
+        if self.ledger is not None:  # whether or not the consumer's views have it (see Ledger)
+            self._attribute(ev, variant.name)
         if not first_delivery(state.applied, ev.source, ev.offset) or not remember(
                 state.seen, ev.message_id, self.cfg.dedup_window):
             self.duplicates += 1
             return
         self.applied += 1
-        variant = assign(self.cfg.experiment, ev.consumer_id, self.cfg.variants)
         pool = self.pools.get(ev.merchant_id)
         first_time = ev.merchant_id not in state.merchants
         views = state.merchants.setdefault(ev.merchant_id, MerchantViews(impressions={}))
@@ -166,13 +168,9 @@ class ImageBatch:
         if ev.kind == "impression":
             views.impressions[ev.image_id] = views.impressions.get(ev.image_id, 0) + 1
             self.partial.add(ev.merchant_id, ev.image_id, 1.0, 0.0, ev.time, self.cfg.half_life_s)
-            if self.ledger is not None:
-                self.ledger.impressed(ev.consumer_id, variant.name, ev.merchant_id, ev.image_id, ev.time, ev.message_id)
         else:
             views.converted = ev.image_id
             self.partial.add(ev.merchant_id, ev.image_id, 0.0, 1.0, ev.time, self.cfg.half_life_s)
-            if self.ledger is not None:
-                self.ledger.image_converted(ev.consumer_id, ev.merchant_id, ev.image_id, ev.time, ev.message_id)
         if len(state.merchants) > MAX_MERCHANTS_PER_CONSUMER:
             state.merchants.pop(next(iter(state.merchants)))  # the longest-known merchant goes first
         after = choose(pool, self.stats(), ev.merchant_id, views, variant.explore, self.cfg.params)
@@ -181,6 +179,16 @@ class ImageBatch:
         if after is not None and (first_time or now_shown != was_shown):
             record = choice_record(ev.consumer_id, ev.merchant_id, after, variant.name, ev.message_id)
             self.out.append((CHOSEN, f"{ev.consumer_id}|{ev.merchant_id}".encode(), _JSON.encode(record)))
+
+
+    def _attribute(self, ev: ImageEvent, variant: str) -> None:
+        position = (ev.source, ev.offset) if ev.offset >= 0 else None
+        if ev.kind == "impression":
+            self.ledger.impressed(ev.consumer_id, variant, ev.merchant_id, ev.image_id, ev.time, ev.message_id,
+                                  position)
+        else:
+            self.ledger.image_converted(ev.consumer_id, ev.merchant_id, ev.image_id, ev.time, ev.message_id,
+                                        position)
 
 
 def dump_counts(counts: GlobalCounts) -> bytes:

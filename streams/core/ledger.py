@@ -27,6 +27,7 @@ from streams.core.abstats import Report, format_table, report, wilson
 from streams.core.attribution import (
     CONVERSION_KINDS,
     Attribution,
+    Position,
     Rules,
     Tally,
     convert,
@@ -76,19 +77,26 @@ class Ledger:
         self._log(user)
         self._counted(user, expose(self.state, user, variant, items, t, exposure_id))
 
-    def converted(self, user: str, works: list[str], kind: str, t: float, message_id: str) -> None:
+    # Events come with their input position: the logs judge a redelivery themselves, since the
+    # state that judged it for the caller (a profile, a consumer's views) is another table, whose
+    # changelog record can land without this one when a worker dies mid-batch.
+
+    def converted(self, user: str, works: list[str], kind: str, t: float, message_id: str,
+                  position: Position | None = None) -> None:
         """An order, inquiry or save of `works` (any other kind counts nothing)."""
         if kind in CONVERSION_KINDS and works:
             self._log(user)
-            self._counted(user, convert(self.state, user, works, kind, t, message_id))
+            self._counted(user, convert(self.state, user, works, kind, t, message_id, position))
 
-    def impressed(self, consumer: str, variant: str, merchant: str, image: str, t: float, message_id: str) -> None:
+    def impressed(self, consumer: str, variant: str, merchant: str, image: str, t: float, message_id: str,
+                  position: Position | None = None) -> None:
         self._log(consumer)
-        self._counted(consumer, impress(self.state, consumer, variant, merchant, image, t, message_id))
+        self._counted(consumer, impress(self.state, consumer, variant, merchant, image, t, message_id, position))
 
-    def image_converted(self, consumer: str, merchant: str, image: str, t: float, message_id: str) -> None:
+    def image_converted(self, consumer: str, merchant: str, image: str, t: float, message_id: str,
+                        position: Position | None = None) -> None:
         self._log(consumer)
-        self._counted(consumer, image_convert(self.state, consumer, merchant, image, t, message_id))
+        self._counted(consumer, image_convert(self.state, consumer, merchant, image, t, message_id, position))
 
     def flush(self) -> bool:
         """Write the changed logs and the tally; True when anything changed."""

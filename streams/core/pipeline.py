@@ -146,6 +146,7 @@ class PartitionBatch:
     def _signal(self, sig: Signal) -> None:
         profile = self._profile(sig.user_id)
         if delivered_before(profile.applied, sig.source, sig.offset):  # redelivered after a crash
+            self._attribute(sig)  # the attribution log may not have it (see streams.core.ledger.Ledger)
             self.duplicates += 1
             self._written.add(sig.user_id)  # heals a changelog write lost in the crash
             self._resend.setdefault(sig.user_id, sig.message_id)  # and outputs lost with it
@@ -157,20 +158,25 @@ class PartitionBatch:
             self._send(SIGNALS_KEYED, profile.alias_of, encode_keyed(moved))
             return
         self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
+        self._attribute(sig)  # judged against the lists shown before this event
         if not self.cfg.model.learn_one(profile, sig, self._seen_index(sig.user_id, profile)):
             self.duplicates += 1
             return
         self.applied += 1
         self._dirty[sig.user_id] = sig.message_id
         self._signalled.add(sig.message_id)
-        if self.ledger is not None:  # judged against the lists shown before this event
-            works = [t.artwork_id for t in sig.targets if t.artwork_id]
-            self.ledger.converted(sig.user_id, works, sig.kind, sig.time, sig.message_id)
         if sig.kind not in NO_TRENDING:
             weight = self.cfg.model.weights.get(sig.kind, 0.0)
             for t in sig.targets:
                 if t.artwork_id:
                     self.partial.trending.add(t.artwork_id, weight, sig.time, self.cfg.trending_half_life_s)
+
+    def _attribute(self, sig: Signal) -> None:
+        """A conversion for the experiment logs, which judge repeats themselves (the ledger)."""
+        if self.ledger is not None:
+            works = [t.artwork_id for t in sig.targets if t.artwork_id]
+            self.ledger.converted(sig.user_id, works, sig.kind, sig.time, sig.message_id,
+                                  (sig.source, sig.offset) if sig.offset >= 0 else None)
 
     def _seen_index(self, user: str, profile: Profile) -> set[int] | None:
         """A set over the user's remembered messageIds, from the user's second signal in this
