@@ -1,15 +1,15 @@
-"""The per-user pipeline (pure): a batch of ``signals.keyed`` records from one partition ->
-state changes (through plain mappings) and output records.
+"""The per-user pipeline (pure): a batch of ``signals.keyed`` records from one partition -> state changes (through
+plain mappings) and output records.
 
-The worker hands in its tables (any MutableMapping[str, bytes]: the tests use dicts) and sends
-what `run` returns. Each user is recomputed once per batch, so bursts coalesce: one affinity
-update and at most one recommendations record per user per batch, only when they changed.
+The worker hands in its tables (any MutableMapping[str, bytes]: the tests use dicts) and sends what `run` returns.
+Each user is recomputed once per batch, so bursts coalesce: one affinity update and at most one recommendations
+record per user per batch, only when they changed.
 
 State per partition:
 - profiles: user -> Profile (affinity, dedup ids, purchases, prices, alias pointer)
 - recs: user -> Recommendations (the single source of truth that the topic mirrors)
-- fans: "<artist>@<partition>" -> users who have the artist among their top artists, so a new
-  work reaches them without waiting for their next event.
+- fans: "<artist>@<partition>" -> users who have the artist among their top artists, so a new work reaches them
+  without waiting for their next event.
 - partial: this partition's share of trending and co-engagement (streams.core.popularity).
 """
 
@@ -133,10 +133,9 @@ class PartitionBatch:
         return self.out
 
     def refresh(self, users: Iterable[str]) -> list[Output]:
-        """Rebuild these users' lists with the current catalog, trending and clock: works age
-        out of the window, sell and trend without the user doing anything. A list is written
-        and sent only when what a client sees changed: the works, their sources, or a score
-        (served scores match the list; streams.core.recommend.round_score)."""
+        """Rebuild these users' lists with the current catalog, trending and clock: works age out of the window,
+        sell and trend without the user doing anything. A list is written and sent only when what a client sees
+        changed: the works, their sources, or a score (served scores match the list; recommend.round_score)."""
         self._rescoring = True
         for user in users:
             self._dirty.setdefault(user, "refresh")
@@ -152,8 +151,7 @@ class PartitionBatch:
             self._resend.setdefault(sig.user_id, sig.message_id)  # and outputs lost with it
             return
         if profile.alias_of:  # this id was merged: the event belongs to the merged profile
-            # without its input position: the merged profile's own records of that partition
-            # may reach it first, so only messageId dedup can tell a repeat of this one
+            # no input position (the merged profile's records of that partition may come first): messageId dedup
             moved = msgspec.structs.replace(sig, user_id=profile.alias_of, source="", offset=-1)
             self._send(SIGNALS_KEYED, profile.alias_of, encode_keyed(moved))
             return
@@ -171,16 +169,14 @@ class PartitionBatch:
                 if t.artwork_id:
                     self.partial.trending.add(t.artwork_id, weight, sig.time, self.cfg.trending_half_life_s)
 
-    def _attribute(self, sig: Signal) -> None:
-        """A conversion for the experiment logs, which judge repeats themselves (the ledger)."""
+    def _attribute(self, sig: Signal) -> None:  # a conversion for the experiment logs, which judge repeats themselves
         if self.ledger is not None:
-            works = [t.artwork_id for t in sig.targets if t.artwork_id]
-            self.ledger.converted(sig.user_id, works, sig.kind, sig.time, sig.message_id,
-                                  (sig.source, sig.offset) if sig.offset >= 0 else None)
+            self.ledger.converted(sig.user_id, [t.artwork_id for t in sig.targets if t.artwork_id], sig.kind,
+                                  sig.time, sig.message_id, (sig.source, sig.offset) if sig.offset >= 0 else None)
 
     def _seen_index(self, user: str, profile: Profile) -> set[int] | None:
-        """A set over the user's remembered messageIds, from the user's second signal in this
-        batch on (one signal: a scan of the list is cheaper than building the set)."""
+        """A set over the user's remembered messageIds, from the user's second signal in this batch on (one
+        signal: a scan of the list is cheaper than building the set)."""
         index = self._indexes.get(user)
         if index is None:
             if user not in self._indexes:
@@ -212,8 +208,7 @@ class PartitionBatch:
             self._dirty[merge.user_id] = merge.message_id
 
     def _exposure(self, exposure: Exposure) -> None:
-        """The user saw a list: the given works (sources from the current list), or the
-        current list itself."""
+        """The user saw a list: the given works (sources from the current list), or the current list itself."""
         if self.ledger is None:
             return
         current = decode_recs(self.recs.get(exposure.user_id))
@@ -281,8 +276,7 @@ class PartitionBatch:
         if not resend and old is not None and old.variant == fresh.variant and _listing(old) == _listing(fresh) and (
                 not self._rescoring or _scores(old) == _scores(fresh)):
             return  # nothing a client would see changed
-        value = encode(fresh)
-        self.recs[user] = value
+        self.recs[user] = value = encode(fresh)
         self._send(RECOMMENDATIONS, user, value)
         shown_anew = old is None or _listing(old) != _listing(fresh) or old.variant != fresh.variant
         if self.ledger is not None and shown_anew:
