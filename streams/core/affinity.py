@@ -203,8 +203,6 @@ class AffinityModel:
     def scores(self, profile: Profile) -> dict[str, float]:
         """Affinity per artist at the profile's reference time."""
         out = dict(profile.scores)
-        if not profile.toggles:
-            return out
         # decay() inlined (same arithmetic): this loop runs over every toggle of every user a batch touches
         follow, save = self.weights.get("follow", 0.0), self.weights.get("save", 0.0)
         ref, h = profile.ref, self.half_life_s
