@@ -156,29 +156,28 @@ def test_image_experiment_c0_against_c001_on_consumers_whose_conversion_depends_
 # table (logs and tally) to two changelog topics; a worker killed mid-batch can leave either one
 # recovered without the other, and the uncommitted input is read again. Every count stays exact.
 
-def test_a_conversion_whose_attribution_write_was_lost_is_counted_on_redelivery():
+def _order_read_again_after_losing(lost: str):
+    """A user's order applied, then table `lost` ("attribution" or "profiles") put back as it was
+    before (its changelog record did not land), then the same input record read again; returns
+    the counts of the user's variant."""
     world = Booked(*WORKS)
     world.run([follow("u", "a", "m1")])
-    variant = decode_recs(world.recs["u"]).variant
-    before = dict(world.attribution)
+    table = getattr(world, lost)
+    before = dict(table)
     world.run([order("u", "a1-new", "o1", offset=7)])
-    world.attribution.clear()
-    world.attribution.update(before)  # the profile's record landed, the attribution's did not
-    world.run([order("u", "a1-new", "o1", offset=7)])  # read again: the profile calls it a duplicate
-    c = world.counts(variant)
+    table.clear()
+    table.update(before)
+    world.run([order("u", "a1-new", "o1", offset=7)])
+    return world.counts(decode_recs(world.recs["u"]).variant)
+
+
+def test_a_conversion_whose_attribution_write_was_lost_is_counted_on_redelivery():
+    c = _order_read_again_after_losing("attribution")  # the profile calls the redelivery a duplicate
     assert (c.converted, c.conversions) == (1, 1)
 
 
 def test_a_conversion_whose_profile_write_was_lost_is_not_counted_twice():
-    world = Booked(*WORKS)
-    world.run([follow("u", "a", "m1")])
-    variant = decode_recs(world.recs["u"]).variant
-    profiles = dict(world.profiles)
-    world.run([order("u", "a1-new", "o1", offset=7)])
-    world.profiles.clear()
-    world.profiles.update(profiles)  # the attribution's record landed, the profile's did not
-    world.run([order("u", "a1-new", "o1", offset=7)])
-    assert world.counts(variant).conversions == 1
+    assert _order_read_again_after_losing("profiles").conversions == 1
 
 
 def _image_batch(consumers, table):

@@ -203,13 +203,13 @@ class AffinityModel:
     def scores(self, profile: Profile) -> dict[str, float]:
         """Affinity per artist at the profile's reference time."""
         out = dict(profile.scores)
-        # decay() inlined (same arithmetic): this loop runs over every toggle of every user a batch touches
+        # weights looked up once, the module's decay called directly: this runs over every toggle a batch touches
         follow, save = self.weights.get("follow", 0.0), self.weights.get("save", 0.0)
         ref, h = profile.ref, self.half_life_s
         for key, tog in profile.toggles.items():
             if tog.on:
-                decayed = 2.0 ** (-(ref - tog.time) / h) if h > 0 else 1.0
-                out[tog.artist_id] = out.get(tog.artist_id, 0.0) + (follow if key[0] == "f" else save) * decayed
+                weight = follow if key[0] == "f" else save
+                out[tog.artist_id] = out.get(tog.artist_id, 0.0) + weight * decay(ref - tog.time, h)
         return out
 
     def top(self, profile: Profile, n: int) -> list[tuple[str, float]]:

@@ -28,7 +28,7 @@ from streams.core.images import (
     build_pool,
     choose,
 )
-from streams.core.ledger import Ledger
+from streams.core.ledger import Ledger, input_position
 from streams.core.records import MAX_ID_CHARS, ImageEvent, ImageRequest
 
 CHOSEN, REPLIES = "images.chosen", "images.replies"
@@ -180,9 +180,8 @@ class ImageBatch:
             record = choice_record(ev.consumer_id, ev.merchant_id, after, variant.name, ev.message_id)
             self.out.append((CHOSEN, f"{ev.consumer_id}|{ev.merchant_id}".encode(), _JSON.encode(record)))
 
-
     def _attribute(self, ev: ImageEvent, variant: str) -> None:
-        position = (ev.source, ev.offset) if ev.offset >= 0 else None
+        position = input_position(ev.source, ev.offset)
         if ev.kind == "impression":
             self.ledger.impressed(ev.consumer_id, variant, ev.merchant_id, ev.image_id, ev.time, ev.message_id,
                                   position)

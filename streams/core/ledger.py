@@ -49,6 +49,15 @@ def tally_key(partition: int, kind: str = "recs") -> str:
     return f"{RECS if kind == 'recs' else IMAGES}{partition}"
 
 
+def input_position(source: str, offset: int) -> Position | None:
+    """An event's input record, for the logs' own redelivery check; None when unknown (offset -1).
+
+    >>> input_position("events:3", 42), input_position("", -1)
+    (('events:3', 42), None)
+    """
+    return (source, offset) if offset >= 0 else None
+
+
 class Ledger:
     """Lazily loads the logs a batch touches; `flush` writes back what changed."""
 

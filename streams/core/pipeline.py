@@ -24,7 +24,7 @@ from streams.core.affinity import AffinityModel, Bought, Profile, delivered_befo
 from streams.core.attribution import Rules
 from streams.core.catalog import CatalogIndex, decode_artwork
 from streams.core.experiments import Variant, assign, default_variants
-from streams.core.ledger import Ledger
+from streams.core.ledger import Ledger, input_position
 from streams.core.popularity import Partial, PopularityView
 from streams.core.recommend import TOP_ARTISTS, build
 from streams.core.records import (
@@ -172,7 +172,7 @@ class PartitionBatch:
     def _attribute(self, sig: Signal) -> None:  # a conversion for the experiment logs, which judge repeats themselves
         if self.ledger is not None:
             self.ledger.converted(sig.user_id, [t.artwork_id for t in sig.targets if t.artwork_id], sig.kind,
-                                  sig.time, sig.message_id, (sig.source, sig.offset) if sig.offset >= 0 else None)
+                                  sig.time, sig.message_id, input_position(sig.source, sig.offset))
 
     def _seen_index(self, user: str, profile: Profile) -> set[int] | None:
         """A set over the user's remembered messageIds, from the user's second signal in this batch on (one
