@@ -30,8 +30,8 @@ def decode_problem(exc: Exception) -> tuple[str, str]:
     RecursionError cannot come after the depth check; kept as the last line of defence."""
     if isinstance(exc, msgspec.ValidationError):
         return "invalid_field", str(exc)
-    if isinstance(exc, msgspec.DecodeError):
-        return "invalid_json", str(exc)
+    if isinstance(exc, msgspec.DecodeError):  # msgspec >= 0.23 reports bad UTF-8 this way too
+        return ("invalid_utf8" if "UTF-8" in str(exc) else "invalid_json"), str(exc)
     if isinstance(exc, UnicodeDecodeError):
         return "invalid_utf8", f"invalid UTF-8 at byte {exc.start}"
     if isinstance(exc, RecursionError):
