@@ -11,10 +11,12 @@ from streams.worker.runtime import by_partition
 
 async def send_dead_letter(event, reason: str, detail: str) -> None:
     """Count it and send the record, with its source position and bytes, to the dead-letter topic."""
-    msg = event.message
-    metrics.inc("recstream_dead_letters_total", reason=reason)
-    value = dead_letter(Rejected(reason, detail), msg.topic, msg.partition, msg.offset, msg.key, event.value)
-    await send_all(app, [(topics.deadletter, msg.key, value)])
+    await send_all(app, [_letter(Rejected(reason, detail), event.message, event.value)])
+
+
+def _letter(rejected: Rejected, msg, value: bytes | None) -> tuple:
+    metrics.inc("recstream_dead_letters_total", reason=rejected.reason)
+    return topics.deadletter, msg.key, dead_letter(rejected, msg.topic, msg.partition, msg.offset, msg.key, value)
 
 
 async def decoded(event, decode, reason: str):
@@ -36,3 +38,16 @@ async def decoded_by_partition(events, decode, reason: str) -> list[tuple[int, o
     await (a dead letter), so all of it happens before the caller reads any state."""
     return [(partition, group[-1], await decoded_all(group, decode, reason))
             for partition, group in by_partition(events)]
+
+
+def decoded_into(batch, records, decode, reason: str) -> list:
+    """The records (aiokafka ConsumerRecords) that decode, in order; the others dead-lettered
+    through `batch`, the state transaction they were read for."""
+    out = []
+    for rec in records:
+        record = decode_or_reject(decode, rec.value, reason)
+        if isinstance(record, Rejected):
+            batch.send(*_letter(record, rec, rec.value))
+        else:
+            out.append(record)
+    return out

@@ -13,14 +13,18 @@ from streams.worker.image_batches import apply_images
 from streams.worker.state import image_counts
 
 
-@app.agent(topics.images_keyed, concurrency=1)
 async def process_images(stream):
+    """faust's path over images.keyed (RECSTREAM_DIRECT_INGEST=false); direct ingest reads it itself."""
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
         parts = await decoded_by_partition(events, decode_image_keyed, "invalid_internal_record")
         batch = BatchCommit(app)
         for partition, anchor, records in parts:  # no await from the first read to commit's local write
             apply_images(partition, anchor, records, batch)
         await batch.commit()
+
+
+if not settings.direct_ingest:
+    process_images = app.agent(topics.images_keyed, concurrency=1)(process_images)
 
 
 @app.agent(topics.image_catalog, concurrency=1)
@@ -35,4 +39,4 @@ async def load_image_catalog(stream):
 
 @app.on_partitions_revoked.connect
 async def _revoked(app, revoked, **kwargs):
-    image_counts.forget(tp.partition for tp in revoked if tp.topic == topics.images_keyed.get_topic_name())
+    image_counts.forget({tp.partition for tp in revoked})  # eager rebalancing: every partition held is revoked

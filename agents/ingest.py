@@ -4,7 +4,11 @@ dead letter.
 
 Single hop: a signal whose input message already sits in its user's partition (producers key
 events by user id) is applied here, in the same batch, instead of taking a second trip through
-Kafka; others (other keys, identity links, retries) are re-keyed through signals.keyed."""
+Kafka; others (other keys, identity links, retries) are re-keyed through signals.keyed.
+
+Direct ingest (the default) reads signals.keyed and images.keyed too, and applies them in the
+same state transaction as the inputs: their per-user dedup needs every partition delivered
+gaplessly in order, which faust's consumer does not do across a rebalance (streams.kafka.direct)."""
 
 import asyncio
 import functools
@@ -12,7 +16,7 @@ import time
 
 import msgspec
 
-from agents.deadletters import decoded
+from agents.deadletters import decoded, decoded_into
 from streams.core.catalog import ArtistLookup
 from streams.core.ingest import (
     DEADLETTER,
@@ -26,19 +30,23 @@ from streams.core.ingest import (
     stamp,
 )
 from streams.core.metrics import metrics
-from streams.core.records import Pending, Signal
+from streams.core.records import Pending, Signal, decode_image_keyed, decode_keyed
 from streams.kafka.direct import Anchor, DirectIngest, direct_group
+from streams.kafka.offsets import adopt_committed
 from streams.worker import topics
 from streams.worker.app import app, parser_config, settings
 from streams.worker.commit import BatchCommit, send_all
+from streams.worker.image_batches import apply_images
+from streams.worker.runtime import owned_partitions
 from streams.worker.state import lag_sources
-from streams.worker.tables import artworks, catalog_index
+from streams.worker.tables import affinity, artworks, catalog_index
 from streams.worker.user_batches import apply_records
 
 artist_of = ArtistLookup(artworks, catalog_index)
 _pending = msgspec.msgpack.Decoder(Pending)
 home = KeyPartitioner(settings.partitions)  # where the producers' default partitioner puts a user id
 _partitions: dict[str, int] = {}  # input topic -> partition count
+_SIGNALS, _IMAGES = topics.signals.get_topic_name(), topics.images_keyed.get_topic_name()
 DESTINATIONS = {SIGNALS: topics.signals, IMAGES: topics.images_keyed, PENDING: topics.pending,
                 DEADLETTER: topics.deadletter}
 
@@ -58,7 +66,16 @@ async def ingest_batch(messages, anchor_of) -> None:
     """One batch of input messages (faust Messages or aiokafka ConsumerRecords: .topic,
     .partition, .offset, .key, .value). `anchor_of(partition)`: what table writes for that
     partition take their partition from."""
-    batch, here, now = BatchCommit(app), {}, time.time()
+    batch = BatchCommit(app)
+    for partition, signals in _ingest_into(messages, batch).items():
+        apply_records(partition, anchor_of(partition), signals, batch)
+    await batch.commit()  # one round of acks per batch
+
+
+def _ingest_into(messages, batch: BatchCommit) -> dict[int, list[Signal]]:
+    """Ingest input messages: what leaves for another topic goes into `batch`; returned, per
+    partition, the signals applied here (the single hop)."""
+    here, now = {}, time.time()
     for msg in messages:
         result = stamp(ingest_one(msg.value, topics.TYPED_BY_NAME.get(msg.topic), artist_of, parser_config, now),
                        msg.topic, msg.partition, msg.offset)
@@ -69,9 +86,29 @@ async def ingest_batch(messages, anchor_of) -> None:
             for topic, key, value in _route(result, msg.value, msg.topic, msg.partition, msg.offset, msg.key, None):
                 batch.send(topic, key, value)
     metrics.inc("recstream_single_hop_signals_total", by=sum(len(v) for v in here.values()))
-    for partition, signals in here.items():
-        apply_records(partition, anchor_of(partition), signals, batch)
-    await batch.commit()  # one round of acks per batch
+    return here
+
+
+async def direct_batch(records) -> None:
+    """One read of the direct consumer, all in one state transaction: input records ingested,
+    signals.keyed and images.keyed records applied (their faust agents' work, without faust's
+    consumer: see streams.kafka.direct on why a stateful path needs gapless delivery)."""
+    batch, inputs, users, images = BatchCommit(app), [], {}, {}
+    for rec in records:
+        if rec.topic == _SIGNALS:
+            users.setdefault(rec.partition, []).append(rec)
+        elif rec.topic == _IMAGES:
+            images.setdefault(rec.partition, []).append(rec)
+        else:
+            inputs.append(rec)
+    here = _ingest_into(inputs, batch)
+    for partition in sorted(users.keys() | here.keys()):
+        keyed = decoded_into(batch, users.get(partition, ()), decode_keyed, "invalid_internal_record")
+        apply_records(partition, _anchor(partition), keyed + here.get(partition, []), batch)
+    for partition, recs in images.items():
+        apply_images(partition, _anchor(partition),
+                     decoded_into(batch, recs, decode_image_keyed, "invalid_internal_record"), batch)
+    await batch.commit()  # one round of acks per read
 
 
 def _in_home_partition(user_id: str, msg) -> bool:
@@ -144,14 +181,20 @@ if settings.direct_ingest:
     @app.task
     async def direct_ingest() -> None:
         global direct
-        for topic in topics.input_topics:
+        for topic in (*topics.input_topics, topics.signals, topics.images_keyed):
             await topic.maybe_declare()
-        direct = DirectIngest(list(topics.inputs.topics), settings.partitions, direct_group(settings.app_id),
-                              settings.aiokafka_kwargs(), handle=lambda records: ingest_batch(records, _anchor),
+        reader = DirectIngest([*topics.inputs.topics, _SIGNALS, _IMAGES], settings.partitions,
+                              direct_group(settings.app_id), settings.aiokafka_kwargs(), handle=direct_batch,
                               flush=app.producer.flush, ready=_ready, batch_max=settings.batch_max,
                               fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms,
                               commit_every_s=settings.input_commit_interval_s)
-        await direct.start()
+        await reader.start()
+        # before the first assignment reads the group's offsets: where faust's agents left the keyed topics
+        adopted = await adopt_committed(settings.aiokafka_kwargs(), settings.app_id, direct_group(settings.app_id),
+                                        {t: reader.topic_partitions[t] for t in (_SIGNALS, _IMAGES)})
+        if adopted:
+            app.log.info("direct ingest continues the keyed topics where faust's agents committed: %s", adopted)
+        direct = reader
         lag_sources.append(direct.lag)
         if _assigned is not None:
             await direct.assign(_assigned)
@@ -170,6 +213,6 @@ if settings.direct_ingest:
     @app.on_partitions_assigned.connect
     async def _direct_assigned(app, assigned, **kwargs) -> None:
         global _assigned
-        _assigned = {tp.partition for tp in assigned if tp.topic == topics.signals.get_topic_name()}
+        _assigned = set(owned_partitions(app, affinity))  # the table partitions this worker is active for
         if direct is not None:
             await direct.assign(_assigned)

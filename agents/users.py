@@ -10,8 +10,8 @@ from streams.worker.state import popularity
 from streams.worker.user_batches import apply_records
 
 
-@app.agent(topics.signals, concurrency=1)  # stateful: concurrency 1 (faust #606)
 async def process_users(stream):
+    """faust's path over signals.keyed (RECSTREAM_DIRECT_INGEST=false); direct ingest reads it itself."""
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
         parts = await decoded_by_partition(events, decode_keyed, "invalid_internal_record")
         batch = BatchCommit(app)
@@ -20,6 +20,10 @@ async def process_users(stream):
         await batch.commit()  # one round of acks per batch, not one per partition
 
 
+if not settings.direct_ingest:
+    process_users = app.agent(topics.signals, concurrency=1)(process_users)  # stateful: concurrency 1 (faust #606)
+
+
 @app.on_partitions_revoked.connect
 async def _revoked(app, revoked, **kwargs):
-    popularity.forget(tp.partition for tp in revoked if tp.topic == topics.signals.get_topic_name())
+    popularity.forget({tp.partition for tp in revoked})  # eager rebalancing: every partition held is revoked

@@ -152,3 +152,41 @@ def test_a_periodic_commit_runs_beside_the_batches_one_at_a_time(broker):
             await ingest.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_group_takes_over_another_groups_commits_only_where_it_has_none(broker):
+    """When direct ingest took the keyed topics over from faust's agents, its group starts where
+    faust's group left them instead of at the earliest offset; a commit of its own always wins."""
+    from aiokafka import AIOKafkaConsumer
+
+    from streams.kafka.offsets import adopt_committed
+
+    topic, client = "direct-adopt", {"bootstrap_servers": broker.bootstrap}
+
+    async def commit(group: str, offsets: dict[int, int]) -> None:
+        consumer = AIOKafkaConsumer(**client, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topic, p) for p in offsets])
+            await consumer.commit({TopicPartition(topic, p): o for p, o in offsets.items()})
+        finally:
+            await consumer.stop()
+
+    async def committed(group: str) -> dict[int, int | None]:
+        consumer = AIOKafkaConsumer(**client, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(4)}
+        finally:
+            await consumer.stop()
+
+    async def scenario():
+        await _setup(broker.bootstrap, topic, 5)
+        await commit("faust-app", {0: 2, 1: 4, 2: 5})  # partition 3: never committed
+        await commit("faust-app-direct", {1: 1})
+        adopted = await adopt_committed(client, "faust-app", "faust-app-direct", {topic: 4})
+        assert adopted == {(topic, 0): 2, (topic, 2): 5}
+        assert await committed("faust-app-direct") == {0: 2, 1: 1, 2: 5, 3: None}
+        assert await adopt_committed(client, "faust-app", "faust-app-direct", {topic: 4}) == {}  # once only
+
+    asyncio.run(scenario())

@@ -15,7 +15,18 @@ live member of refuses commits from a non-member), only after faust's producer h
 every changelog and output record of the batches they cover, at most every `commit_every_s`
 (in the background, one commit at a time, while the next batches are read and applied) and on
 every revoke, before the partitions can move to another worker. A crash replays from
-the last commit: at-least-once, as faust's path; per-user dedup absorbs the replay."""
+the last commit: at-least-once, as faust's path; per-user dedup absorbs the replay.
+
+It also reads the re-keyed internal topics (signals.keyed, images.keyed). Their dedup keeps, per
+user and input partition, the offset of the last input record applied, so it needs each
+partition delivered gaplessly in order: a record may come again, but never after a later one was
+applied while it was not. This consumer gives that (a batch is applied whole under the lock, and
+every reassignment restarts at the committed offsets, behind which everything was applied).
+faust's consumer does not: at a rebalance it clears the agents' queues, and when the same worker
+gets the partition back, records fetched before the seek to the committed offset leave its read
+offset ahead, so it drops the re-fetched records below it ("DROPPED MESSAGE ROFF") while later
+ones are applied. After a kill -9 under load that lost single events for good (seen on
+2026-12-03: signals.keyed offsets 183-286 of a partition dropped, one of them never applied)."""
 
 from __future__ import annotations
 

@@ -38,3 +38,35 @@ async def true_end_offsets(ends: dict, client_kwargs: dict, timeout: float = 10.
     finally:
         await consumer.stop()
     return fixed
+
+
+async def adopt_committed(client_kwargs: dict, source_group: str, group: str, partitions: dict[str, int]) -> dict:
+    """Commit into `group` what `source_group` committed for the partitions (topic -> count)
+    that `group` has no commit for; returns what was adopted. A one-time hand-over when a
+    reader of a topic changes groups (direct ingest took signals.keyed and images.keyed over
+    from faust's agents): without it the new group would start from the earliest offset and
+    replay records whose dedup is a bounded window (merges, retried signals). Neither group
+    is joined: reads and commits go to the coordinator as a non-member."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tps = [TopicPartition(t, p) for t, n in sorted(partitions.items()) for p in range(n)]
+
+    async def committed(group_id: str) -> dict:
+        consumer = AIOKafkaConsumer(**client_kwargs, group_id=group_id, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            return {tp: await consumer.committed(tp) for tp in tps}
+        finally:
+            await consumer.stop()
+
+    ours, theirs = await committed(group), await committed(source_group)
+    adopt = {tp: offset for tp, offset in theirs.items() if offset is not None and ours[tp] is None}
+    if adopt:
+        consumer = AIOKafkaConsumer(**client_kwargs, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(list(adopt))
+            await consumer.commit(adopt)
+        finally:
+            await consumer.stop()
+    return {(tp.topic, tp.partition): offset for tp, offset in adopt.items()}
