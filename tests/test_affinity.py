@@ -183,11 +183,14 @@ def test_merge_equals_having_seen_all_events_on_one_profile():
         MODEL.learn_one(user, s)
     for s in anon_events + user_events:
         MODEL.learn_one(together, s)
-    assert MODEL.merge(user, anon, "identify-1")
+    assert MODEL.merge(user, anon, "identify-1", "anon")
     assert close(MODEL.scores(user), MODEL.scores(together))
     assert user.purchased == ["w1"] and user.events == 5
-    assert not MODEL.merge(user, anon, "identify-1")  # a replayed merge is a no-op
+    assert not MODEL.merge(user, anon, "identify-1", "anon")  # a replayed merge is a no-op
     assert not MODEL.learn_one(user, anon_events[0])  # the anon's messageIds came along
+    # so is the same profile sent by a later identify (a new messageId), past any messageId window
+    user.seen.clear()
+    assert not MODEL.merge(user, anon, "identify-2", "anon") and user.merged == ["anon"]
 
 
 @settings(max_examples=200, deadline=None)

@@ -138,8 +138,27 @@ def test_identity_moves_the_anonymous_profile_and_later_events_follow_it():
     late = anon_world.run([follow("anon-1", "x", "f3")])
     (fwd,) = late["signals.keyed"]
     assert fwd.key == b"user-1" and decode_keyed(fwd.value).user_id == "user-1"
-    # a replayed identify is a no-op
-    assert anon_world.run([Identity("user-1", "anon-1", "id1", NOW)])["signals.keyed"] == []
+    # a replayed identify, or a later one for the same pair, sends the merge again; the user applies it once
+    scores = CFG.model.scores(load(user_world.profiles["user-1"]))
+    for again in ("id1", "id2"):
+        (resent,) = anon_world.run([Identity("user-1", "anon-1", again, NOW)])["signals.keyed"]
+        assert user_world.run([decode_keyed(resent.value)])["recommendations"] == []
+        assert CFG.model.scores(load(user_world.profiles["user-1"])) == scores
+    # an identify linking the merged id to another user moves nothing
+    assert anon_world.run([Identity("user-2", "anon-1", "id3", NOW)])["signals.keyed"] == []
+
+
+def test_a_merge_lost_in_a_crash_is_sent_again_when_the_identify_is_redelivered():
+    """The batch's profile write landed (the pointer) and its Merge record did not (killed before
+    the ack); the input was not committed, so the identify comes again: the anonymous history
+    must still reach the user, exactly once."""
+    anon_world, user_world = World(*WORKS), World(*WORKS)
+    anon_world.run([follow("anon-1", "a", "f1")])
+    anon_world.run([Identity("user-1", "anon-1", "id1", NOW)])  # its Merge output lost
+    assert load(anon_world.profiles["anon-1"]).alias_of == "user-1"
+    (merge,) = anon_world.run([Identity("user-1", "anon-1", "id1", NOW)])["signals.keyed"]
+    user_world.run([follow("user-1", "b", "f2"), decode_keyed(merge.value)])
+    assert set(CFG.model.scores(load(user_world.profiles["user-1"]))) == {"a", "b"}
 
 
 def test_trending_and_coengagement_are_counted_in_the_partial():

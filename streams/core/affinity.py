@@ -67,7 +67,8 @@ class Profile(msgspec.Struct, omit_defaults=True):
     bought_before: list[int] = []  # older purchases: sorted 64-bit digests of their ids (8 bytes each)
     prices: list[float] = []  # recent inquiry/order prices (budget inference)
     events: int = 0
-    alias_of: str = ""  # set once this id was merged into another (identify/alias)
+    alias_of: str = ""  # set once this id was merged into another (identify/alias); its state stays, to resend
+    merged: list[str] = []  # the ids merged into this profile: a merge sent again is applied once
     applied: dict[str, int] = {}  # "topic:partition" -> offset of the last input record applied
 
 
@@ -218,12 +219,12 @@ class AffinityModel:
         ranked = heapq.nsmallest(n, [(-s, a) for a, s in self.scores(profile).items() if s > 0])
         return [(a, -negated) for negated, a in ranked]
 
-    def merge(self, into: Profile, other: Profile, message_id: str) -> bool:
-        """Fold `other` (an aliased id's profile) into `into`. Sums commute, toggles are LWW, so
+    def merge(self, into: Profile, other: Profile, message_id: str, other_id: str) -> bool:
+        """Fold `other` (id `other_id`'s profile) into `into`. Sums commute, toggles are LWW, so
         the result does not depend on when the merge happens. False if already merged."""
-        digest = message_digest(message_id)
-        if digest in into.seen:
+        if other_id in into.merged or (digest := message_digest(message_id)) in into.seen:
             return False
+        into.merged = [*into.merged, *other.merged, other_id][-MAX_PURCHASES:]
         other = load(dump(other))  # never alias the caller's object
         self._advance(into, other.ref)
         self._advance(other, into.ref)

@@ -8,10 +8,8 @@ record per user per batch, only when they changed.
 State per partition:
 - profiles: user -> Profile (affinity, dedup ids, purchases, prices, alias pointer)
 - recs: user -> Recommendations (the single source of truth that the topic mirrors)
-- fans: "<artist>@<partition>" -> users who have the artist among their top artists, so a new work reaches them
-  without waiting for their next event.
-- partial: this partition's share of trending and co-engagement (streams.core.popularity).
-"""
+- fans: "<artist>@<partition>" -> users with the artist among their top artists (a new work reaches them at once)
+- partial: this partition's share of trending and co-engagement (streams.core.popularity)."""
 
 from __future__ import annotations
 
@@ -186,13 +184,15 @@ class PartitionBatch:
         return index
 
     def _identity(self, ident: Identity) -> None:
-        """Keyed by the previous id: hand its profile to the new id and leave a pointer."""
+        """Keyed by the previous id: hand its profile to the new id, leave a pointer. Every identify of the pair sends
+        it (the new id merges once): after a crash the pointer may have landed while the Merge did not."""
         profile = self._profile(ident.previous_id)
-        if profile.alias_of:
-            return  # already merged (a replay, or a second identify for the same anonymous id)
+        if profile.alias_of not in ("", ident.user_id):
+            return  # merged into another id already
+        moving = msgspec.structs.replace(profile, alias_of="")
         self._send(SIGNALS_KEYED, ident.user_id,
-                   encode_keyed(Merge(ident.user_id, ident.previous_id, ident.message_id, dump(profile))))
-        self._loaded[ident.previous_id] = Profile(alias_of=ident.user_id, seen=profile.seen, applied=profile.applied)
+                   encode_keyed(Merge(ident.user_id, ident.previous_id, ident.message_id, dump(moving))))
+        profile.alias_of = ident.user_id
         self._written.add(ident.previous_id)
         self._dirty.pop(ident.previous_id, None)
 
@@ -203,7 +203,7 @@ class PartitionBatch:
                 msgspec.structs.replace(merge, user_id=profile.alias_of)))
             return
         self._indexes.pop(merge.user_id, None)  # merge replaces the seen list
-        if self.cfg.model.merge(profile, load(merge.profile), merge.message_id):
+        if self.cfg.model.merge(profile, load(merge.profile), merge.message_id, merge.previous_id):
             self._written.add(merge.user_id)
             self._dirty[merge.user_id] = merge.message_id
 

@@ -48,7 +48,7 @@ async def user_affinity(web, request, user_id: str):
     if raw is None:
         return web.json({"error": "unknown user", "user_id": user_id}, status=404)
     profile = load(raw)
-    top = affinity_model.top(profile, int(request.query.get("n", 50)))
+    top = [] if profile.alias_of else affinity_model.top(profile, int(request.query.get("n", 50)))
     return web.json({
         "user_id": user_id,
         "as_of": profile.ref,
