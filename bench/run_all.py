@@ -12,14 +12,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import latency, memory, peer_quix, rebuild, serving, throughput  # noqa: E402
+from bench import keyed, latency, memory, peer_quix, rebuild, serving, throughput  # noqa: E402
 from bench.common import machine  # noqa: E402
 
 
 def main() -> None:
     parts = [f"# recstream benchmarks\n\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}; "
              "embedded Tansu broker on loopback.\n"]
-    for name, module in (("throughput", throughput), ("peer (Quix Streams)", peer_quix), ("latency", latency),
+    for name, module in (("throughput", throughput), ("peer (Quix Streams)", peer_quix), ("keying", keyed),
+                         ("latency", latency),
                          ("serving", serving), ("rebuild", rebuild), ("memory", memory)):
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         text = module.report(module.main())
