@@ -133,3 +133,23 @@ def test_compressed_batches_are_read(module_cluster, worker, codec):
     send(module_cluster, "events.segment", [(u.encode(), follow(u)) for u in users], compression=codec)
     wait_until(lambda: all(applied(worker, u) for u in users), 60, what=f"{codec} events applied")
     assert worker.proc.poll() is None
+
+
+def test_bad_records_on_the_internal_topics_are_dead_lettered_by_direct_ingest(module_cluster, worker):
+    """signals.keyed and images.keyed are read by direct ingest (not faust's agents): a record no
+    pipeline can decode goes to the dead-letter topic with its position and bytes, in the same
+    state transaction as the valid records around it, and the next valid record is applied."""
+    from streams.core.ingest import KeyPartitioner
+    from streams.core.records import Signal, Target, encode_keyed
+
+    app_id = module_cluster.env["RECSTREAM_APP_ID"]
+    user = f"keyed-{next(_users)}"
+    home = KeyPartitioner(4)(user.encode())
+    valid = encode_keyed(Signal("follow", user, f"ok-{user}", 1767225600.0, (Target("artist-1"),)))
+    bad = [(b"k", b"\xc1 not msgpack"), (None, b"\x93\x01\x02\x03"), (user.encode(), None)]
+    offsets = send(module_cluster, f"{app_id}.signals.keyed", [*bad, (user.encode(), valid)], partition=home)
+    wait_until(lambda: applied(worker, user), 60, what="the valid keyed signal behind the bad ones")
+    for offset, (_, raw) in zip(offsets[:-1], bad, strict=True):
+        assert_survived(module_cluster, worker, f"{app_id}.signals.keyed", offset, "invalid_internal_record", raw)
+    (offset,) = send(module_cluster, f"{app_id}.images.keyed", [(b"c1", b"\xc1")], partition=home)
+    assert_survived(module_cluster, worker, f"{app_id}.images.keyed", offset, "invalid_internal_record", b"\xc1")
