@@ -212,3 +212,28 @@ def test_image_counts_stay_exact_whichever_tables_write_was_lost():
     batch = _image_batch(lost_views, table)
     batch.run(events(3))
     assert counts(table) == 6 and batch.applied == 3  # the views apply it, the tally does not again
+
+
+def _list_shown_again_after_losing(*lost: str):
+    """A user's signal (with its input position) emits a first list, an exposure; then the tables
+    `lost` are put back as they were before (their changelog records did not land) and the same
+    input record is read again. Returns the counts of the user's variant."""
+    world = Booked(*WORKS)
+    signal = Signal("follow", "u", "m1", NOW - 3600, (Target("a"),), source="in:0", offset=3)
+    before = {name: dict(getattr(world, name)) for name in lost}
+    world.run([signal])
+    for name, kept in before.items():
+        getattr(world, name).clear()
+        getattr(world, name).update(kept)
+    world.run([signal])
+    return world.counts(decode_recs(world.recs["u"]).variant)
+
+
+def test_a_list_whose_exposure_write_was_lost_is_counted_on_redelivery():
+    c = _list_shown_again_after_losing("attribution")  # the list and the profile landed
+    assert c is not None and (c.users, c.exposures) == (1, 1)
+
+
+def test_a_list_whose_own_write_was_lost_is_not_counted_twice():
+    c = _list_shown_again_after_losing("recs")  # the profile and the exposure landed
+    assert (c.users, c.exposures) == (1, 1)

@@ -21,9 +21,8 @@ Per user (`UserLog`): per item, merged intervals [tₑ, tₑ + W] per (group, va
 (`max_conversions`); the last `dedup_window` ids. Images (`impress`, `image_convert`): item =
 merchant, source = image; counts in group "" (per image variant) and per merchant.
 
-`Attribution(users, tally, rules)`: one partition's state, `users` any mutable mapping user id
--> UserLog (`load_log` / `dump`), `tally` the partition's partial (`dump` / `load_tally`). The
-event functions return False when nothing new counted.
+`Attribution(users, tally, rules)`: one partition's state, `users` any mutable mapping user id -> UserLog
+(`load_log` / `dump`), `tally` the partition's partial (`dump` / `load_tally`). Event functions: False: none counted.
 
 >>> state = Attribution()
 >>> expose(state, "u1", "B", [("w1", "trending"), ("w2", "similar")], t=0.0, exposure_id="r1")
@@ -114,6 +113,7 @@ class UserLog(msgspec.Struct, omit_defaults=True):
     converted: list[str] = []  # ... and as converted
     seen: list[int] = []  # digests of recent event ids
     applied: dict[str, int] = {}  # input partition -> last offset (streams.core.affinity.first_delivery)
+    listed: str = ""  # the emitted list last counted as an exposure (streams.core.ledger.Ledger.listed)
 
 
 @dataclass

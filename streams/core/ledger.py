@@ -86,6 +86,19 @@ class Ledger:
         self._log(user)
         self._counted(user, expose(self.state, user, variant, items, t, exposure_id))
 
+    def listed(self, user: str, variant: str, items: list[tuple[str, str]], t: float) -> None:
+        """A recommendations list emitted to `user`: an exposure when its version (variant and works)
+        differs from the one the log counted last. The log judges that itself, since the list record
+        is another table's: after a crash either can land without the other, and the redelivered
+        event finds the list unchanged (an exposure would be lost) or builds it again later (an
+        exposure with a new time would count twice)."""
+        self._log(user)
+        log, version = self.state.users[user], variant + "|" + ",".join(work for work, _ in items)
+        if log.listed != version:
+            log.listed = version
+            self._changed.add(user)
+            expose(self.state, user, variant, items, t)
+
     # Events come with their input position: the logs judge a redelivery themselves, since the
     # state that judged it for the caller (a profile, a consumer's views) is another table, whose
     # changelog record can land without this one when a worker dies mid-batch.

@@ -278,11 +278,10 @@ class PartitionBatch:
             return  # nothing a client would see changed
         self.recs[user] = value = encode(fresh)
         self._send(RECOMMENDATIONS, user, value)
-        shown_anew = old is None or _listing(old) != _listing(fresh) or old.variant != fresh.variant
-        if self.ledger is not None and shown_anew:
+        if self.ledger is not None:  # an exposure when shown anew (the ledger judges, also after a crash)
             # shown from the event it answers (event time, as conversions), or from now for a refresh
             shown = min(self.now, profile.ref) if trigger in self._signalled else self.now
-            self.ledger.exposed(user, fresh.variant, _listing(fresh), shown)
+            self.ledger.listed(user, fresh.variant, _listing(fresh), shown)
 
     def _send(self, topic: str, key: str, value: bytes) -> None:
         self.out.append(Output(topic, key.encode(), value))
