@@ -22,11 +22,11 @@ user and input partition, the offset of the last input record applied, so it nee
 partition delivered gaplessly in order: a record may come again, but never after a later one was
 applied while it was not. This consumer gives that (a batch is applied whole under the lock, and
 every reassignment restarts at the committed offsets, behind which everything was applied).
-faust's consumer does not: at a rebalance it clears the agents' queues, and when the same worker
-gets the partition back, records fetched before the seek to the committed offset leave its read
-offset ahead, so it drops the re-fetched records below it ("DROPPED MESSAGE ROFF") while later
-ones are applied. After a kill -9 under load that lost single events for good (seen on
-2026-12-03: signals.keyed offsets 183-286 of a partition dropped, one of them never applied)."""
+faust's consumer does not: records it delivered before its seek to the committed offset (after an
+assignment) can leave its read offset ahead, so it drops the re-fetched records below it ("DROPPED
+MESSAGE ROFF") while later ones are applied, and those that never reached the agent (its queues
+are cleared on revoke) are lost. After a kill -9 under load that lost single events for good
+(seen on 2026-12-03: signals.keyed offsets 183-286 of a partition dropped, one never applied)."""
 
 from __future__ import annotations
 
