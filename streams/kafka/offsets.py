@@ -62,11 +62,19 @@ async def adopt_committed(client_kwargs: dict, source_group: str, group: str, pa
     ours, theirs = await committed(group), await committed(source_group)
     adopt = {tp: offset for tp, offset in theirs.items() if offset is not None and ours[tp] is None}
     if adopt:
-        consumer = AIOKafkaConsumer(**client_kwargs, group_id=group, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            consumer.assign(list(adopt))
-            await consumer.commit(adopt)
-        finally:
-            await consumer.stop()
+        await commit_offsets(client_kwargs, group, adopt)
     return {(tp.topic, tp.partition): offset for tp, offset in adopt.items()}
+
+
+async def commit_offsets(client_kwargs: dict, group: str, offsets: dict) -> None:
+    """Commit {TopicPartition: offset} into `group` without joining it (no member: the
+    coordinator takes the commit as a simple consumer's)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(**client_kwargs, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()

@@ -17,6 +17,7 @@ from streams.core.topology import (
     changelog,
 )
 from streams.kafka.direct import direct_group
+from streams.kafka.offsets import commit_offsets
 
 TABLES, GLOBAL_TABLES = USER_TABLES, topology.GLOBAL_TABLES
 
@@ -50,15 +51,7 @@ async def check_fresh(settings: Settings, client: dict) -> None:
 
 async def commit_input_offsets(client: dict, group_id: str, offsets: dict) -> None:
     """The hand-over: the new app's workers start reading the inputs where the bulk read ended."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(**client, group_id=group_id, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(list(offsets))
-        await consumer.commit(offsets)
-    finally:
-        await consumer.stop()
+    await commit_offsets(client, group_id, offsets)
 
 
 async def create_topics(settings: Settings, client: dict) -> None:
