@@ -46,7 +46,7 @@ artist_of = ArtistLookup(artworks, catalog_index)
 _pending = msgspec.msgpack.Decoder(Pending)
 home = KeyPartitioner(settings.partitions)  # where the producers' default partitioner puts a user id
 _partitions: dict[str, int] = {}  # input topic -> partition count
-_SIGNALS, _IMAGES = topics.signals.get_topic_name(), topics.images_keyed.get_topic_name()
+_SIGNALS, _IMAGES, _PENDING = (t.get_topic_name() for t in (topics.signals, topics.images_keyed, topics.pending))
 DESTINATIONS = {SIGNALS: topics.signals, IMAGES: topics.images_keyed, PENDING: topics.pending,
                 DEADLETTER: topics.deadletter}
 
@@ -91,14 +91,13 @@ def _ingest_into(messages, batch: BatchCommit) -> dict[int, list[Signal]]:
 
 async def direct_batch(records) -> None:
     """One read of the direct consumer, all in one state transaction: input records ingested,
-    signals.keyed and images.keyed records applied (their faust agents' work, without faust's
-    consumer: see streams.kafka.direct on why a stateful path needs gapless delivery)."""
-    batch, inputs, users, images = BatchCommit(app), [], {}, {}
+    signals.keyed and images.keyed records applied, due retries of the pending topic ingested
+    (their faust agents' work, without faust's consumer: see streams.kafka.direct on why a path
+    must never lose a record). Returns the pending partitions to hold until their head is due."""
+    batch, inputs, users, images, pending = BatchCommit(app), [], {}, {}, {}
     for rec in records:
-        if rec.topic == _SIGNALS:
-            users.setdefault(rec.partition, []).append(rec)
-        elif rec.topic == _IMAGES:
-            images.setdefault(rec.partition, []).append(rec)
+        if rec.topic in (_SIGNALS, _IMAGES, _PENDING):
+            {_SIGNALS: users, _IMAGES: images, _PENDING: pending}[rec.topic].setdefault(rec.partition, []).append(rec)
         else:
             inputs.append(rec)
     here = _ingest_into(inputs, batch)
@@ -108,7 +107,25 @@ async def direct_batch(records) -> None:
     for partition, recs in images.items():
         apply_images(partition, _anchor(partition),
                      decoded_into(batch, recs, decode_image_keyed, "invalid_internal_record"), batch)
+    held = {(_PENDING, partition): hold for partition, recs in pending.items()
+            if (hold := _retry_due(recs, batch)) is not None}
     await batch.commit()  # one round of acks per read
+    return held
+
+
+def _retry_due(records, batch: BatchCommit) -> tuple[int, float] | None:
+    """One pending partition's records in order: each due message ingested again into `batch`;
+    at the first not due yet, (its offset, its due time): reading that partition stops there."""
+    now = time.time()
+    for rec in records:
+        for pending in decoded_into(batch, [rec], _pending.decode, "invalid_internal_record"):
+            if pending.due > now:
+                return rec.offset, pending.due
+            result = ingest_one(pending.value, topics.TYPED_BY_NAME.get(pending.topic), artist_of, parser_config)
+            for topic, key, value in _route(result, pending.value, pending.topic, pending.partition,
+                                            pending.offset, pending.key, pending):
+                batch.send(topic, key, value)
+    return None
 
 
 def _in_home_partition(user_id: str, msg) -> bool:
@@ -126,10 +143,10 @@ def _in_home_partition(user_id: str, msg) -> bool:
     return partitions == settings.partitions and home(user_id.encode()) == msg.partition
 
 
-@app.agent(topics.pending, concurrency=1)
 async def retry_pending(stream):
-    """Due times only grow along the topic (give or take one backoff step), so waiting for the
-    head never runs a message early."""
+    """faust's path over the pending topic (RECSTREAM_DIRECT_INGEST=false). Due times only grow
+    along the topic (give or take one backoff step), so waiting for the head never runs a message
+    early; direct ingest holds a partition at its head the same way."""
     async for event in stream.events():
         pending = await decoded(event, _pending.decode, "invalid_internal_record")
         if pending is None:
@@ -140,6 +157,10 @@ async def retry_pending(stream):
         result = ingest_one(pending.value, topics.TYPED_BY_NAME.get(pending.topic), artist_of, parser_config)
         await send_all(app, _route(result, pending.value, pending.topic, pending.partition, pending.offset,
                                    pending.key, pending))
+
+
+if not settings.direct_ingest:
+    retry_pending = app.agent(topics.pending, concurrency=1)(retry_pending)
 
 
 def _route(result, value, topic, partition, offset, key, pending) -> list[tuple]:
@@ -181,9 +202,9 @@ if settings.direct_ingest:
     @app.task
     async def direct_ingest() -> None:
         global direct
-        for topic in (*topics.input_topics, topics.signals, topics.images_keyed):
+        for topic in (*topics.input_topics, topics.signals, topics.images_keyed, topics.pending):
             await topic.maybe_declare()
-        reader = DirectIngest([*topics.inputs.topics, _SIGNALS, _IMAGES], settings.partitions,
+        reader = DirectIngest([*topics.inputs.topics, _SIGNALS, _IMAGES, _PENDING], settings.partitions,
                               direct_group(settings.app_id), settings.aiokafka_kwargs(), handle=direct_batch,
                               flush=app.producer.flush, ready=_ready, batch_max=settings.batch_max,
                               fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms,
@@ -191,7 +212,7 @@ if settings.direct_ingest:
         await reader.start()
         # before the first assignment reads the group's offsets: where faust's agents left the keyed topics
         adopted = await adopt_committed(settings.aiokafka_kwargs(), settings.app_id, direct_group(settings.app_id),
-                                        {t: reader.topic_partitions[t] for t in (_SIGNALS, _IMAGES)})
+                                        {t: reader.topic_partitions[t] for t in (_SIGNALS, _IMAGES, _PENDING)})
         if adopted:
             app.log.info("direct ingest continues the keyed topics where faust's agents committed: %s", adopted)
         direct = reader

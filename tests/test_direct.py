@@ -190,3 +190,46 @@ def test_a_group_takes_over_another_groups_commits_only_where_it_has_none(broker
         assert await adopt_committed(client, "faust-app", "faust-app-direct", {topic: 4}) == {}  # once only
 
     asyncio.run(scenario())
+
+
+def test_a_partition_held_at_a_record_is_read_again_from_it_once_due_while_the_others_go_on(broker):
+    """The pending topic's retries: a batch may leave a partition's head for later (not due yet).
+    Nothing behind it in that partition is handled before the hold ends, the other partitions go
+    on, the commit stops at the held record, and afterwards every record is handled exactly once."""
+    import time
+
+    topic, group = "direct-hold", "direct-hold-app-direct"
+
+    async def scenario():
+        await _setup(broker.bootstrap, topic, 10)
+        release_at = time.time() + 1.5
+        handled: list[tuple[int, int, float]] = []
+
+        async def handle(records):
+            holding = time.time() < release_at
+            later = [r for r in records if holding and r.partition == 0 and r.offset >= 3]
+            handled.extend((r.partition, r.offset, time.time()) for r in records if r not in later)
+            return {(topic, 0): (later[0].offset, release_at)} if later else None
+
+        async def flush():
+            pass
+
+        ingest = DirectIngest([topic], 4, group, {"bootstrap_servers": broker.bootstrap}, handle, flush,
+                              ready=lambda: True, batch_max=5, fetch_max_wait_ms=10, commit_every_s=0.1)
+        await ingest.start()
+        await ingest.assign({0, 1, 2, 3})
+        runner = asyncio.create_task(ingest.run())
+        try:
+            await _until(lambda: sum(1 for p, _, _ in handled if p) == 30)  # the other partitions to their end
+            assert time.time() < release_at, "the machine was too slow for this test's timing"
+            assert sorted(o for p, o, _ in handled if p == 0) == [0, 1, 2]
+            assert (await _committed(ingest, topic))[0] == 3  # committed up to the held record, not past it
+            await _until(lambda: len(handled) == 40, timeout=10.0)
+            assert sorted((p, o) for p, o, _ in handled) == [(p, o) for p in range(4) for o in range(10)]
+            assert min(t for p, o, t in handled if p == 0 and o >= 3) >= release_at
+        finally:
+            ingest._stopping = True
+            await runner
+            await ingest.stop()
+
+    asyncio.run(scenario())

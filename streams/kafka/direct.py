@@ -17,7 +17,8 @@ every changelog and output record of the batches they cover, at most every `comm
 every revoke, before the partitions can move to another worker. A crash replays from
 the last commit: at-least-once, as faust's path; per-user dedup absorbs the replay.
 
-It also reads the re-keyed internal topics (signals.keyed, images.keyed). Their dedup keeps, per
+It also reads the internal topics (signals.keyed, images.keyed, pending; `handle` may hold a
+partition at a record not due yet: paused, read again from it later). The keyed ones' dedup keeps, per
 user and input partition, the offset of the last input record applied, so it needs each
 partition delivered gaplessly in order: a record may come again, but never after a later one was
 applied while it was not. This consumer gives that (a batch is applied whole under the lock, and
@@ -76,9 +77,11 @@ class DirectIngest:
     """A batch consumer for the input topics that follows faust's table assignment.
 
     `handle(records)`: applies one batch of aiokafka ConsumerRecords (their .topic, .partition,
-    .offset, .key, .value match a faust Message's). `flush()`: waits until every record the
-    handled batches produced (changelogs, outputs) is acknowledged; offsets are committed only
-    after it returns."""
+    .offset, .key, .value match a faust Message's); it may return {(topic, partition): (offset,
+    not_before)} for partitions to hold: read again from `offset` (a record it left for later),
+    not before wall-clock time `not_before`. `flush()`: waits until every record the handled
+    batches produced (changelogs, outputs) is acknowledged; offsets are committed only after it
+    returns."""
 
     def __init__(self, topics: list[str], table_partitions: int, group_id: str, client: dict,
                  handle: Callable[[list], Awaitable[None]], flush: Callable[[], Awaitable[None]],
@@ -96,6 +99,7 @@ class DirectIngest:
         self._read: dict[TopicPartition, int] = {}  # next offset to read, for lag
         self._last_commit = time.monotonic()
         self._committing: asyncio.Task | None = None  # the commit running beside the batches
+        self._held: dict[TopicPartition, float] = {}  # paused partitions -> when to read them again
         self._stopping = False
 
     async def start(self) -> None:
@@ -131,6 +135,7 @@ class DirectIngest:
             # reading restarts at the committed offsets: progress not committed is read again
             self._uncommitted.clear()
             self._read.clear()
+            self._held.clear()
             self.consumer.assign([TopicPartition(t, p) for t, p in sorted(tps)])
             log.info("direct ingest reads %d input partitions", len(tps))
 
@@ -149,6 +154,7 @@ class DirectIngest:
         async with self._lock:
             await self._settle()
             await self._commit()
+            self._held.clear()
             self.consumer.assign([])
 
     async def run(self) -> None:
@@ -157,16 +163,28 @@ class DirectIngest:
                 await asyncio.sleep(0.05)
                 continue
             async with self._lock:
+                self._release_due()
                 batch = await self.consumer.getmany(timeout_ms=100, max_records=self.batch_max)
                 records = [r for part in batch.values() for r in part]
                 if records:
-                    await self.handle(records)
+                    held = await self.handle(records) or {}
                     for tp, part in batch.items():
-                        self._uncommitted[tp] = self._read[tp] = part[-1].offset + 1
+                        offset, not_before = held.get((tp.topic, tp.partition), (part[-1].offset + 1, None))
+                        self._uncommitted[tp] = self._read[tp] = offset
+                        if not_before is not None:  # read from `offset` again later, nothing after it before
+                            self.consumer.seek(tp, offset)
+                            self.consumer.pause(tp)
+                            self._held[tp] = not_before
                 if time.monotonic() - self._last_commit >= self.commit_every_s and self._committing is None:
                     # beside the next batches, not before them: an offset commit is a broker round
                     # trip, and every event read meanwhile would wait for it
                     self._committing = asyncio.create_task(self._commit_in_background())
+
+    def _release_due(self) -> None:
+        now = time.time()
+        for tp in [tp for tp, at in self._held.items() if at <= now]:
+            del self._held[tp]
+            self.consumer.resume(tp)
 
     async def _commit_in_background(self) -> None:
         try:
