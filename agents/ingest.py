@@ -95,11 +95,13 @@ async def direct_batch(records) -> None:
     (their faust agents' work, without faust's consumer: see streams.kafka.direct on why a path
     must never lose a record). Returns the pending partitions to hold until their head is due."""
     batch, inputs, users, images, pending = BatchCommit(app), [], {}, {}, {}
+    internal = {_SIGNALS: users, _IMAGES: images, _PENDING: pending}  # topic -> its records by partition
     for rec in records:
-        if rec.topic in (_SIGNALS, _IMAGES, _PENDING):
-            {_SIGNALS: users, _IMAGES: images, _PENDING: pending}[rec.topic].setdefault(rec.partition, []).append(rec)
-        else:
+        by_partition = internal.get(rec.topic)
+        if by_partition is None:
             inputs.append(rec)
+        else:
+            by_partition.setdefault(rec.partition, []).append(rec)
     here = _ingest_into(inputs, batch)
     for partition in sorted(users.keys() | here.keys()):
         keyed = decoded_into(batch, users.get(partition, ()), decode_keyed, "invalid_internal_record")
@@ -121,11 +123,15 @@ def _retry_due(records, batch: BatchCommit) -> tuple[int, float] | None:
         for pending in decoded_into(batch, [rec], _pending.decode, "invalid_internal_record"):
             if pending.due > now:
                 return rec.offset, pending.due
-            result = ingest_one(pending.value, topics.TYPED_BY_NAME.get(pending.topic), artist_of, parser_config)
-            for topic, key, value in _route(result, pending.value, pending.topic, pending.partition,
-                                            pending.offset, pending.key, pending):
+            for topic, key, value in _retried(pending):
                 batch.send(topic, key, value)
     return None
+
+
+def _retried(pending: Pending) -> list[tuple]:
+    """A due retry ingested again: what to send (its signal, the next retry, or a dead letter)."""
+    result = ingest_one(pending.value, topics.TYPED_BY_NAME.get(pending.topic), artist_of, parser_config)
+    return _route(result, pending.value, pending.topic, pending.partition, pending.offset, pending.key, pending)
 
 
 def _in_home_partition(user_id: str, msg) -> bool:
@@ -154,9 +160,7 @@ async def retry_pending(stream):
         wait = pending.due - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
-        result = ingest_one(pending.value, topics.TYPED_BY_NAME.get(pending.topic), artist_of, parser_config)
-        await send_all(app, _route(result, pending.value, pending.topic, pending.partition, pending.offset,
-                                   pending.key, pending))
+        await send_all(app, _retried(pending))
 
 
 if not settings.direct_ingest:
