@@ -83,6 +83,10 @@ def test_a_worker_reexecutes_itself_with_the_configured_python_allocator(monkeyp
     monkeypatch.setenv("RECSTREAM_PYTHON_MALLOC", "pymalloc")  # CPython's own, chosen explicitly
     cli._reexec_with_allocator(["worker"])
     assert calls[-1] == ([sys.executable, "-m", "streams.cli", "worker"], "pymalloc")
+    monkeypatch.delenv("RECSTREAM_PYTHON_MALLOC")  # the default is pymalloc: unset PYTHONMALLOC runs it already
+    monkeypatch.delenv("PYTHONMALLOC")
+    cli._reexec_with_allocator(["worker"])
+    assert len(calls) == 2
 
 
 def test_the_reexecuted_worker_command_runs():

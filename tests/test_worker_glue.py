@@ -301,3 +301,25 @@ def test_batch_commits_store_locally_then_queue_in_the_order_they_wrote(tmp_path
     asyncio.run(late_ack())
     assert persisted[tp] == 100 and db[b"k"] == b"v3"
     db.close()
+
+
+def test_faust_consumer_polls_a_bounded_number_of_records_with_the_configured_fetch_wait():
+    """faust's consumer decodes whole fetches per poll by default: table recovery then held tens of
+    thousands of records at once and left pymalloc arenas pinned (docs/traps.md). The consumer a
+    worker builds polls at most RECSTREAM_MAX_POLL_RECORDS and waits RECSTREAM_FETCH_MAX_WAIT_MS."""
+    import asyncio
+
+    from streams.worker.app import app, settings
+    from streams.worker.patches import install_fetch_max_wait
+
+    install_fetch_max_wait(settings.fetch_max_wait_ms)
+
+    async def build():
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return consumer._max_poll_records, consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()  # never started: closes its client
+
+    assert asyncio.run(build()) == (settings.max_poll_records, settings.fetch_max_wait_ms)
+    assert settings.max_poll_records == 500

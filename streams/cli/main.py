@@ -155,7 +155,8 @@ def _reexec_with_allocator(argv: list[str]) -> None:
     from streams.core.settings import Settings
 
     wanted = Settings.from_env().python_malloc
-    if os.environ.get("PYTHONMALLOC") != wanted:
+    running = os.environ.get("PYTHONMALLOC") or "pymalloc"  # unset: a release build's own allocator
+    if running != wanted:
         os.execve(sys.executable, [sys.executable, "-m", "streams.cli", *argv], {**os.environ, "PYTHONMALLOC": wanted})
 
 

@@ -37,6 +37,7 @@ app = faust.App(
     broker_session_timeout=settings.session_timeout,
     broker_heartbeat_interval=max(settings.session_timeout / 10, 0.5),
     broker_rebalance_timeout=max(settings.session_timeout, 10.0),
+    broker_max_poll_records=settings.max_poll_records,  # bounds table recovery's heap (see the setting)
     # Tansu's ListOffsets bug is handled in recovery (streams.kafka.offsets.true_end_offsets);
     # single-record batches are the older, slower workaround, kept as an option.
     producer_max_batch_size=1 if settings.single_record_batches else 16384,
