@@ -150,14 +150,12 @@ class Settings:
         "serving and the Kafka clients' I/O cost less on it) or aio (asyncio's default)",
         "choices": ("uvloop", "aio")})
     python_malloc: str = field(default="pymalloc", metadata={
-        "help": "allocator for a worker's Python objects (a worker re-executes itself with PYTHONMALLOC set to it):"
-        " pymalloc = CPython's own, ~30% less CPU per event than glibc for the pipeline's small objects; "
-        "malloc = glibc, whose freed memory malloc_trim hands back (for a bound on RSS if pymalloc's arenas "
-        "ever stay pinned)", "choices": ("malloc", "pymalloc")})
+        "help": "a worker's allocator for Python objects (it re-executes itself with PYTHONMALLOC set): pymalloc ="
+        " CPython's own, ~40% less CPU per event than glibc; malloc = glibc, whose freed memory malloc_trim hands"
+        " back", "choices": ("malloc", "pymalloc")})
     max_poll_records: int = field(default=500, metadata={
-        "help": "most records faust's consumer decodes per poll (faust: no limit). Table recovery polls "
-        "whole fetches otherwise: tens of thousands of records alive at once, whose freed 1 MB pymalloc "
-        "arenas stay pinned by a few survivors (+44 MB RSS after recovering 1M users)", "min": 1})
+        "help": "most records faust's consumer decodes per poll (faust: no limit, so table recovery held whole "
+        "fetches at once and left pymalloc arenas pinned: +44 MB RSS after recovering 1M users)", "min": 1})
     malloc_arenas: int = field(default=2, metadata={
         "help": "glibc malloc arenas for the worker (0: glibc's default of 8 per core, which lets RSS grow with the"
         " data touched)", "min": 0})
