@@ -1,6 +1,9 @@
-"""Where a topic partition really ends (plain aiokafka, no faust)."""
+"""Offsets (plain aiokafka, no faust): where a topic partition really ends, and a consumer group's
+committed offsets read and written without joining the group."""
 
 from __future__ import annotations
+
+from contextlib import asynccontextmanager
 
 
 async def true_end_offsets(ends: dict, client_kwargs: dict, timeout: float = 10.0) -> dict:
@@ -47,17 +50,13 @@ async def adopt_committed(client_kwargs: dict, source_group: str, group: str, pa
     from faust's agents): without it the new group would start from the earliest offset and
     replay records whose dedup is a bounded window (merges, retried signals). Neither group
     is joined: reads and commits go to the coordinator as a non-member."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     tps = [TopicPartition(t, p) for t, n in sorted(partitions.items()) for p in range(n)]
 
     async def committed(group_id: str) -> dict:
-        consumer = AIOKafkaConsumer(**client_kwargs, group_id=group_id, enable_auto_commit=False)
-        await consumer.start()
-        try:
+        async with group_client(client_kwargs, group_id) as consumer:
             return {tp: await consumer.committed(tp) for tp in tps}
-        finally:
-            await consumer.stop()
 
     ours, theirs = await committed(group), await committed(source_group)
     adopt = {tp: offset for tp, offset in theirs.items() if offset is not None and ours[tp] is None}
@@ -69,12 +68,20 @@ async def adopt_committed(client_kwargs: dict, source_group: str, group: str, pa
 async def commit_offsets(client_kwargs: dict, group: str, offsets: dict) -> None:
     """Commit {TopicPartition: offset} into `group` without joining it (no member: the
     coordinator takes the commit as a simple consumer's)."""
+    async with group_client(client_kwargs, group) as consumer:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+
+
+@asynccontextmanager
+async def group_client(client_kwargs: dict, group: str):
+    """A started consumer for `group` that never joins it: for reading and committing the
+    group's offsets as a non-member."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(**client_kwargs, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        consumer.assign(list(offsets))
-        await consumer.commit(offsets)
+        yield consumer
     finally:
         await consumer.stop()

@@ -39,6 +39,7 @@ from streams.core.pipeline import PipelineConfig
 from streams.core.settings import Settings
 from streams.kafka.direct import direct_group
 from streams.kafka.memory import growing_heap
+from streams.kafka.offsets import commit_offsets
 from streams.rebuild.catalog import read_catalog, write_catalog
 from streams.rebuild.processes import LocalShard, ShardProcess
 from streams.rebuild.shard import (
@@ -47,7 +48,6 @@ from streams.rebuild.shard import (
 )
 from streams.rebuild.topics import (
     check_fresh,
-    commit_input_offsets,
     create_topics,
     input_topics,
 )
@@ -217,9 +217,9 @@ async def _bulk_rebuild(settings: Settings, client: dict, pool: list, progress, 
     # the hand-over covers the catalog topics too: the new workers recover those tables instead
     # of replaying the catalog (which would also refresh every fan of every artist again)
     every_end = {**ends, **snapshot.ends}
-    await commit_input_offsets(client, settings.app_id, {tp: end for tp, end in every_end.items() if end > 0})
+    await commit_offsets(client, settings.app_id, {tp: end for tp, end in every_end.items() if end > 0})
     # the inputs are read by direct ingest (its own group) or, with it off, by faust: both start here
-    await commit_input_offsets(client, direct_group(settings.app_id), {tp: end for tp, end in ends.items() if end > 0})
+    await commit_offsets(client, direct_group(settings.app_id), {tp: end for tp, end in ends.items() if end > 0})
     return report
 
 

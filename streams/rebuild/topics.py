@@ -1,5 +1,5 @@
-"""The new app's topics: checked to be fresh (no other app already uses the id), created like the
-live worker declares them, and the inputs' offsets committed for the live worker to go on from."""
+"""The new app's topics: checked to be fresh (no other app already uses the id) and created like the
+live worker declares them."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from streams.core.topology import (
     changelog,
 )
 from streams.kafka.direct import direct_group
-from streams.kafka.offsets import commit_offsets
+from streams.kafka.offsets import group_client
 
 TABLES, GLOBAL_TABLES = USER_TABLES, topology.GLOBAL_TABLES
 
@@ -34,24 +34,15 @@ class AppIdInUse(RuntimeError):
 async def check_fresh(settings: Settings, client: dict) -> None:
     """A bulk rebuild writes a new app id's whole state: refuse an app id whose workers already
     consumed input (its state would be overwritten under them)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     for group in (settings.app_id, direct_group(settings.app_id)):
-        consumer = AIOKafkaConsumer(**client, group_id=group, enable_auto_commit=False)
-        await consumer.start()
-        try:
+        async with group_client(client, group) as consumer:
             for topic in input_topics(settings):
                 for p in consumer.partitions_for_topic(topic) or ():
                     if await consumer.committed(TopicPartition(topic, p)):
                         raise AppIdInUse(f"app id {settings.app_id!r} already has committed offsets on {topic} "
                                          f"(group {group}: its workers ran): rebuild into a new app id")
-        finally:
-            await consumer.stop()
-
-
-async def commit_input_offsets(client: dict, group_id: str, offsets: dict) -> None:
-    """The hand-over: the new app's workers start reading the inputs where the bulk read ended."""
-    await commit_offsets(client, group_id, offsets)
 
 
 async def create_topics(settings: Settings, client: dict) -> None:
