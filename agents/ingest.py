@@ -212,6 +212,7 @@ if settings.direct_ingest:
                               direct_group(settings.app_id), settings.aiokafka_kwargs(), handle=direct_batch,
                               flush=app.producer.flush, ready=_ready, batch_max=settings.batch_max,
                               fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms,
+                              idle_fetch_max_wait_ms=settings.ingest_idle_fetch_max_wait_ms,
                               commit_every_s=settings.input_commit_interval_s)
         await reader.start()
         # before the first assignment reads the group's offsets: where faust's agents left the keyed topics

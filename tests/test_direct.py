@@ -233,3 +233,58 @@ def test_a_partition_held_at_a_record_is_read_again_from_it_once_due_while_the_o
             await ingest.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_idle_reader_fetches_less_often_and_the_next_record_brings_the_short_wait_back(broker):
+    """With no records for a second the fetches wait `idle_fetch_max_wait_ms` (an idle worker's
+    polling is CPU its HTTP reads miss); a record arriving then is still applied, and the short
+    wait is back for what follows."""
+    topic, group = "direct-t5", "direct-t5-app-direct"
+
+    async def scenario():
+        await _setup(broker.bootstrap, topic, 0)
+        handled: list[bytes] = []
+        fetches: list[float] = []
+
+        async def handle(records):
+            handled.extend(r.value for r in records)
+
+        async def flush():
+            pass
+
+        ingest = DirectIngest([topic], 4, group, {"bootstrap_servers": broker.bootstrap}, handle, flush,
+                              ready=lambda: True, batch_max=20, fetch_max_wait_ms=10, commit_every_s=3600,
+                              idle_fetch_max_wait_ms=400)
+        await ingest.start()
+        send = ingest.consumer._client.send
+
+        async def counting(node_id, request, *args, **kwargs):  # the fetches the reader sends, as they go
+            if type(request).__name__.startswith("FetchRequest"):
+                fetches.append(asyncio.get_running_loop().time())
+            return await send(node_id, request, *args, **kwargs)
+
+        ingest.consumer._client.send = counting
+        await ingest.assign({0, 1, 2, 3})
+        runner = asyncio.create_task(ingest.run())
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
+        await producer.start()
+        try:
+            await asyncio.sleep(1.5)
+            start = asyncio.get_running_loop().time()
+            await asyncio.sleep(2.0)  # idle: long fetches
+            idle = sum(1 for t in fetches if t >= start)
+            await producer.send_and_wait(topic, b"after a quiet spell", partition=1)
+            await _until(lambda: handled)
+            assert handled == [b"after a quiet spell"]
+            start = asyncio.get_running_loop().time()
+            await asyncio.sleep(0.5)  # records came within the last second: short fetches again
+            busy = sum(1 for t in fetches if t >= start)
+            assert idle <= 2.0 / 0.4 + 2, (idle, busy)  # at most one per idle wait, plus one in flight
+            assert busy > 2 * idle * 0.5 / 2.0, (idle, busy)  # per second, well above the idle rate
+        finally:
+            ingest._stopping = True
+            await runner
+            await producer.stop()
+            await ingest.stop()
+
+    asyncio.run(scenario())

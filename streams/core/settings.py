@@ -142,13 +142,14 @@ class Settings:
         "help": "longest a fetch waits for data (faust fixes 1500 ms; each hop can wait that long on a broker that "
         "does not answer a fetch as soon as data arrives)", "min": 0})
     ingest_fetch_max_wait_ms: int = field(default=20, metadata={
-        "help": "longest a direct-ingest fetch of the input topics waits for data: the embedded broker holds a "
-        "fetch this long even when data arrives, so it bounds first-signal latency; lower costs the broker "
-        "more CPU when idle", "min": 0})
+        "help": "longest a direct-ingest fetch of the input topics waits for data while records come: the embedded"
+        " broker answers late (~wait) even when data arrives, so it bounds first-signal latency", "min": 0})
+    ingest_idle_fetch_max_wait_ms: int = field(default=100, metadata={
+        "help": "the same after 1 s without records: an idle worker fetches its inputs less often (half the idle "
+        "CPU), the first record after a quiet spell may wait for it", "min": 0})
     event_loop: str = field(default="uvloop", metadata={
-        "help": "the worker's asyncio event loop: uvloop (libuv, the loop faust supports besides asyncio's own; "
-        "serving and the Kafka clients' I/O cost less on it) or aio (asyncio's default)",
-        "choices": ("uvloop", "aio")})
+        "help": "the worker's asyncio event loop: uvloop (libuv; serving and the Kafka clients cost less on it) or "
+        "aio (asyncio's default)", "choices": ("uvloop", "aio")})
     python_malloc: str = field(default="pymalloc", metadata={
         "help": "a worker's allocator for Python objects (it re-executes itself with PYTHONMALLOC set): pymalloc ="
         " CPython's own, ~40% less CPU per event than glibc; malloc = glibc, whose freed memory malloc_trim hands"
@@ -202,9 +203,8 @@ class Settings:
         "and sent (0: off)", "min": 0})
     refresh_rate: float = field(default=1000.0, metadata={
         "help": "users per second a refresh pass rebuilds at most (bounds its CPU: ~50 us a user)", "above": 0})
-    log_level: str = field(default="info", metadata={
-        "help": "worker log level (warning and critical are accepted too)",
-        "choices": ("crit", "error", "warn", "info", "debug")})
+    log_level: str = field(default="info", metadata={"help": "worker log level (warning and critical are accepted "
+                           "too)", "choices": ("crit", "error", "warn", "info", "debug")})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

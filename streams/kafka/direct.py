@@ -73,6 +73,29 @@ class _AnchorMessage:
         self.topic, self.partition, self.timestamp = topic, partition, time.time()
 
 
+class IdleWait:
+    """The fetch wait: `busy_ms` while records come, `idle_ms` once none came for `idle_after_s`.
+    A broker that answers a fetch only when its wait ends (the embedded one) needs a short wait
+    for first-signal latency, but an idle worker would then fetch every input partition
+    1/busy_ms times a second, CPU its serving threads miss; the first record after a quiet spell
+    waits for one long fetch, and the next fetches are short again.
+
+    >>> w = IdleWait(20, 100, idle_after_s=1.0)
+    >>> [w.after_poll(False, t) for t in (0.0, 0.5, 1.0, 1.5)], w.after_poll(True, 2.0), w.after_poll(False, 2.5)
+    ([20, 20, 100, 100], 20, 20)
+    """
+
+    def __init__(self, busy_ms: int, idle_ms: int, idle_after_s: float = 1.0):
+        self.busy_ms, self.idle_ms, self.idle_after_s = busy_ms, max(idle_ms, busy_ms), idle_after_s
+        self._last_records: float | None = None
+
+    def after_poll(self, got_records: bool, now: float) -> int:
+        """The wait for the next fetches, after a poll that did or did not return records."""
+        if got_records or self._last_records is None:
+            self._last_records = now
+        return self.idle_ms if now - self._last_records >= self.idle_after_s else self.busy_ms
+
+
 class DirectIngest:
     """A batch consumer for the input topics that follows faust's table assignment.
 
@@ -86,7 +109,7 @@ class DirectIngest:
     def __init__(self, topics: list[str], table_partitions: int, group_id: str, client: dict,
                  handle: Callable[[list], Awaitable[None]], flush: Callable[[], Awaitable[None]],
                  ready: Callable[[], bool], batch_max: int = 500, fetch_max_wait_ms: int = 50,
-                 commit_every_s: float = 2.8):
+                 commit_every_s: float = 2.8, idle_fetch_max_wait_ms: int | None = None):
         self.topics, self.table_partitions = topics, table_partitions
         self.handle, self.flush, self.ready = handle, flush, ready
         self.batch_max, self.commit_every_s = batch_max, commit_every_s
@@ -101,6 +124,7 @@ class DirectIngest:
         self._committing: asyncio.Task | None = None  # the commit running beside the batches
         self._held: dict[TopicPartition, float] = {}  # paused partitions -> when to read them again
         self._stopping = False
+        self._waits = IdleWait(fetch_max_wait_ms, idle_fetch_max_wait_ms or fetch_max_wait_ms)
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -166,6 +190,7 @@ class DirectIngest:
                 self._release_due()
                 batch = await self.consumer.getmany(timeout_ms=100, max_records=self.batch_max)
                 records = [r for part in batch.values() for r in part]
+                self._set_fetch_wait(self._waits.after_poll(bool(records), time.monotonic()))
                 if records:
                     held = await self.handle(records) or {}
                     for tp, part in batch.items():
@@ -179,6 +204,11 @@ class DirectIngest:
                     # beside the next batches, not before them: an offset commit is a broker round
                     # trip, and every event read meanwhile would wait for it
                     self._committing = asyncio.create_task(self._commit_in_background())
+
+    def _set_fetch_wait(self, ms: int) -> None:
+        fetcher = getattr(self.consumer, "_fetcher", None)  # aiokafka reads it for every fetch request it builds
+        if fetcher is not None and getattr(fetcher, "_fetch_max_wait_ms", ms) != ms:
+            fetcher._fetch_max_wait_ms = ms
 
     def _release_due(self) -> None:
         now = time.time()

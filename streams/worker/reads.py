@@ -16,6 +16,7 @@ from streams.worker.commit import known_partitioner, partitioner
 
 # changelog topic -> the partitions this worker is active for (empty while rebalancing)
 _owned: dict[str, set[int]] = {}
+_changelogs: dict[str, str] = {}  # table name -> its changelog topic (fixed once the app is set up; once per read)
 
 
 @app.on_partitions_revoked.connect
@@ -34,7 +35,9 @@ def owned_partition(table, key: str) -> int | None:
     """The partition holding `key` if this worker owns it, else None. The same answer as
     faust's router (the default partitioner over the changelog's partitions, the assignor's
     actives), from two dict lookups and a hash."""
-    name = table.changelog_topic.get_topic_name()
+    name = _changelogs.get(table.name)
+    if name is None:
+        name = _changelogs[table.name] = table.changelog_topic.get_topic_name()
     found = known_partitioner(app.producer._ensure_producer(), name)
     if found is None:
         return None
