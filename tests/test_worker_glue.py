@@ -1,6 +1,7 @@
 """The faust workarounds, on the exact state seen when commits froze after a SIGKILL."""
 
 from collections import defaultdict
+from dataclasses import replace
 
 from faust.transport.consumer import Consumer
 from faust.types import TP
@@ -310,9 +311,9 @@ def test_faust_consumer_polls_a_bounded_number_of_records_with_the_configured_fe
     import asyncio
 
     from streams.worker.app import app, settings
-    from streams.worker.patches import install_fetch_max_wait
+    from streams.worker.patches import faust_fetch_max_wait_ms, install_fetch_max_wait
 
-    install_fetch_max_wait(settings.fetch_max_wait_ms)
+    install_fetch_max_wait(faust_fetch_max_wait_ms(settings))
 
     async def build():
         consumer = app.consumer._thread._create_worker_consumer(app.transport)
@@ -323,3 +324,6 @@ def test_faust_consumer_polls_a_bounded_number_of_records_with_the_configured_fe
 
     assert asyncio.run(build()) == (settings.max_poll_records, settings.fetch_max_wait_ms)
     assert settings.max_poll_records == 500
+    # with direct ingest faust's thread reads no input: the long wait; without, the inputs' short one
+    assert (settings.direct_ingest, settings.fetch_max_wait_ms) == (True, 500)
+    assert faust_fetch_max_wait_ms(replace(settings, direct_ingest=False)) == settings.ingest_fetch_max_wait_ms == 20

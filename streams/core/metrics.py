@@ -71,7 +71,8 @@ class Metrics:
             self._counters[name]  # noqa: B018 - creates the empty series set
 
     def inc(self, name: str, by: float = 1, **labels: str) -> None:
-        self._counters[name][tuple(sorted(labels.items())) if labels else ()] += by  # unlabelled: no sort (every HTTP read counts one)
+        # unlabelled: no sort (every HTTP read counts one)
+        self._counters[name][tuple(sorted(labels.items())) if labels else ()] += by
 
     def value(self, name: str, **labels: str) -> float:
         return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0.0)

@@ -127,8 +127,7 @@ class Settings:
         "help": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", "choices": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")})
     kafka_sasl_username: str = field(default="", metadata={"help": "SASL user"})
     kafka_sasl_password: str = field(default="", metadata={"help": "SASL password", "secret": True})
-    kafka_ssl_cafile: str = field(default="", metadata={
-        "help": "CA bundle to verify the brokers (default: system CAs)"})
+    kafka_ssl_cafile: str = field(default="", metadata={"help": "CA bundle to verify the brokers (default: system)"})
     kafka_ssl_certfile: str = field(default="", metadata={"help": "client certificate (mutual TLS)"})
     kafka_ssl_keyfile: str = field(default="", metadata={"help": "client key (mutual TLS)"})
     rocksdb_write_buffer_mb: int = field(default=4, metadata={
@@ -138,9 +137,10 @@ class Settings:
         "help": "RocksDB memory budget of the whole worker: one block cache shared by every store, holding index "
         "and filter blocks too and charged for memtables (reads past it come from the OS page cache: 32 and"
         " 64 MB gave the same throughput; raise it for large per-worker state)", "min": 1})
-    fetch_max_wait_ms: int = field(default=50, metadata={
-        "help": "longest a fetch waits for data (faust fixes 1500 ms; each hop can wait that long on a broker that "
-        "does not answer a fetch as soon as data arrives)", "min": 0})
+    fetch_max_wait_ms: int = field(default=500, metadata={
+        "help": "longest a fetch of faust's consumer thread waits for data: with direct ingest it reads only the "
+        "catalog, global tables and recovery (a short wait costs the HTTP reads GIL hand-offs); without, it reads "
+        "the inputs with RECSTREAM_INGEST_FETCH_MAX_WAIT_MS", "min": 0})
     ingest_fetch_max_wait_ms: int = field(default=20, metadata={
         "help": "longest a direct-ingest fetch of the input topics waits for data while records come: the embedded"
         " broker answers late (~wait) even when data arrives, so it bounds first-signal latency", "min": 0})
@@ -203,8 +203,8 @@ class Settings:
         "and sent (0: off)", "min": 0})
     refresh_rate: float = field(default=1000.0, metadata={
         "help": "users per second a refresh pass rebuilds at most (bounds its CPU: ~50 us a user)", "above": 0})
-    log_level: str = field(default="info", metadata={"help": "worker log level (warning and critical are accepted "
-                           "too)", "choices": ("crit", "error", "warn", "info", "debug")})
+    log_level: str = field(default="info", metadata={"help": "worker log level (warning, critical accepted too)",
+                                                       "choices": ("crit", "error", "warn", "info", "debug")})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

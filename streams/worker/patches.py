@@ -41,7 +41,7 @@ def install_all(settings) -> None:
     install_changelog_buffer(settings.changelog_buffer)
     install_quiet_root_logger()
     install_rocksdb_budget(settings.rocksdb_cache_mb)
-    install_fetch_max_wait(settings.fetch_max_wait_ms)
+    install_fetch_max_wait(faust_fetch_max_wait_ms(settings))
     if settings.true_end_offsets:
         install_true_end_offsets(settings.aiokafka_kwargs())
 
@@ -93,11 +93,16 @@ def install_ack_sanitizer() -> None:
     Consumer._new_offset = _new_offset
 
 
+def faust_fetch_max_wait_ms(settings) -> int:
+    """faust's consumer thread reads the inputs only without direct ingest: then it takes their wait."""
+    return settings.fetch_max_wait_ms if settings.direct_ingest else settings.ingest_fetch_max_wait_ms
+
+
 def install_fetch_max_wait(ms: int) -> None:
     """faust hard-codes the consumer's fetch_max_wait_ms at 1500. A broker that holds an empty
     fetch for the whole wait instead of answering when data arrives (seen on the embedded
-    broker) then adds up to 1.5 s per hop, and recstream has two hops (input -> re-keyed
-    topic -> state). RECSTREAM_FETCH_MAX_WAIT_MS sets it."""
+    broker) then adds up to 1.5 s per hop (in faust mode: input -> re-keyed topic -> state).
+    `faust_fetch_max_wait_ms` picks it."""
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     original = AIOKafkaConsumerThread._create_worker_consumer
