@@ -308,8 +308,8 @@ def test_popular_ranking_lazily_merged_equals_scoring_and_sorting_every_candidat
     view.neighbours = {a: [(b, data.draw(st.integers(1, 3))) for b in artists if b != a and data.draw(st.booleans())]
                        for a in artists}
     personal = [(a, data.draw(st.sampled_from([1.0, 0.7, 1 / 3, 3.0]))) for a in artists if data.draw(st.booleans())]
-    variant = Variant("P", ranking="popular", trending_floor=data.draw(st.sampled_from([0.0, 0.01, 1e-17])),
-                      personal_weight=data.draw(st.sampled_from([0.5, 1.0, 3.0, 1 / 7])),
+    variant = Variant("P", ranking="popular", trending_floor=data.draw(st.sampled_from([0.0, 0.01, 1e-17, -2.0])),
+                      personal_weight=data.draw(st.sampled_from([0.5, 1.0, 3.0, 1 / 7, 0.0, -0.5, -3.0])),
                       trending_candidates=data.draw(st.integers(1, 50)))
     since = NOW - variant.window_days * DAY
     assert list(_popular(personal, cat, view, since, NOW, variant)) == _reference_popular(
@@ -332,3 +332,27 @@ def test_popular_ties_made_by_scaling_go_by_newest_like_any_tie():
     ranked = list(_popular([("a", 1.0), ("b", 0.7)], cat, view, NOW - variant.window_days * DAY, NOW, variant))
     assert [w.id for w, _, _ in ranked] == ["p-newer", "q-older"]
     assert ranked[0][1] == ranked[1][1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_blend_ranking_lazily_merged_equals_scoring_and_sorting_every_work(data):
+    """The blend ranker merges each artist's works (one score per artist without a trending
+    blend, so their own newest-first order; sorted per artist with one) instead of sorting all
+    of them: the order must be the definition's, score, then newest, then id."""
+    from streams.core.recommend import _rank
+
+    artists = [f"a{i}" for i in range(data.draw(st.integers(1, 6)))]
+    cat = CatalogIndex()
+    for i in range(data.draw(st.integers(0, 40))):
+        cat.upsert(work(f"w{i:02d}", data.draw(st.sampled_from(artists)), data.draw(st.sampled_from([0.5, 1, 2, 9]))))
+    view = PopularityView()
+    view.trending_score = {f"w{i:02d}": data.draw(st.sampled_from([0.0, 0.25, 1.0])) for i in range(40)
+                           if data.draw(st.booleans())}
+    variant = Variant("X", affinity_power=data.draw(st.sampled_from([1.0, 0.5, 2.0])),
+                      trending_blend=data.draw(st.sampled_from([0.0, 1.0, 3.0])))
+    groups = [(data.draw(st.sampled_from([1.0, 2.0, 0.5, 1 / 3])), cat.recent_by(a, NOW - 30 * DAY, until=NOW), "s")
+              for a in artists if data.draw(st.booleans())]
+    expected = sorted((-blend_score(aff, view.trending_score.get(wid, 0.0), variant), neg_pub, wid, w)
+                      for aff, works, _ in groups for neg_pub, wid, w in works)
+    assert [(w.id, score) for w, score, _ in _rank(groups, variant, view)] == [(w.id, -neg) for neg, _, w_id, w in expected]

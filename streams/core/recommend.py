@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Container, Iterable, Iterator, Sequence
+from sys import float_info
 
 from streams.core.catalog import CatalogIndex, is_eligible, published
 from streams.core.experiments import Variant
@@ -40,6 +41,7 @@ from streams.core.popularity import PopularityView
 from streams.core.records import Artwork, RecItem
 
 DAY = 86400.0
+EPSILON = float_info.epsilon  # 2^-52: the relative gap between neighbouring floats
 # Listed scores keep 4 significant digits: a list is "changed" (rewritten, sent) when a client
 # would see a difference, and the same inputs give the same bytes whatever float noise the
 # order of merging shares left behind.
@@ -138,23 +140,28 @@ def _recent(catalog: CatalogIndex, artist: str, since: float, now: float,
 
 
 def _rank(groups: Iterable[tuple[float, list[tuple[float, str, Artwork]], str]], variant: Variant,
-          popularity: PopularityView) -> list[tuple[Artwork, float, str]]:
+          popularity: PopularityView) -> Iterator[tuple[Artwork, float, str]]:
     """(affinity, that artist's (−published, id, work)s, source) per artist -> (work, score,
-    source) best first: score, then newest, then id. The builder's hot loop: the affinity term
-    is computed once per artist (the same product as blend_score), and sorting plain tuples
-    keeps comparisons in C."""
+    source) best first: score, then newest, then id. The builder's hot loop, lazy: a list takes
+    the first few, so each artist's works stay a sorted stream (one score per artist without a
+    trending blend: the works' own order) merged across artists, never a sort of them all."""
     trending = popularity.trending_score
     power, blend = variant.affinity_power, variant.trending_blend
-    keyed: list[tuple[float, float, str, Artwork, str]] = []
+    streams = []
     for aff, works, source in groups:
         base = aff ** power
         if blend and trending:
-            keyed += [(-(base * (1.0 + blend * trending.get(wid, 0.0))), neg_pub, wid, w, source)
-                      for neg_pub, wid, w in works]
+            streams.append(sorted((-(base * (1.0 + blend * trending.get(wid, 0.0))), neg_pub, wid, w, source)
+                                  for neg_pub, wid, w in works))
         else:
-            keyed += [(-base, neg_pub, wid, w, source) for neg_pub, wid, w in works]
-    keyed.sort()  # a work is listed once (one artist each), so ties end at its id, never at the work
-    return [(w, -neg_score, source) for neg_score, _, _, w, source in keyed]
+            streams.append(_scored(-base, works, source))
+    # a work is listed once (one artist each), so ties end at its id, never at the work
+    return ((w, -neg_score, source) for neg_score, _, _, w, source in heapq.merge(*streams))
+
+
+def _scored(neg_score: float, works: list[tuple[float, str, Artwork]], source: str):
+    for neg_pub, wid, w in works:
+        yield neg_score, neg_pub, wid, w, source
 
 
 def _similar_artists(personal: Sequence[tuple[str, float]], popularity: PopularityView) -> dict[str, float]:
@@ -181,27 +188,59 @@ def _similar(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popul
 def _popular(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popularity: PopularityView,
              since: float, now: float, variant: Variant) -> Iterator[tuple[Artwork, float, str]]:
     """Personalised popularity (see the module doc): (work, score, source) best first, then
-    newest, then id."""
+    newest, then id. Lazy: each lifted artist's candidates, sorted once per view (`_candidates`),
+    scaled by the user's lift and merged with the hot works of the artists the user never met (in
+    the view's order), so a list costs the few items it takes, not a sort of every candidate."""
     peak = max((aff for _, aff in personal), default=0.0) or 1.0
     lift = {a: (aff / peak, "affinity") for a, aff in personal}
     similar = _similar_artists(personal, popularity)
     for artist in heapq.nsmallest(SIMILAR_IN_POPULAR, similar, key=lambda a: (-similar[a], a)):
         aff = similar[artist]
         lift.setdefault(artist, (aff / peak, "similar"))
-    trending, floor, weight = popularity.trending_score, variant.trending_floor, variant.personal_weight
-    keyed: dict[str, tuple[float, float, str, Artwork, str]] = {}
-    for artist, (aff, source) in lift.items():
-        for neg_pub, wid, w in _recent(catalog, artist, since, now, popularity):
-            keyed[wid] = (-(trending.get(wid, 0.0) + floor) * (1.0 + weight * aff), neg_pub, wid, w, source)
-    hot = _hot(popularity, catalog, variant.trending_candidates, floor, now)
-    for neg_base, neg_pub, wid, w in hot:
-        if w.artist_id in lift and wid not in keyed:
-            aff, source = lift[w.artist_id]
-            keyed[wid] = (neg_base * (1.0 + weight * aff), neg_pub, wid, w, source)
-    # the hot works of artists the user never met keep the view's order: merged lazily, so a
-    # list costs what it takes, not a sort of every candidate
-    rest = ((*entry, "trending") for entry in hot if entry[2] not in keyed)
-    return ((w, -neg, source) for neg, _, _, w, source in heapq.merge(sorted(keyed.values()), rest))
+    k, floor, weight = variant.trending_candidates, variant.trending_floor, variant.personal_weight
+    streams = [_scaled(*_candidates(catalog, popularity, artist, since, now, k, floor), 1.0 + weight * aff, source)
+               for artist, (aff, source) in lift.items()]
+    hot = _hot(popularity, catalog, k, floor, now)
+    rest = ((*entry, "trending") for entry in hot if entry[3].artist_id not in lift)
+    return ((w, -neg, source) for neg, _, _, w, source in heapq.merge(*streams, rest))
+
+
+def _candidates(catalog: CatalogIndex, popularity: PopularityView, artist: str, since: float, now: float, k: int,
+                floor: float) -> tuple[list[tuple[float, float, str, Artwork]], bool]:
+    """An artist's popular candidates: their recent works and their hot works of any age, as
+    (−(trending + ε), −published, id, work) sorted, memoised per view and window; and whether
+    neighbouring distinct scores are far enough apart that no positive scale rounds two to one
+    float (then the scaled list is still sorted; else `_scaled` re-sorts)."""
+    memo, version = popularity.memo, catalog.version
+    key = ("candidates", id(catalog), version, artist, since, now, k, floor)  # this batch's other users
+    found = memo.get(key)
+    if found is None:
+        recent = _recent(catalog, artist, since, now, popularity)
+        # the same works in a later batch (the window moved, no work crossed its ends): sorted already
+        span = ("candidates-span", id(catalog), version, artist, len(recent), recent[0][1] if recent else "", k, floor)
+        found = memo.get(span)
+        if found is None:
+            trending = popularity.trending_score
+            listed = {wid for _, wid, _ in recent}
+            entries = [(-(trending.get(wid, 0.0) + floor), neg_pub, wid, w) for neg_pub, wid, w in recent]
+            entries += [e for e in _hot_by_artist(popularity, catalog, k, floor, now).get(artist, ())
+                        if e[2] not in listed]
+            entries.sort()
+            scores = [e[0] for e in entries]
+            apart = all(a == b or b - a > 4 * EPSILON * max(-a, b) for a, b in zip(scores, scores[1:], strict=False))
+            found = memo[span] = (entries, apart)
+        memo[key] = found
+    return found
+
+
+def _scaled(entries: list[tuple[float, float, str, Artwork]], apart: bool, factor: float, source: str):
+    """`entries` (sorted) with their score scaled by `factor`, still sorted: a positive scale keeps
+    the order unless it rounds two neighbouring scores to one float, whose tie must then go by newest."""
+    if not apart or not factor > 0:  # a negative personal_weight can make it one
+        entries = sorted((neg * factor, neg_pub, wid, w) for neg, neg_pub, wid, w in entries)
+        factor = 1.0
+    for neg, neg_pub, wid, w in entries:
+        yield neg * factor, neg_pub, wid, w, source
 
 
 def _hot(popularity: PopularityView, catalog: CatalogIndex, k: int, floor: float,
@@ -220,4 +259,16 @@ def _hot(popularity: PopularityView, catalog: CatalogIndex, k: int, floor: float
                     break
         found.sort()  # ties: newest, then id (the view lists ties by id descending)
         popularity.memo[key] = found
+    return found
+
+
+def _hot_by_artist(popularity: PopularityView, catalog: CatalogIndex, k: int, floor: float,
+                   now: float) -> dict[str, list[tuple[float, float, str, Artwork]]]:
+    """`_hot`'s works by artist (built once per view)."""
+    key = ("hot-by-artist", id(catalog), catalog.version, k, floor)
+    found = popularity.memo.get(key)
+    if found is None:
+        found = popularity.memo[key] = {}
+        for entry in _hot(popularity, catalog, k, floor, now):
+            found.setdefault(entry[3].artist_id, []).append(entry)
     return found
