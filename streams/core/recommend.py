@@ -90,12 +90,12 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], p
                     budget is not None and work.price is not None and work.price > budget):
                 continue
             exclude.add(work.id)
-            item = RecItem(work.id, work.artist_id, round_score(score), source)
             if cap and per_artist.get(work.artist_id, 0) >= cap:
-                capped.append(item)
+                if len(capped) < n:  # the list takes at most n of them, the first ones
+                    capped.append(RecItem(work.id, work.artist_id, round_score(score), source))
                 continue
             per_artist[work.artist_id] = per_artist.get(work.artist_id, 0) + 1
-            items.append(item)
+            items.append(RecItem(work.id, work.artist_id, round_score(score), source))
 
     personal = [a for a in top_artists[:TOP_ARTISTS] if a[1] > 0]
     if variant.ranking == "popular":
