@@ -146,7 +146,7 @@ class Settings:
         " broker answers late (~wait) even when data arrives, so it bounds first-signal latency", "min": 0})
     ingest_idle_fetch_max_wait_ms: int = field(default=100, metadata={
         "help": "the same after 1 s without records: an idle worker fetches its inputs less often (half the idle "
-        "CPU), the first record after a quiet spell may wait for it", "min": 0})
+        "CPU); the first record after a quiet spell may wait for it (at most the busy wait: no back-off)", "min": 0})
     event_loop: str = field(default="uvloop", metadata={
         "help": "the worker's asyncio event loop: uvloop (libuv; serving and the Kafka clients cost less on it) or "
         "aio (asyncio's default)", "choices": ("uvloop", "aio")})
