@@ -204,7 +204,16 @@ class Shares:
         return self._view
 
     def stale(self, now: float) -> bool:
-        return self._view is None or now - self._view_at >= self.view_s
+        """Older than view_s, or built at a later time than now: the event clock reads the wall
+        clock until the first event, so a view built before it (a catalog refresh, an HTTP read)
+        is dated after a replayed history and would otherwise never go stale.
+
+        >>> s = Shares(load_partial, lambda parts: len(parts), view_s=1.0)
+        >>> s.install("built at the wall clock", 2e9)
+        >>> s.stale(2e9 + 0.5), s.stale(2e9 + 1), s.stale(1.7e9)
+        (False, True, True)
+        """
+        return self._view is None or abs(now - self._view_at) >= self.view_s
 
     def snapshot(self, stored: Iterable[tuple[str, bytes]]) -> dict[str, Any]:
         """Everything a view is built from, detached from live state: stored bytes for other
