@@ -182,7 +182,13 @@ class Shares:
         return self.live[partition]
 
     def flush_due(self, partition: int, now: float) -> bool:
-        if now - self._flushed_at.get(partition, float("-inf")) >= self.flush_s:
+        """Whether to write `partition`'s share now: flush_s since the last write, either way (see `stale`).
+
+        >>> s = Shares(load_partial, lambda parts: len(parts), flush_s=1.0)
+        >>> [s.flush_due(0, t) for t in (2e9, 2e9 + 0.5, 1.7e9, 1.7e9 + 0.5, 1.7e9 + 1)]
+        [True, False, True, False, True]
+        """
+        if abs(now - self._flushed_at.get(partition, float("-inf"))) >= self.flush_s:
             self._flushed_at[partition] = now
             return True
         return False
