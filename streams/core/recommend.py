@@ -215,7 +215,7 @@ def _candidates(catalog: CatalogIndex, popularity: PopularityView, artist: str, 
     key = ("candidates", id(catalog), version, artist, since, now, k, floor)  # this batch's other users
     found = memo.get(key)
     if found is None:
-        recent = _recent(catalog, artist, since, now, popularity)
+        recent = catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)  # memoised with the candidates
         # the same works in a later batch (the window moved, no work crossed its ends): sorted already
         span = ("candidates-span", id(catalog), version, artist, len(recent), recent[0][1] if recent else "", k, floor)
         found = memo.get(span)
@@ -236,11 +236,11 @@ def _candidates(catalog: CatalogIndex, popularity: PopularityView, artist: str, 
 def _scaled(entries: list[tuple[float, float, str, Artwork]], apart: bool, factor: float, source: str):
     """`entries` (sorted) with their score scaled by `factor`, still sorted: a positive scale keeps
     the order unless it rounds two neighbouring scores to one float, whose tie must then go by newest."""
+    scaled = ((neg * factor, neg_pub, wid, w) for neg, neg_pub, wid, w in entries)
     if not apart or not factor > 0:  # a negative personal_weight can make it one
-        entries = sorted((neg * factor, neg_pub, wid, w) for neg, neg_pub, wid, w in entries)
-        factor = 1.0
-    for neg, neg_pub, wid, w in entries:
-        yield neg * factor, neg_pub, wid, w, source
+        scaled = sorted(scaled)
+    for neg, neg_pub, wid, w in scaled:
+        yield neg, neg_pub, wid, w, source
 
 
 def _hot(popularity: PopularityView, catalog: CatalogIndex, k: int, floor: float,
