@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -101,6 +102,32 @@ def test_alias_merges_anonymous_history_into_the_user(module_cluster, worker):
     wait_until(lambda: {"alpha", "beta", "gamma"} <= {a["artist_id"] for a in get_json(
         worker, "/users/member-9/affinity")[1]["artists"]}, 30, what="forwarded event")
     assert records_for(module_cluster, "recommendations", "member-9")
+
+
+def test_identifies_linking_two_ids_both_ways_leave_one_profile_and_nothing_circling(module_cluster, worker):
+    """Found by fuzzing: identify(a <- b) and identify(b <- a) made a and b point at each other; every
+    record for either id then circled between their partitions for ever, and their events were never
+    applied. The ring breaks at its smallest id, which holds both histories and every later event."""
+    module_cluster.produce("events.segment", [
+        track("ring-a", "followedArtist", "ra-1", owner_id="alpha", minutes_ago=5),
+        track("ring-b", "followedArtist", "rb-1", owner_id="beta", minutes_ago=5)])
+    wait_until(lambda: all(get_json(worker, f"/users/{u}/affinity")[0] == 200 for u in ("ring-a", "ring-b")), 30,
+               what="both profiles")
+    both_ways = [{"type": "identify", "userId": new, "anonymousId": old, "messageId": f"ring-{new}",
+                  "timestamp": iso(NOW - timedelta(minutes=3))} for new, old in (("ring-a", "ring-b"), ("ring-b", "ring-a"))]
+    module_cluster.produce("events.segment", [(e["anonymousId"].encode(), dumps(e)) for e in both_ways])
+    module_cluster.produce("events.segment", [track("ring-b", "item_viewed", "rb-2", artwork_id="gamma-1", minutes_ago=1)])
+    merged = wait_until(lambda: (lambda r: r[1] if r[0] == 200 and not r[1]["alias_of"] and len(r[1]["artists"]) == 3
+                                 else None)(get_json(worker, "/users/ring-a/affinity")), 30, what="one profile")
+    assert {a["artist_id"] for a in merged["artists"]} == {"alpha", "beta", "gamma"}
+    assert get_json(worker, "/users/ring-b/affinity")[1]["alias_of"] == "ring-a"
+
+    def quiet() -> bool:  # no signals.keyed record sent for a second: nothing circles
+        before = metric(worker, "recstream_records_sent_total", topic="signals.keyed")
+        time.sleep(1.0)
+        return metric(worker, "recstream_records_sent_total", topic="signals.keyed") == before
+
+    wait_until(quiet, 30, what="signals.keyed traffic stops")
 
 
 def test_no_emission_when_nothing_changed(module_cluster, worker):

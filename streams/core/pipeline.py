@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from streams.core.affinity import AffinityModel, Bought, Profile, delivered_before, dump, load
+from streams.core.aliases import forwarded
 from streams.core.attribution import Rules
 from streams.core.catalog import CatalogIndex, decode_artwork
 from streams.core.experiments import Variant, assign, default_variants
@@ -34,15 +35,16 @@ from streams.core.records import (
     Recommendations,
     Refresh,
     Signal,
+    decode_fans,
+    decode_recs,
     encode,
+    encode_fans,
     encode_keyed,
+    fans_key,
 )
 
 AFFINITY_UPDATES, RECOMMENDATIONS, SIGNALS_KEYED = "affinity.updates", "recommendations", "signals.keyed"
 NO_TRENDING = {"unfollow", "unsave", "follow"}
-_RECS = msgspec.json.Decoder(Recommendations)
-_FANS_ENC = msgspec.msgpack.Encoder()
-_FANS_DEC = msgspec.msgpack.Decoder(list[str])
 
 
 @dataclass(frozen=True)
@@ -69,18 +71,6 @@ class PipelineConfig:
     def top_needed(self) -> int:
         """How many of a user's strongest artists every consumer of them needs at most."""
         return max(self.affinity_top_n, self.fan_top_m, self.coengagement_top_m, TOP_ARTISTS)
-
-
-def fans_key(artist_id: str, partition: int) -> str:
-    return f"{artist_id}@{partition}"
-
-
-def encode_fans(users: list[str]) -> bytes:
-    return _FANS_ENC.encode(users)
-
-
-def decode_recs(raw: bytes | None) -> Recommendations | None:
-    return None if raw is None else _RECS.decode(raw)
 
 
 def recommendations_for(cfg: PipelineConfig, user_id: str, profile: Profile, top: list[tuple[str, float]],
@@ -148,10 +138,9 @@ class PartitionBatch:
             self._written.add(sig.user_id)  # heals a changelog write lost in the crash
             self._resend.setdefault(sig.user_id, sig.message_id)  # and outputs lost with it
             return
-        if profile.alias_of:  # this id was merged: the event belongs to the merged profile
-            # no input position (the merged profile's records of that partition may come first): messageId dedup
-            moved = msgspec.structs.replace(sig, user_id=profile.alias_of, source="", offset=-1)
-            self._send(SIGNALS_KEYED, profile.alias_of, encode_keyed(moved))
+        # an aliased id's events belong to the merged profile, without their input position (the merged
+        # profile's records of that partition may come first): messageId dedup
+        if self._forwarded(sig, profile, source="", offset=-1):
             return
         self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
         self._attribute(sig)  # judged against the lists shown before this event
@@ -187,8 +176,8 @@ class PartitionBatch:
         """Keyed by the previous id: hand its profile to the new id, leave a pointer. Every identify of the pair sends
         it (the new id merges once): after a crash the pointer may have landed while the Merge did not."""
         profile = self._profile(ident.previous_id)
-        if profile.alias_of not in ("", ident.user_id):
-            return  # merged into another id already
+        if profile.alias_of not in ("", ident.user_id) or ident.user_id in (*profile.merged, ident.previous_id):
+            return  # merged into another id already, or the new id was merged into this one (no ring), or itself
         moving = msgspec.structs.replace(profile, alias_of="")
         self._send(SIGNALS_KEYED, ident.user_id,
                    encode_keyed(Merge(ident.user_id, ident.previous_id, ident.message_id, dump(moving))))
@@ -198,14 +187,23 @@ class PartitionBatch:
 
     def _merge(self, merge: Merge) -> None:
         profile = self._profile(merge.user_id)
-        if profile.alias_of:
-            self._send(SIGNALS_KEYED, profile.alias_of, encode_keyed(
-                msgspec.structs.replace(merge, user_id=profile.alias_of)))
-            return
+        if self._forwarded(merge, profile) or merge.previous_id == merge.user_id:
+            return  # moved on, or back at the profile it left (a ring broke there), which still holds it
         self._indexes.pop(merge.user_id, None)  # merge replaces the seen list
         if self.cfg.model.merge(profile, load(merge.profile), merge.message_id, merge.previous_id):
             self._written.add(merge.user_id)
             self._dirty[merge.user_id] = merge.message_id
+
+    def _forwarded(self, rec: Signal | Merge, profile: Profile, **changes) -> bool:
+        """Send a record of an aliased id on toward the merged profile; False when the id is not aliased, or is
+        where a ring of aliases breaks (it keeps the record and drops its pointer: streams.core.aliases)."""
+        moved = profile.alias_of and forwarded(rec, profile.alias_of, **changes)
+        if moved:
+            self._send(SIGNALS_KEYED, moved.user_id, encode_keyed(moved))
+        elif profile.alias_of:
+            profile.alias_of = ""
+            self._written.add(rec.user_id)
+        return bool(moved)
 
     def _exposure(self, exposure: Exposure) -> None:
         """The user saw a list: the given works (sources from the current list), or the current list itself."""
@@ -225,7 +223,7 @@ class PartitionBatch:
             artwork = decode_artwork(refresh.artwork)
             self.catalog.upsert(artwork)  # the refresh may overtake the catalog table update
             trigger = f"catalog:{artwork.id}"
-        for user in _FANS_DEC.decode(self.fans.get(fans_key(refresh.artist_id, self.partition)) or b"\x90"):
+        for user in decode_fans(self.fans.get(fans_key(refresh.artist_id, self.partition))):
             self._dirty.setdefault(user, trigger)
 
     # --- per-user results ------------------------------------------------------------------
@@ -265,7 +263,7 @@ class PartitionBatch:
         old, new = {a for a, _ in before[:m]}, {a for a, _ in after[:m]}
         for artist in old ^ new:
             key = fans_key(artist, self.partition)
-            fans = [u for u in _FANS_DEC.decode(self.fans.get(key) or b"\x90") if u != user]
+            fans = [u for u in decode_fans(self.fans.get(key)) if u != user]
             if artist in new:
                 fans.append(user)
             self.fans[key] = encode_fans(fans[-self.cfg.max_fans:])

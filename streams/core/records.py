@@ -87,6 +87,7 @@ class Signal(msgspec.Struct, omit_defaults=True, tag="signal"):
     order_id: str | None = None
     source: str = ""
     offset: int = -1
+    via: tuple[str, ...] = ()  # aliased ids it was forwarded through (streams.core.aliases)
 
 
 class Identity(msgspec.Struct, tag="identity"):
@@ -98,13 +99,14 @@ class Identity(msgspec.Struct, tag="identity"):
     time: float
 
 
-class Merge(msgspec.Struct, tag="merge"):
+class Merge(msgspec.Struct, omit_defaults=True, tag="merge"):
     """An aliased profile moving to its new user id (sent keyed by `user_id`)."""
 
     user_id: str
     previous_id: str
     message_id: str
     profile: bytes  # streams.core.affinity.Profile, msgpack
+    via: tuple[str, ...] = ()  # aliased ids it was forwarded through (streams.core.aliases)
 
 
 class Refresh(msgspec.Struct, tag="refresh"):
@@ -258,6 +260,27 @@ def decode_keyed(raw: bytes):
 
 def decode_image_keyed(raw: bytes):
     return _IMAGE_KEYED.decode(raw)
+
+
+_RECS = msgspec.json.Decoder(Recommendations)
+_FANS_DEC = msgspec.msgpack.Decoder(list[str])
+
+
+def decode_recs(raw: bytes | None) -> Recommendations | None:
+    return None if raw is None else _RECS.decode(raw)
+
+
+def fans_key(artist_id: str, partition: int) -> str:
+    """The fans table's key: an artist's fans on one partition."""
+    return f"{artist_id}@{partition}"
+
+
+def encode_fans(users: list[str]) -> bytes:
+    return _MSGPACK.encode(users)
+
+
+def decode_fans(raw: bytes | None) -> list[str]:
+    return _FANS_DEC.decode(raw or b"\x90")
 
 
 def encode(record: msgspec.Struct) -> bytes:

@@ -1,0 +1,49 @@
+"""Alias pointers (pure): where a record for an aliased id goes next, and where a ring of ids that
+alias one another breaks.
+
+An identify or alias message links two ids on the previous id's partition, before the other id's
+merge can have landed there, so two messages linking the same ids both ways (or a longer ring)
+left every id of the ring pointing at the next one, and every record for them circled the ring
+for ever (each new event added another). A forwarded record now carries the ids it came through
+(`via`): one that reaches an id whose pointer leads back into them is in a ring, and the ring
+breaks at its smallest id, the same one whichever record finds it: that id drops its pointer and
+the record is applied there; the merges still under way land there too (a merge that reaches the
+id it left goes on to the ring's profile with that id's data, and is dropped only when that id is
+the ring's profile, which still holds everything it carried).
+
+>>> next_hop("a", "b", ())  # a plain pointer: on to b
+('b', ('a',))
+>>> next_hop("b", "a", ("a",))  # back to a: the ring a, b breaks at a
+('a', ('a', 'b'))
+>>> next_hop("a", "b", ("a", "b")) is None  # a is the ring's smallest id: applied here
+True
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+MAX_VIA = 64  # ids a record may pass through: a longer chain of identities is not a person's
+
+
+class AliasChainTooLong(ValueError):
+    """A record passed through MAX_VIA aliased ids (it is dead-lettered)."""
+
+
+def next_hop(user: str, alias_of: str, via: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
+    """A record for `user`, whose profile points to `alias_of`, having come through `via`: (the id
+    to send it to, its new `via`), or None when `user` is where its ring breaks (apply it here)."""
+    via = (*via, user)
+    if alias_of in via:
+        root = min(via[via.index(alias_of):])
+        return None if root == user else (root, via)
+    if len(via) >= MAX_VIA:
+        raise AliasChainTooLong(f"{len(via)} aliased ids from {via[0]!r}")
+    return alias_of, via
+
+
+def forwarded(record, alias_of: str, **changes):
+    """`record` (a Signal or Merge with `user_id` and `via`) on its way from its aliased id to the
+    next, with `changes`; None when its id is where its ring breaks (see `next_hop`)."""
+    hop = next_hop(record.user_id, alias_of, record.via)
+    return None if hop is None else msgspec.structs.replace(record, user_id=hop[0], via=hop[1], **changes)

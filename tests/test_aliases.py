@@ -1,0 +1,118 @@
+"""Identities that link ids both ways, or in a ring: every record lands once, nothing circles.
+
+Found by fuzzing on 2026-12-03: identify(a <- b) then identify(b <- a) left a and b pointing at each
+other, and every record for either id was forwarded between their partitions for ever (120k records
+in 10 minutes from a handful, growing with every new event; both users' events never applied)."""
+
+import itertools
+
+import pytest
+
+from streams.core.affinity import load
+from streams.core.aliases import MAX_VIA, AliasChainTooLong, next_hop
+from streams.core.records import Identity, Merge, decode_keyed
+from tests.test_pipeline import CFG, WORKS, World, follow
+
+WEIGHT, VIEW = CFG.model.weights["follow"], CFG.model.weights["view"]
+
+
+def view(user, artist, mid):
+    return follow(user, artist, mid, kind="view")  # additive, unlike a follow (a toggle)
+
+
+class Cluster:
+    """One World (partition) per user id; signals.keyed outputs delivered to their key's partition."""
+
+    def __init__(self, users):
+        self.worlds = {u: World(*WORKS) for u in users}
+        self.queues = {u: [] for u in users}
+        self.delivered = 0
+
+    def run(self, user, records):
+        for out in self.worlds[user].run(records)["signals.keyed"]:
+            self.queues[out.key.decode()].append(decode_keyed(out.value))
+
+    def settle(self, order=None, limit=200):
+        """Deliver queued records (partitions in `order`, repeatedly) until none is left."""
+        while any(self.queues.values()):
+            for user in order or sorted(self.queues):
+                records, self.queues[user] = self.queues[user], []
+                self.delivered += len(records)
+                assert self.delivered <= limit, "records keep circling"
+                if records:
+                    self.run(user, records)
+
+    def profile(self, user):
+        return load(self.worlds[user].profiles.get(user))
+
+    def roots(self):
+        return [u for u in self.worlds if self.worlds[u].profiles.get(u) and not self.profile(u).alias_of]
+
+
+def scores(cluster, user):
+    return CFG.model.scores(cluster.profile(user))
+
+
+def test_identifies_both_ways_one_after_the_other_leave_one_profile():
+    c = Cluster(["a", "b"])
+    c.run("a", [follow("a", "a", "f-a")])
+    c.run("b", [follow("b", "b", "f-b")])
+    c.run("b", [Identity("a", "b", "id1", 0.0)])  # b is now a
+    c.settle()
+    c.run("a", [Identity("b", "a", "id2", 0.0)])  # and a is now b: they are one already
+    c.settle()
+    assert c.roots() == ["a"] and c.profile("b").alias_of == "a"
+    c.run("b", [view("b", "x", "later-b")])
+    c.run("a", [view("a", "x", "later-a")])
+    c.settle()
+    assert scores(c, "a") == {"a": WEIGHT, "b": WEIGHT, "x": 2 * VIEW}
+
+
+@pytest.mark.parametrize("order", [["a", "b"], ["b", "a"]])
+def test_identifies_both_ways_before_either_merge_lands_break_the_ring_once(order):
+    c = Cluster(["a", "b"])
+    c.run("a", [follow("a", "a", "f-a")])
+    c.run("b", [follow("b", "b", "f-b")])
+    c.run("b", [Identity("a", "b", "id1", 0.0)])
+    c.run("a", [Identity("b", "a", "id2", 0.0)])  # both pointers set: a -> b -> a
+    c.run("a", [view("a", "x", "during")])  # an event while the ring stands
+    c.settle(order)
+    (root,) = c.roots()
+    assert root == "a" and c.profile("b").alias_of == "a"  # the ring's smallest id, whatever the order
+    assert scores(c, "a") == {"a": WEIGHT, "b": WEIGHT, "x": VIEW}  # every profile and event once
+    c.run("b", [view("b", "y", "after")])
+    c.settle(order)
+    assert scores(c, "a")["y"] == VIEW
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations("xyz")))
+def test_a_ring_of_three_settles_on_one_profile_holding_each_event_once(order):
+    c = Cluster(["x", "y", "z"])
+    for user in c.worlds:
+        c.run(user, [follow(user, user, f"f-{user}")])
+    c.run("x", [Identity("y", "x", "i1", 0.0)])
+    c.run("y", [Identity("z", "y", "i2", 0.0)])
+    c.run("z", [Identity("x", "z", "i3", 0.0)])  # x -> y -> z -> x before any merge landed
+    c.run("y", [view("y", "w", "during")])
+    c.settle(order)
+    assert c.roots() == ["x"]
+    assert scores(c, "x") == {"x": WEIGHT, "y": WEIGHT, "z": WEIGHT, "w": VIEW}
+
+
+def test_an_identity_of_an_id_with_itself_or_back_to_an_id_it_absorbed_moves_nothing():
+    c = Cluster(["u"])
+    c.run("u", [follow("u", "a", "f1")])
+    c.run("u", [Identity("u", "u", "self", 0.0)])
+    assert c.queues["u"] == [] and c.profile("u").alias_of == ""
+    # a merge that came back to the id it left (its profile still holds it) is dropped
+    c.run("u", [Merge("u", "u", "m", b"")])
+    assert scores(c, "u") == {"a": WEIGHT}
+
+
+def test_next_hop_follows_pointers_finds_rings_and_refuses_endless_chains():
+    assert next_hop("a", "b", ()) == ("b", ("a",))
+    assert next_hop("c", "a", ("b", "a")) == ("a", ("b", "a", "c"))  # back to a: the ring a, c breaks at a
+    assert next_hop("a", "c", ("b", "a", "c")) is None  # ...and breaks at its smallest id, a
+    chain = tuple(f"id{i:03}" for i in range(MAX_VIA - 1))
+    with pytest.raises(AliasChainTooLong):
+        next_hop("last", "next", chain)
