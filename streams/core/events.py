@@ -160,9 +160,10 @@ def parse_typed(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parsed:
     ids_within_limit(rec.user_id, rec.message_id, rec.artist_id, rec.artwork_id, rec.order_id, *rec.artwork_ids)
     opt_price({"price": rec.price}, "price")
     ids = list(rec.artwork_ids) + ([rec.artwork_id] if rec.artwork_id else [])
-    targets = tuple(Target(rec.artist_id, a, rec.price) for a in ids)
-    if not targets and rec.artist_id:
-        targets = (Target(rec.artist_id, None, rec.price),)
+    artist = rec.artist_id or None  # "" is no artist (as on Segment): the catalog names the artwork's
+    targets = tuple(Target(artist, a, rec.price) for a in ids)
+    if not targets and artist:
+        targets = (Target(artist, None, rec.price),)
     if not targets:
         return Rejected("missing_property", "one of artist_id, artwork_id, artwork_ids is required")
     return Signal(kind, rec.user_id, rec.message_id or content_id(raw), epoch(rec.timestamp),

@@ -172,7 +172,7 @@ def resolve_artists(signal: Signal, artist_of: Mapping[str, str] | Any) -> Signa
         return signal
     resolved = []
     for i, t in enumerate(signal.targets):
-        if t.artist_id is None:
+        if not t.artist_id:  # None, or "" from a producer that wrote no artist
             artist = artist_of.get(t.artwork_id)
             if artist is None:
                 return Rejected("unknown_artwork", f"artwork {i + 1} of {len(signal.targets)} is not in the catalog")
