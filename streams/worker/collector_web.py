@@ -27,7 +27,12 @@ def _refuse(status: int, code: str, message: str) -> aiohttp_web.Response:
 async def track(request: aiohttp_web.Request) -> aiohttp_web.Response:
     """aiohttp inflates gzip bodies and refuses ones over its client_max_size (1 MB, 413)."""
     try:
-        batch = collector.collect(request.match_info["endpoint"], await request.read(), time.time(),
+        body = await request.read()
+    except aiohttp_web.RequestPayloadError as exc:  # a body that does not inflate: the client's fault, not ours
+        metrics.inc("recstream_collector_rejected_total", reason="bad_request")
+        return _refuse(400, "bad_request", f"unreadable body: {exc}")
+    try:
+        batch = collector.collect(request.match_info["endpoint"], body, time.time(),
                                   request.headers.get("Authorization"), ACCEPTED_KEYS)
     except collector.Unauthorized as exc:
         metrics.inc("recstream_collector_rejected_total", reason="unauthorized")

@@ -47,8 +47,11 @@ async def user_affinity(web, request, user_id: str):
     raw = read(tables.affinity, user_id)
     if raw is None:
         return web.json({"error": "unknown user", "user_id": user_id}, status=404)
+    n = request.query.get("n", "50")
+    if not (n.isascii() and n.isdigit() and len(n) <= 4):
+        return web.json({"error": "n must be a whole number from 0 to 9999", "n": n[:32]}, status=400)
     profile = load(raw)
-    top = [] if profile.alias_of else affinity_model.top(profile, int(request.query.get("n", 50)))
+    top = [] if profile.alias_of else affinity_model.top(profile, int(n))
     return web.json({
         "user_id": user_id,
         "as_of": profile.ref,
