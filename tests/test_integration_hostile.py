@@ -146,7 +146,8 @@ def test_bad_records_on_the_internal_topics_are_dead_lettered_by_direct_ingest(m
     user = f"keyed-{next(_users)}"
     home = KeyPartitioner(4)(user.encode())
     valid = encode_keyed(Signal("follow", user, f"ok-{user}", 1767225600.0, (Target("artist-1"),)))
-    bad = [(b"k", b"\xc1 not msgpack"), (None, b"\x93\x01\x02\x03"), (user.encode(), None)]
+    endless = encode_keyed(Signal("follow", user, f"inf-{user}", float("inf"), (Target("artist-2"),)))  # froze the clock
+    bad = [(b"k", b"\xc1 not msgpack"), (None, b"\x93\x01\x02\x03"), (user.encode(), None), (user.encode(), endless)]
     offsets = send(module_cluster, f"{app_id}.signals.keyed", [*bad, (user.encode(), valid)], partition=home)
     wait_until(lambda: applied(worker, user), 60, what="the valid keyed signal behind the bad ones")
     for offset, (_, raw) in zip(offsets[:-1], bad, strict=True):

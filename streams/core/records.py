@@ -8,7 +8,7 @@ dead-letter reason.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -63,6 +63,11 @@ class Artwork(msgspec.Struct, forbid_unknown_fields=False):
 # --- normalised signals -------------------------------------------------------------------
 
 
+# event time, epoch seconds: decoding an internal record refuses an infinite, NaN or absurd one (an
+# infinite time froze a profile's clock for good: every later signal decayed to nothing)
+EventTime = Annotated[float, msgspec.Meta(ge=0.0, le=1e11)]
+
+
 class Target(msgspec.Struct, array_like=True, omit_defaults=True):
     """What a signal is about: an artist, or an artwork (artist resolved via the catalog)."""
 
@@ -82,7 +87,7 @@ class Signal(msgspec.Struct, omit_defaults=True, tag="signal"):
     kind: str
     user_id: str
     message_id: str
-    time: float  # event time, epoch seconds
+    time: EventTime
     targets: tuple[Target, ...] = ()
     order_id: str | None = None
     source: str = ""
