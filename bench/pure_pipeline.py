@@ -6,6 +6,9 @@ often far smaller, and each user's list is built once per batch), the popularity
 from the partitions' shares every 5,000 signals, the clock moving BENCH_STEP s per batch. Prints
 CPU µs per signal (best of BENCH_REPEAT runs, default 3) and a digest of the profiles and lists (equal inputs, equal digest: a speed change
 must not move it). BENCH_PROFILE=1 prints cProfile's top functions instead (BENCH_PROFILE=cumulative: by cumulative time).
+BENCH_USERS=heavy (or light) keeps only the signals of users with more (at most) HEAVY_EVENTS of them: the demo's
+top 50 users send half the events, and their cost per signal depends on the batch size far more than the others'
+(a batch decodes, ranks and encodes each user it touches once, however many of its signals it holds).
 
 Run: `.venv/bin/python bench/pure_pipeline.py`; `BENCH_BATCH=46 BENCH_STEP=0.02 ...` for a loaded worker's batches.
 """
@@ -18,6 +21,7 @@ import os
 import pstats
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,6 +38,8 @@ N = int(os.environ.get("BENCH_EVENTS", "30000"))
 BATCH = int(os.environ.get("BENCH_BATCH", "500"))
 STEP = float(os.environ.get("BENCH_STEP", "0"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+USERS = os.environ.get("BENCH_USERS", "all")
+HEAVY_EVENTS = 100
 PARTITIONS = 4
 END = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -47,7 +53,15 @@ def setup():
     now = END.timestamp() + 60
     signals = [r for r in (ingest_one(dumps(e), None, artist_of, parser, now) for e in demo.events(N))
                if isinstance(r, Signal)]
-    return catalog, cfg, signals, now
+    return catalog, cfg, users(signals), now
+
+
+def users(signals: list[Signal]) -> list[Signal]:
+    """All signals, or only the heavy or the light users' (BENCH_USERS)."""
+    if USERS == "all":
+        return signals
+    counts = Counter(s.user_id for s in signals)
+    return [s for s in signals if (counts[s.user_id] > HEAVY_EVENTS) == (USERS == "heavy")]
 
 
 def run(catalog, cfg, signals, now) -> list[tuple[dict, ...]]:
@@ -92,7 +106,7 @@ def main() -> None:
         started = time.process_time()
         tables = run(catalog, cfg, signals, now)
         times.append(time.process_time() - started)
-    print(f"pure pipeline: {len(signals):,} signals in batches of {BATCH}: {min(times) / len(signals) * 1e6:.1f} µs "
+    print(f"pure pipeline: {len(signals):,} signals ({USERS} users) in batches of {BATCH}: {min(times) / len(signals) * 1e6:.1f} µs "
           f"per signal (CPU, best of {REPEAT}); profiles and lists digest {digest(tables)}")
 
 
