@@ -11,6 +11,12 @@ the record is applied there; the merges still under way land there too (a merge 
 id it left goes on to the ring's profile with that id's data, and is dropped only when that id is
 the ring's profile, which still holds everything it carried).
 
+Exact: links made one at a time (each merge lands before the next link), both ways included; and
+rings whose links cross in flight when no id of the ring had absorbed another first (a ring of two
+always). Not exact: links crossing in flight over ids that had absorbed others (a random search of
+interleavings of 3 ids, a third of the operations identify calls, found 4 in 3,000 of 8 operations
+and 59 in 3,000 of 24 with an event counted twice or lost; nothing circled in any).
+
 >>> next_hop("a", "b", ())  # a plain pointer: on to b
 ('b', ('a',))
 >>> next_hop("b", "a", ("a",))  # back to a: the ring a, b breaks at a
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import msgspec
 
-MAX_VIA = 64  # ids a record may pass through: a longer chain of identities is not a person's
+MAX_VIA = 1024  # ids a record may pass through (a chain of 100 identify calls was seen in fuzzing: followed)
 
 
 class AliasChainTooLong(ValueError):

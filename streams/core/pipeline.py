@@ -187,8 +187,11 @@ class PartitionBatch:
 
     def _merge(self, merge: Merge) -> None:
         profile = self._profile(merge.user_id)
-        if self._forwarded(merge, profile) or merge.previous_id == merge.user_id:
-            return  # moved on, or back at the profile it left (a ring broke there), which still holds it
+        # an id absorbed before this one's link went on inside its merge: a second merge of it would count twice
+        if profile.alias_of and merge.previous_id in profile.merged or self._forwarded(merge, profile):
+            return
+        if merge.previous_id == merge.user_id:
+            return  # back at the profile it left (a ring broke there), which still holds it
         self._indexes.pop(merge.user_id, None)  # merge replaces the seen list
         if self.cfg.model.merge(profile, load(merge.profile), merge.message_id, merge.previous_id):
             self._written.add(merge.user_id)
