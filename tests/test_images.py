@@ -138,3 +138,20 @@ def test_exploration_lowers_regret_and_finds_the_better_new_image():
     assert final_exploit == "old" and regret_exploit == pytest.approx(0.03 * 6000)  # never shown the new one
     assert final_explore == "new"
     assert regret_explore < 0.5 * regret_exploit
+
+
+def test_a_partitions_counts_keep_the_most_shown_images_when_events_name_endless_new_ones():
+    """Impressions may name any merchant and image (found by fuzzing: 40,000 junk ones grew one
+    partition's share past the 1 MiB a changelog record may take, and the worker stopped on every
+    restart). The share keeps the most shown keys, and its table value always fits."""
+    from streams.core.image_pipeline import dump_counts
+    from streams.core.images import MAX_COUNTED_PER_PARTITION, GlobalCounts
+    from streams.core.records import MAX_TABLE_VALUE_BYTES
+
+    counts = GlobalCounts()
+    for _ in range(3):
+        counts.add("real", "hero", 1.0, 0.0, 0.0, 3600.0)
+    for i in range(int(MAX_COUNTED_PER_PARTITION * 1.25)):  # the last add passes the bound: trimmed
+        counts.add(f"junk-{i}", "x" * 200, 1.0, 0.0, 0.0, 3600.0)
+    assert len(counts.counts) == MAX_COUNTED_PER_PARTITION and counts.counts["real|hero"] == [3.0, 0.0]
+    assert len(dump_counts(counts)) <= MAX_TABLE_VALUE_BYTES and "real|hero" in counts.counts

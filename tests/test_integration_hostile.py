@@ -10,6 +10,7 @@ import asyncio
 import base64
 import itertools
 import json
+import time
 
 import pytest
 
@@ -34,7 +35,7 @@ def send(cluster, topic: str, records: list[tuple[bytes | None, bytes | None]], 
 
     async def go():
         producer = AIOKafkaProducer(bootstrap_servers=cluster.broker.bootstrap, compression_type=compression,
-                                    linger_ms=20)
+                                    linger_ms=20, max_request_size=4 << 20)
         await producer.start()
         try:
             futures = [await producer.send(cluster.topic(topic), value=v, key=k, partition=partition)
@@ -125,6 +126,22 @@ def test_a_bad_catalog_record_loses_none_of_the_valid_ones_behind_it(module_clus
     assert_survived(module_cluster, worker, "catalog.artworks", offsets[2], "invalid_key", None)
     letter = dead_letters(module_cluster, "catalog.artworks")[offsets[3]]
     assert (letter["reason"], letter["size"], letter["truncated"]) == ("invalid_artwork", len(huge), True)  # a tombstone whose key is no UTF-8 id
+
+
+def test_a_catalog_record_too_large_to_store_is_dead_lettered_and_the_worker_goes_on(module_cluster, worker):
+    """A 1.5 MB image catalog record was stored as one table value: its changelog write failed, the
+    worker stopped, and after the restart the record was past and lost (found by fuzzing)."""
+    images = [{"image_id": f"big-{i}", "url": "u", "kind": "item", "sales_rank": i} for i in range(20_000)]
+    big = dumps({"merchant_id": "m-big", "images": images})
+    small = dumps({"merchant_id": "m-small", "images": images[:3]})
+    assert len(big) > 1_000_000
+    before = metric(worker, "recstream_image_catalog_records_total")
+    offsets = send(module_cluster, "catalog.images", [(b"m-big", big), (b"m-small", small)])
+    wait_until(lambda: metric(worker, "recstream_image_catalog_records_total") >= before + 1, 60, what="the small one")
+    letter = wait_until(lambda: dead_letters(module_cluster, "catalog.images").get(offsets[0]), 60, what="dead letter")
+    assert (letter["reason"], letter["size"], letter["truncated"]) == ("oversized", len(big), True)
+    time.sleep(2)  # a failed changelog write would stop the worker now
+    assert worker.proc.poll() is None and "crashed" not in (module_cluster.root / "hostile.log").read_text().lower()
 
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])

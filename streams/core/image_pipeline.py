@@ -29,7 +29,7 @@ from streams.core.images import (
     choose,
 )
 from streams.core.ledger import Ledger, input_position
-from streams.core.records import MAX_ID_CHARS, ImageEvent, ImageRequest
+from streams.core.records import MAX_ID_CHARS, MAX_TABLE_VALUE_BYTES, ImageEvent, ImageRequest
 
 CHOSEN, REPLIES = "images.chosen", "images.replies"
 MAX_MERCHANTS_PER_CONSUMER = 1000
@@ -191,7 +191,18 @@ class ImageBatch:
 
 
 def dump_counts(counts: GlobalCounts) -> bytes:
-    return _STATE_ENC.encode(counts)
+    """msgpack, within one table value: the least shown keys go until it fits (long ids can make even
+    MAX_COUNTED_PER_PARTITION keys too large; 40,000 junk impressions stopped the worker for good).
+
+    >>> counts = GlobalCounts(counts={f"m{i}|{'x' * 200}": [float(i), 0.0] for i in range(8000)})
+    >>> len(dump_counts(counts)) <= MAX_TABLE_VALUE_BYTES, len(counts.counts), "m7999|" + "x" * 200 in counts.counts
+    (True, 4000, True)
+    """
+    raw = _STATE_ENC.encode(counts)
+    while len(raw) > MAX_TABLE_VALUE_BYTES:
+        counts.keep(len(counts.counts) // 2)
+        raw = _STATE_ENC.encode(counts)
+    return raw
 
 
 _COUNTS = msgspec.msgpack.Decoder(GlobalCounts)

@@ -19,6 +19,7 @@ it. Ties go to the earlier image in pool order (the header first), so choices ar
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -98,6 +99,9 @@ class ConsumerImages(msgspec.Struct, omit_defaults=True):
     applied: dict[str, int] = {}  # input partition -> last offset applied (streams.core.affinity.first_delivery)
 
 
+MAX_COUNTED_PER_PARTITION = 20000  # "merchant|image" keys one partition's share keeps
+
+
 class GlobalCounts(msgspec.Struct):
     """Decayed impressions and conversions per "merchant|image" at reference time `ref`
     (one partition's share; shares add up)."""
@@ -118,6 +122,13 @@ class GlobalCounts(msgspec.Struct):
         c = self.counts.setdefault(f"{merchant}|{image}", [0.0, 0.0])
         c[0] += impressions * w
         c[1] += conversions * w
+        if len(self.counts) > MAX_COUNTED_PER_PARTITION * 1.25:  # amortised trim
+            self.keep(MAX_COUNTED_PER_PARTITION)
+
+    def keep(self, n: int) -> None:
+        """Only the n keys with the most impressions and conversions (ties: the larger key): events
+        may name any image, and this share is one table value (streams.core.records.MAX_TABLE_VALUE_BYTES)."""
+        self.counts = dict(heapq.nlargest(n, self.counts.items(), key=lambda i: (i[1][0] + i[1][1], i[0])))
 
 
 def merge_counts(shares: Sequence[GlobalCounts], half_life_s: float) -> dict[str, tuple[float, float]]:

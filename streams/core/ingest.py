@@ -29,6 +29,7 @@ from streams.core.properties import resolve_artists
 from streams.core.records import (
     DEAD_LETTER_BYTES,
     MAX_ID_CHARS,
+    MAX_TABLE_VALUE_BYTES,
     DeadLetter,
     Exposure,
     Identity,
@@ -88,9 +89,13 @@ def decode_or_reject(decode: Callable[[bytes], Any], raw: bytes | None, reason: 
     Rejected(reason='invalid_artwork', detail='JSON nested too deep')
     >>> decode_or_reject(msgspec.json.decode, None, "invalid_curated").detail
     'message has no value (tombstone)'
+    >>> decode_or_reject(msgspec.json.decode, b" " * (MAX_TABLE_VALUE_BYTES + 1), "invalid_image_catalog").reason
+    'oversized'
     """
     if raw is None:
         return Rejected(reason, "message has no value (tombstone)")
+    if len(raw) > MAX_TABLE_VALUE_BYTES:  # stored as is, it would stop the worker at its changelog write
+        return Rejected("oversized", f"{len(raw):,} bytes: a stored record must stay under {MAX_TABLE_VALUE_BYTES:,}")
     try:
         return decode(raw)
     except Exception as exc:

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from streams.core.affinity import decay
+from streams.core.records import MAX_TABLE_VALUE_BYTES
 
 MAX_TRENDING_PER_PARTITION = 2000
 MAX_PAIRS_PER_PARTITION = 20000
@@ -111,7 +112,15 @@ _DEC = msgspec.msgpack.Decoder(Partial)
 
 
 def dump_partial(p: Partial) -> bytes:
-    return _ENC.encode(p)
+    """msgpack, within one table value (events may name artists and works with ids of any length):
+    the weakest pairs and trending works go until it fits."""
+    raw = _ENC.encode(p)
+    while len(raw) > MAX_TABLE_VALUE_BYTES:
+        p.pairs = dict(heapq.nlargest(len(p.pairs) // 2, p.pairs.items(), key=lambda i: (i[1], i[0])))
+        scores = p.trending.scores
+        p.trending.scores = dict(heapq.nlargest(len(scores) // 2, scores.items(), key=lambda i: (i[1], i[0])))
+        raw = _ENC.encode(p)
+    return raw
 
 
 def load_partial(raw: bytes | None) -> Partial:

@@ -63,6 +63,9 @@ class Artwork(msgspec.Struct, forbid_unknown_fields=False):
 # --- normalised signals -------------------------------------------------------------------
 
 
+# A table value is one changelog record, and the producer refuses a request over 1 MiB: the worker
+# then stopped, and stopped again on every restart (found by fuzzing, 2026-12-03).
+MAX_TABLE_VALUE_BYTES = 1_000_000
 # event time, epoch seconds: decoding an internal record refuses an infinite, NaN or absurd one (an
 # infinite time froze a profile's clock for good: every later signal decayed to nothing)
 EventTime = Annotated[float, msgspec.Meta(ge=0.0, le=1e11)]
