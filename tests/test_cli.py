@@ -121,3 +121,17 @@ def test_a_bad_setting_stops_any_command_with_one_line_and_exit_code_2(command, 
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith(f"recstream: RECSTREAM_{name}"), result.stderr
     assert "Traceback" not in result.stderr and not result.stdout
+
+
+@pytest.mark.parametrize("app_id,expected", [
+    ("", "--app-id must be 1 to 200"),  # was taken as unset: the default app id, the running one's
+    ("a/b c", "--app-id must be 1 to 200"),  # was accepted: topics named with / and a space
+    ("fresh-app", "the broker did not answer"),  # was a traceback (found by fuzzing)
+])
+def test_rebuild_refuses_a_bad_app_id_or_an_unreachable_broker_in_one_line(app_id, expected):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "rebuild", "--app-id", app_id, "--bulk",
+                             "--no-worker"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                            env={**env, "RECSTREAM_BROKER_URL": "kafka://127.0.0.1:1"})
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "Unclosed" not in result.stderr

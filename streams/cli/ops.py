@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -217,6 +218,8 @@ def cmd_rebuild(argv: list[str]) -> int:
                              "one per CPU, at most one per partition)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", args.app_id):  # it names topics: Kafka's characters only
+        parser.error("--app-id must be 1 to 200 of the characters a Kafka topic name takes: letters, digits, . _ -")
     if args.app_id == settings.app_id:
         parser.error("--app-id must differ from the running app's id (RECSTREAM_APP_ID): a rebuild needs fresh state")
     if (args.no_worker or args.shards is not None) and not args.bulk:
@@ -225,12 +228,17 @@ def cmd_rebuild(argv: list[str]) -> int:
         parser.error("--shards must be >= 0 (0: one per CPU)")
     env = {**os.environ, "RECSTREAM_APP_ID": args.app_id, "RECSTREAM_REBUILD": "1"}
     if args.bulk:
+        from aiokafka.errors import KafkaError
+
         from streams.rebuild.topics import AppIdInUse
 
         try:
             report = _bulk(Settings.from_env(env), args.shards or None)
         except AppIdInUse as exc:
             print(f"recstream rebuild: {exc}", file=sys.stderr)
+            return 2
+        except KafkaError as exc:
+            print(f"recstream rebuild: the broker did not answer ({exc}); check RECSTREAM_BROKER_URL", file=sys.stderr)
             return 2
         print("\n".join(report.lines()))
         if args.no_worker:

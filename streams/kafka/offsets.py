@@ -80,8 +80,8 @@ async def group_client(client_kwargs: dict, group: str):
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(**client_kwargs, group_id=group, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a broker that cannot be reached leaves a client to close too
         yield consumer
     finally:
         await consumer.stop()
