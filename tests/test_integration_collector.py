@@ -127,6 +127,7 @@ def test_wrong_keys_and_bad_bodies_get_clear_errors_and_produce_nothing(deployme
     assert refused.value.code in (400, 413)
     status, body = post(worker, "/v1/batch", b"\x1f\x8bgarbage", {**auth(KEY), "Content-Encoding": "gzip"})
     assert status == 400 and "unreadable body" in body["message"]  # a 500 before (found by fuzzing): SDKs retry those
+    assert "Unhandled exception" not in (cluster.root / "w0.log").read_text()  # and no traceback logged for it
     # the SDK surfaces the server's message on a refused key
     with pytest.raises(APIError, match="unknown write key"):
         SegmentClient("bad", host=worker.base_url, sync_mode=True, max_retries=0).track(

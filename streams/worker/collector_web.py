@@ -30,7 +30,10 @@ async def track(request: aiohttp_web.Request) -> aiohttp_web.Response:
         body = await request.read()
     except aiohttp_web.RequestPayloadError as exc:  # a body that does not inflate: the client's fault, not ours
         metrics.inc("recstream_collector_rejected_total", reason="bad_request")
-        return _refuse(400, "bad_request", f"unreadable body: {exc}")
+        request.content.feed_eof()  # else aiohttp drains the rest of the body, meets the error again, logs it
+        refused = _refuse(400, "bad_request", f"unreadable body: {exc}")
+        refused.force_close()  # what is left of that body cannot start the next request
+        return refused
     try:
         batch = collector.collect(request.match_info["endpoint"], body, time.time(),
                                   request.headers.get("Authorization"), ACCEPTED_KEYS)
