@@ -155,6 +155,7 @@ def test_affinity_matches_reference_and_bad_input_is_dead_lettered(cluster, load
     for bad in ("1e3", "abc", "-1", "9" * 5000):  # a 500 with a traceback before (found by fuzzing)
         status, body = get_json(worker, f"/users/{some_user}/affinity?n={bad}")
         assert status == 400 and "whole number" in body["error"], bad
+    assert get_json(worker, "/users/nobody/affinity?n=abc")[0] == 400  # the request is bad whoever the user
 
 
 def test_changelog_recovery_is_exact_after_wiping_local_state(cluster, loaded):

@@ -44,12 +44,12 @@ def install() -> None:
 @app.page("/users/{user_id}/affinity")
 @routed(tables.affinity)
 async def user_affinity(web, request, user_id: str):
+    n = request.query.get("n", "50")
+    if not (n.isascii() and n.isdigit() and len(n) <= 4):  # a bad request first, whoever the user
+        return web.json({"error": "n must be a whole number from 0 to 9999", "n": n[:32]}, status=400)
     raw = read(tables.affinity, user_id)
     if raw is None:
         return web.json({"error": "unknown user", "user_id": user_id}, status=404)
-    n = request.query.get("n", "50")
-    if not (n.isascii() and n.isdigit() and len(n) <= 4):
-        return web.json({"error": "n must be a whole number from 0 to 9999", "n": n[:32]}, status=400)
     profile = load(raw)
     top = [] if profile.alias_of else affinity_model.top(profile, int(n))
     return web.json({
