@@ -228,18 +228,16 @@ def cmd_rebuild(argv: list[str]) -> int:
         parser.error("--shards must be >= 0 (0: one per CPU)")
     env = {**os.environ, "RECSTREAM_APP_ID": args.app_id, "RECSTREAM_REBUILD": "1"}
     if args.bulk:
-        from aiokafka.errors import KafkaError
-
+        from streams.cli.load import run_producer
         from streams.rebuild.topics import AppIdInUse
 
-        try:
-            report = _bulk(Settings.from_env(env), args.shards or None)
+        try:  # an unreachable broker: run_producer's one line and status 2
+            report, status = run_producer("rebuild", _bulk(Settings.from_env(env), args.shards or None))
         except AppIdInUse as exc:
             print(f"recstream rebuild: {exc}", file=sys.stderr)
             return 2
-        except KafkaError as exc:
-            print(f"recstream rebuild: the broker did not answer ({exc}); check RECSTREAM_BROKER_URL", file=sys.stderr)
-            return 2
+        if status:
+            return status
         print("\n".join(report.lines()))
         if args.no_worker:
             return 0
@@ -250,10 +248,10 @@ def cmd_rebuild(argv: list[str]) -> int:
 
 
 def _bulk(settings: Settings, shards: int | None):
-    """The bulk phase under the new app id's settings."""
+    """The bulk phase under the new app id's settings (a coroutine to run)."""
     from streams.core.config import core_objects
     from streams.rebuild.coordinator import bulk_rebuild
 
     bootstrap_of(settings)
     _, parser, pipeline = core_objects(settings)
-    return asyncio.run(bulk_rebuild(settings, pipeline, parser, Progress("rebuild (bulk)"), shards=shards))
+    return bulk_rebuild(settings, pipeline, parser, Progress("rebuild (bulk)"), shards=shards)

@@ -55,8 +55,7 @@ class DecayedScores(msgspec.Struct):
             self.ref = t
         self.scores[key] = self.scores.get(key, 0.0) + weight * decay(self.ref - t, half_life_s)
         if len(self.scores) > MAX_TRENDING_PER_PARTITION * 1.25:  # amortised trim
-            keep = heapq.nlargest(MAX_TRENDING_PER_PARTITION, self.scores.items(), key=lambda i: (i[1], i[0]))
-            self.scores = dict(keep)
+            self.scores = _strongest(self.scores, MAX_TRENDING_PER_PARTITION)
 
     def value_at(self, key: str, t: float, half_life_s: float) -> float:
         return self.scores.get(key, 0.0) * decay(t - self.ref, half_life_s)
@@ -102,9 +101,9 @@ def count_pairs(tops: Iterable[Iterable[str]]) -> dict[str, int]:
     return _strongest(counts) if len(counts) > MAX_PAIRS_PER_PARTITION else dict(counts)
 
 
-def _strongest(pairs: dict[str, int]) -> dict[str, int]:
-    """The MAX_PAIRS_PER_PARTITION largest counts (ties: the larger key)."""
-    return dict(heapq.nlargest(MAX_PAIRS_PER_PARTITION, pairs.items(), key=lambda i: (i[1], i[0])))
+def _strongest(values: dict[str, Any], n: int = MAX_PAIRS_PER_PARTITION) -> dict[str, Any]:
+    """The n largest values (ties: the larger key)."""
+    return dict(heapq.nlargest(n, values.items(), key=lambda i: (i[1], i[0])))
 
 
 _ENC = msgspec.msgpack.Encoder()
@@ -116,9 +115,8 @@ def dump_partial(p: Partial) -> bytes:
     the weakest pairs and trending works go until it fits."""
     raw = _ENC.encode(p)
     while len(raw) > MAX_TABLE_VALUE_BYTES:
-        p.pairs = dict(heapq.nlargest(len(p.pairs) // 2, p.pairs.items(), key=lambda i: (i[1], i[0])))
-        scores = p.trending.scores
-        p.trending.scores = dict(heapq.nlargest(len(scores) // 2, scores.items(), key=lambda i: (i[1], i[0])))
+        p.pairs = _strongest(p.pairs, len(p.pairs) // 2)
+        p.trending.scores = _strongest(p.trending.scores, len(p.trending.scores) // 2)
         raw = _ENC.encode(p)
     return raw
 
