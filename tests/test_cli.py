@@ -135,3 +135,16 @@ def test_rebuild_refuses_a_bad_app_id_or_an_unreachable_broker_in_one_line(app_i
                             env={**env, "RECSTREAM_BROKER_URL": "kafka://127.0.0.1:1"})
     assert result.returncode == 2 and expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "Unclosed" not in result.stderr
+
+
+def test_replay_and_load_files_may_open_with_a_utf8_byte_order_mark(tmp_path):
+    """Editors on Windows write a BOM first; the first record used to be rejected as bad JSON."""
+    from streams.cli.load import numbered_lines
+    from streams.cli.ops import route_line
+
+    line = b'{"kind":"follow","user_id":"u1","artist_id":"a1","timestamp":"2026-01-01T00:00:00Z"}'
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + line + b"\n" + line + b"\n")
+    lines = [got for _, _, got, _ in numbered_lines([path])]
+    assert lines == [line, line]
+    assert route_line(lines[0]) == ("signals.follow", b"u1")

@@ -328,16 +328,31 @@ def test_ingest_never_raises_on_any_bytes_or_json(raw, kind):
 
 @pytest.mark.parametrize("line,reason", [
     (b'{"type":"track","properties":' + b"[" * 1000 + b"]" * 1000 + b"}", "too_deep"),
-    (b"[" * 100000 + b"]" * 100000, "too_deep"),
+    (b"[" * 100 + b"]" * 100, "too_deep"),
+    (b"[" * 100000 + b"]" * 100000, "oversized"),  # size first, as the worker checks it
     (b'{"kind":["follow"]}', "unknown_record"),
-    (b'{"type":"track","event":"caf\xe9"}', "invalid_json"),
-    (b'{"kind":"follow","user_id":"u\\ud800","timestamp":"2026-01-01T00:00:00Z","artist_id":"a"}', "internal_error"),
+    (b'{"type":"track","event":"caf\xe9"}', "invalid_utf8"),
+    (b'{"kind":"follow","user_id":"u\\ud800","timestamp":"2026-01-01T00:00:00Z","artist_id":"a"}', "invalid_json"),
+    (b'{"type":"track","userId":"u","p":"' + b"x" * 70000 + b'"}', "oversized"),
+    (b'{"type":"track","userId":NaN}', "invalid_json"),
 ])
 def test_replay_rejects_any_line_without_stopping(line, reason):
     from streams.cli.ops import route_line
 
     routed = route_line(line)
     assert isinstance(routed, Rejected) and routed.reason == reason, routed
+
+
+@pytest.mark.parametrize("line", [
+    b'{"type":"track","event":"caf\xe9"}', b"\xff\xfe\x00garbage", b"{oops", b'{"a":1,}',
+    b'{"kind":"follow","user_id":"u\\ud800","timestamp":"2026-01-01T00:00:00Z","artist_id":"a"}',
+    b'{"type":"track","userId":"u","p":"' + b"x" * 70000 + b'"}', b'{"type":"track","userId":NaN}',
+])
+def test_replay_rejects_a_line_with_the_reason_the_worker_dead_letters_it_with(line):
+    """An ops user reading replay's summary and the dead-letter topic sees one vocabulary."""
+    from streams.cli.ops import route_line
+
+    assert route_line(line).reason == parse_segment(line).reason
 
 
 @given(st.binary(max_size=200) | _json.map(lambda d: json.dumps(d).encode()))

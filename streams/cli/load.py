@@ -88,7 +88,7 @@ class UnreadableFile(Exception):
 
 def numbered_lines(paths: list[Path]) -> Iterator[tuple[Path, int, bytes, int]]:
     """(file, line number from 1, stripped line, bytes read so far across all files) of every
-    non-blank line; gzip when the name ends in .gz (progress by compressed bytes)."""
+    non-blank line; gzip when the name ends in .gz (progress by compressed bytes); no BOM."""
     done = 0
     for path in paths:
         number = 0
@@ -97,7 +97,7 @@ def numbered_lines(paths: list[Path]) -> Iterator[tuple[Path, int, bytes, int]]:
             with opener(path, "rb") as f:
                 raw = f.fileobj if path.suffix == ".gz" else f
                 for number, line in enumerate(f, 1):
-                    line = line.strip()
+                    line = (line.removeprefix(b"\xef\xbb\xbf") if number == 1 else line).strip()
                     if line:
                         yield path, number, line, done + raw.tell()
         except (OSError, EOFError, zlib.error) as exc:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import sys
@@ -22,9 +21,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import msgspec
+
 from streams.cli.common import Progress, bootstrap_of
 from streams.core.events import IMAGE_EVENTS, Rejected, parse_segment
-from streams.core.jsonguard import MAX_DEPTH, too_deep
+from streams.core.jsonguard import MAX_DEPTH, decode_problem, too_deep
 from streams.core.records import SIGNAL_KINDS
 from streams.core.settings import Settings
 
@@ -45,12 +46,14 @@ def route_line(line: bytes, max_bytes: int = 65536) -> tuple[str, bytes | None] 
 
 
 def _route_line(line: bytes, max_bytes: int) -> tuple[str, bytes | None] | Rejected:
+    if len(line) > max_bytes:
+        return Rejected("oversized", f"{len(line)} bytes > limit {max_bytes}")
     if too_deep(line):
         return Rejected("too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        obj = json.loads(line)
-    except ValueError as exc:  # UnicodeDecodeError included
-        return Rejected("invalid_json", type(exc).__name__)
+        obj = msgspec.json.decode(line)  # the worker's decoder: the same reasons for the same lines
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return Rejected(*decode_problem(exc))
     if not isinstance(obj, dict):
         return Rejected("invalid_field", "a line must be a JSON object")
     if "type" in obj:
