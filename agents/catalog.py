@@ -1,6 +1,8 @@
 """catalog.artworks / catalog.curated (compacted) -> global tables and every worker's catalog
 index; newly recommendable works trigger a refresh for their artist's fans on every partition."""
 
+import functools
+
 from agents.deadletters import decoded, send_dead_letter
 from streams.core.catalog import decode_artwork, decode_curated
 from streams.core.events import Rejected
@@ -31,7 +33,7 @@ async def _apply(event):
     """Store one catalog record; returns (artist, record) when fans should see the change."""
     if event.value is None:  # tombstone: the artwork is gone
         return await _remove(event)
-    artwork = await decoded(event, decode_artwork, "invalid_artwork")
+    artwork = await decoded(event, functools.partial(decode_artwork, key=event.message.key), "invalid_artwork")
     if artwork is None:
         return None
     with event_context(event):

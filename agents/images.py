@@ -1,6 +1,7 @@
 """images.keyed -> image_consumers table and image_stats shares; images.chosen and
 images.replies out. catalog.images -> the image_catalog table. Logic: streams.core.image_pipeline."""
 
+import functools
 
 from agents.deadletters import decoded, decoded_by_partition
 from streams.core.image_pipeline import decode_image_catalog
@@ -30,7 +31,8 @@ if not settings.direct_ingest:
 @app.agent(topics.image_catalog, concurrency=1)
 async def load_image_catalog(stream):
     async for event in stream.events():
-        record = await decoded(event, decode_image_catalog, "invalid_image_catalog")
+        record = await decoded(event, functools.partial(decode_image_catalog, key=event.message.key),
+                               "invalid_image_catalog")
         if record is None:
             continue
         tables.image_catalog[record.merchant_id] = event.value

@@ -381,3 +381,47 @@ def test_a_dead_letter_of_a_huge_record_fits_a_produce_request():
     assert len(letter["value"]) == (DEAD_LETTER_BYTES + 2) // 3 * 4 and len(letter["key"]) <= 1024
     small = json.loads(dead_letter(Rejected("invalid_json", "x"), "t", 0, 1, None, b"{oops"))
     assert not small["truncated"] and small["key"] is None
+
+
+@pytest.mark.parametrize("raw,parse,reason", [
+    # an id of whitespace only is no id: a user id is then missing, an artist id absent
+    (seg(userId=" \t", event="followedArtist", properties={"owner_id": "a1"}), parse_segment, "missing_user"),
+    (seg(event="followedArtist", properties={"owner_id": " "}), parse_segment, "missing_property"),
+    (seg(event="artworkSave", properties={"artwork_ids": ["w1", " "]}), parse_segment, "invalid_id"),
+    (seg(event="Image Impression", properties={"merchant_id": " ", "image_id": "i1"}), parse_segment, "missing_property"),
+    (b'{"user_id":"  ","timestamp":"' + TS.encode() + b'","artist_id":"a1"}', "follow", "missing_user"),
+    (b'{"user_id":"u1","timestamp":"' + TS.encode() + b'","artist_id":" "}', "follow", "missing_property"),
+    (b'{"user_id":"u1","timestamp":"' + TS.encode() + b'","artwork_ids":[" "]}', "save", "invalid_id"),
+    # "|" joins artist ids and merchant ids in table keys
+    (seg(event="followedArtist", properties={"owner_id": "a|b"}), parse_segment, "invalid_id"),
+    (seg(event="artworkSave", properties={"artwork_id": "w1", "artist_id": "a|b"}), parse_segment, "invalid_id"),
+    (seg(event="Image Impression", properties={"merchant_id": "m|1", "image_id": "i1"}), parse_segment, "invalid_id"),
+    (b'{"user_id":"u1","timestamp":"' + TS.encode() + b'","artist_id":"a|b"}', "follow", "invalid_id"),
+])
+def test_blank_ids_are_no_ids_and_key_joining_ids_are_rejected(raw, parse, reason):
+    got = parse(raw) if callable(parse) else parse_typed(parse, raw)
+    assert isinstance(got, Rejected) and got.reason == reason, got
+
+
+def test_blank_optional_ids_fall_back_as_empty_ones_do():
+    typed = parse_typed("save", b'{"user_id":"u1","timestamp":"' + TS.encode()
+                        + b'","artwork_id":"w1","artist_id":" ","message_id":" ","order_id":"\\t"}')
+    assert typed.targets == (Target(None, "w1", None),) and typed.order_id is None
+    assert typed.message_id.startswith("sha1:")  # the record's content id, as with no message_id
+    segment = parse_segment(seg(messageId="  ", event="artworkSave", properties={"artwork_id": "w1"}))
+    assert isinstance(segment, Signal) and segment.message_id.startswith("sha1:")
+    pipe_in_work = parse_segment(seg(event="artworkSave", properties={"artwork_id": "w|1"}))  # not a key part
+    assert isinstance(pipe_in_work, Signal) and pipe_in_work.targets[0].artwork_id == "w|1"
+
+
+def test_image_requests_need_non_blank_ids_without_the_key_join():
+    from streams.core.events import parse_image_request
+
+    def reason(**fields):
+        got = parse_image_request(json.dumps({"request_id": "r1", "consumer_id": "c1", "merchant_ids": ["m1"],
+                                              **fields}).encode())
+        return got.reason if isinstance(got, Rejected) else "ok"
+
+    assert reason() == "ok"
+    assert reason(consumer_id=" ") == "missing_property" and reason(request_id="") == "missing_property"
+    assert reason(merchant_ids=["m1", " "]) == "invalid_id" and reason(merchant_ids=["m|1"]) == "invalid_id"

@@ -87,6 +87,11 @@ SEGMENT_CASES = {
     "int_owner_id": (b"u-x", b'{"type":"track","event":"followedArtist","userId":"u-x","timestamp":"' + TS.encode()
                      + b'","properties":{"owner_id":5}}', "invalid_id"),
     "tombstone": (b"u-x", None, "empty_value"),
+    # ids: only whitespace is no id; "|" joins artist ids in the co-engagement keys
+    "blank_user": (b"u-x", b'{"type":"track","event":"followedArtist","userId":" ","timestamp":"' + TS.encode()
+                   + b'","properties":{"owner_id":"artist-1"}}', "missing_user"),
+    "pipe_in_artist": (b"u-x", b'{"type":"track","event":"followedArtist","userId":"u-x","timestamp":"'
+                       + TS.encode() + b'","properties":{"owner_id":"artist|1"}}', "invalid_id"),
 }
 
 
@@ -126,6 +131,24 @@ def test_a_bad_catalog_record_loses_none_of_the_valid_ones_behind_it(module_clus
     assert_survived(module_cluster, worker, "catalog.artworks", offsets[2], "invalid_key", None)
     letter = dead_letters(module_cluster, "catalog.artworks")[offsets[3]]
     assert (letter["reason"], letter["size"], letter["truncated"]) == ("invalid_artwork", len(huge), True)  # a tombstone whose key is no UTF-8 id
+
+
+def test_a_catalog_record_keyed_by_another_id_is_dead_lettered(module_cluster, worker):
+    """Compaction keeps the last record per key, and a tombstone removes the id its key names: a
+    record keyed "w-decoy" carrying "w-keyed" used to replace w-keyed's table entry, which the
+    topic, once compacted, and a rebuild from it no longer held."""
+    works = metric(worker, "recstream_catalog_records_total")
+    images = metric(worker, "recstream_image_catalog_records_total")
+    work = dumps({"id": "w-keyed", "artist_id": "artist-3"})
+    decoy = dumps({"id": "w-keyed", "artist_id": "artist-4"})
+    offsets = send(module_cluster, "catalog.artworks", [(b"w-keyed", work), (b"w-decoy", decoy)])
+    pool = dumps({"merchant_id": "m-keyed", "images": [{"image_id": "i1", "url": "u", "kind": "item"}]})
+    stray = send(module_cluster, "catalog.images", [(b"m-other", pool), (b"m-keyed", pool)])
+    assert_survived(module_cluster, worker, "catalog.artworks", offsets[1], "invalid_artwork", decoy)
+    assert_survived(module_cluster, worker, "catalog.images", stray[0], "invalid_image_catalog", pool)
+    wait_until(lambda: metric(worker, "recstream_image_catalog_records_total") >= images + 1, 60, what="the pool")
+    assert metric(worker, "recstream_catalog_records_total") == works + 1
+    assert metric(worker, "recstream_image_catalog_records_total") == images + 1
 
 
 def test_a_catalog_record_too_large_to_store_is_dead_lettered_and_the_worker_goes_on(module_cluster, worker):

@@ -214,3 +214,26 @@ def test_any_number_of_shards_writes_the_state_one_shard_writes(broker):
         distinct.setdefault(event["userId"] or event["anonymousId"], set()).add(event["messageId"])
     assert {k.decode(): load(v).events for (_, k), v in want["affinity"].items()} == \
         {user: len(ids) for user, ids in distinct.items()}
+
+
+def test_the_rebuild_reads_the_catalog_as_the_agent_does(broker):
+    """A record keyed by another id than its own, and a tombstone whose key is no UTF-8 id, are
+    rejected with the agent's reasons (that tombstone stopped the rebuild); a keyless work is
+    stored by its id, as the agent stores it."""
+    from streams.rebuild.catalog import read_catalog
+
+    prefix = "catalog-keys."
+    settings = Settings.from_env({"RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_BROKER_URL": broker.url,
+                                  "RECSTREAM_PARTITIONS": str(PARTITIONS)})
+    asyncio.run(_create(broker.bootstrap, [f"{prefix}catalog.artworks", f"{prefix}catalog.curated"]))
+    work = dumps({"id": "w1", "artist_id": "a1"})
+    asyncio.run(produce(broker.bootstrap, f"{prefix}catalog.artworks", [
+        (b"w1", work), (b"w2", dumps({"id": "w2", "artist_id": "a2"})),
+        (b"w-decoy", dumps({"id": "w1", "artist_id": "a9"})), (b"\xff", None), (None, dumps({"id": "w3", "artist_id": "a3"})),
+    ]))
+    snapshot = asyncio.run(read_catalog(settings, settings.aiokafka_kwargs(), 1.0))
+    assert sorted((reason, r.key) for r, reason, _ in snapshot.rejected) == \
+        [("invalid_artwork", b"w-decoy"), ("invalid_key", b"\xff")]
+    assert {key: raw for _, key, raw in snapshot.rows["artworks"]} == {
+        b"w1": work, b"w2": dumps({"id": "w2", "artist_id": "a2"}), b"w3": dumps({"id": "w3", "artist_id": "a3"})}
+    assert snapshot.index.get("w1").artist_id == "a1"

@@ -18,22 +18,44 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import msgspec
 
+from streams.core.properties import KEY_JOIN, is_id
 from streams.core.records import MAX_ID_CHARS, MAX_PRICE, Artwork
 
 _ARTWORK = msgspec.json.Decoder(Artwork)
 _CURATED = msgspec.json.Decoder(dict[str, list[str]])
 
 
-def decode_artwork(raw: bytes) -> Artwork:
-    """Raises msgspec.ValidationError / DecodeError on bad input (the agent dead-letters it)."""
+def decode_artwork(raw: bytes, key: bytes | None = None) -> Artwork:
+    """Raises msgspec.ValidationError / DecodeError on bad input (the agent dead-letters it);
+    `key`, the record's, must be the artwork id when there is one (check_key).
+
+    >>> decode_artwork(b'{"id": "w1", "artist_id": "a|b"}')
+    Traceback (most recent call last):
+    msgspec.ValidationError: artist_id may not contain '|': it joins ids in table keys
+    """
     artwork = _ARTWORK.decode(raw)
-    if not artwork.id or not artwork.artist_id:
-        raise msgspec.ValidationError("artwork id and artist_id must be non-empty")
-    if max(len(artwork.id), len(artwork.artist_id)) > MAX_ID_CHARS:
-        raise msgspec.ValidationError(f"artwork id and artist_id must be at most {MAX_ID_CHARS} characters")
+    if not is_id(artwork.id) or not is_id(artwork.artist_id):
+        raise msgspec.ValidationError(f"artwork id and artist_id must be 1 to {MAX_ID_CHARS} characters, not blank")
+    if KEY_JOIN in artwork.artist_id:
+        raise msgspec.ValidationError(f"artist_id may not contain {KEY_JOIN!r}: it joins ids in table keys")
+    check_key(key, artwork.id, "artwork id")
     if artwork.price is not None and not 0 <= artwork.price <= MAX_PRICE:
         raise msgspec.ValidationError(f"price must be a finite number from 0 to {MAX_PRICE:g}")
     return artwork
+
+
+def check_key(key: bytes | None, record_id: str, name: str) -> None:
+    """A compacted catalog record keyed by another id than its own is refused: compaction keeps
+    the last record of each key and a tombstone removes the id its key names, so the table, the
+    topic and a rebuild from it would disagree. A keyless record is stored by its id.
+
+    >>> check_key(b"w2", "w1", "artwork id")
+    Traceback (most recent call last):
+    msgspec.ValidationError: the record's key must be its artwork id ('w1'), got 'w2'
+    """
+    if key is not None and key != record_id.encode():
+        shown = key.decode(errors="replace")[:64]
+        raise msgspec.ValidationError(f"the record's key must be its {name} ({record_id[:64]!r}), got {shown!r}")
 
 
 def decode_curated(raw: bytes) -> list[str]:

@@ -39,6 +39,8 @@ from streams.core.properties import (
     content_id,
     epoch,
     ids_within_limit,
+    is_id,
+    joinable,
     opt_id,
     opt_price,
 )
@@ -122,11 +124,12 @@ def load_event_map(spec: str = "") -> dict[str, str]:
 
 
 def _rejecting(parse: Callable[..., Parsed]) -> Callable[..., Parsed]:
-    """A parser whose checks raise Reject deep inside returns the Rejected instead."""
+    """A parser whose checks raise Reject deep inside returns the Rejected instead; ids that
+    would collide in table keys are rejected here, once for every parser."""
     @functools.wraps(parse)
     def parsed(*args, **kwargs) -> Parsed:
         try:
-            return parse(*args, **kwargs)
+            return joinable(parse(*args, **kwargs))
         except Reject as rej:
             return Rejected(rej.reason, rej.detail)
     return parsed
@@ -155,19 +158,23 @@ def parse_typed(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parsed:
     rec = decode_checked(_TYPED, raw, max_bytes)
     if isinstance(rec, Rejected):
         return rec
-    if not rec.user_id:
+    user = clean_user_id(rec.user_id)
+    if not user:
         return Rejected("missing_user", "user_id is empty")
-    ids_within_limit(rec.user_id, rec.message_id, rec.artist_id, rec.artwork_id, rec.order_id, *rec.artwork_ids)
+    if not all(is_id(i) for i in rec.artwork_ids):
+        return Rejected("invalid_id", f"artwork_ids must be string ids of 1 to {MAX_ID_CHARS} characters")
     opt_price({"price": rec.price}, "price")
-    ids = list(rec.artwork_ids) + ([rec.artwork_id] if rec.artwork_id else [])
-    artist = rec.artist_id or None  # "" is no artist (as on Segment): the catalog names the artwork's
+    work = checked_id(rec.artwork_id, "artwork_id")
+    ids = list(rec.artwork_ids) + ([work] if work else [])
+    # "" or blanks is no artist (as on Segment): the catalog names the artwork's
+    artist = checked_id(rec.artist_id, "artist_id") or None
     targets = tuple(Target(artist, a, rec.price) for a in ids)
     if not targets and artist:
         targets = (Target(artist, None, rec.price),)
     if not targets:
         return Rejected("missing_property", "one of artist_id, artwork_id, artwork_ids is required")
-    return Signal(kind, rec.user_id, rec.message_id or content_id(raw), epoch(rec.timestamp),
-                  targets, rec.order_id)
+    return Signal(kind, user, checked_id(rec.message_id, "message_id") or content_id(raw), epoch(rec.timestamp),
+                  targets, checked_id(rec.order_id, "order_id") or None)
 
 
 # --- Segment details ----------------------------------------------------------------------
@@ -239,11 +246,12 @@ def parse_typed_image(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parse
     rec = decode_checked(_TYPED_IMAGE, raw, max_bytes)
     if isinstance(rec, Rejected):
         return rec
-    if not (rec.consumer_id and rec.merchant_id and rec.image_id):
-        return Rejected("missing_property", "consumer_id, merchant_id and image_id must be non-empty")
     ids_within_limit(rec.consumer_id, rec.merchant_id, rec.image_id, rec.message_id, rec.order_id)
-    return ImageEvent(kind, rec.consumer_id, rec.merchant_id, rec.image_id, rec.message_id or content_id(raw),
-                      epoch(rec.timestamp), rec.order_id)
+    if not all(is_id(i) for i in (rec.consumer_id, rec.merchant_id, rec.image_id)):
+        return Rejected("missing_property", "consumer_id, merchant_id and image_id must be non-empty")
+    return ImageEvent(kind, rec.consumer_id, rec.merchant_id, rec.image_id,
+                      checked_id(rec.message_id, "message_id") or content_id(raw), epoch(rec.timestamp),
+                      checked_id(rec.order_id, "order_id") or None)
 
 
 @_rejecting
@@ -251,9 +259,11 @@ def parse_image_request(raw: bytes, *, max_bytes: int = 65536) -> Parsed:
     req = decode_checked(_IMAGE_REQUEST, raw, max_bytes)
     if isinstance(req, Rejected):
         return req
-    if not req.consumer_id or not req.request_id or not req.merchant_ids:
-        return Rejected("missing_property", "request_id, consumer_id and merchant_ids are required")
     ids_within_limit(req.request_id, req.consumer_id, req.query, *req.merchant_ids)
+    if not (is_id(req.consumer_id) and is_id(req.request_id) and req.merchant_ids):
+        return Rejected("missing_property", "request_id, consumer_id and merchant_ids are required")
+    if not all(is_id(m) for m in req.merchant_ids):
+        return Rejected("invalid_id", "merchant_ids must be non-blank string ids")
     return ImageRequest(req.request_id, req.consumer_id, req.merchant_ids, req.query)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from streams.core.affinity import first_delivery, remember
+from streams.core.catalog import check_key
 from streams.core.experiments import assign
 from streams.core.images import (
     Choice,
@@ -29,6 +30,7 @@ from streams.core.images import (
     choose,
 )
 from streams.core.ledger import Ledger, input_position
+from streams.core.properties import KEY_JOIN, is_id
 from streams.core.records import MAX_ID_CHARS, MAX_TABLE_VALUE_BYTES, ImageEvent, ImageRequest
 
 CHOSEN, REPLIES = "images.chosen", "images.replies"
@@ -72,11 +74,14 @@ class ImageConfig:
     dedup_window: int = 2048
 
 
-def decode_image_catalog(raw: bytes) -> ImageCatalog:
-    """A catalog.images record; raises msgspec errors on bad input (the agent dead-letters it)."""
+def decode_image_catalog(raw: bytes, key: bytes | None = None) -> ImageCatalog:
+    """A catalog.images record; raises msgspec errors on bad input (the agent dead-letters it);
+    `key`, the record's, must be the merchant id when there is one (catalog.check_key)."""
     record = _CATALOG.decode(raw)
-    if not record.merchant_id or len(record.merchant_id) > MAX_ID_CHARS:
-        raise msgspec.ValidationError(f"merchant_id must be 1 to {MAX_ID_CHARS} characters")
+    if not is_id(record.merchant_id) or KEY_JOIN in record.merchant_id:
+        raise msgspec.ValidationError(f"merchant_id must be 1 to {MAX_ID_CHARS} characters, not blank, without "
+                                      f"{KEY_JOIN!r}")
+    check_key(key, record.merchant_id, "merchant_id")
     return record
 
 

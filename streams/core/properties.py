@@ -14,6 +14,8 @@ import msgspec
 from streams.core.records import (
     MAX_ID_CHARS,
     MAX_PRICE,
+    ImageEvent,
+    ImageRequest,
     Signal,
     Target,
 )
@@ -47,7 +49,7 @@ def _artwork_targets(p: dict) -> tuple[Target, ...]:
     price = opt_price(p, "price")
     ids = p.get("artwork_ids")
     if ids is not None:
-        if not isinstance(ids, list) or not all(type(i) is str and 0 < len(i) <= MAX_ID_CHARS for i in ids):
+        if not isinstance(ids, list) or not all(is_id(i) for i in ids):
             raise Reject("invalid_id", f"artwork_ids must be a list of string ids of 1 to {MAX_ID_CHARS} characters")
         artworks = ids
     else:
@@ -121,9 +123,41 @@ def opt_id(p: dict, name: str) -> str | None:
 
 
 def checked_id(value: str | None, name: str) -> str | None:
-    if value is not None and len(value) > MAX_ID_CHARS:
-        raise Reject("invalid_id", f"{name} is longer than {MAX_ID_CHARS} characters")
+    """`value`, None when it is only whitespace (no id, as ""), Reject when too long.
+
+    >>> checked_id("a1", "artist_id"), checked_id(" \t", "artist_id")
+    ('a1', None)
+    """
+    if value is not None:
+        if len(value) > MAX_ID_CHARS:
+            raise Reject("invalid_id", f"{name} is longer than {MAX_ID_CHARS} characters")
+        if value.isspace():
+            return None
     return value
+
+
+def is_id(value: object) -> bool:
+    """A string id of 1 to MAX_ID_CHARS characters, not only whitespace (an item of a list of ids)."""
+    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS and not value.isspace()
+
+
+KEY_JOIN = "|"  # joins ids in table keys: artist|artist (co-engagement), merchant|image, consumer|merchant
+
+
+def joinable(parsed):
+    """`parsed`, or a Rejected when an artist or merchant id holds KEY_JOIN: two such ids could
+    make the same key ("a|b" + "c" and "a" + "b|c"), and one's counts would land on the other."""
+    if isinstance(parsed, Signal):
+        ids, name = [t.artist_id for t in parsed.targets if t.artist_id], "artist_id"
+    elif isinstance(parsed, ImageEvent):
+        ids, name = [parsed.merchant_id], "merchant_id"
+    elif isinstance(parsed, ImageRequest):
+        ids, name = parsed.merchant_ids, "merchant_ids"
+    else:
+        return parsed
+    if any(KEY_JOIN in i for i in ids):
+        return Rejected("invalid_id", f"{name} may not contain {KEY_JOIN!r}: it joins ids in table keys")
+    return parsed
 
 
 def ids_within_limit(*ids: str | None) -> None:

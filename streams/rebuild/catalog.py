@@ -13,6 +13,7 @@ from streams.core.ingest import (
     DEADLETTER,
     Rejected,
     dead_letter,
+    decode_or_reject,
 )
 from streams.core.settings import Settings
 from streams.core.topology import changelog
@@ -83,11 +84,15 @@ async def read_catalog(settings: Settings, client: dict, idle_timeout_s: float) 
     for records in latest.values():
         for r in records:  # as the agent applies them: every record of a key, the last one stays
             if r.value is None:
-                snapshot.index.remove(r.key.decode())
-                stored.pop(r.key.decode(), None)
+                artwork_id = decode_or_reject(bytes.decode, r.key, "invalid_key")
+                if isinstance(artwork_id, Rejected):  # as the agent: a tombstone must name its work
+                    snapshot.rejected.append((r, artwork_id.reason, "a tombstone needs the artwork id as a UTF-8 key"))
+                    continue
+                snapshot.index.remove(artwork_id)
+                stored.pop(artwork_id, None)
                 continue
             try:
-                artwork = decode_artwork(r.value)
+                artwork = decode_artwork(r.value, key=r.key)
             except (msgspec.MsgspecError, ValueError) as exc:
                 snapshot.rejected.append((r, "invalid_artwork", str(exc)))
                 continue
