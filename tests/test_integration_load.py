@@ -56,7 +56,7 @@ BAD = {  # line number in the file -> (bad line, what the worker's decoder says)
     ),
     100: (
         b'{"id": "", "artist_id": "a1"}',
-        "invalid_artwork: artwork id and artist_id must be non-empty",
+        "invalid_artwork: artwork id and artist_id must be 1 to 256 characters, not blank",
     ),
 }
 
