@@ -38,9 +38,9 @@ from streams.worker.app import app, parser_config, settings
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.image_batches import apply_images
 from streams.worker.runtime import owned_partitions
-from streams.worker.state import lag_sources
+from streams.worker.state import lag_sources, owed_lists
 from streams.worker.tables import affinity, artworks, catalog_index
-from streams.worker.user_batches import apply_records
+from streams.worker.user_batches import apply_records, build_owed
 
 artist_of = ArtistLookup(artworks, catalog_index)
 _pending = msgspec.msgpack.Decoder(Pending)
@@ -102,10 +102,13 @@ async def direct_batch(records) -> None:
             inputs.append(rec)
         else:
             by_partition.setdefault(rec.partition, []).append(rec)
-    here = _ingest_into(inputs, batch)
+    here, wall = _ingest_into(inputs, batch), time.monotonic()
     for partition in sorted(users.keys() | here.keys()):
         keyed = decoded_into(batch, users.get(partition, ()), decode_keyed, "invalid_internal_record")
-        apply_records(partition, _anchor(partition), keyed + here.get(partition, []), batch)
+        apply_records(partition, _anchor(partition), keyed + here.get(partition, []), batch,
+                      owed_lists.hold_for(partition, wall))
+    for partition, owed in owed_lists.due(wall).items():  # lists whose window ended
+        build_owed(partition, owed, batch, owed_lists.hold_for(partition, wall))
     for partition, recs in images.items():
         apply_images(partition, _anchor(partition),
                      decoded_into(batch, recs, decode_image_keyed, "invalid_internal_record"), batch)
@@ -113,6 +116,17 @@ async def direct_batch(records) -> None:
             if (hold := _retry_due(recs, batch)) is not None}
     await batch.commit()  # one round of acks per read
     return held
+
+
+async def build_all_owed() -> None:
+    """Every list the window holds, built and acknowledged: before the input offsets that cover
+    their events are committed (DirectIngest's before_commit)."""
+    owed, wall = owed_lists.drain(), time.monotonic()
+    if owed:
+        batch = BatchCommit(app)
+        for partition, lists in owed.items():
+            build_owed(partition, lists, batch, owed_lists.hold_for(partition, wall))
+        await batch.commit()
 
 
 def _retry_due(records, batch: BatchCommit) -> tuple[int, float] | None:
@@ -211,6 +225,7 @@ if settings.direct_ingest:
         reader = DirectIngest([*topics.inputs.topics, _SIGNALS, _IMAGES, _PENDING], settings.partitions,
                               direct_group(settings.app_id), settings.aiokafka_kwargs(), handle=direct_batch,
                               flush=app.producer.flush, ready=_ready, batch_max=settings.batch_max,
+                              before_commit=build_all_owed,
                               fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms,
                               idle_fetch_max_wait_ms=settings.ingest_idle_fetch_max_wait_ms,
                               commit_every_s=settings.input_commit_interval_s)

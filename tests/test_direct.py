@@ -154,6 +154,62 @@ def test_a_periodic_commit_runs_beside_the_batches_one_at_a_time(broker):
     asyncio.run(scenario())
 
 
+def test_what_the_batches_owe_is_produced_before_the_offsets_covering_them_are_taken(broker):
+    """The list window's contract (streams.core.throttle): `before_commit` runs under the lock,
+    after the batches whose offsets a commit takes and before any later one, and again on revoke;
+    `handle` also runs after a poll without records (a window can end while no record comes)."""
+    topic, group = "direct-t6", "direct-t6-app-direct"
+
+    async def scenario():
+        await _setup(broker.bootstrap, topic, 30)
+        log: list = []
+
+        async def handle(records):
+            log.append(("batch", len(records)))
+
+        async def before_commit():
+            log.append(("owed", sum(n for kind, n in log if kind == "batch")))
+
+        async def flush():
+            log.append(("flush", None))
+
+        ingest = DirectIngest([topic], 4, group, {"bootstrap_servers": broker.bootstrap}, handle, flush,
+                              ready=lambda: True, batch_max=20, fetch_max_wait_ms=10, commit_every_s=0,
+                              before_commit=before_commit)
+        await ingest.start()
+        commit = ingest.consumer.commit
+
+        async def logged_commit(offsets):
+            log.append(("commit", sum(offsets.values())))  # records covered (the topic starts at 0)
+            await commit(offsets)
+
+        ingest.consumer.commit = logged_commit
+        await ingest.assign({0, 2})
+        runner = asyncio.create_task(ingest.run())
+        try:
+            await _until(lambda: sum(n for kind, n in log if kind == "batch") >= 60 and ("batch", 0) in log)
+            for _ in range(100):
+                if await _committed(ingest, topic) == {0: 30, 1: None, 2: 30, 3: None}:
+                    break
+                await asyncio.sleep(0.05)
+            assert await _committed(ingest, topic) == {0: 30, 1: None, 2: 30, 3: None}
+            # each commit covers exactly the records handled when the owed lists were produced
+            owed = None
+            for kind, n in log:
+                if kind == "owed":
+                    owed = n
+                elif kind == "commit":
+                    assert n == owed, log  # not one record handled after the owed lists were produced
+            assert owed == 60 and ("commit", 60) in log, log
+        finally:
+            ingest._stopping = True
+            await runner
+            await ingest.revoke()
+            await ingest.stop()
+
+    asyncio.run(scenario())
+
+
 def test_a_group_takes_over_another_groups_commits_only_where_it_has_none(broker):
     """When direct ingest took the keyed topics over from faust's agents, its group starts where
     faust's group left them instead of at the earliest offset; a commit of its own always wins."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import fields
 from datetime import datetime, timezone
 
 from streams.core.affinity import AffinityModel
@@ -20,7 +21,8 @@ from streams.core.events import load_event_map
 from streams.core.experiments import load_variants
 from streams.core.ingest import ParserConfig
 from streams.core.pipeline import PipelineConfig
-from streams.core.settings import PREFIX, ConfigError, Settings, accepted_form
+from streams.core.setting_rules import form_of
+from streams.core.settings import PREFIX, ConfigError, Settings
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -38,6 +40,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         except (ValueError, TypeError, AttributeError, OSError, RecursionError) as exc:
             raise ConfigError(f"{PREFIX}{name.upper()}: {_reason(exc)}; it must be {accepted_form(name)}") from None
     return settings
+
+
+def accepted_form(name: str) -> str:
+    """What setting `name` accepts, from its rule.
+
+    >>> accepted_form("web_port"), accepted_form("half_life_days"), accepted_form("log_level")
+    ('an integer from 1 to 65535', 'a finite number > 0', 'one of crit, error, warn, info or debug')
+    """
+    return form_of(next(f for f in fields(Settings) if f.name == name))
 
 
 def _reason(exc: Exception) -> str:

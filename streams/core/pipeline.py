@@ -13,7 +13,7 @@ State per partition:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -86,8 +86,8 @@ class PartitionBatch:
     def __init__(self, cfg: PipelineConfig, partition: int, profiles: MutableMapping[str, bytes],
                  recs: MutableMapping[str, bytes], fans: MutableMapping[str, bytes], partial: Partial,
                  catalog: CatalogIndex, popularity: PopularityView, now: float,
-                 attribution: MutableMapping[str, bytes] | None = None):
-        self.cfg, self.partition = cfg, partition
+                 attribution: MutableMapping[str, bytes] | None = None, hold: Callable[[str, str], bool] | None = None):
+        self.cfg, self.partition, self.hold = cfg, partition, hold  # hold(user, trigger): list owed (core.throttle)
         self.profiles, self.recs, self.fans = profiles, recs, fans
         # exposures (emitted lists, Exposure records) and conversions, per variant
         self.ledger = None if attribution is None else Ledger(attribution, partition, cfg.attribution)
@@ -106,17 +106,9 @@ class PartitionBatch:
     # --- records ---------------------------------------------------------------------------
 
     def run(self, records: Iterable[Signal | Identity | Merge | Refresh]) -> list[Output]:
+        apply = {Signal: self._signal, Identity: self._identity, Merge: self._merge, Exposure: self._exposure}
         for rec in records:
-            if isinstance(rec, Signal):
-                self._signal(rec)
-            elif isinstance(rec, Identity):
-                self._identity(rec)
-            elif isinstance(rec, Merge):
-                self._merge(rec)
-            elif isinstance(rec, Exposure):
-                self._exposure(rec)
-            else:
-                self._refresh(rec)
+            apply.get(type(rec), self._refresh)(rec)
         self._finish()
         return self.out
 
@@ -125,8 +117,11 @@ class PartitionBatch:
         sell and trend without the user doing anything. A list is written and sent only when what a client sees
         changed: the works, their sources, or a score (served scores match the list; recommend.round_score)."""
         self._rescoring = True
-        for user in users:
-            self._dirty.setdefault(user, "refresh")
+        return self.owed(dict.fromkeys(users, "refresh"))
+
+    def owed(self, triggers: dict[str, str]) -> list[Output]:
+        """Build the lists `hold` held back (user -> trigger), with the current catalog, trending and clock."""
+        self._dirty.update(triggers)
         self._finish()
         return self.out
 
@@ -162,8 +157,7 @@ class PartitionBatch:
                                   sig.time, sig.message_id, input_position(sig.source, sig.offset))
 
     def _seen_index(self, user: str, profile: Profile) -> set[int] | None:
-        """A set over the user's remembered messageIds, from the user's second signal in this batch on (one
-        signal: a scan of the list is cheaper than building the set)."""
+        """A set over the remembered messageIds from a user's second signal in a batch on (one: a scan is cheaper)."""
         index = self._indexes.get(user)
         if index is None:
             if user not in self._indexes:
@@ -272,6 +266,8 @@ class PartitionBatch:
             self.fans[key] = encode_fans(fans[-self.cfg.max_fans:])
 
     def _emit_recommendations(self, user, profile, top, trigger, resend=False) -> None:
+        if not resend and self.hold and self.hold(user, trigger):
+            return  # built once its window ends, or before the input offsets are committed
         fresh = recommendations_for(self.cfg, user, profile, top, self.catalog, self.popularity, self.now, trigger)
         old = decode_recs(self.recs.get(user))
         if not resend and old is not None and old.variant == fresh.variant and _listing(old) == _listing(fresh) and (

@@ -26,7 +26,7 @@ from streams.core.setting_rules import (
     var_name,
 )
 
-__all__ = ["DEFAULT_WEIGHTS", "PREFIX", "ConfigError", "Settings", "accepted_form"]  # the rules' names too
+__all__ = ["DEFAULT_WEIGHTS", "PREFIX", "ConfigError", "Settings"]  # the rules' names too
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,10 @@ class Settings:
         "help": "how often direct ingest commits the input offsets it applied (after every output and changelog "
         "record they produced is acknowledged); a crash re-reads what came after, which the per-user input "
         "offsets skip", "above": 0})
+    list_window_ms: int = field(default=500, metadata={
+        "help": "direct ingest builds a user's recommendations list at most once per this many ms: the first at once, "
+        "a busy user's next changes as one list when the window ends (all before their input offsets are "
+        "committed); the HTTP read can be this much behind the affinity (0: every change at once)", "min": 0})
     clock: str = field(default="wall", metadata={
         "help": "what now is for recommendations (recency window, trending, refreshes): wall = the wall clock; "
         "event = the newest event time seen, to replay old history as of its own time (backtests)",
@@ -287,14 +291,3 @@ class Settings:
             typed = f.type != "str" and "form" not in f.metadata
             out.append((var_name(f), str(default), f.metadata["help"] + (f" ({form_of(f)})" if typed else "")))
         return out
-
-
-def accepted_form(name: str) -> str:
-    """What setting `name` accepts, from its rule.
-
-    >>> accepted_form("web_port"), accepted_form("half_life_days"), accepted_form("log_level")
-    ('an integer from 1 to 65535', 'a finite number > 0', 'one of crit, error, warn, info or debug')
-    """
-    return form_of(next(f for f in fields(Settings) if f.name == name))
-
-

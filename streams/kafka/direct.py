@@ -102,16 +102,19 @@ class DirectIngest:
     `handle(records)`: applies one batch of aiokafka ConsumerRecords (their .topic, .partition,
     .offset, .key, .value match a faust Message's); it may return {(topic, partition): (offset,
     not_before)} for partitions to hold: read again from `offset` (a record it left for later),
-    not before wall-clock time `not_before`. `flush()`: waits until every record the handled
-    batches produced (changelogs, outputs) is acknowledged; offsets are committed only after it
-    returns."""
+    not before wall-clock time `not_before`; it is also called with no records after a poll that
+    returned none (for timed work). `before_commit()`: produces what the handled batches still owe
+    (lists a window holds back), in order with the batches. `flush()`: waits until every record the
+    handled batches produced (changelogs, outputs) is acknowledged; offsets are committed only
+    after both."""
 
     def __init__(self, topics: list[str], table_partitions: int, group_id: str, client: dict,
                  handle: Callable[[list], Awaitable[None]], flush: Callable[[], Awaitable[None]],
                  ready: Callable[[], bool], batch_max: int = 500, fetch_max_wait_ms: int = 50,
-                 commit_every_s: float = 2.8, idle_fetch_max_wait_ms: int | None = None):
+                 commit_every_s: float = 2.8, idle_fetch_max_wait_ms: int | None = None,
+                 before_commit: Callable[[], Awaitable[None]] | None = None):
         self.topics, self.table_partitions = topics, table_partitions
-        self.handle, self.flush, self.ready = handle, flush, ready
+        self.handle, self.flush, self.ready, self.before_commit = handle, flush, ready, before_commit
         self.batch_max, self.commit_every_s = batch_max, commit_every_s
         self.consumer = AIOKafkaConsumer(**client, group_id=group_id, enable_auto_commit=False,
                                          auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
@@ -135,7 +138,7 @@ class DirectIngest:
         async with self._lock:
             try:
                 await self._settle()
-                await self._commit()
+                await self._commit(await self._covered())
             except Exception as exc:  # e.g. the producer already stopped: a restart replays from the last commit
                 log.warning("direct ingest: final commit failed: %r", exc)
             await self.consumer.stop()
@@ -177,7 +180,7 @@ class DirectIngest:
         """Before faust hands partitions to another worker: finish, flush, commit, let go."""
         async with self._lock:
             await self._settle()
-            await self._commit()
+            await self._commit(await self._covered())
             self._held.clear()
             self.consumer.assign([])
 
@@ -191,19 +194,18 @@ class DirectIngest:
                 batch = await self.consumer.getmany(timeout_ms=100, max_records=self.batch_max)
                 records = [r for part in batch.values() for r in part]
                 self._set_fetch_wait(self._waits.after_poll(bool(records), time.monotonic()))
-                if records:
-                    held = await self.handle(records) or {}
-                    for tp, part in batch.items():
-                        offset, not_before = held.get((tp.topic, tp.partition), (part[-1].offset + 1, None))
-                        self._uncommitted[tp] = self._read[tp] = offset
-                        if not_before is not None:  # read from `offset` again later, nothing after it before
-                            self.consumer.seek(tp, offset)
-                            self.consumer.pause(tp)
-                            self._held[tp] = not_before
+                held = await self.handle(records) or {}
+                for tp, part in batch.items():
+                    offset, not_before = held.get((tp.topic, tp.partition), (part[-1].offset + 1, None))
+                    self._uncommitted[tp] = self._read[tp] = offset
+                    if not_before is not None:  # read from `offset` again later, nothing after it before
+                        self.consumer.seek(tp, offset)
+                        self.consumer.pause(tp)
+                        self._held[tp] = not_before
                 if time.monotonic() - self._last_commit >= self.commit_every_s and self._committing is None:
                     # beside the next batches, not before them: an offset commit is a broker round
                     # trip, and every event read meanwhile would wait for it
-                    self._committing = asyncio.create_task(self._commit_in_background())
+                    self._committing = asyncio.create_task(self._commit_in_background(await self._covered()))
 
     def _set_fetch_wait(self, ms: int) -> None:
         fetcher = getattr(self.consumer, "_fetcher", None)  # aiokafka reads it for every fetch request it builds
@@ -216,9 +218,17 @@ class DirectIngest:
             del self._held[tp]
             self.consumer.resume(tp)
 
-    async def _commit_in_background(self) -> None:
+    async def _covered(self) -> dict[TopicPartition, int]:
+        """The offsets to commit next, taken from the uncommitted ones once what the batches
+        behind them still owe is produced (under the lock: no batch comes in between)."""
+        if self.before_commit is not None and self._uncommitted:
+            await self.before_commit()
+        offsets, self._uncommitted = self._uncommitted, {}
+        return offsets
+
+    async def _commit_in_background(self, offsets: dict[TopicPartition, int]) -> None:
         try:
-            await self._commit()
+            await self._commit(offsets)
         except Exception as exc:  # kept for the next commit; a crash would only replay more
             log.warning("direct ingest commit failed, retrying with the next batch: %r", exc)
         finally:
@@ -229,11 +239,10 @@ class DirectIngest:
         if self._committing is not None:
             await asyncio.wait([self._committing])
 
-    async def _commit(self) -> None:
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         self._last_commit = time.monotonic()
-        if not self._uncommitted:
+        if not offsets:
             return
-        offsets, self._uncommitted = self._uncommitted, {}
         try:
             await self.flush()  # every changelog/output record of these batches acked first
             await self.consumer.commit(offsets)

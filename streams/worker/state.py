@@ -8,6 +8,7 @@ import time
 from streams.core.image_pipeline import Pools, load_counts
 from streams.core.images import merge_counts
 from streams.core.popularity import PopularityView, Shares, dump_partial, load_partial
+from streams.core.throttle import PartitionThrottles
 from streams.worker import tables
 from streams.worker.app import image_config, pipeline_config, settings
 from streams.worker.runtime import view_without_blocking
@@ -19,6 +20,7 @@ popularity = Shares(load_partial, lambda parts: PopularityView(parts, pipeline_c
 image_counts = Shares(load_counts, lambda parts: merge_counts(parts, image_config.half_life_s),
                       flush_s=settings.popularity_flush_s)
 pools = Pools(tables.image_catalog, image_config.rules)  # merchant -> image pool
+owed_lists = PartitionThrottles(settings.list_window_ms / 1000)  # lists the window holds (direct ingest)
 lag_sources: list = []  # more readers' per-topic lag (direct ingest), each a callable -> {topic: n}
 
 

@@ -20,13 +20,13 @@ from streams.worker.runtime import event_context
 from streams.worker.state import popularity, popularity_view, publish_tally
 
 
-def apply_records(partition: int, anchor, records: list, batch: BatchCommit) -> None:
+def apply_records(partition: int, anchor, records: list, batch: BatchCommit, hold=None) -> None:
     """One partition's records through the pipeline; its table writes and outputs go into
     `batch` (the caller commits it). `anchor`: an event of that partition (of any
     co-partitioned topic), for the popularity share's write through faust. Used by this agent
-    and by ingest's single hop."""
+    and by ingest's single hop. `hold`: the list window's (streams.core.throttle)."""
     clock.observe_all(records)
-    make, views, partial, now = _batch_maker(partition, batch)
+    make, views, partial, now = _batch_maker(partition, batch, hold)
     started = time.perf_counter()
     run = run_guarded(make, records, views)
     metrics.observe("recstream_recompute_seconds", time.perf_counter() - started)
@@ -40,21 +40,28 @@ def apply_records(partition: int, anchor, records: list, batch: BatchCommit) -> 
             tables.popularity[f"p{partition}"] = dump_partial(partial)
     metrics.inc("recstream_signals_applied_total", by=run.applied)
     metrics.inc("recstream_duplicates_total", by=run.duplicates)
-    for out in run.outputs:
-        metrics.inc("recstream_records_sent_total", topic=out.topic)
-        batch.send(topics.outputs[out.topic], out.key, out.value)
+    _send(batch, run.outputs)
 
 
 def refresh_users(partition: int, users: list[str], batch: BatchCommit) -> int:
     """Rebuild these users' lists into `batch` (agents.refresh); returns how many changed."""
-    make, _, _, _ = _batch_maker(partition, batch)
-    outputs = make().refresh(users)
+    return _send(batch, _batch_maker(partition, batch)[0]().refresh(users))
+
+
+def build_owed(partition: int, owed: dict[str, str], batch: BatchCommit, hold) -> int:
+    """Build the lists the window held back (user -> trigger) into `batch`; how many were sent."""
+    metrics.inc("recstream_held_lists_built_total", by=len(owed))
+    return _send(batch, _batch_maker(partition, batch, hold)[0]().owed(owed))
+
+
+def _send(batch: BatchCommit, outputs) -> int:
     for out in outputs:
+        metrics.inc("recstream_records_sent_total", topic=out.topic)
         batch.send(topics.outputs[out.topic], out.key, out.value)
     return len(outputs)
 
 
-def _batch_maker(partition: int, batch: BatchCommit):
+def _batch_maker(partition: int, batch: BatchCommit, hold=None):
     """A PartitionBatch factory over `batch`'s table views, the popularity share and view, now."""
     tables.ensure_catalog_loaded()
     now = clock.now()
@@ -63,5 +70,5 @@ def _batch_maker(partition: int, batch: BatchCommit):
     views = [batch.table(t, partition) for t in (tables.affinity, tables.recommendations, tables.fans,
                                                     tables.attribution)]
     return (lambda: PartitionBatch(pipeline_config, partition, *views[:3], partial, tables.catalog_index, view, now,
-                                   attribution=views[3]),
+                                   attribution=views[3], hold=hold),
             views, partial, now)
