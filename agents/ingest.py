@@ -108,7 +108,7 @@ async def direct_batch(records) -> None:
         apply_records(partition, _anchor(partition), keyed + here.get(partition, []), batch,
                       owed_lists.hold_for(partition, wall))
     for partition, owed in owed_lists.due(wall).items():  # lists whose window ended
-        build_owed(partition, owed, batch, owed_lists.hold_for(partition, wall))
+        build_owed(partition, _anchor(partition), owed, batch, owed_lists.hold_for(partition, wall))
     for partition, recs in images.items():
         apply_images(partition, _anchor(partition),
                      decoded_into(batch, recs, decode_image_keyed, "invalid_internal_record"), batch)
@@ -125,7 +125,7 @@ async def build_all_owed() -> None:
     if owed:
         batch = BatchCommit(app)
         for partition, lists in owed.items():
-            build_owed(partition, lists, batch, owed_lists.hold_for(partition, wall))
+            build_owed(partition, _anchor(partition), lists, batch, owed_lists.hold_for(partition, wall))
         await batch.commit()
 
 

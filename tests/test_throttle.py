@@ -95,3 +95,26 @@ def test_the_throttle_forgets_users_whose_window_ended():
     for i in range(1000):
         t.hold(f"u{i}", "m", now=i / 1000)
     assert t.due(now=1.5) == {} and len(t._built) == 499  # built after 0.5 s are still in their window
+
+
+def test_a_held_list_that_fails_to_build_costs_that_list_only():
+    """The owed lists of a partition are built as a guarded batch (streams.core.guarded): one user's
+    broken state skips that user's list and undoes nothing of the others'."""
+    from streams.core.guarded import run_guarded
+    from streams.kafka.batching import BufferedTable
+
+    world = World(*WORKS)
+    batch(world).run([Signal("follow", "u1", "m1", NOW - 60, (Target("a"),)),
+                      Signal("follow", "u2", "m2", NOW - 60, (Target("b"),))])
+    stored = {"u3": world.profiles["u1"], "u2": b"\xc1 not a profile"}  # u3: a profile whose list is owed
+    profiles = BufferedTable(lambda key: stored.get(key.decode(), world.profiles.get(key.decode())))
+    recs = BufferedTable(lambda key: world.recs.get(key.decode()))
+
+    def make():
+        return PartitionBatch(CFG, 0, profiles, recs, world.fans, world.partial, world.catalog, VIEW, NOW)
+
+    done = run_guarded(make, [("u2", "m8"), ("u3", "m9")], [profiles, recs],
+                       apply=lambda pipeline, pairs: pipeline.owed(dict(pairs)))
+    assert [pair for pair, _ in done.failed] == [("u2", "m8")]
+    assert [(o.topic, o.key) for o in done.outputs] == [("recommendations", b"u3")]
+    assert json.loads(recs.writes["u3"])["trigger"] == "m9" and "u2" not in recs.writes

@@ -20,8 +20,10 @@ class Guarded:
     duplicates: int = 0
 
 
-def run_guarded(make: Callable[[], PartitionBatch], records: list, buffers: list) -> Guarded:
-    """Run a partition's batch; if it raises (a bug meeting an input nothing foresaw), undo its
+def run_guarded(make: Callable[[], PartitionBatch], records: list, buffers: list,
+                apply: Callable[[PartitionBatch, list], list[Output]] = PartitionBatch.run) -> Guarded:
+    """Run a partition's batch (`apply(batch, records)`: its records, or, for the list window, the
+    owed (user, trigger) pairs); if it raises (a bug meeting an input nothing foresaw), undo its
     buffered table writes (`buffers`: objects with a `writes` dict, streams.kafka.batching) and run
     each record alone, so a failure costs that one record instead of stopping the stream.
 
@@ -43,7 +45,7 @@ def run_guarded(make: Callable[[], PartitionBatch], records: list, buffers: list
     saved = [dict(b.writes) for b in buffers]
     run = make()
     try:
-        return Guarded(run.run(records), [], run.applied, run.duplicates)
+        return Guarded(apply(run, records), [], run.applied, run.duplicates)
     except Exception:
         _restore(buffers, saved)
     done = Guarded([], [])
@@ -51,7 +53,7 @@ def run_guarded(make: Callable[[], PartitionBatch], records: list, buffers: list
         saved = [dict(b.writes) for b in buffers]
         run = make()
         try:
-            done.outputs += run.run([record])
+            done.outputs += apply(run, [record])
         except Exception as exc:
             _restore(buffers, saved)
             done.failed.append((record, type(exc).__name__))

@@ -5,6 +5,7 @@ single hop and the list refresh."""
 from __future__ import annotations
 
 import functools
+import logging
 import time
 
 from streams.core.guarded import run_guarded
@@ -18,6 +19,8 @@ from streams.worker.app import clock, pipeline_config
 from streams.worker.commit import BatchCommit
 from streams.worker.runtime import event_context
 from streams.worker.state import popularity, popularity_view, publish_tally
+
+log = logging.getLogger(__name__)
 
 
 def apply_records(partition: int, anchor, records: list, batch: BatchCommit, hold=None) -> None:
@@ -33,9 +36,8 @@ def apply_records(partition: int, anchor, records: list, batch: BatchCommit, hol
     for record, why in run.failed:
         metrics.inc("recstream_dead_letters_total", reason="internal_error")
         batch.send(topics.deadletter, None, failure_letter(record, why, partition))
-    key = tally_key(partition)
     with event_context(anchor):
-        publish_tally(key, views[3].get(key))  # every worker's readout
+        _publish_tally(partition, views)
         if popularity.flush_due(partition, now):
             tables.popularity[f"p{partition}"] = dump_partial(partial)
     metrics.inc("recstream_signals_applied_total", by=run.applied)
@@ -48,10 +50,23 @@ def refresh_users(partition: int, users: list[str], batch: BatchCommit) -> int:
     return _send(batch, _batch_maker(partition, batch)[0]().refresh(users))
 
 
-def build_owed(partition: int, owed: dict[str, str], batch: BatchCommit, hold) -> int:
-    """Build the lists the window held back (user -> trigger) into `batch`; how many were sent."""
+def build_owed(partition: int, anchor, owed: dict[str, str], batch: BatchCommit, hold) -> int:
+    """Build the lists the window held back (user -> trigger) into `batch`, guarded as a batch of
+    records is (a list that fails to build is logged and skipped); how many were sent."""
     metrics.inc("recstream_held_lists_built_total", by=len(owed))
-    return _send(batch, _batch_maker(partition, batch, hold)[0]().owed(owed))
+    make, views, _, _ = _batch_maker(partition, batch, hold)
+    run = run_guarded(make, list(owed.items()), views, apply=lambda pipeline, pairs: pipeline.owed(dict(pairs)))
+    for (user, trigger), why in run.failed:
+        metrics.inc("recstream_held_list_failures_total")
+        log.error("the held list of user %r (trigger %r) failed to build: %s", user, trigger, why)
+    with event_context(anchor):
+        _publish_tally(partition, views)  # the exposures the lists counted
+    return _send(batch, run.outputs)
+
+
+def _publish_tally(partition: int, views) -> None:
+    key = tally_key(partition)
+    publish_tally(key, views[3].get(key))  # every worker's readout
 
 
 def _send(batch: BatchCommit, outputs) -> int:
