@@ -10,6 +10,10 @@ BENCH_USERS=heavy (or light) keeps only the signals of users with more (at most)
 top 50 users send half the events, and their cost per signal depends on the batch size far more than the others'
 (a batch decodes, ranks and encodes each user it touches once, however many of its signals it holds).
 
+BENCH_LIST_WINDOW_MS (default 0) runs the list window as direct ingest does (streams.core.throttle), the wall
+clock moving as if BENCH_RATE signals a second (default 8,000) arrived: lists held are built when their window ends
+and at the end; the digest may then differ (a held list is built with a later popularity view).
+
 Run: `.venv/bin/python bench/pure_pipeline.py`; `BENCH_BATCH=46 BENCH_STEP=0.02 ...` for a loaded worker's batches.
 """
 
@@ -33,12 +37,15 @@ from streams.core.pipeline import PartitionBatch  # noqa: E402
 from streams.core.popularity import Partial, PopularityView  # noqa: E402
 from streams.core.records import Signal  # noqa: E402
 from streams.core.settings import Settings  # noqa: E402
+from streams.core.throttle import PartitionThrottles  # noqa: E402
 
 N = int(os.environ.get("BENCH_EVENTS", "30000"))
 BATCH = int(os.environ.get("BENCH_BATCH", "500"))
 STEP = float(os.environ.get("BENCH_STEP", "0"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 USERS = os.environ.get("BENCH_USERS", "all")
+WINDOW_S = float(os.environ.get("BENCH_LIST_WINDOW_MS", "0")) / 1000
+RATE = float(os.environ.get("BENCH_RATE", "8000"))
 HEAVY_EVENTS = 100
 PARTITIONS = 4
 END = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -68,18 +75,26 @@ def run(catalog, cfg, signals, now) -> list[tuple[dict, ...]]:
     part_of = KeyPartitioner(PARTITIONS)
     tables = [({}, {}, {}, {}) for _ in range(PARTITIONS)]
     partials = [Partial() for _ in range(PARTITIONS)]
-    view, t = PopularityView([], cfg.trending_half_life_s), now
+    view, t, lists = PopularityView([], cfg.trending_half_life_s), now, PartitionThrottles(WINDOW_S)
+
+    def batch(p: int, wall: float) -> PartitionBatch:
+        profiles, recs, fans, attribution = tables[p]
+        return PartitionBatch(cfg, p, profiles, recs, fans, partials[p], catalog, view, t, attribution=attribution,
+                              hold=lists.hold_for(p, wall))
+
     for start in range(0, len(signals), BATCH):
-        chunk, t = signals[start:start + BATCH], t + STEP
+        chunk, t, wall = signals[start:start + BATCH], t + STEP, start / RATE
         groups: dict[int, list[Signal]] = {}
         for s in chunk:
             groups.setdefault(part_of(s.user_id.encode()), []).append(s)
         for p, records in groups.items():
-            profiles, recs, fans, attribution = tables[p]
-            PartitionBatch(cfg, p, profiles, recs, fans, partials[p], catalog, view, t,
-                           attribution=attribution).run(records)
+            batch(p, wall).run(records)
+        for p, owed in lists.due(wall).items():
+            batch(p, wall).owed(owed)
         if (start + len(chunk)) // 5000 != start // 5000:
             view = PopularityView(partials, cfg.trending_half_life_s)
+    for p, owed in lists.drain().items():
+        batch(p, len(signals) / RATE).owed(owed)
     return tables
 
 
@@ -106,7 +121,9 @@ def main() -> None:
         started = time.process_time()
         tables = run(catalog, cfg, signals, now)
         times.append(time.process_time() - started)
-    print(f"pure pipeline: {len(signals):,} signals ({USERS} users) in batches of {BATCH}: {min(times) / len(signals) * 1e6:.1f} µs "
+    window = f", list window {WINDOW_S * 1000:g} ms at {RATE:g}/s" if WINDOW_S else ""
+    print(f"pure pipeline: {len(signals):,} signals ({USERS} users) in batches of {BATCH}{window}: "
+          f"{min(times) / len(signals) * 1e6:.1f} µs "
           f"per signal (CPU, best of {REPEAT}); profiles and lists digest {digest(tables)}")
 
 
