@@ -13,7 +13,7 @@ from streams.core.events import (
     parse_typed,
 )
 from streams.core.properties import resolve_artists
-from streams.core.records import Identity, Signal, Target
+from streams.core.records import SIGNAL_KINDS, Identity, Signal, Target
 
 TS = "2026-01-01T00:00:00Z"
 EPOCH = 1767225600.0
@@ -425,3 +425,40 @@ def test_image_requests_need_non_blank_ids_without_the_key_join():
     assert reason() == "ok"
     assert reason(consumer_id=" ") == "missing_property" and reason(request_id="") == "missing_property"
     assert reason(merchant_ids=["m1", " "]) == "invalid_id" and reason(merchant_ids=["m|1"]) == "invalid_id"
+
+
+def test_a_blank_user_id_does_not_hide_the_anonymous_id():
+    got = parse_segment(seg(userId="\u00a0", anonymousId="anon-ok", event="followedArtist",
+                            properties={"owner_id": "a1"}))
+    assert isinstance(got, Signal) and got.user_id == "anon-ok"
+
+
+@pytest.mark.parametrize("line,reason", [
+    (b'{"kind":"follow","user_id":"\\u3000","timestamp":"2026-01-01T00:00:00Z","artist_id":"a1"}', "missing_user"),
+    (b'{"kind":"follow","user_id":"u1","timestamp":"2026-01-01T00:00:00Z","artist_id":"x|y"}', "invalid_id"),
+    (b'{"kind":"follow","user_id":"u1","artist_id":"a1"}', "invalid_field"),
+    (b'{"kind":"image_impression","consumer_id":"c","merchant_id":"m|1","image_id":"i1",'
+     b'"timestamp":"2026-01-01T00:00:00Z"}', "invalid_id"),
+])
+def test_replay_checks_typed_lines_as_the_worker_does(line, reason):
+    """Typed lines went to their topic unchecked, to be dead-lettered there (found by fuzzing)."""
+    from streams.cli.ops import route_line
+    from streams.core.events import parse_typed_image
+
+    routed = route_line(line)
+    assert isinstance(routed, Rejected) and routed.reason == reason, routed
+    kind = json.loads(line)["kind"]
+    worker = parse_typed(kind, line) if kind in SIGNAL_KINDS else parse_typed_image(kind[6:], line)
+    assert worker.reason == reason
+
+
+def test_replay_keys_a_record_by_the_id_the_worker_keeps_its_state_under():
+    from streams.cli.ops import route_line
+
+    image = seg(userId="u1", event="Image Impression",
+                properties={"consumer_id": "\u3000", "merchant_id": "m1", "image_id": "i1"})
+    assert route_line(image) == ("events.segment", b"u1")  # a blank consumer is no consumer: the user
+    blank = seg(userId=" ", anonymousId="anon-1", event="followedArtist", properties={"owner_id": "a1"})
+    assert route_line(blank) == ("events.segment", b"anon-1")
+    typed = b'{"kind":"image_conversion","consumer_id":"c1","merchant_id":"m1","image_id":"i1","timestamp":"2026-01-01T00:00:00Z"}'
+    assert route_line(typed) == ("images.conversions", b"c1")

@@ -24,9 +24,10 @@ from pathlib import Path
 import msgspec
 
 from streams.cli.common import Progress, bootstrap_of
-from streams.core.events import IMAGE_EVENTS, Rejected, parse_segment
+from streams.core.events import Rejected, parse_segment, parse_typed, parse_typed_image
 from streams.core.jsonguard import MAX_DEPTH, decode_problem, too_deep
-from streams.core.records import SIGNAL_KINDS
+from streams.core.properties import first_id
+from streams.core.records import SIGNAL_KINDS, Identity, ImageEvent
 from streams.core.settings import Settings
 
 TYPED_IMAGE_KINDS = {"image_impression": "images.impressions", "image_conversion": "images.conversions"}
@@ -56,23 +57,30 @@ def _route_line(line: bytes, max_bytes: int) -> tuple[str, bytes | None] | Rejec
         return Rejected(*decode_problem(exc))
     if not isinstance(obj, dict):
         return Rejected("invalid_field", "a line must be a JSON object")
-    if "type" in obj:
-        parsed = parse_segment(line, max_bytes=max_bytes)
-        if isinstance(parsed, Rejected):
-            return parsed
-        user = obj.get("userId") or obj.get("anonymousId")
-        if obj.get("type") in ("identify", "alias"):
-            user = obj.get("previousId") or obj.get("anonymousId") or user
-        if obj.get("event") in IMAGE_EVENTS:
-            user = (obj.get("properties") or {}).get("consumer_id") or user
-        return "events.segment", str(user).encode() if user else None
     kind = obj.get("kind")
-    kind = kind if isinstance(kind, str) else None
-    if kind in SIGNAL_KINDS:
-        return f"signals.{kind}", str(obj.get("user_id", "")).encode() or None
-    if kind in TYPED_IMAGE_KINDS:
-        return TYPED_IMAGE_KINDS[kind], str(obj.get("consumer_id", "")).encode() or None
-    return Rejected("unknown_record", "neither a Segment payload (type) nor a typed record (kind)")
+    if "type" in obj:
+        topic, parsed = "events.segment", parse_segment(line, max_bytes=max_bytes)
+    elif isinstance(kind, str) and kind in SIGNAL_KINDS:
+        topic, parsed = f"signals.{kind}", parse_typed(kind, line, max_bytes=max_bytes)
+    elif isinstance(kind, str) and kind in TYPED_IMAGE_KINDS:
+        topic = TYPED_IMAGE_KINDS[kind]
+        parsed = parse_typed_image(kind.removeprefix("image_"), line, max_bytes=max_bytes)
+    else:
+        return Rejected("unknown_record", "neither a Segment payload (type) nor a typed record (kind)")
+    if isinstance(parsed, Rejected):
+        return parsed
+    return topic, _key_of(parsed, obj)
+
+
+def _key_of(parsed, obj: dict) -> bytes | None:
+    """The id the worker keys the record's state by, as the producers should key it: the user (an
+    identity: the earlier id, where its profile is), or the image event's consumer."""
+    if isinstance(parsed, ImageEvent):
+        return parsed.consumer_id.encode()
+    if isinstance(parsed, Identity):
+        return parsed.previous_id.encode()
+    user = getattr(parsed, "user_id", None) or first_id(obj.get("userId"), obj.get("anonymousId"))
+    return user.encode() if user else None
 
 
 async def replay(paths: list[Path], bootstrap: str, settings: Settings, rate: float = 0.0,

@@ -185,7 +185,7 @@ def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], un
     when = ev.timestamp or ev.originalTimestamp
     if ev.type in ("identify", "alias"):
         return _identity(ev, message_id, when)
-    user = clean_user_id(ev.userId or ev.anonymousId)
+    user = clean_user_id(ev.userId) or clean_user_id(ev.anonymousId)  # a blank userId is none
     if not user:
         raise Reject("missing_user", "neither userId nor anonymousId is set")
     if when is None:

@@ -136,6 +136,15 @@ def checked_id(value: str | None, name: str) -> str | None:
     return value
 
 
+def first_id(*values: object) -> str | None:
+    """The first of `values` that is an id (a blank userId does not hide the anonymousId).
+
+    >>> first_id(" ", None, "anon-1"), first_id("", 5)
+    ('anon-1', None)
+    """
+    return next((v for v in values if is_id(v)), None)
+
+
 def is_id(value: object) -> bool:
     """A string id of 1 to MAX_ID_CHARS characters, not only whitespace (an item of a list of ids)."""
     return type(value) is str and 0 < len(value) <= MAX_ID_CHARS and not value.isspace()
