@@ -58,6 +58,15 @@ async def _committed(ingest: DirectIngest, topic: str) -> dict[int, int | None]:
     return {p: await ingest.consumer.committed(TopicPartition(topic, p)) for p in range(4)}
 
 
+async def _committed_after_waiting(ingest: DirectIngest, topic: str, want: dict[int, int | None]) -> dict:
+    """The committed offsets once they equal `want`, or after 5 s (a commit runs in the background)."""
+    for _ in range(100):
+        if await _committed(ingest, topic) == want:
+            break
+        await asyncio.sleep(0.05)
+    return await _committed(ingest, topic)
+
+
 def test_batches_are_read_once_and_committed_only_after_a_flush(broker):
     topic, group = "direct-t1", "direct-t1-app-direct"
 
@@ -140,11 +149,7 @@ def test_a_periodic_commit_runs_beside_the_batches_one_at_a_time(broker):
             assert await _committed(ingest, topic) == {0: None, 1: None, 2: None, 3: None}
             release.set()
             await _until(lambda: len(flushes) >= 2)
-            for _ in range(100):
-                if await _committed(ingest, topic) == {0: 50, 1: None, 2: 50, 3: None}:
-                    break
-                await asyncio.sleep(0.05)
-            assert await _committed(ingest, topic) == {0: 50, 1: None, 2: 50, 3: None}
+            assert await _committed_after_waiting(ingest, topic, {0: 50, 1: None, 2: 50, 3: None}) == {0: 50, 1: None, 2: 50, 3: None}
         finally:
             release.set()
             ingest._stopping = True
@@ -188,11 +193,7 @@ def test_what_the_batches_owe_is_produced_before_the_offsets_covering_them_are_t
         runner = asyncio.create_task(ingest.run())
         try:
             await _until(lambda: sum(n for kind, n in log if kind == "batch") >= 60 and ("batch", 0) in log)
-            for _ in range(100):
-                if await _committed(ingest, topic) == {0: 30, 1: None, 2: 30, 3: None}:
-                    break
-                await asyncio.sleep(0.05)
-            assert await _committed(ingest, topic) == {0: 30, 1: None, 2: 30, 3: None}
+            assert await _committed_after_waiting(ingest, topic, {0: 30, 1: None, 2: 30, 3: None}) == {0: 30, 1: None, 2: 30, 3: None}
             # each commit covers exactly the records handled when the owed lists were produced
             owed = None
             for kind, n in log:
