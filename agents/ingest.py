@@ -107,8 +107,7 @@ async def direct_batch(records) -> None:
         keyed = decoded_into(batch, users.get(partition, ()), decode_keyed, "invalid_internal_record")
         apply_records(partition, _anchor(partition), keyed + here.get(partition, []), batch,
                       owed_lists.hold_for(partition, wall))
-    for partition, owed in owed_lists.due(wall).items():  # lists whose window ended
-        build_owed(partition, _anchor(partition), owed, batch, owed_lists.hold_for(partition, wall))
+    _build_owed(owed_lists.due(wall), batch, wall)  # lists whose window ended
     for partition, recs in images.items():
         apply_images(partition, _anchor(partition),
                      decoded_into(batch, recs, decode_image_keyed, "invalid_internal_record"), batch)
@@ -121,12 +120,17 @@ async def direct_batch(records) -> None:
 async def build_all_owed() -> None:
     """Every list the window holds, built and acknowledged: before the input offsets that cover
     their events are committed (DirectIngest's before_commit)."""
-    owed, wall = owed_lists.drain(), time.monotonic()
+    owed = owed_lists.drain()
     if owed:
         batch = BatchCommit(app)
-        for partition, lists in owed.items():
-            build_owed(partition, _anchor(partition), lists, batch, owed_lists.hold_for(partition, wall))
+        _build_owed(owed, batch, time.monotonic())
         await batch.commit()
+
+
+def _build_owed(owed: dict[int, dict[str, str]], batch: BatchCommit, wall: float) -> None:
+    """Per partition, the lists the window held (user -> trigger), built into `batch`."""
+    for partition, lists in owed.items():
+        build_owed(partition, _anchor(partition), lists, batch, owed_lists.hold_for(partition, wall))
 
 
 def _retry_due(records, batch: BatchCommit) -> tuple[int, float] | None:
