@@ -37,7 +37,7 @@ from streams.worker import topics
 from streams.worker.app import app, parser_config, settings
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.image_batches import apply_images
-from streams.worker.runtime import owned_partitions
+from streams.worker.runtime import owned_partitions, recovered
 from streams.worker.state import lag_sources, owed_lists
 from streams.worker.tables import affinity, artworks, catalog_index
 from streams.worker.user_batches import apply_records, build_owed
@@ -216,10 +216,6 @@ def _anchor(partition: int) -> Anchor:
     return Anchor(topics.signals.get_topic_name(), partition)
 
 
-def _ready() -> bool:
-    return not app.rebalancing and app.tables.recovery.completed.is_set()
-
-
 if settings.direct_ingest:
     @app.task
     async def direct_ingest() -> None:
@@ -228,7 +224,8 @@ if settings.direct_ingest:
             await topic.maybe_declare()
         reader = DirectIngest([*topics.inputs.topics, _SIGNALS, _IMAGES, _PENDING], settings.partitions,
                               direct_group(settings.app_id), settings.aiokafka_kwargs(), handle=direct_batch,
-                              flush=app.producer.flush, ready=_ready, batch_max=settings.batch_max,
+                              flush=app.producer.flush, ready=functools.partial(recovered, app),
+                              batch_max=settings.batch_max,
                               before_commit=build_all_owed,
                               fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms,
                               idle_fetch_max_wait_ms=settings.ingest_idle_fetch_max_wait_ms,

@@ -8,7 +8,7 @@ from streams.core.metrics import metrics
 from streams.worker import tables
 from streams.worker.app import app, settings
 from streams.worker.commit import BatchCommit
-from streams.worker.runtime import owned_partitions, stored_keys
+from streams.worker.runtime import owned_partitions, recovered, stored_keys
 from streams.worker.user_batches import refresh_users
 
 CHUNK = 200  # users per batch: one commit each, and no await inside (see BatchCommit)
@@ -27,8 +27,8 @@ async def refresh_lists() -> None:
 async def _refresh_partition(partition: int) -> None:
     users = stored_keys(tables.recommendations, partition)
     for start in range(0, len(users), CHUNK):
-        if partition not in owned_partitions(app, tables.recommendations):
-            return  # moved to another worker meanwhile
+        if not recovered(app) or partition not in owned_partitions(app, tables.recommendations):
+            return  # moved to another worker, or rebalancing: its store may miss records until recovered
         chunk = users[start:start + CHUNK]
         batch = BatchCommit(app)
         changed = refresh_users(partition, chunk, batch)

@@ -364,3 +364,43 @@ def test_image_state_and_experiment_counts_are_exact_after_sigkill_under_load(cl
     for c in consumers[:40]:
         _, body = get_json(restarted, f"/images/{c}?merchants=m1")
         assert body["choices"][0]["locked"] is True, c
+
+
+def test_a_worker_that_joined_after_the_data_takes_every_partition_over_exactly(cluster):
+    """Failover onto a worker that started after the state was written: it must recover every
+    record of the partitions it takes over, and never answer from a store still recovering.
+
+    Before the fix, reads of the partitions being recovered answered from the incomplete store in
+    every run: 404 "unknown user" for users it had, instead of 503 + Retry-After. (The same
+    scenario with faust's default of one standby per partition lost half the users for good in 2 of
+    4 runs of a smaller probe: the joining worker's standby copies held only the records written
+    after it joined, yet recorded the changelog's end; standbys are now off by default, see
+    RECSTREAM_STANDBY_REPLICAS. This test did not catch that race in 5 runs.)"""
+    a = cluster.start_worker("a")
+    demo = DemoGenerator(users=120, artists=30, artworks=300, seed=41)
+    artist_of = setup_catalog(cluster, a, demo)
+    events = list(demo.events(1500))
+    cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in events])
+    wait_until(lambda: metric(a, "recstream_signals_applied_total") >= len(events), 120, what="a applied the events")
+    b = cluster.start_worker("b")  # a fresh worker: an empty state directory
+    wait_until(lambda: get_json(b, "/health")[1]["assigned_partitions"] > 0
+               and not get_json(a, "/health")[1]["rebalancing"], 90, what="b joined")
+    more = list(DemoGenerator(users=120, artists=30, artworks=300, seed=42).events(300))
+    for i, e in enumerate(more):
+        e["messageId"] = f"joined-{i}"
+    cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in more])
+    total = lambda: metric(a, "recstream_signals_applied_total") + metric(b, "recstream_signals_applied_total")  # noqa: E731
+    wait_until(lambda: total() >= len(events) + len(more), 120, what="both workers applied the new events")
+    ref = reference(events + more, artist_of)
+    users = sorted(ref)
+
+    a.kill()  # SIGKILL: b takes every partition over
+    answers: set[int] = set()
+
+    def b_serves_everyone() -> bool:
+        statuses = [b.get(f"/users/{u}/affinity")[0] for u in users]
+        answers.update(statuses)
+        return all(s == 200 for s in statuses)
+    wait_until(b_serves_everyone, 120, interval=0.1, what="b serves every user")
+    assert answers <= {200, 503}, f"answers while taking over: {sorted(answers)} (a 404 is a known user reported unknown)"
+    assert_matches(b, ref, users)

@@ -180,6 +180,11 @@ class Settings:
         "the internal signals topic"})
     session_timeout: float = field(default=10.0, metadata={
         "help": "consumer-group session timeout, seconds (a rebalance waits about half of it)", "min": 1})
+    standby_replicas: int = field(default=0, metadata={
+        "help": "faust's standby replicas per table partition (warm copies on other workers for a faster failover). "
+        "0 by default: a standby of faust-streaming 0.15 can store only the records written after it started "
+        "and record the changelog's end, so its promotion loses the earlier ones for good (docs/traps.md); "
+        "without standbys a worker taking a partition over recovers it from the changelog", "min": 0})
     true_end_offsets: bool = field(default=True, metadata={
         "help": "table recovery takes each changelog's end from a fetch, not ListOffsets (the embedded Tansu broker"
         " under-reports the end when the last batch holds several records); harmless on Apache Kafka"})

@@ -44,6 +44,7 @@ app = faust.App(
     web_enabled=True,
     broker_credentials=broker_credentials(settings),
     logging_config=None,
+    table_standby_replicas=settings.standby_replicas,  # 0 by default: see the setting
 )
 
 

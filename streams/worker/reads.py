@@ -13,6 +13,7 @@ from faust.web.exceptions import ServiceUnavailable
 
 from streams.worker.app import app
 from streams.worker.commit import known_partitioner, partitioner
+from streams.worker.runtime import recovered
 
 # changelog topic -> the partitions this worker is active for (empty while rebalancing)
 _owned: dict[str, set[int]] = {}
@@ -32,9 +33,11 @@ async def _remember_owned(app, assigned, **kwargs) -> None:
 
 
 def owned_partition(table, key: str) -> int | None:
-    """The partition holding `key` if this worker owns it, else None. The same answer as
-    faust's router (the default partitioner over the changelog's partitions, the assignor's
-    actives), from two dict lookups and a hash."""
+    """The partition holding `key` if this worker owns it and has recovered it, else None. The
+    same answer as faust's router (the default partitioner over the changelog's partitions, the
+    assignor's actives), from two dict lookups and a hash."""
+    if not recovered(app):
+        return None
     name = _changelogs.get(table.name)
     if name is None:
         name = _changelogs[table.name] = table.changelog_topic.get_topic_name()
@@ -63,11 +66,17 @@ async def forward(table, key: str, request):
     try:
         return await app.router.route_req(table.name, key, app.web, request)
     except SameNode:
-        return None
+        # this worker owns the key; until its partition is recovered the local store can miss the
+        # key's records, and an answer from it would be wrong (an unknown user, a cold-start list)
+        return None if recovered(app) else _unavailable()
     except (aiohttp.ClientError, asyncio.TimeoutError, ServiceUnavailable):
-        # the owner just died or the group is rebalancing: a client should retry
-        return aiohttp_web.json_response({"error": "owner of this key is unavailable, retry shortly"}, status=503,
-                                         headers={"Retry-After": "1"})
+        return _unavailable()  # the owner just died or the group is rebalancing
+
+
+def _unavailable():
+    """503 with Retry-After: the key's owner cannot answer right now; a client should retry."""
+    return aiohttp_web.json_response({"error": "owner of this key is unavailable, retry shortly"}, status=503,
+                                     headers={"Retry-After": "1"})
 
 
 def routed(table, match_info: str = "user_id"):

@@ -37,6 +37,14 @@ def owned_partitions(app, table) -> list[int]:
     return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name)
 
 
+def recovered(app) -> bool:
+    """Whether this worker's tables hold their whole assignment: not rebalancing, and recovery of
+    the current assignment finished (faust clears `rebalancing` only after it). Between a
+    partition's assignment and the end of its recovery its local store can miss records, so
+    nothing may be applied to it or served from it."""
+    return not app.rebalancing and app.tables.recovery.completed.is_set()
+
+
 def stored_keys(table, partition: int) -> list[str]:
     """The keys in one partition's RocksDB (faust's own bookkeeping keys left out)."""
     db = table.data._db_for_partition(partition)
