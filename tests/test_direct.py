@@ -67,6 +67,16 @@ async def _committed_after_waiting(ingest: DirectIngest, topic: str, want: dict[
     return await _committed(ingest, topic)
 
 
+async def _shut_down(ingest: DirectIngest, runner, revoke: bool = False) -> None:
+    """End a test's ingest: its run loop first (it would read on), then, if asked, a revoke (its
+    final commit), then the consumer."""
+    ingest._stopping = True
+    await runner
+    if revoke:
+        await ingest.revoke()
+    await ingest.stop()
+
+
 def test_batches_are_read_once_and_committed_only_after_a_flush(broker):
     topic, group = "direct-t1", "direct-t1-app-direct"
 
@@ -114,9 +124,7 @@ def test_batches_are_read_once_and_committed_only_after_a_flush(broker):
             await _until(lambda: len(handled) >= 300)
             assert len(handled) == 300 and len(set(handled)) == 200
         finally:
-            ingest._stopping = True
-            await runner
-            await ingest.stop()
+            await _shut_down(ingest, runner)
 
     asyncio.run(scenario())
 
@@ -152,9 +160,7 @@ def test_a_periodic_commit_runs_beside_the_batches_one_at_a_time(broker):
             assert await _committed_after_waiting(ingest, topic, {0: 50, 1: None, 2: 50, 3: None}) == {0: 50, 1: None, 2: 50, 3: None}
         finally:
             release.set()
-            ingest._stopping = True
-            await runner
-            await ingest.stop()
+            await _shut_down(ingest, runner)
 
     asyncio.run(scenario())
 
@@ -203,10 +209,7 @@ def test_what_the_batches_owe_is_produced_before_the_offsets_covering_them_are_t
                     assert n == owed, log  # not one record handled after the owed lists were produced
             assert owed == 60 and ("commit", 60) in log, log
         finally:
-            ingest._stopping = True
-            await runner
-            await ingest.revoke()
-            await ingest.stop()
+            await _shut_down(ingest, runner, revoke=True)
 
     asyncio.run(scenario())
 
@@ -285,9 +288,7 @@ def test_a_partition_held_at_a_record_is_read_again_from_it_once_due_while_the_o
             assert sorted((p, o) for p, o, _ in handled) == [(p, o) for p in range(4) for o in range(10)]
             assert min(t for p, o, t in handled if p == 0 and o >= 3) >= release_at
         finally:
-            ingest._stopping = True
-            await runner
-            await ingest.stop()
+            await _shut_down(ingest, runner)
 
     asyncio.run(scenario())
 
@@ -339,9 +340,7 @@ def test_an_idle_reader_fetches_less_often_and_the_next_record_brings_the_short_
             assert idle <= 2.0 / 0.4 + 2, (idle, busy)  # at most one per idle wait, plus one in flight
             assert busy > 2 * idle * 0.5 / 2.0, (idle, busy)  # per second, well above the idle rate
         finally:
-            ingest._stopping = True
-            await runner
+            await _shut_down(ingest, runner)
             await producer.stop()
-            await ingest.stop()
 
     asyncio.run(scenario())
