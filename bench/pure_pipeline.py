@@ -29,6 +29,9 @@ from collections import Counter
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import msgspec  # noqa: E402
+
+from streams.core.affinity import load  # noqa: E402
 from streams.core.catalog import CatalogIndex  # noqa: E402
 from streams.core.config import core_objects  # noqa: E402
 from streams.core.demo import DemoGenerator, dumps  # noqa: E402
@@ -99,12 +102,17 @@ def run(catalog, cfg, signals, now) -> list[tuple[dict, ...]]:
 
 
 def digest(tables) -> str:
+    """Of the profiles (decoded: their encoding may change, not their content) and the lists."""
     h = hashlib.sha256()
     for part in tables:
-        for table in part[:2]:  # profiles and lists
-            for key in sorted(table):
-                h.update(key.encode())
-                h.update(table[key])
+        profiles, lists = part[:2]
+        for key in sorted(profiles):
+            fields = msgspec.structs.asdict(load(profiles[key]))
+            fields["seen"] = [int.from_bytes(fields["seen"][i:i + 8], "big", signed=True)
+                              for i in range(0, len(fields["seen"]), 8)] if isinstance(fields["seen"], bytearray) else fields["seen"]
+            h.update(key.encode() + msgspec.json.encode(fields, order="sorted"))
+        for key in sorted(lists):
+            h.update(key.encode() + lists[key])
     return h.hexdigest()[:16]
 
 

@@ -1,6 +1,7 @@
 import dataclasses
 import math
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ from streams.core.affinity import (
     remember,
 )
 from streams.core.records import Signal, Target
+from streams.core.seen import contains, digest, unpacked
 
 DAY = 86400.0
 MODEL = AffinityModel(weights={"view": 1.0, "save": 3.0, "follow": 5.0, "order": 12.0,
@@ -61,7 +63,7 @@ def test_dedup_memory_is_bounded():
     p = Profile()
     for i in range(20):
         model.learn_one(p, sig("view", "a", float(i), f"m{i}"))
-    assert p.seen == [message_digest(f"m{i}") for i in range(15, 20)]
+    assert unpacked(p.seen) == [message_digest(f"m{i}") for i in range(15, 20)]
     assert not model.learn_one(p, sig("view", "a", 19.0, "m19"))  # inside the window
     assert model.learn_one(p, sig("view", "a", 0.0, "m0"))  # forgotten: the documented bound
 
@@ -209,18 +211,33 @@ def test_evicting_only_when_a_signal_could_break_a_bound_equals_evicting_after_e
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=30), max_size=200), st.integers(min_value=1, max_value=10))
-def test_a_seen_index_gives_the_same_answers_and_mirrors_the_window(ids, window):
-    plain, indexed, index = [], [], set()
+def test_the_packed_window_answers_as_a_list_of_the_last_ids(ids, window):
+    """streams.core.seen against the plainest model: a list of the last `window` digests."""
+    packed_ids, plain = bytearray(), []
     for i in ids:
-        assert remember(plain, f"m{i}", window) == remember(indexed, f"m{i}", window, index)
-        assert indexed == plain and index == set(plain)
+        d = message_digest(f"m{i}")
+        fresh = d not in plain
+        if fresh:
+            plain = (plain + [d])[-window:]
+        assert remember(packed_ids, f"m{i}", window) == fresh
+        assert unpacked(packed_ids) == plain
 
 
-@given(st.dictionaries(st.sampled_from("abcdefgh"), st.sampled_from([-1.0, 0.0, 0.5, 1.0, 2.0])), st.integers(1, 9))
-def test_top_is_score_descending_then_artist_id(scores, n):
-    p = Profile(scores=scores)
-    want = sorted(((a, s) for a, s in scores.items() if s > 0), key=lambda item: (-item[1], item[0]))[:n]
-    assert MODEL.top(p, n) == want
+def test_a_profile_written_before_the_packing_reads_the_same():
+    """Values in tables and changelogs written when `seen` was a msgpack list of ints."""
+    old = msgspec.msgpack.encode({"ref": 5.0, "scores": {"a": 1.0}, "events": 2,
+                                  "seen": [message_digest("m1"), message_digest("m2")]})
+    p = load(old)
+    assert unpacked(p.seen) == [message_digest("m1"), message_digest("m2")]
+    assert not MODEL.learn_one(p, sig("view", "a", 6.0, "m2"))  # its ids still dedup
+    assert MODEL.learn_one(p, sig("view", "a", 6.0, "m3")) and load(dump(p)) == p
+
+
+def test_an_unaligned_match_is_not_a_remembered_id():
+    """A digest's bytes can appear across two neighbouring ids; only a match at an id's boundary counts."""
+    a = digest("x")
+    assert not contains(bytearray(bytes(4) + a + bytes(4)), a)  # only across ids 0 and 1
+    assert contains(bytearray(bytes(4) + a + bytes(4) + a), a)  # the search goes on past the unaligned match
 
 
 def test_unsaves_of_an_artist_already_scored_still_bound_the_tombstones():

@@ -19,6 +19,7 @@ from streams.core.pipeline import PartitionBatch, PipelineConfig, decode_recs
 from streams.core.popularity import Partial, PopularityView
 from streams.core.properties import resolve_artists
 from streams.core.records import Signal, Target
+from streams.core.seen import unpacked
 
 NOW = datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp()
 CFG = PipelineConfig(model=AffinityModel(), variants={"A": Variant("A", share=1.0)})
@@ -61,7 +62,7 @@ def assert_same_profile(got: Profile, want: Profile, ordered=True):
     if ordered:
         assert (got.seen, got.purchased, got.prices) == (want.seen, want.purchased, want.prices)
     else:
-        assert sorted(got.seen) == sorted(want.seen) and sorted(got.purchased) == sorted(want.purchased)
+        assert sorted(unpacked(got.seen)) == sorted(unpacked(want.seen)) and sorted(got.purchased) == sorted(want.purchased)
 
 
 def test_profiles_fans_recommendations_and_shares_equal_the_live_pipeline():

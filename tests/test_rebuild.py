@@ -24,6 +24,7 @@ from streams.core.demo import DemoGenerator, dumps
 from streams.core.pipeline import decode_recs
 from streams.core.popularity import load_partial
 from streams.core.records import SIGNAL_KINDS, Signal, Target
+from streams.core.seen import unpacked
 from streams.core.settings import Settings
 from streams.rebuild.coordinator import bulk_rebuild, plan, shard_count
 from streams.rebuild.processes import ShardFailed, ShardProcess
@@ -176,8 +177,8 @@ def assert_same_state(got, want):
         assert all(math.isclose(a.scores[k], b.scores[k], rel_tol=1e-12) for k in a.scores), key
         # arrival order differs between shard counts: lists that keep it are compared as multisets
         assert (a.ref, a.events, a.toggles) == (b.ref, b.events, b.toggles), key
-        assert (sorted(a.seen), sorted(a.prices), sorted(a.purchased)) == \
-            (sorted(b.seen), sorted(b.prices), sorted(b.purchased)), key
+        assert (sorted(unpacked(a.seen)), sorted(a.prices), sorted(a.purchased)) == \
+            (sorted(unpacked(b.seen)), sorted(b.prices), sorted(b.purchased)), key
     assert got["recommendations"].keys() == want["recommendations"].keys()
     for key, raw in want["recommendations"].items():
         a, b = decode_recs(got["recommendations"][key]), decode_recs(raw)

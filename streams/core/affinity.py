@@ -32,7 +32,6 @@ False
 from __future__ import annotations
 
 import bisect
-import hashlib
 import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from streams.core.records import Signal, Target
+from streams.core.seen import Remembers, contains, digest, message_digest, remember, union
 from streams.core.settings import DEFAULT_WEIGHTS
 
 TOGGLE_ON = {"follow": True, "unfollow": False, "save": True, "unsave": False}
@@ -56,13 +56,12 @@ class Toggle(msgspec.Struct, array_like=True):
     message_id: str
 
 
-class Profile(msgspec.Struct, omit_defaults=True):
-    """Everything the affinity agent keeps per user (one table value)."""
+class Profile(Remembers, omit_defaults=True):
+    """Everything the affinity agent keeps per user (one table value); `seen`: recent messageIds."""
 
     ref: float = 0.0  # reference time T of `scores`
     scores: dict[str, float] = {}  # additive signals, decayed to T
     toggles: dict[str, Toggle] = {}  # "f:<artist>" / "s:<artwork>" -> latest toggle
-    seen: list[int] = []  # 64-bit hashes of recent messageIds, oldest first
     purchased: list[str] = []  # the last MAX_PURCHASES artwork ids bought (never recommended)
     bought_before: list[int] = []  # older purchases: sorted 64-bit digests of their ids (8 bytes each)
     prices: list[float] = []  # recent inquiry/order prices (budget inference)
@@ -70,7 +69,6 @@ class Profile(msgspec.Struct, omit_defaults=True):
     alias_of: str = ""  # set once this id was merged into another (identify/alias); its state stays, to resend
     merged: list[str] = []  # the ids merged into this profile: a merge sent again is applied once
     applied: dict[str, int] = {}  # "topic:partition" -> offset of the last input record applied
-
 
 def first_delivery(applied: dict[str, int], source: str, offset: int) -> bool:
     """Record that the input record at `offset` of `source` was applied; False if it (or a
@@ -126,29 +124,6 @@ def _overflow_purchases(profile: Profile) -> None:
     del profile.purchased[:-MAX_PURCHASES]
 
 
-def message_digest(message_id: str) -> int:
-    """64-bit hash of a messageId: 8 bytes per remembered id, collisions ~2^-64."""
-    return int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "big", signed=True)
-
-
-def remember(seen: list[int], message_id: str, window: int, index: set[int] | None = None) -> bool:
-    """Record a messageId in a bounded, oldest-first list of digests; False if already there.
-    `index`: a set mirroring `seen`, kept in step, for callers that check many ids against one
-    list (a scan of a full window is 2,048 comparisons per event)."""
-    digest = message_digest(message_id)
-    if digest in (seen if index is None else index):
-        return False
-    seen.append(digest)
-    if index is not None:
-        index.add(digest)
-    if len(seen) > window:
-        drop = len(seen) - window
-        if index is not None:
-            index.difference_update(seen[:drop])
-        del seen[:drop]
-    return True
-
-
 def decay(age_s: float, half_life_s: float) -> float:
     """Weight left after `age_s` seconds: 2^(−age/h); no decay when the half-life is 0."""
     return 2.0 ** (-age_s / half_life_s) if half_life_s > 0 else 1.0
@@ -177,13 +152,12 @@ class AffinityModel:
         """Weight left after `age_s` seconds: 2^(−age/h)."""
         return decay(age_s, self.half_life_s)
 
-    def learn_one(self, profile: Profile, signal: Signal, seen_index: set[int] | None = None) -> bool:
+    def learn_one(self, profile: Profile, signal: Signal) -> bool:
         """Apply one signal in place. Returns False for a redelivered input record or a
-        duplicate messageId. `seen_index`: a set mirroring `profile.seen` (see `remember`), for
-        a caller applying many signals."""
+        duplicate messageId."""
         if signal.offset >= 0 and not first_delivery(profile.applied, signal.source, signal.offset):
             return False
-        if not remember(profile.seen, signal.message_id, self.dedup_window, seen_index):
+        if not remember(profile.seen, signal.message_id, self.dedup_window):
             return False
         profile.events += 1
         # evict restores both bounds; only a new artist or a new tombstone can break them again
@@ -222,7 +196,7 @@ class AffinityModel:
     def merge(self, into: Profile, other: Profile, message_id: str, other_id: str) -> bool:
         """Fold `other` (id `other_id`'s profile) into `into`. Sums commute, toggles are LWW, so
         the result does not depend on when the merge happens. False if already merged."""
-        if other_id in into.merged or (digest := message_digest(message_id)) in into.seen:
+        if other_id in into.merged or contains(into.seen, hashed := digest(message_id)):
             return False
         into.merged = [*into.merged, *other.merged, other_id][-MAX_PURCHASES:]
         other = load(dump(other))  # never alias the caller's object
@@ -234,8 +208,7 @@ class AffinityModel:
             old = into.toggles.get(key)
             if old is None or (tog.time, tog.message_id) > (old.time, old.message_id):
                 into.toggles[key] = tog
-        into.seen = [d for d in into.seen if d not in set(other.seen)] + other.seen + [digest]
-        del into.seen[: max(0, len(into.seen) - self.dedup_window)]
+        into.seen = union(into.seen, other.seen + hashed, self.dedup_window)
         into.purchased = list(dict.fromkeys(into.purchased + other.purchased))
         into.bought_before = sorted(set(into.bought_before) | set(other.bought_before))
         _overflow_purchases(into)

@@ -10,16 +10,15 @@
 exposures, distinct users converted, conversions, per source, per kind. A user lives on one
 partition (inputs are keyed by user), so per-partition `Tally` partials add up (`merge_tallies`).
 
-Exactly once: an event's id (messageId; a served list: its trigger) is remembered per user, its
-input position (if given) checked by `streams.core.affinity.first_delivery`. Arrival order never
-changes the counts of a set of distinct events (a credit is a fact: a late exposure credits the
-stored conversions) unless an event comes after one of the user's `lateness_days` newer
-(dropped: a replay from the start counts nothing twice) or a per-user cap is reached.
+Exactly once: an event's id (messageId; a served list: its trigger) is remembered per user, its input position (if
+given) checked by `streams.core.affinity.first_delivery`. Arrival order never changes the counts of a set of
+distinct events (a credit is a fact: a late exposure credits the stored conversions) unless an event comes after
+one of the user's `lateness_days` newer (dropped: a replay from the start counts nothing twice) or a per-user cap.
 
-Per user (`UserLog`): per item, merged intervals [tₑ, tₑ + W] per (group, variant, source) until
-`lateness_days` past their end, at most `max_spans` (the latest ending); conversions likewise
-(`max_conversions`); the last `dedup_window` ids. Images (`impress`, `image_convert`): item =
-merchant, source = image; counts in group "" (per image variant) and per merchant.
+Per user (`UserLog`): per item, merged intervals [tₑ, tₑ + W] per (group, variant, source) until `lateness_days`
+past their end, at most `max_spans` (the latest ending); conversions likewise (`max_conversions`); the last
+`dedup_window` ids. Images (`impress`, `image_convert`): item = merchant, source = image; counts in group ""
+(per image variant) and per merchant.
 
 `Attribution(users, tally, rules)`: one partition's state, `users` any mutable mapping user id -> UserLog
 (`load_log` / `dump`), `tally` the partition's partial (`dump` / `load_tally`). Event functions: False: none counted.
@@ -41,7 +40,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.core.affinity import first_delivery, remember
+from streams.core.affinity import first_delivery
+from streams.core.seen import Remembers, remember
 
 DAY = 86400.0
 CONVERSION_KINDS = ("order", "inquiry", "save")
@@ -103,18 +103,16 @@ class Conversion(msgspec.Struct, array_like=True):
     credited: list[str] = []  # credit keys already counted
 
 
-class UserLog(msgspec.Struct, omit_defaults=True):
-    """What attribution keeps per user (one table value)."""
+class UserLog(Remembers, omit_defaults=True):
+    """What attribution keeps per user (one table value), and its recent event ids (`seen`)."""
 
     newest: float = float("-inf")  # the newest event time seen
     shown: dict[str, list[Span]] = {}  # listed item -> coverage intervals
     conversions: list[Conversion] = []
     exposed: list[str] = []  # "group␟variant" keys counting this user as exposed
     converted: list[str] = []  # ... and as converted
-    seen: list[int] = []  # digests of recent event ids
     applied: dict[str, int] = {}  # input partition -> last offset (streams.core.affinity.first_delivery)
     listed: str = ""  # the emitted list last counted as an exposure (streams.core.ledger.Ledger.listed)
-
 
 @dataclass
 class Attribution:

@@ -36,7 +36,7 @@ from array import array
 
 import numpy as np
 
-from streams.core.affinity import TOGGLE_ON, Profile, dump, message_digest
+from streams.core.affinity import TOGGLE_ON, Profile, dump
 from streams.core.catalog import CatalogIndex
 from streams.core.pipeline import (
     NO_TRENDING,
@@ -47,6 +47,7 @@ from streams.core.pipeline import (
 )
 from streams.core.popularity import MAX_TRENDING_PER_PARTITION, Partial, PopularityView, count_pairs
 from streams.core.records import Signal, encode
+from streams.core.seen import digest, trim
 
 
 def decayed_sums(group: np.ndarray, weight: np.ndarray, time: np.ndarray, ref: np.ndarray | float,
@@ -76,7 +77,7 @@ class BulkPartition:
         self._weights = dict(cfg.model.weights)  # a plain dict: read once per signal
         self.user_ids: dict[str, int] = {}
         self._profiles: list[Profile] = []
-        self._seen: list[set[int]] = []
+        self._seen: list[set[bytes]] = []  # every messageId digest of a user (the window keeps the last)
         self.artist_ids: dict[str, int] = {}
         self.artwork_ids: dict[str, int] = {}
         # one row per (signal, target) of the additive kinds; array('d') is 8 bytes a value
@@ -94,14 +95,14 @@ class BulkPartition:
             u = self.user_ids[sig.user_id] = len(self._profiles)
             self._profiles.append(Profile())
             self._seen.append(set())
-        digest = message_digest(sig.message_id)
+        hashed = digest(sig.message_id)
         seen = self._seen[u]
-        if digest in seen:
+        if hashed in seen:
             self.duplicates += 1
             return False
-        seen.add(digest)
+        seen.add(hashed)
         profile = self._profiles[u]
-        profile.seen.append(digest)
+        profile.seen += hashed
         profile.events += 1
         if sig.time > profile.ref:
             profile.ref = sig.time
@@ -130,7 +131,7 @@ class BulkPartition:
         if self._finished is None:
             self._finish_scores()
             for profile in self._profiles:
-                del profile.seen[: max(0, len(profile.seen) - self.model.dedup_window)]
+                trim(profile.seen, self.model.dedup_window)
                 self.model.evict(profile)
             self._finished = dict(zip(self.user_ids, self._profiles, strict=True))
             # each user's strongest artists, once: co-engagement, fans and the builder all read them

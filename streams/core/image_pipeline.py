@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.core.affinity import first_delivery, remember
+from streams.core.affinity import first_delivery
 from streams.core.catalog import check_key
 from streams.core.experiments import assign
 from streams.core.images import (
@@ -32,6 +32,7 @@ from streams.core.images import (
 from streams.core.ledger import Ledger, input_position
 from streams.core.properties import KEY_JOIN, is_id
 from streams.core.records import MAX_ID_CHARS, MAX_TABLE_VALUE_BYTES, ImageEvent, ImageRequest
+from streams.core.seen import remember
 
 CHOSEN, REPLIES = "images.chosen", "images.replies"
 MAX_MERCHANTS_PER_CONSUMER = 1000

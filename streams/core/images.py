@@ -28,6 +28,7 @@ import msgspec
 import numpy as np
 
 from streams.core.affinity import decay
+from streams.core.seen import Remembers
 
 # --- pools --------------------------------------------------------------------------------
 
@@ -91,13 +92,11 @@ class MerchantViews(msgspec.Struct, array_like=True):
     converted: str | None = None
 
 
-class ConsumerImages(msgspec.Struct, omit_defaults=True):
-    """Table value per consumer: their views by merchant, and recent messageIds for dedup."""
+class ConsumerImages(Remembers, omit_defaults=True):
+    """Table value per consumer: their views by merchant, and recent messageIds for dedup (`seen`)."""
 
     merchants: dict[str, MerchantViews] = {}
-    seen: list[int] = []
     applied: dict[str, int] = {}  # input partition -> last offset applied (streams.core.affinity.first_delivery)
-
 
 MAX_COUNTED_PER_PARTITION = 20000  # "merchant|image" keys one partition's share keeps
 

@@ -98,7 +98,6 @@ class PartitionBatch:
         self._dirty: dict[str, str] = {}  # user -> trigger
         self._resend: dict[str, str] = {}  # user -> trigger: outputs sent again even if unchanged
         self._rescoring = False  # refresh: a list whose scores moved counts as changed
-        self._indexes: dict[str, set[int] | None] = {}  # user -> set over profile.seen (_seen_index)
         self._signalled: set[str] = set()  # triggers that are user events applied in this batch
         self.out: list[Output] = []
         self.applied = self.duplicates = 0
@@ -139,7 +138,7 @@ class PartitionBatch:
             return
         self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
         self._attribute(sig)  # judged against the lists shown before this event
-        if not self.cfg.model.learn_one(profile, sig, self._seen_index(sig.user_id, profile)):
+        if not self.cfg.model.learn_one(profile, sig):
             self.duplicates += 1
             return
         self.applied += 1
@@ -155,16 +154,6 @@ class PartitionBatch:
         if self.ledger is not None:
             self.ledger.converted(sig.user_id, [t.artwork_id for t in sig.targets if t.artwork_id], sig.kind,
                                   sig.time, sig.message_id, input_position(sig.source, sig.offset))
-
-    def _seen_index(self, user: str, profile: Profile) -> set[int] | None:
-        """A set over the remembered messageIds from a user's second signal in a batch on (one: a scan is cheaper)."""
-        index = self._indexes.get(user)
-        if index is None:
-            if user not in self._indexes:
-                self._indexes[user] = None  # first signal: scan
-                return None
-            index = self._indexes[user] = set(profile.seen)
-        return index
 
     def _identity(self, ident: Identity) -> None:
         """Keyed by the previous id: hand its profile to the new id, leave a pointer. Every identify of the pair sends
@@ -186,7 +175,6 @@ class PartitionBatch:
             return
         if merge.previous_id == merge.user_id:
             return  # back at the profile it left (a ring broke there), which still holds it
-        self._indexes.pop(merge.user_id, None)  # merge replaces the seen list
         if self.cfg.model.merge(profile, load(merge.profile), merge.message_id, merge.previous_id):
             self._written.add(merge.user_id)
             self._dirty[merge.user_id] = merge.message_id
