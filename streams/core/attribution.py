@@ -185,11 +185,14 @@ def _exposure(state: Attribution, user: str, variant: str, groups: tuple[str, ..
         counters.exposures += 1
         counters.users += _flag(log.exposed, group + SEP + variant)
     end = t + state.rules.attribution_days * DAY
+    waiting: dict[str, list[Conversion]] = {}  # conversions that arrived before this exposure, by item
+    for conversion in log.conversions:
+        if t <= conversion.time <= end:
+            waiting.setdefault(conversion.item, []).append(conversion)
     for group, item, source in entries:
         _cover(log.shown.setdefault(item, []), span := Span(group, variant, source, t, end))
-        for conversion in log.conversions:  # conversions that arrived before this exposure
-            if conversion.item == item and t <= conversion.time <= end:
-                _credit(state.tally, log, conversion, span)
+        for conversion in waiting.get(item, ()):
+            _credit(state.tally, log, conversion, span)
     _prune(log, state.rules)
     return True
 
@@ -241,6 +244,9 @@ def _credit(tally: Tally, log: UserLog, conversion: Conversion, span: Span) -> N
 
 def _cover(spans: list[Span], new: Span) -> None:
     """Add [start, end] to the same-labelled intervals, merging those it overlaps."""
+    if not spans:  # the item's first exposure: most of them
+        spans.append(new)
+        return
     same = (new.group, new.variant, new.source)
     for old in [s for s in spans if (s.group, s.variant, s.source) == same
                 and s.start <= new.end and new.start <= s.end]:
