@@ -155,3 +155,19 @@ def test_a_partitions_counts_keep_the_most_shown_images_when_events_name_endless
         counts.add(f"junk-{i}", "x" * 200, 1.0, 0.0, 0.0, 3600.0)
     assert len(counts.counts) == MAX_COUNTED_PER_PARTITION and counts.counts["real|hero"] == [3.0, 0.0]
     assert len(dump_counts(counts)) <= MAX_TABLE_VALUE_BYTES and "real|hero" in counts.counts
+
+
+def test_a_sales_rank_past_2_to_53_is_rejected_and_one_stored_before_gives_an_empty_pool():
+    """Fuzzing: a catalog.images record with sales_rank 10**30 was stored, then msgpack could not
+    encode it and every GET /images/stats answered 500."""
+    import msgspec
+
+    from streams.core.image_pipeline import Pools, decode_image_catalog
+
+    record = {"merchant_id": "m2", "images": [{"image_id": "h", "kind": "header", "sales_rank": 10**30}]}
+    with pytest.raises(msgspec.ValidationError, match="sales_rank"):
+        decode_image_catalog(msgspec.json.encode(record))
+    assert decode_image_catalog(msgspec.json.encode({**record, "images": [{"image_id": "h", "sales_rank": 2**53}]}))
+    good = msgspec.json.encode({"merchant_id": "m1", "images": [{"image_id": "h", "kind": "header"}]})
+    pools = Pools({"m1": good, "m2": msgspec.json.encode(record)}, PoolRules())
+    assert pools.get("m2") == [] and [i.image_id for i in pools.get("m1")] == ["h"]

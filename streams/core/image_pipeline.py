@@ -104,7 +104,11 @@ class Pools:
             return []
         cached = self._cache.get(merchant_id)
         if cached is None or cached[0] != raw:
-            cached = self._cache[merchant_id] = (raw, build_pool(_CATALOG.decode(raw), self.rules))
+            try:
+                pool = build_pool(_CATALOG.decode(raw), self.rules)
+            except msgspec.ValidationError:  # stored before a rule that now rejects it (sales_rank past 2^53)
+                pool = []
+            cached = self._cache[merchant_id] = (raw, pool)
         return cached[1]
 
 

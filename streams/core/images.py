@@ -23,6 +23,7 @@ import heapq
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import msgspec
 import numpy as np
@@ -40,7 +41,8 @@ class Image(msgspec.Struct, forbid_unknown_fields=False):
     item_id: str | None = None
     category: str | None = None
     tags: list[str] = []
-    sales_rank: int | None = None  # 1 = best selling
+    # 1 = best selling; bounded: a rank past 64 bits was stored, then every stats read failed to encode it
+    sales_rank: Annotated[int, msgspec.Meta(ge=0, le=2**53)] | None = None
 
 
 class ImageCatalog(msgspec.Struct, forbid_unknown_fields=False):
