@@ -118,10 +118,13 @@ def _record(message: object, label: str, received_at: str) -> tuple[bytes, bytes
     # as Segment's API does: a message without these still gets exactly-once handling and a time
     message.setdefault("messageId", f"recstream-{uuid.uuid4()}")
     message.setdefault("timestamp", received_at)
-    value = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        value = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in the body): kept escaped, the worker dead-letters it
+        value = json.dumps(message, separators=(",", ":")).encode()
     if len(value) > MAX_MESSAGE_BYTES:
         raise Rejected(f"{label}: over {MAX_MESSAGE_BYTES // 1024} KB")
-    return str(user).encode(), value
+    return str(user).encode("utf-8", "backslashreplace"), value
 
 
 def _iso(t: float) -> str:
