@@ -1,6 +1,6 @@
 """Keyed reads for the HTTP API: a key this worker owns is read straight from its partition's
-RocksDB; any other key is forwarded to its owner through faust's router (which proxies the
-request), as faust's `table_route` does, without faust's per-request owner lookup."""
+RocksDB; any other key is forwarded to its owner (faust's router names it), as faust's
+`table_route` does, without faust's per-request owner lookup."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import asyncio
 import aiohttp
 from aiohttp import web as aiohttp_web
 from faust.exceptions import SameNode
-from faust.web.exceptions import ServiceUnavailable
+from yarl import URL
 
 from streams.worker.app import app
 from streams.worker.commit import known_partitioner, partitioner
@@ -64,13 +64,39 @@ async def forward(table, key: str, request):
     table's changelog, which the producer only fetches on its first write there."""
     await partitioner(app.producer._ensure_producer(), table.changelog_topic.get_topic_name())
     try:
-        return await app.router.route_req(table.name, key, app.web, request)
+        return await _proxy(app.router.key_store(table.name, key), request)
+    except KeyError:  # no owner known: rebalancing
+        return _unavailable()
     except SameNode:
         # this worker owns the key; until its partition is recovered the local store can miss the
         # key's records, and an answer from it would be wrong (an unknown user, a cold-start list)
         return None if recovered(app) else _unavailable()
-    except (aiohttp.ClientError, asyncio.TimeoutError, ServiceUnavailable):
+    except (aiohttp.ClientError, asyncio.TimeoutError):
         return _unavailable()  # the owner just died or the group is rebalancing
+
+
+_OWNER_TIMEOUT = aiohttp.ClientTimeout(total=10)  # a hung owner: 503 after this, not aiohttp's 5 minutes
+
+
+async def _proxy(owner: URL, request):
+    """The owner's answer to `request` (faust's `route_req`, which rebuilt the URL with yarl, so
+    the users "." and ".." were asked for "/recommendations/" and got a 404, and dropped the
+    answer's headers, Retry-After among them). The raw path goes as the client sent it."""
+    host, port = _ident(owner)
+    if (host, port) == _ident(app.conf.canonical_url):
+        raise SameNode()
+    url = URL(f"{owner.scheme or 'http'}://{host}:{port}{request.raw_path}", encoded=True)
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+    async with app.http_client.request(request.method, url, headers=headers, timeout=_OWNER_TIMEOUT) as response:
+        body = await response.read()
+        kept = {k: response.headers[k] for k in ("Retry-After",) if k in response.headers}
+        return aiohttp_web.Response(body=body, status=response.status, headers={
+            **kept, "Content-Type": response.headers.get("Content-Type", "application/octet-stream")})
+
+
+def _ident(url: URL) -> tuple[str, int]:
+    """(host, port) of a worker's URL, as faust's router compares them (a URL without a scheme is a host)."""
+    return (url.host if url.scheme else url.path) or "", int(url.port or 80)
 
 
 def _unavailable():
