@@ -1,14 +1,14 @@
 """Experiment attribution (pure): exposures and conversions per variant, exactly once.
 
-- *exposure*: a list shown to a user in a variant at event time tₑ (served, emitted, or an
-  explicit exposure event), its items each with a source (affinity / similar / curated / ...);
-- *conversion*: an order, inquiry or save of work w at t꜀. It counts for variant v (source s)
-  when an exposure of v listed w (under s) with tₑ ≤ t꜀ ≤ tₑ + W, W = `Rules.attribution_days`:
-  once per variant and once per source (`sources` need not add up to `conversions`).
+- *exposure*: a list shown to a user in a variant at event time tₑ (served, emitted, or an explicit exposure
+  event), its items each with a source (affinity / similar / curated / ...);
+- *conversion*: an order, inquiry or save of work w at t꜀. It counts for variant v (source s) when an exposure
+  of v listed w (under s) with tₑ ≤ t꜀ ≤ tₑ + W, W = `Rules.attribution_days`: once per variant and once per
+  source (`sources` need not add up to `conversions`).
 
-`Counters` per group and variant (group "": the whole experiment): distinct users exposed,
-exposures, distinct users converted, conversions, per source, per kind. A user lives on one
-partition (inputs are keyed by user), so per-partition `Tally` partials add up (`merge_tallies`).
+`Counters` per group and variant (group "": the whole experiment): distinct users exposed, exposures, distinct
+users converted, conversions, per source, per kind. A user lives on one partition (inputs are keyed by user), so
+per-partition `Tally` partials add up (`merge_tallies`).
 
 Exactly once: an event's id (messageId; a served list: its trigger) is remembered per user, its input position (if
 given) checked by `streams.core.affinity.first_delivery`. Arrival order never changes the counts of a set of
@@ -186,9 +186,8 @@ def _exposure(state: Attribution, user: str, variant: str, groups: tuple[str, ..
         counters.users += _flag(log.exposed, group + SEP + variant)
     end = t + state.rules.attribution_days * DAY
     waiting: dict[str, list[Conversion]] = {}  # conversions that arrived before this exposure, by item
-    for conversion in log.conversions:
-        if t <= conversion.time <= end:
-            waiting.setdefault(conversion.item, []).append(conversion)
+    for conversion in (c for c in log.conversions if t <= c.time <= end):
+        waiting.setdefault(conversion.item, []).append(conversion)
     for group, item, source in entries:
         _cover(log.shown.setdefault(item, []), span := Span(group, variant, source, t, end))
         for conversion in waiting.get(item, ()):
@@ -244,9 +243,6 @@ def _credit(tally: Tally, log: UserLog, conversion: Conversion, span: Span) -> N
 
 def _cover(spans: list[Span], new: Span) -> None:
     """Add [start, end] to the same-labelled intervals, merging those it overlaps."""
-    if not spans:  # the item's first exposure: most of them
-        spans.append(new)
-        return
     same = (new.group, new.variant, new.source)
     for old in [s for s in spans if (s.group, s.variant, s.source) == same
                 and s.start <= new.end and new.start <= s.end]:
