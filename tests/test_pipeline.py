@@ -112,6 +112,28 @@ def test_a_new_work_by_a_followed_artist_reaches_the_fans():
     assert recs["items"][0]["artwork_id"] == "a-brand-new" and recs["trigger"] == "catalog:a-brand-new"
 
 
+def test_a_refresh_shows_its_work_to_the_fans_without_feeding_the_shared_catalog():
+    """The work reaches the fans even when this worker's catalog has not caught up (test above), but the
+    index is fed in catalog order only (fuzzing: a refresh read after the work's tombstone, behind a
+    backlog or after a kill -9, brought the deleted work back for every user of the worker)."""
+    world = World(*WORKS)
+    world.run([follow("fan", "a", "m1")])
+    new = art("a-brand-new", "a", 0.01)
+    world.run([Refresh("a", encode(new))])
+    assert world.catalog.get("a-brand-new") is None  # this batch only: its changelog record brings it for good
+    # deleted meanwhile: the stale refresh, then the tombstone's own refresh (after it on every partition),
+    # in two batches or in one (as both are read again after a kill -9)
+    for stale_then_gone in ([Refresh("a", None)], [Refresh("a", encode(new)), Refresh("a", None)]):
+        world.run([Refresh("a", encode(new))])  # the fan's list shows it again
+        out = world.run(stale_then_gone)
+        assert "a-brand-new" not in [i["artwork_id"] for i in json.loads(out["recommendations"][0].value)["items"]]
+        assert world.catalog.get("a-brand-new") is None
+    # a work the catalog holds in a newer version keeps that version
+    world.catalog.upsert(art("a1-new", "a", 1, availability="sold"))
+    world.run([Refresh("a", encode(art("a1-new", "a", 1)))])
+    assert world.catalog.get("a1-new").availability == "sold"
+
+
 def test_fans_index_follows_the_top_artists():
     world = World(*WORKS)
     world.run([follow("u", "a", "f1")])

@@ -140,6 +140,13 @@ class CatalogIndex:
                 del entries[i]
             self._latest = None
 
+    def put_back(self, artwork_id: str, entry: Artwork | None) -> None:
+        """Make `entry` (what `get` gave before a change; None: absent) the work's entry again."""
+        if entry is None:
+            self.remove(artwork_id)
+        else:
+            self.upsert(entry)
+
     def get(self, artwork_id: str) -> Artwork | None:
         return self.works.get(artwork_id)
 

@@ -99,6 +99,7 @@ class PartitionBatch:
         self._resend: dict[str, str] = {}  # user -> trigger: outputs sent again even if unchanged
         self._rescoring = False  # refresh: a list whose scores moved counts as changed
         self._signalled: set[str] = set()  # triggers that are user events applied in this batch
+        self._overlaid: dict = {}  # refreshed works -> the catalog's own entry (_refresh)
         self.out: list[Output] = []
         self.applied = self.duplicates = 0
 
@@ -106,9 +107,12 @@ class PartitionBatch:
 
     def run(self, records: Iterable[Signal | Identity | Merge | Refresh]) -> list[Output]:
         apply = {Signal: self._signal, Identity: self._identity, Merge: self._merge, Exposure: self._exposure}
-        for rec in records:
-            apply.get(type(rec), self._refresh)(rec)
-        self._finish()
+        try:
+            for rec in records:
+                apply.get(type(rec), self._refresh)(rec)
+            self._finish()
+        finally:
+            self._lift_overlay()
         return self.out
 
     def refresh(self, users: Iterable[str]) -> list[Output]:
@@ -206,10 +210,21 @@ class PartitionBatch:
         trigger = "catalog"
         if refresh.artwork:
             artwork = decode_artwork(refresh.artwork)
-            self.catalog.upsert(artwork)  # the refresh may overtake the catalog table update
+            if self.catalog.get(artwork.id) != artwork:
+                # the catalog here lags the record (its changelog is another topic) or moved past it: this batch's
+                # lists see the work, the index is fed only in catalog order (a refresh read after the work's
+                # tombstone used to bring it back for everyone); the catalog's next change sends its own refresh
+                self._overlaid.setdefault(artwork.id, self.catalog.get(artwork.id))
+                self.catalog.upsert(artwork)
             trigger = f"catalog:{artwork.id}"
+        else:  # a work of the artist left the catalog: this batch's lists go by the catalog's own entries again
+            self._lift_overlay(refresh.artist_id)
         for user in decode_fans(self.fans.get(fans_key(refresh.artist_id, self.partition))):
             self._dirty.setdefault(user, trigger)
+
+    def _lift_overlay(self, artist: str | None = None) -> None:
+        for work_id in [w for w in self._overlaid if artist is None or self.catalog.get(w).artist_id == artist]:
+            self.catalog.put_back(work_id, self._overlaid.pop(work_id))
 
     # --- per-user results ------------------------------------------------------------------
 
