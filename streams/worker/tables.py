@@ -30,6 +30,15 @@ def _raw(table):
     return table
 
 
+def _global_table(name: str, **kwargs):
+    """A table every worker holds whole. faust assigns each worker every partition of a global
+    table's changelog as *active*, and applies an active partition's records in batches of
+    recovery_buffer_size (default 1,000), also after recovery: another worker's writes sat in that
+    buffer, so each worker saw only its own until a restart (fuzzing: two workers each knew half the
+    image pools and counted half the experiment's users). One record at a time, as they come."""
+    return app.GlobalTable(name, recovery_buffer_size=1, **kwargs)
+
+
 async def _artwork_changed(event) -> None:
     if event.value is None:
         catalog_index.remove(event.key.decode())
@@ -55,27 +64,27 @@ fans = _raw(app.Table("fans", key_type=str, value_type=bytes, options=ROCKSDB, h
 attribution = _raw(app.Table("attribution", key_type=str, value_type=bytes, options=ROCKSDB,
                              help="experiment exposures, conversions and per-partition counts"))
 # "tally:<p>" / "images:<p>" -> a copy of each partition's Tally, for every worker's readout
-experiment_tallies = _raw(app.GlobalTable("experiment_tallies", key_type=str, value_type=bytes, options=ROCKSDB,
+experiment_tallies = _raw(_global_table("experiment_tallies", key_type=str, value_type=bytes, options=ROCKSDB,
                                           help="per-partition experiment counts"))
 
 # consumer id -> streams.core.images.ConsumerImages (msgpack)
 image_consumers = _raw(app.Table("image_consumers", key_type=str, value_type=bytes, options=ROCKSDB,
                                  help="consumer -> image views and locks per merchant"))
 # merchant id -> streams.core.images.ImageCatalog (JSON)
-image_catalog = _raw(app.GlobalTable("image_catalog", key_type=str, value_type=bytes, options=ROCKSDB,
+image_catalog = _raw(_global_table("image_catalog", key_type=str, value_type=bytes, options=ROCKSDB,
                                      help="merchant -> images"))
 # "p<partition>" -> streams.core.images.GlobalCounts (msgpack): per-partition impressions/conversions
-image_stats = _raw(app.GlobalTable("image_stats", key_type=str, value_type=bytes, options=ROCKSDB,
+image_stats = _raw(_global_table("image_stats", key_type=str, value_type=bytes, options=ROCKSDB,
                                    help="per-partition image impression/conversion shares"))
 
 # artwork id -> streams.core.records.Artwork (JSON)
-artworks = _raw(app.GlobalTable("artworks", key_type=str, value_type=bytes, options=ROCKSDB,
+artworks = _raw(_global_table("artworks", key_type=str, value_type=bytes, options=ROCKSDB,
                                 help="artwork id -> catalog record", on_changelog_event=_artwork_changed))
 # "curated" -> {"artwork_ids": [...]}
-editorial = _raw(app.GlobalTable("editorial", key_type=str, value_type=bytes, options=ROCKSDB,
+editorial = _raw(_global_table("editorial", key_type=str, value_type=bytes, options=ROCKSDB,
                                  help="editorial lists", on_changelog_event=_editorial_changed))
 # "p<partition>" -> streams.core.popularity.Partial (msgpack): trending + co-engagement shares
-popularity = _raw(app.GlobalTable("popularity", key_type=str, value_type=bytes, options=ROCKSDB,
+popularity = _raw(_global_table("popularity", key_type=str, value_type=bytes, options=ROCKSDB,
                                   help="per-partition popularity shares"))
 
 
