@@ -148,3 +148,26 @@ def test_replay_and_load_files_may_open_with_a_utf8_byte_order_mark(tmp_path):
     lines = [got for _, _, got, _ in numbered_lines([path])]
     assert lines == [line, line]
     assert route_line(lines[0]) == ("signals.follow", b"u1")
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["emit-all", "--users", "{tmp}/missing.txt"], "No such file or directory: {tmp}/missing.txt"),
+    (["emit-all", "--users", "{tmp}"], "Is a directory: {tmp}"),
+    (["emit-all", "--users", "{tmp}/latin1.txt"], "not UTF-8 text (byte 3)"),
+    (["emit-all"], "the broker did not answer (KafkaConnectionError"),
+    (["simulate-multiplier", "--out", "{tmp}/no/such/dir/m.png"], "No such file or directory"),
+    (["simulate-multiplier", "--events", "{tmp}/events.jsonl", "--catalog", "{tmp}/deep.jsonl"],
+     "the input nests too deep to read"),
+])
+def test_ops_commands_end_bad_files_and_an_unreachable_broker_in_one_line(tmp_path, args, expected):
+    """Fuzzing: each of these ended in a traceback and exit status 1 (docs/operations.md: one line, status 2)."""
+    (tmp_path / "latin1.txt").write_bytes(b"u1\n\xff\n")
+    (tmp_path / "deep.jsonl").write_text('{"merchant_id":"m1","images":[],"x":' + "[" * 5000 + "]" * 5000 + "}\n")
+    (tmp_path / "events.jsonl").write_text('{"kind":"image_impression","consumer_id":"c","merchant_id":"m1",'
+                                           '"image_id":"h","timestamp":"2026-12-01T00:00:00Z"}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    result = subprocess.run([sys.executable, "-m", "streams.cli", *(a.format(tmp=tmp_path) for a in args)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120,
+                            env={**env, "RECSTREAM_BROKER_URL": "kafka://127.0.0.1:1"})
+    assert result.returncode == 2 and expected.format(tmp=tmp_path) in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -41,11 +41,38 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        _main(sys.argv[1:] if argv is None else argv)
+        _main(argv)
     except BrokenPipeError:  # `recstream demo-events | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    except (OSError, UnicodeError, RecursionError) as exc:
+        # a file that is missing, a directory, not UTF-8 or nested past reason, an unreachable broker:
+        # one line naming it, as every other bad input to our commands (a bug in them still shows its traceback)
+        _fail(argv[0], _problem(exc))
+    except Exception as exc:
+        from aiokafka.errors import KafkaError
+
+        if not isinstance(exc, KafkaError):
+            raise
+        said = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
+        _fail(argv[0], f"the broker did not answer ({said})")
+
+
+def _fail(command: str, problem: str) -> None:
+    print(f"recstream {command}: {problem}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _problem(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start}): {exc.reason}"
+    if isinstance(exc, RecursionError):
+        return "the input nests too deep to read"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _main(argv: list[str]) -> None:
