@@ -171,3 +171,27 @@ def test_ops_commands_end_bad_files_and_an_unreachable_broker_in_one_line(tmp_pa
                             env={**env, "RECSTREAM_BROKER_URL": "kafka://127.0.0.1:1"})
     assert result.returncode == 2 and expected.format(tmp=tmp_path) in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_experiments_report_from_something_that_is_not_a_worker_says_so_in_one_line():
+    """Fuzzing: a URL answering other JSON ended in KeyError: 'experiments' (a traceback)."""
+    import http.server
+    import threading
+
+    class OtherJson(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"status": "OK"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), OtherJson)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = run("experiments", "report", "--worker", f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    assert result.returncode == 2 and "not an experiments readout" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

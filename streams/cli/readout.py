@@ -71,7 +71,10 @@ async def read_snapshots(bootstrap: str, topic: str, timeout_s: float = 10.0) ->
 
 def fetch(worker: str) -> dict:
     with urllib.request.urlopen(worker.rstrip("/") + "/experiments", timeout=10) as response:
-        return json.loads(response.read())
+        readout = json.loads(response.read())
+    if not isinstance(readout, dict) or not isinstance(readout.get("experiments"), list):
+        raise ValueError("the answer is not an experiments readout (is that a recstream worker?)")
+    return readout
 
 
 def main(argv: list[str]) -> int:
