@@ -197,3 +197,16 @@ def test_bulk_rebuild_writes_the_state_and_hands_over_to_live_agents(module_clus
     again = run_cli(module_cluster, "rebuild", "--app-id", new_id, "--bulk", "--no-worker",
                     env={"RECSTREAM_APP_ID": base})
     assert again.returncode == 2 and "already has committed offsets" in again.stderr, again.stderr
+
+
+def test_a_bulk_rebuild_of_a_prefix_with_no_topics_yet_rebuilds_nothing_cleanly(broker):
+    """Fuzzing: a fresh deployment's first rebuild ended in a CancelledError traceback (aiokafka's
+    coordinator, stopping a consumer that found no topics), then in ValueError({}) committing nothing."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    env.update(RECSTREAM_BROKER_URL=broker.url, RECSTREAM_TOPIC_PREFIX="never-used.", RECSTREAM_APP_ID="never-used")
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "rebuild", "--app-id", "never-used-2", "--bulk",
+                             "--no-worker"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "rebuilt 0 events into 0 users" in result.stdout and "Traceback" not in result.stderr

@@ -67,7 +67,9 @@ async def adopt_committed(client_kwargs: dict, source_group: str, group: str, pa
 
 async def commit_offsets(client_kwargs: dict, group: str, offsets: dict) -> None:
     """Commit {TopicPartition: offset} into `group` without joining it (no member: the
-    coordinator takes the commit as a simple consumer's)."""
+    coordinator takes the commit as a simple consumer's). Nothing to commit: nothing done."""
+    if not offsets:  # a rebuild of topics with no records yet
+        return
     async with group_client(client_kwargs, group) as consumer:
         consumer.assign(list(offsets))
         await consumer.commit(offsets)

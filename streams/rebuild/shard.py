@@ -158,7 +158,18 @@ async def end_offsets(client: dict, topics: list[str]) -> dict:
             return {}
         return await true_end_offsets(await consumer.end_offsets(tps), client)  # Tansu under-reports ends
     finally:
+        await stop_consumer(consumer)
+
+
+async def stop_consumer(consumer) -> None:
+    """`consumer.stop()`; aiokafka's group coordinator can raise CancelledError from its own
+    cancelled task when a consumer stops right after starting (no topics yet: a traceback from
+    `rebuild --bulk` on a fresh prefix). Our own cancellation still propagates."""
+    try:
         await consumer.stop()
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():
+            raise
 
 
 async def read_partitions(client: dict, ranges: dict, idle_timeout_s: float, handle) -> None:
