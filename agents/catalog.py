@@ -8,7 +8,8 @@ from streams.core.catalog import decode_artwork, decode_curated
 from streams.core.events import Rejected
 from streams.core.ingest import decode_or_reject
 from streams.core.metrics import metrics
-from streams.core.records import Refresh, encode_keyed
+from streams.core.properties import is_id
+from streams.core.records import MAX_ID_CHARS, Refresh, encode_keyed
 from streams.worker import tables, topics
 from streams.worker.app import app, settings
 from streams.worker.runtime import event_context
@@ -47,8 +48,9 @@ async def _apply(event):
 
 async def _remove(event):
     artwork_id = decode_or_reject(bytes.decode, event.message.key, "invalid_key")
-    if isinstance(artwork_id, Rejected):
-        await send_dead_letter(event, artwork_id.reason, "a tombstone needs the artwork id as a UTF-8 key")
+    if isinstance(artwork_id, Rejected) or not is_id(artwork_id):  # an empty or 3 MB key deletes nothing
+        await send_dead_letter(event, "invalid_key", f"a tombstone needs an artwork id (1 to {MAX_ID_CHARS} "
+                                                     "characters, UTF-8) as its key")
         return None
     with event_context(event):
         old = tables.catalog_index.get(artwork_id)

@@ -1,7 +1,7 @@
 """The dead-letter send shared by the agents that reject a record they consumed."""
 
 from streams.core.events import Rejected
-from streams.core.ingest import dead_letter, decode_or_reject
+from streams.core.ingest import dead_letter, decode_or_reject, letter_key
 from streams.core.metrics import metrics
 from streams.worker import topics
 from streams.worker.app import app
@@ -16,7 +16,8 @@ async def send_dead_letter(event, reason: str, detail: str) -> None:
 
 def _letter(rejected: Rejected, msg, value: bytes | None) -> tuple:
     metrics.inc("recstream_dead_letters_total", reason=rejected.reason)
-    return topics.deadletter, msg.key, dead_letter(rejected, msg.topic, msg.partition, msg.offset, msg.key, value)
+    letter = dead_letter(rejected, msg.topic, msg.partition, msg.offset, msg.key, value)
+    return topics.deadletter, letter_key(msg.key), letter
 
 
 async def decoded(event, decode, reason: str):

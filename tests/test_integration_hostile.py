@@ -167,6 +167,24 @@ def test_a_catalog_record_too_large_to_store_is_dead_lettered_and_the_worker_goe
     assert worker.proc.poll() is None and "crashed" not in (module_cluster.root / "hostile.log").read_text().lower()
 
 
+def test_a_tombstone_keyed_by_no_id_is_dead_lettered_and_the_record_behind_it_applied(module_cluster, worker):
+    """A 2 MB key (Tansu takes it; Apache Kafka's default limit would refuse it): the artwork tombstone
+    deleted through a 2 MB changelog key and the dead letter of the image tombstone carried it,
+    neither producible, so both catalog agents crashed and the record behind lost (fuzzing)."""
+    works = metric(worker, "recstream_catalog_records_total")
+    images = metric(worker, "recstream_image_catalog_records_total")
+    pool = dumps({"merchant_id": "m-after-big-key", "images": [{"image_id": "i1", "url": "u", "kind": "item"}]})
+    art = send(module_cluster, "catalog.artworks", [(b"K" * 2_000_000, None), (b"", None), (b"w-after-big-key", dumps(
+        {"id": "w-after-big-key", "artist_id": "artist-5"}))])
+    img = send(module_cluster, "catalog.images", [(b"M" * 2_000_000, None), (b"m-after-big-key", pool)])
+    wait_until(lambda: metric(worker, "recstream_catalog_records_total") >= works + 1
+               and metric(worker, "recstream_image_catalog_records_total") >= images + 1, 60, what="the records behind")
+    for topic, offset in (("catalog.artworks", art[0]), ("catalog.artworks", art[1]), ("catalog.images", img[0])):
+        letter = wait_until(lambda t=topic, o=offset: dead_letters(module_cluster, t).get(o), 60, what="dead letter")
+        assert letter["reason"] in ("invalid_key", "invalid_image_catalog") and len(letter["key"]) <= 1024
+    assert "crashed" not in (module_cluster.root / "hostile.log").read_text().lower()
+
+
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
 def test_compressed_batches_are_read(module_cluster, worker, codec):
     users = [f"{codec}-{next(_users)}" for _ in range(20)]

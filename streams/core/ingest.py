@@ -127,11 +127,17 @@ def _ingest(raw: bytes | None, typed_kind: str | None, artist_of: Any, config: P
     return parsed
 
 
+def letter_key(key: bytes | None) -> bytes | None:
+    """A dead letter's Kafka key: the input's, cut to an id's longest UTF-8 (a 3 MB key made the
+    letter itself too large to produce, and the catalog agents crashed on it)."""
+    return None if key is None else key[:MAX_ID_CHARS * 4]
+
+
 def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
                 key: bytes | None, value: bytes | None) -> bytes:
     """The dead-letter record: reason, detail, source position and the original bytes."""
     value = value or b""
-    key = None if key is None else key[:MAX_ID_CHARS * 4].decode("utf-8", "replace")
+    key = None if key is None else letter_key(key).decode("utf-8", "replace")
     return encode(DeadLetter(
         reason=rejected.reason, detail=rejected.detail[:1000], topic=topic, partition=partition,
         offset=offset, key=key, value=base64.b64encode(value[:DEAD_LETTER_BYTES]).decode("ascii"),
@@ -218,7 +224,7 @@ def route(result: Parsed, topic: str, partition: int, offset: int, key: bytes | 
         if retry is not None:
             return PENDING, key, _PENDING.encode(retry)
     if isinstance(result, Rejected):
-        return DEADLETTER, key, dead_letter(result, topic, partition, offset, key, value)
+        return DEADLETTER, letter_key(key), dead_letter(result, topic, partition, offset, key, value)
     if isinstance(result, Ignored):
         return None
     if isinstance(result, (ImageEvent, ImageRequest)):
