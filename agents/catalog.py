@@ -21,29 +21,29 @@ async def load_artworks(stream):
         tables.ensure_catalog_loaded()
         refresh: dict[str, bytes] = {}  # artist -> newest changed work (one refresh per artist per batch)
         for event in events:
-            with_artist = await _apply(event)
-            if with_artist:
-                refresh[with_artist[0]] = with_artist[1]
+            for artist, raw in await _apply(event):
+                refresh[artist] = raw
         for artist, raw in refresh.items():
             for partition in range(settings.partitions):
                 await topics.signals.send(key=artist.encode(), partition=partition,
                                           value=encode_keyed(Refresh(artist, raw)))
 
 
-async def _apply(event):
-    """Store one catalog record; returns (artist, record) when fans should see the change."""
+async def _apply(event) -> list[tuple[str, bytes | None]]:
+    """Store one catalog record; returns the (artist, record) whose fans should see the change."""
     if event.value is None:  # tombstone: the artwork is gone
         return await _remove(event)
     artwork = await decoded(event, functools.partial(decode_artwork, key=event.message.key), "invalid_artwork")
     if artwork is None:
-        return None
+        return []
     with event_context(event):
         old = tables.catalog_index.get(artwork.id)
         tables.artworks[artwork.id] = event.value
     newly_recommendable = tables.catalog_index.upsert(artwork)
     metrics.inc("recstream_catalog_records_total")
     no_longer = old is not None and old != artwork and not newly_recommendable
-    return (artwork.artist_id, event.value) if newly_recommendable or no_longer else None
+    moved = [(old.artist_id, None)] if old is not None and old.artist_id != artwork.artist_id else []  # its old fans
+    return [*moved, *([(artwork.artist_id, event.value)] if newly_recommendable or no_longer or moved else [])]
 
 
 async def _remove(event):
@@ -51,12 +51,12 @@ async def _remove(event):
     if isinstance(artwork_id, Rejected) or not is_id(artwork_id):  # an empty or 3 MB key deletes nothing
         await send_dead_letter(event, "invalid_key", f"a tombstone needs an artwork id (1 to {MAX_ID_CHARS} "
                                                      "characters, UTF-8) as its key")
-        return None
+        return []
     with event_context(event):
         old = tables.catalog_index.get(artwork_id)
         tables.artworks.pop(artwork_id, None)
         tables.catalog_index.remove(artwork_id)
-    return None if old is None else (old.artist_id, None)
+    return [] if old is None else [(old.artist_id, None)]
 
 
 @app.agent(topics.curated, concurrency=1)

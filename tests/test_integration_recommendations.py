@@ -84,6 +84,17 @@ def test_new_artwork_by_followed_artist_reaches_fans(module_cluster, worker):
     assert pushed[-1]["items"][0]["artwork_id"] == "gamma-fresh"
 
 
+def test_a_work_moved_to_another_artist_leaves_its_old_artists_fans_lists(module_cluster, worker):
+    """Fuzzing: only the new artist's fans were refreshed; the old artist's kept the work under the old
+    artist until their next event or the hourly refresh."""
+    module_cluster.produce("catalog.artworks", [(b"mover", dumps(artwork("mover", "old-artist", 0.02)))])
+    module_cluster.produce("events.segment", [track("old-fan", "followedArtist", "of-1", owner_id="old-artist")])
+    listed = lambda: {(i["artwork_id"], i["artist_id"]) for i in get_json(worker, "/recommendations/old-fan")[1]["items"]}  # noqa: E731
+    wait_until(lambda: ("mover", "old-artist") in listed(), 30, what="the work in the old artist's fan's list")
+    module_cluster.produce("catalog.artworks", [(b"mover", dumps(artwork("mover", "new-artist", 0.02)))])
+    wait_until(lambda: ("mover", "old-artist") not in listed(), 30, what="the old fan's list without the old artist's work")
+
+
 def test_alias_merges_anonymous_history_into_the_user(module_cluster, worker):
     module_cluster.produce("events.segment", [
         track("anon-9", "followedArtist", "a9-1", anonymous=True, owner_id="alpha", minutes_ago=5),
