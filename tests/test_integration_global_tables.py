@@ -9,7 +9,7 @@ worker's readout counted its own partitions' users)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -47,3 +47,28 @@ def test_every_worker_holds_every_partitions_global_records(cluster):
         "properties": {"owner_id": "artist-1"}})) for u in users])
     for name, w in (("a", a), ("b", b)):
         wait_until(lambda w=w: recs_users(w) == len(users), 60, what=f"all {len(users)} users in {name}'s readout")
+
+
+def test_every_worker_drops_a_deleted_work_and_takes_a_new_curated_list(cluster):
+    """The catalog index of a worker that reads the catalog from the changelog: faust hands the hook
+    the key as str, and `.decode()` on it raised for every delete, so the deleted work stayed listed
+    (fuzzing: back in cold-start lists after a kill -9), and a new curated list never arrived."""
+    a, b = cluster.start_worker("a"), cluster.start_worker("b")
+    wait_until(lambda: both_assigned(a, b), 90, what="both workers assigned")
+    day_ago = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+    cluster.produce("catalog.artworks", [(f"gw{i}".encode(), dumps({"id": f"gw{i}", "artist_id": "g-artist",
+                                                                    "published_at": day_ago})) for i in range(3)])
+    cluster.produce("catalog.curated", [(b"curated", dumps({"artwork_ids": ["gw0", "gw1", "gw2"]}))])
+    strangers = [f"stranger-{i}" for i in range(16)]  # unknown users: cold-start lists, built by their owners
+
+    def cold_lists(w) -> list[list[str]]:
+        return [[i["artwork_id"] for i in get_json(w, f"/recommendations/{u}")[1]["items"]] for u in strangers]
+
+    for w in (a, b):
+        wait_until(lambda w=w: all(items[:3] == ["gw0", "gw1", "gw2"] for items in cold_lists(w)), 60,
+                   what="the curated list on every owner")
+    cluster.produce("catalog.artworks", [(b"gw0", None)])
+    cluster.produce("catalog.curated", [(b"curated", dumps({"artwork_ids": ["gw2", "gw1"]}))])
+    for w in (a, b):
+        wait_until(lambda w=w: all(items[:2] == ["gw2", "gw1"] and "gw0" not in items for items in cold_lists(w)),
+                   60, what="the new curated list, without the deleted work, on every owner")

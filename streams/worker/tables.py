@@ -39,15 +39,22 @@ def _global_table(name: str, **kwargs):
     return app.GlobalTable(name, recovery_buffer_size=1, **kwargs)
 
 
+def _key(event) -> str:
+    """A changelog event's key: faust hands it over decoded (str, the tables' key_type), not as
+    bytes; `.decode()` on it raised in every delete, so a deleted artwork stayed in the index of
+    every worker that read the delete from the changelog (fuzzing: deleted works back after a kill -9)."""
+    return event.key if isinstance(event.key, str) else bytes(event.key).decode()
+
+
 async def _artwork_changed(event) -> None:
     if event.value is None:
-        catalog_index.remove(event.key.decode())
+        catalog_index.remove(_key(event))
     else:
         catalog_index.load([event.value])
 
 
 async def _editorial_changed(event) -> None:
-    if event.key == b"curated" and event.value is not None:
+    if _key(event) == "curated" and event.value is not None:
         catalog_index.curated = decode_curated(event.value)
 
 
