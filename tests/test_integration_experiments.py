@@ -141,6 +141,16 @@ def test_served_lists_and_exposure_events_are_exposures(broker, tmp_path):
         wait_until(lambda: exposures() >= before + 1, 30, what="the exposure event counted")
         time.sleep(2.0)
         assert exposures() == before + 1
+        # reads of ids that ingest refuses (blank, over 256 characters) are no exposures: they never convert,
+        # and anonymous reads of them diluted the readout (fuzzing)
+        users = lambda: sum(v["users"] for e in get_json(worker, "/experiments")[1]["experiments"]  # noqa: E731
+                            if e["kind"] == "recs" for v in e["variants"])
+        counted = users()
+        assert worker.get("/recommendations/%20%20")[0] == 200 and worker.get(f"/recommendations/{'x' * 300}")[0] == 200
+        assert worker.get("/recommendations/another-reader")[0] == 200  # a valid id still counts
+        wait_until(lambda: users() >= counted + 1, 30, what="the valid reader counted")
+        time.sleep(2.0)
+        assert users() == counted + 1
 
         # the terminal report and the history plot, through the CLI
         env = {**os.environ, **cluster.env, "RECSTREAM_BROKER_URL": cluster.broker.url}

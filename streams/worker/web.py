@@ -11,6 +11,7 @@ from aiohttp import web as aiohttp_web
 from streams.core.affinity import load
 from streams.core.experiments import assign
 from streams.core.metrics import metrics
+from streams.core.properties import is_id
 from streams.core.recommend import cold_start
 from streams.core.records import Recommendations, encode
 from streams.worker import tables
@@ -80,7 +81,7 @@ async def user_recommendations(request):
         popularity = popularity_view(now)
         items = cold_start(tables.catalog_index, popularity, variant, now)
         raw = encode(Recommendations(user_id, variant.name, now, pipeline_config.model_version, "cold-start", items))
-    if settings.http_exposures:
+    if settings.http_exposures and is_id(user_id):  # an id ingest refuses never converts: not an exposure
         served[user_id] = raw  # an exposure, sent with the others by _send_exposures
     return aiohttp_web.Response(body=raw, content_type="application/json")
 
