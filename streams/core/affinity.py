@@ -70,6 +70,7 @@ class Profile(Remembers, omit_defaults=True):
     merged: list[str] = []  # the ids merged into this profile: a merge sent again is applied once
     applied: dict[str, int] = {}  # "topic:partition" -> offset of the last input record applied
 
+
 def first_delivery(applied: dict[str, int], source: str, offset: int) -> bool:
     """Record that the input record at `offset` of `source` was applied; False if it (or a
     later record of that source) already was: a redelivery. Records of one source reach a

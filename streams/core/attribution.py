@@ -15,10 +15,9 @@ given) checked by `streams.core.affinity.first_delivery`. Arrival order never ch
 distinct events (a credit is a fact: a late exposure credits the stored conversions) unless an event comes after
 one of the user's `lateness_days` newer (dropped: a replay from the start counts nothing twice) or a per-user cap.
 
-Per user (`UserLog`): per item, merged intervals [tₑ, tₑ + W] per (group, variant, source) until `lateness_days`
-past their end, at most `max_spans` (the latest ending); conversions likewise (`max_conversions`); the last
-`dedup_window` ids. Images (`impress`, `image_convert`): item = merchant, source = image; counts in group ""
-(per image variant) and per merchant.
+Per user (`UserLog`): per item, merged intervals [tₑ, tₑ + W] per (group, variant, source) until `lateness_days` past
+their end, at most `max_spans` (the latest ending); conversions likewise (`max_conversions`); the last `dedup_window`
+ids. Images (`impress`, `image_convert`): item = merchant, source = image; counts in "" (per variant) and per merchant.
 
 `Attribution(users, tally, rules)`: one partition's state, `users` any mutable mapping user id -> UserLog
 (`load_log` / `dump`), `tally` the partition's partial (`dump` / `load_tally`). Event functions: False: none counted.
@@ -113,6 +112,7 @@ class UserLog(Remembers, omit_defaults=True):
     converted: list[str] = []  # ... and as converted
     applied: dict[str, int] = {}  # input partition -> last offset (streams.core.affinity.first_delivery)
     listed: str = ""  # the emitted list last counted as an exposure (streams.core.ledger.Ledger.listed)
+
 
 @dataclass
 class Attribution:

@@ -100,6 +100,7 @@ class ConsumerImages(Remembers, omit_defaults=True):
     merchants: dict[str, MerchantViews] = {}
     applied: dict[str, int] = {}  # input partition -> last offset applied (streams.core.affinity.first_delivery)
 
+
 MAX_COUNTED_PER_PARTITION = 20000  # "merchant|image" keys one partition's share keeps
 
 

@@ -210,11 +210,11 @@ class PartitionBatch:
         trigger = "catalog"
         if refresh.artwork:
             artwork = decode_artwork(refresh.artwork)
-            if self.catalog.get(artwork.id) != artwork:
+            if (current := self.catalog.get(artwork.id)) != artwork:
                 # the catalog here lags the record (its changelog is another topic) or moved past it: this batch's
                 # lists see the work, the index is fed only in catalog order (a refresh read after the work's
                 # tombstone used to bring it back for everyone); the catalog's next change sends its own refresh
-                self._overlaid.setdefault(artwork.id, self.catalog.get(artwork.id))
+                self._overlaid.setdefault(artwork.id, current)
                 self.catalog.upsert(artwork)
             trigger = f"catalog:{artwork.id}"
         else:  # a work of the artist left the catalog: this batch's lists go by the catalog's own entries again
