@@ -127,6 +127,9 @@ async def build_all_owed() -> None:
         await batch.commit()
 
 
+metrics.gauge("recstream_lists_owed", lambda: {(): len(owed_lists)})
+
+
 def _build_owed(owed: dict[int, dict[str, str]], batch: BatchCommit, wall: float) -> None:
     """Per partition, the lists the window held (user -> trigger), built into `batch`."""
     for partition, lists in owed.items():

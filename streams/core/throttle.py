@@ -76,8 +76,8 @@ class PartitionThrottles:
 
     >>> lists = PartitionThrottles(0.5)
     >>> hold = lists.hold_for(3, now=1.0)
-    >>> hold("u1", "m1"), lists.hold_for(3, now=1.1)("u1", "m2"), lists.due(now=1.2), lists.drain()
-    (False, True, {}, {3: {'u1': 'm2'}})
+    >>> hold("u1", "m1"), lists.hold_for(3, now=1.1)("u1", "m2"), lists.due(now=1.2), len(lists), lists.drain()
+    (False, True, {}, 1, {3: {'u1': 'm2'}})
     >>> PartitionThrottles(0).hold_for(3, now=1.0) is None
     True
     """
@@ -85,6 +85,10 @@ class PartitionThrottles:
     def __init__(self, window_s: float):
         self.window_s = window_s
         self._throttles: dict[int, ListThrottle] = {}
+
+    def __len__(self) -> int:
+        """Lists owed, over all partitions."""
+        return sum(len(t) for t in self._throttles.values())
 
     def hold_for(self, partition: int, now: float):
         """The pipeline's `hold(user, trigger)` for a batch of `partition` at `now` (None: no window)."""

@@ -38,7 +38,10 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.core.metrics import metrics
+
 log = logging.getLogger(__name__)
+SLOW_COMMIT_S = 5.0  # a commit slower than this is logged: lists held for it and the next commit wait
 
 
 def direct_group(app_id: str) -> str:
@@ -240,12 +243,17 @@ class DirectIngest:
             await asyncio.wait([self._committing])
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self._last_commit = time.monotonic()
+        self._last_commit = started = time.monotonic()
         if not offsets:
             return
         try:
             await self.flush()  # every changelog/output record of these batches acked first
+            flushed = time.monotonic()
             await self.consumer.commit(offsets)
+            metrics.inc("recstream_input_commits_total")
+            if time.monotonic() - started > SLOW_COMMIT_S:  # held lists and the next commit wait for it
+                log.warning("direct ingest commit took %.1f s (producer flush %.1f s, offset commit %.1f s)",
+                            time.monotonic() - started, flushed - started, time.monotonic() - flushed)
         except Exception:
             for tp, offset in offsets.items():  # keep them for the next commit
                 self._uncommitted.setdefault(tp, offset)
