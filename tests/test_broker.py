@@ -68,3 +68,38 @@ def test_true_end_offsets_corrects_the_brokers_listoffsets_for_multi_record_batc
     listed, fixed = asyncio.run(go())
     assert listed == 4  # the broker bug this works around: start of the last batch + 1
     assert fixed == 13
+
+
+def test_stop_consumer_absorbs_aiokafkas_own_cancellation_but_not_ours():
+    """aiokafka's coordinator can raise CancelledError out of stop() when a consumer stops right after
+    starting; that is swallowed. A cancel of the task doing the stop still propagates."""
+    import asyncio
+
+    from streams.kafka.offsets import stop_consumer
+
+    class CancelsOnStop:  # stop() as aiokafka's raised it: its own inner task cancelled
+        stopped = 0
+
+        async def stop(self):
+            CancelsOnStop.stopped += 1
+            raise asyncio.CancelledError
+
+    asyncio.run(stop_consumer(CancelsOnStop()))  # nothing raised
+    assert CancelsOnStop.stopped == 1
+
+    class SlowStop:
+        async def stop(self):
+            await asyncio.sleep(10)
+
+    async def cancelled_while_stopping():
+        task = asyncio.create_task(stop_consumer(SlowStop()))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        await task
+
+    try:
+        asyncio.run(cancelled_while_stopping())
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("our own cancellation was swallowed")

@@ -148,7 +148,7 @@ async def end_offsets(client: dict, topics: list[str]) -> dict:
     """Topic partition -> end offset now, for every partition of `topics`."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.kafka.offsets import true_end_offsets
+    from streams.kafka.offsets import stop_consumer, true_end_offsets
 
     consumer = AIOKafkaConsumer(**client, group_id=None, enable_auto_commit=False)
     await consumer.start()
@@ -161,21 +161,12 @@ async def end_offsets(client: dict, topics: list[str]) -> dict:
         await stop_consumer(consumer)
 
 
-async def stop_consumer(consumer) -> None:
-    """`consumer.stop()`; aiokafka's group coordinator can raise CancelledError from its own
-    cancelled task when a consumer stops right after starting (no topics yet: a traceback from
-    `rebuild --bulk` on a fresh prefix). Our own cancellation still propagates."""
-    try:
-        await consumer.stop()
-    except asyncio.CancelledError:
-        if asyncio.current_task().cancelling():
-            raise
-
-
 async def read_partitions(client: dict, ranges: dict, idle_timeout_s: float, handle) -> None:
     """Every record of each topic partition in its offset range (`ranges`: topic partition ->
     (start, end), end exclusive) -> `await handle(records)`, in large raw batches."""
     from aiokafka import AIOKafkaConsumer
+
+    from streams.kafka.offsets import stop_consumer
 
     remaining = {tp for tp, (start, end) in ranges.items() if end > start}
     if not remaining:
@@ -203,7 +194,7 @@ async def read_partitions(client: dict, ranges: dict, idle_timeout_s: float, han
                 waiting = sorted(map(str, remaining))
                 raise TimeoutError(f"rebuild: no progress for {idle_timeout_s:.0f} s reading {waiting}")
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 def catalog_index(artworks: list[bytes], curated: list[str]) -> CatalogIndex:
