@@ -232,7 +232,7 @@ if settings.direct_ingest:
                               before_commit=build_all_owed,
                               fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms,
                               idle_fetch_max_wait_ms=settings.ingest_idle_fetch_max_wait_ms,
-                              commit_every_s=settings.input_commit_interval_s)
+                              commit_every_s=settings.input_commit_interval_s, timed_topics=topics.inputs.topics)
         await reader.start()
         # before the first assignment reads the group's offsets: where faust's agents left the keyed topics
         adopted = await adopt_committed(settings.aiokafka_kwargs(), settings.app_id, direct_group(settings.app_id),

@@ -117,6 +117,7 @@ def test_metrics_count_exactly_what_went_in(replayed):
     users_with_lists = metric(worker, "recstream_records_sent_total", topic="recommendations")
     assert users_with_lists >= len({s.user_id for s in signals})
     assert metric(worker, "recstream_recompute_seconds_count") > 0
+    assert metric(worker, "recstream_input_age_seconds_count") >= len(signals)  # every input record read, timed
     wait_until(lambda: metric(worker, "recstream_consumer_lag") == 0, 60, what="lag 0")
     status, body = worker.get("/metrics")
     assert b'recstream_recompute_seconds_bucket{le="+Inf"}' in body and b"recstream_consumer_lag{topic=" in body

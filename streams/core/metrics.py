@@ -7,18 +7,20 @@
 # TYPE recstream_events_total counter
 recstream_events_total{kind="follow"} 3
 >>> h = Metrics()
->>> h.observe("latency_seconds", 0.003, bounds=(0.001, 0.01))
+>>> for seconds in (0.003, 0.01, 2.0):  # a value on a bound counts in its bucket (le: less or equal)
+...     h.observe("latency_seconds", seconds, bounds=(0.001, 0.01))
 >>> print(h.render().strip())
 # TYPE latency_seconds histogram
 latency_seconds_bucket{le="0.001"} 0
-latency_seconds_bucket{le="0.01"} 1
-latency_seconds_bucket{le="+Inf"} 1
-latency_seconds_sum 0.003
-latency_seconds_count 1
+latency_seconds_bucket{le="0.01"} 2
+latency_seconds_bucket{le="+Inf"} 3
+latency_seconds_sum 2.013
+latency_seconds_count 3
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 
 
@@ -32,10 +34,7 @@ class Histogram:
         self.n = 0
 
     def observe(self, value: float) -> None:
-        i = 0
-        while i < len(self.bounds) and value > self.bounds[i]:
-            i += 1
-        self.counts[i] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1  # a value on a bound counts in its bucket (le)
         self.total += value
         self.n += 1
 

@@ -41,6 +41,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.core.metrics import metrics
 
 log = logging.getLogger(__name__)
+AGE_BOUNDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 3600.0)
 SLOW_COMMIT_S = 5.0  # a commit slower than this is logged: lists held for it and the next commit wait
 
 
@@ -115,8 +116,9 @@ class DirectIngest:
                  handle: Callable[[list], Awaitable[None]], flush: Callable[[], Awaitable[None]],
                  ready: Callable[[], bool], batch_max: int = 500, fetch_max_wait_ms: int = 50,
                  commit_every_s: float = 2.8, idle_fetch_max_wait_ms: int | None = None,
-                 before_commit: Callable[[], Awaitable[None]] | None = None):
+                 before_commit: Callable[[], Awaitable[None]] | None = None, timed_topics: Iterable[str] = ()):
         self.topics, self.table_partitions = topics, table_partitions
+        self.timed_topics = frozenset(timed_topics)  # their records' age when read: recstream_input_age_seconds
         self.handle, self.flush, self.ready, self.before_commit = handle, flush, ready, before_commit
         self.batch_max, self.commit_every_s = batch_max, commit_every_s
         self.consumer = AIOKafkaConsumer(**client, group_id=group_id, enable_auto_commit=False,
@@ -197,6 +199,7 @@ class DirectIngest:
                 batch = await self.consumer.getmany(timeout_ms=100, max_records=self.batch_max)
                 records = [r for part in batch.values() for r in part]
                 self._set_fetch_wait(self._waits.after_poll(bool(records), time.monotonic()))
+                self._observe_ages(records)
                 held = await self.handle(records) or {}
                 for tp, part in batch.items():
                     offset, not_before = held.get((tp.topic, tp.partition), (part[-1].offset + 1, None))
@@ -209,6 +212,15 @@ class DirectIngest:
                     # beside the next batches, not before them: an offset commit is a broker round
                     # trip, and every event read meanwhile would wait for it
                     self._committing = asyncio.create_task(self._commit_in_background(await self._covered()))
+
+    def _observe_ages(self, records: list) -> None:
+        """Each timed record's age when read: now minus its Kafka timestamp (the producer's create
+        time unless it set one), as Kafka Streams' record-e2e-latency; a backfill with event-time
+        timestamps shows its events' age."""
+        now_ms = time.time() * 1000
+        for r in records:
+            if r.topic in self.timed_topics:
+                metrics.observe("recstream_input_age_seconds", (now_ms - r.timestamp) / 1000, AGE_BOUNDS)
 
     def _set_fetch_wait(self, ms: int) -> None:
         fetcher = getattr(self.consumer, "_fetcher", None)  # aiokafka reads it for every fetch request it builds
