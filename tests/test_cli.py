@@ -62,8 +62,11 @@ def test_simulate_multiplier_from_replay_files(tmp_path):
     res = run("simulate-multiplier", "--events", str(events), "--catalog", str(catalog), "--out", str(tmp_path / "p.png"))
     assert res.returncode == 0, res.stderr
     assert "share of 5 merchants" in res.stdout and "skipped 1 lines" in res.stderr
-    bad = run("simulate-multiplier", "--multipliers", "a,b")
-    assert bad.returncode == 2 and "comma-separated numbers" in bad.stderr
+    for args in (["--multipliers", "a,b"], ["--multipliers", "nan"], ["--multipliers", "0.1,-1"], ["--multipliers", "inf"]):
+        bad = run("simulate-multiplier", *args)
+        assert bad.returncode == 2 and "comma-separated finite numbers >= 0" in bad.stderr, args
+    bad = run("simulate-multiplier", "--views", "-5")
+    assert bad.returncode == 2 and "--views and --demo-merchants must be at least 1" in bad.stderr
 
 
 def test_a_worker_reexecutes_itself_with_the_configured_python_allocator(monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import urllib.error
 import urllib.request
@@ -154,7 +155,11 @@ def main(argv: list[str]) -> int:
     try:
         multipliers = [float(x) for x in args.multipliers.split(",")]
     except ValueError:
-        parser.error(f"--multipliers must be comma-separated numbers, got {args.multipliers!r}")
+        multipliers = []
+    if not multipliers or not all(math.isfinite(c) and c >= 0 for c in multipliers):  # UCB's C: 0 = no exploration
+        parser.error(f"--multipliers must be comma-separated finite numbers >= 0, got {args.multipliers!r}")
+    if args.views < 1 or args.demo_merchants < 1:
+        parser.error("--views and --demo-merchants must be at least 1")
     if args.events and not args.catalog:
         parser.error("--events needs --catalog (the merchants' image pools)")
     try:
