@@ -171,3 +171,18 @@ def test_a_sales_rank_past_2_to_53_is_rejected_and_one_stored_before_gives_an_em
     good = msgspec.json.encode({"merchant_id": "m1", "images": [{"image_id": "h", "kind": "header"}]})
     pools = Pools({"m1": good, "m2": msgspec.json.encode(record)}, PoolRules())
     assert pools.get("m2") == [] and [i.image_id for i in pools.get("m1")] == ["h"]
+
+
+@pytest.mark.parametrize("images", [[{"image_id": ""}], [{"image_id": "   "}], [{"image_id": "h"}, {"image_id": "h"}],
+                                    [{"image_id": "x" * 300}]])
+def test_a_catalog_record_with_an_image_no_event_can_name_is_rejected(images):
+    """Fuzzing: an image with id "" was pooled and could be chosen, but every impression or
+    conversion naming it is rejected (ids must be non-blank), so the bandit could never learn it;
+    two images with one id would share their counts."""
+    import msgspec
+
+    from streams.core.image_pipeline import decode_image_catalog
+
+    with pytest.raises(msgspec.ValidationError, match="image_id must be"):
+        decode_image_catalog(msgspec.json.encode({"merchant_id": "m1", "images": images}))
+    assert decode_image_catalog(msgspec.json.encode({"merchant_id": "m1", "images": [{"image_id": "h|x"}]}))

@@ -83,6 +83,10 @@ def decode_image_catalog(raw: bytes, key: bytes | None = None) -> ImageCatalog:
         raise msgspec.ValidationError(f"merchant_id must be 1 to {MAX_ID_CHARS} characters, not blank, without "
                                       f"{KEY_JOIN!r}")
     check_key(key, record.merchant_id, "merchant_id")
+    ids = [image.image_id for image in record.images]
+    if not all(is_id(i) for i in ids) or len(set(ids)) != len(ids):  # events name images by id: one id, one image
+        raise msgspec.ValidationError(f"image_id must be 1 to {MAX_ID_CHARS} characters, not blank, and unique "
+                                      "within the merchant")
     return record
 
 
