@@ -51,6 +51,8 @@ def test_simulate_multiplier_prints_a_table_and_writes_a_png(tmp_path):
     c05 = [float(r[2].rstrip("%")) for r in rows]
     assert c05 == sorted(c05) and c05[-1] > 0  # cumulative, and exploration does change images
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bare = run("simulate-multiplier", "--demo-merchants", "4", "--views", "2", "--out", str(tmp_path / "plot"))
+    assert f"plot: {tmp_path / 'plot.png'}" in bare.stdout and (tmp_path / "plot.png").exists()  # the file written
 
 
 def test_simulate_multiplier_from_replay_files(tmp_path):

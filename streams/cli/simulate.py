@@ -172,8 +172,9 @@ def main(argv: list[str]) -> int:
     merchants = sum(1 for p in pools.values() if len(p) > 1)
     print(f"share of {merchants} merchants whose image has changed within X unconverted views")
     print(render_table(table))
-    plot(table, args.out, merchants)
-    print(f"plot: {args.out}")
+    out = args.out if args.out.suffix else args.out.with_suffix(".png")  # as matplotlib names a path without one
+    plot(table, out, merchants)
+    print(f"plot: {out}")
     return 0
 
 
