@@ -11,7 +11,7 @@ from streams.worker import tables, topics
 from streams.worker.app import app, settings
 from streams.worker.commit import BatchCommit
 from streams.worker.image_batches import apply_images
-from streams.worker.state import image_counts
+from streams.worker.state import image_counts, write_shares
 
 
 async def process_images(stream):
@@ -41,4 +41,5 @@ async def load_image_catalog(stream):
 
 @app.on_partitions_revoked.connect
 async def _revoked(app, revoked, **kwargs):
+    write_shares()  # this worker's counts since the last write go with the partitions
     image_counts.forget({tp.partition for tp in revoked})  # eager rebalancing: every partition held is revoked

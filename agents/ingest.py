@@ -31,14 +31,14 @@ from streams.core.ingest import (
 )
 from streams.core.metrics import metrics
 from streams.core.records import Pending, Signal, decode_image_keyed, decode_keyed
-from streams.kafka.direct import Anchor, DirectIngest, direct_group
+from streams.kafka.direct import DirectIngest, direct_group
 from streams.kafka.offsets import adopt_committed
 from streams.worker import topics
 from streams.worker.app import app, parser_config, settings
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.image_batches import apply_images
 from streams.worker.runtime import owned_partitions, recovered
-from streams.worker.state import lag_sources, owed_lists
+from streams.worker.state import lag_sources, owed_lists, table_anchor, write_shares
 from streams.worker.tables import affinity, artworks, catalog_index
 from streams.worker.user_batches import apply_records, build_owed
 
@@ -105,11 +105,11 @@ async def direct_batch(records) -> None:
     here, wall = _ingest_into(inputs, batch), time.monotonic()
     for partition in sorted(users.keys() | here.keys()):
         keyed = decoded_into(batch, users.get(partition, ()), decode_keyed, "invalid_internal_record")
-        apply_records(partition, _anchor(partition), keyed + here.get(partition, []), batch,
+        apply_records(partition, table_anchor(partition), keyed + here.get(partition, []), batch,
                       owed_lists.hold_for(partition, wall))
     _build_owed(owed_lists.due(wall), batch, wall)  # lists whose window ended
     for partition, recs in images.items():
-        apply_images(partition, _anchor(partition),
+        apply_images(partition, table_anchor(partition),
                      decoded_into(batch, recs, decode_image_keyed, "invalid_internal_record"), batch)
     held = {(_PENDING, partition): hold for partition, recs in pending.items()
             if (hold := _retry_due(recs, batch)) is not None}
@@ -117,14 +117,16 @@ async def direct_batch(records) -> None:
     return held
 
 
-async def build_all_owed() -> None:
-    """Every list the window holds, built and acknowledged: before the input offsets that cover
-    their events are committed (DirectIngest's before_commit)."""
+async def before_commit() -> None:
+    """What the batches behind the next input commit still owe (DirectIngest's before_commit):
+    every list the window holds, built and acknowledged, and every changed share written (the
+    commit flushes faust's producer, so the shares are acknowledged before it too)."""
     owed = owed_lists.drain()
     if owed:
         batch = BatchCommit(app)
         _build_owed(owed, batch, time.monotonic())
         await batch.commit()
+    write_shares()
 
 
 metrics.gauge("recstream_lists_owed", lambda: {(): len(owed_lists)})
@@ -133,7 +135,7 @@ metrics.gauge("recstream_lists_owed", lambda: {(): len(owed_lists)})
 def _build_owed(owed: dict[int, dict[str, str]], batch: BatchCommit, wall: float) -> None:
     """Per partition, the lists the window held (user -> trigger), built into `batch`."""
     for partition, lists in owed.items():
-        build_owed(partition, _anchor(partition), lists, batch, owed_lists.hold_for(partition, wall))
+        build_owed(partition, table_anchor(partition), lists, batch, owed_lists.hold_for(partition, wall))
 
 
 def _retry_due(records, batch: BatchCommit) -> tuple[int, float] | None:
@@ -214,11 +216,6 @@ def _count(result, dest, topic, partition, offset) -> None:
 direct: DirectIngest | None = None
 
 
-@functools.cache
-def _anchor(partition: int) -> Anchor:
-    return Anchor(topics.signals.get_topic_name(), partition)
-
-
 if settings.direct_ingest:
     @app.task
     async def direct_ingest() -> None:
@@ -229,7 +226,7 @@ if settings.direct_ingest:
                               direct_group(settings.app_id), settings.aiokafka_kwargs(), handle=direct_batch,
                               flush=app.producer.flush, ready=functools.partial(recovered, app),
                               batch_max=settings.batch_max,
-                              before_commit=build_all_owed,
+                              before_commit=before_commit,
                               fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms,
                               idle_fetch_max_wait_ms=settings.ingest_idle_fetch_max_wait_ms,
                               commit_every_s=settings.input_commit_interval_s, timed_topics=topics.inputs.topics)

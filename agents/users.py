@@ -6,7 +6,7 @@ from streams.core.records import decode_keyed
 from streams.worker import topics
 from streams.worker.app import app, settings
 from streams.worker.commit import BatchCommit
-from streams.worker.state import popularity
+from streams.worker.state import popularity, write_shares
 from streams.worker.user_batches import apply_records
 
 
@@ -26,4 +26,5 @@ if not settings.direct_ingest:
 
 @app.on_partitions_revoked.connect
 async def _revoked(app, revoked, **kwargs):
+    write_shares()  # this worker's counts since the last write go with the partitions
     popularity.forget({tp.partition for tp in revoked})  # eager rebalancing: every partition held is revoked

@@ -186,3 +186,41 @@ def test_a_catalog_record_with_an_image_no_event_can_name_is_rejected(images):
     with pytest.raises(msgspec.ValidationError, match="image_id must be"):
         decode_image_catalog(msgspec.json.encode({"merchant_id": "m1", "images": images}))
     assert decode_image_catalog(msgspec.json.encode({"merchant_id": "m1", "images": [{"image_id": "h|x"}]}))
+
+
+def test_a_share_that_lost_counts_in_a_crash_counts_their_redelivery_and_nothing_else():
+    """The share (image_stats) is written apart from the consumers' states, so after a kill -9 either
+    can be ahead. A redelivery (same input position) past what the share decided is counted again;
+    a duplicate (another position, same messageId), a redelivery the share did count and an event
+    the share counted but its consumer's state lost are not."""
+    import copy
+
+    import msgspec
+
+    from streams.core.image_pipeline import ImageBatch, ImageConfig, Pools
+    from streams.core.images import GlobalCounts
+    from streams.core.records import ImageEvent
+
+    pools = Pools({"m1": msgspec.json.encode({"merchant_id": "m1", "images": [{"image_id": "h"}]})}, PoolRules())
+    cfg = ImageConfig(half_life_s=0.0)
+
+    def impressions(offsets, first_id=0):  # consumer and messageId from the offset (or from first_id on)
+        return [ImageEvent("impression", f"c{i % 3}", "m1", "h", f"i{i}", 100.0, source="images:0", offset=n)
+                for i, n in enumerate(offsets, start=first_id if first_id else offsets[0])]
+
+    consumers, share = {}, GlobalCounts()
+    ImageBatch(cfg, consumers, share, pools, dict).run(impressions(range(4)))
+    written, states = copy.deepcopy(share), dict(consumers)  # both as of offset 3
+    ImageBatch(cfg, consumers, share, pools, dict).run(impressions(range(4, 10)))
+    assert share.counts["m1|h"] == [10.0, 0.0]
+    # kill -9: the consumers' states (every batch's transaction) survive, the share falls back to its last write
+    share = written
+    ImageBatch(cfg, consumers, share, pools, dict).run(impressions(range(2, 10)))  # read again from offset 2
+    assert share.counts["m1|h"] == [10.0, 0.0] and share.counted == {"images:0": 9}
+    ImageBatch(cfg, consumers, share, pools, dict).run(impressions(range(10, 12), first_id=1))
+    assert share.counts["m1|h"] == [10.0, 0.0]  # i1 and i2 of the same consumers at new positions: duplicates
+    ImageBatch(cfg, consumers, share, pools, dict).run(impressions(range(12, 13)))
+    assert share.counts["m1|h"] == [11.0, 0.0]
+    # the other way round: the consumers' states fall back (a changelog record lost), the share does not
+    ImageBatch(cfg, states, share, pools, dict).run(impressions(range(4, 13)))  # fresh to them, counted already
+    assert share.counts["m1|h"] == [11.0, 0.0]

@@ -170,8 +170,12 @@ class ImageBatch:
         variant = assign(self.cfg.experiment, ev.consumer_id, self.cfg.variants)
         if self.ledger is not None:  # whether or not the consumer's views have it (see Ledger)
             self._attribute(ev, variant.name)
-        if not first_delivery(state.applied, ev.source, ev.offset) or not remember(
-                state.seen, ev.message_id, self.cfg.dedup_window):
+        redelivered = not first_delivery(state.applied, ev.source, ev.offset)
+        fresh = not redelivered and remember(state.seen, ev.message_id, self.cfg.dedup_window)
+        shared = self.partial.takes(ev, fresh, redelivered)
+        if not fresh:
+            if shared:  # applied before a crash that lost the share's count of it
+                self.partial.count(ev, self.cfg.half_life_s)
             self.duplicates += 1
             return
         self.applied += 1
@@ -181,10 +185,10 @@ class ImageBatch:
         before = choose(pool, self.stats(), ev.merchant_id, views, variant.explore, self.cfg.params)
         if ev.kind == "impression":
             views.impressions[ev.image_id] = views.impressions.get(ev.image_id, 0) + 1
-            self.partial.add(ev.merchant_id, ev.image_id, 1.0, 0.0, ev.time, self.cfg.half_life_s)
         else:
             views.converted = ev.image_id
-            self.partial.add(ev.merchant_id, ev.image_id, 0.0, 1.0, ev.time, self.cfg.half_life_s)
+        if shared:
+            self.partial.count(ev, self.cfg.half_life_s)
         if len(state.merchants) > MAX_MERCHANTS_PER_CONSUMER:
             state.merchants.pop(next(iter(state.merchants)))  # the longest-known merchant goes first
         after = choose(pool, self.stats(), ev.merchant_id, views, variant.explore, self.cfg.params)

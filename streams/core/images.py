@@ -110,6 +110,31 @@ class GlobalCounts(msgspec.Struct):
 
     ref: float = 0.0
     counts: dict[str, list[float]] = {}  # key -> [impressions, conversions]
+    counted: dict[str, int] = {}  # input source -> the last offset this share took or passed (see `takes`)
+
+    def takes(self, ev, fresh: bool, redelivered: bool) -> bool:
+        """Whether this share counts an image event (a streams.core.records.ImageEvent) `fresh` to its
+        consumer (first delivery, new messageId), `redelivered` to it (a position it applied) or
+        neither (a duplicate messageId at a new position); records the position as decided.
+        The share is written apart from the consumers' states (at every flush and before every input
+        commit), so after a kill -9 either can be ahead: a position the share decided is never counted
+        again (the consumer's state fell behind and calls its redelivery fresh), and a redelivery past
+        what the share decided is counted again (the share fell behind). Wrong only for a duplicate
+        whose redelivery follows a crash that lost the share's decision on it (counted once more).
+
+        >>> from types import SimpleNamespace as Event
+        >>> share, at = GlobalCounts(counted={"images:0": 7}), lambda offset: Event(source="images:0", offset=offset)
+        >>> share.takes(at(7), True, False), share.takes(at(8), False, True), share.takes(at(9), False, False)
+        (False, True, False)
+        >>> share.takes(at(10), True, False), share.counted
+        (True, {'images:0': 10})
+        """
+        if ev.offset < 0:  # no position: the consumer's dedup alone
+            return fresh
+        if ev.offset <= self.counted.get(ev.source, -1):
+            return False
+        self.counted[ev.source] = ev.offset
+        return fresh or redelivered
 
     def add(self, merchant: str, image: str, impressions: float, conversions: float, t: float,
             half_life_s: float) -> None:
@@ -126,6 +151,11 @@ class GlobalCounts(msgspec.Struct):
         c[1] += conversions * w
         if len(self.counts) > MAX_COUNTED_PER_PARTITION * 1.25:  # amortised trim
             self.keep(MAX_COUNTED_PER_PARTITION)
+
+    def count(self, ev, half_life_s: float) -> None:
+        """Add one impression or conversion (a streams.core.records.ImageEvent) that `takes` took."""
+        impression = ev.kind == "impression"
+        self.add(ev.merchant_id, ev.image_id, float(impression), float(not impression), ev.time, half_life_s)
 
     def keep(self, n: int) -> None:
         """Only the n keys with the most impressions and conversions (ties: the larger key): events

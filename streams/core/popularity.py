@@ -176,6 +176,7 @@ class Shares:
         self.flush_s, self.view_s = flush_s, view_s
         self.live: dict[int, Any] = {}
         self._flushed_at: dict[int, float] = {}
+        self._touched: set[int] = set()  # live shares a batch took since they were last written
         self._view: Any = None
         self._view_at = float("-inf")
         self.building = False  # a rebuild is running elsewhere (streams.worker.runtime.view_without_blocking)
@@ -186,6 +187,7 @@ class Shares:
         if partition not in self.live:
             self.live[partition] = self.load(stored())
             self._flushed_at[partition] = float("-inf")
+        self._touched.add(partition)
         return self.live[partition]
 
     def flush_due(self, partition: int, now: float) -> bool:
@@ -197,14 +199,33 @@ class Shares:
         """
         if abs(now - self._flushed_at.get(partition, float("-inf"))) >= self.flush_s:
             self._flushed_at[partition] = now
+            self._touched.discard(partition)
             return True
         return False
+
+    def unwritten(self) -> list[int]:
+        """The live shares a batch took since they were last written (`written`): all of them must
+        be written before the input offsets of those batches are committed, and before a revoked
+        partition's share is forgotten, or their counts since the last write are lost.
+
+        >>> s = Shares(load_partial, lambda parts: len(parts), flush_s=1.0)
+        >>> _ = s.partial(0, lambda: None), s.partial(1, lambda: None)
+        >>> s.flush_due(0, 2e9), s.unwritten()
+        (True, [1])
+        >>> s.written(1); s.unwritten()
+        []
+        """
+        return sorted(self._touched)
+
+    def written(self, partition: int) -> None:
+        self._touched.discard(partition)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions moved to another worker: its copy is the live one now."""
         for p in partitions:
             self.live.pop(p, None)
             self._flushed_at.pop(p, None)
+            self._touched.discard(p)
 
     def view(self, stored: Iterable[tuple[str, bytes]], now: float):
         """The merged view, rebuilt here when stale (see `snapshot`/`build` to rebuild elsewhere)."""

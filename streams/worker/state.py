@@ -3,15 +3,17 @@ per process (the agents import it; it imports no agent)."""
 
 from __future__ import annotations
 
+import functools
 import time
 
-from streams.core.image_pipeline import Pools, load_counts
+from streams.core.image_pipeline import Pools, dump_counts, load_counts
 from streams.core.images import merge_counts
 from streams.core.popularity import PopularityView, Shares, dump_partial, load_partial
 from streams.core.throttle import PartitionThrottles
-from streams.worker import tables
+from streams.kafka.direct import Anchor
+from streams.worker import tables, topics
 from streams.worker.app import image_config, pipeline_config, settings
-from streams.worker.runtime import view_without_blocking
+from streams.worker.runtime import event_context, view_without_blocking
 
 # trending and co-engagement: each partition's share (the popularity table), merged into a view
 popularity = Shares(load_partial, lambda parts: PopularityView(parts, pipeline_config.trending_half_life_s),
@@ -40,3 +42,26 @@ def publish_tally(key: str, tally: bytes | None) -> None:
     repairs a copy lost that way."""
     if tally is not None and tables.experiment_tallies.get(key) != tally:
         tables.experiment_tallies[key] = tally
+
+
+@functools.cache
+def table_anchor(partition: int) -> Anchor:
+    """A stand-in event of table partition `partition`, for table writes outside a batch."""
+    return Anchor(topics.signals.get_topic_name(), partition)
+
+
+def write_shares(anchor_for=table_anchor) -> int:
+    """Write every popularity and image-count share a batch changed since its last write, each
+    within `anchor_for(partition)`'s event context; returns how many. Called before the input
+    offsets covering those batches are committed and before a revoked partition's share is
+    forgotten: a share written only by the next batch after flush_s kept the counts of a burst's
+    last second in memory alone, lost by a stop, a rebalance or a crash after the commit."""
+    written = 0
+    for shares, table, dump in ((popularity, tables.popularity, dump_partial),
+                                (image_counts, tables.image_stats, dump_counts)):
+        for partition in shares.unwritten():
+            with event_context(anchor_for(partition)):
+                table[f"p{partition}"] = dump(shares.live[partition])
+            shares.written(partition)
+            written += 1
+    return written
