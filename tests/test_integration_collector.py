@@ -119,12 +119,11 @@ def test_wrong_keys_and_bad_bodies_get_clear_errors_and_produce_nothing(deployme
     assert status == 400 and body["message"] == "batch[1]: over 32 KB"
     status, body = post(worker, "/v1/batch", b"{not json", auth(KEY))
     assert status == 400 and body["code"] == "bad_request"
-    bomb = gzip.compress(b" " * 50_000_000)  # 50 MB of spaces in 50 KB: aiohttp stops inflating at 1 MB
-    request = urllib.request.Request(worker.base_url + "/v1/batch", data=bomb, method="POST",
-                                     headers={**auth(KEY), "Content-Encoding": "gzip"})
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=30)
-    assert refused.value.code in (400, 413)
+    # 50 MB of spaces in 50 KB: aiohttp stops inflating at 1 MB, and the rest is left unread on a closed
+    # connection (aiohttp inflated it all before the next request: a 900 MB bomb held the worker for seconds)
+    bomb = gzip.compress(b" " * 50_000_000)
+    status, body = post(worker, "/v1/batch", bomb, {**auth(KEY), "Content-Encoding": "gzip"})
+    assert (status, body["code"], body["message"]) == (400, "bad_request", "the batch is over 500 KB")
     status, body = post(worker, "/v1/batch", b"\x1f\x8bgarbage", {**auth(KEY), "Content-Encoding": "gzip"})
     assert status == 400 and "unreadable body" in body["message"]  # a 500 before (found by fuzzing): SDKs retry those
     assert "Unhandled exception" not in (cluster.root / "w0.log").read_text()  # and no traceback logged for it
