@@ -200,3 +200,24 @@ def test_experiments_report_from_something_that_is_not_a_worker_says_so_in_one_l
         server.shutdown()
     assert result.returncode == 2 and "not an experiments readout" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_rejects_file_that_is_an_input_is_refused_before_it_is_emptied(tmp_path):
+    """Fuzzing: `replay FILE --rejects FILE` opened the archive for writing first and emptied it."""
+    archive = tmp_path / "events.jsonl"
+    archive.write_text('{"type": "track"}\n')
+    for args in (["replay", str(archive)], ["load", "artworks", str(archive)]):
+        res = run(*args, "--rejects", str(tmp_path / "." / "events.jsonl"))  # the same file by another path
+        assert res.returncode == 2 and "is an input file: it would be emptied" in res.stderr, args
+    assert archive.read_text() == '{"type": "track"}\n'
+    for rate in ("-5", "nan", "inf"):
+        res = run("replay", str(archive), "--rate", rate)
+        assert res.returncode == 2 and "--rate must be a finite number >= 0" in res.stderr, rate
+
+
+def test_out_of_range_sizes_and_ports_get_one_line_not_a_traceback():
+    """Fuzzing: `demo-events --users 0` raised ValueError from randrange, `broker --port 99999` a BrokerError."""
+    for args, says in ((["demo-events", "--users", "0"], "--users, --artists, --artworks and --merchants must be"),
+                       (["broker", "--port", "99999"], "--port must be a TCP port")):
+        res = run(*args)
+        assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, args

@@ -137,6 +137,8 @@ def cmd_broker(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="recstream broker", description="Run the embedded broker.")
     parser.add_argument("--port", type=int, default=9092)
     args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be a TCP port (0 to 65535), got {args.port}")
     with EmbeddedBroker(port=args.port) as broker:
         print(f"embedded broker on {broker.url} (memory storage); Ctrl-C to stop", flush=True)
         try:

@@ -133,12 +133,16 @@ def kafka_client(settings: Settings, bootstrap: str) -> dict:
     return {**settings.aiokafka_kwargs(), "bootstrap_servers": bootstrap}
 
 
-def missing_files(command: str, paths: list[Path]) -> bool:
-    """Print one line for the first path that is not a file; True when there was one."""
+def missing_files(command: str, paths: list[Path], rejects: Path | None = None) -> bool:
+    """Print one line for the first path that is not a file, or for a `--rejects` file that is one of
+    the inputs (opening it for writing would empty it before it is read); True when there was one."""
     for path in paths:
         if not path.is_file():
             problem = "not a file" if path.exists() else "no such file"
             print(f"recstream {command}: {path}: {problem}", file=sys.stderr)
+            return True
+        if rejects is not None and rejects.exists() and rejects.samefile(path):
+            print(f"recstream {command}: --rejects {rejects} is an input file: it would be emptied", file=sys.stderr)
             return True
     return False
 
@@ -282,7 +286,7 @@ def cmd_load(argv: list[str]) -> int:
     parser.add_argument("--show", type=int, default=10,
                         help="bad lines printed as they come (default 10)")
     args = parser.parse_args(argv)
-    if missing_files("load", args.files):
+    if missing_files("load", args.files, args.rejects):
         return 2
     settings = Settings.from_env()
     report = Report(args.show, args.rejects)

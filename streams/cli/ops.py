@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import re
 import sys
@@ -174,9 +175,11 @@ def cmd_replay(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="max events per second (0: as fast as possible)")
     parser.add_argument("--rejects", type=Path, help="write rejected lines with their reasons here (JSONL)")
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.rate) and args.rate >= 0):
+        parser.error(f"--rate must be a finite number >= 0 (0: as fast as possible), got {args.rate}")
     from streams.cli.load import missing_files, run_producer
 
-    if missing_files("replay", args.files):
+    if missing_files("replay", args.files, args.rejects):
         return 2
     settings = Settings.from_env()
     hints: Counter = Counter()

@@ -207,6 +207,8 @@ def main(argv: list[str]) -> int:
     what.add_argument("--image-events", action="store_true",
                       help="print image impressions/conversions for the --images merchants instead")
     args = parser.parse_args(argv)
+    if min(args.users, args.artists, args.artworks, args.merchants) < 1 or args.events < 0:
+        parser.error("--users, --artists, --artworks and --merchants must be at least 1, --events at least 0")
     if args.images or args.image_events:
         images = DemoImages(merchants=args.merchants, seed=args.seed)
         rows = images.catalog() if args.images else images.events(args.events)
