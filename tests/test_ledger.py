@@ -237,3 +237,20 @@ def test_a_list_whose_exposure_write_was_lost_is_counted_on_redelivery():
 def test_a_list_whose_own_write_was_lost_is_not_counted_twice():
     c = _list_shown_again_after_losing("recs")  # the profile and the exposure landed
     assert (c.users, c.exposures) == (1, 1)
+
+
+def test_a_list_answering_an_identify_is_shown_from_the_merged_events_time():
+    """Fuzzing: a list sent for a merge counted as shown from the batch's wall clock, so in a replay
+    (or a batched mobile SDK) an order placed after it in event time was no conversion."""
+    from streams.core.records import Identity, decode_keyed
+
+    world = Booked(*WORKS)
+    world.run([Signal("follow", "anon", "m1", NOW - 600, (Target("a"),))])
+    outputs = world.run([Identity("u", "anon", "id1", NOW - 590)])
+    merge = next(decode_keyed(o.value) for o in outputs if o.key == b"u")
+    world.run([merge])  # the merged profile's list, triggered by the identify
+    recs = decode_recs(world.recs["u"])
+    assert recs.trigger == "id1" and "a1-new" in {i.artwork_id for i in recs.items}
+    world.run([order("u", "a1-new", "o1", t=NOW - 300, offset=7)])  # after the list, in event time
+    c = world.counts(recs.variant)
+    assert (c.converted, c.conversions) == (1, 1)

@@ -134,15 +134,12 @@ def kafka_client(settings: Settings, bootstrap: str) -> dict:
 
 
 def missing_files(command: str, paths: list[Path], rejects: Path | None = None) -> bool:
-    """Print one line for the first path that is not a file, or for a `--rejects` file that is one of
-    the inputs (opening it for writing would empty it before it is read); True when there was one."""
+    """One line for the first path that is not a file, or is `rejects` (opened first, it would be emptied)."""
     for path in paths:
-        if not path.is_file():
-            problem = "not a file" if path.exists() else "no such file"
+        clash = rejects is not None and path.is_file() and rejects.exists() and rejects.samefile(path)
+        if not path.is_file() or clash:
+            problem = "also --rejects: emptied if run" if clash else "not a file" if path.exists() else "no such file"
             print(f"recstream {command}: {path}: {problem}", file=sys.stderr)
-            return True
-        if rejects is not None and rejects.exists() and rejects.samefile(path):
-            print(f"recstream {command}: --rejects {rejects} is an input file: it would be emptied", file=sys.stderr)
             return True
     return False
 

@@ -182,6 +182,7 @@ class PartitionBatch:
         if self.cfg.model.merge(profile, load(merge.profile), merge.message_id, merge.previous_id):
             self._written.add(merge.user_id)
             self._dirty[merge.user_id] = merge.message_id
+            self._signalled.add(merge.message_id)  # its list is shown from the merged events' time, as a signal's
 
     def _forwarded(self, rec: Signal | Merge, profile: Profile, **changes) -> bool:
         """Send a record of an aliased id on toward the merged profile; False when the id is not aliased, or is
