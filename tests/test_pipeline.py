@@ -224,6 +224,32 @@ def test_a_redelivery_longer_than_the_dedup_window_is_applied_once():
     assert batch.applied == 50
 
 
+def test_trending_is_counted_once_per_input_position_whatever_a_kill_9_lost_of_the_share():
+    """The share (trending) is written apart from the profiles, before each input commit: a kill -9 can
+    lose its counts of records the profiles applied. Their redelivery is counted again, a repeat's
+    (a retried messageId at a later position) not, and a position the share decided never again."""
+    import copy
+
+    def order(user, mid, offset):
+        return Signal("order", user, mid, NOW - 60, (Target("a", "a1-new", 10.0),), source="events.segment:0",
+                      offset=offset)
+
+    history = [order("u", "o1", 0), order("v", "o2", 1), order("u", "o1", 2), order("v", "o3", 3), order("v", "o2", 4)]
+    world = World(*WORKS)
+    world.run(history[:1])
+    written = copy.deepcopy(world.partial)  # the share's last write
+    world.run(history[1:])
+    exact = copy.deepcopy(world.partial.trending.scores)
+    assert exact == {"a1-new": 3 * CFG.model.weights["order"]}
+    for _ in "12":  # kill -9 (twice): the profiles hold offsets 1-4, the share offset 0; read again from 0
+        world.partial = copy.deepcopy(written)
+        world.run(history)
+        assert world.partial.trending.scores == exact and world.partial.counted == {"events.segment:0": 4}
+    world.profiles.clear()  # the other way round: the profiles fell back, the share did not
+    world.run(history)
+    assert world.partial.trending.scores == exact
+
+
 def test_positions_are_per_input_partition_and_a_retry_without_one_still_dedups_by_id():
     world = World(*WORKS)
     world.run(_views("u", 5) + _views("u", 3, source="signals.view:2"))

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from streams.core.positions import delivered_before, first_delivery  # noqa: F401 (re-exported)
 from streams.core.records import Signal, Target
 from streams.core.seen import Remembers, contains, digest, message_digest, remember, union
 from streams.core.settings import DEFAULT_WEIGHTS
@@ -69,27 +70,7 @@ class Profile(Remembers, omit_defaults=True):
     alias_of: str = ""  # set once this id was merged into another (identify/alias); its state stays, to resend
     merged: list[str] = []  # the ids merged into this profile: a merge sent again is applied once
     applied: dict[str, int] = {}  # "topic:partition" -> offset of the last input record applied
-
-
-def first_delivery(applied: dict[str, int], source: str, offset: int) -> bool:
-    """Record that the input record at `offset` of `source` was applied; False if it (or a
-    later record of that source) already was: a redelivery. Records of one source reach a
-    user in offset order (one partition, read in order). Offset -1: position unknown, True.
-
-    >>> applied = {}
-    >>> [first_delivery(applied, "events:0", o) for o in (5, 6, 5, 6, 7, -1)], applied
-    ([True, True, False, False, True, True], {'events:0': 7})
-    """
-    if delivered_before(applied, source, offset):
-        return False
-    if offset >= 0:
-        applied[source] = offset
-    return True
-
-
-def delivered_before(applied: dict[str, int], source: str, offset: int) -> bool:
-    """Whether the input record at `offset` of `source` was applied already (read-only)."""
-    return 0 <= offset <= applied.get(source, -1)
+    repeats: dict[str, list[int]] = {}  # "topic:partition" -> recent offsets that were repeats (streams.core.positions)
 
 
 class Bought:

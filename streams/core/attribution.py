@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.core.affinity import first_delivery
+from streams.core.positions import first_delivery
 from streams.core.seen import Remembers, remember
 
 DAY = 86400.0

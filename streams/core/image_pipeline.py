@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.core.affinity import first_delivery
 from streams.core.catalog import check_key
 from streams.core.experiments import assign
 from streams.core.images import (
@@ -30,6 +29,7 @@ from streams.core.images import (
     choose,
 )
 from streams.core.ledger import Ledger, input_position
+from streams.core.positions import first_delivery, note_repeat, repeated
 from streams.core.properties import KEY_JOIN, is_id
 from streams.core.records import MAX_ID_CHARS, MAX_TABLE_VALUE_BYTES, ImageEvent, ImageRequest
 from streams.core.seen import remember
@@ -170,9 +170,13 @@ class ImageBatch:
         variant = assign(self.cfg.experiment, ev.consumer_id, self.cfg.variants)
         if self.ledger is not None:  # whether or not the consumer's views have it (see Ledger)
             self._attribute(ev, variant.name)
-        redelivered = not first_delivery(state.applied, ev.source, ev.offset)
-        fresh = not redelivered and remember(state.seen, ev.message_id, self.cfg.dedup_window)
-        shared = self.partial.takes(ev, fresh, redelivered)
+        if first_delivery(state.applied, ev.source, ev.offset):
+            fresh = counted = remember(state.seen, ev.message_id, self.cfg.dedup_window)
+            if not fresh:
+                note_repeat(state.repeats, ev.source, ev.offset)  # its redelivery is one too, whatever the share lost
+        else:
+            fresh, counted = False, not repeated(state.repeats, ev.source, ev.offset)
+        shared = self.partial.takes(ev, fresh, counted)
         if not fresh:
             if shared:  # applied before a crash that lost the share's count of it
                 self.partial.count(ev, self.cfg.half_life_s)

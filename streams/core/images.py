@@ -29,6 +29,7 @@ import msgspec
 import numpy as np
 
 from streams.core.affinity import decay
+from streams.core.positions import share_takes
 from streams.core.seen import Remembers
 
 # --- pools --------------------------------------------------------------------------------
@@ -98,7 +99,8 @@ class ConsumerImages(Remembers, omit_defaults=True):
     """Table value per consumer: their views by merchant, and recent messageIds for dedup (`seen`)."""
 
     merchants: dict[str, MerchantViews] = {}
-    applied: dict[str, int] = {}  # input partition -> last offset applied (streams.core.affinity.first_delivery)
+    applied: dict[str, int] = {}  # input partition -> last offset applied (streams.core.positions)
+    repeats: dict[str, list[int]] = {}  # input partition -> its recent positions that were repeats
 
 
 MAX_COUNTED_PER_PARTITION = 20000  # "merchant|image" keys one partition's share keeps
@@ -112,29 +114,10 @@ class GlobalCounts(msgspec.Struct):
     counts: dict[str, list[float]] = {}  # key -> [impressions, conversions]
     counted: dict[str, int] = {}  # input source -> the last offset this share took or passed (see `takes`)
 
-    def takes(self, ev, fresh: bool, redelivered: bool) -> bool:
-        """Whether this share counts an image event (a streams.core.records.ImageEvent) `fresh` to its
-        consumer (first delivery, new messageId), `redelivered` to it (a position it applied) or
-        neither (a duplicate messageId at a new position); records the position as decided.
-        The share is written apart from the consumers' states (at every flush and before every input
-        commit), so after a kill -9 either can be ahead: a position the share decided is never counted
-        again (the consumer's state fell behind and calls its redelivery fresh), and a redelivery past
-        what the share decided is counted again (the share fell behind). Wrong only for a duplicate
-        whose redelivery follows a crash that lost the share's decision on it (counted once more).
-
-        >>> from types import SimpleNamespace as Event
-        >>> share, at = GlobalCounts(counted={"images:0": 7}), lambda offset: Event(source="images:0", offset=offset)
-        >>> share.takes(at(7), True, False), share.takes(at(8), False, True), share.takes(at(9), False, False)
-        (False, True, False)
-        >>> share.takes(at(10), True, False), share.counted
-        (True, {'images:0': 10})
-        """
-        if ev.offset < 0:  # no position: the consumer's dedup alone
-            return fresh
-        if ev.offset <= self.counted.get(ev.source, -1):
-            return False
-        self.counted[ev.source] = ev.offset
-        return fresh or redelivered
+    def takes(self, ev, fresh: bool, counted_before: bool) -> bool:
+        """Whether this share counts an image event (a streams.core.records.ImageEvent): see
+        `streams.core.positions.share_takes`; records its position as decided."""
+        return share_takes(self.counted, ev.source, ev.offset, fresh, counted_before)
 
     def add(self, merchant: str, image: str, impressions: float, conversions: float, t: float,
             half_life_s: float) -> None:

@@ -24,7 +24,8 @@ from streams.core.attribution import Rules
 from streams.core.catalog import CatalogIndex, decode_artwork
 from streams.core.experiments import Variant, assign, default_variants
 from streams.core.ledger import Ledger, input_position
-from streams.core.popularity import Partial, PopularityView
+from streams.core.popularity import NO_TRENDING, Partial, PopularityView  # noqa: F401 (NO_TRENDING re-exported)
+from streams.core.positions import note_repeat, repeated
 from streams.core.recommend import TOP_ARTISTS, build
 from streams.core.records import (
     AffinityUpdate,
@@ -44,7 +45,6 @@ from streams.core.records import (
 )
 
 AFFINITY_UPDATES, RECOMMENDATIONS, SIGNALS_KEYED = "affinity.updates", "recommendations", "signals.keyed"
-NO_TRENDING = {"unfollow", "unsave", "follow"}
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,7 @@ class PartitionBatch:
     def _signal(self, sig: Signal) -> None:
         profile = self._profile(sig.user_id)
         if delivered_before(profile.applied, sig.source, sig.offset):  # redelivered after a crash
+            self._trend(sig, False, not repeated(profile.repeats, sig.source, sig.offset))  # the share may have lost it
             self._attribute(sig)  # the attribution log may not have it (see streams.core.ledger.Ledger)
             self.duplicates += 1
             self._written.add(sig.user_id)  # heals a changelog write lost in the crash
@@ -143,16 +144,17 @@ class PartitionBatch:
         self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
         self._attribute(sig)  # judged against the lists shown before this event
         if not self.cfg.model.learn_one(profile, sig):
+            note_repeat(profile.repeats, sig.source, sig.offset)  # its redelivery is one too, whatever the share lost
+            self._trend(sig, False, False)
             self.duplicates += 1
             return
         self.applied += 1
         self._dirty[sig.user_id] = sig.message_id
         self._signalled.add(sig.message_id)
-        if sig.kind not in NO_TRENDING:
-            weight = self.cfg.model.weights.get(sig.kind, 0.0)
-            for t in sig.targets:
-                if t.artwork_id:
-                    self.partial.trending.add(t.artwork_id, weight, sig.time, self.cfg.trending_half_life_s)
+        self._trend(sig, True, False)
+
+    def _trend(self, sig: Signal, fresh: bool, counted_before: bool) -> None:  # once per input position
+        self.partial.count(sig, self.cfg.model.weights, self.cfg.trending_half_life_s, fresh, counted_before)
 
     def _attribute(self, sig: Signal) -> None:  # a conversion for the experiment logs, which judge repeats themselves
         if self.ledger is not None:
@@ -275,7 +277,7 @@ class PartitionBatch:
         fresh = recommendations_for(self.cfg, user, profile, top, self.catalog, self.popularity, self.now, trigger)
         old = decode_recs(self.recs.get(user))
         if not resend and old is not None and old.variant == fresh.variant and _listing(old) == _listing(fresh) and (
-                not self._rescoring or _scores(old) == _scores(fresh)):
+                not self._rescoring or [i.score for i in old.items] == [i.score for i in fresh.items]):
             return  # nothing a client would see changed
         self.recs[user] = value = encode(fresh)
         self._send(RECOMMENDATIONS, user, value)
@@ -294,7 +296,3 @@ def _rounded(top: list[tuple[str, float]]) -> list[tuple[str, float]]:
 
 def _listing(recs: Recommendations) -> list[tuple[str, str]]:
     return [(i.artwork_id, i.source) for i in recs.items]
-
-
-def _scores(recs: Recommendations) -> list[float]:
-    return [i.score for i in recs.items]

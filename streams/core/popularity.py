@@ -22,16 +22,18 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import msgspec
 
 from streams.core.affinity import decay
+from streams.core.positions import share_takes
 from streams.core.records import MAX_TABLE_VALUE_BYTES
 
 MAX_TRENDING_PER_PARTITION = 2000
 MAX_PAIRS_PER_PARTITION = 20000
+NO_TRENDING = {"unfollow", "unsave", "follow"}  # kinds that add no trending (a follow names an artist, not a work)
 
 
 class DecayedScores(msgspec.Struct):
@@ -66,6 +68,16 @@ class Partial(msgspec.Struct):
 
     trending: DecayedScores = msgspec.field(default_factory=DecayedScores)
     pairs: dict[str, int] = {}
+    counted: dict[str, int] = {}  # input source -> the last offset whose trending this share decided
+
+    def count(self, sig, weights: Mapping[str, float], half_life_s: float, fresh: bool, counted_before: bool) -> None:
+        """A signal's (streams.core.records.Signal) artworks trend by its kind's weight, if this
+        share takes its position (streams.core.positions.share_takes)."""
+        if share_takes(self.counted, sig.source, sig.offset, fresh, counted_before) and sig.kind not in NO_TRENDING:
+            weight = weights.get(sig.kind, 0.0)
+            for t in sig.targets:
+                if t.artwork_id:
+                    self.trending.add(t.artwork_id, weight, sig.time, half_life_s)
 
     def update_pairs(self, old_top: Iterable[str], new_top: Iterable[str]) -> None:
         old, new = _pairs(old_top), _pairs(new_top)

@@ -1,0 +1,86 @@
+"""Input positions (pure): exactly-once rules for records read again after a crash.
+
+A record's position is its input "topic:partition" (`source`) and offset; -1: unknown (then
+messageId dedup alone decides). Two kinds of state remember positions:
+
+- a keyed value (a user's profile, a consumer's image views, an experiment log) is written with
+  every batch, in the batch's transaction: `first_delivery` tells a redelivery, and `note_repeat` /
+  `repeated` remember which of its recent positions were repeats (a messageId seen before);
+- a partition's share (trending, image counts: too large for every batch's transaction) is written
+  apart, before every input commit, so after a kill -9 it can be behind or ahead of the keyed
+  values: `share_takes` decides from the share's own last position and the keyed value's verdict.
+
+>>> applied, repeats, counted = {}, {}, {}
+>>> [first_delivery(applied, "events:0", o) for o in (5, 6)], note_repeat(repeats, "events:0", 6)
+([True, True], None)
+>>> share_takes(counted, "events:0", 5, fresh=True, counted_before=False), counted
+(True, {'events:0': 5})
+
+A kill -9 loses the share's decision on offset 6 (a repeat) but not the value's; both are read
+again: offset 5 was decided, offset 6 was a repeat, neither is counted again.
+
+>>> redelivered = [not first_delivery(applied, "events:0", o) for o in (5, 6)]
+>>> redelivered, [share_takes(counted, "events:0", o, False, not repeated(repeats, "events:0", o)) for o in (5, 6)]
+([True, True], [False, False])
+"""
+
+from __future__ import annotations
+
+REPEATS_KEPT = 32  # repeats a keyed value remembers per input source: only those since its share's last write matter
+
+
+def first_delivery(applied: dict[str, int], source: str, offset: int) -> bool:
+    """Record that the input record at `offset` of `source` was applied; False if it (or a
+    later record of that source) already was: a redelivery. Records of one source reach a
+    user in offset order (one partition, read in order). Offset -1: position unknown, True.
+
+    >>> applied = {}
+    >>> [first_delivery(applied, "events:0", o) for o in (5, 6, 5, 6, 7, -1)], applied
+    ([True, True, False, False, True, True], {'events:0': 7})
+    """
+    if delivered_before(applied, source, offset):
+        return False
+    if offset >= 0:
+        applied[source] = offset
+    return True
+
+
+def delivered_before(applied: dict[str, int], source: str, offset: int) -> bool:
+    """Whether the input record at `offset` of `source` was applied already (read-only)."""
+    return 0 <= offset <= applied.get(source, -1)
+
+
+def note_repeat(repeats: dict[str, list[int]], source: str, offset: int) -> None:
+    """Remember that the record at this position repeated a messageId when first applied."""
+    if offset >= 0:
+        kept = repeats.setdefault(source, [])
+        kept.append(offset)
+        del kept[:-REPEATS_KEPT]
+
+
+def repeated(repeats: dict[str, list[int]], source: str, offset: int) -> bool:
+    """Whether the record at this position was a repeat when first applied: its redelivery is one again."""
+    return offset in repeats.get(source, ())
+
+
+def share_takes(counted: dict[str, int], source: str, offset: int, fresh: bool, counted_before: bool) -> bool:
+    """Whether a share counts a record `fresh` to its keyed value (first delivery, new messageId),
+    `counted_before` by it (a redelivery of a position it applied and did not judge a repeat) or
+    neither; records the position as decided (`counted`: source -> the last offset decided).
+
+    A position the share decided is never counted again (the keyed value fell behind and calls
+    its redelivery fresh); a redelivery past it is counted again (the share fell behind) unless
+    the keyed value judged it a repeat.
+
+    >>> counted, cases = {"images:0": 7}, ((7, True, False), (8, False, True), (9, False, False))
+    >>> [share_takes(counted, "images:0", offset, fresh, before) for offset, fresh, before in cases]
+    [False, True, False]
+    >>> share_takes(counted, "images:0", 10, True, False), counted, share_takes(counted, "images:0", -1, True, False)
+    (True, {'images:0': 10}, True)
+    """
+    if offset < 0:  # no position: the keyed value's dedup alone
+        return fresh
+    if offset <= counted.get(source, -1):
+        return False
+    counted[source] = offset
+    return fresh or counted_before
