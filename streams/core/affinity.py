@@ -166,7 +166,9 @@ class AffinityModel:
         for key, tog in profile.toggles.items():
             if tog.on:
                 weight = follow if key[0] == "f" else save
-                out[tog.artist_id] = out.get(tog.artist_id, 0.0) + weight * decay(ref - tog.time, h)
+                if h > 0:  # decay(ref - t, h) inlined, the same float (-(ref - t) is t - ref): a call cost a tenth
+                    weight *= 2.0 ** ((tog.time - ref) / h)
+                out[tog.artist_id] = out.get(tog.artist_id, 0.0) + weight
         return out
 
     def top(self, profile: Profile, n: int) -> list[tuple[str, float]]:
@@ -252,4 +254,33 @@ def reference_scores(model: AffinityModel, signals: list[Signal]) -> dict[str, d
     for s in signals:
         model.learn_one(profiles.setdefault(s.user_id, Profile()), s)
     return {user: model.scores(p) for user, p in profiles.items()}
+
+
+class TopCache:
+    """user -> their stored profile's top artists, keyed by the profile bytes' length and hash: a
+    batch ranks each user it touches before and after its signals, and the "before" is the last
+    batch's "after" (the same bytes give the same ranking). The newest `size` users are kept.
+
+    >>> model, cache, p = AffinityModel(), TopCache(size=1), Profile(ref=5.0, scores={"a": 1.0, "b": 2.0})
+    >>> cache.top("u", dump(p), p, model, 1), cache.top("u", dump(p), Profile(), model, 1)  # the 2nd: cached
+    ([('b', 2.0)], [('b', 2.0)])
+    >>> cache.top("u", dump(Profile()), Profile(), model, 1), cache.top("v", None, Profile(), model, 1)
+    ([], [])
+    """
+
+    def __init__(self, size: int = 4096):
+        self.size, self._tops = size, {}
+
+    def top(self, user: str, raw: bytes | None, profile: Profile, model: AffinityModel,
+            n: int) -> list[tuple[str, float]]:
+        """`profile` (decoded from `raw`, its stored bytes)'s n strongest artists (AffinityModel.top)."""
+        if not raw:
+            return model.top(profile, n)
+        stamp = (len(raw), hash(raw), n)
+        hit = self._tops.pop(user, None)
+        top = hit[1] if hit is not None and hit[0] == stamp else model.top(profile, n)
+        self._tops[user] = (stamp, top)
+        if len(self._tops) > self.size:
+            del self._tops[next(iter(self._tops))]  # the least recently ranked
+        return top
 

@@ -1,9 +1,7 @@
 """The per-user pipeline (pure): a batch of ``signals.keyed`` records from one partition -> state changes (through
-plain mappings) and output records.
-
-The worker hands in its tables (any MutableMapping[str, bytes]: the tests use dicts) and sends what `run` returns.
-Each user is recomputed once per batch, so bursts coalesce: one affinity update and at most one recommendations
-record per user per batch, only when they changed.
+plain mappings) and output records. The worker hands in its tables (any MutableMapping[str, bytes]: the tests use
+dicts) and sends what `run` returns. Each user is recomputed once per batch, so bursts coalesce: one affinity update
+and at most one recommendations record per user per batch, only when they changed.
 
 State per partition:
 - profiles: user -> Profile (affinity, dedup ids, purchases, prices, alias pointer)
@@ -18,7 +16,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.core.affinity import AffinityModel, Bought, Profile, delivered_before, dump, load
+from streams.core.affinity import AffinityModel, Bought, Profile, TopCache, delivered_before, dump, load
 from streams.core.aliases import forwarded
 from streams.core.attribution import Rules
 from streams.core.catalog import CatalogIndex, decode_artwork
@@ -66,6 +64,7 @@ class PipelineConfig:
     max_fans: int = 2000  # per artist per partition
     trending_half_life_s: float = 7 * 86400.0
     attribution: Rules = field(default_factory=Rules)  # experiment attribution (streams.core.ledger)
+    tops: TopCache = field(default_factory=TopCache, compare=False, repr=False)  # users' rankings, across batches
 
     @property
     def top_needed(self) -> int:
@@ -93,6 +92,7 @@ class PartitionBatch:
         self.ledger = None if attribution is None else Ledger(attribution, partition, cfg.attribution)
         self.partial, self.catalog, self.popularity, self.now = partial, catalog, popularity, now
         self._loaded: dict[str, Profile] = {}
+        self._raw: dict[str, bytes | None] = {}  # each loaded user's profile as stored (TopCache's key)
         self._before: dict[str, list[tuple[str, float]]] = {}
         self._written: set[str] = set()
         self._dirty: dict[str, str] = {}  # user -> trigger
@@ -234,19 +234,20 @@ class PartitionBatch:
     def _profile(self, user: str) -> Profile:
         profile = self._loaded.get(user)
         if profile is None:
-            profile = self._loaded[user] = load(self.profiles.get(user))
-            self._before[user] = self.cfg.model.top(profile, self.cfg.top_needed)
+            profile = self._loaded[user] = load(raw := self._raw.setdefault(user, self.profiles.get(user)))
+            self._before[user] = self.cfg.tops.top(user, raw, profile, self.cfg.model, self.cfg.top_needed)
         return profile
 
     def _finish(self) -> None:
         for user in self._written:
-            self.profiles[user] = dump(self._loaded[user])
+            self.profiles[user] = self._raw[user] = dump(self._loaded[user])
         for user, trigger in {**self._resend, **self._dirty}.items():
             profile = self._profile(user)
             if profile.alias_of or (not profile.events and not profile.scores):
                 continue
             resend = user in self._resend
-            before, after = self._before[user], self.cfg.model.top(profile, self.cfg.top_needed)
+            before = self._before[user]
+            after = self.cfg.tops.top(user, self._raw[user], profile, self.cfg.model, self.cfg.top_needed)
             self._emit_affinity(user, profile, before, after, trigger, resend)
             self._update_fans(user, before, after)
             self.partial.update_pairs((a for a, _ in before[: self.cfg.coengagement_top_m]),
