@@ -34,7 +34,7 @@ from streams.core.records import Pending, Signal, decode_image_keyed, decode_key
 from streams.kafka.direct import DirectIngest, direct_group
 from streams.kafka.offsets import adopt_committed
 from streams.worker import topics
-from streams.worker.app import app, parser_config, settings
+from streams.worker.app import app, parser_config, pipeline_config, settings
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.image_batches import apply_images
 from streams.worker.runtime import owned_partitions, recovered
@@ -229,7 +229,8 @@ if settings.direct_ingest:
                               before_commit=before_commit,
                               fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms,
                               idle_fetch_max_wait_ms=settings.ingest_idle_fetch_max_wait_ms,
-                              commit_every_s=settings.input_commit_interval_s, timed_topics=topics.inputs.topics)
+                              commit_every_s=settings.input_commit_interval_s, timed_topics=topics.inputs.topics,
+                              committed=pipeline_config.read_from)
         await reader.start()
         # before the first assignment reads the group's offsets: where faust's agents left the keyed topics
         adopted = await adopt_committed(settings.aiokafka_kwargs(), settings.app_id, direct_group(settings.app_id),

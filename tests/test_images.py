@@ -257,3 +257,35 @@ def test_a_repeat_whose_decision_the_share_lost_stays_a_repeat_on_redelivery():
     share = copy.deepcopy(written)  # and a second kill -9 before the share was written again
     ImageBatch(cfg, consumers, share, pools, dict).run(history[1:])
     assert share.counts["m1|h"] == [2.0, 1.0]
+
+
+def test_a_consumer_retrying_hundreds_of_times_between_two_commits_is_counted_exactly_after_a_kill_9():
+    """Every repeat at or past its input's committed offset can be redelivered, however many (fuzzing:
+    3 consumers retrying ~54 times each in a burst ended 54 over with only the last 32 kept); the ones
+    below it are forgotten, so the list stays short."""
+    import copy
+
+    import msgspec
+
+    from streams.core.image_pipeline import ImageBatch, ImageConfig, Pools, load_state
+    from streams.core.images import GlobalCounts
+    from streams.core.records import ImageEvent
+
+    pools = Pools({"m1": msgspec.json.encode({"merchant_id": "m1", "images": [{"image_id": "h"}]})}, PoolRules())
+    committed = {}
+    cfg = ImageConfig(half_life_s=0.0, read_from=committed)
+
+    def at(offset, mid):
+        return ImageEvent("impression", "c", "m1", "h", mid, 100.0, source="images:0", offset=offset)
+
+    burst = [at(i, f"m{i // 2}") for i in range(600)]  # each impression sent twice: 300 distinct, 300 repeats
+    consumers, share = {}, GlobalCounts()
+    written = copy.deepcopy(share)  # the share's last write: before the burst
+    ImageBatch(cfg, consumers, share, pools, dict).run(burst)
+    assert share.counts["m1|h"] == [300.0, 0.0]
+    share = written  # kill -9: the consumer's state holds the burst, the share nothing of it
+    ImageBatch(cfg, consumers, share, pools, dict).run(burst)
+    assert share.counts["m1|h"] == [300.0, 0.0]
+    committed["images:0"] = 600  # the burst's input committed: its repeats can no longer come back
+    ImageBatch(cfg, consumers, share, pools, dict).run([at(600, "m0")])  # a repeat past the commit
+    assert load_state(consumers["c"]).repeats == {"images:0": [600]} and share.counts["m1|h"] == [300.0, 0.0]

@@ -76,7 +76,7 @@ def test_image_counts_are_exact_after_a_kill_9_under_load(cluster):
     RECSTREAM_POPULARITY_FLUSH_S, so the redelivered impressions were duplicates to their consumers
     and the counts the share lost were lost for good (fuzzing: a few hundred of 4,000 missing).
     Redeliveries past what the share counted are counted again, a retry's redelivery not (fuzzing
-    with two kills: 6-8% over)."""
+    with two kills: 6-8% over), however many times a consumer retried since the last commit."""
     cluster.env.update(RECSTREAM_INPUT_COMMIT_INTERVAL_S="1")
     worker = cluster.start_worker("w")
     cluster.produce("catalog.images", [(b"m1", dumps(CATALOG))])
@@ -88,6 +88,10 @@ def test_image_counts_are_exact_after_a_kill_9_under_load(cluster):
         if i % 5 == 4 and i >= 211:  # a producer's retry of the impression this consumer had before
             events.append(image_event("impression", f"k{i % 211}", "salad", f"k-{i - 211}"))
     half = len(events) // 2
+    # and a retry storm opening each half, shortly before its kill: one consumer's 15 impressions, 8 times each
+    storm = [image_event("impression", "k5", "salad", f"k-{5 + 211 * j}") for _ in range(8) for j in range(15)]
+    events = storm + events[:half] + storm + events[half:]
+    half += len(storm)
     for part in (events[:half], events[half:]):  # a kill -9 in the middle of each half
         cluster.produce("events.segment", part)
         wait_until(lambda: metric(worker, "recstream_image_events_applied_total") > total // 8, 60,  # noqa: B023

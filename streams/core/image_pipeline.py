@@ -73,6 +73,9 @@ class ImageConfig:
     rules: PoolRules = PoolRules()
     half_life_s: float = 30 * 86400.0
     dedup_window: int = 2048
+    # input source -> the offset below which nothing is read again (the input group's commits, kept current by
+    # the worker's direct ingest): repeats below it are forgotten (streams.core.positions.note_repeat)
+    read_from: dict[str, int] = field(default_factory=dict, compare=False)
 
 
 def decode_image_catalog(raw: bytes, key: bytes | None = None) -> ImageCatalog:
@@ -173,7 +176,7 @@ class ImageBatch:
         if first_delivery(state.applied, ev.source, ev.offset):
             fresh = counted = remember(state.seen, ev.message_id, self.cfg.dedup_window)
             if not fresh:
-                note_repeat(state.repeats, ev.source, ev.offset)  # its redelivery is one too, whatever the share lost
+                note_repeat(state.repeats, ev.source, ev.offset, self.cfg.read_from)  # so is its redelivery
         else:
             fresh, counted = False, not repeated(state.repeats, ev.source, ev.offset)
         shared = self.partial.takes(ev, fresh, counted)

@@ -65,6 +65,7 @@ class PipelineConfig:
     trending_half_life_s: float = 7 * 86400.0
     attribution: Rules = field(default_factory=Rules)  # experiment attribution (streams.core.ledger)
     tops: TopCache = field(default_factory=TopCache, compare=False, repr=False)  # users' rankings, across batches
+    read_from: dict[str, int] = field(default_factory=dict, compare=False)  # see ImageConfig.read_from
 
     @property
     def top_needed(self) -> int:
@@ -144,7 +145,7 @@ class PartitionBatch:
         self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
         self._attribute(sig)  # judged against the lists shown before this event
         if not self.cfg.model.learn_one(profile, sig):
-            note_repeat(profile.repeats, sig.source, sig.offset)  # its redelivery is one too, whatever the share lost
+            note_repeat(profile.repeats, sig.source, sig.offset, self.cfg.read_from)  # its redelivery is one too
             self._trend(sig, False, False)
             self.duplicates += 1
             return

@@ -11,7 +11,7 @@ messageId dedup alone decides). Two kinds of state remember positions:
   values: `share_takes` decides from the share's own last position and the keyed value's verdict.
 
 >>> applied, repeats, counted = {}, {}, {}
->>> [first_delivery(applied, "events:0", o) for o in (5, 6)], note_repeat(repeats, "events:0", 6)
+>>> [first_delivery(applied, "events:0", o) for o in (5, 6)], note_repeat(repeats, "events:0", 6, {})
 ([True, True], None)
 >>> share_takes(counted, "events:0", 5, fresh=True, counted_before=False), counted
 (True, {'events:0': 5})
@@ -26,7 +26,11 @@ again: offset 5 was decided, offset 6 was a repeat, neither is counted again.
 
 from __future__ import annotations
 
-REPEATS_KEPT = 32  # repeats a keyed value remembers per input source: only those since its share's last write matter
+from collections.abc import Mapping
+
+# repeats a keyed value remembers per input source: those at or past the source's committed offset are
+# all that can be read again (`note_repeat`'s floor); the bound only matters where that is not known
+REPEATS_KEPT = 1024
 
 
 def first_delivery(applied: dict[str, int], source: str, offset: int) -> bool:
@@ -50,10 +54,24 @@ def delivered_before(applied: dict[str, int], source: str, offset: int) -> bool:
     return 0 <= offset <= applied.get(source, -1)
 
 
-def note_repeat(repeats: dict[str, list[int]], source: str, offset: int) -> None:
-    """Remember that the record at this position repeated a messageId when first applied."""
+def note_repeat(repeats: dict[str, list[int]], source: str, offset: int, floor: Mapping[str, int]) -> None:
+    """Remember that the record at this position repeated a messageId when first applied.
+    `floor`: source -> the offset below which nothing is read again (the input group's committed
+    offset): the repeats below it are forgotten, since no crash can redeliver them.
+
+    >>> repeats = {}
+    >>> for offset in (3, 5, 9):
+    ...     note_repeat(repeats, "events:0", offset, {"events:0": 2})
+    >>> repeats
+    {'events:0': [3, 5, 9]}
+    >>> note_repeat(repeats, "events:0", 12, {"events:0": 9}); repeats
+    {'events:0': [9, 12]}
+    """
     if offset >= 0:
         kept = repeats.setdefault(source, [])
+        low = floor.get(source, -1)
+        if kept and kept[0] < low:
+            kept[:] = [o for o in kept if o >= low]
         kept.append(offset)
         del kept[:-REPEATS_KEPT]
 

@@ -116,9 +116,12 @@ class DirectIngest:
                  handle: Callable[[list], Awaitable[None]], flush: Callable[[], Awaitable[None]],
                  ready: Callable[[], bool], batch_max: int = 500, fetch_max_wait_ms: int = 50,
                  commit_every_s: float = 2.8, idle_fetch_max_wait_ms: int | None = None,
-                 before_commit: Callable[[], Awaitable[None]] | None = None, timed_topics: Iterable[str] = ()):
+                 before_commit: Callable[[], Awaitable[None]] | None = None, timed_topics: Iterable[str] = (),
+                 committed: dict[str, int] | None = None):
         self.topics, self.table_partitions = topics, table_partitions
         self.timed_topics = frozenset(timed_topics)  # their records' age when read: recstream_input_age_seconds
+        # "topic:partition" -> the offset this reader last committed: nothing below it is read again (updated in place)
+        self.committed = {} if committed is None else committed
         self.handle, self.flush, self.ready, self.before_commit = handle, flush, ready, before_commit
         self.batch_max, self.commit_every_s = batch_max, commit_every_s
         self.consumer = AIOKafkaConsumer(**client, group_id=group_id, enable_auto_commit=False,
@@ -262,6 +265,7 @@ class DirectIngest:
             await self.flush()  # every changelog/output record of these batches acked first
             flushed = time.monotonic()
             await self.consumer.commit(offsets)
+            self.committed.update((f"{tp.topic}:{tp.partition}", offset) for tp, offset in offsets.items())
             metrics.inc("recstream_input_commits_total")
             if time.monotonic() - started > SLOW_COMMIT_S:  # held lists and the next commit wait for it
                 log.warning("direct ingest commit took %.1f s (producer flush %.1f s, offset commit %.1f s)",

@@ -48,7 +48,7 @@ app = faust.App(
 )
 
 
-def _image_config():
+def _image_config(read_from: dict[str, int]):
     from streams.core.image_pipeline import ImageConfig, load_image_variants
     from streams.core.images import PoolRules, SelectionParams
 
@@ -57,9 +57,10 @@ def _image_config():
         variants=load_image_variants(settings.image_variants), experiment=settings.image_experiment,
         params=SelectionParams(prior_strength=settings.image_prior_strength, query_boost=settings.image_query_boost),
         rules=PoolRules(top_items=settings.image_pool_items, filtered_categories=categories),
-        half_life_s=settings.image_half_life_days * 86400.0, dedup_window=settings.dedup_window)
+        half_life_s=settings.image_half_life_days * 86400.0, dedup_window=settings.dedup_window, read_from=read_from)
 
 
 affinity_model, parser_config, pipeline_config = core_objects(settings)
 clock = Clock(settings.clock)  # what "now" is for lists: the wall clock, or event time (backtests)
-image_config = _image_config()
+# the input group's committed offsets by "topic:partition", one dict for both pipelines, kept current by direct ingest
+image_config = _image_config(pipeline_config.read_from)
