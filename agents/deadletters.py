@@ -1,7 +1,7 @@
 """The dead-letter send shared by the agents that reject a record they consumed."""
 
 from streams.core.events import Rejected
-from streams.core.ingest import dead_letter, decode_or_reject, letter_key
+from streams.core.ingest import dead_letter, decode_or_reject, letter_key, stamp_unpositioned
 from streams.core.metrics import metrics
 from streams.worker import topics
 from streams.worker.app import app
@@ -20,35 +20,37 @@ def _letter(rejected: Rejected, msg, value: bytes | None) -> tuple:
     return topics.deadletter, letter_key(msg.key), letter
 
 
-async def decoded(event, decode, reason: str):
-    """`decode(event.value)`, or None once the record went to the dead-letter topic with `reason`."""
+async def decoded(event, decode, reason: str, keyed: bool = False):
+    """`decode(event.value)`, or None once the record went to the dead-letter topic with `reason`.
+    `keyed`: a signals.keyed / images.keyed record, given its position if it has no input one."""
     record = decode_or_reject(decode, event.value, reason)
     if isinstance(record, Rejected):
         await send_dead_letter(event, record.reason, record.detail)
         return None
-    return record
+    msg = event.message
+    return stamp_unpositioned(record, msg.topic, msg.partition, msg.offset) if keyed else record
 
 
-async def decoded_all(events, decode, reason: str) -> list:
+async def decoded_all(events, decode, reason: str, keyed: bool = False) -> list:
     """The records of `events` that decode, in order; the others dead-lettered."""
-    return [r for r in [await decoded(e, decode, reason) for e in events] if r is not None]
+    return [r for r in [await decoded(e, decode, reason, keyed) for e in events] if r is not None]
 
 
-async def decoded_by_partition(events, decode, reason: str) -> list[tuple[int, object, list]]:
+async def decoded_by_partition(events, decode, reason: str, keyed: bool = False) -> list[tuple[int, object, list]]:
     """(partition, its last event, its decoded records) per partition of a batch. Decoding may
     await (a dead letter), so all of it happens before the caller reads any state."""
-    return [(partition, group[-1], await decoded_all(group, decode, reason))
+    return [(partition, group[-1], await decoded_all(group, decode, reason, keyed))
             for partition, group in by_partition(events)]
 
 
-def decoded_into(batch, records, decode, reason: str) -> list:
+def decoded_into(batch, records, decode, reason: str, keyed: bool = False) -> list:
     """The records (aiokafka ConsumerRecords) that decode, in order; the others dead-lettered
-    through `batch`, the state transaction they were read for."""
+    through `batch`, the state transaction they were read for. `keyed`: as for `decoded`."""
     out = []
     for rec in records:
         record = decode_or_reject(decode, rec.value, reason)
         if isinstance(record, Rejected):
             batch.send(*_letter(record, rec, rec.value))
         else:
-            out.append(record)
+            out.append(stamp_unpositioned(record, rec.topic, rec.partition, rec.offset) if keyed else record)
     return out

@@ -17,7 +17,7 @@ from streams.worker.state import image_counts, write_shares
 async def process_images(stream):
     """faust's path over images.keyed (RECSTREAM_DIRECT_INGEST=false); direct ingest reads it itself."""
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        parts = await decoded_by_partition(events, decode_image_keyed, "invalid_internal_record")
+        parts = await decoded_by_partition(events, decode_image_keyed, "invalid_internal_record", keyed=True)
         batch = BatchCommit(app)
         for partition, anchor, records in parts:  # no await from the first read to commit's local write
             apply_images(partition, anchor, records, batch)

@@ -28,6 +28,7 @@ from streams.core.ingest import (
     outcome,
     route,
     stamp,
+    stamp_origin,
 )
 from streams.core.metrics import metrics
 from streams.core.records import Pending, Signal, decode_image_keyed, decode_keyed
@@ -104,13 +105,13 @@ async def direct_batch(records) -> None:
             by_partition.setdefault(rec.partition, []).append(rec)
     here, wall = _ingest_into(inputs, batch), time.monotonic()
     for partition in sorted(users.keys() | here.keys()):
-        keyed = decoded_into(batch, users.get(partition, ()), decode_keyed, "invalid_internal_record")
+        keyed = decoded_into(batch, users.get(partition, ()), decode_keyed, "invalid_internal_record", keyed=True)
         apply_records(partition, table_anchor(partition), keyed + here.get(partition, []), batch,
                       owed_lists.hold_for(partition, wall))
     _build_owed(owed_lists.due(wall), batch, wall)  # lists whose window ended
     for partition, recs in images.items():
         apply_images(partition, table_anchor(partition),
-                     decoded_into(batch, recs, decode_image_keyed, "invalid_internal_record"), batch)
+                     decoded_into(batch, recs, decode_image_keyed, "invalid_internal_record", keyed=True), batch)
     held = {(_PENDING, partition): hold for partition, recs in pending.items()
             if (hold := _retry_due(recs, batch)) is not None}
     await batch.commit()  # one round of acks per read
@@ -153,7 +154,8 @@ def _retry_due(records, batch: BatchCommit) -> tuple[int, float] | None:
 
 def _retried(pending: Pending) -> list[tuple]:
     """A due retry ingested again: what to send (its signal, the next retry, or a dead letter)."""
-    result = ingest_one(pending.value, topics.TYPED_BY_NAME.get(pending.topic), artist_of, parser_config)
+    result = stamp_origin(ingest_one(pending.value, topics.TYPED_BY_NAME.get(pending.topic), artist_of, parser_config),
+                          pending)
     return _route(result, pending.value, pending.topic, pending.partition, pending.offset, pending.key, pending)
 
 

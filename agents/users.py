@@ -13,7 +13,7 @@ from streams.worker.user_batches import apply_records
 async def process_users(stream):
     """faust's path over signals.keyed (RECSTREAM_DIRECT_INGEST=false); direct ingest reads it itself."""
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        parts = await decoded_by_partition(events, decode_keyed, "invalid_internal_record")
+        parts = await decoded_by_partition(events, decode_keyed, "invalid_internal_record", keyed=True)
         batch = BatchCommit(app)
         for partition, anchor, records in parts:  # no await from the first read to commit's local write
             apply_records(partition, anchor, records, batch)

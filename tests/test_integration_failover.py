@@ -454,3 +454,55 @@ def test_a_deleted_work_stays_gone_after_a_kill_9_that_reads_its_publish_and_del
 def _follow(user: str, artist: str) -> dict:
     return {"type": "track", "event": "followedArtist", "userId": user, "messageId": f"f-{user}",
             "timestamp": datetime.now(timezone.utc).isoformat(), "properties": {"owner_id": artist}}
+
+
+def test_trending_counts_every_event_once_after_a_kill_9_retried_pending_ones_too(cluster):
+    """The popularity share is written apart from the profiles: a kill -9 before its write loses
+    the trending of every event applied since, and the redeliveries are repeats to the profiles.
+    Positions give them back once (streams.core.positions). An event that waited on the pending
+    topic for its artwork reaches the profile without an input position: it takes its signals.keyed
+    record's (fuzzing: their trending was lost for good), and its input record, resolvable when
+    read again, counts nothing (it was a redelivery behind the user's later records: counted twice)."""
+    from streams.core.popularity import load_partial
+
+    cluster.env.update(RECSTREAM_INPUT_COMMIT_INTERVAL_S="30", RECSTREAM_POPULARITY_FLUSH_S="30",
+                       RECSTREAM_UNKNOWN_ARTWORK_PATIENCE_S="60")  # nothing written or committed before the kill
+    worker = cluster.start_worker("w")
+    demo = DemoGenerator(users=20, artists=10, artworks=40, seed=5)
+    works = demo.artworks()
+    late = works[:4]  # published only after their views arrived: they wait on the pending topic
+    cluster.produce("catalog.artworks", [(a["id"].encode(), dumps(a)) for a in works[4:]])
+    wait_until(lambda: metric(worker, "recstream_catalog_records_total") >= len(works) - 4, 60, what="catalog")
+    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")  # one time: trending adds without decay
+
+    def view(i: int, work: dict) -> tuple[bytes, bytes]:
+        ev = {"type": "track", "event": "Product Viewed", "userId": f"u{i % 20}", "messageId": f"v{i}-{work['id']}",
+              "timestamp": now, "properties": {"product_id": work["id"]}}
+        return segment_key(ev), dumps(ev)
+
+    views = [view(i, works[4 + i % 36]) for i in range(200)] + [view(i, late[i % 4]) for i in range(40)]
+    # and retries of half the users' views: their late views are read again behind later records of theirs
+    cluster.produce("events.segment", views + [v for i, v in enumerate(views[:100]) if i % 20 < 10])
+    cluster.produce("catalog.artworks", [(a["id"].encode(), dumps(a)) for a in late])
+    wait_until(lambda: metric(worker, "recstream_signals_applied_total") >= 240, 60, what="every view applied")
+    worker.kill()
+    cluster.env.update(RECSTREAM_INPUT_COMMIT_INTERVAL_S="1")  # now each changed share is written every second
+    worker = cluster.start_worker("w")  # same state directory: every input record read again
+    wait_until(lambda: metric(worker, "recstream_duplicates_total") >= 290, 60, what="the redeliveries")  # 240 + 50
+
+    def trending() -> dict[str, float]:
+        last = {r.key: r.value for r in asyncio.run(consume_all(
+            cluster.broker.bootstrap, f"{cluster.env['RECSTREAM_APP_ID']}-popularity-changelog", 1500, 60))}
+        out: dict[str, float] = {}
+        for share in map(load_partial, last.values()):
+            for work, score in share.trending.scores.items():
+                out[work] = out.get(work, 0.0) + score
+        return out
+
+    weight = MODEL.weights["view"]
+    want = {a["id"]: 0.0 for a in works}
+    for _, raw in views:
+        want[json.loads(raw)["properties"]["product_id"]] += weight
+    want = {w: s for w, s in want.items() if s}
+    wait_until(lambda: {w: round(s, 9) for w, s in trending().items()} == want, 30,
+               what=f"trending of every distinct view once: {want}")

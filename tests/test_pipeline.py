@@ -250,6 +250,28 @@ def test_trending_is_counted_once_per_input_position_whatever_a_kill_9_lost_of_t
     assert world.partial.trending.scores == exact
 
 
+def test_a_pending_retrys_input_record_read_again_after_a_kill_9_counts_no_trending():
+    """An order read while its artwork was unknown waited on the pending topic; its retry reached the
+    profile through signals.keyed (a position of its own) after the user's later events. After a
+    kill -9 that lost the share's counts, the input record is read again, resolvable now, and behind
+    the user's later records: a redelivery that counted nothing when read, so it counts nothing now."""
+    import copy
+
+    def order(mid, source, offset, **origin):
+        return Signal("order", "u", mid, NOW - 60, (Target("a", "a1-new", 10.0),), source=source, offset=offset,
+                      **origin)
+
+    later = order("o2", "events.segment:0", 8)
+    retry = order("o1", "signals.keyed:0", 3, origin="events.segment:0", origin_offset=5)
+    world = World(*WORKS)
+    written = copy.deepcopy(world.partial)
+    world.run([later, retry])
+    exact = copy.deepcopy(world.partial.trending.scores)
+    world.partial = written  # kill -9: everything read again, the input record of o1 resolvable now
+    world.run([order("o1", "events.segment:0", 5), later, retry])
+    assert world.partial.trending.scores == exact == {"a1-new": 2 * CFG.model.weights["order"]}
+
+
 def test_positions_are_per_input_partition_and_a_retry_without_one_still_dedups_by_id():
     world = World(*WORKS)
     world.run(_views("u", 5) + _views("u", 3, source="signals.view:2"))

@@ -110,6 +110,35 @@ def stamp(result: Parsed, topic: str, partition: int, offset: int) -> Parsed:
     return result
 
 
+def stamp_origin(result: Parsed, pending) -> Parsed:
+    """A pending retry's signal names the input record it waited for (a streams.core.records.Pending):
+    it reaches the profile through signals.keyed, at a position of its own (`stamp_unpositioned`).
+
+    >>> from streams.core.records import Pending
+    >>> late = stamp_origin(Signal("view", "u", "m", 0.0), Pending("events", 2, 17, None, b"", 0.0, 0.0))
+    >>> late.origin, late.origin_offset
+    ('events:2', 17)
+    """
+    if isinstance(result, Signal):
+        result.origin, result.origin_offset = f"{pending.topic}:{pending.partition}", pending.offset
+    return result
+
+
+def stamp_unpositioned(record: Parsed, topic: str, partition: int, offset: int) -> Parsed:
+    """A keyed record (signals.keyed, images.keyed) without an input position (a pending retry, an
+    aliased id's forwarded event) takes its keyed record's: its redelivery after a crash is then known
+    by position, and the shares count it once (fuzzing: a kill -9 right after retried events were
+    applied lost their trending: messageId dedup alone called the redelivery a repeat).
+
+    >>> late = stamp_unpositioned(Signal("view", "u", "m", 0.0), "signals.keyed", 3, 41)
+    >>> (late.source, late.offset), stamp_unpositioned(late, "signals.keyed", 3, 99).offset
+    (('signals.keyed:3', 41), 41)
+    """
+    if isinstance(record, (Signal, ImageEvent)) and record.offset < 0:
+        record.source, record.offset = f"{topic}:{partition}", offset
+    return record
+
+
 def _ingest(raw: bytes | None, typed_kind: str | None, artist_of: Any, config: ParserConfig) -> Parsed:
     if raw is None:
         return Rejected("empty_value", "message has no value (tombstone)")
@@ -249,7 +278,7 @@ def outcome(result: Parsed) -> str:
 
 
 __all__ = ["Ignored", "KeyPartitioner", "ParserConfig", "Rejected", "dead_letter", "decode_or_reject", "ingest_one",
-           "outcome", "route", "stamp"]
+           "outcome", "route", "stamp", "stamp_origin", "stamp_unpositioned"]
 
 
 RETRY_FIRST_S = 0.5

@@ -132,7 +132,7 @@ class PartitionBatch:
     def _signal(self, sig: Signal) -> None:
         profile = self._profile(sig.user_id)
         if delivered_before(profile.applied, sig.source, sig.offset):  # redelivered after a crash
-            self._trend(sig, False, not repeated(profile.repeats, sig.source, sig.offset))  # the share may have lost it
+            self._trend(sig, profile, False, not repeated(profile.repeats, sig.source, sig.offset))  # lost in a crash?
             self._attribute(sig)  # the attribution log may not have it (see streams.core.ledger.Ledger)
             self.duplicates += 1
             self._written.add(sig.user_id)  # heals a changelog write lost in the crash
@@ -146,15 +146,17 @@ class PartitionBatch:
         self._attribute(sig)  # judged against the lists shown before this event
         if not self.cfg.model.learn_one(profile, sig):
             note_repeat(profile.repeats, sig.source, sig.offset, self.cfg.read_from)  # its redelivery is one too
-            self._trend(sig, False, False)
+            self._trend(sig, profile, False, False)
             self.duplicates += 1
             return
         self.applied += 1
         self._dirty[sig.user_id] = sig.message_id
         self._signalled.add(sig.message_id)
-        self._trend(sig, True, False)
+        self._trend(sig, profile, True, False)
 
-    def _trend(self, sig: Signal, fresh: bool, counted_before: bool) -> None:  # once per input position
+    def _trend(self, sig: Signal, profile: Profile, fresh: bool, counted_before: bool) -> None:  # once per position
+        if sig.origin_offset >= 0:  # a pending retry: its input record counted nothing when read (core.positions)
+            note_repeat(profile.repeats, sig.origin, sig.origin_offset, self.cfg.read_from)
         self.partial.count(sig, self.cfg.model.weights, self.cfg.trending_half_life_s, fresh, counted_before)
 
     def _attribute(self, sig: Signal) -> None:  # a conversion for the experiment logs, which judge repeats themselves
@@ -203,7 +205,7 @@ class PartitionBatch:
         if self.ledger is None:
             return
         current = decode_recs(self.recs.get(exposure.user_id))
-        listed = dict(_listing(current)) if current else {}
+        listed = dict(current.listing()) if current else {}
         items = list(listed.items()) if exposure.items is None else [
             (work, source or listed.get(work, "other")) for work, source in exposure.items]
         variant = exposure.variant or (current.variant if current else
@@ -278,7 +280,7 @@ class PartitionBatch:
             return  # built once its window ends, or before the input offsets are committed
         fresh = recommendations_for(self.cfg, user, profile, top, self.catalog, self.popularity, self.now, trigger)
         old = decode_recs(self.recs.get(user))
-        if not resend and old is not None and old.variant == fresh.variant and _listing(old) == _listing(fresh) and (
+        if not resend and old is not None and old.variant == fresh.variant and old.listing() == fresh.listing() and (
                 not self._rescoring or [i.score for i in old.items] == [i.score for i in fresh.items]):
             return  # nothing a client would see changed
         self.recs[user] = value = encode(fresh)
@@ -286,7 +288,7 @@ class PartitionBatch:
         if self.ledger is not None:  # an exposure when shown anew (the ledger judges, also after a crash)
             # shown from the event it answers (event time, as conversions), or from now for a refresh
             shown = min(self.now, profile.ref) if trigger in self._signalled else self.now
-            self.ledger.listed(user, fresh.variant, _listing(fresh), shown)
+            self.ledger.listed(user, fresh.variant, fresh.listing(), shown)
 
     def _send(self, topic: str, key: str, value: bytes) -> None:
         self.out.append(Output(topic, key.encode(), value))
@@ -294,7 +296,3 @@ class PartitionBatch:
 
 def _rounded(top: list[tuple[str, float]]) -> list[tuple[str, float]]:
     return [(a, float(f"{s:.9g}")) for a, s in top]
-
-
-def _listing(recs: Recommendations) -> list[tuple[str, str]]:
-    return [(i.artwork_id, i.source) for i in recs.items]

@@ -1,9 +1,6 @@
-"""The event contract: typed records in and out (msgspec structs, no faust).
-
-Inputs are decoded with msgspec, which validates types while decoding and reports the
-offending path (``Expected `str`, got `int` - at `$.userId```): that message becomes the
-dead-letter reason.
-"""
+"""The event contract: typed records in and out (msgspec structs, no faust). Inputs are decoded with msgspec,
+which validates types while decoding and reports the offending path (``Expected `str`, got `int` - at
+`$.userId```): that message becomes the dead-letter reason."""
 
 from __future__ import annotations
 
@@ -96,6 +93,9 @@ class Signal(msgspec.Struct, omit_defaults=True, tag="signal"):
     source: str = ""
     offset: int = -1
     via: tuple[str, ...] = ()  # aliased ids it was forwarded through (streams.core.aliases)
+    # a pending retry's input record ("topic:partition", offset): it counted nothing when read (core.positions)
+    origin: str = ""
+    origin_offset: int = -1
 
 
 class Identity(msgspec.Struct, tag="identity"):
@@ -249,6 +249,10 @@ class Recommendations(msgspec.Struct):
     model_version: str
     trigger: str
     items: list[RecItem]
+
+    def listing(self) -> list[tuple[str, str]]:
+        """(artwork id, source) per item: what a client sees of the list, scores aside."""
+        return [(i.artwork_id, i.source) for i in self.items]
 
 
 ENCODER = msgspec.json.Encoder()
