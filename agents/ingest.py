@@ -38,7 +38,7 @@ from streams.worker import topics
 from streams.worker.app import app, parser_config, pipeline_config, settings
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.image_batches import apply_images
-from streams.worker.runtime import owned_partitions, recovered
+from streams.worker.runtime import before_stop, owned_partitions, recovered
 from streams.worker.state import lag_sources, owed_lists, table_anchor, write_shares
 from streams.worker.tables import affinity, artworks, catalog_index
 from streams.worker.user_batches import apply_records, build_owed
@@ -249,6 +249,13 @@ if settings.direct_ingest:
             await direct.stop()
 
     _assigned: set[int] | None = None  # faust's last assignment, if it came before the task started
+
+    async def _direct_stop() -> None:
+        """A graceful stop commits what was applied while the tables and faust's producer still run."""
+        if direct is not None:
+            await direct.stop()
+
+    before_stop.append(_direct_stop)
 
     @app.on_partitions_revoked.connect
     async def _direct_revoked(app, revoked, **kwargs) -> None:

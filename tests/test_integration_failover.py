@@ -506,3 +506,27 @@ def test_trending_counts_every_event_once_after_a_kill_9_retried_pending_ones_to
     want = {w: s for w, s in want.items() if s}
     wait_until(lambda: {w: round(s, 9) for w, s in trending().items()} == want, 30,
                what=f"trending of every distinct view once: {want}")
+
+
+def test_a_graceful_stop_commits_everything_it_applied(cluster):
+    """SIGTERM: direct ingest commits its input before faust's producer stops (it stopped after it,
+    so the final commit failed and the next start read everything since the last periodic commit
+    again, sending those outputs twice)."""
+    cluster.env.update(RECSTREAM_INPUT_COMMIT_INTERVAL_S="600")  # no periodic commit: only the stop's
+    worker = cluster.start_worker("w")
+    demo = DemoGenerator(users=50, artists=10, artworks=100, seed=9)
+    setup_catalog(cluster, worker, demo)
+    events = list(demo.events(300))
+    ends = produce_tracking_ends(cluster, "events.segment", [(segment_key(e), dumps(e)) for e in events])
+    inputs = ["events.segment", f"{cluster.env['RECSTREAM_APP_ID']}.signals.keyed"]
+
+    def settled() -> bool:  # events applied, none for two seconds, nothing left to read
+        before = metric(worker, "recstream_signals_applied_total")
+        time.sleep(2)
+        return before == metric(worker, "recstream_signals_applied_total") > 100 and not any(
+            metric(worker, "recstream_consumer_lag", topic=cluster.prefix + t) for t in inputs)
+
+    wait_until(settled, 60, what="every event applied")
+    worker.stop()
+    assert "final commit failed" not in cluster.logs()
+    assert committed_reach_end(cluster, direct_group(cluster.env["RECSTREAM_APP_ID"]), ends)

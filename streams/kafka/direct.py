@@ -142,6 +142,9 @@ class DirectIngest:
         await self._learn_partitions()
 
     async def stop(self) -> None:
+        """Commit what the handled batches covered, then stop reading; a second call does nothing."""
+        if self._stopping:
+            return
         self._stopping = True
         async with self._lock:
             try:

@@ -12,6 +12,9 @@ from itertools import groupby
 
 from faust.streams import _current_event
 
+# async callbacks run when the worker begins to stop, before faust stops its services (patches.install_stop_first)
+before_stop: list = []
+
 
 @contextmanager
 def event_context(event):
