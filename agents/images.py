@@ -2,6 +2,7 @@
 images.replies out. catalog.images -> the image_catalog table. Logic: streams.core.image_pipeline."""
 
 import functools
+import time
 
 from agents.deadletters import decoded, decoded_by_partition
 from streams.core.image_pipeline import decode_image_catalog
@@ -22,6 +23,7 @@ async def process_images(stream):
         for partition, anchor, records in parts:  # no await from the first read to commit's local write
             apply_images(partition, anchor, records, batch)
         await batch.commit()
+        write_shares(now=time.time())  # after the acks: a share is never ahead of the state it counts
 
 
 if not settings.direct_ingest:
@@ -41,5 +43,6 @@ async def load_image_catalog(stream):
 
 @app.on_partitions_revoked.connect
 async def _revoked(app, revoked, **kwargs):
-    write_shares()  # this worker's counts since the last write go with the partitions
-    image_counts.forget({tp.partition for tp in revoked})  # eager rebalancing: every partition held is revoked
+    if not settings.direct_ingest:  # direct ingest does it once the batch in flight is done (agents.ingest)
+        write_shares()  # this worker's counts since the last write go with the partitions
+        image_counts.forget({tp.partition for tp in revoked})  # eager rebalancing: every partition held is revoked

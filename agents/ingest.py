@@ -39,7 +39,7 @@ from streams.worker.app import app, parser_config, pipeline_config, settings
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.image_batches import apply_images
 from streams.worker.runtime import before_stop, owned_partitions, recovered
-from streams.worker.state import lag_sources, owed_lists, table_anchor, write_shares
+from streams.worker.state import image_counts, lag_sources, owed_lists, popularity, table_anchor, write_shares
 from streams.worker.tables import affinity, artworks, catalog_index
 from streams.worker.user_batches import apply_records, build_owed
 
@@ -71,6 +71,7 @@ async def ingest_batch(messages, anchor_of) -> None:
     for partition, signals in _ingest_into(messages, batch).items():
         apply_records(partition, anchor_of(partition), signals, batch)
     await batch.commit()  # one round of acks per batch
+    write_shares(now=time.time())  # once the batch is acknowledged: a share is never ahead of the state
 
 
 def _ingest_into(messages, batch: BatchCommit) -> dict[int, list[Signal]]:
@@ -115,6 +116,7 @@ async def direct_batch(records) -> None:
     held = {(_PENDING, partition): hold for partition, recs in pending.items()
             if (hold := _retry_due(recs, batch)) is not None}
     await batch.commit()  # one round of acks per read
+    write_shares(now=time.time())  # once the batch is acknowledged: a share is never ahead of the state
     return held
 
 
@@ -259,8 +261,13 @@ if settings.direct_ingest:
 
     @app.on_partitions_revoked.connect
     async def _direct_revoked(app, revoked, **kwargs) -> None:
+        global _assigned
+        _assigned = set()  # a task starting after this must not read an assignment that is gone (fuzzing: it did)
         if direct is not None:
-            await direct.revoke()
+            await direct.revoke()  # the batch in flight done, its shares written, its input committed
+        write_shares()
+        popularity.forget({tp.partition for tp in revoked})  # eager rebalancing: every partition held is revoked
+        image_counts.forget({tp.partition for tp in revoked})
 
     @app.on_partitions_assigned.connect
     async def _direct_assigned(app, assigned, **kwargs) -> None:

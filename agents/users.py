@@ -1,6 +1,8 @@
 """signals.keyed -> affinity, fans and recommendations tables; affinity.updates and
 recommendations out. All logic is in streams.core.pipeline; this only moves bytes."""
 
+import time
+
 from agents.deadletters import decoded_by_partition
 from streams.core.records import decode_keyed
 from streams.worker import topics
@@ -18,6 +20,7 @@ async def process_users(stream):
         for partition, anchor, records in parts:  # no await from the first read to commit's local write
             apply_records(partition, anchor, records, batch)
         await batch.commit()  # one round of acks per batch, not one per partition
+        write_shares(now=time.time())  # after the acks: a share is never ahead of the state it counts
 
 
 if not settings.direct_ingest:
@@ -26,5 +29,6 @@ if not settings.direct_ingest:
 
 @app.on_partitions_revoked.connect
 async def _revoked(app, revoked, **kwargs):
-    write_shares()  # this worker's counts since the last write go with the partitions
-    popularity.forget({tp.partition for tp in revoked})  # eager rebalancing: every partition held is revoked
+    if not settings.direct_ingest:  # direct ingest does it once the batch in flight is done (agents.ingest)
+        write_shares()  # this worker's counts since the last write go with the partitions
+        popularity.forget({tp.partition for tp in revoked})  # eager rebalancing: every partition held is revoked

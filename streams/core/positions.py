@@ -7,8 +7,9 @@ messageId dedup alone decides). Two kinds of state remember positions:
   every batch, in the batch's transaction: `first_delivery` tells a redelivery, and `note_repeat` /
   `repeated` remember which of its recent positions were repeats (a messageId seen before);
 - a partition's share (trending, image counts: too large for every batch's transaction) is written
-  apart, before every input commit, so after a kill -9 it can be behind or ahead of the keyed
-  values: `share_takes` decides from the share's own last position and the keyed value's verdict.
+  apart, once the batches it counted are acknowledged (the worker's rule) and before every input
+  commit, so after a kill -9 it can be behind the keyed values, never ahead: `share_takes` decides
+  from the share's own last position and the keyed value's verdict.
 
 >>> applied, repeats, counted = {}, {}, {}
 >>> [first_delivery(applied, "events:0", o) for o in (5, 6)], note_repeat(repeats, "events:0", 6, {})
@@ -86,19 +87,21 @@ def share_takes(counted: dict[str, int], source: str, offset: int, fresh: bool, 
     `counted_before` by it (a redelivery of a position it applied and did not judge a repeat) or
     neither; records the position as decided (`counted`: source -> the last offset decided).
 
-    A position the share decided is never counted again (the keyed value fell behind and calls
-    its redelivery fresh); a redelivery past it is counted again (the share fell behind) unless
-    the keyed value judged it a repeat.
+    A redelivery past the share's position is counted again (the share fell behind) unless the
+    keyed value judged it a repeat; one at or before it, never. A fresh record is counted wherever
+    it is: a position the share passed without it never reached it (it waited on the pending topic
+    for its artwork, and is read again after a crash, resolvable now), since the share is never
+    written ahead of the keyed values it counted.
 
-    >>> counted, cases = {"images:0": 7}, ((7, True, False), (8, False, True), (9, False, False))
+    >>> counted, cases = {"images:0": 7}, ((7, True, False), (7, False, True), (8, False, True), (9, False, False))
     >>> [share_takes(counted, "images:0", offset, fresh, before) for offset, fresh, before in cases]
-    [False, True, False]
+    [True, False, True, False]
     >>> share_takes(counted, "images:0", 10, True, False), counted, share_takes(counted, "images:0", -1, True, False)
     (True, {'images:0': 10}, True)
     """
     if offset < 0:  # no position: the keyed value's dedup alone
         return fresh
     if offset <= counted.get(source, -1):
-        return False
+        return fresh  # passed without it (see above), or a redelivery it counted
     counted[source] = offset
     return fresh or counted_before

@@ -5,9 +5,8 @@ consumer table, the experiment ledger and the records to send; the global counts
 from __future__ import annotations
 
 import functools
-import time
 
-from streams.core.image_pipeline import ImageBatch, dump_counts
+from streams.core.image_pipeline import ImageBatch
 from streams.core.ledger import Ledger
 from streams.core.metrics import metrics
 from streams.worker import tables, topics
@@ -27,8 +26,6 @@ def apply_images(partition: int, anchor, records: list, txn: BatchCommit) -> Non
     outputs = batch.run(records)
     with event_context(anchor):
         publish_tally(ledger.tally_key, txn.table(tables.attribution, partition).get(ledger.tally_key))
-        if image_counts.flush_due(partition, time.time()):
-            tables.image_stats[f"p{partition}"] = dump_counts(partial)
     metrics.inc("recstream_image_events_applied_total", by=batch.applied)
     metrics.inc("recstream_duplicates_total", by=batch.duplicates)
     for topic, key, value in outputs:

@@ -44,6 +44,7 @@ def install_all(settings) -> None:
     install_rocksdb_budget(settings.rocksdb_cache_mb)
     install_fetch_max_wait(faust_fetch_max_wait_ms(settings))
     install_stop_first()
+    install_recovery_generation()
     if settings.true_end_offsets:
         install_true_end_offsets(settings.aiokafka_kwargs())
 
@@ -247,4 +248,28 @@ def install_stop_first() -> None:
 
     stop._recstream_first = True
     Worker.stop = stop
+
+
+def install_recovery_generation() -> None:
+    """Remember the consumer generation whose table recovery completed (`Recovery.ready_generation`):
+    faust sets `recovery.completed` once and never clears it, and clears `rebalancing` before a new
+    assignment's restore ends, so direct ingest read (and the web served) partitions whose stores
+    were still restoring (fuzzing, kills while workers joined: affinity too low for 14-29 users,
+    shares over). streams.worker.runtime.recovered compares it with the current generation."""
+    from faust.tables.recovery import Recovery
+
+    if getattr(Recovery._resume_streams, "_recstream", False):
+        return
+
+    def remembering(original):
+        async def wrapper(self, generation_id: int = 0) -> None:
+            await original(self, generation_id)
+            if self.completed.is_set() and self.app.consumer_generation_id == generation_id:
+                self.ready_generation = generation_id
+
+        wrapper._recstream = True
+        return wrapper
+
+    Recovery.on_recovery_completed = remembering(Recovery.on_recovery_completed)
+    Recovery._resume_streams = remembering(Recovery._resume_streams)
 

@@ -42,10 +42,13 @@ def owned_partitions(app, table) -> list[int]:
 
 def recovered(app) -> bool:
     """Whether this worker's tables hold their whole assignment: not rebalancing, and recovery of
-    the current assignment finished (faust clears `rebalancing` only after it). Between a
-    partition's assignment and the end of its recovery its local store can miss records, so
-    nothing may be applied to it or served from it."""
-    return not app.rebalancing and app.tables.recovery.completed.is_set()
+    the current generation's assignment finished (faust's `completed` stays set from the first
+    recovery on: patches.install_recovery_generation). Between a partition's assignment and the
+    end of its recovery its local store can miss records, so nothing may be applied to it or
+    served from it."""
+    recovery, current = app.tables.recovery, app.consumer_generation_id
+    ready = getattr(recovery, "ready_generation", current)
+    return not app.rebalancing and recovery.completed.is_set() and ready == current
 
 
 def stored_keys(table, partition: int) -> list[str]:

@@ -50,16 +50,19 @@ def table_anchor(partition: int) -> Anchor:
     return Anchor(topics.signals.get_topic_name(), partition)
 
 
-def write_shares(anchor_for=table_anchor) -> int:
-    """Write every popularity and image-count share a batch changed since its last write, each
-    within `anchor_for(partition)`'s event context; returns how many. Called before the input
-    offsets covering those batches are committed and before a revoked partition's share is
-    forgotten: a share written only by the next batch after flush_s kept the counts of a burst's
-    last second in memory alone, lost by a stop, a rebalance or a crash after the commit."""
+def write_shares(anchor_for=table_anchor, now: float | None = None) -> int:
+    """Write every popularity and image-count share a batch changed since its last write (with
+    `now`, wall-clock seconds: only those whose flush is due), each within `anchor_for(partition)`'s
+    event context; returns how many. Called before the input offsets covering those batches are
+    committed, before a revoked partition's share is forgotten, and after a batch's transaction is
+    acknowledged, never inside it: a share is never ahead of the keyed values it counted
+    (streams.core.positions.share_takes relies on it)."""
     written = 0
     for shares, table, dump in ((popularity, tables.popularity, dump_partial),
                                 (image_counts, tables.image_stats, dump_counts)):
         for partition in shares.unwritten():
+            if now is not None and not shares.flush_due(partition, now):
+                continue
             with event_context(anchor_for(partition)):
                 table[f"p{partition}"] = dump(shares.live[partition])
             shares.written(partition)

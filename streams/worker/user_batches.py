@@ -13,7 +13,6 @@ from streams.core.ingest import failure_letter
 from streams.core.ledger import tally_key
 from streams.core.metrics import metrics
 from streams.core.pipeline import PartitionBatch
-from streams.core.popularity import dump_partial
 from streams.worker import tables, topics
 from streams.worker.app import clock, pipeline_config
 from streams.worker.commit import BatchCommit
@@ -29,7 +28,7 @@ def apply_records(partition: int, anchor, records: list, batch: BatchCommit, hol
     co-partitioned topic), for the popularity share's write through faust. Used by this agent
     and by ingest's single hop. `hold`: the list window's (streams.core.throttle)."""
     clock.observe_all(records)
-    make, views, partial, now = _batch_maker(partition, batch, hold)
+    make, views, _, _ = _batch_maker(partition, batch, hold)
     started = time.perf_counter()
     run = run_guarded(make, records, views)
     metrics.observe("recstream_recompute_seconds", time.perf_counter() - started)
@@ -37,9 +36,7 @@ def apply_records(partition: int, anchor, records: list, batch: BatchCommit, hol
         metrics.inc("recstream_dead_letters_total", reason="internal_error")
         batch.send(topics.deadletter, None, failure_letter(record, why, partition))
     with event_context(anchor):
-        _publish_tally(partition, views)
-        if popularity.flush_due(partition, now):
-            tables.popularity[f"p{partition}"] = dump_partial(partial)
+        _publish_tally(partition, views)  # the share is written after the batch is acknowledged (state.write_shares)
     metrics.inc("recstream_signals_applied_total", by=run.applied)
     metrics.inc("recstream_duplicates_total", by=run.duplicates)
     _send(batch, run.outputs)
