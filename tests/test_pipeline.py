@@ -273,6 +273,26 @@ def test_a_pending_retrys_input_record_read_again_after_a_kill_9_counts_no_trend
     assert world.partial.trending.scores == exact == {"a1-new": 2 * CFG.model.weights["order"]}
 
 
+def test_a_pending_events_input_record_read_again_before_its_retry_ever_came_counts_once():
+    """The artwork came only after a kill -9: the event's retry never reached the profile before it.
+    Read again, resolvable now and behind the user's later records, the input record looks like a
+    redelivery of a counted position, but its messageId was never applied: its retry counts it."""
+    import copy
+
+    def order(mid, source, offset, **origin):
+        return Signal("order", "u", mid, NOW - 60, (Target("a", "a1-new", 10.0),), source=source, offset=offset,
+                      **origin)
+
+    later = order("o2", "events.segment:0", 8)
+    world = World(*WORKS)
+    written = copy.deepcopy(world.partial)
+    world.run([later])  # offset 5 (o1) waited on the pending topic
+    world.partial = written  # kill -9; everything read again, o1 resolvable now, then its retry
+    world.run([order("o1", "events.segment:0", 5), later])
+    world.run([order("o1", "signals.keyed:0", 3, origin="events.segment:0", origin_offset=5)])
+    assert world.partial.trending.scores == {"a1-new": 2 * CFG.model.weights["order"]}
+
+
 def test_positions_are_per_input_partition_and_a_retry_without_one_still_dedups_by_id():
     world = World(*WORKS)
     world.run(_views("u", 5) + _views("u", 3, source="signals.view:2"))

@@ -29,7 +29,7 @@ from streams.core.images import (
     choose,
 )
 from streams.core.ledger import Ledger, input_position
-from streams.core.positions import first_delivery, note_repeat, repeated
+from streams.core.positions import counted_when_applied, first_delivery, note_repeat
 from streams.core.properties import KEY_JOIN, is_id
 from streams.core.records import MAX_ID_CHARS, MAX_TABLE_VALUE_BYTES, ImageEvent, ImageRequest
 from streams.core.seen import remember
@@ -178,7 +178,7 @@ class ImageBatch:
             if not fresh:
                 note_repeat(state.repeats, ev.source, ev.offset, self.cfg.read_from)  # so is its redelivery
         else:
-            fresh, counted = False, not repeated(state.repeats, ev.source, ev.offset)
+            fresh, counted = False, counted_when_applied(state, ev)
         shared = self.partial.takes(ev, fresh, counted)
         if not fresh:
             if shared:  # applied before a crash that lost the share's count of it

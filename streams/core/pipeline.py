@@ -23,7 +23,7 @@ from streams.core.catalog import CatalogIndex, decode_artwork
 from streams.core.experiments import Variant, assign, default_variants
 from streams.core.ledger import Ledger, input_position
 from streams.core.popularity import NO_TRENDING, Partial, PopularityView  # noqa: F401 (NO_TRENDING re-exported)
-from streams.core.positions import note_repeat, repeated
+from streams.core.positions import counted_when_applied, note_repeat
 from streams.core.recommend import TOP_ARTISTS, build
 from streams.core.records import (
     AffinityUpdate,
@@ -132,7 +132,7 @@ class PartitionBatch:
     def _signal(self, sig: Signal) -> None:
         profile = self._profile(sig.user_id)
         if delivered_before(profile.applied, sig.source, sig.offset):  # redelivered after a crash
-            self._trend(sig, profile, False, not repeated(profile.repeats, sig.source, sig.offset))  # lost in a crash?
+            self._trend(sig, profile, False, counted_when_applied(profile, sig))  # the share may have lost it
             self._attribute(sig)  # the attribution log may not have it (see streams.core.ledger.Ledger)
             self.duplicates += 1
             self._written.add(sig.user_id)  # heals a changelog write lost in the crash

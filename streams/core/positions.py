@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from streams.core.seen import contains, digest
+
 # repeats a keyed value remembers per input source: those at or past the source's committed offset are
 # all that can be read again (`note_repeat`'s floor); the bound only matters where that is not known
 REPEATS_KEPT = 1024
@@ -80,6 +82,23 @@ def note_repeat(repeats: dict[str, list[int]], source: str, offset: int, floor: 
 def repeated(repeats: dict[str, list[int]], source: str, offset: int) -> bool:
     """Whether the record at this position was a repeat when first applied: its redelivery is one again."""
     return offset in repeats.get(source, ())
+
+
+def counted_when_applied(value, record) -> bool:
+    """Whether a redelivered record (a position its keyed value applied already) was counted when
+    first read: not a repeat, and its messageId among the value's recent ones. An event that waited
+    on the pending topic for its artwork sits behind its user's later records without ever having
+    been applied at its position (its retry through signals.keyed counts it), so read again after a
+    crash it counts nothing. (A messageId older than the value's window, 2,048 ids, cannot tell:
+    that needs a user's thousands of events between a share's write and a crash.)
+
+    >>> from types import SimpleNamespace as Value
+    >>> value = Value(repeats={"events:0": [6]}, seen=bytearray(digest("m5") + digest("m6")))
+    >>> [counted_when_applied(value, Value(source="events:0", offset=o, message_id=m))
+    ...  for o, m in ((5, "m5"), (6, "m6"), (4, "m4"))]
+    [True, False, False]
+    """
+    return not repeated(value.repeats, record.source, record.offset) and contains(value.seen, digest(record.message_id))
 
 
 def share_takes(counted: dict[str, int], source: str, offset: int, fresh: bool, counted_before: bool) -> bool:
