@@ -12,7 +12,7 @@ from streams.worker import tables, topics
 from streams.worker.app import app, settings
 from streams.worker.commit import BatchCommit
 from streams.worker.image_batches import apply_images
-from streams.worker.state import image_counts, write_shares
+from streams.worker.state import write_shares
 
 
 async def process_images(stream):
@@ -40,9 +40,3 @@ async def load_image_catalog(stream):
         tables.image_catalog[record.merchant_id] = event.value
         metrics.inc("recstream_image_catalog_records_total")
 
-
-@app.on_partitions_revoked.connect
-async def _revoked(app, revoked, **kwargs):
-    if not settings.direct_ingest:  # direct ingest does it once the batch in flight is done (agents.ingest)
-        write_shares()  # this worker's counts since the last write go with the partitions
-        image_counts.forget({tp.partition for tp in revoked})  # eager rebalancing: every partition held is revoked

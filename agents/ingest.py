@@ -39,7 +39,7 @@ from streams.worker.app import app, parser_config, pipeline_config, settings
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.image_batches import apply_images
 from streams.worker.runtime import before_stop, owned_partitions, recovered
-from streams.worker.state import image_counts, lag_sources, owed_lists, popularity, table_anchor, write_shares
+from streams.worker.state import lag_sources, owed_lists, release_shares, table_anchor, write_shares
 from streams.worker.tables import affinity, artworks, catalog_index
 from streams.worker.user_batches import apply_records, build_owed
 
@@ -218,6 +218,18 @@ def _count(result, dest, topic, partition, offset) -> None:
 
 # Direct ingest (default): the inputs read in batches by a plain consumer (streams.kafka.direct).
 direct: DirectIngest | None = None
+_assigned: set[int] | None = None  # faust's last assignment, if it came before the direct ingest task started
+
+
+@app.on_partitions_revoked.connect
+async def _revoked(app, revoked, **kwargs) -> None:
+    """Direct ingest finishes the batch in flight, writes the shares and commits first; then the
+    shares of the revoked partitions go (both paths)."""
+    global _assigned
+    _assigned = set()  # a task starting after this must not read an assignment that is gone (fuzzing: it did)
+    if direct is not None:
+        await direct.revoke()
+    release_shares({tp.partition for tp in revoked})
 
 
 if settings.direct_ingest:
@@ -250,24 +262,12 @@ if settings.direct_ingest:
         finally:
             await direct.stop()
 
-    _assigned: set[int] | None = None  # faust's last assignment, if it came before the task started
-
     async def _direct_stop() -> None:
         """A graceful stop commits what was applied while the tables and faust's producer still run."""
         if direct is not None:
             await direct.stop()
 
     before_stop.append(_direct_stop)
-
-    @app.on_partitions_revoked.connect
-    async def _direct_revoked(app, revoked, **kwargs) -> None:
-        global _assigned
-        _assigned = set()  # a task starting after this must not read an assignment that is gone (fuzzing: it did)
-        if direct is not None:
-            await direct.revoke()  # the batch in flight done, its shares written, its input committed
-        write_shares()
-        popularity.forget({tp.partition for tp in revoked})  # eager rebalancing: every partition held is revoked
-        image_counts.forget({tp.partition for tp in revoked})
 
     @app.on_partitions_assigned.connect
     async def _direct_assigned(app, assigned, **kwargs) -> None:

@@ -8,7 +8,7 @@ from streams.core.records import decode_keyed
 from streams.worker import topics
 from streams.worker.app import app, settings
 from streams.worker.commit import BatchCommit
-from streams.worker.state import popularity, write_shares
+from streams.worker.state import write_shares
 from streams.worker.user_batches import apply_records
 
 
@@ -26,9 +26,3 @@ async def process_users(stream):
 if not settings.direct_ingest:
     process_users = app.agent(topics.signals, concurrency=1)(process_users)  # stateful: concurrency 1 (faust #606)
 
-
-@app.on_partitions_revoked.connect
-async def _revoked(app, revoked, **kwargs):
-    if not settings.direct_ingest:  # direct ingest does it once the batch in flight is done (agents.ingest)
-        write_shares()  # this worker's counts since the last write go with the partitions
-        popularity.forget({tp.partition for tp in revoked})  # eager rebalancing: every partition held is revoked

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.core.positions import delivered_before, first_delivery  # noqa: F401 (re-exported)
+from streams.core.positions import first_delivery
 from streams.core.records import Signal, Target
 from streams.core.seen import Remembers, contains, digest, message_digest, remember, union
 from streams.core.settings import DEFAULT_WEIGHTS

@@ -11,7 +11,7 @@ users converted, conversions, per source, per kind. A user lives on one partitio
 per-partition `Tally` partials add up (`merge_tallies`).
 
 Exactly once: an event's id (messageId; a served list: its trigger) is remembered per user, its input position (if
-given) checked by `streams.core.affinity.first_delivery`. Arrival order never changes the counts of a set of
+given) checked by `streams.core.positions.first_delivery`. Arrival order never changes the counts of a set of
 distinct events (a credit is a fact: a late exposure credits the stored conversions) unless an event comes after
 one of the user's `lateness_days` newer (dropped: a replay from the start counts nothing twice) or a per-user cap.
 
@@ -110,7 +110,7 @@ class UserLog(Remembers, omit_defaults=True):
     conversions: list[Conversion] = []
     exposed: list[str] = []  # "group␟variant" keys counting this user as exposed
     converted: list[str] = []  # ... and as converted
-    applied: dict[str, int] = {}  # input partition -> last offset (streams.core.affinity.first_delivery)
+    applied: dict[str, int] = {}  # input partition -> last offset (streams.core.positions.first_delivery)
     listed: str = ""  # the emitted list last counted as an exposure (streams.core.ledger.Ledger.listed)
 
 

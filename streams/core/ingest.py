@@ -104,7 +104,7 @@ def decode_or_reject(decode: Callable[[bytes], Any], raw: bytes | None, reason: 
 
 def stamp(result: Parsed, topic: str, partition: int, offset: int) -> Parsed:
     """Mark a signal or image event with the input record it came from (exactly-once state:
-    streams.core.affinity.first_delivery)."""
+    streams.core.positions.first_delivery)."""
     if isinstance(result, (Signal, ImageEvent)):
         result.source, result.offset = f"{topic}:{partition}", offset
     return result
@@ -134,9 +134,7 @@ def stamp_unpositioned(record: Parsed, topic: str, partition: int, offset: int) 
     >>> (late.source, late.offset), stamp_unpositioned(late, "signals.keyed", 3, 99).offset
     (('signals.keyed:3', 41), 41)
     """
-    if isinstance(record, (Signal, ImageEvent)) and record.offset < 0:
-        record.source, record.offset = f"{topic}:{partition}", offset
-    return record
+    return stamp(record, topic, partition, offset) if getattr(record, "offset", 0) < 0 else record
 
 
 def _ingest(raw: bytes | None, typed_kind: str | None, artist_of: Any, config: ParserConfig) -> Parsed:

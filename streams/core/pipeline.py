@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.core.affinity import AffinityModel, Bought, Profile, TopCache, delivered_before, dump, load
+from streams.core.affinity import AffinityModel, Bought, Profile, TopCache, dump, load
 from streams.core.aliases import forwarded
 from streams.core.attribution import Rules
 from streams.core.catalog import CatalogIndex, decode_artwork
 from streams.core.experiments import Variant, assign, default_variants
 from streams.core.ledger import Ledger, input_position
-from streams.core.popularity import NO_TRENDING, Partial, PopularityView  # noqa: F401 (NO_TRENDING re-exported)
-from streams.core.positions import counted_when_applied, note_repeat
+from streams.core.popularity import Partial, PopularityView
+from streams.core.positions import counted_when_applied, delivered_before, note_repeat
 from streams.core.recommend import TOP_ARTISTS, build
 from streams.core.records import (
     AffinityUpdate,
@@ -237,7 +237,8 @@ class PartitionBatch:
     def _profile(self, user: str) -> Profile:
         profile = self._loaded.get(user)
         if profile is None:
-            profile = self._loaded[user] = load(raw := self._raw.setdefault(user, self.profiles.get(user)))
+            raw = self._raw[user] = self.profiles.get(user)
+            profile = self._loaded[user] = load(raw)
             self._before[user] = self.cfg.tops.top(user, raw, profile, self.cfg.model, self.cfg.top_needed)
         return profile
 

@@ -81,7 +81,7 @@ class Signal(msgspec.Struct, omit_defaults=True, tag="signal"):
 
     `source`/`offset`: the input record it came from ("topic:partition", offset), stored per
     user with the state so a redelivery after a crash is recognised however long it is
-    (streams.core.affinity.first_delivery); offset -1 when unknown (retries), then messageId dedup
+    (streams.core.positions.first_delivery); offset -1 when unknown (retries), then messageId dedup
     alone applies."""
 
     kind: str

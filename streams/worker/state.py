@@ -44,6 +44,14 @@ def publish_tally(key: str, tally: bytes | None) -> None:
         tables.experiment_tallies[key] = tally
 
 
+def release_shares(partitions: set[int]) -> None:
+    """Revoked partitions: this worker's counts since the last write go with them, then it forgets
+    their shares (eager rebalancing: every partition held is revoked)."""
+    write_shares()
+    popularity.forget(partitions)
+    image_counts.forget(partitions)
+
+
 @functools.cache
 def table_anchor(partition: int) -> Anchor:
     """A stand-in event of table partition `partition`, for table writes outside a batch."""

@@ -28,7 +28,7 @@ def apply_records(partition: int, anchor, records: list, batch: BatchCommit, hol
     co-partitioned topic), for the popularity share's write through faust. Used by this agent
     and by ingest's single hop. `hold`: the list window's (streams.core.throttle)."""
     clock.observe_all(records)
-    make, views, _, _ = _batch_maker(partition, batch, hold)
+    make, views = _batch_maker(partition, batch, hold)
     started = time.perf_counter()
     run = run_guarded(make, records, views)
     metrics.observe("recstream_recompute_seconds", time.perf_counter() - started)
@@ -51,7 +51,7 @@ def build_owed(partition: int, anchor, owed: dict[str, str], batch: BatchCommit,
     """Build the lists the window held back (user -> trigger) into `batch`, guarded as a batch of
     records is (a list that fails to build is logged and skipped); how many were sent."""
     metrics.inc("recstream_held_lists_built_total", by=len(owed))
-    make, views, _, _ = _batch_maker(partition, batch, hold)
+    make, views = _batch_maker(partition, batch, hold)
     run = run_guarded(make, list(owed.items()), views, apply=lambda pipeline, pairs: pipeline.owed(dict(pairs)))
     for (user, trigger), why in run.failed:
         metrics.inc("recstream_held_list_failures_total")
@@ -74,7 +74,7 @@ def _send(batch: BatchCommit, outputs) -> int:
 
 
 def _batch_maker(partition: int, batch: BatchCommit, hold=None):
-    """A PartitionBatch factory over `batch`'s table views, the popularity share and view, now."""
+    """A PartitionBatch factory over `batch`'s table views, the popularity share and view, now; the views."""
     tables.ensure_catalog_loaded()
     now = clock.now()
     partial = popularity.partial(partition, functools.partial(tables.popularity.get, f"p{partition}"))
@@ -83,4 +83,4 @@ def _batch_maker(partition: int, batch: BatchCommit, hold=None):
                                                     tables.attribution)]
     return (lambda: PartitionBatch(pipeline_config, partition, *views[:3], partial, tables.catalog_index, view, now,
                                    attribution=views[3], hold=hold),
-            views, partial, now)
+            views)
