@@ -392,6 +392,12 @@ def test_a_dead_letter_of_a_huge_record_fits_a_produce_request():
     (b'{"user_id":"  ","timestamp":"' + TS.encode() + b'","artist_id":"a1"}', "follow", "missing_user"),
     (b'{"user_id":"u1","timestamp":"' + TS.encode() + b'","artist_id":" "}', "follow", "missing_property"),
     (b'{"user_id":"u1","timestamp":"' + TS.encode() + b'","artwork_ids":[" "]}', "save", "invalid_id"),
+    # invisible characters alone (zero-width space, BOM, controls) print as nothing: no id either
+    (seg(userId="\u200b", event="followedArtist", properties={"owner_id": "a1"}), parse_segment, "missing_user"),
+    (seg(userId="\ufeff\u200d", anonymousId="\x00", event="followedArtist", properties={"owner_id": "a1"}),
+     parse_segment, "missing_user"),
+    (seg(event="followedArtist", properties={"owner_id": "\u2060"}), parse_segment, "missing_property"),
+    (seg(event="artworkSave", properties={"artwork_ids": ["w1", "\u200b"]}), parse_segment, "invalid_id"),
     # "|" joins artist ids and merchant ids in table keys
     (seg(event="followedArtist", properties={"owner_id": "a|b"}), parse_segment, "invalid_id"),
     (seg(event="artworkSave", properties={"artwork_id": "w1", "artist_id": "a|b"}), parse_segment, "invalid_id"),
@@ -431,6 +437,11 @@ def test_a_blank_user_id_does_not_hide_the_anonymous_id():
     got = parse_segment(seg(userId="\u00a0", anonymousId="anon-ok", event="followedArtist",
                             properties={"owner_id": "a1"}))
     assert isinstance(got, Signal) and got.user_id == "anon-ok"
+    hidden = parse_segment(seg(userId="\u200b", anonymousId="anon-ok", event="followedArtist",
+                               properties={"owner_id": "a1"}))
+    assert isinstance(hidden, Signal) and hidden.user_id == "anon-ok"
+    visible = parse_segment(seg(userId="u\u200b1", event="followedArtist", properties={"owner_id": "a1"}))
+    assert isinstance(visible, Signal) and visible.user_id == "u\u200b1"  # an id with something visible is kept
 
 
 @pytest.mark.parametrize("line,reason", [

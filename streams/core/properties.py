@@ -4,6 +4,7 @@ the artist of an artwork; every check raises Reject with a dead-letter reason.""
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -122,16 +123,29 @@ def opt_id(p: dict, name: str) -> str | None:
     return checked_id(value, name)
 
 
-def checked_id(value: str | None, name: str) -> str | None:
-    """`value`, None when it is only whitespace (no id, as ""), Reject when too long.
+def blank(value: str) -> bool:
+    """Nothing a person could see or type back: empty, whitespace, or only invisible characters
+    (controls and format characters such as U+200B, the zero-width space, and U+FEFF), which
+    would make ids that print alike but key different users.
 
-    >>> checked_id("a1", "artist_id"), checked_id(" \t", "artist_id")
-    ('a1', None)
+    >>> blank(""), blank(" \t"), blank("\u200b"), blank("\ufeff\u200d "), blank("a\u200b"), blank("é")
+    (True, True, True, True, False, False)
+    """
+    if value.isprintable() and not value.isspace():  # the common case, at C speed
+        return not value
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in value)
+
+
+def checked_id(value: str | None, name: str) -> str | None:
+    """`value`, None when it is blank (no id, as ""), Reject when too long.
+
+    >>> checked_id("a1", "artist_id"), checked_id(" \t", "artist_id"), checked_id("\u200b", "user id")
+    ('a1', None, None)
     """
     if value is not None:
         if len(value) > MAX_ID_CHARS:
             raise Reject("invalid_id", f"{name} is longer than {MAX_ID_CHARS} characters")
-        if value.isspace():
+        if blank(value):
             return None
     return value
 
@@ -146,8 +160,12 @@ def first_id(*values: object) -> str | None:
 
 
 def is_id(value: object) -> bool:
-    """A string id of 1 to MAX_ID_CHARS characters, not only whitespace (an item of a list of ids)."""
-    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS and not value.isspace()
+    """A string id of 1 to MAX_ID_CHARS characters, not blank (an item of a list of ids).
+
+    >>> is_id("w1"), is_id(" "), is_id("\u200b"), is_id(7)
+    (True, False, False, False)
+    """
+    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS and not blank(value)
 
 
 KEY_JOIN = "|"  # joins ids in table keys: artist|artist (co-engagement), merchant|image, consumer|merchant
