@@ -327,3 +327,27 @@ def test_faust_consumer_polls_a_bounded_number_of_records_with_the_configured_fe
     # with direct ingest faust's thread reads no input: the long wait; without, the inputs' short one
     assert (settings.direct_ingest, settings.fetch_max_wait_ms) == (True, 500)
     assert faust_fetch_max_wait_ms(replace(settings, direct_ingest=False)) == settings.ingest_fetch_max_wait_ms == 20
+
+
+def test_a_worker_is_recovered_only_for_the_generation_whose_restore_finished():
+    """faust's `completed` stays set from the first recovery on and `rebalancing` ends before a new
+    assignment's restore does: reads, direct ingest and /health must wait for the current
+    generation's restore (patches.install_recovery_generation records it)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from streams.worker.runtime import recovered
+
+    completed = asyncio.Event()
+    recovery = SimpleNamespace(completed=completed)
+    app = SimpleNamespace(rebalancing=False, consumer_generation_id=1, tables=SimpleNamespace(recovery=recovery))
+    assert not recovered(app)  # the first restore is under way
+    completed.set()
+    recovery.ready_generation = 1
+    assert recovered(app)
+    app.consumer_generation_id = 2  # a new assignment: faust's flag is still set, its restore is not done
+    assert completed.is_set() and not recovered(app)
+    recovery.ready_generation = 2
+    assert recovered(app)
+    app.rebalancing = True
+    assert not recovered(app)

@@ -188,10 +188,13 @@ async def consumer_images(web, request, consumer_id: str):
 @app.page("/health")
 async def health(web, request):
     """The worker's own state partitions (the user tables' active partitions; every topic's
-    partitions would count each input, changelog and output topic again)."""
+    partitions would count each input, changelog and output topic again). 503 until the current
+    assignment's stores are restored (faust's own `completed` flag stays set after the first
+    recovery, so a worker restoring a partition it just took over reported itself ready)."""
     from streams.worker.runtime import owned_partitions
+    from streams.worker.runtime import recovered as restored
 
-    recovered = app.tables.recovery.completed.is_set()
+    recovered = restored(app)
     partitions = owned_partitions(app, tables.affinity)
     body = {"status": "ok" if recovered else "recovering", "recovered": recovered,
             "assigned_partitions": len(partitions), "partitions": partitions,
