@@ -342,7 +342,8 @@ def test_a_worker_is_recovered_only_for_the_generation_whose_restore_finished():
     recovery = SimpleNamespace(completed=completed)
     app = SimpleNamespace(rebalancing=False, consumer_generation_id=1, tables=SimpleNamespace(recovery=recovery))
     assert not recovered(app)  # the first restore is under way
-    completed.set()
+    completed.set()  # by a restore that finished for an older assignment (see the next test)
+    assert not recovered(app)  # no restore recorded for this one yet
     recovery.ready_generation = 1
     assert recovered(app)
     app.consumer_generation_id = 2  # a new assignment: faust's flag is still set, its restore is not done
@@ -351,3 +352,41 @@ def test_a_worker_is_recovered_only_for_the_generation_whose_restore_finished():
     assert recovered(app)
     app.rebalancing = True
     assert not recovered(app)
+
+
+def test_a_restore_that_ends_after_the_next_assignment_began_readies_nothing():
+    """A fresh worker's first restore ended (its seek waited for the rebalance) after the next
+    assignment began; the embedded broker repeats a member's generation number across joins, and
+    `recovered` took the old finish for the new assignment: direct ingest applied batches to
+    partitions still restoring (a fuzzing helper: 43-109 users off). Assignments are counted
+    locally, and a finish counts only for the assignment still current when it returns."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from faust.transport.drivers.aiokafka import ConsumerRebalanceListener
+
+    from streams.worker.patches import install_recovery_generation, remember_recovery
+
+    install_recovery_generation()
+    app = SimpleNamespace(consumer_generation_id=0)
+    seen = []
+
+    async def on_partitions_assigned(assigned, generation):
+        seen.append(generation)
+
+    listener = ConsumerRebalanceListener(SimpleNamespace(app=app, on_partitions_assigned=on_partitions_assigned))
+    for _ in range(3):  # whatever generation the broker names (Tansu: the same one again)
+        asyncio.run(listener.on_partitions_assigned([]))
+    assert seen == [1, 2, 3] and app.consumer_generation_id == 3
+
+    async def finish(self, generation_id: int = 0) -> None:  # faust's restore finish, while...
+        if self.next_assignment:
+            self.app.consumer_generation_id += 1  # ...the next assignment comes in
+        self.completed.set()
+
+    recovery = SimpleNamespace(app=app, completed=asyncio.Event(), next_assignment=True)
+    asyncio.run(remember_recovery(finish)(recovery, 3))
+    assert recovery.completed.is_set() and not hasattr(recovery, "ready_generation")
+    recovery.next_assignment = False
+    asyncio.run(remember_recovery(finish)(recovery, 4))
+    assert recovery.ready_generation == 4

@@ -42,13 +42,13 @@ def owned_partitions(app, table) -> list[int]:
 
 def recovered(app) -> bool:
     """Whether this worker's tables hold their whole assignment: not rebalancing, and recovery of
-    the current generation's assignment finished (faust's `completed` stays set from the first
-    recovery on: patches.install_recovery_generation). Between a partition's assignment and the
-    end of its recovery its local store can miss records, so nothing may be applied to it or
-    served from it."""
-    recovery, current = app.tables.recovery, app.consumer_generation_id
-    ready = getattr(recovery, "ready_generation", current)
-    return not app.rebalancing and recovery.completed.is_set() and ready == current
+    the current assignment finished (faust's `completed` stays set from the first recovery on, and
+    the first can end after the next assignment began: patches.install_recovery_generation).
+    Between a partition's assignment and the end of its recovery its local store can miss
+    records, so nothing may be applied to it or served from it."""
+    recovery = app.tables.recovery  # no recovery finished yet for the current assignment: not ready
+    ready = getattr(recovery, "ready_generation", None)
+    return not app.rebalancing and recovery.completed.is_set() and ready == app.consumer_generation_id
 
 
 def stored_keys(table, partition: int) -> list[str]:
