@@ -211,3 +211,38 @@ def test_a_bulk_rebuild_of_a_prefix_with_no_topics_yet_rebuilds_nothing_cleanly(
                              "--no-worker"], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "rebuilt 0 events into 0 users" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_a_worker_creates_the_catalog_topics_with_its_partitions_and_refuses_mismatched_ones(broker, tmp_path):
+    """The catalog agents write tables of RECSTREAM_PARTITIONS partitions, and faust stops an agent
+    whose source topic differs (PartitionsMismatch). A fresh deployment at 8 partitions had its
+    catalog topics auto-created at the broker's default (4) by faust's subscription: the catalog
+    never loaded while /health said ok (a fuzzing helper). The worker now creates them first, and a
+    catalog topic that exists with another count stops it with the reason."""
+    import asyncio
+
+    from streams.cli.devtools import WorkerProcess
+    from streams.kafka.admin import COMPACT, ensure_topics
+    from tests.conftest import Cluster
+
+    (tmp_path / "eight").mkdir()
+    eight = Cluster(broker, tmp_path / "eight", env={"RECSTREAM_PARTITIONS": "8"})
+    try:
+        worker = eight.start_worker("w")
+        works = DemoGenerator(users=10, artists=5, artworks=40, seed=3).artworks()
+        eight.produce("catalog.artworks", [(w["id"].encode(), dumps(w)) for w in works])
+        wait_until(lambda: metric(worker, "recstream_catalog_records_total") >= len(works), 60, what="the catalog")
+    finally:
+        eight.stop()
+
+    clash = Cluster(broker, tmp_path / "clash")
+    asyncio.run(ensure_topics({"bootstrap_servers": broker.bootstrap},
+                              {clash.topic("catalog.curated"): (3, COMPACT)}))  # the worker wants 4
+    worker = WorkerProcess(broker.url, str(tmp_path / "clash" / "state"), env=clash.env,
+                           log_path=tmp_path / "clash.log").start()
+    try:
+        assert worker.proc.wait(90) != 0
+    finally:
+        worker.kill()
+    log = (tmp_path / "clash.log").read_text()
+    assert f"RECSTREAM_PARTITIONS is 4, but {clash.topic('catalog.curated')} has 3" in log, log[-2000:]

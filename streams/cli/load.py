@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import gzip
 import json
-import logging
 import sys
 import zlib
 from collections import Counter, defaultdict
@@ -25,6 +24,7 @@ from streams.core.image_pipeline import decode_image_catalog
 from streams.core.ingest import decode_or_reject
 from streams.core.jsonguard import too_deep
 from streams.core.settings import Settings
+from streams.kafka.admin import start_quietly
 
 
 @dataclass(frozen=True)
@@ -104,21 +104,6 @@ def numbered_lines(paths: list[Path]) -> Iterator[tuple[Path, int, bytes, int]]:
             where = f"past line {number}" if number else "it"
             raise UnreadableFile(f"{path}: cannot read {where} ({exc})") from None
         done += path.stat().st_size
-
-
-async def start_quietly(client) -> None:
-    """Start an aiokafka client without aiokafka's own log lines when it cannot bootstrap: the
-    command says so in one line (`run_producer`); later problems are still logged."""
-    log = logging.getLogger("aiokafka")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        await client.start()
-    except BaseException:
-        await (client.stop() if hasattr(client, "stop") else client.close())
-        raise
-    finally:
-        log.setLevel(level)
 
 
 def reject_record(why: Rejected, path: Path, number: int, line: bytes) -> bytes:
@@ -207,20 +192,9 @@ async def ensure_topic(client: dict, name: str, partitions: int) -> None:
     """Create a missing topic (compacted) with RECSTREAM_PARTITIONS partitions, catalog.curated
     too: faust stops an agent whose source topic and table changelog (editorial) differ in
     partitions (PartitionsMismatch), as a broker's auto-created topic (Kafka: 1) would."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
+    from streams.kafka.admin import COMPACT, ensure_topics
 
-    topic = NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})
-    admin = AIOKafkaAdminClient(**client)
-    await start_quietly(admin)
-    try:
-        if name not in set(await admin.list_topics()):
-            try:
-                await admin.create_topics([topic])
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        await admin.close()
+    await ensure_topics(client, {name: (partitions, COMPACT)})
 
 
 async def load(kind_name: str, paths: list[Path], bootstrap: str, settings: Settings,

@@ -90,7 +90,8 @@ async def replay(paths: list[Path], bootstrap: str, settings: Settings, rate: fl
     from aiokafka import AIOKafkaProducer
 
     from streams.cli.devtools import pace
-    from streams.cli.load import kafka_client, numbered_lines, reject_record, sniff, start_quietly
+    from streams.cli.load import kafka_client, numbered_lines, reject_record, sniff
+    from streams.kafka.admin import start_quietly
 
     client = kafka_client(settings, bootstrap)
     producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=262144)

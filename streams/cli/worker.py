@@ -6,7 +6,13 @@ only declares its part of the app (tables, topics, agents, views), as faust's de
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
+
+# faust stops an agent whose source topic and table changelog differ in partitions
+# (PartitionsMismatch): these agents write tables, so their topics must have RECSTREAM_PARTITIONS
+CATALOG_TOPICS = ("catalog.artworks", "catalog.curated", "catalog.images")
 
 
 def run() -> None:
@@ -25,5 +31,28 @@ def run() -> None:
     streams.worker.web.install()
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     install_all(settings)
+    prepare_topics(settings)
     mode.loop.use(settings.event_loop)  # the policy faust's worker creates its loop from
     app.main()
+
+
+def prepare_topics(settings) -> None:
+    """Create the catalog topics before faust subscribes to them: the subscription's metadata
+    request had the broker auto-create them with its own default partition count (the embedded
+    broker: 4), so with any other RECSTREAM_PARTITIONS the catalog agents stopped and the catalog
+    never loaded while the worker reported itself healthy. A catalog topic that exists with
+    another count stops the worker with the reason."""
+    from streams.kafka.admin import COMPACT, ensure_topics
+
+    wanted = {settings.topic(name): (settings.partitions, COMPACT) for name in CATALOG_TOPICS}
+    try:
+        counts = asyncio.run(asyncio.wait_for(ensure_topics(settings.aiokafka_kwargs(), wanted), 60))
+    except Exception as exc:  # no broker yet: faust waits for it and declares the topics itself
+        logging.getLogger(__name__).warning("could not check the catalog topics: %r", exc)
+        return
+    wrong = {name: count for name, count in counts.items() if count != settings.partitions}
+    if wrong:
+        raise SystemExit(f"recstream worker: RECSTREAM_PARTITIONS is {settings.partitions}, but "
+                         + ", ".join(f"{name} has {count}" for name, count in sorted(wrong.items()))
+                         + ": the catalog agents write tables of RECSTREAM_PARTITIONS partitions and faust refuses "
+                         "other counts. Recreate the topic with that many partitions, or set RECSTREAM_PARTITIONS.")

@@ -1,0 +1,57 @@
+"""Topics (plain aiokafka, no faust): create the missing ones, and read every topic's partition count."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+COMPACT = {"cleanup.policy": "compact"}
+
+
+async def start_quietly(client) -> None:
+    """Start an aiokafka client without aiokafka's own log lines when it cannot bootstrap: the
+    command says so in one line (`run_producer`); later problems are still logged."""
+    log = logging.getLogger("aiokafka")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        await client.start()
+    except BaseException:
+        await (client.stop() if hasattr(client, "stop") else client.close())
+        raise
+    finally:
+        log.setLevel(level)
+
+
+async def ensure_topics(client_kwargs: dict, wanted: dict[str, tuple[int, dict]]) -> dict[str, int]:
+    """Create each missing topic of `wanted` (name -> (partitions, config)); returns each wanted
+    topic's partition count as the broker has it (an existing topic keeps its own)."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(**client_kwargs)
+    await start_quietly(admin)
+    try:
+        missing = [name for name in wanted if name not in set(await admin.list_topics())]
+        for name in missing:  # one at a time: a topic another client created meanwhile is no error
+            partitions, config = wanted[name]
+            try:
+                await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(**client_kwargs, enable_auto_commit=False)
+    await start_quietly(consumer)
+    try:
+        counts: dict[str, int] = {}
+        for _ in range(50):  # a freshly created topic's metadata can lag a moment
+            await consumer.topics()  # a metadata refresh
+            counts = {name: len(consumer.partitions_for_topic(name) or ()) for name in wanted}
+            if all(counts.values()):
+                break
+            await asyncio.sleep(0.2)
+        return counts
+    finally:
+        await consumer.stop()
