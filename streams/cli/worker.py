@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 # faust stops an agent whose source topic and table changelog differ in partitions
@@ -31,7 +32,8 @@ def run() -> None:
     streams.worker.web.install()
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     install_all(settings)
-    prepare_topics(settings)
+    if sys.argv[1:2] == ["worker"]:  # not for faust's other commands (help, tables, ...)
+        prepare_topics(settings)
     mode.loop.use(settings.event_loop)  # the policy faust's worker creates its loop from
     app.main()
 
