@@ -261,7 +261,8 @@ def install_recovery_generation() -> None:
     broker hands one member the same generation number on successive joins, and a restore's
     finish begun for one assignment can end after the next one began (its seek waits for the
     rebalance): taken for the new one, it let a fresh worker apply batches to partitions still
-    restoring (a fuzzing helper: 43-109 users off). faust only ever compares the number with itself."""
+    restoring (a fuzzing helper: 43-109 users off). faust only ever compares the number with itself.
+    Can go when faust checks the generation after its seek and clears `completed` on a new assignment."""
     from faust.tables.recovery import Recovery
     from faust.transport.drivers.aiokafka import ConsumerRebalanceListener, ensure_TPset
 
