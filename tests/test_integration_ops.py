@@ -217,8 +217,8 @@ def test_a_worker_creates_the_catalog_topics_with_its_partitions_and_refuses_mis
     """The catalog agents write tables of RECSTREAM_PARTITIONS partitions, and faust stops an agent
     whose source topic differs (PartitionsMismatch). A fresh deployment at 8 partitions had its
     catalog topics auto-created at the broker's default (4) by faust's subscription: the catalog
-    never loaded while /health said ok (a fuzzing helper). The worker now creates them first, and a
-    catalog topic that exists with another count stops it with the reason."""
+    never loaded while /health said ok (a fuzzing helper). The worker now creates every topic it
+    uses first, and a catalog topic that exists with another count stops it with the reason."""
     import asyncio
 
     from streams.cli.devtools import WorkerProcess
@@ -229,6 +229,11 @@ def test_a_worker_creates_the_catalog_topics_with_its_partitions_and_refuses_mis
     eight = Cluster(broker, tmp_path / "eight", env={"RECSTREAM_PARTITIONS": "8"})
     try:
         worker = eight.start_worker("w")
+        # every topic the worker uses exists from its start, outputs too (asked for with 1 partition: a
+        # missing one would be created so), not declared at a first send that can race a reader's metadata
+        outputs = [eight.topic(t) for t in ("recommendations", "affinity.updates", "images.chosen", "deadletter")]
+        assert asyncio.run(ensure_topics({"bootstrap_servers": broker.bootstrap}, {t: (1, {}) for t in outputs})) == {
+            t: 8 for t in outputs}
         works = DemoGenerator(users=10, artists=5, artworks=40, seed=3).artworks()
         eight.produce("catalog.artworks", [(w["id"].encode(), dumps(w)) for w in works])
         wait_until(lambda: metric(worker, "recstream_catalog_records_total") >= len(works), 60, what="the catalog")

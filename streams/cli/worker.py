@@ -39,20 +39,33 @@ def run() -> None:
 
 
 def prepare_topics(settings) -> None:
-    """Create the catalog topics before faust subscribes to them: the subscription's metadata
-    request had the broker auto-create them with its own default partition count (the embedded
-    broker: 4), so with any other RECSTREAM_PARTITIONS the catalog agents stopped and the catalog
-    never loaded while the worker reported itself healthy. A catalog topic that exists with
-    another count stops the worker with the reason."""
-    from streams.kafka.admin import COMPACT, ensure_topics
+    """Create every topic the worker uses before faust starts (inputs, internal, outputs; the
+    catalog ones compacted), each with its declared partitions:
+    - faust's subscription had the broker auto-create the catalog topics with its own default
+      partition count (the embedded broker: 4), so with any other RECSTREAM_PARTITIONS the catalog
+      agents stopped (PartitionsMismatch) and the catalog never loaded while /health said ok;
+    - an output topic declared at its first send raced a client's metadata request for it (a test
+      reading the recommendations): the embedded broker never answered the CreateTopics, and the
+      batch waiting on it held direct ingest for good (once on CI).
+    A catalog topic that exists with another count stops the worker with the reason."""
+    from faust.topics import Topic
 
-    wanted = {settings.topic(name): (settings.partitions, COMPACT) for name in CATALOG_TOPICS}
+    import streams.worker.topics as declared
+    from streams.kafka.admin import ensure_topics
+    from streams.worker.commit import mark_declared
+
+    found = [v for value in vars(declared).values()
+             for v in (value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else (value,))]
+    topics = {t.get_topic_name(): t for t in found if isinstance(t, Topic) and len(t.topics) == 1}
+    wanted = {name: (t.partitions or settings.partitions, dict(t.config or {})) for name, t in topics.items()}
     try:
         counts = asyncio.run(asyncio.wait_for(ensure_topics(settings.aiokafka_kwargs(), wanted), 60))
     except Exception as exc:  # no broker yet: faust waits for it and declares the topics itself
-        logging.getLogger(__name__).warning("could not check the catalog topics: %r", exc)
+        logging.getLogger(__name__).warning("could not create the worker's topics: %r", exc)
         return
-    wrong = {name: count for name, count in counts.items() if count != settings.partitions}
+    mark_declared(name for name, count in counts.items() if count)
+    catalog = {settings.topic(name) for name in CATALOG_TOPICS}
+    wrong = {name: count for name, count in counts.items() if name in catalog and count != settings.partitions}
     if wrong:
         raise SystemExit(f"recstream worker: RECSTREAM_PARTITIONS is {settings.partitions}, but "
                          + ", ".join(f"{name} has {count}" for name, count in sorted(wrong.items()))

@@ -81,6 +81,11 @@ async def _route(producer, topic, key: bytes | None, partition: int | None) -> t
     return name, partition if partition is not None else (await partitioner(producer, name))(key)
 
 
+def mark_declared(names) -> None:
+    """Topics created before the worker started (streams.cli.worker.prepare_topics): no declare at their first send."""
+    _declared.update(names)
+
+
 async def _declare(topic) -> str:
     name = topic.get_topic_name()
     if name not in _declared:
