@@ -196,6 +196,21 @@ def _explain_losses(cluster, events, artist_of, users, worker) -> None:
             print("  changelog offset", rec.offset, "applied:", load(rec.value).applied)
 
 
+def wait_exact(cluster, worker, events, artist_of, what: str) -> None:
+    """Until every user's affinity served by `worker` equals the reference (180 s); on a timeout,
+    print the users off and what explains their losses (the cluster fixture prints the logs)."""
+    ref = reference(events, artist_of)
+    users = sorted(ref)
+    try:
+        wait_until(lambda: _matches(worker, ref, users), 180, what=what)
+    except BaseException:
+        off = _mismatches(worker, ref, users)
+        print(f"{len(off)} users off:", off[:10], "applied:", metric(worker, "recstream_signals_applied_total"),
+              "duplicates:", metric(worker, "recstream_duplicates_total"))
+        _explain_losses(cluster, events, artist_of, [user for user, _ in off[:3]], worker)
+        raise
+
+
 def _served(worker, user) -> dict:
     body = get_json(worker, f"/users/{user}/affinity?n=1000")[1]
     return {a["artist_id"]: a["score"] for a in body.get("artists", [])}
@@ -254,17 +269,7 @@ def test_sigkill_with_both_paths_writing_one_users_state_loses_nothing(cluster):
     events = list(demo.events(16000))
     records = [(segment_key(e) if i % 2 else e["messageId"].encode(), dumps(e)) for i, e in enumerate(events)]
     restarted, _ = kill_under_load(cluster, w, records, 3000, "recstream_signals_applied_total", 3000)
-    ref = reference(events, artist_of)
-    users = sorted(ref)
-    try:
-        wait_until(lambda: _matches(restarted, ref, users), 180, what="exact state after the crash")
-    except BaseException:
-        off = _mismatches(restarted, ref, users)
-        print("users off:", off[:10], "applied:", metric(restarted, "recstream_signals_applied_total"),
-              "duplicates:", metric(restarted, "recstream_duplicates_total"))
-        _explain_losses(cluster, events, artist_of, [user for user, _ in off[:3]], restarted)
-        print(cluster.logs())
-        raise
+    wait_exact(cluster, restarted, events, artist_of, "exact state after the crash")
     single_hop = metric(restarted, "recstream_single_hop_signals_total")
     assert 0 < single_hop < metric(restarted, "recstream_signals_applied_total")  # both paths after the restart too
 
@@ -584,14 +589,6 @@ def test_a_fresh_worker_whose_first_restore_ends_in_the_next_rebalance_waits_for
     c.wait_ready(90)
     producer.join(120)
     assert not producer.is_alive() and result.get("ends"), "the producer did not finish"
-    ref = reference(events, artist_of)
-    users = sorted(ref)
-    try:
-        wait_until(lambda: _matches(a, ref, users), 180, what="exact state after the rebalances")
-    except BaseException:
-        off = _mismatches(a, ref, users)
-        print(f"{len(off)} users off:", off[:10])
-        _explain_losses(cluster, events, artist_of, [user for user, _ in off[:3]], a)
-        raise
+    wait_exact(cluster, a, events, artist_of, "exact state after the rebalances")
     group = direct_group(cluster.env["RECSTREAM_APP_ID"])
     wait_until(lambda: committed_reach_end(cluster, group, result["ends"]), 60, what="commits reach the end of input")

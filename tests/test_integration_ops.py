@@ -222,7 +222,7 @@ def test_a_worker_creates_the_catalog_topics_with_its_partitions_and_refuses_mis
     import asyncio
 
     from streams.cli.devtools import WorkerProcess
-    from streams.kafka.admin import COMPACT, ensure_topics
+    from streams.kafka.admin import COMPACT, ensure_topics, topic_partitions
     from tests.conftest import Cluster
 
     (tmp_path / "eight").mkdir()
@@ -232,8 +232,9 @@ def test_a_worker_creates_the_catalog_topics_with_its_partitions_and_refuses_mis
         # every topic the worker uses exists from its start, outputs too (asked for with 1 partition: a
         # missing one would be created so), not declared at a first send that can race a reader's metadata
         outputs = [eight.topic(t) for t in ("recommendations", "affinity.updates", "images.chosen", "deadletter")]
-        assert asyncio.run(ensure_topics({"bootstrap_servers": broker.bootstrap}, {t: (1, {}) for t in outputs})) == {
-            t: 8 for t in outputs}
+        client = {"bootstrap_servers": broker.bootstrap}
+        asyncio.run(ensure_topics(client, {t: (1, {}) for t in outputs}))
+        assert asyncio.run(topic_partitions(client, outputs)) == {t: 8 for t in outputs}
         works = DemoGenerator(users=10, artists=5, artworks=40, seed=3).artworks()
         eight.produce("catalog.artworks", [(w["id"].encode(), dumps(w)) for w in works])
         wait_until(lambda: metric(worker, "recstream_catalog_records_total") >= len(works), 60, what="the catalog")

@@ -24,7 +24,7 @@ from streams.core.image_pipeline import decode_image_catalog
 from streams.core.ingest import decode_or_reject
 from streams.core.jsonguard import too_deep
 from streams.core.settings import Settings
-from streams.kafka.admin import start_quietly
+from streams.kafka.admin import COMPACT, ensure_topics, start_quietly
 
 
 @dataclass(frozen=True)
@@ -188,15 +188,6 @@ class Report:
             self.rejects.close()
 
 
-async def ensure_topic(client: dict, name: str, partitions: int) -> None:
-    """Create a missing topic (compacted) with RECSTREAM_PARTITIONS partitions, catalog.curated
-    too: faust stops an agent whose source topic and table changelog (editorial) differ in
-    partitions (PartitionsMismatch), as a broker's auto-created topic (Kafka: 1) would."""
-    from streams.kafka.admin import COMPACT, ensure_topics
-
-    await ensure_topics(client, {name: (partitions, COMPACT)})
-
-
 async def load(kind_name: str, paths: list[Path], bootstrap: str, settings: Settings,
                report: Report, window: int = 5000) -> None:
     """Check and send every line; `report.sent` counts the records the broker acknowledged."""
@@ -205,7 +196,10 @@ async def load(kind_name: str, paths: list[Path], bootstrap: str, settings: Sett
 
     kind, client = KINDS[kind_name], kafka_client(settings, bootstrap)
     topic = settings.topic(kind.topic)
-    await ensure_topic(client, topic, settings.partitions)
+    # a missing topic is created compacted with RECSTREAM_PARTITIONS partitions, catalog.curated too: faust stops an
+    # agent whose source topic and table changelog differ in partitions (PartitionsMismatch), as a broker's
+    # auto-created topic (Kafka: 1) would
+    await ensure_topics(client, {topic: (settings.partitions, COMPACT)})
     producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=262144)
     await start_quietly(producer)
     progress = Progress(f"load {kind_name}", sum(p.stat().st_size for p in paths))

@@ -51,7 +51,6 @@ def prepare_topics(settings) -> None:
     from faust.topics import Topic
 
     import streams.worker.topics as declared
-    from streams.kafka.admin import ensure_topics
     from streams.worker.commit import mark_declared
 
     found = [v for value in vars(declared).values()
@@ -59,7 +58,7 @@ def prepare_topics(settings) -> None:
     topics = {t.get_topic_name(): t for t in found if isinstance(t, Topic) and len(t.topics) == 1}
     wanted = {name: (t.partitions or settings.partitions, dict(t.config or {})) for name, t in topics.items()}
     try:
-        counts = asyncio.run(asyncio.wait_for(ensure_topics(settings.aiokafka_kwargs(), wanted), 60))
+        counts = asyncio.run(asyncio.wait_for(_create_and_count(settings.aiokafka_kwargs(), wanted), 60))
     except Exception as exc:  # no broker yet: faust waits for it and declares the topics itself
         logging.getLogger(__name__).warning("could not create the worker's topics: %r", exc)
         return
@@ -71,3 +70,10 @@ def prepare_topics(settings) -> None:
                          + ", ".join(f"{name} has {count}" for name, count in sorted(wrong.items()))
                          + ": the catalog agents write tables of RECSTREAM_PARTITIONS partitions and faust refuses "
                          "other counts. Recreate the topic with that many partitions, or set RECSTREAM_PARTITIONS.")
+
+
+async def _create_and_count(client_kwargs: dict, wanted: dict[str, tuple[int, dict]]) -> dict[str, int]:
+    from streams.kafka.admin import ensure_topics, topic_partitions
+
+    await ensure_topics(client_kwargs, wanted)
+    return await topic_partitions(client_kwargs, wanted)

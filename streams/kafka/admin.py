@@ -23,10 +23,8 @@ async def start_quietly(client) -> None:
         log.setLevel(level)
 
 
-async def ensure_topics(client_kwargs: dict, wanted: dict[str, tuple[int, dict]]) -> dict[str, int]:
-    """Create each missing topic of `wanted` (name -> (partitions, config)); returns each wanted
-    topic's partition count as the broker has it (an existing topic keeps its own)."""
-    from aiokafka import AIOKafkaConsumer
+async def ensure_topics(client_kwargs: dict, wanted: dict[str, tuple[int, dict]]) -> None:
+    """Create each missing topic of `wanted` (name -> (partitions, config)); an existing one is left as it is."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
@@ -42,16 +40,28 @@ async def ensure_topics(client_kwargs: dict, wanted: dict[str, tuple[int, dict]]
                 pass
     finally:
         await admin.close()
+
+
+async def topic_partitions(client_kwargs: dict, topics) -> dict[str, int]:
+    """Each topic's partition count as the broker has it (0: none after 10 s)."""
+    from aiokafka import AIOKafkaConsumer
+
     consumer = AIOKafkaConsumer(**client_kwargs, enable_auto_commit=False)
     await start_quietly(consumer)
     try:
-        counts: dict[str, int] = {}
-        for _ in range(50):  # a freshly created topic's metadata can lag a moment
-            await consumer.topics()  # a metadata refresh
-            counts = {name: len(consumer.partitions_for_topic(name) or ()) for name in wanted}
-            if all(counts.values()):
-                break
-            await asyncio.sleep(0.2)
-        return counts
+        return await partition_counts(consumer, topics)
     finally:
         await consumer.stop()
+
+
+async def partition_counts(consumer, topics) -> dict[str, int]:
+    """Each topic's partition count from a started consumer's metadata (0: none after 10 s: the
+    metadata of a freshly created topic can lag a moment)."""
+    counts: dict[str, int] = {}
+    for _ in range(50):
+        await consumer.topics()  # a metadata refresh
+        counts = {name: len(consumer.partitions_for_topic(name) or ()) for name in topics}
+        if all(counts.values()):
+            break
+        await asyncio.sleep(0.2)
+    return counts

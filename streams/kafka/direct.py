@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.core.metrics import metrics
+from streams.kafka.admin import partition_counts
 
 log = logging.getLogger(__name__)
 AGE_BOUNDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 3600.0)
@@ -155,15 +156,11 @@ class DirectIngest:
             await self.consumer.stop()
 
     async def _learn_partitions(self) -> None:
-        for _ in range(50):  # metadata for freshly declared topics can lag a moment
-            await self.consumer.topics()  # a metadata refresh
-            counts = {t: len(self.consumer.partitions_for_topic(t) or ()) for t in self.topics}
-            if all(counts.values()):
-                self.topic_partitions = counts
-                return
-            await asyncio.sleep(0.2)
+        counts = await partition_counts(self.consumer, self.topics)
         missing = [t for t, n in counts.items() if not n]
-        raise RuntimeError(f"input topics without metadata after 10 s: {missing}")
+        if missing:
+            raise RuntimeError(f"input topics without metadata after 10 s: {missing}")
+        self.topic_partitions = counts
 
     async def assign(self, owned: Iterable[int]) -> None:
         """faust assigned table partitions `owned` (after a revoke: the full new assignment)."""
