@@ -132,6 +132,18 @@ def wait_until(predicate, timeout: float, interval: float = 0.25, what: str = "c
     pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def wait_caught_up(worker: WorkerProcess, timeout: float, what: str = "the inputs read to their end") -> None:
+    """Wait until the worker's recstream_consumer_lag is 0 on every topic; on timeout, fail with
+    the lag per topic and /health (which reader and which partitions are behind, and whether the
+    worker is stuck rebalancing or restoring)."""
+    try:
+        wait_until(lambda: metric(worker, "recstream_consumer_lag") == 0, timeout, what=what)
+    except pytest.fail.Exception:
+        lags = [line for line in worker.get("/metrics")[1].decode().splitlines()
+                if line.startswith("recstream_consumer_lag") and not line.endswith(" 0")]
+        pytest.fail(f"timed out after {timeout}s waiting for {what}: lag {lags}, /health {worker.get('/health')}")
+
+
 def metric(worker: WorkerProcess, name: str, **labels) -> float:
     """A counter's value from the worker's /metrics (0 when absent)."""
     status, body = worker.get("/metrics")

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from streams.core.demo import dumps
-from tests.conftest import get_json, metric, records_for, wait_until
+from tests.conftest import get_json, metric, records_for, wait_caught_up, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -106,5 +106,5 @@ def test_image_counts_are_exact_after_a_kill_9_under_load(cluster):
     try:
         wait_until(lambda: impressions() == total, 90, what=f"all {total} impressions counted once")
     except pytest.fail.Exception:
-        lag = [line for line in worker.get("/metrics")[1].decode().splitlines() if line.startswith("recstream_consumer_lag")]
-        pytest.fail(f"{impressions()} impressions counted of {total} distinct ones (lag: {lag})")
+        wait_caught_up(worker, 1, what=f"the inputs read to their end ({impressions()} impressions of {total})")
+        raise

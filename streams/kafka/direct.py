@@ -131,7 +131,6 @@ class DirectIngest:
         self.topic_partitions: dict[str, int] = {}
         self._lock = asyncio.Lock()  # a batch, an assignment change and a commit never interleave
         self._uncommitted: dict[TopicPartition, int] = {}
-        self._read: dict[TopicPartition, int] = {}  # next offset to read, for lag
         self._last_commit = time.monotonic()
         self._committing: asyncio.Task | None = None  # the commit running beside the batches
         self._held: dict[TopicPartition, float] = {}  # paused partitions -> when to read them again
@@ -169,19 +168,23 @@ class DirectIngest:
             tps = owned_input_partitions(owned, self.topic_partitions, self.table_partitions)
             # reading restarts at the committed offsets: progress not committed is read again
             self._uncommitted.clear()
-            self._read.clear()
             self._held.clear()
             self.consumer.assign([TopicPartition(t, p) for t, p in sorted(tps)])
             log.info("direct ingest reads %d input partitions", len(tps))
 
     def lag(self) -> dict[str, int]:
-        """Per input topic: records not read yet (highwater from fetch responses - next offset),
-        over the partitions read since the last assignment."""
+        """Per input topic: records not handed to `handle` yet (highwater from the last fetch
+        response - the consumer's position), over the assigned partitions fetched at least once
+        (a partition not fetched since its assignment is unknown, not 0: it is left out)."""
         behind: dict[str, int] = {}
-        for tp, read in self._read.items():
-            high = self.consumer.highwater(tp) if tp in self.consumer.assignment() else None
-            if high is not None:
-                behind[tp.topic] = behind.get(tp.topic, 0) + max(high - read, 0)
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return behind
+        states = self.consumer._subscription.subscription.assignment  # aiokafka has no sync position()
+        for tp in assigned:
+            state = states.state_value(tp)
+            if state.highwater is not None and state.has_valid_position:
+                behind[tp.topic] = behind.get(tp.topic, 0) + max(state.highwater - state.position, 0)
         return behind
 
     async def revoke(self) -> None:
@@ -206,7 +209,7 @@ class DirectIngest:
                 held = await self.handle(records) or {}
                 for tp, part in batch.items():
                     offset, not_before = held.get((tp.topic, tp.partition), (part[-1].offset + 1, None))
-                    self._uncommitted[tp] = self._read[tp] = offset
+                    self._uncommitted[tp] = offset
                     if not_before is not None:  # read from `offset` again later, nothing after it before
                         self.consumer.seek(tp, offset)
                         self.consumer.pause(tp)
