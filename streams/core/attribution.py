@@ -253,15 +253,19 @@ def _cover(spans: list[Span], new: Span) -> None:
 
 def _prune(log: UserLog, rules: Rules) -> None:
     """Forget what no event still accepted could use, then apply the caps (checked first without
-    building anything: this runs after every event)."""
+    building anything: this runs after every event). Spans under their cap keep their order."""
     horizon = log.newest - rules.lateness_days * DAY
     ends = [s.end for lst in log.shown.values() for s in lst]
     if len(ends) > rules.max_spans or (ends and min(ends) < horizon):
-        spans = heapq.nlargest(rules.max_spans, ((s.end, item, s) for item, lst in log.shown.items()
-                                                 for s in lst if s.end >= horizon), key=lambda e: e[0])
-        log.shown = {}
-        for _, item, span in spans:
-            log.shown.setdefault(item, []).append(span)
+        if sum(end >= horizon for end in ends) > rules.max_spans:
+            spans = heapq.nlargest(rules.max_spans, ((s.end, item, s) for item, lst in log.shown.items()
+                                                     for s in lst if s.end >= horizon), key=lambda e: e[0])
+            log.shown = {}
+            for _, item, span in spans:
+                log.shown.setdefault(item, []).append(span)
+        else:  # only expired ones to drop (most calls that get here)
+            log.shown = {item: kept for item, lst in log.shown.items()
+                         if (kept := [s for s in lst if s.end >= horizon])}
     if len(log.conversions) > rules.max_conversions or any(c.time < horizon for c in log.conversions):
         log.conversions = heapq.nlargest(rules.max_conversions, (
             c for c in log.conversions if c.time >= horizon), key=lambda c: c.time)

@@ -160,12 +160,19 @@ class CatalogIndex:
         """(−published, id, work) of an artist's eligible works published from `since` to
         `until` (a work announced for later is not recent yet), newest first, at most `limit`
         (the sort keys come along so rankers need not recompute them)."""
+        start, end = self.recent_span(artist_id, since, limit, until)
+        return self._by_artist.get(artist_id, [])[start:end]
+
+    def recent_span(self, artist_id: str, since: float = float("-inf"), limit: int | None = None,
+                    until: float = float("inf")) -> tuple[int, int]:
+        """Where `recent_by`'s slice lies in the artist's list: with `version`, it names the slice
+        without building it (a memo key for what is derived from it)."""
         entries = self._by_artist.get(artist_id, ())
         start = bisect.bisect_left(entries, (-until, "")) if until != float("inf") else 0
         end = bisect.bisect_right(entries, (-since, "\uffff")) if since != float("-inf") else len(entries)
         if limit is not None:
             end = min(end, start + limit)
-        return entries[start:end]
+        return start, end
 
     def latest(self, k: int) -> list[Artwork]:
         """The k newest eligible works in the whole catalog."""

@@ -129,10 +129,12 @@ def cold_start(catalog: CatalogIndex, popularity: PopularityView, variant: Varia
 def _recent(catalog: CatalogIndex, artist: str, since: float, now: float,
             popularity: PopularityView | None = None) -> list[tuple[float, str, Artwork]]:
     """An artist's recent works (at most MAX_WORKS_PER_ARTIST); memoised in the popularity view,
-    keyed by the window and the catalog's version, since many users of one batch share artists."""
+    keyed by the slice the window covers and the catalog's version, since many users (of this
+    batch and the next ones) share artists."""
     if popularity is None:
         return catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
-    key = ("recent", id(catalog), catalog.version, artist, since, now)
+    start, end = catalog.recent_span(artist, since, MAX_WORKS_PER_ARTIST, until=now)
+    key = ("recent", id(catalog), catalog.version, artist, start, end)
     found = popularity.memo.get(key)
     if found is None:
         found = popularity.memo[key] = catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
@@ -211,25 +213,23 @@ def _candidates(catalog: CatalogIndex, popularity: PopularityView, artist: str, 
     (−(trending + ε), −published, id, work) sorted, memoised per view and window; and whether
     neighbouring distinct scores are far enough apart that no positive scale rounds two to one
     float (then the scaled list is still sorted; else `_scaled` re-sorts)."""
-    memo, version = popularity.memo, catalog.version
-    key = ("candidates", id(catalog), version, artist, since, now, k, floor)  # this batch's other users
+    memo = popularity.memo
+    # keyed by the slice of the artist's works the window covers, not by the window: the next
+    # batches' windows (the clock moved, no work crossed an end) find it sorted already
+    start, end = catalog.recent_span(artist, since, MAX_WORKS_PER_ARTIST, until=now)
+    key = ("candidates", id(catalog), catalog.version, artist, start, end, k, floor)
     found = memo.get(key)
     if found is None:
-        recent = catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)  # memoised with the candidates
-        # the same works in a later batch (the window moved, no work crossed its ends): sorted already
-        span = ("candidates-span", id(catalog), version, artist, len(recent), recent[0][1] if recent else "", k, floor)
-        found = memo.get(span)
-        if found is None:
-            trending = popularity.trending_score
-            listed = {wid for _, wid, _ in recent}
-            entries = [(-(trending.get(wid, 0.0) + floor), neg_pub, wid, w) for neg_pub, wid, w in recent]
-            entries += [e for e in _hot_by_artist(popularity, catalog, k, floor, now).get(artist, ())
-                        if e[2] not in listed]
-            entries.sort()
-            scores = [e[0] for e in entries]
-            apart = all(a == b or b - a > 4 * EPSILON * max(-a, b) for a, b in zip(scores, scores[1:], strict=False))
-            found = memo[span] = (entries, apart)
-        memo[key] = found
+        recent = catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
+        trending = popularity.trending_score
+        listed = {wid for _, wid, _ in recent}
+        entries = [(-(trending.get(wid, 0.0) + floor), neg_pub, wid, w) for neg_pub, wid, w in recent]
+        entries += [e for e in _hot_by_artist(popularity, catalog, k, floor, now).get(artist, ())
+                    if e[2] not in listed]
+        entries.sort()
+        scores = [e[0] for e in entries]
+        apart = all(a == b or b - a > 4 * EPSILON * max(-a, b) for a, b in zip(scores, scores[1:], strict=False))
+        found = memo[key] = (entries, apart)
     return found
 
 
