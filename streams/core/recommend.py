@@ -128,16 +128,19 @@ def cold_start(catalog: CatalogIndex, popularity: PopularityView, variant: Varia
 
 def _recent(catalog: CatalogIndex, artist: str, since: float, now: float,
             popularity: PopularityView | None = None) -> list[tuple[float, str, Artwork]]:
-    """An artist's recent works (at most MAX_WORKS_PER_ARTIST); memoised in the popularity view,
-    keyed by the slice the window covers and the catalog's version, since many users (of this
-    batch and the next ones) share artists."""
+    """An artist's recent works (at most MAX_WORKS_PER_ARTIST); memoised in the popularity view
+    by the window (this batch's other users) and by the slice it covers (the next batches')."""
     if popularity is None:
         return catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
-    start, end = catalog.recent_span(artist, since, MAX_WORKS_PER_ARTIST, until=now)
-    key = ("recent", id(catalog), catalog.version, artist, start, end)
+    key = ("recent", id(catalog), catalog.version, artist, since, now)
     found = popularity.memo.get(key)
     if found is None:
-        found = popularity.memo[key] = catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
+        span = ("recent-span", id(catalog), catalog.version, artist,
+                catalog.recent_span(artist, since, MAX_WORKS_PER_ARTIST, until=now))
+        found = popularity.memo.get(span)
+        if found is None:
+            found = popularity.memo[span] = catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
+        popularity.memo[key] = found
     return found
 
 
@@ -213,12 +216,22 @@ def _candidates(catalog: CatalogIndex, popularity: PopularityView, artist: str, 
     (−(trending + ε), −published, id, work) sorted, memoised per view and window; and whether
     neighbouring distinct scores are far enough apart that no positive scale rounds two to one
     float (then the scaled list is still sorted; else `_scaled` re-sorts)."""
-    memo = popularity.memo
-    # keyed by the slice of the artist's works the window covers, not by the window: the next
-    # batches' windows (the clock moved, no work crossed an end) find it sorted already
-    start, end = catalog.recent_span(artist, since, MAX_WORKS_PER_ARTIST, until=now)
-    key = ("candidates", id(catalog), catalog.version, artist, start, end, k, floor)
+    memo, version = popularity.memo, catalog.version
+    key = ("candidates", id(catalog), version, artist, since, now, k, floor)  # this batch's other users
     found = memo.get(key)
+    if found is None:
+        # the slice of the artist's works the window covers: the next batches' windows (the clock
+        # moved, no work crossed an end) find it sorted already
+        start, end = catalog.recent_span(artist, since, MAX_WORKS_PER_ARTIST, until=now)
+        found = memo[key] = _ranked_candidates(catalog, popularity, artist, (start, end), since, now, k, floor)
+    return found
+
+
+def _ranked_candidates(catalog: CatalogIndex, popularity: PopularityView, artist: str, span: tuple[int, int],
+                       since: float, now: float, k: int, floor: float) -> tuple[list, bool]:
+    """`_candidates` computed, memoised by the slice of the artist's works (`span`) it ranks."""
+    key = ("candidates-span", id(catalog), catalog.version, artist, span, k, floor)
+    found = popularity.memo.get(key)
     if found is None:
         recent = catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
         trending = popularity.trending_score
@@ -229,7 +242,7 @@ def _candidates(catalog: CatalogIndex, popularity: PopularityView, artist: str, 
         entries.sort()
         scores = [e[0] for e in entries]
         apart = all(a == b or b - a > 4 * EPSILON * max(-a, b) for a, b in zip(scores, scores[1:], strict=False))
-        found = memo[key] = (entries, apart)
+        found = popularity.memo[key] = (entries, apart)
     return found
 
 
