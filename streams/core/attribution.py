@@ -170,8 +170,7 @@ def image_convert(state: Attribution, consumer: str, merchant: str, image: str, 
     >>> s.tally.variants()["B"].converted, s.tally.variants("m1")["B"].sources
     (1, {'i2': 1})
     """
-    return _conversion(state, consumer, [Conversion(merchant, t, "order", image)],
-                       "k:" + message_id, position)
+    return _conversion(state, consumer, [Conversion(merchant, t, "order", image)], "k:" + message_id, position)
 
 
 def _exposure(state: Attribution, user: str, variant: str, groups: tuple[str, ...],
@@ -257,15 +256,12 @@ def _prune(log: UserLog, rules: Rules) -> None:
     horizon = log.newest - rules.lateness_days * DAY
     ends = [s.end for lst in log.shown.values() for s in lst]
     if len(ends) > rules.max_spans or (ends and min(ends) < horizon):
-        if sum(end >= horizon for end in ends) > rules.max_spans:
-            spans = heapq.nlargest(rules.max_spans, ((s.end, item, s) for item, lst in log.shown.items()
-                                                     for s in lst if s.end >= horizon), key=lambda e: e[0])
-            log.shown = {}
-            for _, item, span in spans:
+        log.shown = {item: kept for item, lst in log.shown.items() if (kept := [s for s in lst if s.end >= horizon])}
+        if sum(map(len, log.shown.values())) > rules.max_spans:  # then the latest ending ones
+            shown, log.shown = log.shown, {}
+            for _, item, span in heapq.nlargest(rules.max_spans, ((s.end, item, s) for item, lst in shown.items()
+                                                                  for s in lst), key=lambda e: e[0]):
                 log.shown.setdefault(item, []).append(span)
-        else:  # only expired ones to drop (most calls that get here)
-            log.shown = {item: kept for item, lst in log.shown.items()
-                         if (kept := [s for s in lst if s.end >= horizon])}
     if len(log.conversions) > rules.max_conversions or any(c.time < horizon for c in log.conversions):
         log.conversions = heapq.nlargest(rules.max_conversions, (
             c for c in log.conversions if c.time >= horizon), key=lambda c: c.time)
