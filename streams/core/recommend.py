@@ -80,7 +80,7 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], p
     since = now - variant.window_days * DAY
     items: list[RecItem] = []
     per_artist: dict[str, int] = {}
-    capped: list[RecItem] = []  # over the per-artist cap: listed only if nothing else is left
+    capped: list[tuple[Artwork, float, str]] = []  # over the per-artist cap: listed only if nothing else is left
 
     def take(ranked: Iterable[tuple[Artwork, float, str]]) -> None:
         for work, score, source in ranked:
@@ -92,7 +92,7 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], p
             exclude.add(work.id)
             if cap and per_artist.get(work.artist_id, 0) >= cap:
                 if len(capped) < n:  # the list takes at most n of them, the first ones
-                    capped.append(RecItem(work.id, work.artist_id, round_score(score), source))
+                    capped.append((work, score, source))  # made an item only if listed (rarely)
                 continue
             per_artist[work.artist_id] = per_artist.get(work.artist_id, 0) + 1
             items.append(RecItem(work.id, work.artist_id, round_score(score), source))
@@ -118,7 +118,8 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], p
         if len(exclude) == before and k >= catalog.eligible_count():
             break  # the catalog has nothing more to give
         k *= 2
-    return items + capped[: n - len(items)]
+    return items + [RecItem(w.id, w.artist_id, round_score(score), source)
+                    for w, score, source in capped[: n - len(items)]]
 
 
 def cold_start(catalog: CatalogIndex, popularity: PopularityView, variant: Variant, now: float) -> list[RecItem]:
