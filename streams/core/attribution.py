@@ -41,6 +41,7 @@ import msgspec
 
 from streams.core.positions import first_delivery
 from streams.core.seen import Remembers, remember
+from streams.core.spans import Span, cover, latest_ending
 
 DAY = 86400.0
 CONVERSION_KINDS = ("order", "inquiry", "save")
@@ -84,14 +85,6 @@ class Tally(msgspec.Struct, omit_defaults=True):
 
     def variants(self, group: str = "") -> dict[str, Counters]:
         return self.groups.get(group, {})
-
-
-class Span(msgspec.Struct, array_like=True):
-    group: str
-    variant: str
-    source: str
-    start: float
-    end: float
 
 
 class Conversion(msgspec.Struct, array_like=True):
@@ -188,7 +181,7 @@ def _exposure(state: Attribution, user: str, variant: str, groups: tuple[str, ..
     for conversion in (c for c in log.conversions if t <= c.time <= end):
         waiting.setdefault(conversion.item, []).append(conversion)
     for group, item, source in entries:
-        _cover(log.shown.setdefault(item, []), span := Span(group, variant, source, t, end))
+        cover(log.shown.setdefault(item, []), span := Span(group, variant, source, t, end))
         for conversion in waiting.get(item, ()):
             _credit(state.tally, log, conversion, span)
     _prune(log, state.rules)
@@ -240,16 +233,6 @@ def _credit(tally: Tally, log: UserLog, conversion: Conversion, span: Span) -> N
         counters.sources[source] = counters.sources.get(source, 0) + 1
 
 
-def _cover(spans: list[Span], new: Span) -> None:
-    """Add [start, end] to the same-labelled intervals, merging those it overlaps."""
-    same = (new.group, new.variant, new.source)
-    for old in [s for s in spans if (s.group, s.variant, s.source) == same
-                and s.start <= new.end and new.start <= s.end]:
-        new.start, new.end = min(new.start, old.start), max(new.end, old.end)
-        spans.remove(old)
-    spans.append(new)
-
-
 def _prune(log: UserLog, rules: Rules) -> None:
     """Forget what no event still accepted could use, then apply the caps (checked first without
     building anything: this runs after every event). Spans under their cap keep their order."""
@@ -257,11 +240,7 @@ def _prune(log: UserLog, rules: Rules) -> None:
     ends = [s.end for lst in log.shown.values() for s in lst]
     if len(ends) > rules.max_spans or (ends and min(ends) < horizon):
         log.shown = {item: kept for item, lst in log.shown.items() if (kept := [s for s in lst if s.end >= horizon])}
-        if sum(map(len, log.shown.values())) > rules.max_spans:  # then the latest ending ones
-            shown, log.shown = log.shown, {}
-            for _, item, span in heapq.nlargest(rules.max_spans, ((s.end, item, s) for item, lst in shown.items()
-                                                                  for s in lst), key=lambda e: e[0]):
-                log.shown.setdefault(item, []).append(span)
+        log.shown = latest_ending(log.shown, rules.max_spans)
     if len(log.conversions) > rules.max_conversions or any(c.time < horizon for c in log.conversions):
         log.conversions = heapq.nlargest(rules.max_conversions, (
             c for c in log.conversions if c.time >= horizon), key=lambda c: c.time)
