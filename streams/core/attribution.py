@@ -242,8 +242,8 @@ def _prune(log: UserLog, rules: Rules) -> None:
         log.shown = {item: kept for item, lst in log.shown.items() if (kept := [s for s in lst if s.end >= horizon])}
         log.shown = latest_ending(log.shown, rules.max_spans)
     if len(log.conversions) > rules.max_conversions or any(c.time < horizon for c in log.conversions):
-        log.conversions = heapq.nlargest(rules.max_conversions, (
-            c for c in log.conversions if c.time >= horizon), key=lambda c: c.time)
+        log.conversions = heapq.nlargest(rules.max_conversions, [  # a list: under the cap, one sort
+            c for c in log.conversions if c.time >= horizon], key=lambda c: c.time)
 
 
 def merge_tallies(parts: Iterable[Tally]) -> Tally:
