@@ -130,3 +130,36 @@ def test_a_transaction_stores_locally_then_sends_changelog_and_outputs_and_repor
     assert [(k, v) for _, k, v in got] == [(b"u0", b"again")] + [(f"u{i}".encode(), f"p{i}".encode()) for i in range(1, 30)]
     assert [(k, v) for _, k, v in asyncio.run(_read(broker.bootstrap, out, 0, 1))] == [(b"u1", b"list")]
     store.close()
+
+
+def test_a_transaction_leaves_in_one_produce_request_whatever_partitions_it_wrote(broker):
+    """The producer keeps one request in flight per broker: a transaction whose first partition
+    left alone made the others wait a round trip for it (two requests a commit, one more wait
+    for the acks). All of a transaction's batches are queued before the sender wakes, so they
+    leave together; counted on the real client's requests to the real broker."""
+    changelog, out = "one-request-changelog", "one-request-out"
+
+    async def count_requests(producer):
+        await _topic(broker.bootstrap, out)
+        for topic in (changelog, out):
+            await producer.partitions_for(topic)  # metadata known: queueing never waits for it
+        sender, requests = producer._sender, []
+        send = sender._send_produce_req
+
+        async def counted(node_id, batches):
+            requests.append(sorted(batches))
+            return await send(node_id, batches)
+
+        sender._send_produce_req = counted
+        for round_ in range(3):
+            txn = StateTransaction()
+            for partition in range(2):
+                txn.table(changelog, partition)[f"u{round_}"] = b"profile"
+                txn.send(out, f"u{partition}".encode(), b"list", partition=partition)
+            offsets = await txn.commit(producer, txn.store())
+            assert offsets == {(changelog, p): round_ for p in range(2)}
+        return requests
+
+    requests = _produce(broker.bootstrap, changelog, 16384, count_requests)
+    assert len(requests) == 3  # one per transaction
+    assert all(len(batches) == 4 for batches in requests)  # 2 changelog and 2 output partitions each

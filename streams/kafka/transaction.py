@@ -83,9 +83,10 @@ class StateTransaction:
         for topic, key, value, partition in self._out:
             tp = (topic, partition) if route is None else await route(topic, key, partition)
             rows.setdefault(tp, []).append((key, value))
-        queued = await asyncio.gather(*(enqueue_partition(producer, name, partition, part)
-                                        for (name, partition), part in rows.items()))
-        return dict(zip(rows, queued, strict=True))
+        # one partition after another, not gathered as tasks: with no await suspending in between
+        # the producer's sender wakes once all are queued and sends them in one request (it keeps one
+        # request in flight per broker, so a first request holding one batch made the rest wait for it)
+        return {tp: await enqueue_partition(producer, tp[0], tp[1], part) for tp, part in rows.items()}
 
     def changelogs(self) -> list[tuple[str, int]]:
         """The (changelog, partition) pairs this batch wrote."""
