@@ -39,7 +39,7 @@ from streams.worker.app import app, parser_config, pipeline_config, settings
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.image_batches import apply_images
 from streams.worker.runtime import before_stop, owned_partitions, recovered
-from streams.worker.state import lag_sources, owed_lists, release_shares, table_anchor, write_shares
+from streams.worker.state import lag_sources, owed_lists, release_shares, write_shares
 from streams.worker.tables import affinity, artworks, catalog_index
 from streams.worker.user_batches import apply_records, build_owed
 
@@ -55,21 +55,19 @@ DESTINATIONS = {SIGNALS: topics.signals, IMAGES: topics.images_keyed, PENDING: t
 async def ingest(stream):
     """faust's path over the inputs (RECSTREAM_DIRECT_INGEST=false)."""
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        last = {e.message.partition: e for e in events}
-        await ingest_batch([e.message for e in events], last.__getitem__)
+        await ingest_batch([e.message for e in events])
 
 
 if not settings.direct_ingest:
     ingest = app.agent(topics.inputs, concurrency=1)(ingest)
 
 
-async def ingest_batch(messages, anchor_of) -> None:
+async def ingest_batch(messages) -> None:
     """One batch of input messages (faust Messages or aiokafka ConsumerRecords: .topic,
-    .partition, .offset, .key, .value). `anchor_of(partition)`: what table writes for that
-    partition take their partition from."""
+    .partition, .offset, .key, .value)."""
     batch = BatchCommit(app)
     for partition, signals in _ingest_into(messages, batch).items():
-        apply_records(partition, anchor_of(partition), signals, batch)
+        apply_records(partition, signals, batch)
     await batch.commit()  # one round of acks per batch
     write_shares(now=time.time())  # once the batch is acknowledged: a share is never ahead of the state
 
@@ -107,12 +105,11 @@ async def direct_batch(records) -> None:
     here, wall = _ingest_into(inputs, batch), time.monotonic()
     for partition in sorted(users.keys() | here.keys()):
         keyed = decoded_into(batch, users.get(partition, ()), decode_keyed, "invalid_internal_record", keyed=True)
-        apply_records(partition, table_anchor(partition), keyed + here.get(partition, []), batch,
-                      owed_lists.hold_for(partition, wall))
+        apply_records(partition, keyed + here.get(partition, []), batch, owed_lists.hold_for(partition, wall))
     _build_owed(owed_lists.due(wall), batch, wall)  # lists whose window ended
     for partition, recs in images.items():
-        apply_images(partition, table_anchor(partition),
-                     decoded_into(batch, recs, decode_image_keyed, "invalid_internal_record", keyed=True), batch)
+        apply_images(partition, decoded_into(batch, recs, decode_image_keyed, "invalid_internal_record", keyed=True),
+                     batch)
     held = {(_PENDING, partition): hold for partition, recs in pending.items()
             if (hold := _retry_due(recs, batch)) is not None}
     await batch.commit()  # one round of acks per read
@@ -138,7 +135,7 @@ metrics.gauge("recstream_lists_owed", lambda: {(): len(owed_lists)})
 def _build_owed(owed: dict[int, dict[str, str]], batch: BatchCommit, wall: float) -> None:
     """Per partition, the lists the window held (user -> trigger), built into `batch`."""
     for partition, lists in owed.items():
-        build_owed(partition, table_anchor(partition), lists, batch, owed_lists.hold_for(partition, wall))
+        build_owed(partition, lists, batch, owed_lists.hold_for(partition, wall))
 
 
 def _retry_due(records, batch: BatchCommit) -> tuple[int, float] | None:

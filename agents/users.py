@@ -17,8 +17,8 @@ async def process_users(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
         parts = await decoded_by_partition(events, decode_keyed, "invalid_internal_record", keyed=True)
         batch = BatchCommit(app)
-        for partition, anchor, records in parts:  # no await from the first read to commit's local write
-            apply_records(partition, anchor, records, batch)
+        for partition, _, records in parts:  # no await from the first read to commit's local write
+            apply_records(partition, records, batch)
         await batch.commit()  # one round of acks per batch, not one per partition
         write_shares(now=time.time())  # after the acks: a share is never ahead of the state it counts
 

@@ -5,6 +5,7 @@ users) must be found; no effect must not; replaying the same events must change 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -17,7 +18,7 @@ import pytest
 
 from streams.core.demo import dumps
 from streams.core.experiments import assign, default_variants
-from tests.conftest import Cluster, get_json, metric, wait_until
+from tests.conftest import Cluster, consume_all, get_json, metric, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -164,5 +165,39 @@ def test_served_lists_and_exposure_events_are_exposures(broker, tmp_path):
                                       "http://127.0.0.1:1"], env=env, capture_output=True, text=True, timeout=60)
         assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr
         assert unreachable.stderr.count("\n") == 1 and "cannot read http://127.0.0.1:1/experiments" in unreachable.stderr
+    finally:
+        cluster.stop()
+
+
+def test_the_readouts_copy_of_a_tally_is_written_per_flush_not_per_batch_and_is_exact_after_a_commit(broker, tmp_path):
+    """Each batch changes its partition's tally (every new list is an exposure). The copy every
+    worker's readout reads is a faust global table: written after every batch, it cost a table
+    write and a produce request per partition and batch, and every worker read each back. Now it
+    is written with the shares: at most once a flush interval while batches come (30 s here),
+    and before every input commit (every 2.8 s), so the readout is exact soon after the last event."""
+    cluster = Cluster(broker, tmp_path, env={"RECSTREAM_POPULARITY_FLUSH_S": "30", "RECSTREAM_LIST_WINDOW_MS": "0"})
+    try:
+        worker = cluster.start_worker()
+        cluster.produce("catalog.artworks", [(a["id"].encode(), dumps(a)) for a in CATALOG])
+        wait_until(lambda: metric(worker, "recstream_catalog_records_total") >= len(CATALOG), 60, what="catalog")
+        users = [f"copy-{i}" for i in range(24)]
+        started = time.monotonic()
+        for i, user in enumerate(users):  # one at a time: each its own batch
+            cluster.produce("events.segment", [follow(user, ARTISTS[i % len(ARTISTS)])])
+            wait_until(lambda u=user: get_json(worker, f"/recommendations/{u}")[1].get("trigger") not in (None, "cold-start"),
+                       30, interval=0.02, what=f"{user}'s list")
+        batches = metric(worker, "recstream_recompute_seconds_count")
+        elapsed = time.monotonic() - started
+        exposed = lambda: sum(v["users"] for e in get_json(worker, "/experiments")[1]["experiments"]  # noqa: E731
+                              if e["kind"] == "recs" for v in e["variants"])
+        wait_until(lambda: exposed() == len(users), 30, what="every exposure in the readout")
+        copies = [r for r in asyncio.run(consume_all(broker.bootstrap, f"{cluster.env['RECSTREAM_APP_ID']}"
+                                                      "-experiment_tallies-changelog", 1500, 60))
+                  if r.key.startswith(b"tally:")]
+        per_key = {k: sum(1 for r in copies if r.key == k) for k in {r.key for r in copies}}
+        assert batches >= len(users)  # a batch (a partition's share of a read) per list, at least
+        # the first write of each key, then at most one per input commit (2.8 s) and the last one's
+        assert max(per_key.values()) <= 2 + elapsed / 2.8, (per_key, elapsed)
+        assert sum(per_key.values()) < len(users)
     finally:
         cluster.stop()

@@ -12,20 +12,18 @@ from streams.core.metrics import metrics
 from streams.worker import tables, topics
 from streams.worker.app import image_config, pipeline_config
 from streams.worker.commit import BatchCommit
-from streams.worker.runtime import event_context
 from streams.worker.state import image_counts, image_stats, pools, publish_tally
 
 
-def apply_images(partition: int, anchor, records: list, txn: BatchCommit) -> None:
+def apply_images(partition: int, records: list, txn: BatchCommit) -> None:
     """Apply one partition's image records: the consumer states and the experiment ledger into
-    `txn` with the outputs (the caller commits it), the global tables' shares through faust
-    within `anchor`'s event context."""
+    `txn` with the outputs (the caller commits it, then writes the shares and the queued tally:
+    streams.worker.state.write_shares)."""
     partial = image_counts.partial(partition, functools.partial(tables.image_stats.get, f"p{partition}"))
     ledger = Ledger(txn.table(tables.attribution, partition), partition, pipeline_config.attribution, kind="images")
     batch = ImageBatch(image_config, txn.table(tables.image_consumers, partition), partial, pools, image_stats, ledger)
     outputs = batch.run(records)
-    with event_context(anchor):
-        publish_tally(ledger.tally_key, txn.table(tables.attribution, partition).get(ledger.tally_key))
+    publish_tally(ledger.tally_key, partition, txn.table(tables.attribution, partition).get(ledger.tally_key))
     metrics.inc("recstream_image_events_applied_total", by=batch.applied)
     metrics.inc("recstream_duplicates_total", by=batch.duplicates)
     for topic, key, value in outputs:

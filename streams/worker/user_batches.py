@@ -16,17 +16,15 @@ from streams.core.pipeline import PartitionBatch
 from streams.worker import tables, topics
 from streams.worker.app import clock, pipeline_config
 from streams.worker.commit import BatchCommit
-from streams.worker.runtime import event_context
 from streams.worker.state import popularity, popularity_view, publish_tally
 
 log = logging.getLogger(__name__)
 
 
-def apply_records(partition: int, anchor, records: list, batch: BatchCommit, hold=None) -> None:
+def apply_records(partition: int, records: list, batch: BatchCommit, hold=None) -> None:
     """One partition's records through the pipeline; its table writes and outputs go into
-    `batch` (the caller commits it). `anchor`: an event of that partition (of any
-    co-partitioned topic), for the popularity share's write through faust. Used by this agent
-    and by ingest's single hop. `hold`: the list window's (streams.core.throttle)."""
+    `batch` (the caller commits it, then writes the shares: streams.worker.state.write_shares).
+    Used by this agent and by ingest's single hop. `hold`: the list window's (streams.core.throttle)."""
     clock.observe_all(records)
     make, views = _batch_maker(partition, batch, hold)
     started = time.perf_counter()
@@ -35,8 +33,7 @@ def apply_records(partition: int, anchor, records: list, batch: BatchCommit, hol
     for record, why in run.failed:
         metrics.inc("recstream_dead_letters_total", reason="internal_error")
         batch.send(topics.deadletter, None, failure_letter(record, why, partition))
-    with event_context(anchor):
-        _publish_tally(partition, views)  # the share is written after the batch is acknowledged (state.write_shares)
+    _publish_tally(partition, views)  # published with the shares, after the batch is acknowledged
     metrics.inc("recstream_signals_applied_total", by=run.applied)
     metrics.inc("recstream_duplicates_total", by=run.duplicates)
     _send(batch, run.outputs)
@@ -47,7 +44,7 @@ def refresh_users(partition: int, users: list[str], batch: BatchCommit) -> int:
     return _send(batch, _batch_maker(partition, batch)[0]().refresh(users))
 
 
-def build_owed(partition: int, anchor, owed: dict[str, str], batch: BatchCommit, hold) -> int:
+def build_owed(partition: int, owed: dict[str, str], batch: BatchCommit, hold) -> int:
     """Build the lists the window held back (user -> trigger) into `batch`, guarded as a batch of
     records is (a list that fails to build is logged and skipped); how many were sent."""
     metrics.inc("recstream_held_lists_built_total", by=len(owed))
@@ -56,14 +53,13 @@ def build_owed(partition: int, anchor, owed: dict[str, str], batch: BatchCommit,
     for (user, trigger), why in run.failed:
         metrics.inc("recstream_held_list_failures_total")
         log.error("the held list of user %r (trigger %r) failed to build: %s", user, trigger, why)
-    with event_context(anchor):
-        _publish_tally(partition, views)  # the exposures the lists counted
+    _publish_tally(partition, views)  # the exposures the lists counted
     return _send(batch, run.outputs)
 
 
 def _publish_tally(partition: int, views) -> None:
     key = tally_key(partition)
-    publish_tally(key, views[3].get(key))  # every worker's readout
+    publish_tally(key, partition, views[3].get(key))  # every worker's readout
 
 
 def _send(batch: BatchCommit, outputs) -> int:
