@@ -174,6 +174,20 @@ class PopularityView:
         return self.neighbours.get(artist_id, [])[:k]
 
 
+def flush_due(flushed_at: dict, key, now: float, every_s: float) -> bool:
+    """Whether `key`'s periodic write is due at `now` (then marked written at `now`): `every_s`
+    since its last, either way (a wall clock set back must not stall it; see `stale`).
+
+    >>> at = {}
+    >>> [flush_due(at, 0, t, 1.0) for t in (2e9, 2e9 + 0.5, 1.7e9, 1.7e9 + 0.5, 1.7e9 + 1)]
+    [True, False, True, False, True]
+    """
+    if abs(now - flushed_at.get(key, float("-inf"))) >= every_s:
+        flushed_at[key] = now
+        return True
+    return False
+
+
 class Shares:
     """A worker's live per-partition partials for the partitions it owns, plus the merged view
     it reads (used for trending/co-engagement and for image statistics).
@@ -209,8 +223,7 @@ class Shares:
         >>> [s.flush_due(0, t) for t in (2e9, 2e9 + 0.5, 1.7e9, 1.7e9 + 0.5, 1.7e9 + 1)]
         [True, False, True, False, True]
         """
-        if abs(now - self._flushed_at.get(partition, float("-inf"))) >= self.flush_s:
-            self._flushed_at[partition] = now
+        if flush_due(self._flushed_at, partition, now, self.flush_s):
             self._touched.discard(partition)
             return True
         return False

@@ -8,7 +8,7 @@ import time
 
 from streams.core.image_pipeline import Pools, dump_counts, load_counts
 from streams.core.images import merge_counts
-from streams.core.popularity import PopularityView, Shares, dump_partial, load_partial
+from streams.core.popularity import PopularityView, Shares, dump_partial, flush_due, load_partial
 from streams.core.throttle import PartitionThrottles
 from streams.kafka.direct import Anchor
 from streams.worker import tables, topics
@@ -54,10 +54,8 @@ def publish_tally(key: str, partition: int, tally: bytes | None) -> None:
 def _publish_tallies(anchor_for, now: float | None) -> int:
     written = 0
     for key in list(_tallies):
-        if now is not None and abs(now - _tallies_flushed.get(key, float("-inf"))) < settings.popularity_flush_s:
+        if now is not None and not flush_due(_tallies_flushed, key, now, settings.popularity_flush_s):
             continue
-        if now is not None:
-            _tallies_flushed[key] = now
         partition, tally = _tallies.pop(key)
         if tables.experiment_tallies.get(key) != tally:
             with event_context(anchor_for(partition)):
@@ -81,13 +79,12 @@ def table_anchor(partition: int) -> Anchor:
 
 
 def write_shares(anchor_for=table_anchor, now: float | None = None) -> int:
-    """Write every popularity and image-count share a batch changed since its last write, and
-    the queued experiment tallies (`publish_tally`) (with
-    `now`, wall-clock seconds: only those whose flush is due), each within `anchor_for(partition)`'s
-    event context; returns how many. Called before the input offsets covering those batches are
-    committed, before a revoked partition's share is forgotten, and after a batch's transaction is
-    acknowledged, never inside it: a share is never ahead of the keyed values it counted
-    (streams.core.positions.share_takes relies on it)."""
+    """Write every popularity and image-count share a batch changed since its last write and the
+    queued experiment tallies (`publish_tally`) (with `now`, wall-clock seconds: only those whose
+    flush is due), each within `anchor_for(partition)`'s event context; returns how many. Called
+    before the input offsets covering those batches are committed, before a revoked partition's
+    share is forgotten, and after a batch's transaction is acknowledged, never inside it: a share
+    is never ahead of the keyed values it counted (streams.core.positions.share_takes relies on it)."""
     written = 0
     for shares, table, dump in ((popularity, tables.popularity, dump_partial),
                                 (image_counts, tables.image_stats, dump_counts)):
