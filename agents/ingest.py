@@ -236,7 +236,7 @@ if settings.direct_ingest:
         for topic in (*topics.input_topics, topics.signals, topics.images_keyed, topics.pending):
             await topic.maybe_declare()
         reader = DirectIngest([*topics.inputs.topics, _SIGNALS, _IMAGES, _PENDING], settings.partitions,
-                              direct_group(settings.app_id), settings.aiokafka_kwargs(), handle=direct_batch,
+                              direct_group(settings.kafka_app_id), settings.aiokafka_kwargs(), handle=direct_batch,
                               flush=app.producer.flush, ready=functools.partial(recovered, app),
                               batch_max=settings.batch_max,
                               before_commit=before_commit,
@@ -246,7 +246,8 @@ if settings.direct_ingest:
                               committed=pipeline_config.read_from)
         await reader.start()
         # before the first assignment reads the group's offsets: where faust's agents left the keyed topics
-        adopted = await adopt_committed(settings.aiokafka_kwargs(), settings.app_id, direct_group(settings.app_id),
+        adopted = await adopt_committed(settings.aiokafka_kwargs(), settings.kafka_app_id,
+                                        direct_group(settings.kafka_app_id),
                                         {t: reader.topic_partitions[t] for t in (_SIGNALS, _IMAGES, _PENDING)})
         if adopted:
             app.log.info("direct ingest continues the keyed topics where faust's agents committed: %s", adopted)

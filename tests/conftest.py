@@ -42,6 +42,12 @@ class Cluster:
     def topic(self, name: str) -> str:
         return self.prefix + name
 
+    @property
+    def kafka_app_id(self) -> str:
+        """The app id in its Kafka names (consumer groups, changelogs): prefixed like its topics."""
+        from streams.core.settings import Settings
+        return Settings.from_env(self.env).kafka_app_id
+
     def start_worker(self, name: str = "w0", ready_timeout: float = 90.0) -> WorkerProcess:
         worker = WorkerProcess(self.broker.url, str(self.root / name / "state"), env=self.env,
                                log_path=self.root / f"{name}.log").start()

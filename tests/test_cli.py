@@ -117,6 +117,9 @@ def test_the_reexecuted_worker_command_runs():
     ("demo-events", "PARTITIONS", "0"),
     ("simulate-multiplier", "ROCKSDB_CACHE_MB", "-1"),
     ("emit-all", "WEB_PORT", "70000"),
+    ("load", "BROKER_URL", "kafka://127.0.0.1:notaport"),  # fuzzing: these three were tracebacks (ValueError,
+    ("worker", "BROKER_URL", "kafka://[bad"),  # OverflowError) when the first client connected
+    ("replay", "BROKER_URL", "kafka://127.0.0.1:99999"),
 ])
 def test_a_bad_setting_stops_any_command_with_one_line_and_exit_code_2(command, name, value):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}

@@ -191,7 +191,7 @@ def test_the_readouts_copy_of_a_tally_is_written_per_flush_not_per_batch_and_is_
         exposed = lambda: sum(v["users"] for e in get_json(worker, "/experiments")[1]["experiments"]  # noqa: E731
                               if e["kind"] == "recs" for v in e["variants"])
         wait_until(lambda: exposed() == len(users), 30, what="every exposure in the readout")
-        copies = [r for r in asyncio.run(consume_all(broker.bootstrap, f"{cluster.env['RECSTREAM_APP_ID']}"
+        copies = [r for r in asyncio.run(consume_all(broker.bootstrap, f"{cluster.kafka_app_id}"
                                                       "-experiment_tallies-changelog", 1500, 60))
                   if r.key.startswith(b"tally:")]
         per_key = {k: sum(1 for r in copies if r.key == k) for k in {r.key for r in copies}}

@@ -178,7 +178,7 @@ def _explain_losses(cluster, events, artist_of, users, worker) -> None:
         rec = decode_keyed(r.value)
         keyed.setdefault(getattr(rec, "message_id", None), []).append(
             (r.partition, r.offset, getattr(rec, "source", None), getattr(rec, "offset", None)))
-    changelog = f"{cluster.env['RECSTREAM_APP_ID']}-affinity-changelog"
+    changelog = f"{cluster.kafka_app_id}-affinity-changelog"
     profiles = {r.key: r for r in asyncio.run(consume_all_raw(cluster, changelog))}
     for user in users:
         anons = {e.get("anonymousId") for e in events if e.get("type") == "identify" and e.get("userId") == user}
@@ -244,7 +244,7 @@ def test_sigkill_under_load_then_restart_loses_nothing_and_counts_nothing_twice(
     ref = reference(events, artist_of)
     users = sorted(ref)
     wait_until(lambda: _matches(restarted, ref, users), 180, what="exact state after the crash")
-    group = direct_group(cluster.env["RECSTREAM_APP_ID"])  # direct ingest's offsets
+    group = direct_group(cluster.kafka_app_id)  # direct ingest's offsets
     wait_until(lambda: committed_reach_end(cluster, group, result["ends"]), 60, what="commits reach the end of input")
     # outputs may repeat after a crash but converge: each user's last list equals the table
     for user in users[:30]:
@@ -289,7 +289,7 @@ def test_each_store_remembers_the_changelog_offset_it_holds_so_a_restart_resumes
     wait_until(lambda: _matches(w, ref, sorted(ref)), 120, what="all events applied")
     w.stop()
 
-    changelog = f"{cluster.env['RECSTREAM_APP_ID']}-affinity-changelog"
+    changelog = f"{cluster.kafka_app_id}-affinity-changelog"
     last: dict[int, int] = {}
     for r in asyncio.run(consume_all(cluster.broker.bootstrap, changelog, 1500, 60)):
         last[r.partition] = max(last.get(r.partition, -1), r.offset)
@@ -501,7 +501,7 @@ def test_trending_counts_every_event_once_after_a_kill_9_retried_pending_ones_to
 
     def trending() -> dict[str, float]:
         last = {r.key: r.value for r in asyncio.run(consume_all(
-            cluster.broker.bootstrap, f"{cluster.env['RECSTREAM_APP_ID']}-popularity-changelog", 1500, 60))}
+            cluster.broker.bootstrap, f"{cluster.kafka_app_id}-popularity-changelog", 1500, 60))}
         out: dict[str, float] = {}
         for share in map(load_partial, last.values()):
             for work, score in share.trending.scores.items():
@@ -547,7 +547,7 @@ def test_a_graceful_stop_commits_everything_it_applied(cluster):
     wait_until(settled, 60, what="every event applied")
     worker.stop()
     assert "final commit failed" not in cluster.logs()
-    assert committed_reach_end(cluster, direct_group(cluster.env["RECSTREAM_APP_ID"]), ends)
+    assert committed_reach_end(cluster, direct_group(cluster.kafka_app_id), ends)
 
 
 
@@ -590,5 +590,5 @@ def test_a_fresh_worker_whose_first_restore_ends_in_the_next_rebalance_waits_for
     producer.join(120)
     assert not producer.is_alive() and result.get("ends"), "the producer did not finish"
     wait_exact(cluster, a, events, artist_of, "exact state after the rebalances")
-    group = direct_group(cluster.env["RECSTREAM_APP_ID"])
+    group = direct_group(cluster.kafka_app_id)
     wait_until(lambda: committed_reach_end(cluster, group, result["ends"]), 60, what="commits reach the end of input")

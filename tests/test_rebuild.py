@@ -164,7 +164,7 @@ def rebuilt_state(broker, prefix, app_id, shards, min_split=10_000):
     assert len(report.shard_seconds) == shards
     tables = {}
     for table in ("affinity", "recommendations", "fans", "popularity"):
-        records = asyncio.run(consume_all(broker.bootstrap, f"{app_id}-{table}-changelog", 1500, 60))
+        records = asyncio.run(consume_all(broker.bootstrap, f"{settings.kafka_app_id}-{table}-changelog", 1500, 60))
         tables[table] = {(r.partition, r.key): r.value for r in records}
     return report, tables
 

@@ -30,6 +30,7 @@ from streams.core.jsonguard import MAX_DEPTH, decode_problem, too_deep
 from streams.core.properties import first_id
 from streams.core.records import SIGNAL_KINDS, Identity, ImageEvent
 from streams.core.settings import Settings
+from streams.core.topology import changelog as changelog_name
 
 TYPED_IMAGE_KINDS = {"image_impression": "images.impressions", "image_conversion": "images.conversions"}
 
@@ -132,7 +133,7 @@ async def emit_all(bootstrap: str, settings: Settings, users: set[str] | None = 
 
     from streams.cli.load import kafka_client
 
-    changelog = f"{settings.app_id}-recommendations-changelog"
+    changelog = changelog_name(settings.kafka_app_id, "recommendations")  # faust's name for it
     client = kafka_client(settings, bootstrap)
     consumer = AIOKafkaConsumer(changelog, **client, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)

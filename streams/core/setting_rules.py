@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import Field
+from dataclasses import MISSING, Field
 from types import MappingProxyType
 
 PREFIX = "RECSTREAM_"
@@ -73,8 +73,28 @@ def form_of(f: Field) -> str:
     return number
 
 
+def is_broker_url(url: str) -> bool:
+    """Empty, or host:port entries separated by commas (or semicolons), each with an optional
+    scheme such as kafka://, each port from 1 to 65535.
+
+    >>> [is_broker_url(u) for u in ("", "kafka://h:9092", "kafka://a.b:1,kafka://c-d:2", "[::1]:9092")]
+    [True, True, True, True]
+    >>> [is_broker_url(u) for u in ("kafka://h:notaport", "kafka://[bad", "h:99999", "kafka://:9092", "h")]
+    [False, False, False, False, False]
+    """
+    for entry in url.replace(";", ",").split(",") if url else ():
+        host, sep, port = entry.strip().split("://", 1)[-1].rpartition(":")
+        if not (sep and port.isdigit() and 0 < int(port) < 65536):
+            return False
+        if not (len(host) > 2 and host[0] == "[" and host[-1] == "]"
+                or host and all(c.isalnum() or c in "-._" for c in host)):
+            return False
+    return True
+
+
 def accepts(rule: Mapping, value) -> bool:
     return ((not isinstance(value, float) or math.isfinite(value))
+            and ("valid" not in rule or rule["valid"](value))
             and ("choices" not in rule or value in rule["choices"])
             and ("min" not in rule or value >= rule["min"])
             and ("above" not in rule or value > rule["above"])
@@ -99,3 +119,16 @@ def convert(f: Field, raw: str):
         raise
     except ValueError:
         raise ConfigError(f"{var_name(f)}={raw!r} is not a valid {f.type}; it must be {form_of(f)}") from None
+
+
+def described(settings_fields) -> list[tuple[str, str, str]]:
+    """(env var, default, help) per field; a number's or flag's accepted form is added to its help
+    (text settings state theirs)."""
+    out = []
+    for f in settings_fields:
+        default = f.default_factory() if f.default is MISSING else f.default
+        if isinstance(default, Mapping):
+            default = ",".join(f"{k}={v:g}" for k, v in default.items())
+        typed = f.type != "str" and "form" not in f.metadata
+        out.append((var_name(f), str(default), f.metadata["help"] + (f" ({form_of(f)})" if typed else "")))
+    return out

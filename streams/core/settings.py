@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from streams.core.setting_rules import (
     DEFAULT_WEIGHTS,
@@ -21,7 +21,9 @@ from streams.core.setting_rules import (
     ConfigError,
     accepts,
     convert,
+    described,
     form_of,
+    is_broker_url,
     shown,
     var_name,
 )
@@ -33,10 +35,11 @@ __all__ = ["DEFAULT_WEIGHTS", "PREFIX", "ConfigError", "Settings"]  # the rules'
 class Settings:
     # name: (default, help) lives in the field metadata so docs and code cannot drift.
     broker_url: str = field(default="", metadata={
-        "help": "Kafka bootstrap URL, e.g. kafka://host:9092 (empty: `recstream dev` starts the embedded broker)"})
+        "help": "Kafka bootstrap URL, e.g. kafka://host:9092 (empty: `recstream dev` starts the embedded broker)",
+        "valid": is_broker_url, "form": "empty or kafka://host:port, more host:port after commas"})
     app_id: str = field(default="recstream", metadata={"help": "faust app id (consumer group, changelog topic prefix)"})
     topic_prefix: str = field(default="", metadata={
-        "help": "prefix for every topic name (isolates environments/tests on one cluster)"})
+        "help": "prefix for every topic, changelog and consumer group name (isolates environments on one cluster)"})
     partitions: int = field(default=4, metadata={"help": "partitions for topics recstream creates", "min": 1})
     data_dir: str = field(default="data", metadata={"help": "local state directory (RocksDB tables)"})
     web_host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind host"})
@@ -259,9 +262,15 @@ class Settings:
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    @property
+    def kafka_app_id(self) -> str:
+        """The app id in Kafka's names (faust's id: consumer groups, changelogs): prefixed, so that
+        a prefix keeps one environment's state from another's on the same cluster."""
+        return self.topic(self.app_id)
+
     def internal_topic(self, name: str) -> str:
         """Topics owned by one app id (a rebuild under a new id reads only its own)."""
-        return self.topic(f"{self.app_id}.{name}")
+        return f"{self.kafka_app_id}.{name}"
 
     def ssl_context(self):
         """The TLS context for SSL and SASL_SSL (None otherwise)."""
@@ -287,13 +296,5 @@ class Settings:
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
-        """(env var, default, help) for every setting: the README table and `recstream config`.
-        A number's or flag's accepted form is added to its help (text settings state theirs)."""
-        out = []
-        for f in fields(cls):
-            default = f.default_factory() if f.default is MISSING else f.default
-            if isinstance(default, Mapping):
-                default = ",".join(f"{k}={v:g}" for k, v in default.items())
-            typed = f.type != "str" and "form" not in f.metadata
-            out.append((var_name(f), str(default), f.metadata["help"] + (f" ({form_of(f)})" if typed else "")))
-        return out
+        """(env var, default, help) for every setting: the README table and `recstream config`."""
+        return described(fields(cls))

@@ -38,7 +38,7 @@ async def write_catalog(settings: Settings, client: dict, snapshot, report) -> N
         txn = StateTransaction()
         for table, rows in snapshot.rows.items():
             for partition, key, value in rows:
-                txn.table(changelog(settings.app_id, table), partition)[key.decode()] = value
+                txn.table(changelog(settings.kafka_app_id, table), partition)[key.decode()] = value
             report.written[table] += len(rows)
         await txn.commit(producer, txn.store())
         await asyncio.gather(*acks)

@@ -122,7 +122,7 @@ class Shard:
         """Build and write the owned partitions' tables (and popularity shares)."""
         view = PopularityView(partials, self.model_cfg.trending_half_life_s)
         written, users = Counter(), 0
-        app_id = self.settings.app_id
+        app_id = self.settings.kafka_app_id
         producer = bulk_producer(self.client)
         await producer.start()
         try:

@@ -36,7 +36,7 @@ async def check_fresh(settings: Settings, client: dict) -> None:
     consumed input (its state would be overwritten under them)."""
     from aiokafka import TopicPartition
 
-    for group in (settings.app_id, direct_group(settings.app_id)):
+    for group in (settings.kafka_app_id, direct_group(settings.kafka_app_id)):
         async with group_client(client, group) as consumer:
             for topic in input_topics(settings):
                 for p in consumer.partitions_for_topic(topic) or ():
@@ -51,7 +51,7 @@ async def create_topics(settings: Settings, client: dict) -> None:
     from aiokafka.errors import TopicAlreadyExistsError
 
     compact = {"cleanup.policy": "compact"}
-    wanted = [NewTopic(changelog(settings.app_id, t), settings.partitions, 1, topic_configs=compact)
+    wanted = [NewTopic(changelog(settings.kafka_app_id, t), settings.partitions, 1, topic_configs=compact)
               for t in TABLES + GLOBAL_TABLES]
     wanted += [NewTopic(settings.internal_topic(name), settings.partitions, 1) for name in (SIGNALS, IMAGES, PENDING)]
     wanted.append(NewTopic(settings.topic(DEADLETTER), settings.partitions, 1))

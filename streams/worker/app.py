@@ -23,7 +23,7 @@ def broker_credentials(s: Settings):
 
 
 app = faust.App(
-    settings.app_id,
+    settings.kafka_app_id,
     broker=settings.broker_url or "kafka://127.0.0.1:9092",
     store="rocksdb://",
     datadir=settings.data_dir,
