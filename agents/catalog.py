@@ -62,7 +62,7 @@ async def _remove(event):
 @app.agent(topics.curated, concurrency=1)
 async def load_curated(stream):
     async for event in stream.events():
-        ids = await decoded(event, decode_curated, "invalid_curated")
+        ids = await decoded(event, functools.partial(decode_curated, key=event.message.key), "invalid_curated")
         if ids is None:
             continue
         tables.editorial["curated"] = event.value

@@ -151,6 +151,21 @@ def test_a_catalog_record_keyed_by_another_id_is_dead_lettered(module_cluster, w
     assert metric(worker, "recstream_image_catalog_records_total") == images + 1
 
 
+def test_a_curated_list_under_another_key_or_none_is_dead_lettered(module_cluster, worker):
+    """Fuzzing: a list keyed "weekly" (or keyless) was taken as the curated list; compaction keeps it
+    beside the "curated" one, and after a restart or a rebuild it was back in effect over the last
+    list sent under "curated"."""
+    applied = metric(worker, "recstream_curated_updates_total")
+    real, other = dumps({"artwork_ids": ["w1"]}), dumps({"artwork_ids": ["w-other"]})
+    offsets = send(module_cluster, "catalog.curated", [(b"curated", real), (b"weekly", other), (None, other)])
+    assert_survived(module_cluster, worker, "catalog.curated", offsets[1], "invalid_curated", other)
+    assert_survived(module_cluster, worker, "catalog.curated", offsets[2], "invalid_curated", other)
+    detail = dead_letters(module_cluster, "catalog.curated")
+    assert "key must be 'curated', got 'weekly'" in detail[offsets[1]]["detail"]
+    assert "got no key" in detail[offsets[2]]["detail"]
+    assert metric(worker, "recstream_curated_updates_total") == applied + 1
+
+
 def test_a_catalog_record_too_large_to_store_is_dead_lettered_and_the_worker_goes_on(module_cluster, worker):
     """A 1.5 MB image catalog record was stored as one table value: its changelog write failed, the
     worker stopped, and after the restart the record was past and lost (found by fuzzing)."""

@@ -58,8 +58,21 @@ def check_key(key: bytes | None, record_id: str, name: str) -> None:
         raise msgspec.ValidationError(f"the record's key must be its {name} ({record_id[:64]!r}), got {shown!r}")
 
 
-def decode_curated(raw: bytes) -> list[str]:
-    """``{"artwork_ids": [...]}`` on catalog.curated."""
+CURATED_KEY = b"curated"
+
+
+def decode_curated(raw: bytes, key: bytes | None = CURATED_KEY) -> list[str]:
+    """``{"artwork_ids": [...]}`` on catalog.curated, keyed ``curated``: compaction keeps the last
+    record of each key, so a list under another key (or none) would stay on the topic beside the
+    real one, and a restart or a rebuild could take it for the current list.
+
+    >>> decode_curated(b'{"artwork_ids": ["w1"]}', key=b"weekly")
+    Traceback (most recent call last):
+    msgspec.ValidationError: a curated list's key must be 'curated', got 'weekly'
+    """
+    if key != CURATED_KEY:
+        shown = "no key" if key is None else repr(key.decode(errors="replace")[:64])
+        raise msgspec.ValidationError(f"a curated list's key must be 'curated', got {shown}")
     ids = _CURATED.decode(raw).get("artwork_ids")
     if ids is None:
         raise msgspec.ValidationError("curated record needs artwork_ids")

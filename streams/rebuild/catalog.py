@@ -101,7 +101,7 @@ async def read_catalog(settings: Settings, client: dict, idle_timeout_s: float) 
     snapshot.rows["artworks"] = [(p, wid.encode(), raw) for wid, (p, raw) in stored.items()]
     for r in curated:
         try:
-            snapshot.index.curated = decode_curated(r.value or b"")
+            snapshot.index.curated = decode_curated(r.value or b"", key=r.key)
         except (msgspec.MsgspecError, ValueError) as exc:
             snapshot.rejected.append((r, "invalid_curated", str(exc)))
             continue
