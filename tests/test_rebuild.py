@@ -220,7 +220,9 @@ def test_any_number_of_shards_writes_the_state_one_shard_writes(broker):
 def test_the_rebuild_reads_the_catalog_as_the_agent_does(broker):
     """A record keyed by another id than its own, and a tombstone whose key is no UTF-8 id, are
     rejected with the agent's reasons (that tombstone stopped the rebuild); a keyless work is
-    stored by its id, as the agent stores it."""
+    stored by its id, as the agent stores it. Fuzzing: a 6 KB work nested 1,000 deep stopped the
+    rebuild ("the input nests too deep to read") where the agent dead-letters it, and curated lists
+    keyed other than "curated" were taken (the last one read was in effect)."""
     from streams.rebuild.catalog import read_catalog
 
     prefix = "catalog-keys."
@@ -231,10 +233,17 @@ def test_the_rebuild_reads_the_catalog_as_the_agent_does(broker):
     asyncio.run(produce(broker.bootstrap, f"{prefix}catalog.artworks", [
         (b"w1", work), (b"w2", dumps({"id": "w2", "artist_id": "a2"})),
         (b"w-decoy", dumps({"id": "w1", "artist_id": "a9"})), (b"\xff", None), (None, dumps({"id": "w3", "artist_id": "a3"})),
+        (b"w-deep", b'{"a":' * 1000 + b"1" + b"}" * 1000),
     ]))
+    curated = dumps({"artwork_ids": ["w2", "w1"]})
+    asyncio.run(produce(broker.bootstrap, f"{prefix}catalog.curated", [
+        (b"curated", curated), (b"weekly", dumps({"artwork_ids": ["w3"]})), (None, dumps({"artwork_ids": ["w3"]}))]))
     snapshot = asyncio.run(read_catalog(settings, settings.aiokafka_kwargs(), 1.0))
-    assert sorted((reason, r.key) for r, reason, _ in snapshot.rejected) == \
-        [("invalid_artwork", b"w-decoy"), ("invalid_key", b"\xff")]
+    assert sorted((reason, r.key or b"") for r, reason, _ in snapshot.rejected) == [
+        ("invalid_artwork", b"w-decoy"), ("invalid_artwork", b"w-deep"), ("invalid_curated", b""),
+        ("invalid_curated", b"weekly"), ("invalid_key", b"\xff")]
+    assert {detail for r, _, detail in snapshot.rejected if r.key == b"w-deep"} == {"JSON nested too deep"}
+    assert snapshot.index.curated == ["w2", "w1"] and [v for _, _, v in snapshot.rows["editorial"]] == [curated]
     assert {key: raw for _, key, raw in snapshot.rows["artworks"]} == {
         b"w1": work, b"w2": dumps({"id": "w2", "artist_id": "a2"}), b"w3": dumps({"id": "w3", "artist_id": "a3"})}
     assert snapshot.index.get("w1").artist_id == "a1"

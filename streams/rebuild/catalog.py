@@ -4,9 +4,8 @@ as the live catalog agents apply them, and written to the new app's global table
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
-
-import msgspec
 
 from streams.core.catalog import CatalogIndex, decode_artwork, decode_curated
 from streams.core.ingest import (
@@ -91,20 +90,20 @@ async def read_catalog(settings: Settings, client: dict, idle_timeout_s: float) 
                 snapshot.index.remove(artwork_id)
                 stored.pop(artwork_id, None)
                 continue
-            try:
-                artwork = decode_artwork(r.value, key=r.key)
-            except (msgspec.MsgspecError, ValueError) as exc:
-                snapshot.rejected.append((r, "invalid_artwork", str(exc)))
+            # as the agent decodes them (whatever goes wrong, e.g. JSON nested too deep, is a dead letter)
+            artwork = decode_or_reject(functools.partial(decode_artwork, key=r.key), r.value, "invalid_artwork")
+            if isinstance(artwork, Rejected):
+                snapshot.rejected.append((r, artwork.reason, artwork.detail))
                 continue
             snapshot.index.upsert(artwork)
             stored[artwork.id] = (r.partition, r.value)
     snapshot.rows["artworks"] = [(p, wid.encode(), raw) for wid, (p, raw) in stored.items()]
     for r in curated:
-        try:
-            snapshot.index.curated = decode_curated(r.value or b"", key=r.key)
-        except (msgspec.MsgspecError, ValueError) as exc:
-            snapshot.rejected.append((r, "invalid_curated", str(exc)))
+        ids = decode_or_reject(functools.partial(decode_curated, key=r.key), r.value, "invalid_curated")
+        if isinstance(ids, Rejected):
+            snapshot.rejected.append((r, ids.reason, ids.detail))
             continue
+        snapshot.index.curated = ids
         snapshot.rows["editorial"] = [(r.partition, b"curated", r.value)]
     snapshot.index.bootstrapped = True
     return snapshot
