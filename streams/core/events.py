@@ -185,6 +185,8 @@ def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], un
     when = ev.timestamp or ev.originalTimestamp
     if ev.type in ("identify", "alias"):
         return _identity(ev, message_id, when)
+    if ev.type == "group":  # Segment's SDKs send it (user -> account): no signal, and no fault of the sender
+        return Ignored("group calls carry no signal")
     user = clean_user_id(ev.userId) or clean_user_id(ev.anonymousId)  # a blank userId is none
     if not user:
         raise Reject("missing_user", "neither userId nor anonymousId is set")
@@ -216,7 +218,7 @@ def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], un
             return Ignored(f"{ev.type} without an artwork/artist owner")
         target = Target(artist_id=owner_id) if owner_type == "artist" else Target(artwork_id=owner_id)
         return Signal("view", user, message_id, epoch(when), (target,))
-    raise Reject("unknown_type", "type is not track, screen, page, identify or alias")
+    raise Reject("unknown_type", "type is not track, screen, page, identify, alias or group")
 
 
 def _exposure(ev: SegmentEvent, user: str, message_id: str, time: float) -> Parsed:
