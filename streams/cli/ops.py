@@ -95,12 +95,17 @@ async def replay(paths: list[Path], bootstrap: str, settings: Settings, rate: fl
     from streams.kafka.admin import start_quietly
 
     client = kafka_client(settings, bootstrap)
+    reject_file = open(rejects, "wb") if rejects else None  # before the producer: a bad path leaves nothing open
     producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=262144)
-    await start_quietly(producer)
+    try:
+        await start_quietly(producer)
+    except BaseException:
+        if reject_file:
+            reject_file.close()
+        raise
     total_bytes = sum(p.stat().st_size for p in paths)
     progress = Progress("replay", total_bytes)
     sent, rejected = 0, Counter()
-    reject_file = open(rejects, "wb") if rejects else None
     started = time.monotonic()
     try:
         for path, number, line, done in numbered_lines(paths):
@@ -132,12 +137,13 @@ async def emit_all(bootstrap: str, settings: Settings, users: set[str] | None = 
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from streams.cli.load import kafka_client
+    from streams.kafka.admin import start_quietly
 
     changelog = changelog_name(settings.kafka_app_id, "recommendations")  # faust's name for it
     client = kafka_client(settings, bootstrap)
     consumer = AIOKafkaConsumer(changelog, **client, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)
-    await consumer.start()
+    await start_quietly(consumer)
     latest: dict[bytes, bytes | None] = {}
     progress = Progress("reading current lists")
     try:
@@ -153,7 +159,7 @@ async def emit_all(bootstrap: str, settings: Settings, users: set[str] | None = 
         await consumer.stop()
     progress.close(len(latest))
     producer = AIOKafkaProducer(**client, linger_ms=20)
-    await producer.start()
+    await start_quietly(producer)
     sent = 0
     progress = Progress("emit-all")
     try:
