@@ -227,3 +227,25 @@ def test_bad_records_on_the_internal_topics_are_dead_lettered_by_direct_ingest(m
         assert_survived(module_cluster, worker, f"{app_id}.signals.keyed", offset, "invalid_internal_record", raw)
     (offset,) = send(module_cluster, f"{app_id}.images.keyed", [(b"c1", b"\xc1")], partition=home)
     assert_survived(module_cluster, worker, f"{app_id}.images.keyed", offset, "invalid_internal_record", b"\xc1")
+
+
+def test_a_malformed_http_request_is_a_400_and_a_counter_not_a_traceback_in_the_log(module_cluster, worker):
+    """Fuzzing: every request aiohttp cannot parse was logged at ERROR with a full traceback
+    ("Error handling request"), so any client could flood the worker's log."""
+    import socket
+
+    def raw(request: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", worker.web_port), timeout=10) as s:
+            s.sendall(request)
+            return s.recv(4096)
+
+    before = metric(worker, "recstream_http_malformed_requests_total")
+    answers = [raw(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),  # line too long
+               raw(b"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n"),
+               raw(b"POST /v1/track HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")]
+    assert all(a.split(b" ", 2)[1] == b"400" for a in answers), answers
+    wait_until(lambda: metric(worker, "recstream_http_malformed_requests_total") >= before + 3, 10,
+               what="the malformed requests counted")
+    assert get_json(worker, "/health")[0] == 200
+    log = (module_cluster.root / "hostile.log").read_text()
+    assert "Error handling request" not in log and "Traceback" not in log, log[-3000:]

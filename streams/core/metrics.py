@@ -128,6 +128,7 @@ COUNTERS = {
     "recstream_http_recommendations_total": "GET /recommendations requests",
     "recstream_collector_messages_total": "messages accepted by the Segment-compatible collector",
     "recstream_collector_rejected_total": "collector requests refused, by reason (bad_request, unauthorized)",
+    "recstream_http_malformed_requests_total": "HTTP requests too malformed to parse (answered 400, logged at debug)",
 }
 
 metrics = Metrics()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 
 import msgspec
 from aiohttp import web as aiohttp_web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from streams.core.affinity import load
 from streams.core.experiments import assign
@@ -18,6 +20,23 @@ from streams.worker import tables
 from streams.worker.app import affinity_model, app, clock, image_config, pipeline_config, settings
 from streams.worker.reads import forward, owned_partition, read, routed
 from streams.worker.state import image_stats, lag_sources, pools, popularity_view
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (an over-long line or header, a bad Content-Length or
+    chunk size) at ERROR with its traceback, so any client could fill the worker's log. It answers
+    400 either way; here it is counted and logged in one debug line, as aiohttp treats a bad method."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        problem = record.exc_info[1] if record.exc_info else None
+        if not isinstance(problem, HttpProcessingError):
+            return True
+        metrics.inc("recstream_http_malformed_requests_total")
+        logging.getLogger(__name__).debug("malformed HTTP request (%s): %s", record.getMessage(), problem)
+        return False
+
+
+logging.getLogger("aiohttp.server").addFilter(_MalformedRequests())
 
 
 @aiohttp_web.middleware
