@@ -153,7 +153,8 @@ def test_typed_topic_records():
     assert parse_typed("follow", b'{"user_id":"u","timestamp":"2026-01-01T00:00:00Z"}').reason == "missing_property"
     assert parse_typed("follow", b'{"user_id":"","timestamp":"2026-01-01T00:00:00Z","artist_id":"a"}').reason == "missing_user"
     assert parse_typed("follow", b'{"timestamp":"2026-01-01T00:00:00Z"}').reason == "invalid_field"
-    assert parse_typed("follow", b"\xff\xfe").reason == "invalid_json"
+    assert parse_typed("follow", b"\xff\xfe").reason == "invalid_utf8"  # fuzzing: was invalid_json (byte 0)
+    assert parse_typed("follow", b"").detail == "the value is empty"  # was "Input data was truncated"
     # an empty artist_id is no artist (found by fuzzing: it became the artist "", over the artwork's own)
     empty = parse_typed("save", b'{"user_id":"u","timestamp":"2026-01-01T00:00:00Z","artist_id":"","artwork_id":"w3"}')
     assert empty.targets == (Target(None, "w3"),) and resolve_artists(empty, {"w3": "a7"}).targets == (Target("a7", "w3"),)

@@ -37,13 +37,13 @@ def bad_messages() -> list[tuple[bytes, str]]:
 
     return [
         (b"{this is not json", "invalid_json"),
-        (b"\xff\xfe\x00garbage", "invalid_json"),
+        (b"\xff\xfe\x00garbage", "invalid_utf8"),
         (b"[1, 2, 3]", "invalid_field"),
         (track(userId=12345, event="followedArtist", properties={"owner_id": "a1"}), "invalid_field"),
         (track(timestamp="last tuesday", event="followedArtist", properties={"owner_id": "a1"}), "invalid_field"),
         (track(userId=None, event="followedArtist", properties={"owner_id": "a1"}), "missing_user"),
         (track(timestamp=None, event="followedArtist", properties={"owner_id": "a1"}), "missing_timestamp"),
-        (track(type="group"), "unknown_type"),
+        (track(type="gruop"), "unknown_type"),
         (track(event=None), "missing_event"),
         (track(event="Coupon Applied", properties={}), "unmapped_event"),
         (track(event="followedArtist", properties={}), "missing_property"),

@@ -56,7 +56,7 @@ def _route_line(line: bytes, max_bytes: int) -> tuple[str, bytes | None] | Rejec
     try:
         obj = msgspec.json.decode(line)  # the worker's decoder: the same reasons for the same lines
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        return Rejected(*decode_problem(exc))
+        return Rejected(*decode_problem(exc, line))
     if not isinstance(obj, dict):
         return Rejected("invalid_field", "a line must be a JSON object")
     kind = obj.get("kind")

@@ -17,19 +17,37 @@ def decode_checked(decoder: msgspec.json.Decoder, raw: bytes, max_bytes: int):
     raising. msgspec's messages name the path and the expected type, never the value."""
     if len(raw) > max_bytes:
         return Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")
+    if not raw:
+        return Rejected("invalid_json", "the value is empty")
     if too_deep(raw):
         return Rejected("too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
         return decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        return Rejected(*decode_problem(exc))
+        return Rejected(*decode_problem(exc, raw))
 
 
-def decode_problem(exc: Exception) -> tuple[str, str]:
-    """The dead-letter reason and detail for what a decoder raised (never the values).
+def _not_utf8(raw: bytes) -> int | None:
+    """Where `raw` stops being UTF-8, or None.
+
+    >>> _not_utf8(b'{"a": 1}'), _not_utf8(b'\\xff\\xfe{'), _not_utf8(b'{"caf\\xe9"}')
+    (None, 0, 5)
+    """
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return None
+
+
+def decode_problem(exc: Exception, raw: bytes | None = None) -> tuple[str, str]:
+    """The dead-letter reason and detail for what a decoder raised (never the values); `raw`, the
+    bytes decoded, tells bytes that are not UTF-8 from bad JSON where msgspec says only "malformed".
     RecursionError cannot come after the depth check; kept as the last line of defence."""
     if isinstance(exc, msgspec.ValidationError):
         return "invalid_field", str(exc)
+    if isinstance(exc, msgspec.DecodeError) and raw is not None and (bad := _not_utf8(raw)) is not None:
+        return "invalid_utf8", f"invalid UTF-8 at byte {bad}"
     if isinstance(exc, msgspec.DecodeError):  # msgspec >= 0.23 reports bad UTF-8 this way too
         return ("invalid_utf8" if "UTF-8" in str(exc) else "invalid_json"), str(exc)
     if isinstance(exc, UnicodeDecodeError):
