@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
+from streams.core.setting_rules import bootstrap_servers
 from streams.core.settings import Settings
 
 
@@ -42,4 +43,4 @@ def bootstrap_of(settings: Settings) -> str:
         print("recstream: RECSTREAM_BROKER_URL is not set: point it at the cluster "
               "(e.g. kafka://127.0.0.1:9092)", file=sys.stderr)
         sys.exit(2)
-    return settings.broker_url.split("://", 1)[-1]
+    return bootstrap_servers(settings.broker_url)

@@ -77,19 +77,28 @@ def is_broker_url(url: str) -> bool:
     """Empty, or host:port entries separated by commas (or semicolons), each with an optional
     scheme such as kafka://, each port from 1 to 65535.
 
-    >>> [is_broker_url(u) for u in ("", "kafka://h:9092", "kafka://a.b:1,kafka://c-d:2", "[::1]:9092")]
+    >>> [is_broker_url(u) for u in ("", "kafka://h:9092/", "kafka://a.b:1,kafka://c-d:2", "[::1]:9092")]
     [True, True, True, True]
     >>> [is_broker_url(u) for u in ("kafka://h:notaport", "kafka://[bad", "h:99999", "kafka://:9092", "h")]
     [False, False, False, False, False]
     """
     for entry in url.replace(";", ",").split(",") if url else ():
-        host, sep, port = entry.strip().split("://", 1)[-1].rpartition(":")
+        host, sep, port = entry.strip().split("://", 1)[-1].rstrip("/").rpartition(":")
         if not (sep and port.isdigit() and 0 < int(port) < 65536):
             return False
         if not (len(host) > 2 and host[0] == "[" and host[-1] == "]"
                 or host and all(c.isalnum() or c in "-._" for c in host)):
             return False
     return True
+
+
+def bootstrap_servers(url: str) -> str:
+    """A broker URL as aiokafka takes it: host:port entries, comma-separated, no schemes.
+
+    >>> bootstrap_servers("kafka://h1:9092/,kafka://h2:9093"), bootstrap_servers("h1:9092;h2:9092")
+    ('h1:9092,h2:9093', 'h1:9092,h2:9092')
+    """
+    return ",".join(e.strip().split("://", 1)[-1].rstrip("/") for e in url.replace(";", ",").split(",") if e.strip())
 
 
 def accepts(rule: Mapping, value) -> bool:

@@ -20,6 +20,7 @@ from streams.core.setting_rules import (
     PREFIX,
     ConfigError,
     accepts,
+    bootstrap_servers,
     convert,
     described,
     form_of,
@@ -264,8 +265,7 @@ class Settings:
 
     @property
     def kafka_app_id(self) -> str:
-        """The app id in Kafka's names (faust's id: consumer groups, changelogs): prefixed, so that
-        a prefix keeps one environment's state from another's on the same cluster."""
+        """The app id in Kafka's names (groups, changelogs): prefixed, keeping environments apart."""
         return self.topic(self.app_id)
 
     def internal_topic(self, name: str) -> str:
@@ -286,7 +286,7 @@ class Settings:
     def aiokafka_kwargs(self) -> dict:
         """Connection settings for recstream's own aiokafka clients (bootstrap + SASL/SSL); the
         faust app gets the same from `streams.worker.app.broker_credentials`."""
-        kwargs: dict = {"bootstrap_servers": self.broker_url.split("://", 1)[-1]}
+        kwargs: dict = {"bootstrap_servers": bootstrap_servers(self.broker_url)}
         if self.kafka_security_protocol != "PLAINTEXT":
             kwargs.update(security_protocol=self.kafka_security_protocol, ssl_context=self.ssl_context())
         if self.kafka_security_protocol.startswith("SASL"):
