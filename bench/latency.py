@@ -87,18 +87,25 @@ def background_load(bootstrap: str, topic: str, records, rate: float, arrivals: 
 def start_background(bootstrap: str, topic: str, records, rate: float, arrivals: str):
     """`background_load` in a child process (killed with this one); returns the process."""
     import pickle
-    import subprocess
     import tempfile
-
-    from streams.kafka.broker import _die_with_parent
 
     with tempfile.NamedTemporaryFile("wb", suffix=".pickle", delete=False) as f:
         pickle.dump(records, f)
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "background", f.name, bootstrap, topic,
-                             str(rate), arrivals], stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
-    if proc.stdout.readline().strip() != "sending":  # the probes start under load, not before it
+    # the probes start under load, not before it
+    return _start_child([os.path.abspath(__file__), "background", f.name, bootstrap, topic, str(rate), arrivals],
+                        "sending", "the background load")
+
+
+def _start_child(argv: list[str], ready: str, what: str):
+    """A Python child process (killed with this one), once it printed `ready`."""
+    import subprocess
+
+    from streams.kafka.broker import _die_with_parent
+
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+    if proc.stdout.readline().strip() != ready:
         proc.kill()
-        raise RuntimeError("the background load did not start")
+        raise RuntimeError(f"{what} did not start")
     return proc
 
 
@@ -175,16 +182,9 @@ def _with_worker(broker, demo, background, rate: float, arrivals: str, prefix: s
 
 
 def _with_forwarder(broker, background, rate: float, arrivals: str, prefix: str) -> list[float]:
-    import subprocess
-
-    from streams.kafka.broker import _die_with_parent
-
     asyncio.run(_create(broker.bootstrap, [f"{prefix}events.segment", f"{prefix}recommendations"]))
-    proc = subprocess.Popen([sys.executable, "-c", FORWARDER, broker.bootstrap, prefix], stdout=subprocess.PIPE,
-                            text=True, preexec_fn=_die_with_parent)
+    proc = _start_child(["-c", FORWARDER, broker.bootstrap, prefix], "ready", "the raw forwarder")
     try:
-        if proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("the raw forwarder did not start")
         return asyncio.run(run(broker.bootstrap, background, rate, prefix, arrivals))
     finally:
         proc.kill()
