@@ -99,7 +99,7 @@ def decode_or_reject(decode: Callable[[bytes], Any], raw: bytes | None, reason: 
     try:
         return decode(raw)
     except Exception as exc:
-        return Rejected(reason, decode_problem(exc)[1])
+        return Rejected(reason, decode_problem(exc, raw)[1])
 
 
 def stamp(result: Parsed, topic: str, partition: int, offset: int) -> Parsed:
