@@ -33,6 +33,7 @@ import msgspec  # noqa: E402
 
 from streams.core.affinity import load  # noqa: E402
 from streams.core.catalog import CatalogIndex  # noqa: E402
+from streams.core.coengagement import MARK  # noqa: E402
 from streams.core.config import core_objects  # noqa: E402
 from streams.core.demo import DemoGenerator, dumps  # noqa: E402
 from streams.core.ingest import KeyPartitioner, ingest_one  # noqa: E402
@@ -106,7 +107,7 @@ def digest(tables) -> str:
     h = hashlib.sha256()
     for part in tables:
         profiles, lists = part[:2]
-        for key in sorted(profiles):
+        for key in sorted(profiles.keys() - {MARK}):  # the co-engagement mark is no profile
             fields = msgspec.structs.asdict(load(profiles[key]))
             if not fields.get("repeats", True):
                 del fields["repeats"]  # added later, and empty without input positions: digests stay comparable

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from streams.core.affinity import AffinityModel, Profile, load
 from streams.core.bulk import BulkPartition, decayed_sums
 from streams.core.catalog import CatalogIndex
+from streams.core.coengagement import MARK, read_mark
 from streams.core.demo import DemoGenerator, dumps
 from streams.core.events import parse_segment
 from streams.core.experiments import Variant
@@ -71,6 +72,8 @@ def test_profiles_fans_recommendations_and_shares_equal_the_live_pipeline():
     partial = b.partial(CFG.trending_half_life_s)
     view = PopularityView([partial], CFG.trending_half_life_s)
     live_profiles, live_recs, live_fans, live_partial = sequential(signals, catalog, view)
+    # the live batches mark the profiles with the share's number (streams.core.coengagement): no user
+    assert read_mark(live_profiles.pop(MARK)) == live_partial.seq > 0 and partial.seq == 0
 
     assert b.applied == len(signals) - 200 and b.duplicates == 200
     assert profiles.keys() == live_profiles.keys()

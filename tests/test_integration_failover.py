@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
+import random
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -524,6 +526,68 @@ def test_trending_counts_every_event_once_after_a_kill_9_retried_pending_ones_to
     except pytest.fail.Exception:
         off = {w: (seen["got"].get(w), s) for w, s in want.items() if seen["got"].get(w) != s}
         pytest.fail(f"trending (got, want) where they differ: {off}")
+
+
+def test_coengagement_is_exact_after_a_kill_9_and_an_identified_visitor_counts_once(cluster):
+    """Co-engagement is written apart from the profiles, like trending, and a kill -9 before its write
+    lost the pair changes of every batch since, for good: each redelivery is a repeat to its profile,
+    with no difference left to count. A share loaded behind the profiles' mark is recounted from them
+    (streams.core.coengagement). A visitor who signed up counts once, as the merged profile: the
+    pointer left behind counted too (the same pairs twice for every sign-up)."""
+    from streams.core.popularity import load_partial
+
+    cluster.env.update(RECSTREAM_INPUT_COMMIT_INTERVAL_S="30", RECSTREAM_POPULARITY_FLUSH_S="30")
+    worker = cluster.start_worker("w")  # nothing written or committed before the kill
+    rng, artists = random.Random(7), [f"artist-{i}" for i in range(8)]
+    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")  # one time: equal follows, equal scores
+    followed = {f"u{i}": rng.sample(artists, rng.randint(2, 3)) for i in range(60)}
+    visited = {f"anon-{i}": rng.sample(artists, 2) for i in range(8)}  # then signs up as u{i}
+
+    def follow(who: str, artist: str) -> tuple[bytes, bytes]:
+        ev = {"type": "track", "event": "followedArtist", "messageId": f"f-{who}-{artist}", "timestamp": now,
+              "properties": {"owner_id": artist}, **({"anonymousId": who} if who.startswith("anon") else {"userId": who})}
+        return segment_key(ev), dumps(ev)
+
+    events = [follow(who, a) for who, chosen in {**followed, **visited}.items() for a in chosen]
+    signups = [{"type": "identify", "userId": f"u{i}", "anonymousId": f"anon-{i}", "messageId": f"id-{i}",
+                "timestamp": now} for i in range(8)]
+    cluster.produce("events.segment", events + [(segment_key(ev), dumps(ev)) for ev in signups])
+
+    def merged() -> bool:
+        for i in range(8):
+            status, body = get_json(worker, f"/users/u{i}/affinity?n=10")
+            if status != 200 or {a["artist_id"] for a in body["artists"]} != {*followed[f"u{i}"], *visited[f"anon-{i}"]}:
+                return False
+        return True
+
+    wait_until(merged, 60, what="every visitor merged into their user")
+    worker.kill()
+    cluster.env.update(RECSTREAM_INPUT_COMMIT_INTERVAL_S="1", RECSTREAM_POPULARITY_FLUSH_S="1")
+    worker = cluster.start_worker("w")  # same state directory: every input record read again
+    wait_until(lambda: metric(worker, "recstream_duplicates_total") >= len(events), 60, what="the redeliveries")
+
+    want: dict[str, int] = {}
+    for user, chosen in followed.items():  # at most 5 artists each: all among their top 5 (coengagement_top_m)
+        everything = {*chosen, *visited.get(f"anon-{user[1:]}", ())}
+        for pair in itertools.combinations(sorted(everything), 2):
+            want["|".join(pair)] = want.get("|".join(pair), 0) + 1
+    seen: dict = {}
+
+    def exact() -> bool:
+        last = {r.key: r.value for r in asyncio.run(consume_all(
+            cluster.broker.bootstrap, f"{cluster.kafka_app_id}-popularity-changelog", 1500, 60))}
+        seen["got"] = got = {}
+        for share in map(load_partial, filter(None, last.values())):
+            for pair, n in share.pairs.items():
+                got[pair] = got.get(pair, 0) + n
+        return got == want
+
+    try:
+        wait_until(exact, 30, what="every user's pairs once, after the kill")
+    except pytest.fail.Exception:
+        off = {p: (seen["got"].get(p), n) for p, n in {**seen["got"], **want}.items() if seen["got"].get(p) != want.get(p)}
+        pytest.fail(f"co-engagement (got, want) where they differ ({len(off)} of {len(want)} pairs): {off}")
+    assert metric(worker, "recstream_coengagement_recounts_total") >= 1
 
 
 def test_a_graceful_stop_commits_everything_it_applied(cluster):

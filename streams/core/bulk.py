@@ -38,13 +38,9 @@ import numpy as np
 
 from streams.core.affinity import TOGGLE_ON, Profile, dump
 from streams.core.catalog import CatalogIndex
-from streams.core.pipeline import (
-    PipelineConfig,
-    encode_fans,
-    fans_key,
-    recommendations_for,
-)
+from streams.core.pipeline import PipelineConfig, encode_fans, fans_key
 from streams.core.popularity import MAX_TRENDING_PER_PARTITION, NO_TRENDING, Partial, PopularityView, count_pairs
+from streams.core.recommend import recommendations_for
 from streams.core.records import Signal, encode
 from streams.core.seen import digest, trim
 

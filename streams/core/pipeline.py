@@ -4,7 +4,8 @@ dicts) and sends what `run` returns. Each user is recomputed once per batch, so 
 and at most one recommendations record per user per batch, only when they changed.
 
 State per partition:
-- profiles: user -> Profile (affinity, dedup ids, purchases, prices, alias pointer)
+- profiles: user -> Profile (affinity, dedup ids, purchases, prices, alias pointer), and the co-engagement mark
+  under a blank key (streams.core.coengagement)
 - recs: user -> Recommendations (the single source of truth that the topic mirrors)
 - fans: "<artist>@<partition>" -> users with the artist among their top artists (a new work reaches them at once)
 - partial: this partition's share of trending and co-engagement (streams.core.popularity)."""
@@ -16,22 +17,22 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.core.affinity import AffinityModel, Bought, Profile, TopCache, dump, load
+from streams.core.affinity import AffinityModel, Profile, TopCache, dump, load
 from streams.core.aliases import forwarded
 from streams.core.attribution import Rules
 from streams.core.catalog import CatalogIndex, decode_artwork
+from streams.core.coengagement import PairCounts, counted
 from streams.core.experiments import Variant, assign, default_variants
 from streams.core.ledger import Ledger, input_position
 from streams.core.popularity import Partial, PopularityView
 from streams.core.positions import counted_when_applied, delivered_before, note_repeat
-from streams.core.recommend import TOP_ARTISTS, build
+from streams.core.recommend import TOP_ARTISTS, recommendations_for
 from streams.core.records import (
     AffinityUpdate,
     ArtistScore,
     Exposure,
     Identity,
     Merge,
-    Recommendations,
     Refresh,
     Signal,
     decode_fans,
@@ -73,15 +74,6 @@ class PipelineConfig:
         return max(self.affinity_top_n, self.fan_top_m, self.coengagement_top_m, TOP_ARTISTS)
 
 
-def recommendations_for(cfg: PipelineConfig, user_id: str, profile: Profile, top: list[tuple[str, float]],
-                        catalog: CatalogIndex, popularity: PopularityView, now: float,
-                        trigger: str) -> Recommendations:
-    """`top`: the user's strongest artists (at least TOP_ARTISTS of them, when they exist)."""
-    variant = assign(cfg.experiment, user_id, cfg.variants)
-    items = build(top, Bought(profile), profile.prices, variant, catalog, popularity, now)
-    return Recommendations(user_id, variant.name, now, cfg.model_version, trigger, items)
-
-
 class PartitionBatch:
     def __init__(self, cfg: PipelineConfig, partition: int, profiles: MutableMapping[str, bytes],
                  recs: MutableMapping[str, bytes], fans: MutableMapping[str, bytes], partial: Partial,
@@ -95,6 +87,7 @@ class PartitionBatch:
         self._loaded: dict[str, Profile] = {}
         self._raw: dict[str, bytes | None] = {}  # each loaded user's profile as stored (TopCache's key)
         self._before: dict[str, list[tuple[str, float]]] = {}
+        self._pairs = PairCounts(partial, cfg.coengagement_top_m)  # co-engagement: each written user's move
         self._written: set[str] = set()
         self._dirty: dict[str, str] = {}  # user -> trigger
         self._resend: dict[str, str] = {}  # user -> trigger: outputs sent again even if unchanged
@@ -239,26 +232,30 @@ class PartitionBatch:
         if profile is None:
             raw = self._raw[user] = self.profiles.get(user)
             profile = self._loaded[user] = load(raw)
-            self._before[user] = self.cfg.tops.top(user, raw, profile, self.cfg.model, self.cfg.top_needed)
+            before = self._before[user] = self.cfg.tops.top(user, raw, profile, self.cfg.model, self.cfg.top_needed)
+            self._pairs.loaded(user, profile, before)
         return profile
 
     def _finish(self) -> None:
         for user in self._written:
             self.profiles[user] = self._raw[user] = dump(self._loaded[user])
+        tops = {}
         for user, trigger in {**self._resend, **self._dirty}.items():
             profile = self._profile(user)
-            if profile.alias_of or (not profile.events and not profile.scores):
+            if not counted(profile):
                 continue
             resend = user in self._resend
             before = self._before[user]
-            after = self.cfg.tops.top(user, self._raw[user], profile, self.cfg.model, self.cfg.top_needed)
+            after = tops[user] = self._rank(user)
             self._emit_affinity(user, profile, before, after, trigger, resend)
             self._update_fans(user, before, after)
-            self.partial.update_pairs((a for a, _ in before[: self.cfg.coengagement_top_m]),
-                                      (a for a, _ in after[: self.cfg.coengagement_top_m]))
             self._emit_recommendations(user, profile, after, trigger, resend)
+        self._pairs.finish(self._written, self._loaded, tops, self._rank, self.profiles)
         if self.ledger is not None:
             self.ledger.flush()
+
+    def _rank(self, user: str) -> list[tuple[str, float]]:
+        return self.cfg.tops.top(user, self._raw[user], self._loaded[user], self.cfg.model, self.cfg.top_needed)
 
     def _emit_affinity(self, user, profile, before, after, trigger, resend=False) -> None:
         n = self.cfg.affinity_top_n

@@ -69,6 +69,7 @@ class Partial(msgspec.Struct):
     trending: DecayedScores = msgspec.field(default_factory=DecayedScores)
     pairs: dict[str, int] = {}
     counted: dict[str, int] = {}  # input source -> the last offset whose trending this share decided
+    seq: int = 0  # the last batch that moved its pairs (streams.core.coengagement)
 
     def count(self, sig, weights: Mapping[str, float], half_life_s: float, fresh: bool, counted_before: bool) -> None:
         """A signal's (streams.core.records.Signal) artworks trend by its kind's weight, if this
@@ -207,12 +208,14 @@ class Shares:
         self._view_at = float("-inf")
         self.building = False  # a rebuild is running elsewhere (streams.worker.runtime.view_without_blocking)
 
-    def partial(self, partition: int, stored: Callable[[], bytes | None]):
+    def partial(self, partition: int, stored: Callable[[], bytes | None], loaded: Callable[[Any], Any] | None = None):
         """This worker's live share of `partition`; `stored()` (its last flushed bytes) is read
-        only the first time, not on every batch."""
+        only the first time, not on every batch, and `loaded(share)` called on it then."""
         if partition not in self.live:
-            self.live[partition] = self.load(stored())
+            share = self.live[partition] = self.load(stored())
             self._flushed_at[partition] = float("-inf")
+            if loaded is not None:
+                loaded(share)
         self._touched.add(partition)
         return self.live[partition]
 

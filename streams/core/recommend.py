@@ -35,10 +35,11 @@ import heapq
 from collections.abc import Container, Iterable, Iterator, Sequence
 from sys import float_info
 
+from streams.core.affinity import Bought, Profile
 from streams.core.catalog import CatalogIndex, is_eligible, published
-from streams.core.experiments import Variant
+from streams.core.experiments import Variant, assign
 from streams.core.popularity import PopularityView
-from streams.core.records import Artwork, RecItem
+from streams.core.records import Artwork, RecItem, Recommendations
 
 DAY = 86400.0
 EPSILON = float_info.epsilon  # 2^-52: the relative gap between neighbouring floats
@@ -286,3 +287,12 @@ def _hot_by_artist(popularity: PopularityView, catalog: CatalogIndex, k: int, fl
         for entry in _hot(popularity, catalog, k, floor, now):
             found.setdefault(entry[3].artist_id, []).append(entry)
     return found
+
+
+def recommendations_for(cfg, user_id: str, profile: Profile, top: list[tuple[str, float]], catalog: CatalogIndex,
+                        popularity: PopularityView, now: float, trigger: str) -> Recommendations:
+    """A user's list. `cfg`: a streams.core.pipeline.PipelineConfig (its experiment, variants, model version);
+    `top`: the user's strongest artists (at least TOP_ARTISTS of them, when they exist)."""
+    variant = assign(cfg.experiment, user_id, cfg.variants)
+    items = build(top, Bought(profile), profile.prices, variant, catalog, popularity, now)
+    return Recommendations(user_id, variant.name, now, cfg.model_version, trigger, items)

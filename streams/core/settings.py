@@ -91,8 +91,8 @@ class Settings:
         "help": "longest wait to fill a batch, milliseconds (adds to latency)", "min": 0})
     popularity_flush_s: float = field(default=1.0, metadata={
         "help": "how often a partition's trending/co-engagement and image-count shares are written while batches "
-        "come (also before every input commit and rebalance; trending counts since the last write can be missed "
-        "after a kill -9)", "min": 0})
+        "come (also before every input commit and rebalance; after a kill -9 the counts since the last write are "
+        "recovered: docs/model.md)", "min": 0})
     image_experiment: str = field(default="images", metadata={"help": "A/B experiment name for image selection"})
     image_variants: str = field(default="", metadata={
         "help": "image variants, JSON: {\"A\": {\"share\": 0.5, \"explore\": 0}, \"B\": {\"share\": 0.5, "

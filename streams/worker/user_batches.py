@@ -8,6 +8,7 @@ import functools
 import logging
 import time
 
+from streams.core.coengagement import MARK, read_mark, settle
 from streams.core.guarded import run_guarded
 from streams.core.ingest import failure_letter
 from streams.core.ledger import tally_key
@@ -73,10 +74,25 @@ def _batch_maker(partition: int, batch: BatchCommit, hold=None):
     """A PartitionBatch factory over `batch`'s table views, the popularity share and view, now; the views."""
     tables.ensure_catalog_loaded()
     now = clock.now()
-    partial = popularity.partial(partition, functools.partial(tables.popularity.get, f"p{partition}"))
+    partial = popularity.partial(partition, functools.partial(tables.popularity.get, f"p{partition}"),
+                                 functools.partial(_settle_pairs, partition))
     view = popularity_view(now)
     views = [batch.table(t, partition) for t in (tables.affinity, tables.recommendations, tables.fans,
                                                     tables.attribution)]
     return (lambda: PartitionBatch(pipeline_config, partition, *views[:3], partial, tables.catalog_index, view, now,
                                    attribution=views[3], hold=hold),
             views)
+
+
+def _settle_pairs(partition: int, share) -> None:
+    """A share just loaded (a start, a partition taken over): recounted from the partition's profiles
+    when it was not written after their last batch that moved its pairs (a kill -9; streams.core.coengagement)."""
+    store = tables.affinity.data._db_for_partition(partition)
+    mark, held = read_mark(store.get(MARK.encode())), share.seq
+    started = time.perf_counter()
+    rows = ((key.decode(), value) for key, value in store.items() if not key.startswith(b"__faust"))
+    if settle(share, mark, rows, pipeline_config.model, pipeline_config.top_needed, pipeline_config.coengagement_top_m):
+        metrics.inc("recstream_coengagement_recounts_total")
+        log.warning("partition %d: co-engagement recounted from its profiles in %.2f s (its share was written "
+                    "after batch %d, the profiles after batch %d: the last stop was not clean)",
+                    partition, time.perf_counter() - started, held, mark)

@@ -11,6 +11,7 @@ from aiohttp import web as aiohttp_web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from streams.core.affinity import load
+from streams.core.coengagement import MARK
 from streams.core.experiments import assign
 from streams.core.metrics import metrics
 from streams.core.properties import is_id
@@ -67,7 +68,7 @@ async def user_affinity(web, request, user_id: str):
     n = request.query.get("n", "50")
     if not (n.isascii() and n.isdigit() and len(n) <= 4):  # a bad request first, whoever the user
         return web.json({"error": "n must be a whole number from 0 to 9999", "n": n[:32]}, status=400)
-    raw = read(tables.affinity, user_id)
+    raw = None if user_id == MARK else read(tables.affinity, user_id)  # the mark is no user's profile
     if raw is None:
         return web.json({"error": "unknown user", "user_id": user_id}, status=404)
     profile = load(raw)
