@@ -612,6 +612,14 @@ def test_a_graceful_stop_commits_everything_it_applied(cluster):
     worker.stop()
     assert "final commit failed" not in cluster.logs()
     assert committed_reach_end(cluster, direct_group(cluster.kafka_app_id), ends)
+    # the stop wrote every share after the last batch: a restart takes them as they are, no recount
+    worker = cluster.start_worker("w")
+    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    cluster.produce("events.segment", [(segment_key(ev), dumps(ev)) for ev in (
+        {"type": "track", "event": "followedArtist", "userId": f"u{i}", "messageId": f"again-{i}", "timestamp": now,
+         "properties": {"owner_id": "a1"}} for i in range(50))])
+    wait_until(lambda: metric(worker, "recstream_signals_applied_total") >= 50, 60, what="the new follows")
+    assert metric(worker, "recstream_coengagement_recounts_total") == 0
 
 
 
