@@ -10,6 +10,7 @@ from streams.core.affinity import AffinityModel
 from streams.core.catalog import CatalogIndex
 from streams.core.coengagement import MARK, read_mark, recount, settle
 from streams.core.experiments import Variant
+from streams.core.guarded import run_guarded
 from streams.core.pipeline import PartitionBatch, PipelineConfig
 from streams.core.popularity import Partial, PopularityView, dump_partial, load_partial
 from streams.core.records import Identity, Signal, Target, decode_keyed
@@ -121,4 +122,18 @@ def test_a_kill_9_that_lost_pairs_is_healed_where_it_was_not_before():
     part.share = load_partial(snapshot)
     assert settle(part.share, read_mark(part.profiles[MARK]), part.profiles.items(), CFG.model, CFG.top_needed, 3)
     part.run(follows[1:])
+    assert part.share.pairs == {"a|b": 1, "a|c": 1, "b|c": 1}
+
+
+def test_an_internal_record_for_the_marks_key_is_dead_lettered_and_the_mark_and_others_stand():
+    """Ingest never keys a record "\\x00" (a blank id is no id); one written by hand to signals.keyed fails
+    alone (streams.core.guarded: a dead letter), before and after the mark exists."""
+    part = Partition()
+    for first in (True, False):
+        batch = [Signal("follow", "u", f"f{first}1", NOW - 9, (Target("a"),)), Signal("follow", MARK, f"x{first}", NOW - 8, (Target("z"),)),
+                 Signal("follow", "u", f"f{first}2", NOW - 7, (Target("b" if first else "c"),))]
+        done = run_guarded(lambda: PartitionBatch(CFG, 0, part.profiles, part.recs, part.fans, part.share, CatalogIndex(),
+                                                  PopularityView([]), NOW), batch, [])
+        assert [(r.user_id, why) for r, why in done.failed] == [(MARK, "ValueError")] and done.applied == 2
+        assert read_mark(part.profiles[MARK]) == part.share.seq and part.share.pairs == part.recounted()
     assert part.share.pairs == {"a|b": 1, "a|c": 1, "b|c": 1}

@@ -99,8 +99,18 @@ def mark_value(seq: int) -> bytes:
 
 
 def read_mark(raw: bytes | None) -> int:
-    """The seq a mark holds; 0 without one (a new partition, or one the bulk rebuild wrote)."""
-    return int(raw) if raw else 0
+    """The seq a mark holds; 0 without one (a new partition, or one the bulk rebuild wrote), -1 for
+    anything else (no share has that number: the pairs are recounted).
+
+    >>> read_mark(mark_value(12)), read_mark(None), read_mark(b"a profile")
+    (12, 0, -1)
+    """
+    if not raw:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        return -1
 
 
 def recount(rows: Iterable[tuple[str, bytes]], model: AffinityModel, top_needed: int, m: int) -> dict[str, int]:

@@ -21,7 +21,7 @@ from streams.core.affinity import AffinityModel, Profile, TopCache, dump, load
 from streams.core.aliases import forwarded
 from streams.core.attribution import Rules
 from streams.core.catalog import CatalogIndex, decode_artwork
-from streams.core.coengagement import PairCounts, counted
+from streams.core.coengagement import MARK, PairCounts, counted
 from streams.core.experiments import Variant, assign, default_variants
 from streams.core.ledger import Ledger, input_position
 from streams.core.popularity import Partial, PopularityView
@@ -230,6 +230,8 @@ class PartitionBatch:
     def _profile(self, user: str) -> Profile:
         profile = self._loaded.get(user)
         if profile is None:
+            if user == MARK:  # only an internal record written by hand can name it: dead-lettered (core.guarded)
+                raise ValueError("a record for the co-engagement mark's key, which is no user id")
             raw = self._raw[user] = self.profiles.get(user)
             profile = self._loaded[user] = load(raw)
             before = self._before[user] = self.cfg.tops.top(user, raw, profile, self.cfg.model, self.cfg.top_needed)
