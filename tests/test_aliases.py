@@ -193,3 +193,37 @@ def play(ops, settle_links=False) -> Cluster:
             if records:
                 c.run(user, records)
     return c
+
+
+def test_an_aliased_ids_event_forwarded_again_after_a_kill_9_counts_once_past_the_merged_profiles_window():
+    """Found by fuzzing (session 23): an aliased id's events went on without their input position, so
+    one read again after a crash was forwarded as a new record that only messageId dedup could tell;
+    a merged profile that had seen more than its window of other ids since counted it twice. Forwarded
+    records keep their position, named after the alias (streams.core.positions.forwarded_position)."""
+    from streams.core.affinity import AffinityModel
+    from streams.core.catalog import CatalogIndex
+    from streams.core.pipeline import PartitionBatch, PipelineConfig
+    from streams.core.popularity import Partial, PopularityView
+    from streams.core.records import Signal, Target
+
+    cfg = PipelineConfig(model=AffinityModel(dedup_window=16), variants=CFG.variants)
+    states = {p: ({}, {}, {}, Partial()) for p in ("anon", "user")}
+
+    def run(p, records):
+        out = PartitionBatch(cfg, 0, *states[p], CatalogIndex(), PopularityView([]), 1.79e9).run(records)
+        return [decode_keyed(o.value) for o in out if o.topic == "signals.keyed"]
+
+    def event(user, artist, i, source):
+        return Signal("view", user, f"{user}-{i}", 1.79e9 - 1000 + i, (Target(artist),), source=source, offset=i)
+
+    (merge,) = run("anon", [event("anon-1", "early", 0, "events:0"), Identity("u1", "anon-1", "id", 1.79e9 - 999)])
+    run("user", [merge])
+    late = event("anon-1", "late", 5, "events:0")
+    (forwarded,) = run("anon", [late])
+    assert (forwarded.user_id, forwarded.source, forwarded.offset) == ("u1", "events:0@anon-1", 5)
+    run("user", [forwarded] + [event("u1", "own", i, "events:1") for i in range(10, 40)])  # past its window of 16
+    counted = CFG.model.scores(load(states["user"][0]["u1"]))
+    again = run("anon", [late])  # kill -9 before the input commit: read again, forwarded again
+    assert again == [forwarded]
+    run("user", again)
+    assert CFG.model.scores(load(states["user"][0]["u1"])) == counted

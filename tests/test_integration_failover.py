@@ -590,6 +590,43 @@ def test_coengagement_is_exact_after_a_kill_9_and_an_identified_visitor_counts_o
     assert metric(worker, "recstream_coengagement_recounts_total") >= 1
 
 
+def test_a_signed_up_visitors_events_read_again_after_a_kill_9_count_once_however_busy_the_user(cluster):
+    """Found by fuzzing (session 23): a visitor's events after the sign-up go on to the merged user
+    without their input position; read again after a kill -9 they were forwarded again as new records
+    that only messageId dedup could tell, so a user who had sent more than the dedup window of events
+    since counted them twice. They keep a position named after the alias now (streams.core.positions)."""
+    cluster.env.update(RECSTREAM_INPUT_COMMIT_INTERVAL_S="300", RECSTREAM_DEDUP_WINDOW="32")  # read again, all
+    worker = cluster.start_worker("w")
+    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")  # one time: scores are counts x weight
+
+    def collect(who: dict, mid: str, artist: str) -> tuple[bytes, bytes]:
+        ev = {"type": "track", "event": "addCollectedArtwork", "messageId": mid, "timestamp": now,
+              "properties": {"artist_id": artist}, **who}
+        return segment_key(ev), dumps(ev)
+
+    def affinity() -> dict:
+        status, body = get_json(worker, "/users/u-h/affinity?n=10")
+        return {a["artist_id"]: a["score"] for a in body["artists"]} if status == 200 else {}
+
+    signup = {"type": "identify", "userId": "u-h", "anonymousId": "anon-h", "messageId": "id-1", "timestamp": now}
+    cluster.produce("events.segment", [collect({"anonymousId": "anon-h"}, "pre", "artist-anon"),
+                                       (segment_key(signup), dumps(signup))])
+    wait_until(lambda: "artist-anon" in affinity(), 60, what="the merge")
+    cluster.produce("events.segment", [collect({"anonymousId": "anon-h"}, f"anon-{i}", "artist-anon") for i in range(20)])
+    wait_until(lambda: affinity().get("artist-anon", 0) >= 21 * MODEL.weights["collection"] - 1e-6, 60, what="forwarded")
+    cluster.produce("events.segment", [collect({"userId": "u-h"}, f"own-{i}", "artist-own") for i in range(100)])
+    wait_until(lambda: affinity().get("artist-own", 0) >= 100 * MODEL.weights["collection"] - 1e-6, 60, what="own")
+    before = affinity()
+    worker.kill()
+    worker = cluster.start_worker("w")  # same state directory: every input record read again
+    # read again: the visitor's event before the sign-up, its 20 forwarded twice (their second hop too), the user's 100
+    wait_until(lambda: metric(worker, "recstream_duplicates_total") + metric(worker, "recstream_signals_applied_total")
+               >= 121, 60, what="the redeliveries")
+    after = affinity()
+    assert after.keys() == before.keys() and all(math.isclose(after[a], before[a], rel_tol=1e-9) for a in before), \
+        (before, after)
+
+
 def test_a_graceful_stop_commits_everything_it_applied(cluster):
     """SIGTERM: direct ingest commits its input before faust's producer stops (it stopped after it,
     so the final commit failed and the next start read everything since the last periodic commit

@@ -25,7 +25,7 @@ from streams.core.coengagement import MARK, PairCounts, counted
 from streams.core.experiments import Variant, assign, default_variants
 from streams.core.ledger import Ledger, input_position
 from streams.core.popularity import Partial, PopularityView
-from streams.core.positions import counted_when_applied, delivered_before, note_repeat
+from streams.core.positions import counted_when_applied, delivered_before, forwarded_position, note_repeat
 from streams.core.recommend import TOP_ARTISTS, recommendations_for
 from streams.core.records import (
     AffinityUpdate,
@@ -131,9 +131,9 @@ class PartitionBatch:
             self._written.add(sig.user_id)  # heals a changelog write lost in the crash
             self._resend.setdefault(sig.user_id, sig.message_id)  # and outputs lost with it
             return
-        # an aliased id's events belong to the merged profile, without their input position (the merged
-        # profile's records of that partition may come first): messageId dedup
-        if self._forwarded(sig, profile, source="", offset=-1):
+        # an aliased id's events belong to the merged profile, at a position of their own (core.positions):
+        # the same after a crash, whatever the merged profile saw since
+        if self._forwarded(sig, profile, **forwarded_position(sig)):
             return
         self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
         self._attribute(sig)  # judged against the lists shown before this event

@@ -34,6 +34,9 @@ from streams.core.seen import contains, digest
 # repeats a keyed value remembers per input source: those at or past the source's committed offset are
 # all that can be read again (`note_repeat`'s floor); the bound only matters where that is not known
 REPEATS_KEPT = 1024
+# forwarded positions a share keeps (one per alias that forwarded records to its partition; only those
+# forwarded since the input's last commit can be read again): the latest half when it reaches the bound
+MAX_FORWARDED_KEPT = 4096
 
 
 def first_delivery(applied: dict[str, int], source: str, offset: int) -> bool:
@@ -55,6 +58,26 @@ def first_delivery(applied: dict[str, int], source: str, offset: int) -> bool:
 def delivered_before(applied: dict[str, int], source: str, offset: int) -> bool:
     """Whether the input record at `offset` of `source` was applied already (read-only)."""
     return 0 <= offset <= applied.get(source, -1)
+
+
+def forwarded_position(record) -> dict[str, str]:
+    """The position a record for an aliased id travels on with to the merged profile: its own, named
+    after the alias, "<source>@<alias id>" (a topic name holds no "@"; one forwarded already keeps
+    its name). One alias's records reach the merged profile in their order, while the merged
+    profile's own records of that source may come first, so the source alone would not do; and a
+    redelivery forwarded again after a crash comes at the same position (it came as a new
+    signals.keyed record, which only messageId dedup could tell: a merged profile that saw more
+    than its window of other ids since counted it twice). No position: none (messageId dedup).
+
+    >>> from types import SimpleNamespace as Record
+    >>> forwarded_position(Record(user_id="anon-1", source="events:3", offset=41))
+    {'source': 'events:3@anon-1'}
+    >>> forwarded_position(Record(user_id="email-1", source="events:3@anon-1", offset=41))  # a second hop
+    {}
+    """
+    if record.offset < 0 or "@" in record.source:
+        return {}
+    return {"source": f"{record.source}@{record.user_id}"}
 
 
 def note_repeat(repeats: dict[str, list[int]], source: str, offset: int, floor: Mapping[str, int]) -> None:
@@ -122,5 +145,10 @@ def share_takes(counted: dict[str, int], source: str, offset: int, fresh: bool, 
         return fresh
     if offset <= counted.get(source, -1):
         return fresh  # passed without it (see above), or a redelivery it counted
+    if "@" in source:  # a forwarded position (`forwarded_position`), one per alias: the newest kept
+        counted.pop(source, None)
+        if len(counted) >= MAX_FORWARDED_KEPT:
+            for old in [s for s in counted if "@" in s][: MAX_FORWARDED_KEPT // 2]:
+                del counted[old]
     counted[source] = offset
     return fresh or counted_before
