@@ -390,3 +390,43 @@ def test_a_restore_that_ends_after_the_next_assignment_began_readies_nothing():
     recovery.next_assignment = False
     asyncio.run(remember_recovery(finish)(recovery, 4))
     assert recovery.ready_generation == 4
+
+
+def test_a_loaded_share_behind_its_profiles_mark_is_recounted_and_a_failed_recount_keeps_the_stream_going(
+        tmp_path, monkeypatch, caplog):
+    """streams.worker.user_batches._settle_pairs over a real RocksDB partition store: faust's own
+    bookkeeping keys are no profiles; a share whose number is the mark's is taken as written; a
+    recount that raises is logged and the share kept (a stopped stream would be worse than a lag)."""
+    from types import SimpleNamespace
+
+    from rocksdict import Options, Rdict
+
+    from streams.core.affinity import Profile, dump
+    from streams.core.coengagement import MARK, mark_value
+    from streams.core.metrics import metrics
+    from streams.core.popularity import Partial
+    from streams.worker import user_batches
+
+    db = Rdict(str(tmp_path / "affinity-0.db"), Options(raw_mode=True))
+    db[b"__faust\x00offset__"] = b"41"
+    db[b"u1"] = dump(Profile(events=2, scores={"a": 2.0, "b": 1.0}))
+    db[b"u2"] = dump(Profile(events=2, scores={"a": 1.0, "c": 1.0}))
+    db[MARK.encode()] = mark_value(7)
+    store = SimpleNamespace(data=SimpleNamespace(_db_for_partition=lambda partition: db))
+    monkeypatch.setattr(user_batches, "tables", SimpleNamespace(affinity=store))
+    before = metrics.value("recstream_coengagement_recounts_total")
+
+    agreeing = Partial(pairs={"a|b": 9}, seq=7)
+    user_batches._settle_pairs(0, agreeing)
+    assert agreeing.pairs == {"a|b": 9} and metrics.value("recstream_coengagement_recounts_total") == before
+
+    behind = Partial(pairs={"a|b": 9}, seq=3)
+    user_batches._settle_pairs(0, behind)
+    assert behind.pairs == {"a|b": 1, "a|c": 1} and behind.seq == 7
+    assert metrics.value("recstream_coengagement_recounts_total") == before + 1
+
+    db[b"u3"] = b"\xc1 not a profile"
+    broken = Partial(pairs={"a|b": 9}, seq=3)
+    user_batches._settle_pairs(0, broken)  # logged, not raised
+    assert broken.pairs == {"a|b": 9} and "co-engagement recount failed" in caplog.text
+    db.close()

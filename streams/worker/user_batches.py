@@ -91,7 +91,13 @@ def _settle_pairs(partition: int, share) -> None:
     mark, held = read_mark(store.get(MARK.encode())), share.seq
     started = time.perf_counter()
     rows = ((key.decode(), value) for key, value in store.items() if not key.startswith(b"__faust"))
-    if settle(share, mark, rows, pipeline_config.model, pipeline_config.top_needed, pipeline_config.coengagement_top_m):
+    try:
+        recounted = settle(share, mark, rows, pipeline_config.model, pipeline_config.top_needed,
+                           pipeline_config.coengagement_top_m)
+    except Exception:  # the stream goes on with the share as it was (its pairs may lag the profiles)
+        log.exception("partition %d: co-engagement recount failed; its share is kept as written", partition)
+        return
+    if recounted:
         metrics.inc("recstream_coengagement_recounts_total")
         log.warning("partition %d: co-engagement recounted from its profiles in %.2f s (its share was written "
                     "after batch %d, the profiles after batch %d: the last stop was not clean)",
