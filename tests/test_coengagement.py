@@ -6,7 +6,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core.affinity import AffinityModel
+from streams.core.affinity import AffinityModel, load
 from streams.core.catalog import CatalogIndex
 from streams.core.coengagement import MARK, read_mark, recount, settle
 from streams.core.experiments import Variant
@@ -137,3 +137,7 @@ def test_an_internal_record_for_the_marks_key_is_dead_lettered_and_the_mark_and_
         assert [(r.user_id, why) for r, why in done.failed] == [(MARK, "ValueError")] and done.applied == 2
         assert read_mark(part.profiles[MARK]) == part.share.seq and part.share.pairs == part.recounted()
     assert part.share.pairs == {"a|b": 1, "a|c": 1, "b|c": 1}
+    # an identify naming it as the new id would make "u" a pointer to it: its Merge could never land
+    done = run_guarded(lambda: PartitionBatch(CFG, 0, part.profiles, part.recs, part.fans, part.share, CatalogIndex(),
+                                              PopularityView([]), NOW), [Identity(MARK, "u", "id-x", NOW)], [])
+    assert [why for _, why in done.failed] == ["ValueError"] and not load(part.profiles["u"]).alias_of

@@ -160,7 +160,7 @@ class PartitionBatch:
     def _identity(self, ident: Identity) -> None:
         """Keyed by the previous id: hand its profile to the new id, leave a pointer. Every identify of the pair sends
         it (the new id merges once): after a crash the pointer may have landed while the Merge did not."""
-        profile = self._profile(ident.previous_id)
+        profile = self._profile(ident.previous_id if ident.user_id != MARK else MARK)  # no pointer to the mark
         if profile.alias_of not in ("", ident.user_id) or ident.user_id in (*profile.merged, ident.previous_id):
             return  # merged into another id already, or the new id was merged into this one (no ring), or itself
         moving = msgspec.structs.replace(profile, alias_of="")
