@@ -430,3 +430,28 @@ def test_a_loaded_share_behind_its_profiles_mark_is_recounted_and_a_failed_recou
     user_batches._settle_pairs(0, broken)  # logged, not raised
     assert broken.pairs == {"a|b": 9} and "co-engagement recount failed" in caplog.text
     db.close()
+
+
+def test_consumer_lag_is_counted_from_aiokafkas_position_not_a_read_offset_faust_never_set():
+    """Fuzzing (session 23): after kill -9s during restarts, a catalog partition read to its end showed
+    a lag of its whole length (381) for good: faust's `_read_offset` was None for it. The position is
+    aiokafka's own; without one (nothing fetched yet) faust's read offset, then the partition's start."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from streams.worker.web import partition_lag
+
+    tp = TP("catalog.artworks", 0)
+
+    def consumer(state, read=None, high=381):
+        assignment = SimpleNamespace(state_value=lambda p: state if p == tp else None)
+        aiokafka = SimpleNamespace(_subscription=SimpleNamespace(subscription=SimpleNamespace(assignment=assignment)))
+        return SimpleNamespace(highwater=lambda p: high, _read_offset={tp: read} if read is not None else {},
+                               _thread=SimpleNamespace(_ensure_consumer=lambda: aiokafka))
+
+    assert partition_lag(consumer(SimpleNamespace(has_valid_position=True, position=381)), tp) == 0
+    assert partition_lag(consumer(SimpleNamespace(has_valid_position=True, position=300), read=350), tp) == 81
+    assert partition_lag(consumer(SimpleNamespace(has_valid_position=False, position=None), read=99), tp) == 281
+    assert partition_lag(consumer(None), tp) == 381  # nothing known: the whole partition
+    assert partition_lag(consumer(None, high=None), tp) is None  # not fetched yet: no figure
