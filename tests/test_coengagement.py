@@ -8,12 +8,12 @@ from hypothesis import strategies as st
 
 from streams.core.affinity import AffinityModel, load
 from streams.core.catalog import CatalogIndex
-from streams.core.coengagement import MARK, read_mark, recount, settle
+from streams.core.coengagement import MARK, counted, read_mark, recount, settle
 from streams.core.experiments import Variant
 from streams.core.guarded import run_guarded
 from streams.core.pipeline import PartitionBatch, PipelineConfig
 from streams.core.popularity import Partial, PopularityView, dump_partial, load_partial
-from streams.core.records import Identity, Signal, Target, decode_keyed
+from streams.core.records import Identity, Signal, Target, decode_fans, decode_keyed, fans_key
 
 NOW = 1_790_000_000.0
 CFG = PipelineConfig(model=AffinityModel(), variants={"A": Variant("A", share=1.0)}, coengagement_top_m=3)
@@ -40,6 +40,18 @@ class Partition:
     def recounted(self) -> dict[str, int]:
         return recount(self.profiles.items(), CFG.model, CFG.top_needed, CFG.coengagement_top_m)
 
+    def fans_index(self) -> dict[str, set[str]]:
+        return {key: set(users) for key, raw in self.fans.items() if (users := decode_fans(raw))}
+
+    def fans_from_scratch(self) -> dict[str, set[str]]:
+        """Each counted profile a fan of its top fan_top_m artists (the index's rule, as the bulk rebuild counts it)."""
+        out: dict[str, set[str]] = {}
+        for user, raw in self.profiles.items():
+            if user != MARK and counted(profile := load(raw)):
+                for artist, _ in CFG.model.top(profile, CFG.top_needed)[: CFG.fan_top_m]:
+                    out.setdefault(fans_key(artist, 0), set()).add(user)
+        return out
+
 
 def history(rng: random.Random, n: int) -> list:
     """Follows, unfollows, views and identifies of a few visitors and users; each signal has an input position."""
@@ -60,9 +72,10 @@ def test_an_identified_visitors_pairs_move_to_the_merged_profile_and_count_once(
     part.run([Signal("follow", "anon", "f1", NOW - 9, (Target("a"),)), Signal("follow", "anon", "f2", NOW - 8, (Target("b"),))])
     assert part.share.pairs == {"a|b": 1}
     part.run([Identity("user", "anon", "id1", NOW - 7)])  # anon is a pointer now; its Merge is on its way
-    assert part.share.pairs == {}
+    assert part.share.pairs == {} and part.fans_index() == {}  # nor a fan: a catalog change has no list to build
     part.run([Signal("follow", "user", "f3", NOW - 6, (Target("c"),))])  # the Merge comes first
     assert part.share.pairs == {"a|b": 1, "a|c": 1, "b|c": 1} == part.recounted()
+    assert part.fans_index() == {fans_key(artist, 0): {"user"} for artist in "abc"}
 
 
 @settings(max_examples=60, deadline=None)
@@ -73,6 +86,7 @@ def test_the_pairs_a_batch_leaves_are_those_of_its_profiles_counted_from_scratch
     for start in range(0, len(records), size):
         part.run(records[start:start + size])
         assert part.share.pairs == part.recounted()
+        assert part.fans_index() == part.fans_from_scratch()  # the fans index follows the same rule
     assert part.share.seq == read_mark(part.profiles.get(MARK))
 
 

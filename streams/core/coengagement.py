@@ -46,45 +46,57 @@ class PairCounts:
     """One batch's co-engagement bookkeeping over a partition's share: the artists the share counts
     for each user the batch loads (`loaded`), moved to what each profile it writes holds now
     (`written`: its events or a merge moved its top, or it became an alias or stopped being one),
-    then, if any moved, the batch's number stored with the profiles (`mark`).
+    then, if any moved, the batch's number stored with the profiles (`mark`). It remembers each
+    user's `keep` strongest counted artists (at least m), for the fans index, which follows the same rule.
 
     >>> from streams.core.affinity import Profile
     >>> share, profiles = Partial(), {}
     >>> batch = PairCounts(share, m=5)
     >>> batch.loaded("anon", Profile(), [])
     >>> batch.written("anon", Profile(scores={"a": 1.0, "b": 1.0}), [("a", 1.0), ("b", 1.0)], rank=None)
+    (None, ['a', 'b'])
     >>> batch.mark(profiles); share.pairs, share.seq, profiles[MARK]
     ({'a|b': 1}, 1, b'1')
     >>> batch = PairCounts(share, m=5)  # the next batch: an identify leaves a pointer
     >>> batch.loaded("anon", Profile(scores={"a": 1.0, "b": 1.0}), [("a", 1.0), ("b", 1.0)])
     >>> batch.written("anon", Profile(scores={"a": 1.0, "b": 1.0}, alias_of="u1"), None, rank=None)
+    (['a', 'b'], None)
     >>> batch.mark(profiles); share.pairs, share.seq, profiles[MARK]
     ({}, 2, b'2')
     """
 
-    def __init__(self, share: Partial, m: int):
-        self.share, self.m, self.moved = share, m, False
-        self._counted: dict[str, list[str] | None] = {}  # user -> the artists the share counts (None: none)
+    def __init__(self, share: Partial, m: int, keep: int = 0):
+        self.share, self.m, self.keep, self.moved = share, m, max(m, keep), False
+        self._counted: dict[str, list[str] | None] = {}  # user -> its counted top artists (None: not counted)
 
     def loaded(self, user: str, profile: Profile, top: list[tuple[str, float]]) -> None:
-        self._counted[user] = top_artists(top, self.m) if counted(profile) else None
+        self._counted[user] = top_artists(top, self.keep) if counted(profile) else None
 
     def written(self, user: str, profile: Profile, top: list[tuple[str, float]] | None,
-                rank: Callable[[str], list[tuple[str, float]]]) -> None:
-        """`top`: the profile's ranking if the batch made it (None: `rank(user)` makes it when needed)."""
+                rank: Callable[[str], list[tuple[str, float]]]) -> tuple[list[str] | None, list[str] | None] | None:
+        """`top`: the profile's ranking if the batch made it (None: `rank(user)` makes it when needed).
+        The counted top artists before and now when they changed (None: not counted), else None."""
         old = self._counted[user]
         if top is None and counted(profile) == (old is not None):
-            return  # written without a new score (a repeat, a redelivery): its top is where it was
-        new = top_artists(rank(user) if top is None else top, self.m) if counted(profile) else None
-        if set(old or ()) != set(new or ()):
-            self.share.update_pairs(old or (), new or ())
-            self._counted[user], self.moved = new, True
+            return None  # written without a new score (a repeat, a redelivery): its top is where it was
+        new = top_artists(rank(user) if top is None else top, self.keep) if counted(profile) else None
+        if old == new:
+            return None
+        if set((old or ())[: self.m]) != set((new or ())[: self.m]):
+            self.share.update_pairs((old or ())[: self.m], (new or ())[: self.m])
+            self.moved = True
+        self._counted[user] = new
+        return old, new
 
     def finish(self, written: Iterable[str], profiles: Mapping[str, Profile], tops: Mapping[str, list],
-               rank: Callable[[str], list[tuple[str, float]]], store: MutableMapping[str, bytes]) -> None:
-        """Every profile the batch wrote (`profiles`: as it holds them, `tops`: the rankings it made), then the mark."""
+               rank: Callable[[str], list[tuple[str, float]]], store: MutableMapping[str, bytes],
+               changed: Callable[[str, list[str] | None, list[str] | None], None] | None = None) -> None:
+        """Every profile the batch wrote (`profiles`: as it holds them, `tops`: the rankings it made), each
+        whose counted top changed told to `changed(user, before, now)` (the fans index), then the mark."""
         for user in written:
-            self.written(user, profiles[user], tops.get(user), rank)
+            moved = self.written(user, profiles[user], tops.get(user), rank)
+            if moved is not None and changed is not None:
+                changed(user, *moved)
         self.mark(store)
 
     def mark(self, profiles: MutableMapping[str, bytes]) -> None:

@@ -87,7 +87,7 @@ class PartitionBatch:
         self._loaded: dict[str, Profile] = {}
         self._raw: dict[str, bytes | None] = {}  # each loaded user's profile as stored (TopCache's key)
         self._before: dict[str, list[tuple[str, float]]] = {}
-        self._pairs = PairCounts(partial, cfg.coengagement_top_m)  # co-engagement: each written user's move
+        self._pairs = PairCounts(partial, cfg.coengagement_top_m, cfg.fan_top_m)  # co-engagement and fans follow tops
         self._written: set[str] = set()
         self._dirty: dict[str, str] = {}  # user -> trigger
         self._resend: dict[str, str] = {}  # user -> trigger: outputs sent again even if unchanged
@@ -250,9 +250,8 @@ class PartitionBatch:
             before = self._before[user]
             after = tops[user] = self._rank(user)
             self._emit_affinity(user, profile, before, after, trigger, resend)
-            self._update_fans(user, before, after)
             self._emit_recommendations(user, profile, after, trigger, resend)
-        self._pairs.finish(self._written, self._loaded, tops, self._rank, self.profiles)
+        self._pairs.finish(self._written, self._loaded, tops, self._rank, self.profiles, self._update_fans)
         if self.ledger is not None:
             self.ledger.flush()
 
@@ -265,9 +264,9 @@ class PartitionBatch:
             update = AffinityUpdate(user, profile.ref, [ArtistScore(a, s) for a, s in after[:n]], trigger)
             self._send(AFFINITY_UPDATES, user, encode(update))
 
-    def _update_fans(self, user, before, after) -> None:
-        m = self.cfg.fan_top_m
-        old, new = {a for a, _ in before[:m]}, {a for a, _ in after[:m]}
+    def _update_fans(self, user: str, before: list[str] | None, now: list[str] | None) -> None:
+        m = self.cfg.fan_top_m  # a fan of each of the top m artists it counts (an alias of none)
+        old, new = set((before or ())[:m]), set((now or ())[:m])
         for artist in old ^ new:
             key = fans_key(artist, self.partition)
             fans = [u for u in decode_fans(self.fans.get(key)) if u != user]
