@@ -51,10 +51,19 @@ def recovered(app) -> bool:
     return not app.rebalancing and recovery.completed.is_set() and ready == app.consumer_generation_id
 
 
+FAUST_KEYS = b"__faust"  # faust's own bookkeeping keys in a partition's RocksDB (its changelog offsets)
+
+
 def stored_keys(table, partition: int) -> list[str]:
     """The keys in one partition's RocksDB (faust's own bookkeeping keys left out)."""
     db = table.data._db_for_partition(partition)
-    return [key.decode() for key in db.keys() if not key.startswith(b"__faust")]
+    return [key.decode() for key in db.keys() if not key.startswith(FAUST_KEYS)]
+
+
+def stored_items(table, partition: int):
+    """(key, value) of every key in one partition's RocksDB, as `stored_keys` (read lazily)."""
+    db = table.data._db_for_partition(partition)
+    return ((key.decode(), value) for key, value in db.items() if not key.startswith(FAUST_KEYS))
 
 
 def view_without_blocking(shares, stored, now: float):

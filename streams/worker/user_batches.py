@@ -17,6 +17,8 @@ from streams.core.pipeline import PartitionBatch
 from streams.worker import tables, topics
 from streams.worker.app import clock, pipeline_config
 from streams.worker.commit import BatchCommit
+from streams.worker.reads import read
+from streams.worker.runtime import stored_items
 from streams.worker.state import popularity, popularity_view, publish_tally
 
 log = logging.getLogger(__name__)
@@ -87,13 +89,11 @@ def _batch_maker(partition: int, batch: BatchCommit, hold=None):
 def _settle_pairs(partition: int, share) -> None:
     """A share just loaded (a start, a partition taken over): recounted from the partition's profiles
     when it was not written after their last batch that moved its pairs (a kill -9; streams.core.coengagement)."""
-    store = tables.affinity.data._db_for_partition(partition)
-    mark, held = read_mark(store.get(MARK.encode())), share.seq
+    mark, held = read_mark(read(tables.affinity, MARK, partition)), share.seq
     started = time.perf_counter()
-    rows = ((key.decode(), value) for key, value in store.items() if not key.startswith(b"__faust"))
     try:
-        recounted = settle(share, mark, rows, pipeline_config.model, pipeline_config.top_needed,
-                           pipeline_config.coengagement_top_m)
+        recounted = settle(share, mark, stored_items(tables.affinity, partition), pipeline_config.model,
+                           pipeline_config.top_needed, pipeline_config.coengagement_top_m)
     except Exception:  # the stream goes on with the share as it was (its pairs may lag the profiles)
         log.exception("partition %d: co-engagement recount failed; its share is kept as written", partition)
         return
