@@ -90,12 +90,12 @@ class PairCounts:
 
     def finish(self, written: Iterable[str], profiles: Mapping[str, Profile], tops: Mapping[str, list],
                rank: Callable[[str], list[tuple[str, float]]], store: MutableMapping[str, bytes],
-               changed: Callable[[str, list[str] | None, list[str] | None], None] | None = None) -> None:
+               changed: Callable[[str, list[str] | None, list[str] | None], None]) -> None:
         """Every profile the batch wrote (`profiles`: as it holds them, `tops`: the rankings it made), each
         whose counted top changed told to `changed(user, before, now)` (the fans index), then the mark."""
         for user in written:
             moved = self.written(user, profiles[user], tops.get(user), rank)
-            if moved is not None and changed is not None:
+            if moved is not None:
                 changed(user, *moved)
         self.mark(store)
 
