@@ -27,11 +27,13 @@ class Partition:
         self.profiles, self.recs, self.fans, self.share = {}, {}, {}, Partial()
         self.keyed: list = []
 
+    def batch(self) -> PartitionBatch:
+        return PartitionBatch(CFG, 0, self.profiles, self.recs, self.fans, self.share, CatalogIndex(),
+                              PopularityView([]), NOW)
+
     def run(self, records: list) -> None:
-        batch = PartitionBatch(CFG, 0, self.profiles, self.recs, self.fans, self.share, CatalogIndex(),
-                               PopularityView([]), NOW)
         records, self.keyed = self.keyed + records, []
-        self.keyed = [decode_keyed(o.value) for o in batch.run(records) if o.topic == "signals.keyed"]
+        self.keyed = [decode_keyed(o.value) for o in self.batch().run(records) if o.topic == "signals.keyed"]
 
     def drain(self) -> None:
         while self.keyed:
@@ -146,12 +148,10 @@ def test_an_internal_record_for_the_marks_key_is_dead_lettered_and_the_mark_and_
     for first in (True, False):
         batch = [Signal("follow", "u", f"f{first}1", NOW - 9, (Target("a"),)), Signal("follow", MARK, f"x{first}", NOW - 8, (Target("z"),)),
                  Signal("follow", "u", f"f{first}2", NOW - 7, (Target("b" if first else "c"),))]
-        done = run_guarded(lambda: PartitionBatch(CFG, 0, part.profiles, part.recs, part.fans, part.share, CatalogIndex(),
-                                                  PopularityView([]), NOW), batch, [])
+        done = run_guarded(part.batch, batch, [])
         assert [(r.user_id, why) for r, why in done.failed] == [(MARK, "ValueError")] and done.applied == 2
         assert read_mark(part.profiles[MARK]) == part.share.seq and part.share.pairs == part.recounted()
     assert part.share.pairs == {"a|b": 1, "a|c": 1, "b|c": 1}
     # an identify naming it as the new id would make "u" a pointer to it: its Merge could never land
-    done = run_guarded(lambda: PartitionBatch(CFG, 0, part.profiles, part.recs, part.fans, part.share, CatalogIndex(),
-                                              PopularityView([]), NOW), [Identity(MARK, "u", "id-x", NOW)], [])
+    done = run_guarded(part.batch, [Identity(MARK, "u", "id-x", NOW)], [])
     assert [why for _, why in done.failed] == ["ValueError"] and not load(part.profiles["u"]).alias_of
