@@ -1,70 +1,135 @@
-"""catalog.artworks / catalog.curated (compacted) -> global tables and every worker's catalog
-index; newly recommendable works trigger a refresh for their artist's fans on every partition."""
+"""catalog.artworks / catalog.curated / catalog.images (compacted) -> global tables and every
+worker's catalog index and image pools; newly recommendable works trigger a refresh for their
+artist's fans on every partition.
+
+Direct ingest reads these topics (the default, `catalog_records` within its batches): faust's
+consumer can drop records it re-fetches after an assignment (streams.kafka.direct), and a
+dropped catalog record is a work missing until its next update, with every event naming it
+dead-lettered (fuzzing under kills during restarts: 64 consecutive records of one partition
+never reached the artworks table while the group's offsets passed them). The faust agents below
+remain for RECSTREAM_DIRECT_INGEST=false. Both paths apply a record with the same functions."""
 
 import functools
 
-from agents.deadletters import decoded, send_dead_letter
+from agents.deadletters import letter, send_dead_letter
 from streams.core.catalog import decode_artwork, decode_curated
 from streams.core.events import Rejected
+from streams.core.image_pipeline import decode_image_catalog
 from streams.core.ingest import decode_or_reject
 from streams.core.metrics import metrics
 from streams.core.properties import is_id
 from streams.core.records import MAX_ID_CHARS, Refresh, encode_keyed
 from streams.worker import tables, topics
 from streams.worker.app import app, settings
+from streams.worker.commit import send_all
 from streams.worker.runtime import event_context
+from streams.worker.state import table_anchor
+
+Changed = list[tuple[str, bytes | None]]  # (artist, its newest changed record) whose fans should see a change
 
 
-@app.agent(topics.artworks, concurrency=1)
-async def load_artworks(stream):
-    async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        tables.ensure_catalog_loaded()
-        refresh: dict[str, bytes] = {}  # artist -> newest changed work (one refresh per artist per batch)
-        for event in events:
-            for artist, raw in await _apply(event):
-                refresh[artist] = raw
-        for artist, raw in refresh.items():
-            for partition in range(settings.partitions):
-                await topics.signals.send(key=artist.encode(), partition=partition,
-                                          value=encode_keyed(Refresh(artist, raw)))
-
-
-async def _apply(event) -> list[tuple[str, bytes | None]]:
-    """Store one catalog record; returns the (artist, record) whose fans should see the change."""
-    if event.value is None:  # tombstone: the artwork is gone
-        return await _remove(event)
-    artwork = await decoded(event, functools.partial(decode_artwork, key=event.message.key), "invalid_artwork")
-    if artwork is None:
-        return []
-    with event_context(event):
+def apply_artwork(msg, anchor) -> Changed | Rejected:
+    """Store one catalog.artworks record (`msg`: .key, .value; a tombstone deletes), its table
+    write within `anchor`'s event context; the artists whose fans should see the change."""
+    tables.ensure_catalog_loaded()
+    if msg.value is None:  # tombstone: the artwork is gone
+        return _remove(msg, anchor)
+    artwork = decode_or_reject(functools.partial(decode_artwork, key=msg.key), msg.value, "invalid_artwork")
+    if isinstance(artwork, Rejected):
+        return artwork
+    with event_context(anchor):
         old = tables.catalog_index.get(artwork.id)
-        tables.artworks[artwork.id] = event.value
+        tables.artworks[artwork.id] = msg.value
     newly_recommendable = tables.catalog_index.upsert(artwork)
     metrics.inc("recstream_catalog_records_total")
     no_longer = old is not None and old != artwork and not newly_recommendable
     moved = [(old.artist_id, None)] if old is not None and old.artist_id != artwork.artist_id else []  # its old fans
-    return [*moved, *([(artwork.artist_id, event.value)] if newly_recommendable or no_longer or moved else [])]
+    return [*moved, *([(artwork.artist_id, msg.value)] if newly_recommendable or no_longer or moved else [])]
 
 
-async def _remove(event):
-    artwork_id = decode_or_reject(bytes.decode, event.message.key, "invalid_key")
+def _remove(msg, anchor) -> Changed | Rejected:
+    artwork_id = decode_or_reject(bytes.decode, msg.key, "invalid_key")
     if isinstance(artwork_id, Rejected) or not is_id(artwork_id):  # an empty or 3 MB key deletes nothing
-        await send_dead_letter(event, "invalid_key", f"a tombstone needs an artwork id (1 to {MAX_ID_CHARS} "
-                                                     "characters, UTF-8) as its key")
-        return []
-    with event_context(event):
+        return Rejected("invalid_key", f"a tombstone needs an artwork id (1 to {MAX_ID_CHARS} characters, UTF-8) "
+                                       "as its key")
+    with event_context(anchor):
         old = tables.catalog_index.get(artwork_id)
         tables.artworks.pop(artwork_id, None)
         tables.catalog_index.remove(artwork_id)
     return [] if old is None else [(old.artist_id, None)]
 
 
-@app.agent(topics.curated, concurrency=1)
-async def load_curated(stream):
-    async for event in stream.events():
-        ids = await decoded(event, functools.partial(decode_curated, key=event.message.key), "invalid_curated")
-        if ids is None:
-            continue
-        tables.editorial["curated"] = event.value
-        tables.catalog_index.curated = ids
-        metrics.inc("recstream_curated_updates_total")
+def apply_curated(msg, anchor) -> Changed | Rejected:
+    """Store the editorial list (catalog.curated)."""
+    ids = decode_or_reject(functools.partial(decode_curated, key=msg.key), msg.value, "invalid_curated")
+    if isinstance(ids, Rejected):
+        return ids
+    with event_context(anchor):
+        tables.editorial["curated"] = msg.value
+    tables.catalog_index.curated = ids
+    metrics.inc("recstream_curated_updates_total")
+    return []
+
+
+def apply_image_catalog(msg, anchor) -> Changed | Rejected:
+    """Store one merchant's images (catalog.images)."""
+    record = decode_or_reject(functools.partial(decode_image_catalog, key=msg.key), msg.value,
+                              "invalid_image_catalog")
+    if isinstance(record, Rejected):
+        return record
+    with event_context(anchor):
+        tables.image_catalog[record.merchant_id] = msg.value
+    metrics.inc("recstream_image_catalog_records_total")
+    return []
+
+
+metrics.gauge("recstream_catalog_works", lambda: {(): len(tables.catalog_index.works)})  # this worker's catalog
+
+APPLY = {topics.artworks.get_topic_name(): apply_artwork, topics.curated.get_topic_name(): apply_curated,
+         topics.image_catalog.get_topic_name(): apply_image_catalog}
+
+
+def refreshes(changed: dict[str, bytes | None]) -> list[tuple]:
+    """The refresh records for the changed artists' fans, one per artist and partition."""
+    return [(topics.signals, artist.encode(), encode_keyed(Refresh(artist, raw)), partition)
+            for artist, raw in changed.items() for partition in range(settings.partitions)]
+
+
+def catalog_records(records, batch) -> None:
+    """Direct ingest's catalog records (aiokafka ConsumerRecords, in order per partition) applied,
+    before the events of the same read; dead letters and refreshes go into `batch`, the read's
+    state transaction. The tables' changelog records go through faust's producer, which direct
+    ingest flushes before it commits the offsets covering them."""
+    changed: dict[str, bytes | None] = {}  # one refresh per artist per read
+    for rec in records:
+        result = APPLY[rec.topic](rec, table_anchor(rec.partition))
+        if isinstance(result, Rejected):
+            batch.send(*letter(result, rec, rec.value))
+        else:
+            changed.update(result)
+    for message in refreshes(changed):
+        batch.send(*message)
+
+
+async def _apply_events(events) -> None:
+    """faust's path: each event applied in order (dead letters sent as they come), then the refreshes."""
+    changed: dict[str, bytes | None] = {}
+    for event in events:
+        result = APPLY[event.message.topic](event.message, event)
+        if isinstance(result, Rejected):
+            await send_dead_letter(event, result.reason, result.detail)
+        else:
+            changed.update(result)
+    await send_all(app, refreshes(changed))
+
+
+async def load_catalog(stream):
+    """faust's path over the catalog topics (RECSTREAM_DIRECT_INGEST=false)."""
+    async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
+        await _apply_events(events)
+
+
+if not settings.direct_ingest:  # one agent per topic: each is compacted and read in its own order
+    load_artworks = app.agent(topics.artworks, name="load_artworks", concurrency=1)(load_catalog)
+    load_curated = app.agent(topics.curated, name="load_curated", concurrency=1)(load_catalog)
+    load_image_catalog = app.agent(topics.image_catalog, name="load_image_catalog", concurrency=1)(load_catalog)

@@ -11,13 +11,14 @@ from streams.worker.runtime import by_partition
 
 async def send_dead_letter(event, reason: str, detail: str) -> None:
     """Count it and send the record, with its source position and bytes, to the dead-letter topic."""
-    await send_all(app, [_letter(Rejected(reason, detail), event.message, event.value)])
+    await send_all(app, [letter(Rejected(reason, detail), event.message, event.value)])
 
 
-def _letter(rejected: Rejected, msg, value: bytes | None) -> tuple:
+def letter(rejected: Rejected, msg, value: bytes | None) -> tuple:
+    """Count it; the (topic, key, value) of the record's dead letter (`msg`: .topic, .partition, .offset, .key)."""
     metrics.inc("recstream_dead_letters_total", reason=rejected.reason)
-    letter = dead_letter(rejected, msg.topic, msg.partition, msg.offset, msg.key, value)
-    return topics.deadletter, letter_key(msg.key), letter
+    return topics.deadletter, letter_key(msg.key), dead_letter(rejected, msg.topic, msg.partition, msg.offset,
+                                                               msg.key, value)
 
 
 async def decoded(event, decode, reason: str, keyed: bool = False):
@@ -50,7 +51,7 @@ def decoded_into(batch, records, decode, reason: str, keyed: bool = False) -> li
     for rec in records:
         record = decode_or_reject(decode, rec.value, reason)
         if isinstance(record, Rejected):
-            batch.send(*_letter(record, rec, rec.value))
+            batch.send(*letter(record, rec, rec.value))
         else:
             out.append(stamp_unpositioned(record, rec.topic, rec.partition, rec.offset) if keyed else record)
     return out

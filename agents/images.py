@@ -1,14 +1,11 @@
 """images.keyed -> image_consumers table and image_stats shares; images.chosen and
-images.replies out. catalog.images -> the image_catalog table. Logic: streams.core.image_pipeline."""
+images.replies out (catalog.images: agents.catalog). Logic: streams.core.image_pipeline."""
 
-import functools
 import time
 
-from agents.deadletters import decoded, decoded_by_partition
-from streams.core.image_pipeline import decode_image_catalog
-from streams.core.metrics import metrics
+from agents.deadletters import decoded_by_partition
 from streams.core.records import decode_image_keyed
-from streams.worker import tables, topics
+from streams.worker import topics
 from streams.worker.app import app, settings
 from streams.worker.commit import BatchCommit
 from streams.worker.image_batches import apply_images
@@ -28,15 +25,3 @@ async def process_images(stream):
 
 if not settings.direct_ingest:
     process_images = app.agent(topics.images_keyed, concurrency=1)(process_images)
-
-
-@app.agent(topics.image_catalog, concurrency=1)
-async def load_image_catalog(stream):
-    async for event in stream.events():
-        record = await decoded(event, functools.partial(decode_image_catalog, key=event.message.key),
-                               "invalid_image_catalog")
-        if record is None:
-            continue
-        tables.image_catalog[record.merchant_id] = event.value
-        metrics.inc("recstream_image_catalog_records_total")
-

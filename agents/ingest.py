@@ -16,6 +16,8 @@ import time
 
 import msgspec
 
+from agents.catalog import APPLY as CATALOG_TOPICS
+from agents.catalog import catalog_records
 from agents.deadletters import decoded, decoded_into
 from streams.core.catalog import ArtistLookup
 from streams.core.ingest import (
@@ -90,18 +92,19 @@ def _ingest_into(messages, batch: BatchCommit) -> dict[int, list[Signal]]:
 
 
 async def direct_batch(records) -> None:
-    """One read of the direct consumer, all in one state transaction: input records ingested,
-    signals.keyed and images.keyed records applied, due retries of the pending topic ingested
-    (their faust agents' work, without faust's consumer: see streams.kafka.direct on why a path
+    """One read of the direct consumer, all in one state transaction: catalog records stored, input
+    records ingested, signals.keyed and images.keyed records applied, due retries of the pending
+    topic ingested (their faust agents' work, without faust's consumer: see streams.kafka.direct on why a path
     must never lose a record). Returns the pending partitions to hold until their head is due."""
-    batch, inputs, users, images, pending = BatchCommit(app), [], {}, {}, {}
+    batch, inputs, catalog, users, images, pending = BatchCommit(app), [], [], {}, {}, {}
     internal = {_SIGNALS: users, _IMAGES: images, _PENDING: pending}  # topic -> its records by partition
     for rec in records:
         by_partition = internal.get(rec.topic)
-        if by_partition is None:
-            inputs.append(rec)
-        else:
+        if by_partition is not None:
             by_partition.setdefault(rec.partition, []).append(rec)
+        else:
+            (catalog if rec.topic in CATALOG_TOPICS else inputs).append(rec)
+    catalog_records(catalog, batch)  # first: this read's events may name the works it brings
     here, wall = _ingest_into(inputs, batch), time.monotonic()
     for partition in sorted(users.keys() | here.keys()):
         keyed = decoded_into(batch, users.get(partition, ()), decode_keyed, "invalid_internal_record", keyed=True)
@@ -233,9 +236,11 @@ if settings.direct_ingest:
     @app.task
     async def direct_ingest() -> None:
         global direct
-        for topic in (*topics.input_topics, topics.signals, topics.images_keyed, topics.pending):
+        for topic in (*topics.input_topics, *topics.catalog_topics, topics.signals, topics.images_keyed,
+                      topics.pending):
             await topic.maybe_declare()
-        reader = DirectIngest([*topics.inputs.topics, _SIGNALS, _IMAGES, _PENDING], settings.partitions,
+        reader = DirectIngest([*topics.inputs.topics, *CATALOG_TOPICS, _SIGNALS, _IMAGES, _PENDING],
+                              settings.partitions,
                               direct_group(settings.kafka_app_id), settings.aiokafka_kwargs(), handle=direct_batch,
                               flush=app.producer.flush, ready=functools.partial(recovered, app),
                               batch_max=settings.batch_max,
@@ -245,12 +250,14 @@ if settings.direct_ingest:
                               commit_every_s=settings.input_commit_interval_s, timed_topics=topics.inputs.topics,
                               committed=pipeline_config.read_from)
         await reader.start()
-        # before the first assignment reads the group's offsets: where faust's agents left the keyed topics
+        # before the first assignment reads the group's offsets: where faust's agents left the keyed
+        # and catalog topics (an upgrade neither replays a bounded dedup window nor the whole catalog)
         adopted = await adopt_committed(settings.aiokafka_kwargs(), settings.kafka_app_id,
                                         direct_group(settings.kafka_app_id),
-                                        {t: reader.topic_partitions[t] for t in (_SIGNALS, _IMAGES, _PENDING)})
+                                        {t: reader.topic_partitions[t]
+                                         for t in (*CATALOG_TOPICS, _SIGNALS, _IMAGES, _PENDING)})
         if adopted:
-            app.log.info("direct ingest continues the keyed topics where faust's agents committed: %s", adopted)
+            app.log.info("direct ingest continues where faust's agents committed: %s", adopted)
         direct = reader
         lag_sources.append(direct.lag)
         if _assigned is not None:

@@ -144,7 +144,7 @@ class Settings:
         " 64 MB gave the same throughput; raise it for large per-worker state)", "min": 1})
     fetch_max_wait_ms: int = field(default=500, metadata={
         "help": "longest a fetch of faust's consumer thread waits for data: with direct ingest it reads only the "
-        "catalog, global tables and recovery (a short wait costs the HTTP reads GIL hand-offs); without, it reads "
+        "global tables' changelogs and recovery (a short wait costs the HTTP reads GIL hand-offs); without, it reads "
         "the inputs with RECSTREAM_INGEST_FETCH_MAX_WAIT_MS", "min": 0})
     ingest_fetch_max_wait_ms: int = field(default=20, metadata={
         "help": "longest a direct-ingest fetch of the input topics waits for data while records come: the embedded"
@@ -174,11 +174,11 @@ class Settings:
         "is 100: every batch of a few hundred events paused the pipeline, the largest share of its latency "
         "tail)", "min": 1})
     direct_ingest: bool = field(default=True, metadata={
-        "help": "the input topics and the internal ones (re-keyed signals, retries) are read in batches by a plain "
-        "consumer inside the worker that follows faust's partition assignment (offsets in group <app id>-direct), "
-        "not by faust's per-message delivery: ~2x the events/s, a fraction of the latency, and gapless delivery "
-        "across rebalances. Off: faust agents read them (faust's consumer can drop re-fetched records after a "
-        "rebalance: docs/traps.md)"})
+        "help": "the input topics, the catalog and the internal ones (re-keyed signals, retries) are read in "
+        "batches by a plain consumer inside the worker that follows faust's partition assignment (offsets in group "
+        "<app id>-direct), not by faust's per-message delivery: ~2x the events/s, a fraction of the latency, and "
+        "gapless delivery across rebalances. Off: faust agents read them (faust's consumer can drop re-fetched "
+        "records after a rebalance: docs/traps.md)"})
     single_hop: bool = field(default=True, metadata={
         "help": "ingest applies a signal itself when the input message already sits in the user's partition (input "
         "keyed by user id, same partition count): one hop instead of two. Off: every signal goes through "

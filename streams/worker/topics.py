@@ -47,6 +47,8 @@ experiment_readouts = _topic("experiments.readouts")  # snapshots of the experim
 
 TYPED_BY_NAME = {settings.topic(name): kind for name, kind in INPUT_KINDS.items() if kind is not None}
 
+catalog_topics = (artworks, curated, image_catalog)  # read by direct ingest too (agents.catalog)
+
 # Every input ingest reads (declared by direct ingest; one faust channel for the agent path).
 input_topics = (segment_events, *typed_signal_topics.values(), image_impressions, image_conversions, image_requests)
 inputs = app.topic(*(t.get_topic_name() for t in input_topics), key_type=bytes, value_type=bytes)
