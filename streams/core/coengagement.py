@@ -46,7 +46,8 @@ class PairCounts:
     """One batch's co-engagement bookkeeping over a partition's share: the artists the share counts
     for each user the batch loads (`loaded`), moved to what each profile it writes holds now
     (`written`: its events or a merge moved its top, or it became an alias or stopped being one),
-    then, if any moved, the batch's number stored with the profiles (`mark`). It remembers each
+    then, if any moved, the batch's number stored with the profiles (`mark`) and, once nothing in the
+    batch can raise any more, the moves and the number taken by the share (`commit`). It remembers each
     user's `keep` strongest counted artists (at least m), for the fans index, which follows the same rule.
 
     >>> from streams.core.affinity import Profile
@@ -55,18 +56,19 @@ class PairCounts:
     >>> batch.loaded("anon", Profile(), [])
     >>> batch.written("anon", Profile(scores={"a": 1.0, "b": 1.0}), [("a", 1.0), ("b", 1.0)], rank=None)
     (None, ['a', 'b'])
-    >>> batch.mark(profiles); share.pairs, share.seq, profiles[MARK]
+    >>> batch.mark(profiles); batch.commit(); share.pairs, share.seq, profiles[MARK]
     ({'a|b': 1}, 1, b'1')
     >>> batch = PairCounts(share, m=5)  # the next batch: an identify leaves a pointer
     >>> batch.loaded("anon", Profile(scores={"a": 1.0, "b": 1.0}), [("a", 1.0), ("b", 1.0)])
     >>> batch.written("anon", Profile(scores={"a": 1.0, "b": 1.0}, alias_of="u1"), None, rank=None)
     (['a', 'b'], None)
-    >>> batch.mark(profiles); share.pairs, share.seq, profiles[MARK]
+    >>> batch.mark(profiles); batch.commit(); share.pairs, share.seq, profiles[MARK]
     ({}, 2, b'2')
     """
 
     def __init__(self, share: Partial, m: int, keep: int = 0):
-        self.share, self.m, self.keep, self.moved = share, m, max(m, keep), False
+        self.share, self.m, self.keep = share, m, max(m, keep)
+        self._moves: list[tuple[list[str], list[str]]] = []  # (counted tops before, now): the share's pairs to move
         self._counted: dict[str, list[str] | None] = {}  # user -> its counted top artists (None: not counted)
 
     def loaded(self, user: str, profile: Profile, top: list[tuple[str, float]]) -> None:
@@ -83,8 +85,7 @@ class PairCounts:
         if old == new:
             return None
         if set((old or ())[: self.m]) != set((new or ())[: self.m]):
-            self.share.update_pairs((old or ())[: self.m], (new or ())[: self.m])
-            self.moved = True
+            self._moves.append(((old or ())[: self.m], (new or ())[: self.m]))
         self._counted[user] = new
         return old, new
 
@@ -100,10 +101,18 @@ class PairCounts:
         self.mark(store)
 
     def mark(self, profiles: MutableMapping[str, bytes]) -> None:
-        if self.moved:
+        """The batch's number stored with the profiles, if it moves pairs (the share takes it at `commit`)."""
+        if self._moves:
+            profiles[MARK] = mark_value(self.share.seq + 1)
+
+    def commit(self) -> None:
+        """The pairs moved in the share, which takes the batch's number: the batch's last step, so one
+        that raises before it (streams.core.guarded) leaves the share as it was."""
+        if self._moves:
+            for old, new in self._moves:
+                self.share.update_pairs(old, new)
             self.share.seq += 1
-            profiles[MARK] = mark_value(self.share.seq)
-            self.moved = False
+            self._moves.clear()
 
 
 def mark_value(seq: int) -> bytes:

@@ -94,6 +94,7 @@ class PartitionBatch:
         self._rescoring = False  # refresh: a list whose scores moved counts as changed
         self._signalled: set[str] = set()  # triggers that are user events applied in this batch
         self._overlaid: dict = {}  # refreshed works -> the catalog's own entry (_refresh)
+        self._trending: list[tuple[Signal, bool, bool]] = []  # counted into the share once the batch is done
         self.out: list[Output] = []
         self.applied = self.duplicates = 0
 
@@ -150,7 +151,7 @@ class PartitionBatch:
     def _trend(self, sig: Signal, profile: Profile, fresh: bool, counted_before: bool) -> None:  # once per position
         if sig.origin_offset >= 0:  # a pending retry: its input record counted nothing when read (core.positions)
             note_repeat(profile.repeats, sig.origin, sig.origin_offset, self.cfg.read_from)
-        self.partial.count(sig, self.cfg.model.weights, self.cfg.trending_half_life_s, fresh, counted_before)
+        self._trending.append((sig, fresh, counted_before))
 
     def _attribute(self, sig: Signal) -> None:  # a conversion for the experiment logs, which judge repeats themselves
         if self.ledger is not None:
@@ -254,6 +255,12 @@ class PartitionBatch:
         self._pairs.finish(self._written, self._loaded, tops, self._rank, self.profiles, self._update_fans)
         if self.ledger is not None:
             self.ledger.flush()
+        # the share last, after everything that can raise: a batch that fails (core.guarded) leaves it as it was
+        self._pairs.commit()
+        weights, half_life = self.cfg.model.weights, self.cfg.trending_half_life_s
+        for sig, fresh, counted_before in self._trending:
+            self.partial.count(sig, weights, half_life, fresh, counted_before)
+        self._trending.clear()
 
     def _rank(self, user: str) -> list[tuple[str, float]]:
         return self.cfg.tops.top(user, self._raw[user], self._loaded[user], self.cfg.model, self.cfg.top_needed)
