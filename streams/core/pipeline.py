@@ -255,12 +255,8 @@ class PartitionBatch:
         self._pairs.finish(self._written, self._loaded, tops, self._rank, self.profiles, self._update_fans)
         if self.ledger is not None:
             self.ledger.flush()
-        # the share last, after everything that can raise: a batch that fails (core.guarded) leaves it as it was
-        self._pairs.commit()
-        weights, half_life = self.cfg.model.weights, self.cfg.trending_half_life_s
-        for sig, fresh, counted_before in self._trending:
-            self.partial.count(sig, weights, half_life, fresh, counted_before)
-        self._trending.clear()
+        self._pairs.commit()  # the share last, after all that can raise: a failed batch (core.guarded) leaves it be
+        self.partial.count_all(self._trending, self.cfg.model.weights, self.cfg.trending_half_life_s)
 
     def _rank(self, user: str) -> list[tuple[str, float]]:
         return self.cfg.tops.top(user, self._raw[user], self._loaded[user], self.cfg.model, self.cfg.top_needed)

@@ -80,6 +80,11 @@ class Partial(msgspec.Struct):
                 if t.artwork_id:
                     self.trending.add(t.artwork_id, weight, sig.time, half_life_s)
 
+    def count_all(self, signals: Iterable[tuple], weights: Mapping[str, float], half_life_s: float) -> None:
+        """`count` for each (signal, fresh, counted_before), in order: a batch's, once it is done."""
+        for sig, fresh, counted_before in signals:
+            self.count(sig, weights, half_life_s, fresh, counted_before)
+
     def update_pairs(self, old_top: Iterable[str], new_top: Iterable[str]) -> None:
         old, new = _pairs(old_top), _pairs(new_top)
         for p in new - old:
