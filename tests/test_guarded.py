@@ -64,3 +64,39 @@ def test_a_failed_attempt_leaves_no_trace_in_the_share():
         assert guarded.share.counted == plain.share.counted and guarded.share.pairs == plain.share.pairs, seed
         assert guarded.data[0].keys() - {MARK} == plain.data[0].keys() - {MARK}
         assert read_mark(guarded.data[0].get(MARK)) == guarded.share.seq  # the mark names the share's last batch
+
+
+def test_an_image_event_the_pipeline_fails_on_costs_that_event_alone_and_leaves_the_share_be():
+    """The image pipeline is guarded as the user one (streams.worker.image_batches): before, one
+    event it raised on stopped direct ingest for good, at every restart."""
+    import msgspec
+
+    from streams.core.image_pipeline import ImageBatch, ImageConfig, Pools
+    from streams.core.images import GlobalCounts, PoolRules
+    from streams.core.records import ImageEvent
+
+    class FailingPools(Pools):  # a bug meeting one merchant's input
+        def get(self, merchant):
+            if merchant == "boom":
+                raise KeyError(merchant)
+            return super().get(merchant)
+
+    raw = {m: msgspec.json.encode({"merchant_id": m, "images": [{"image_id": "h"}, {"image_id": "k"}]})
+           for m in ("m1", "m2", "boom")}
+    pools, cfg = FailingPools(raw, PoolRules()), ImageConfig(half_life_s=0.0)
+    events = [ImageEvent("impression", f"c{i % 4}", "boom" if i == 5 else f"m{1 + i % 2}", "hk"[i % 2], f"i{i}",
+                         100.0 + i, source="images:0", offset=i) for i in range(12)]
+
+    def run(records, guarded):
+        store, share = {}, GlobalCounts()
+        views = [BufferedTable(lambda key: store.get(key.decode()))]
+        make = lambda: ImageBatch(cfg, views[0], share, pools, dict)  # noqa: E731
+        done = run_guarded(make, records, views, apply=ImageBatch.run) if guarded else None
+        outputs = done.outputs if guarded else make().run(records)
+        return done, views[0].writes, share, outputs
+
+    done, consumers, share, outputs = run(events, guarded=True)
+    _, plain_consumers, plain_share, plain_outputs = run(events[:5] + events[6:], guarded=False)
+    assert [(r.message_id, why) for r, why in done.failed] == [("i5", "KeyError")] and done.applied == 11
+    assert consumers == plain_consumers and outputs == plain_outputs
+    assert share.counts == plain_share.counts and share.counted == {"images:0": 11}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from streams.core.pipeline import Output, PartitionBatch
 
@@ -14,18 +15,20 @@ class Guarded:
     """What `run_guarded` did: the outputs, the records that failed (with the exception's
     name), and the counts."""
 
-    outputs: list[Output]
+    outputs: list[Output]  # or an ImageBatch's (topic, key, value) tuples
     failed: list[tuple[object, str]]
     applied: int = 0
     duplicates: int = 0
 
 
-def run_guarded(make: Callable[[], PartitionBatch], records: list, buffers: list,
-                apply: Callable[[PartitionBatch, list], list[Output]] = PartitionBatch.run) -> Guarded:
-    """Run a partition's batch (`apply(batch, records)`: its records, or, for the list window, the
-    owed (user, trigger) pairs); if it raises (a bug meeting an input nothing foresaw), undo its
-    buffered table writes (`buffers`: objects with a `writes` dict, streams.kafka.batching) and run
-    each record alone, so a failure costs that one record instead of stopping the stream.
+def run_guarded(make: Callable[[], Any], records: list, buffers: list,
+                apply: Callable[[Any, list], list] = PartitionBatch.run) -> Guarded:
+    """Run a partition's batch (`make()`: a PartitionBatch, or an image pipeline's ImageBatch;
+    `apply(batch, records)`: its records, or, for the list window, the owed (user, trigger) pairs);
+    if it raises (a bug meeting an input nothing foresaw), undo its buffered table writes
+    (`buffers`: objects with a `writes` dict, streams.kafka.batching) and run each record alone,
+    so a failure costs that one record instead of stopping the stream. A batch takes its share's
+    counts only at its end, so one that raised left the share as it was.
 
     >>> from streams.kafka.batching import BufferedTable
     >>> from streams.core.affinity import load
@@ -57,6 +60,7 @@ def run_guarded(make: Callable[[], PartitionBatch], records: list, buffers: list
         except Exception as exc:
             _restore(buffers, saved)
             done.failed.append((record, type(exc).__name__))
+            continue  # nothing of it was applied
         done.applied, done.duplicates = done.applied + run.applied, done.duplicates + run.duplicates
     return done
 

@@ -147,6 +147,7 @@ class ImageBatch:
         self.cfg, self.consumers, self.partial, self.pools, self.stats = cfg, consumers, partial, pools, stats
         self.ledger = ledger  # impressions and conversions per image variant and merchant
         self._states: dict[str, ConsumerImages] = {}
+        self._shared: list[tuple[ImageEvent, bool, bool]] = []  # offered to the share once the batch is done
         self.out: list[tuple[str, bytes, bytes]] = []
         self.applied = self.duplicates = 0
 
@@ -161,6 +162,9 @@ class ImageBatch:
             self.consumers[consumer] = _STATE_ENC.encode(state)
         if self.ledger is not None:
             self.ledger.flush()
+        for ev, fresh, counted in self._shared:  # the share last: a batch that raises (core.guarded) leaves it be
+            if self.partial.takes(ev, fresh, counted):
+                self.partial.count(ev, self.cfg.half_life_s)
         return self.out
 
     def _state(self, consumer: str) -> ConsumerImages:
@@ -179,10 +183,8 @@ class ImageBatch:
                 note_repeat(state.repeats, ev.source, ev.offset, self.cfg.read_from)  # so is its redelivery
         else:
             fresh, counted = False, counted_when_applied(state, ev)
-        shared = self.partial.takes(ev, fresh, counted)
+        self._shared.append((ev, fresh, counted))  # a repeat too: applied before a crash that lost the share's count
         if not fresh:
-            if shared:  # applied before a crash that lost the share's count of it
-                self.partial.count(ev, self.cfg.half_life_s)
             self.duplicates += 1
             return
         self.applied += 1
@@ -194,8 +196,6 @@ class ImageBatch:
             views.impressions[ev.image_id] = views.impressions.get(ev.image_id, 0) + 1
         else:
             views.converted = ev.image_id
-        if shared:
-            self.partial.count(ev, self.cfg.half_life_s)
         if len(state.merchants) > MAX_MERCHANTS_PER_CONSUMER:
             state.merchants.pop(next(iter(state.merchants)))  # the longest-known merchant goes first
         after = choose(pool, self.stats(), ev.merchant_id, views, variant.explore, self.cfg.params)

@@ -171,10 +171,10 @@ def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
         size=len(value), truncated=len(value) > DEAD_LETTER_BYTES))
 
 
-def failure_letter(record, why: str, partition: int) -> bytes:
+def failure_letter(record, why: str, partition: int, topic: str = SIGNALS) -> bytes:
     """The dead letter of a parsed record the pipeline failed on (`why`: the exception's
-    name): its input position when known, else the signals.keyed partition it was read from."""
-    source = getattr(record, "source", "") or f"{SIGNALS}:{partition}"
+    name): its input position when known, else the internal `topic` partition it was read from."""
+    source = getattr(record, "source", "") or f"{topic}:{partition}"
     topic, _, part = source.rpartition(":")
     return dead_letter(Rejected("internal_error", f"{why} while applying"), topic, int(part),
                        getattr(record, "offset", -1), None, encode_keyed(record))

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import functools
 
+from streams.core.guarded import run_guarded
 from streams.core.image_pipeline import ImageBatch
-from streams.core.ledger import Ledger
+from streams.core.ingest import IMAGES, failure_letter
+from streams.core.ledger import Ledger, tally_key
 from streams.core.metrics import metrics
 from streams.worker import tables, topics
 from streams.worker.app import image_config, pipeline_config
@@ -18,14 +20,22 @@ from streams.worker.state import image_counts, image_stats, pools, publish_tally
 def apply_images(partition: int, records: list, txn: BatchCommit) -> None:
     """Apply one partition's image records: the consumer states and the experiment ledger into
     `txn` with the outputs (the caller commits it, then writes the shares and the queued tally:
-    streams.worker.state.write_shares)."""
+    streams.worker.state.write_shares). Guarded as the user pipeline is: a record the pipeline
+    fails on is dead-lettered (internal_error) and the others applied, so it cannot stop the stream."""
     partial = image_counts.partial(partition, functools.partial(tables.image_stats.get, f"p{partition}"))
-    ledger = Ledger(txn.table(tables.attribution, partition), partition, pipeline_config.attribution, kind="images")
-    batch = ImageBatch(image_config, txn.table(tables.image_consumers, partition), partial, pools, image_stats, ledger)
-    outputs = batch.run(records)
-    publish_tally(ledger.tally_key, partition, txn.table(tables.attribution, partition).get(ledger.tally_key))
-    metrics.inc("recstream_image_events_applied_total", by=batch.applied)
-    metrics.inc("recstream_duplicates_total", by=batch.duplicates)
-    for topic, key, value in outputs:
+    consumers, attribution = txn.table(tables.image_consumers, partition), txn.table(tables.attribution, partition)
+
+    def make() -> ImageBatch:  # a new ledger per attempt: it caches what it read
+        ledger = Ledger(attribution, partition, pipeline_config.attribution, kind="images")
+        return ImageBatch(image_config, consumers, partial, pools, image_stats, ledger)
+    run = run_guarded(make, records, [consumers, attribution], apply=ImageBatch.run)
+    for record, why in run.failed:
+        metrics.inc("recstream_dead_letters_total", reason="internal_error")
+        txn.send(topics.deadletter, None, failure_letter(record, why, partition, IMAGES))
+    tally = tally_key(partition, "images")
+    publish_tally(tally, partition, attribution.get(tally))
+    metrics.inc("recstream_image_events_applied_total", by=run.applied)
+    metrics.inc("recstream_duplicates_total", by=run.duplicates)
+    for topic, key, value in run.outputs:
         metrics.inc("recstream_records_sent_total", topic=topic)
         txn.send(topics.outputs[topic], key, value)
