@@ -10,6 +10,7 @@ never reached the artworks table while the group's offsets passed them). The fau
 remain for RECSTREAM_DIRECT_INGEST=false. Both paths apply a record with the same functions."""
 
 import functools
+import logging
 
 from agents.deadletters import letter, send_dead_letter
 from streams.core.catalog import decode_artwork, decode_curated
@@ -25,6 +26,7 @@ from streams.worker.commit import send_all
 from streams.worker.runtime import event_context
 from streams.worker.state import table_anchor
 
+log = logging.getLogger(__name__)
 Changed = list[tuple[str, bytes | None]]  # (artist, its newest changed record) whose fans should see a change
 
 
@@ -89,6 +91,16 @@ APPLY = {topics.artworks.get_topic_name(): apply_artwork, topics.curated.get_top
          topics.image_catalog.get_topic_name(): apply_image_catalog}
 
 
+def _applied(msg, anchor) -> Changed | Rejected:
+    """A record applied; one that raises (a bug meeting an input nothing foresaw) is that record's
+    dead letter, not a stopped reader that would meet it again at every restart."""
+    try:
+        return APPLY[msg.topic](msg, anchor)
+    except Exception as exc:
+        log.exception("catalog record %s:%s@%s failed to apply", msg.topic, msg.partition, msg.offset)
+        return Rejected("internal_error", f"{type(exc).__name__} while applying")
+
+
 def refreshes(changed: dict[str, bytes | None]) -> list[tuple]:
     """The refresh records for the changed artists' fans, one per artist and partition."""
     return [(topics.signals, artist.encode(), encode_keyed(Refresh(artist, raw)), partition)
@@ -102,7 +114,7 @@ def catalog_records(records, batch) -> None:
     ingest flushes before it commits the offsets covering them."""
     changed: dict[str, bytes | None] = {}  # one refresh per artist per read
     for rec in records:
-        result = APPLY[rec.topic](rec, table_anchor(rec.partition))
+        result = _applied(rec, table_anchor(rec.partition))
         if isinstance(result, Rejected):
             batch.send(*letter(result, rec, rec.value))
         else:
@@ -115,7 +127,7 @@ async def _apply_events(events) -> None:
     """faust's path: each event applied in order (dead letters sent as they come), then the refreshes."""
     changed: dict[str, bytes | None] = {}
     for event in events:
-        result = APPLY[event.message.topic](event.message, event)
+        result = _applied(event.message, event)
         if isinstance(result, Rejected):
             await send_dead_letter(event, result.reason, result.detail)
         else:

@@ -455,3 +455,35 @@ def test_consumer_lag_is_counted_from_aiokafkas_position_not_a_read_offset_faust
     assert partition_lag(consumer(SimpleNamespace(has_valid_position=False, position=None), read=99), tp) == 281
     assert partition_lag(consumer(None), tp) == 381  # nothing known: the whole partition
     assert partition_lag(consumer(None, high=None), tp) is None  # not fetched yet: no figure
+
+
+def test_a_catalog_record_that_fails_to_apply_is_dead_lettered_and_the_rest_applied(monkeypatch):
+    """agents.catalog: a record that raises past its decoding (a bug meeting an input nothing
+    foresaw) must cost that record alone, not stop the reader that would meet it at every restart."""
+    from types import SimpleNamespace
+
+    import msgspec
+
+    from agents import catalog
+    from streams.worker import topics
+
+    applied = []
+
+    def apply(msg, anchor):
+        if msg.value == b"boom":
+            raise ZeroDivisionError
+        applied.append(msg.value)
+        return [("artist-1", msg.value)]
+
+    name = topics.artworks.get_topic_name()
+    monkeypatch.setitem(catalog.APPLY, name, apply)
+    sent = []
+    batch = SimpleNamespace(send=lambda *message: sent.append(message))
+    records = [SimpleNamespace(topic=name, partition=0, offset=i, key=b"w%d" % i, value=v)
+               for i, v in enumerate([b"ok-1", b"boom", b"ok-2"])]
+    catalog.catalog_records(records, batch)
+    assert applied == [b"ok-1", b"ok-2"]
+    letters = [msgspec.json.decode(value) for topic, _, value, *_ in sent if topic is topics.deadletter]
+    assert [(letter["reason"], letter["offset"]) for letter in letters] == [("internal_error", 1)]
+    refreshes = [m for m in sent if m[0] is topics.signals]
+    assert {m[3] for m in refreshes} == set(range(catalog.settings.partitions))  # the artist's fans, every partition
