@@ -216,10 +216,10 @@ async def _bulk_rebuild(settings: Settings, client: dict, pool: list, progress, 
 
     # the hand-over covers the catalog topics too: the new workers recover those tables instead
     # of replaying the catalog (which would also refresh every fan of every artist again)
-    every_end = {**ends, **snapshot.ends}
-    await commit_offsets(client, settings.kafka_app_id, {tp: end for tp, end in every_end.items() if end > 0})
-    # the inputs are read by direct ingest (its own group) or, with it off, by faust: both start here
-    await commit_offsets(client, direct_group(settings.kafka_app_id), {tp: end for tp, end in ends.items() if end > 0})
+    # the inputs and the catalog are read by direct ingest (its own group) or, with it off, by faust: both start here
+    every_end = {tp: end for tp, end in {**ends, **snapshot.ends}.items() if end > 0}
+    for group in (settings.kafka_app_id, direct_group(settings.kafka_app_id)):
+        await commit_offsets(client, group, every_end)
     return report
 
 
