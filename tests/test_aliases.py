@@ -227,3 +227,35 @@ def test_an_aliased_ids_event_forwarded_again_after_a_kill_9_counts_once_past_th
     assert again == [forwarded]
     run("user", again)
     assert CFG.model.scores(load(states["user"][0]["u1"])) == counted
+
+
+def test_a_merge_read_again_after_a_kill_9_that_lost_its_changelog_write_rewrites_the_merged_profile():
+    """The state transaction writes RocksDB before the changelog acks: a kill -9 between them leaves
+    the local store ahead of the changelog, and the input is read again. A redelivered signal
+    rewrites its profile (a repeat too), so the changelog catches up; a redelivered Merge, judged a
+    repeat, wrote nothing, and the changelog kept the profile from before the merge for good
+    (fuzzing: co-engagement pairs of the changelog's profiles 22 short of the live share's)."""
+    from streams.core.affinity import AffinityModel
+    from streams.core.catalog import CatalogIndex
+    from streams.core.experiments import Variant
+    from streams.core.pipeline import PartitionBatch, PipelineConfig
+    from streams.core.popularity import Partial, PopularityView
+    from streams.core.records import Signal, Target
+    from streams.kafka.batching import BufferedTable
+
+    cfg, now = PipelineConfig(model=AffinityModel(), variants={"A": Variant("A", share=1.0)}), 1_790_000_000.0
+    local, changelog, share = {}, {}, Partial()
+
+    def batch(records, lost=False):
+        view = BufferedTable(lambda key: local.get(key.decode()))
+        out = PartitionBatch(cfg, 0, view, {}, {}, share, CatalogIndex(), PopularityView([]), now).run(records)
+        local.update(view.writes)
+        if not lost:  # acked: the changelog has it
+            changelog.update(view.writes)
+        return [decode_keyed(o.value) for o in out if o.topic == "signals.keyed"]
+
+    batch([Signal("follow", "u1", "s1", now - 9, (Target("a"),)), Signal("save", "anon", "s2", now - 8, (Target("b"),))])
+    merge = batch([Identity("u1", "anon", "id-1", now - 7)])
+    batch(merge, lost=True)  # kill -9 after the local write, before the acks
+    batch(merge)  # the restart reads it again
+    assert changelog["u1"] == local["u1"] and "anon" in load(changelog["u1"]).merged

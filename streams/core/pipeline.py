@@ -178,8 +178,8 @@ class PartitionBatch:
             return
         if merge.previous_id == merge.user_id:
             return  # back at the profile it left (a ring broke there), which still holds it
+        self._written.add(merge.user_id)  # a repeat too, as a signal's: heals a changelog write lost in a crash
         if self.cfg.model.merge(profile, load(merge.profile), merge.message_id, merge.previous_id):
-            self._written.add(merge.user_id)
             self._dirty[merge.user_id] = merge.message_id
             self._signalled.add(merge.message_id)  # its list is shown from the merged events' time, as a signal's
 
