@@ -254,3 +254,33 @@ def test_a_list_answering_an_identify_is_shown_from_the_merged_events_time():
     world.run([order("u", "a1-new", "o1", t=NOW - 300, offset=7)])  # after the list, in event time
     c = world.counts(recs.variant)
     assert (c.converted, c.conversions) == (1, 1)
+
+
+def test_logs_read_again_after_a_kill_9_that_lost_their_changelog_write_are_written_again():
+    """As a profile (tests/test_aliases.py): the local store can hold a batch its changelog lost, and the
+    batch's events come again, judged repeats by the local logs. Each log they touch, and the tally,
+    is written again, so the changelog catches up for the next owner of the partition."""
+    from streams.kafka.batching import BufferedTable
+
+    local, changelog = {}, {}
+
+    def batch(apply, lost=False):
+        view = BufferedTable(lambda key: local.get(key.decode()))
+        ledger = Ledger(view, 0)
+        apply(ledger)
+        ledger.flush()
+        local.update(view.writes)
+        if not lost:
+            changelog.update(view.writes)
+
+    batch(lambda ledger: ledger.listed("u1", "A", [("w1", "personal")], NOW - 10))
+
+    def events(ledger, again=False):
+        ledger.listed("u2", "B", [("w3", "latest")], NOW - 6, again=again)  # a list sent again after the crash
+        ledger.exposed("u1", "A", [("w2", "trending")], NOW - 5, exposure_id="x1")
+        ledger.converted("u1", ["w1"], "order", NOW - 2, "m1", ("events:0", 7))
+        ledger.impressed("c1", "B", "m1", "h", NOW - 1, "i1", ("images:0", 3))
+    batch(events, lost=True)  # kill -9 after the local write, before the acks
+    batch(lambda ledger: events(ledger, again=True))  # the restart reads them again: repeats to the local logs
+    assert changelog == local
+    assert load_tally(changelog["tally:0"]).counters("", "A").conversions == 1

@@ -77,8 +77,10 @@ class Ledger:
             self.state.users[user] = load_log(self.table.get(self.prefix + user))
 
     def _counted(self, user: str, counted: bool) -> None:
-        if counted:
-            self._changed.add(user)
+        """The user's log (and the tally) written back, counted or judged a repeat: a batch stored
+        locally whose changelog write a kill -9 lost comes again as repeats, and writing the logs
+        again is what puts the batch back in the changelog (as a repeated signal rewrites its profile)."""
+        self._changed.add(user)
 
     def exposed(self, user: str, variant: str, items: Iterable[tuple[str, str]], t: float,
                 exposure_id: str | None = None) -> None:
@@ -86,18 +88,21 @@ class Ledger:
         self._log(user)
         self._counted(user, expose(self.state, user, variant, items, t, exposure_id))
 
-    def listed(self, user: str, variant: str, items: list[tuple[str, str]], t: float) -> None:
+    def listed(self, user: str, variant: str, items: list[tuple[str, str]], t: float, again: bool = False) -> None:
         """A recommendations list emitted to `user`: an exposure when its version (variant and works)
         differs from the one the log counted last. The log judges that itself, since the list record
         is another table's: after a crash either can land without the other, and the redelivered
         event finds the list unchanged (an exposure would be lost) or builds it again later (an
-        exposure with a new time would count twice)."""
+        exposure with a new time would count twice). `again`: the list sent again after a crash, its
+        log written again too (see `_counted`)."""
         self._log(user)
         log, version = self.state.users[user], variant + "|" + ",".join(work for work, _ in items)
         if log.listed != version:
             log.listed = version
             self._changed.add(user)
             expose(self.state, user, variant, items, t)
+        elif again:
+            self._changed.add(user)
 
     # Events come with their input position: the logs judge a redelivery themselves, since the
     # state that judged it for the caller (a profile, a consumer's views) is another table, whose

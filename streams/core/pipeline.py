@@ -290,7 +290,7 @@ class PartitionBatch:
         if self.ledger is not None:  # an exposure when shown anew (the ledger judges, also after a crash)
             # shown from the event it answers (event time, as conversions), or from now for a refresh
             shown = min(self.now, profile.ref) if trigger in self._signalled else self.now
-            self.ledger.listed(user, fresh.variant, fresh.listing(), shown)
+            self.ledger.listed(user, fresh.variant, fresh.listing(), shown, again=resend)
 
     def _send(self, topic: str, key: str, value: bytes) -> None:
         self.out.append(Output(topic, key.encode(), value))
