@@ -155,3 +155,29 @@ def test_an_internal_record_for_the_marks_key_is_dead_lettered_and_the_mark_and_
     # an identify naming it as the new id would make "u" a pointer to it: its Merge could never land
     done = run_guarded(part.batch, [Identity(MARK, "u", "id-x", NOW)], [])
     assert [why for _, why in done.failed] == ["ValueError"] and not load(part.profiles["u"]).alias_of
+
+
+def test_a_fans_write_lost_from_the_changelog_in_a_kill_9_is_written_again_by_the_redelivery():
+    """The local store can hold a batch its changelog lost (RocksDB is written before the acks); the
+    batch's events come again and are repeats to the local profiles, whose tops did not move, so the
+    fans index was never written again and a failover's catalog refreshes missed those fans."""
+    from streams.kafka.batching import BufferedTable
+
+    local, changelog, share = [{}, {}, {}], [{}, {}, {}], Partial()  # profiles, recs, fans
+
+    def batch(records, lost=False):
+        views = [BufferedTable(lambda key, d=d: d.get(key.decode())) for d in local]
+        PartitionBatch(CFG, 0, *views, share, CatalogIndex(), PopularityView([]), NOW).run(records)
+        for d, c, view in zip(local, changelog, views, strict=True):
+            d.update(view.writes)
+            if not lost:
+                c.update(view.writes)
+
+    batch([Signal("follow", "u0", "m0", NOW - 9, (Target("a"),), source="events:0", offset=0)])
+    events = [Signal("follow", "u1", "m1", NOW - 8, (Target("a"),), source="events:0", offset=1),
+              Signal("follow", "u1", "m2", NOW - 7, (Target("b"),), source="events:0", offset=2)]
+    batch(events, lost=True)  # kill -9 after the local write, before the acks
+    batch(events)  # the restart reads them again
+    fans = {key: decode_fans(value) for key, value in changelog[2].items()}
+    assert fans == {fans_key("a", 0): ["u0", "u1"], fans_key("b", 0): ["u1"]}
+    assert changelog[0]["u1"] == local[0]["u1"]

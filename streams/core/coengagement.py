@@ -23,7 +23,7 @@ False
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Container, Iterable, Mapping, MutableMapping
 
 from streams.core.affinity import AffinityModel, Profile, load
 from streams.core.popularity import Partial, count_pairs
@@ -91,13 +91,17 @@ class PairCounts:
 
     def finish(self, written: Iterable[str], profiles: Mapping[str, Profile], tops: Mapping[str, list],
                rank: Callable[[str], list[tuple[str, float]]], store: MutableMapping[str, bytes],
-               changed: Callable[[str, list[str] | None, list[str] | None], None]) -> None:
+               changed: Callable[[str, list[str] | None, list[str] | None], None], again: Container[str] = ()) -> None:
         """Every profile the batch wrote (`profiles`: as it holds them, `tops`: the rankings it made), each
-        whose counted top changed told to `changed(user, before, now)` (the fans index), then the mark."""
+        whose counted top changed told to `changed(user, before, now)` (the fans index), then the mark.
+        `again`: users whose records came again after a crash; their counted top is told again as new, since
+        the crash may have lost its fans writes from the changelog while the local store kept them."""
         for user in written:
             moved = self.written(user, profiles[user], tops.get(user), rank)
             if moved is not None:
                 changed(user, *moved)
+            elif user in again and self._counted.get(user):
+                changed(user, None, self._counted[user])
         self.mark(store)
 
     def mark(self, profiles: MutableMapping[str, bytes]) -> None:

@@ -247,12 +247,12 @@ class PartitionBatch:
             profile = self._profile(user)
             if not counted(profile):
                 continue
-            resend = user in self._resend
-            before = self._before[user]
+            resend, before = user in self._resend, self._before[user]
             after = tops[user] = self._rank(user)
             self._emit_affinity(user, profile, before, after, trigger, resend)
             self._emit_recommendations(user, profile, after, trigger, resend)
-        self._pairs.finish(self._written, self._loaded, tops, self._rank, self.profiles, self._update_fans)
+        self._pairs.finish(self._written, self._loaded, tops, self._rank, self.profiles, self._update_fans,
+                           again=self._resend)
         if self.ledger is not None:
             self.ledger.flush()
         self._pairs.commit()  # the share last, after all that can raise: a failed batch (core.guarded) leaves it be
