@@ -76,17 +76,18 @@ class Ledger:
         if user not in self.state.users:
             self.state.users[user] = load_log(self.table.get(self.prefix + user))
 
-    def _counted(self, user: str, counted: bool) -> None:
-        """The user's log (and the tally) written back, counted or judged a repeat: a batch stored
-        locally whose changelog write a kill -9 lost comes again as repeats, and writing the logs
-        again is what puts the batch back in the changelog (as a repeated signal rewrites its profile)."""
+    def _touched(self, user: str) -> None:
+        """The user's log (and the tally) written back, whether the event counted or was judged a repeat:
+        a batch stored locally whose changelog write a kill -9 lost comes again as repeats, and writing
+        the logs again is what puts the batch back in the changelog (as a repeated signal rewrites its profile)."""
         self._changed.add(user)
 
     def exposed(self, user: str, variant: str, items: Iterable[tuple[str, str]], t: float,
                 exposure_id: str | None = None) -> None:
         """A recommendations list of (work, source) shown to `user`."""
         self._log(user)
-        self._counted(user, expose(self.state, user, variant, items, t, exposure_id))
+        expose(self.state, user, variant, items, t, exposure_id)
+        self._touched(user)
 
     def listed(self, user: str, variant: str, items: list[tuple[str, str]], t: float, again: bool = False) -> None:
         """A recommendations list emitted to `user`: an exposure when its version (variant and works)
@@ -94,7 +95,7 @@ class Ledger:
         is another table's: after a crash either can land without the other, and the redelivered
         event finds the list unchanged (an exposure would be lost) or builds it again later (an
         exposure with a new time would count twice). `again`: the list sent again after a crash, its
-        log written again too (see `_counted`)."""
+        log written again too (see `_touched`)."""
         self._log(user)
         log, version = self.state.users[user], variant + "|" + ",".join(work for work, _ in items)
         if log.listed != version:
@@ -113,17 +114,20 @@ class Ledger:
         """An order, inquiry or save of `works` (any other kind counts nothing)."""
         if kind in CONVERSION_KINDS and works:
             self._log(user)
-            self._counted(user, convert(self.state, user, works, kind, t, message_id, position))
+            convert(self.state, user, works, kind, t, message_id, position)
+            self._touched(user)
 
     def impressed(self, consumer: str, variant: str, merchant: str, image: str, t: float, message_id: str,
                   position: Position | None = None) -> None:
         self._log(consumer)
-        self._counted(consumer, impress(self.state, consumer, variant, merchant, image, t, message_id, position))
+        impress(self.state, consumer, variant, merchant, image, t, message_id, position)
+        self._touched(consumer)
 
     def image_converted(self, consumer: str, merchant: str, image: str, t: float, message_id: str,
                         position: Position | None = None) -> None:
         self._log(consumer)
-        self._counted(consumer, image_convert(self.state, consumer, merchant, image, t, message_id, position))
+        image_convert(self.state, consumer, merchant, image, t, message_id, position)
+        self._touched(consumer)
 
     def flush(self) -> bool:
         """Write the changed logs and the tally; True when anything changed."""
