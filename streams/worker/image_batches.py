@@ -8,13 +8,14 @@ import functools
 
 from streams.core.guarded import run_guarded
 from streams.core.image_pipeline import ImageBatch
-from streams.core.ingest import IMAGES, failure_letter
+from streams.core.ingest import IMAGES
 from streams.core.ledger import Ledger, tally_key
 from streams.core.metrics import metrics
 from streams.worker import tables, topics
 from streams.worker.app import image_config, pipeline_config
 from streams.worker.commit import BatchCommit
 from streams.worker.state import image_counts, image_stats, pools, publish_tally
+from streams.worker.user_batches import send_failures
 
 
 def apply_images(partition: int, records: list, txn: BatchCommit) -> None:
@@ -29,9 +30,7 @@ def apply_images(partition: int, records: list, txn: BatchCommit) -> None:
         ledger = Ledger(attribution, partition, pipeline_config.attribution, kind="images")
         return ImageBatch(image_config, consumers, partial, pools, image_stats, ledger)
     run = run_guarded(make, records, [consumers, attribution], apply=ImageBatch.run)
-    for record, why in run.failed:
-        metrics.inc("recstream_dead_letters_total", reason="internal_error")
-        txn.send(topics.deadletter, None, failure_letter(record, why, partition, IMAGES))
+    send_failures(txn, run.failed, partition, IMAGES)
     tally = tally_key(partition, "images")
     publish_tally(tally, partition, attribution.get(tally))
     metrics.inc("recstream_image_events_applied_total", by=run.applied)

@@ -10,7 +10,7 @@ import time
 
 from streams.core.coengagement import MARK, read_mark, settle
 from streams.core.guarded import run_guarded
-from streams.core.ingest import failure_letter
+from streams.core.ingest import SIGNALS, failure_letter
 from streams.core.ledger import tally_key
 from streams.core.metrics import metrics
 from streams.core.pipeline import PartitionBatch
@@ -33,13 +33,19 @@ def apply_records(partition: int, records: list, batch: BatchCommit, hold=None) 
     started = time.perf_counter()
     run = run_guarded(make, records, views)
     metrics.observe("recstream_recompute_seconds", time.perf_counter() - started)
-    for record, why in run.failed:
-        metrics.inc("recstream_dead_letters_total", reason="internal_error")
-        batch.send(topics.deadletter, None, failure_letter(record, why, partition))
+    send_failures(batch, run.failed, partition)
     _publish_tally(partition, views)  # published with the shares, after the batch is acknowledged
     metrics.inc("recstream_signals_applied_total", by=run.applied)
     metrics.inc("recstream_duplicates_total", by=run.duplicates)
     _send(batch, run.outputs)
+
+
+def send_failures(batch: BatchCommit, failed: list, partition: int, topic: str = SIGNALS) -> None:
+    """The records a guarded batch failed on (core.guarded: (record, why)), dead-lettered `internal_error`
+    into `batch`; `topic`: the internal topic they were read from, for those without an input position."""
+    for record, why in failed:
+        metrics.inc("recstream_dead_letters_total", reason="internal_error")
+        batch.send(topics.deadletter, None, failure_letter(record, why, partition, topic))
 
 
 def refresh_users(partition: int, users: list[str], batch: BatchCommit) -> int:
