@@ -12,7 +12,7 @@ remain for RECSTREAM_DIRECT_INGEST=false. Both paths apply a record with the sam
 import functools
 import logging
 
-from agents.deadletters import letter, send_dead_letter
+from agents.deadletters import letter
 from streams.core.catalog import decode_artwork, decode_curated
 from streams.core.events import Rejected
 from streams.core.image_pipeline import decode_image_catalog
@@ -107,32 +107,32 @@ def refreshes(changed: dict[str, bytes | None]) -> list[tuple]:
             for artist, raw in changed.items() for partition in range(settings.partitions)]
 
 
+def _apply_all(records) -> list[tuple]:
+    """(message, anchor) pairs applied in order: the messages to send, each rejected record's dead
+    letter, then one refresh per changed artist."""
+    changed: dict[str, bytes | None] = {}
+    letters = []
+    for msg, anchor in records:
+        result = _applied(msg, anchor)
+        if isinstance(result, Rejected):
+            letters.append(letter(result, msg, msg.value))
+        else:
+            changed.update(result)
+    return letters + refreshes(changed)
+
+
 def catalog_records(records, batch) -> None:
     """Direct ingest's catalog records (aiokafka ConsumerRecords, in order per partition) applied,
     before the events of the same read; dead letters and refreshes go into `batch`, the read's
     state transaction. The tables' changelog records go through faust's producer, which direct
     ingest flushes before it commits the offsets covering them."""
-    changed: dict[str, bytes | None] = {}  # one refresh per artist per read
-    for rec in records:
-        result = _applied(rec, table_anchor(rec.partition))
-        if isinstance(result, Rejected):
-            batch.send(*letter(result, rec, rec.value))
-        else:
-            changed.update(result)
-    for message in refreshes(changed):
+    for message in _apply_all((rec, table_anchor(rec.partition)) for rec in records):
         batch.send(*message)
 
 
 async def _apply_events(events) -> None:
-    """faust's path: each event applied in order (dead letters sent as they come), then the refreshes."""
-    changed: dict[str, bytes | None] = {}
-    for event in events:
-        result = _applied(event.message, event)
-        if isinstance(result, Rejected):
-            await send_dead_letter(event, result.reason, result.detail)
-        else:
-            changed.update(result)
-    await send_all(app, refreshes(changed))
+    """faust's path: the events applied in order, then their dead letters and refreshes sent."""
+    await send_all(app, _apply_all((event.message, event) for event in events))
 
 
 async def load_catalog(stream):
