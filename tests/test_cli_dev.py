@@ -140,7 +140,7 @@ def test_dev_whose_worker_cannot_start_says_why_and_removes_its_folder(tmp_path)
         )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith(
-        "recstream dev: worker exited with code 1; from its log (--keep keeps it):"
+        "recstream dev: worker exited with code 2; from its log (--keep keeps it):"
     )
-    assert "address already in use" in result.stderr
+    assert "cannot serve HTTP on 127.0.0.1" in result.stderr and "Address already in use" in result.stderr
     assert not list(tmp_path.glob("recstream-dev-*"))

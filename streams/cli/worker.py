@@ -7,13 +7,16 @@ only declares its part of the app (tables, topics, agents, views), as faust's de
 from __future__ import annotations
 
 import asyncio
-import logging
+import socket
 import sys
 from pathlib import Path
 
 # faust stops an agent whose source topic and table changelog differ in partitions
 # (PartitionsMismatch): these agents write tables, so their topics must have RECSTREAM_PARTITIONS
 CATALOG_TOPICS = ("catalog.artworks", "catalog.curated", "catalog.images")
+# the topics' creation and count, bounded: a broker that accepts connections and never answers
+# held the worker for good; 24 CreateTopics one at a time take seconds on a real cluster
+TOPICS_WAIT_S = 60.0
 
 
 def run() -> None:
@@ -32,10 +35,33 @@ def run() -> None:
     streams.worker.web.install()
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     install_all(settings)
-    if sys.argv[1:2] == ["worker"]:  # not for faust's other commands (help, tables, ...)
+    if sys.argv[1:2] == ["worker"] and not {"-h", "--help"} & set(sys.argv[2:]):  # not for help nor faust's others
+        check_web_address(settings.web_host, settings.web_port)
         prepare_topics(settings)
     mode.loop.use(settings.event_loop)  # the policy faust's worker creates its loop from
     app.main()
+
+
+class StartFailed(SystemExit):
+    """A worker that cannot start: one line on stderr naming the problem, exit status 2 (no
+    traceback), as every other command says a bad setting or an unreachable broker."""
+
+    def __init__(self, problem: str):
+        print(f"recstream worker: {problem}", file=sys.stderr)
+        super().__init__(2)
+
+
+def check_web_address(host: str, port: int) -> None:
+    """Bind the HTTP address once before faust starts: a port in use or a host this machine does
+    not have stopped faust's web server with a traceback (exit 1), after the broker work."""
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[:1]:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server binds
+                probe.bind(address)
+    except OSError as exc:
+        raise StartFailed(f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc} "
+                          "(RECSTREAM_WEB_HOST / RECSTREAM_WEB_PORT)") from None
 
 
 def prepare_topics(settings) -> None:
@@ -51,22 +77,29 @@ def prepare_topics(settings) -> None:
     from faust.topics import Topic
 
     import streams.worker.topics as declared
+    from streams.core.setting_rules import bootstrap_servers
+    from streams.worker.app import DEFAULT_BROKER_URL
     from streams.worker.commit import mark_declared
 
     found = [v for value in vars(declared).values()
              for v in (value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else (value,))]
     topics = {t.get_topic_name(): t for t in found if isinstance(t, Topic) and len(t.topics) == 1}
     wanted = {name: (t.partitions or settings.partitions, dict(t.config or {})) for name, t in topics.items()}
-    try:
-        counts = asyncio.run(asyncio.wait_for(_create_and_count(settings.aiokafka_kwargs(), wanted), 60))
-    except Exception as exc:  # no broker yet: faust waits for it and declares the topics itself
-        logging.getLogger(__name__).warning("could not create the worker's topics: %r", exc)
-        return
+    url = settings.broker_url or DEFAULT_BROKER_URL
+    # a request unanswered for 15 s (aiokafka's default: 40) means a broker that is not serving
+    client = {**settings.aiokafka_kwargs(), "bootstrap_servers": bootstrap_servers(url), "request_timeout_ms": 15000}
+    try:  # bounded: faust itself crashed (refused) or hung for good (a broker that never answers)
+        counts = asyncio.run(asyncio.wait_for(_create_and_count(client, wanted), TOPICS_WAIT_S))
+    except Exception as exc:  # noqa: BLE001 - whatever it was, the worker cannot start without them
+        why = str(exc) or type(exc).__name__
+        why = f"no answer in {TOPICS_WAIT_S:.0f} s" if isinstance(exc, TimeoutError) else why
+        raise StartFailed(f"cannot create its topics on the broker at {url} ({why}); check RECSTREAM_BROKER_URL "
+                          "and the RECSTREAM_KAFKA_* settings") from None
     mark_declared(name for name, count in counts.items() if count)
     catalog = {settings.topic(name) for name in CATALOG_TOPICS}
     wrong = {name: count for name, count in counts.items() if name in catalog and count != settings.partitions}
     if wrong:
-        raise SystemExit(f"recstream worker: RECSTREAM_PARTITIONS is {settings.partitions}, but "
+        raise StartFailed(f"RECSTREAM_PARTITIONS is {settings.partitions}, but "
                          + ", ".join(f"{name} has {count}" for name, count in sorted(wrong.items()))
                          + ": the catalog agents write tables of RECSTREAM_PARTITIONS partitions and faust refuses "
                          "other counts. Recreate the topic with that many partitions, or set RECSTREAM_PARTITIONS.")

@@ -1,0 +1,90 @@
+"""A worker that cannot start says why in one line and exits 2, in bounded time (an outside fuzzer:
+a refused broker, a port in use or a host this machine lacks ended in faust's tracebacks and exit 1;
+a broker that accepted connections and never answered held the worker for good; `worker --help`
+created 24 topics first)."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+
+def start(tmp_path, **env) -> tuple[subprocess.CompletedProcess, float]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "-l", "info"], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path,
+                            env={**clean, "RECSTREAM_DATA_DIR": str(tmp_path / "state"), **env})
+    return result, time.monotonic() - started
+
+
+def said_once(result: subprocess.CompletedProcess, *words: str) -> str:
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stdout + result.stderr
+    assert lines[0].startswith("recstream worker: ") and all(w in lines[0] for w in words), lines[0]
+    return lines[0]
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_refused_broker_is_one_line_and_exit_2(tmp_path):
+    port = closed_port()
+    result, _ = start(tmp_path, RECSTREAM_BROKER_URL=f"kafka://127.0.0.1:{port}")
+    said_once(result, f"cannot create its topics on the broker at kafka://127.0.0.1:{port}", "RECSTREAM_BROKER_URL")
+
+
+def test_a_broker_that_accepts_and_never_answers_stops_the_worker_in_bounded_time(tmp_path):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(silent.accept()[0])
+            except OSError:  # closed: the test is over
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        result, took = start(tmp_path, RECSTREAM_BROKER_URL=f"kafka://127.0.0.1:{silent.getsockname()[1]}")
+    finally:
+        silent.close()
+        for connection in held:
+            connection.close()
+    said_once(result, "cannot create its topics")
+    assert held and took < 90  # it did connect; the old worker was still waiting at 150 s
+
+
+@pytest.mark.parametrize("host, why", [("nonexistent.invalid", "cannot serve HTTP on nonexistent.invalid"),
+                                       ("8.8.8.8", "cannot serve HTTP on 8.8.8.8")])
+def test_an_http_host_this_machine_lacks_is_one_line_and_exit_2(tmp_path, host, why):
+    said_once(start(tmp_path, RECSTREAM_WEB_HOST=host)[0], why, "RECSTREAM_WEB_HOST")
+
+
+def test_an_http_port_in_use_is_one_line_and_exit_2_before_any_broker_work(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result, _ = start(tmp_path, RECSTREAM_WEB_PORT=str(port), RECSTREAM_BROKER_URL=f"kafka://127.0.0.1:{closed_port()}")
+    said_once(result, f"cannot serve HTTP on 127.0.0.1:{port}", "in use")
+
+
+def test_worker_help_prints_help_without_touching_the_broker(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "--help"], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path,
+                            env={**clean, "RECSTREAM_BROKER_URL": f"kafka://127.0.0.1:{closed_port()}",
+                                 "RECSTREAM_DATA_DIR": str(tmp_path / "state")})
+    assert result.returncode == 0 and result.stdout.startswith("Usage: "), result.stdout + result.stderr
+    assert "topics" not in result.stderr and "Traceback" not in result.stderr, result.stderr
