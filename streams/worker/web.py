@@ -17,7 +17,7 @@ from streams.core.metrics import metrics
 from streams.core.properties import is_id
 from streams.core.recommend import cold_start
 from streams.core.records import Recommendations, encode
-from streams.worker import tables
+from streams.worker import exposures, tables
 from streams.worker.app import affinity_model, app, clock, image_config, pipeline_config, settings
 from streams.worker.reads import forward, owned_partition, read, routed
 from streams.worker.state import image_stats, lag_sources, pools, popularity_view
@@ -102,33 +102,8 @@ async def user_recommendations(request):
         items = cold_start(tables.catalog_index, popularity, variant, now)
         raw = encode(Recommendations(user_id, variant.name, now, pipeline_config.model_version, "cold-start", items))
     if settings.http_exposures and is_id(user_id):  # an id ingest refuses never converts: not an exposure
-        served[user_id] = raw  # an exposure, sent with the others by _send_exposures
+        exposures.note(user_id, raw)  # an exposure, sent with the others
     return aiohttp_web.Response(body=raw, content_type="application/json")
-
-
-served: dict[str, bytes] = {}  # user -> the list last served since the previous exposure flush
-
-
-@app.timer(interval=settings.exposure_flush_s)
-async def _send_exposures() -> None:
-    """Served lists -> Exposure records on signals.keyed (experiment attribution), at most one
-    per user per interval: a read costs a dict write, not a produce."""
-    if not served:
-        return
-    from streams.core.pipeline import decode_recs
-    from streams.core.records import Exposure, encode_keyed
-    from streams.worker import topics
-    from streams.worker.commit import send_all
-
-    now, batch = clock.now(), list(served.items())
-    served.clear()
-    messages = []
-    for user, raw in batch:
-        recs = decode_recs(raw)
-        items = [(i.artwork_id, i.source) for i in recs.items]
-        exposure = Exposure(user, f"served:{int(now)}", now, items, recs.variant)
-        messages.append((topics.signals, user.encode(), encode_keyed(exposure)))
-    await send_all(app, messages)
 
 
 @app.page("/experiments")
