@@ -32,6 +32,9 @@ async def track(request: aiohttp_web.Request) -> aiohttp_web.Response:
         return _unread(request, f"unreadable body: {exc}")
     except aiohttp_web.HTTPRequestEntityTooLarge:
         return _unread(request, f"the batch is over {collector.MAX_BATCH_BYTES // 1024} KB")
+    except ConnectionResetError:  # the client left mid-body: aiohttp logged each with a traceback (a log flood)
+        metrics.inc("recstream_collector_rejected_total", reason="aborted")
+        return _refuse(400, "aborted", "the connection closed before the body ended")  # no one to read it
     try:
         batch = collector.collect(request.match_info["endpoint"], body, time.time(),
                                   request.headers.get("Authorization"), ACCEPTED_KEYS)
