@@ -155,6 +155,18 @@ def test_nan_and_infinity_are_a_400_and_produce_nothing_plain_or_compressed(depl
     assert not [r for r in produced if r.key in (b"nan-user", b"nan")]
 
 
+def test_an_unknown_content_encoding_is_a_415_not_read_as_plain(deployment):
+    """Fuzzing: aiohttp reads a body in a coding it does not know ("foo") as if uncompressed."""
+    cluster, worker = deployment
+    msg = json.dumps({"type": "track", "event": "x", "userId": "foo-coded"}).encode()
+    for encoding in ("foo", "gzip, gzip", "compress"):
+        status, body = post(worker, "/v1/track", msg, {**auth(KEY), "Content-Encoding": encoding})
+        assert (status, body.get("code")) == (415, "unsupported_encoding"), (encoding, body)
+        assert "gzip" in body["message"]
+    assert post(worker, "/v1/track", msg, {**auth(KEY), "Content-Encoding": "identity"})[0] == 200
+    assert len(records_for(cluster, "events.segment", "foo-coded")) == 1  # the identity one
+
+
 def test_bearer_token_does_not_guard_the_collector(broker, tmp_path):
     cluster = Cluster(broker, tmp_path, env={"RECSTREAM_API_TOKEN": "tok", "RECSTREAM_WRITE_KEYS": KEY})
     try:
