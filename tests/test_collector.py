@@ -128,3 +128,18 @@ def test_any_json_string_even_a_lone_surrogate_is_produced_for_the_firewall_to_j
         key.decode("utf-8")
     assert isinstance(parse_segment(out.records[1][1]), Dead)  # the worker dead-letters it with a reason
     assert not isinstance(parse_segment(out.records[0][1]), Dead)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"userId": NaN, "event": "x"}',
+    b'{"userId": "u1", "event": "x", "properties": {"p": Infinity}}',
+    b'{"userId": "u1", "event": "x", "properties": {"p": -Infinity}}',
+    b'{"userId": "u1", "event": "x", "properties": {"price": 1e999}}',  # a float(): inf all the same
+    b'{"batch": [{"type": "track", "userId": "u1", "event": "x", "properties": {"p": NaN}}]}',
+])
+def test_nan_and_infinity_are_not_json_and_are_rejected(raw):
+    """Fuzzing: json.loads takes NaN and Infinity, and the collector answered 200 and produced
+    invalid JSON ("userId":NaN, keyed "nan") for the worker to dead-letter."""
+    for endpoint in ("/v1/track", "/v1/batch"):
+        with pytest.raises(Rejected, match="not JSON"):
+            collect(endpoint, raw, NOW)

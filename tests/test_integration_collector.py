@@ -9,6 +9,7 @@ import gzip
 import json
 import urllib.error
 import urllib.request
+import zlib
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -137,6 +138,33 @@ def test_wrong_keys_and_bad_bodies_get_clear_errors_and_produce_nothing(deployme
     assert records_for(cluster, "events.segment", "refused-user") == []
     assert metric(worker, "recstream_collector_rejected_total", reason="unauthorized") >= 2
     assert metric(worker, "recstream_collector_rejected_total", reason="bad_request") >= 2
+
+
+def test_nan_and_infinity_are_a_400_and_produce_nothing_plain_or_compressed(deployment):
+    """Fuzzing: {"userId":NaN} was a 200, and invalid JSON ("userId":NaN, keyed "nan") went to
+    events.segment for the worker to dead-letter."""
+    cluster, worker = deployment
+    single = b'{"userId": "nan-user", "event": "x", "properties": {"p": NaN}}'
+    batch = b'{"batch": [{"type": "track", "userId": "nan-user", "event": "x", "properties": {"p": -Infinity}}]}'
+    for path, raw in (("/v1/track", single), ("/v1/track", b'{"userId": NaN, "event": "x"}'), ("/v1/batch", batch)):
+        for encoding, packed in (("identity", raw), ("gzip", gzip.compress(raw)), ("deflate", zlib.compress(raw))):
+            status, body = post(worker, path, packed, {**auth(KEY), "Content-Encoding": encoding})
+            assert (status, body.get("code")) == (400, "bad_request"), (path, encoding, body)
+            assert "is not a JSON value" in body["message"]
+    produced = cluster.consume_all("events.segment", idle_ms=700)
+    assert not [r for r in produced if r.key in (b"nan-user", b"nan")]
+
+
+def test_an_unknown_content_encoding_is_a_415_not_read_as_plain(deployment):
+    """Fuzzing: aiohttp reads a body in a coding it does not know ("foo") as if uncompressed."""
+    cluster, worker = deployment
+    msg = json.dumps({"type": "track", "event": "x", "userId": "foo-coded"}).encode()
+    for encoding in ("foo", "gzip, gzip", "compress"):
+        status, body = post(worker, "/v1/track", msg, {**auth(KEY), "Content-Encoding": encoding})
+        assert (status, body.get("code")) == (415, "unsupported_encoding"), (encoding, body)
+        assert "gzip" in body["message"]
+    assert post(worker, "/v1/track", msg, {**auth(KEY), "Content-Encoding": "identity"})[0] == 200
+    assert len(records_for(cluster, "events.segment", "foo-coded")) == 1  # the identity one
 
 
 def test_bearer_token_does_not_guard_the_collector(broker, tmp_path):

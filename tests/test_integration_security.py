@@ -46,3 +46,27 @@ def test_token_is_required_and_logs_carry_no_pii(broker, tmp_path):
         assert json.loads(body)["artists"][0]["artist_id"] == "a1"
     finally:
         cluster.stop()
+
+
+def test_a_token_that_is_not_ascii_is_a_401_not_a_traceback(broker, tmp_path):
+    """Fuzzing: aiohttp keeps a header's non-UTF-8 bytes as surrogates, and encoding them to compare
+    with the token raised: a 500 and a traceback in the log for any client."""
+    import socket
+
+    cluster = Cluster(broker, tmp_path, env={"RECSTREAM_API_TOKEN": TOKEN})
+    try:
+        worker = cluster.start_worker()
+
+        def status(authorization: bytes) -> bytes:
+            request = b"GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: " + authorization + b"\r\nConnection: close\r\n\r\n"
+            with socket.create_connection(("127.0.0.1", worker.web_port), timeout=10) as s:
+                s.sendall(request)
+                return s.recv(4096).split(b" ", 2)[1]
+
+        for given in (b"Bearer \xff\xfe", b"Bearer " + TOKEN.encode() + b"\xe9", "Bearer é".encode()):
+            assert status(given) == b"401", given
+        assert status(b"Bearer " + TOKEN.encode()) == b"200"
+        log = (tmp_path / "w0.log").read_text()
+        assert "Error handling request" not in log and "Traceback" not in log, log[-3000:]
+    finally:
+        cluster.stop()

@@ -4,7 +4,7 @@ The tracking SDKs people already use (Segment's and RudderStack's, for every lan
 ``/v1/batch`` (or one message to ``/v1/track``, ``/v1/identify``, ``/v1/page``, ``/v1/screen``,
 ``/v1/alias``, ``/v1/group``), with the source's write key as the HTTP Basic user (or a
 ``writeKey`` field in the body), often gzipped. `collect` checks what Segment itself
-rejects with a 400 (no JSON object, a message over 32 KB, a batch over 500 KB, a message with
+rejects with a 400 (no JSON object, NaN or Infinity, a message over 32 KB, a batch over 500 KB, a message with
 no ``type`` or no user), stamps ``receivedAt`` (and, when missing, a ``messageId`` and
 ``timestamp`` = ``receivedAt``, as Segment does) and returns one ``(key, value)`` per message for
 ``events.segment``, keyed by user id (else anonymous id) like every other producer. Everything
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -86,7 +87,9 @@ def collect(endpoint: str, body: bytes, now: float, authorization: str | None = 
     if len(body) > MAX_BATCH_BYTES:
         raise Rejected(f"the batch is over {MAX_BATCH_BYTES // 1024} KB")
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_constant=_not_json, parse_float=_finite)
+    except _NotJson as exc:
+        raise Rejected(f"the body is not JSON: {exc}") from None
     except (ValueError, RecursionError):
         raise Rejected("the body is not a JSON object") from None
     if not isinstance(payload, dict):
@@ -102,6 +105,22 @@ def collect(endpoint: str, body: bytes, now: float, authorization: str | None = 
         messages, labels = [{"type": name, **payload}], ["the message"]
     received = _iso(now)
     return Collected(key, [_record(m, label, received) for m, label in zip(messages, labels, strict=True)])
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _not_json(constant: str) -> None:
+    """json.loads takes NaN and Infinity, and json.dumps writes them back: invalid JSON on the topic."""
+    raise _NotJson(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 would be written back as Infinity
+        raise _NotJson(f"{text[:32]} is out of a double's range")
+    return value
 
 
 def _record(message: object, label: str, received_at: str) -> tuple[bytes, bytes]:

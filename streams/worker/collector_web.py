@@ -17,6 +17,8 @@ from streams.worker.topics import segment_events
 
 ACK_TIMEOUT_S = 30.0
 ACCEPTED_KEYS = frozenset(k.strip() for k in settings.write_keys.split(",") if k.strip())
+# what aiohttp inflates (br and zstd only with their libraries: without, aiohttp answers 400 itself)
+DECODED = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
 
 
 def _refuse(status: int, code: str, message: str) -> aiohttp_web.Response:
@@ -26,12 +28,19 @@ def _refuse(status: int, code: str, message: str) -> aiohttp_web.Response:
 
 async def track(request: aiohttp_web.Request) -> aiohttp_web.Response:
     """aiohttp inflates gzip bodies and stops reading one past its client_max_size (1 MB)."""
+    coding = request.headers.get("Content-Encoding", "").strip().lower()
+    if coding not in DECODED:  # aiohttp would read it as uncompressed
+        return _unread(request, f"Content-Encoding {coding[:32]!r} is not supported: send gzip, deflate or none",
+                       415, "unsupported_encoding")
     try:
         body = await request.read()
     except aiohttp_web.RequestPayloadError as exc:  # a body that does not inflate: the client's fault, not ours
         return _unread(request, f"unreadable body: {exc}")
     except aiohttp_web.HTTPRequestEntityTooLarge:
         return _unread(request, f"the batch is over {collector.MAX_BATCH_BYTES // 1024} KB")
+    except ConnectionResetError:  # the client left mid-body: aiohttp logged each with a traceback (a log flood)
+        metrics.inc("recstream_collector_rejected_total", reason="aborted")
+        return _refuse(400, "aborted", "the connection closed before the body ended")  # no one to read it
     try:
         batch = collector.collect(request.match_info["endpoint"], body, time.time(),
                                   request.headers.get("Authorization"), ACCEPTED_KEYS)
@@ -49,13 +58,14 @@ async def track(request: aiohttp_web.Request) -> aiohttp_web.Response:
     return aiohttp_web.json_response({"success": True})
 
 
-def _unread(request: aiohttp_web.Request, why: str) -> aiohttp_web.Response:
-    """A 400 for a body left unread, on a connection closed after it: aiohttp would otherwise read
+def _unread(request: aiohttp_web.Request, why: str, status: int = 400,
+            code: str = "bad_request") -> aiohttp_web.Response:
+    """A refusal (400 unless told) for a body left unread, on a connection closed after it: aiohttp would otherwise read
     (and inflate) the rest before the next request, and a 1 MB gzip bomb inflating to 900 MB held
     the whole worker for seconds (fuzzing)."""
     metrics.inc("recstream_collector_rejected_total", reason="bad_request")
     request.content.feed_eof()
-    refused = _refuse(400, "bad_request", why)
+    refused = _refuse(status, code, why)
     refused.force_close()  # what is left of that body cannot start the next request
     return refused
 

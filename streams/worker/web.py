@@ -48,7 +48,8 @@ async def _require_token(request, handler):
     token = settings.api_token
     if token and request.path != "/health" and not request.path.startswith("/v1/"):
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):  # RFC 7235
+        given = given.strip().encode("utf-8", "surrogateescape")  # aiohttp keeps non-UTF-8 bytes as surrogates
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, token.encode()):  # RFC 7235
             return aiohttp_web.json_response({"error": "unauthorized"}, status=401,
                                              headers={"WWW-Authenticate": "Bearer"})
     return await handler(request)
