@@ -43,6 +43,18 @@ def test_batch_becomes_one_record_per_message_keyed_by_user_with_received_at():
     assert (kept["messageId"], kept["timestamp"]) == ("m1", "2026-09-20T00:00:00Z")
 
 
+def test_a_message_is_keyed_by_the_id_the_worker_takes_and_an_id_it_refuses_goes_unkeyed():
+    """An object or a number as userId was keyed by its Python repr ("{'a': 1}", an outside fuzzer),
+    and a blank userId hid the anonymousId the worker takes; each still reaches the worker, which
+    dead-letters what it refuses (docs/events.md)."""
+    messages = [{"type": "track", "event": "x", "userId": {"a": 1}}, {"type": "track", "event": "x", "userId": 7},
+                {"type": "track", "event": "x", "userId": "u" * 300},
+                {"type": "track", "event": "x", "userId": " ", "anonymousId": "anon-1"}]
+    out = collect("/v1/batch", body({"batch": messages}), NOW)
+    assert [key for key, _ in out.records] == [None, None, None, b"anon-1"]
+    assert [json.loads(value)["userId"] for _, value in out.records] == [{"a": 1}, 7, "u" * 300, " "]
+
+
 def test_single_message_endpoints_take_their_type_from_the_path():
     for endpoint in ("track", "identify", "page", "screen", "alias", "group"):
         msg = {"userId": "u1", "event": "x"} if endpoint == "track" else {"userId": "u1"}

@@ -7,7 +7,7 @@ The tracking SDKs people already use (Segment's and RudderStack's, for every lan
 rejects with a 400 (no JSON object, NaN or Infinity, a message over 32 KB, a batch over 500 KB, a message with
 no ``type`` or no user), stamps ``receivedAt`` (and, when missing, a ``messageId`` and
 ``timestamp`` = ``receivedAt``, as Segment does) and returns one ``(key, value)`` per message for
-``events.segment``, keyed by user id (else anonymous id) like every other producer. Everything
+``events.segment``, keyed by user id (else anonymous id; none when neither is an id) like every other producer. Everything
 past the envelope (unknown events, bad ids, prices, times) is the worker's firewall's job
 (streams.core.ingest): it dead-letters those with a reason, so a collector never has two opinions.
 
@@ -31,6 +31,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from streams.core.properties import first_id
+
 MAX_MESSAGE_BYTES = 32 * 1024  # Segment's limits, which its SDKs also enforce on their side
 MAX_BATCH_BYTES = 500 * 1024
 MESSAGE_TYPES = ("track", "identify", "page", "screen", "alias", "group")
@@ -48,7 +50,7 @@ class Unauthorized(ValueError):
 @dataclass(frozen=True)
 class Collected:
     write_key: str
-    records: list[tuple[bytes, bytes]]  # (user key, message JSON) for events.segment
+    records: list[tuple[bytes | None, bytes]]  # (user key, message JSON) for events.segment
 
 
 def write_key(authorization: str | None, body: dict) -> str:
@@ -123,14 +125,14 @@ def _finite(text: str) -> float:
     return value
 
 
-def _record(message: object, label: str, received_at: str) -> tuple[bytes, bytes]:
+def _record(message: object, label: str, received_at: str) -> tuple[bytes | None, bytes]:
     if not isinstance(message, dict):
         raise Rejected(f"{label}: not a JSON object")
     kind = message.get("type")
     if kind not in MESSAGE_TYPES:
         raise Rejected(f"{label}: type must be one of {', '.join(MESSAGE_TYPES)}")
-    user = message.get("userId") or message.get("anonymousId")
-    if not user:
+    user = first_id(message.get("userId"), message.get("anonymousId"))  # the id the worker will take
+    if user is None and not (message.get("userId") or message.get("anonymousId")):
         raise Rejected(f"{label}: needs userId or anonymousId")
     message = {k: v for k, v in message.items() if k != "writeKey"}  # a credential stays out of Kafka
     message["receivedAt"] = received_at
@@ -143,7 +145,9 @@ def _record(message: object, label: str, received_at: str) -> tuple[bytes, bytes
         value = json.dumps(message, separators=(",", ":")).encode()
     if len(value) > MAX_MESSAGE_BYTES:
         raise Rejected(f"{label}: over {MAX_MESSAGE_BYTES // 1024} KB")
-    return str(user).encode("utf-8", "backslashreplace"), value
+    # keyed by that id like every producer; one the worker refuses (a number, an object, 300
+    # characters) is dead-lettered there, and goes unkeyed, not keyed by its Python repr
+    return (None if user is None else user.encode("utf-8", "backslashreplace")), value
 
 
 def _iso(t: float) -> str:

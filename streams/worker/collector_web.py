@@ -70,7 +70,7 @@ def _unread(request: aiohttp_web.Request, why: str, status: int = 400,
     return refused
 
 
-async def _produce(records: list[tuple[bytes, bytes]]) -> None:
+async def _produce(records: list[tuple[bytes | None, bytes]]) -> None:
     producer = app.producer._ensure_producer()  # aiokafka's: one future per message, awaited together
     topic = segment_events.get_topic_name()
     sent = [await producer.send(topic, value, key=key) for key, value in records]
