@@ -7,7 +7,8 @@ The tracking SDKs people already use (Segment's and RudderStack's, for every lan
 rejects with a 400 (no JSON object, NaN or Infinity, a message over 32 KB, a batch over 500 KB, a message with
 no ``type`` or no user), stamps ``receivedAt`` (and, when missing, a ``messageId`` and
 ``timestamp`` = ``receivedAt``, as Segment does) and returns one ``(key, value)`` per message for
-``events.segment``, keyed by user id (else anonymous id; none when neither is an id) like every other producer. Everything
+``events.segment``, keyed by user id (else anonymous id; none when neither is an id) like every
+other producer. Everything
 past the envelope (unknown events, bad ids, prices, times) is the worker's firewall's job
 (streams.core.ingest): it dead-letters those with a reason, so a collector never has two opinions.
 
