@@ -57,6 +57,8 @@ BAD_VALUES = [
     ("MAX_FUTURE_SKEW_S", "-1"), ("MAX_FUTURE_SKEW_S", "inf"), ("MIN_EVENT_YEAR", "1969"), ("MIN_EVENT_YEAR", "10000"),
     ("INPUT_COMMIT_INTERVAL_S", "0"), ("CLOCK", "sundial"), ("REFRESH_INTERVAL_S", "-1"), ("REFRESH_RATE", "0"),
     ("VARIANTS", '{"A": {"share": 1, "ranking": "random"}}'), ("VARIANTS", '{"A": {"share": 1, "n": 0}}'),
+    # fuzzing: schemes faust has no Kafka transport for passed, then the worker died in faust's transport.by_url
+    ("BROKER_URL", "http://127.0.0.1:39092"), ("BROKER_URL", "kafka://a:1,https://b:2"), ("BROKER_URL", "confluent://a:1"),
 ]
 
 
@@ -81,6 +83,12 @@ def test_edge_values_that_mean_something_are_accepted(tmp_path):
                        "RECSTREAM_EVENT_MAP": '{"Liked": "save"}', "RECSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
                        "RECSTREAM_IMAGE_VARIANTS": '{"A": {"share": 1, "explore": 0.1}}'})
     assert s.web_port == 65535 and s.malloc_arenas == 0 and s.weights["view"] == 0.0
+
+
+def test_broker_urls_in_the_forms_faust_and_aiokafka_both_read_are_accepted():
+    for url in ("kafka://h:9092", "KAFKA://h:9092", "aiokafka://h:9092", "h1:9092;h2:9092", "kafka://h1:1,h2:2",
+                "[::1]:9092"):
+        assert Settings.from_env({"RECSTREAM_BROKER_URL": url}).broker_url == url
 
 
 def test_every_number_setting_has_a_range_rule():

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from streams.cli.dev_experiment import experiment_readout
 from streams.core.demo import DemoGenerator, dumps
+from streams.core.setting_rules import bootstrap_servers
 from streams.core.settings import Settings
 from streams.kafka.broker import BrokerError, EmbeddedBroker, _die_with_parent, free_port
 
@@ -206,7 +207,7 @@ async def _dev(args) -> None:
             raise DevError(f"{why}; from its log (--keep keeps it):\n{log}") from None
         print("[dev] worker ready")
         try:
-            await _dev_loop(args, settings, url.removeprefix("kafka://"), worker)
+            await _dev_loop(args, settings, bootstrap_servers(url), worker)
         except KafkaError as exc:
             raise DevError(f"the broker at {url} did not answer ({exc})") from None
     finally:

@@ -73,17 +73,28 @@ def form_of(f: Field) -> str:
     return number
 
 
+# faust's transports that reach Kafka through aiokafka (recstream's own clients use it too); any other
+# scheme passed the check, then the worker died in faust's transport lookup (confluent:// needs a
+# library we do not install)
+BROKER_SCHEMES = ("kafka", "aiokafka")
+
+
 def is_broker_url(url: str) -> bool:
     """Empty, or host:port entries separated by commas (or semicolons), each with an optional
-    scheme such as kafka://, each port from 1 to 65535.
+    scheme kafka:// (or aiokafka://), each port from 1 to 65535.
 
     >>> [is_broker_url(u) for u in ("", "kafka://h:9092/", "kafka://a.b:1,kafka://c-d:2", "[::1]:9092")]
     [True, True, True, True]
     >>> [is_broker_url(u) for u in ("kafka://h:notaport", "kafka://[bad", "h:99999", "kafka://:9092", "h")]
     [False, False, False, False, False]
+    >>> [is_broker_url(u) for u in ("http://h:9092", "kafka://a:1,https://b:2", "AIOKAFKA://h:1")]
+    [False, False, True]
     """
     for entry in url.replace(";", ",").split(",") if url else ():
-        host, sep, port = entry.strip().split("://", 1)[-1].rstrip("/").rpartition(":")
+        scheme, sep, rest = entry.strip().rpartition("://")
+        if sep and scheme.lower() not in BROKER_SCHEMES:
+            return False
+        host, sep, port = rest.rstrip("/").rpartition(":")
         if not (sep and port.isdigit() and 0 < int(port) < 65536):
             return False
         if not (len(host) > 2 and host[0] == "[" and host[-1] == "]"

@@ -37,7 +37,7 @@ class Settings:
     # name: (default, help) lives in the field metadata so docs and code cannot drift.
     broker_url: str = field(default="", metadata={
         "help": "Kafka bootstrap URL, e.g. kafka://host:9092 (empty: `recstream dev` starts the embedded broker)",
-        "valid": is_broker_url, "form": "empty or kafka://host:port, more host:port after commas"})
+        "valid": is_broker_url, "form": "empty or kafka://host:port, more host:port after commas (no other scheme)"})
     app_id: str = field(default="recstream", metadata={"help": "faust app id (consumer group, changelog topic prefix)"})
     topic_prefix: str = field(default="", metadata={
         "help": "prefix for every topic, changelog and consumer group name (isolates environments on one cluster)"})
