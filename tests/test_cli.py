@@ -120,7 +120,8 @@ def test_the_reexecuted_worker_command_runs():
     ("load", "BROKER_URL", "kafka://127.0.0.1:notaport"),  # fuzzing: these three were tracebacks (ValueError,
     ("worker", "BROKER_URL", "kafka://[bad"),  # OverflowError) when the first client connected
     ("replay", "BROKER_URL", "kafka://127.0.0.1:99999"),
-    ("config", "BROKER_URL", "http://127.0.0.1:39092"),  # fuzzing: passed; the worker's faust died on the scheme
+    ("config", "BROKER_URL", "http://127.0.0.1:39092"),
+    ("config", "PARTITIONS", "99999999999999999999999"),  # fuzzing: passed; the worker died on struct.error  # fuzzing: passed; the worker's faust died on the scheme
 ])
 def test_a_bad_setting_stops_any_command_with_one_line_and_exit_code_2(command, name, value):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}

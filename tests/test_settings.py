@@ -58,6 +58,7 @@ BAD_VALUES = [
     ("INPUT_COMMIT_INTERVAL_S", "0"), ("CLOCK", "sundial"), ("REFRESH_INTERVAL_S", "-1"), ("REFRESH_RATE", "0"),
     ("VARIANTS", '{"A": {"share": 1, "ranking": "random"}}'), ("VARIANTS", '{"A": {"share": 1, "n": 0}}'),
     # fuzzing: schemes faust has no Kafka transport for passed, then the worker died in faust's transport.by_url
+    ("PARTITIONS", "99999999999999999999999"), ("PARTITIONS", "10001"),  # fuzzing: the worker died on struct.error
     ("BROKER_URL", "http://127.0.0.1:39092"), ("BROKER_URL", "kafka://a:1,https://b:2"), ("BROKER_URL", "confluent://a:1"),
 ]
 
@@ -76,7 +77,7 @@ def test_edge_values_that_mean_something_are_accepted(tmp_path):
     from streams.core.config import load_settings
     variants = tmp_path / "v.json"
     variants.write_text('{"A": {"share": 1}}')
-    s = load_settings({"RECSTREAM_WEB_PORT": "65535", "RECSTREAM_MALLOC_ARENAS": "0", "RECSTREAM_REBUILD_SHARDS": "0",
+    s = load_settings({"RECSTREAM_WEB_PORT": "65535", "RECSTREAM_PARTITIONS": "10000", "RECSTREAM_MALLOC_ARENAS": "0", "RECSTREAM_REBUILD_SHARDS": "0",
                        "RECSTREAM_IMAGE_HALF_LIFE_DAYS": "0", "RECSTREAM_BATCH_WITHIN_MS": "0",
                        "RECSTREAM_WEIGHTS": "view=0", "RECSTREAM_MALLOC_MMAP_THRESHOLD_KB": "0",
                        "RECSTREAM_IMAGE_POOL_ITEMS": "0", "RECSTREAM_VARIANTS": f"@{variants}",

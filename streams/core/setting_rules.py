@@ -17,6 +17,13 @@ DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
 )
 
 
+# Every topic recstream creates (~30, with the changelogs) gets RECSTREAM_PARTITIONS partitions, and a
+# worker opens a RocksDB store per table partition it owns. Kafka's guidance is a few thousand
+# partitions per broker, so more than 10,000 per topic is a typo, not a cluster (an unbounded value
+# passed, then the worker died in struct.error encoding it in CreateTopics' 32-bit field).
+MAX_PARTITIONS = 10_000
+
+
 class ConfigError(ValueError):
     """A RECSTREAM_* variable has a value we cannot use; the message is one line that starts with
     the variable's name and says what it accepts (`recstream` prints it and exits 2)."""

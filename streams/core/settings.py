@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 
 from streams.core.setting_rules import (
     DEFAULT_WEIGHTS,
+    MAX_PARTITIONS,
     PREFIX,
     ConfigError,
     accepts,
@@ -41,7 +42,8 @@ class Settings:
     app_id: str = field(default="recstream", metadata={"help": "faust app id (consumer group, changelog topic prefix)"})
     topic_prefix: str = field(default="", metadata={
         "help": "prefix for every topic, changelog and consumer group name (isolates environments on one cluster)"})
-    partitions: int = field(default=4, metadata={"help": "partitions for topics recstream creates", "min": 1})
+    partitions: int = field(default=4, metadata={
+        "help": "partitions for topics recstream creates", "min": 1, "max": MAX_PARTITIONS})
     data_dir: str = field(default="data", metadata={"help": "local state directory (RocksDB tables)"})
     web_host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind host"})
     web_port: int = field(default=6066, metadata={"help": "HTTP port", "min": 1, "max": 65535})
@@ -223,12 +225,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        values: dict = {}
-        for f in fields(cls):
-            raw = env.get(var_name(f))
-            if raw is None or raw == "":
-                continue
-            values[f.name] = convert(f, raw)
+        values = {f.name: convert(f, env[var_name(f)]) for f in fields(cls) if env.get(var_name(f))}  # "": unset
         if values.get("log_level") in ("warning", "critical"):  # faust's CLI spells them warn/crit
             values["log_level"] = values["log_level"][:4]
         settings = cls(**values)
