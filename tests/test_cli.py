@@ -227,3 +227,20 @@ def test_out_of_range_sizes_and_ports_get_one_line_not_a_traceback():
                        (["broker", "--port", "99999"], "--port must be a TCP port")):
         res = run(*args)
         assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, args
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--users", "0"], "--users must be at least 1"),  # fuzzing: a traceback from random ~10 s in, the worker running
+    (["--users", "-5"], "--users must be at least 1"),
+    (["--events", "-1"], "--events and --watch at least 0"),
+    (["--watch", "-1"], "--events and --watch at least 0"),
+    (["--rate", "-5"], "--rate must be a finite number >= 0"),  # was taken: "streaming 20000 events at -5/s"
+    (["--rate", "nan"], "--rate must be a finite number >= 0"),
+    (["--duration", "nan"], "--duration must be a finite number >= 0"),
+])
+def test_dev_checks_its_options_before_it_starts_anything(tmp_path, args, says):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    res = subprocess.run([sys.executable, "-m", "streams.cli", "dev", *args], capture_output=True, text=True,
+                         timeout=20, env={**env, "TMPDIR": str(tmp_path), "RECSTREAM_BROKER_URL": "kafka://127.0.0.1:1"})
+    assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not res.stdout and not list(tmp_path.glob("recstream-dev-*"))  # nothing started
