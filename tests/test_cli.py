@@ -244,3 +244,32 @@ def test_dev_checks_its_options_before_it_starts_anything(tmp_path, args, says):
                          timeout=20, env={**env, "TMPDIR": str(tmp_path), "RECSTREAM_BROKER_URL": "kafka://127.0.0.1:1"})
     assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert not res.stdout and not list(tmp_path.glob("recstream-dev-*"))  # nothing started
+
+
+@pytest.mark.parametrize("out,says", [
+    ("{tmp}/readout.txt", "a plot is written as one of "),  # the formats named  # fuzzing: matplotlib's ValueError traceback, exit 1
+    ("{tmp}", "is a directory: name a file"),  # fuzzing: wrote {tmp}.png and said "wrote {tmp}"
+    ("{tmp}/no/such/dir/r.png", "No such file or directory: {tmp}/no/such/dir"),
+])
+@pytest.mark.parametrize("command", [["experiments", "report"], ["simulate-multiplier", "--demo-merchants", "2"]])
+def test_a_plot_path_that_cannot_be_written_is_refused_before_any_work(tmp_path, command, out, says):
+    res = subprocess.run([sys.executable, "-m", "streams.cli", *command, "--out", out.format(tmp=tmp_path)],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "RECSTREAM_WEB_PORT": "1"})  # no worker there: the check comes first
+    lines = res.stderr.splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and says.format(tmp=tmp_path) in lines[0], res.stderr
+    assert not res.stdout and not list(tmp_path.iterdir())
+
+
+def test_experiments_report_says_the_file_it_wrote(tmp_path, monkeypatch, capsys):
+    """A path without a suffix is written with .png (matplotlib's rule): say that name, not the one given."""
+    from streams.cli import readout
+
+    async def snapshots(bootstrap, topic):
+        return [{"t": 1.0, "experiment": "recs", "variants": {"A": {"users": 10, "converted": 2}}}]
+
+    monkeypatch.setenv("RECSTREAM_BROKER_URL", "kafka://127.0.0.1:1")
+    monkeypatch.setattr(readout, "fetch", lambda worker: {"experiments": []})
+    monkeypatch.setattr(readout, "read_snapshots", snapshots)
+    assert readout.main(["report", "--out", str(tmp_path / "plot")]) == 0
+    assert (tmp_path / "plot.png").exists() and f"wrote {tmp_path / 'plot.png'} (1 snapshots)" in capsys.readouterr().out
