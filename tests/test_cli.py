@@ -273,3 +273,29 @@ def test_experiments_report_says_the_file_it_wrote(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(readout, "read_snapshots", snapshots)
     assert readout.main(["report", "--out", str(tmp_path / "plot")]) == 0
     assert (tmp_path / "plot.png").exists() and f"wrote {tmp_path / 'plot.png'} (1 snapshots)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,says", [
+    # fuzzing: no output in 60 s (hours of work before the first event), a MemoryError traceback, 60 s for a --catalog
+    (["demo-events", "--users", "100000000", "--events", "1"], "--users, --artists and --artworks must be at most"),
+    (["demo-events", "--users", "99999999999999999999"], "--users, --artists and --artworks must be at most"),
+    (["demo-events", "--artists", "100000000"], "--users, --artists and --artworks must be at most"),
+    (["demo-events", "--artworks", "100000000", "--catalog"], "--users, --artists and --artworks must be at most"),
+    (["demo-events", "--images", "--merchants", "10000000"], "--merchants at most"),
+    (["dev", "--users", "100000000"], "--users must be at most 200,000"),  # 5 artworks each
+    (["dev", "--users", "10", "--watch", "1000000000"], "--watch at most --users"),
+])
+def test_demo_sizes_past_their_bounds_are_refused_at_once(tmp_path, args, says):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    res = subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True, timeout=20,
+                         env={**env, "TMPDIR": str(tmp_path), "RECSTREAM_BROKER_URL": "kafka://127.0.0.1:1"})
+    assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not res.stdout
+
+
+def test_demo_sizes_at_their_bounds_start_within_seconds():
+    from streams.core.demo import MAX_ARTISTS, MAX_ARTWORKS, MAX_USERS
+    res = subprocess.run([sys.executable, "-m", "streams.cli", "demo-events", "--users", str(MAX_USERS), "--artists",
+                          str(MAX_ARTISTS), "--artworks", str(MAX_ARTWORKS), "--events", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and len(res.stdout.splitlines()) == 1, res.stderr
