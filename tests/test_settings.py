@@ -149,3 +149,39 @@ def test_kafka_security_settings_and_secrets_are_not_printed():
 
 def test_log_level_accepts_the_usual_spelling():
     assert Settings.from_env({"RECSTREAM_LOG_LEVEL": "warning"}).log_level == "warn"
+
+
+@pytest.mark.parametrize("name,value,says", [
+    # fuzzing: each was accepted, or refused in Python's words instead of naming the problem
+    ("VARIANTS", '{"A": {"share": -1}, "B": {"share": 2}}', "variant 'A': share must be a number from 0 to 1, got -1"),
+    ("VARIANTS", '{"A": {"share": 1, "trending_blend": NaN}}', "trending_blend must be a number >= 0, got nan"),
+    ("VARIANTS", '{"A": {"share": 1, "affinity_power": Infinity}}', "affinity_power must be a number >= 0, got inf"),
+    ("VARIANTS", '{"A": {"share": 1, "window_days": -5}}', "window_days must be a number > 0, got -5"),
+    ("VARIANTS", '{"": {"share": 1}}', "a variant's name must not be empty"),
+    ("VARIANTS", '{"A": {"share": "x"}}', "variant 'A': share must be a number from 0 to 1, got 'x'"),
+    ("VARIANTS", '{"A": 1}', "variant 'A' must be a JSON object {param: value}, got 1"),
+    ("VARIANTS", '{"A": {"share": 1, "budget_filter": "yes"}}', "budget_filter must be true or false"),
+    ("VARIANTS", '{"A": {"share": 1, "n": 2.5}}', "n must be an integer >= 1, got 2.5"),
+    ("IMAGE_VARIANTS", '{"A": {"share": 1, "explore": -1}}', "variant 'A': explore must be a number >= 0, got -1"),
+    ("IMAGE_VARIANTS", '[1]', "variants must be a non-empty JSON object"),
+    ("IMAGE_VARIANTS", '{"A": {"share": "half"}}', "share must be a number from 0 to 1, got 'half'"),
+    ("IMAGE_VARIANTS", '{"A": {"share": 1, "explor": 1}}', "unknown parameters ['explor']"),
+    ("APP_ID", "a b", "RECSTREAM_APP_ID must be 1 to 200 of the characters a Kafka topic name takes"),
+    ("APP_ID", "a/b", "RECSTREAM_APP_ID must be 1 to 200 of the characters a Kafka topic name takes"),
+    ("TOPIC_PREFIX", "stg/", "RECSTREAM_TOPIC_PREFIX must be empty or the characters a Kafka topic name takes"),
+    ("TOPIC_PREFIX", "p" * 300, "must be at most 200 characters together (Kafka's topic names end at 249), got 309"),
+])
+def test_values_past_their_meaning_are_refused_naming_the_problem(name, value, says):
+    from streams.core.config import load_settings
+    with pytest.raises(ConfigError) as caught:
+        load_settings({f"RECSTREAM_{name}": value})
+    message = str(caught.value)
+    assert message.startswith(f"RECSTREAM_{name}") and "\n" not in message and says in message, message
+
+
+def test_names_and_variants_at_their_edges_are_accepted():
+    from streams.core.config import load_settings
+    s = load_settings({"RECSTREAM_APP_ID": "a" * 190, "RECSTREAM_TOPIC_PREFIX": "stg.v-2_", "RECSTREAM_VARIANTS":
+                       '{"A": {"share": 0, "trending_blend": 0}, "B": {"share": 1, "window_days": 0.5, "n": 1}}',
+                       "RECSTREAM_IMAGE_VARIANTS": '{"A": {"share": 1, "explore": 0}}'})
+    assert s.topic("x") == "stg.v-2_x" and len(s.kafka_app_id) == 198

@@ -5,6 +5,7 @@ error that names the variable and what it accepts."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, Field
 from types import MappingProxyType
@@ -108,6 +109,27 @@ def is_broker_url(url: str) -> bool:
                 or host and all(c.isalnum() or c in "-._" for c in host)):
             return False
     return True
+
+
+# The app id and the topic prefix name topics (`<prefix><app id>-recommendations-changelog`, 26 characters
+# added), so they take Kafka's characters only and, together, at most 200 of its 249 a name may have: a
+# space or a slash made the worker create topics no one can name, 300 characters topics Kafka refuses.
+KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]*")
+MAX_NAMES_CHARS = 200
+NAME_CHARS = "the characters a Kafka topic name takes: letters, digits, . _ -"
+
+
+def check_together(s) -> None:
+    """The checks that span fields or name Kafka objects, on a Settings (ConfigError naming the variable)."""
+    if not (s.app_id and KAFKA_NAME.fullmatch(s.app_id)):
+        raise ConfigError(f"{PREFIX}APP_ID must be 1 to {MAX_NAMES_CHARS} of {NAME_CHARS}; got {s.app_id!r}")
+    if not KAFKA_NAME.fullmatch(s.topic_prefix):
+        raise ConfigError(f"{PREFIX}TOPIC_PREFIX must be empty or {NAME_CHARS}; got {s.topic_prefix!r}")
+    if len(s.topic_prefix) + len(s.app_id) > MAX_NAMES_CHARS:
+        raise ConfigError(f"{PREFIX}TOPIC_PREFIX and {PREFIX}APP_ID must be at most {MAX_NAMES_CHARS} characters "
+                          f"together (Kafka's topic names end at 249), got {len(s.topic_prefix) + len(s.app_id)}")
+    if s.kafka_security_protocol.startswith("SASL") and not s.kafka_sasl_username:
+        raise ConfigError("RECSTREAM_KAFKA_SASL_USERNAME is required with a SASL security protocol")
 
 
 def bootstrap_servers(url: str) -> str:

@@ -22,6 +22,7 @@ from streams.core.setting_rules import (
     ConfigError,
     accepts,
     bootstrap_servers,
+    check_together,
     convert,
     described,
     form_of,
@@ -239,8 +240,7 @@ class Settings:
             value = getattr(self, f.name)
             if not all(accepts(f.metadata, v) for v in (value.values() if isinstance(value, Mapping) else [value])):
                 raise ConfigError(f"{var_name(f)} must be {form_of(f)}, got {shown(f, value)}")
-        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
-            raise ConfigError("RECSTREAM_KAFKA_SASL_USERNAME is required with a SASL security protocol")
+        check_together(self)
 
     @property
     def half_life_seconds(self) -> float:
