@@ -57,6 +57,9 @@ BAD_VALUES = [
     ("MAX_FUTURE_SKEW_S", "-1"), ("MAX_FUTURE_SKEW_S", "inf"), ("MIN_EVENT_YEAR", "1969"), ("MIN_EVENT_YEAR", "10000"),
     ("INPUT_COMMIT_INTERVAL_S", "0"), ("CLOCK", "sundial"), ("REFRESH_INTERVAL_S", "-1"), ("REFRESH_RATE", "0"),
     ("VARIANTS", '{"A": {"share": 1, "ranking": "random"}}'), ("VARIANTS", '{"A": {"share": 1, "n": 0}}'),
+    # fuzzing: schemes faust has no Kafka transport for passed, then the worker died in faust's transport.by_url
+    ("PARTITIONS", "99999999999999999999999"), ("PARTITIONS", "10001"),  # fuzzing: the worker died on struct.error
+    ("BROKER_URL", "http://127.0.0.1:39092"), ("BROKER_URL", "kafka://a:1,https://b:2"), ("BROKER_URL", "confluent://a:1"),
 ]
 
 
@@ -74,13 +77,19 @@ def test_edge_values_that_mean_something_are_accepted(tmp_path):
     from streams.core.config import load_settings
     variants = tmp_path / "v.json"
     variants.write_text('{"A": {"share": 1}}')
-    s = load_settings({"RECSTREAM_WEB_PORT": "65535", "RECSTREAM_MALLOC_ARENAS": "0", "RECSTREAM_REBUILD_SHARDS": "0",
+    s = load_settings({"RECSTREAM_WEB_PORT": "65535", "RECSTREAM_PARTITIONS": "10000", "RECSTREAM_MALLOC_ARENAS": "0", "RECSTREAM_REBUILD_SHARDS": "0",
                        "RECSTREAM_IMAGE_HALF_LIFE_DAYS": "0", "RECSTREAM_BATCH_WITHIN_MS": "0",
                        "RECSTREAM_WEIGHTS": "view=0", "RECSTREAM_MALLOC_MMAP_THRESHOLD_KB": "0",
                        "RECSTREAM_IMAGE_POOL_ITEMS": "0", "RECSTREAM_VARIANTS": f"@{variants}",
                        "RECSTREAM_EVENT_MAP": '{"Liked": "save"}', "RECSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
                        "RECSTREAM_IMAGE_VARIANTS": '{"A": {"share": 1, "explore": 0.1}}'})
     assert s.web_port == 65535 and s.malloc_arenas == 0 and s.weights["view"] == 0.0
+
+
+def test_broker_urls_in_the_forms_faust_and_aiokafka_both_read_are_accepted():
+    for url in ("kafka://h:9092", "KAFKA://h:9092", "aiokafka://h:9092", "h1:9092;h2:9092", "kafka://h1:1,h2:2",
+                "[::1]:9092"):
+        assert Settings.from_env({"RECSTREAM_BROKER_URL": url}).broker_url == url
 
 
 def test_every_number_setting_has_a_range_rule():
@@ -140,3 +149,39 @@ def test_kafka_security_settings_and_secrets_are_not_printed():
 
 def test_log_level_accepts_the_usual_spelling():
     assert Settings.from_env({"RECSTREAM_LOG_LEVEL": "warning"}).log_level == "warn"
+
+
+@pytest.mark.parametrize("name,value,says", [
+    # fuzzing: each was accepted, or refused in Python's words instead of naming the problem
+    ("VARIANTS", '{"A": {"share": -1}, "B": {"share": 2}}', "variant 'A': share must be a number from 0 to 1, got -1"),
+    ("VARIANTS", '{"A": {"share": 1, "trending_blend": NaN}}', "trending_blend must be a number >= 0, got nan"),
+    ("VARIANTS", '{"A": {"share": 1, "affinity_power": Infinity}}', "affinity_power must be a number >= 0, got inf"),
+    ("VARIANTS", '{"A": {"share": 1, "window_days": -5}}', "window_days must be a number > 0, got -5"),
+    ("VARIANTS", '{"": {"share": 1}}', "a variant's name must not be empty"),
+    ("VARIANTS", '{"A": {"share": "x"}}', "variant 'A': share must be a number from 0 to 1, got 'x'"),
+    ("VARIANTS", '{"A": 1}', "variant 'A' must be a JSON object {param: value}, got 1"),
+    ("VARIANTS", '{"A": {"share": 1, "budget_filter": "yes"}}', "budget_filter must be true or false"),
+    ("VARIANTS", '{"A": {"share": 1, "n": 2.5}}', "n must be an integer >= 1, got 2.5"),
+    ("IMAGE_VARIANTS", '{"A": {"share": 1, "explore": -1}}', "variant 'A': explore must be a number >= 0, got -1"),
+    ("IMAGE_VARIANTS", '[1]', "variants must be a non-empty JSON object"),
+    ("IMAGE_VARIANTS", '{"A": {"share": "half"}}', "share must be a number from 0 to 1, got 'half'"),
+    ("IMAGE_VARIANTS", '{"A": {"share": 1, "explor": 1}}', "unknown parameters ['explor']"),
+    ("APP_ID", "a b", "RECSTREAM_APP_ID must be 1 to 200 of the characters a Kafka topic name takes"),
+    ("APP_ID", "a/b", "RECSTREAM_APP_ID must be 1 to 200 of the characters a Kafka topic name takes"),
+    ("TOPIC_PREFIX", "stg/", "RECSTREAM_TOPIC_PREFIX must be empty or the characters a Kafka topic name takes"),
+    ("TOPIC_PREFIX", "p" * 300, "must be at most 200 characters together (Kafka's topic names end at 249), got 309"),
+])
+def test_values_past_their_meaning_are_refused_naming_the_problem(name, value, says):
+    from streams.core.config import load_settings
+    with pytest.raises(ConfigError) as caught:
+        load_settings({f"RECSTREAM_{name}": value})
+    message = str(caught.value)
+    assert message.startswith(f"RECSTREAM_{name}") and "\n" not in message and says in message, message
+
+
+def test_names_and_variants_at_their_edges_are_accepted():
+    from streams.core.config import load_settings
+    s = load_settings({"RECSTREAM_APP_ID": "a" * 190, "RECSTREAM_TOPIC_PREFIX": "stg.v-2_", "RECSTREAM_VARIANTS":
+                       '{"A": {"share": 0, "trending_blend": 0}, "B": {"share": 1, "window_days": 0.5, "n": 1}}',
+                       "RECSTREAM_IMAGE_VARIANTS": '{"A": {"share": 1, "explore": 0}}'})
+    assert s.topic("x") == "stg.v-2_x" and len(s.kafka_app_id) == 198

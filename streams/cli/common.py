@@ -1,8 +1,9 @@
 """What the commands that talk to a cluster share: the bootstrap address (or a one-line error) and
-a progress line on stderr."""
+a progress line on stderr; and where a plot goes (--out), checked before any work."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -44,3 +45,22 @@ def bootstrap_of(settings: Settings) -> str:
               "(e.g. kafka://127.0.0.1:9092)", file=sys.stderr)
         sys.exit(2)
     return bootstrap_servers(settings.broker_url)
+
+
+def plot_path(out: str) -> str:
+    """The file a plot named `out` is written to, as matplotlib names it (no suffix: .png added), or
+    ValueError saying why it cannot be: checked up front, since a bad suffix used to end the command
+    in matplotlib's traceback after its work, and a directory (/tmp) was written as /tmp.png."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if os.path.isdir(out):
+        raise ValueError(f"--out {out} is a directory: name a file, e.g. {os.path.join(out, 'plot.png')}")
+    fmt = os.path.splitext(out)[1][1:].lower()
+    path = out if fmt else out.rstrip(".") + ".png"
+    supported = sorted(FigureCanvasBase.get_supported_filetypes())
+    if fmt and fmt not in supported:
+        raise ValueError(f"--out {out}: a plot is written as one of {', '.join(supported)} (by its suffix), "
+                         f"not {fmt!r}")
+    if not os.path.isdir(os.path.dirname(path) or "."):
+        raise ValueError(f"No such file or directory: {os.path.dirname(path)} (--out {out})")
+    return path

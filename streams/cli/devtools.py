@@ -18,8 +18,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from streams.cli import dev_options
 from streams.cli.dev_experiment import experiment_readout
 from streams.core.demo import DemoGenerator, dumps
+from streams.core.setting_rules import bootstrap_servers
 from streams.core.settings import Settings
 from streams.kafka.broker import BrokerError, EmbeddedBroker, _die_with_parent, free_port
 
@@ -149,22 +151,7 @@ def cmd_broker(argv: list[str]) -> int:
 
 
 def cmd_dev(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="recstream dev",
-        description="Embedded broker + a worker + demo events, printing live recommendations. Its "
-                    "temporary folder (worker state and log) is removed at the end unless --keep.")
-    parser.add_argument("--duration", type=float, default=0,
-                        help="seconds to run (0, the default: until Ctrl-C, after the events too)")
-    parser.add_argument("--users", type=int, default=200)
-    parser.add_argument("--events", type=int, default=20000)
-    parser.add_argument("--rate", type=float, default=400, help="demo events per second")
-    parser.add_argument("--watch", type=int, default=3,
-                        help="users whose recommendations are printed")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary folder (worker log, state)")
-    args = parser.parse_args(argv)
-    if args.duration < 0:
-        parser.error("--duration must be >= 0 (0: until Ctrl-C)")
+    args = dev_options.parse(argv)
     sys.stdout.reconfigure(line_buffering=True)  # live output reaches a pipe line by line
     try:
         asyncio.run(_dev(args))
@@ -206,7 +193,7 @@ async def _dev(args) -> None:
             raise DevError(f"{why}; from its log (--keep keeps it):\n{log}") from None
         print("[dev] worker ready")
         try:
-            await _dev_loop(args, settings, url.removeprefix("kafka://"), worker)
+            await _dev_loop(args, settings, bootstrap_servers(url), worker)
         except KafkaError as exc:
             raise DevError(f"the broker at {url} did not answer ({exc})") from None
     finally:
@@ -245,7 +232,7 @@ async def _dev_loop(args, settings: Settings, bootstrap: str, worker: WorkerProc
     await asyncio.sleep(1.0)  # let the catalog land in the table before events refer to it
     status, body = worker.get("/recommendations/newcomer")
     print(f"[dev] a brand-new visitor gets: {_items_line(json.loads(body))}")
-    print(f"[dev] streaming {args.events} events at {args.rate:g}/s")
+    print(f"[dev] streaming {args.events} events at {f'{args.rate:g}/s' if args.rate else 'full speed'}")
     watch = {f"u{i}" for i in range(args.watch)}
     events = ((segment_key(ev), dumps(ev)) for ev in demo.events(args.events))
     producer_task = asyncio.create_task(

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import math
 import os
-import re
 import sys
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ from streams.core.events import Rejected, parse_segment, parse_typed, parse_type
 from streams.core.jsonguard import MAX_DEPTH, decode_problem, too_deep
 from streams.core.properties import first_id
 from streams.core.records import SIGNAL_KINDS, Identity, ImageEvent
+from streams.core.setting_rules import KAFKA_NAME, MAX_NAMES_CHARS, NAME_CHARS
 from streams.core.settings import Settings
 from streams.core.topology import changelog as changelog_name
 
@@ -240,8 +240,9 @@ def cmd_rebuild(argv: list[str]) -> int:
                              "one per CPU, at most one per partition)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", args.app_id):  # it names topics: Kafka's characters only
-        parser.error("--app-id must be 1 to 200 of the characters a Kafka topic name takes: letters, digits, . _ -")
+    room = MAX_NAMES_CHARS - len(settings.topic_prefix)  # RECSTREAM_APP_ID's rule: it names topics
+    if not (args.app_id and KAFKA_NAME.fullmatch(args.app_id)) or len(args.app_id) > room:
+        parser.error(f"--app-id must be 1 to {room} of {NAME_CHARS}")
     if args.app_id == settings.app_id:
         parser.error("--app-id must differ from the running app's id (RECSTREAM_APP_ID): a rebuild needs fresh state")
     if (args.no_worker or args.shards is not None) and not args.bulk:

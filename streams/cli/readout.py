@@ -83,9 +83,18 @@ def main(argv: list[str]) -> int:
     settings = Settings.from_env()
     ap = argparse.ArgumentParser(prog="recstream experiments report", description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", default=f"http://127.0.0.1:{settings.web_port}", help="a worker's HTTP address")
-    ap.add_argument("--out", help="write the history plot (PNG) here, from the experiments.readouts topic")
+    ap.add_argument("--out", help="write the history plot here, from the experiments.readouts topic (its suffix "
+                    "names the format: .png, .svg, .pdf, ...; none: .png)")
     ap.add_argument("--json", action="store_true", help="print the readout as JSON")
     args = ap.parse_args(argv[1:] if argv[:1] == ["report"] else argv)
+    if args.out:
+        from streams.cli.common import plot_path
+
+        try:
+            args.out = plot_path(args.out)
+        except ValueError as exc:
+            print(f"recstream experiments report: {exc}", file=sys.stderr)
+            return 2
     try:
         readout = fetch(args.worker)
     except (urllib.error.URLError, OSError, ValueError) as exc:

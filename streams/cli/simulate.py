@@ -18,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 
+from streams.cli.common import plot_path
 from streams.core.events import parse_segment, parse_typed_image
 from streams.core.images import (
     GlobalCounts,
@@ -163,6 +164,11 @@ def main(argv: list[str]) -> int:
     if args.events and not args.catalog:
         parser.error("--events needs --catalog (the merchants' image pools)")
     try:
+        out = plot_path(str(args.out))
+    except ValueError as exc:
+        print(f"recstream simulate-multiplier: {exc}", file=sys.stderr)
+        return 2
+    try:
         stats, pools, sources = _inputs(args)
         check_inputs(stats, pools, *sources)
     except NoData as exc:
@@ -172,7 +178,6 @@ def main(argv: list[str]) -> int:
     merchants = sum(1 for p in pools.values() if len(p) > 1)
     print(f"share of {merchants} merchants whose image has changed within X unconverted views")
     print(render_table(table))
-    out = args.out if args.out.suffix else args.out.with_suffix(".png")  # as matplotlib names a path without one
     plot(table, out, merchants)
     print(f"plot: {out}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields, replace
 
 
@@ -46,23 +47,55 @@ def load_variants(spec: str) -> dict[str, Variant]:
     if spec.startswith("@"):
         with open(spec[1:], encoding="utf-8") as f:
             spec = f.read()
-    raw = json.loads(spec)
-    if not isinstance(raw, dict) or not raw:
-        raise ValueError("variants must be a non-empty JSON object {name: {param: value}}")
-    known = {f.name for f in fields(Variant)} - {"name"}
+    raw = variant_objects(json.loads(spec))
+    types = {f.name: f.type for f in fields(Variant) if f.name != "name"} | {"ranking": ("blend", "popular")}
     base = default_variants()
     out = {}
     for name, params in raw.items():
-        unknown = set(params) - known
+        unknown = set(params) - set(types)
         if unknown:
-            raise ValueError(f"variant {name!r}: unknown parameters {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(f"variant {name!r}: unknown parameters {sorted(unknown)}; known: {sorted(types)}")
+        for key, value in params.items():
+            check_param(name, key, value, types[key])
         out[name] = replace(base.get(name, Variant(name)), name=name, **params)
-        if out[name].ranking not in ("blend", "popular") or out[name].n < 1 or out[name].max_per_artist < 0:
-            raise ValueError(f"variant {name!r}: ranking must be blend or popular, n >= 1, max_per_artist >= 0")
     total = sum(v.share for v in out.values())
     if not 0.999 <= total <= 1.001:
         raise ValueError(f"variant shares must add up to 1, got {total}")
     return out
+
+
+# every number finite and >= 0, n >= 1, a share at most 1, these > 0: a number past its range was taken (shares -1
+# and 2, summing to 1, sent every user to one variant; window_days -5 left no candidates; JSON's NaN made scores NaN)
+POSITIVE = ("window_days", "budget_multiplier")
+
+
+def variant_objects(raw) -> dict:
+    """`raw` (parsed JSON) checked to be {non-empty name: {param: value}}, the form both experiments take."""
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError("variants must be a non-empty JSON object {name: {param: value}}")
+    for name, params in raw.items():
+        if not name:
+            raise ValueError("a variant's name must not be empty")
+        if not isinstance(params, dict):
+            raise ValueError(f"variant {name!r} must be a JSON object {{param: value}}, got {params!r}")
+    return raw
+
+
+def check_param(variant: str, key: str, value, kind) -> None:
+    """ValueError naming the variant and the parameter unless `value` is a `kind` ('float', 'int', 'bool',
+    'str' or a tuple of choices) in its range."""
+    if isinstance(kind, tuple):
+        ok, form = value in kind, " or ".join(kind)
+    elif kind in ("bool", "str"):
+        ok, form = isinstance(value, bool if kind == "bool" else str), "true or false" if kind == "bool" else "text"
+    else:
+        low, high = (1 if key == "n" else 0), (1 if key == "share" else math.inf)
+        ok = (isinstance(value, int if kind == "int" else (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value) and low <= value <= high and (key not in POSITIVE or value > 0))
+        form = ("an integer" if kind == "int" else "a number") + (
+            " from 0 to 1" if key == "share" else " > 0" if key in POSITIVE else f" >= {low}")
+    if not ok:
+        raise ValueError(f"variant {variant!r}: {key} must be {form}, got {value!r}")
 
 
 def bucket(experiment: str, user_id: str) -> float:

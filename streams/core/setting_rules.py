@@ -5,6 +5,7 @@ error that names the variable and what it accepts."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, Field
 from types import MappingProxyType
@@ -15,6 +16,13 @@ PREFIX = "RECSTREAM_"
 DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
     {"view": 1.0, "save": 3.0, "follow": 5.0, "collection": 5.0, "inquiry": 8.0, "order": 12.0}
 )
+
+
+# Every topic recstream creates (~30, with the changelogs) gets RECSTREAM_PARTITIONS partitions, and a
+# worker opens a RocksDB store per table partition it owns. Kafka's guidance is a few thousand
+# partitions per broker, so more than 10,000 per topic is a typo, not a cluster (an unbounded value
+# passed, then the worker died in struct.error encoding it in CreateTopics' 32-bit field).
+MAX_PARTITIONS = 10_000
 
 
 class ConfigError(ValueError):
@@ -73,23 +81,55 @@ def form_of(f: Field) -> str:
     return number
 
 
+# faust's transports that reach Kafka through aiokafka (recstream's own clients use it too); any other
+# scheme passed the check, then the worker died in faust's transport lookup (confluent:// needs a
+# library we do not install)
+BROKER_SCHEMES = ("kafka", "aiokafka")
+
+
 def is_broker_url(url: str) -> bool:
     """Empty, or host:port entries separated by commas (or semicolons), each with an optional
-    scheme such as kafka://, each port from 1 to 65535.
+    scheme kafka:// (or aiokafka://), each port from 1 to 65535.
 
     >>> [is_broker_url(u) for u in ("", "kafka://h:9092/", "kafka://a.b:1,kafka://c-d:2", "[::1]:9092")]
     [True, True, True, True]
     >>> [is_broker_url(u) for u in ("kafka://h:notaport", "kafka://[bad", "h:99999", "kafka://:9092", "h")]
     [False, False, False, False, False]
+    >>> [is_broker_url(u) for u in ("http://h:9092", "kafka://a:1,https://b:2", "AIOKAFKA://h:1")]
+    [False, False, True]
     """
     for entry in url.replace(";", ",").split(",") if url else ():
-        host, sep, port = entry.strip().split("://", 1)[-1].rstrip("/").rpartition(":")
+        scheme, sep, rest = entry.strip().rpartition("://")
+        if sep and scheme.lower() not in BROKER_SCHEMES:
+            return False
+        host, sep, port = rest.rstrip("/").rpartition(":")
         if not (sep and port.isdigit() and 0 < int(port) < 65536):
             return False
         if not (len(host) > 2 and host[0] == "[" and host[-1] == "]"
                 or host and all(c.isalnum() or c in "-._" for c in host)):
             return False
     return True
+
+
+# The app id and the topic prefix name topics (`<prefix><app id>-recommendations-changelog`, 26 characters
+# added), so they take Kafka's characters only and, together, at most 200 of its 249 a name may have: a
+# space or a slash made the worker create topics no one can name, 300 characters topics Kafka refuses.
+KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]*")
+MAX_NAMES_CHARS = 200
+NAME_CHARS = "the characters a Kafka topic name takes: letters, digits, . _ -"
+
+
+def check_together(s) -> None:
+    """The checks that span fields or name Kafka objects, on a Settings (ConfigError naming the variable)."""
+    if not (s.app_id and KAFKA_NAME.fullmatch(s.app_id)):
+        raise ConfigError(f"{PREFIX}APP_ID must be 1 to {MAX_NAMES_CHARS} of {NAME_CHARS}; got {s.app_id!r}")
+    if not KAFKA_NAME.fullmatch(s.topic_prefix):
+        raise ConfigError(f"{PREFIX}TOPIC_PREFIX must be empty or {NAME_CHARS}; got {s.topic_prefix!r}")
+    if len(s.topic_prefix) + len(s.app_id) > MAX_NAMES_CHARS:
+        raise ConfigError(f"{PREFIX}TOPIC_PREFIX and {PREFIX}APP_ID must be at most {MAX_NAMES_CHARS} characters "
+                          f"together (Kafka's topic names end at 249), got {len(s.topic_prefix) + len(s.app_id)}")
+    if s.kafka_security_protocol.startswith("SASL") and not s.kafka_sasl_username:
+        raise ConfigError("RECSTREAM_KAFKA_SASL_USERNAME is required with a SASL security protocol")
 
 
 def bootstrap_servers(url: str) -> str:

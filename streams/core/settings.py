@@ -17,10 +17,12 @@ from dataclasses import dataclass, field, fields
 
 from streams.core.setting_rules import (
     DEFAULT_WEIGHTS,
+    MAX_PARTITIONS,
     PREFIX,
     ConfigError,
     accepts,
     bootstrap_servers,
+    check_together,
     convert,
     described,
     form_of,
@@ -37,11 +39,12 @@ class Settings:
     # name: (default, help) lives in the field metadata so docs and code cannot drift.
     broker_url: str = field(default="", metadata={
         "help": "Kafka bootstrap URL, e.g. kafka://host:9092 (empty: `recstream dev` starts the embedded broker)",
-        "valid": is_broker_url, "form": "empty or kafka://host:port, more host:port after commas"})
+        "valid": is_broker_url, "form": "empty or kafka://host:port, more host:port after commas (no other scheme)"})
     app_id: str = field(default="recstream", metadata={"help": "faust app id (consumer group, changelog topic prefix)"})
     topic_prefix: str = field(default="", metadata={
         "help": "prefix for every topic, changelog and consumer group name (isolates environments on one cluster)"})
-    partitions: int = field(default=4, metadata={"help": "partitions for topics recstream creates", "min": 1})
+    partitions: int = field(default=4, metadata={
+        "help": "partitions for topics recstream creates", "min": 1, "max": MAX_PARTITIONS})
     data_dir: str = field(default="data", metadata={"help": "local state directory (RocksDB tables)"})
     web_host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind host"})
     web_port: int = field(default=6066, metadata={"help": "HTTP port", "min": 1, "max": 65535})
@@ -223,12 +226,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        values: dict = {}
-        for f in fields(cls):
-            raw = env.get(var_name(f))
-            if raw is None or raw == "":
-                continue
-            values[f.name] = convert(f, raw)
+        values = {f.name: convert(f, env[var_name(f)]) for f in fields(cls) if env.get(var_name(f))}  # "": unset
         if values.get("log_level") in ("warning", "critical"):  # faust's CLI spells them warn/crit
             values["log_level"] = values["log_level"][:4]
         settings = cls(**values)
@@ -242,8 +240,7 @@ class Settings:
             value = getattr(self, f.name)
             if not all(accepts(f.metadata, v) for v in (value.values() if isinstance(value, Mapping) else [value])):
                 raise ConfigError(f"{var_name(f)} must be {form_of(f)}, got {shown(f, value)}")
-        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
-            raise ConfigError("RECSTREAM_KAFKA_SASL_USERNAME is required with a SASL security protocol")
+        check_together(self)
 
     @property
     def half_life_seconds(self) -> float:
