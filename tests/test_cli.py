@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,27 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_demo_events_is_seeded_jsonl():
-    out = run("demo-events", "--users", "20", "--events", "50", "--seed", "3")
+    end = ["--end", "2026-10-31T00:00:00Z"]
+    out = run("demo-events", "--users", "20", "--events", "50", "--seed", "3", *end)
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(lines) == 50
-    assert lines == list(DemoGenerator(users=20, seed=3).events(50))
-    assert run("demo-events", "--users", "20", "--events", "50", "--seed", "3").stdout == out.stdout
+    assert lines == list(DemoGenerator(users=20, seed=3, end_time=datetime(2026, 10, 31, tzinfo=timezone.utc)).events(50))
+    assert run("demo-events", "--users", "20", "--events", "50", "--seed", "3", *end).stdout == out.stdout
+    assert "neither now nor an ISO 8601 time" in run("demo-events", "--end", "yesterday").stderr
+
+
+def test_demo_data_ends_now_by_default_so_a_live_worker_finds_its_works_recent():
+    """docs/operations.md's recipe loaded works dated from a fixed October: against a worker's clock
+    they had left the personal lists' 30-day window, and users got curated and latest works only
+    (an outside fuzzer)."""
+    now = datetime.now(timezone.utc).timestamp()
+    events = [json.loads(line) for line in run("demo-events", "--users", "20", "--events", "50").stdout.splitlines()]
+    works = [json.loads(line) for line in run("demo-events", "--catalog", "--artworks", "200").stdout.splitlines()]
+    times = lambda rows, key: [datetime.fromisoformat(r[key].replace("Z", "+00:00")).timestamp() for r in rows]  # noqa: E731
+    assert now - 86400 < max(times(events, "timestamp")) <= now + 60
+    published = times(works, "published_at")
+    assert max(published) <= now + 60 and sum(now - t < 30 * 86400 for t in published) > len(works) / 3
 
 
 def test_demo_catalog():

@@ -189,6 +189,19 @@ class DemoImages:
                        "messageId": f"img-{i}-conv", "timestamp": t, "properties": {**props, "order_id": f"o{i}"}}
 
 
+def _end_time(text: str) -> datetime:
+    """--end: now, or an ISO 8601 time (naive: UTC)."""
+    import argparse
+
+    if text == "now":
+        return datetime.now(timezone.utc)
+    try:
+        end = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is neither now nor an ISO 8601 time") from None
+    return end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+
+
 def main(argv: list[str]) -> int:
     """``recstream demo-events``."""
     import argparse
@@ -204,6 +217,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=10000,
                         help="events (with --image-events: impressions)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--end", default="now", type=_end_time,
+                        help="when the last event happens and the newest works appear: an ISO 8601 time, or now "
+                             "(the default: a live worker judges recency by its clock, and works dated a month "
+                             "back fall out of the personal lists' window); a given time makes the output the same "
+                             "bytes every run")
     parser.add_argument("--merchants", type=int, default=40,
                         help=f"merchants of --images / --image-events (1 to {MAX_MERCHANTS:,})")
     what = parser.add_mutually_exclusive_group()
@@ -223,10 +241,10 @@ def main(argv: list[str]) -> int:
         parser.error(f"--users, --artists and --artworks must be at most {MAX_USERS:,}, --merchants at most "
                      f"{MAX_MERCHANTS:,} (the demo builds them all before its first line)")
     if args.images or args.image_events:
-        images = DemoImages(merchants=args.merchants, seed=args.seed)
+        images = DemoImages(merchants=args.merchants, seed=args.seed, end_time=args.end)
         rows = images.catalog() if args.images else images.events(args.events)
     else:
-        demo = DemoGenerator(args.users, args.artists, args.artworks, seed=args.seed)
+        demo = DemoGenerator(args.users, args.artists, args.artworks, seed=args.seed, end_time=args.end)
         rows = (demo.artworks() if args.catalog else [demo.curated()] if args.curated
                 else demo.events(args.events))
     out = sys.stdout.buffer
