@@ -60,6 +60,8 @@ BAD_VALUES = [
     # fuzzing: schemes faust has no Kafka transport for passed, then the worker died in faust's transport.by_url
     ("PARTITIONS", "99999999999999999999999"), ("PARTITIONS", "10001"),  # fuzzing: the worker died on struct.error
     ("BROKER_URL", "http://127.0.0.1:39092"), ("BROKER_URL", "kafka://a:1,https://b:2"), ("BROKER_URL", "confluent://a:1"),
+    # fuzzing: a missing TLS file surfaced as ssl's FileNotFoundError, naming neither the file nor its variable
+    ("KAFKA_SSL_CAFILE", "/nonexistent/ca.pem"), ("KAFKA_SSL_CERTFILE", "/"), ("KAFKA_SSL_KEYFILE", "/nonexistent"),
 ]
 
 

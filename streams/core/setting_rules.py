@@ -5,6 +5,7 @@ error that names the variable and what it accepts."""
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import MISSING, Field
@@ -85,6 +86,14 @@ def form_of(f: Field) -> str:
 # scheme passed the check, then the worker died in faust's transport lookup (confluent:// needs a
 # library we do not install)
 BROKER_SCHEMES = ("kafka", "aiokafka")
+
+
+def is_file_or_empty(path: str) -> bool:
+    """A TLS file setting: unset, or a file there is (ssl's own error named neither it nor its variable)."""
+    return not path or os.path.isfile(path)
+
+
+TLS_FILE = {"valid": is_file_or_empty, "form": "empty or an existing file"}  # the TLS file settings' rule
 
 
 def is_broker_url(url: str) -> bool:

@@ -19,6 +19,7 @@ from streams.core.setting_rules import (
     DEFAULT_WEIGHTS,
     MAX_PARTITIONS,
     PREFIX,
+    TLS_FILE,
     ConfigError,
     accepts,
     bootstrap_servers,
@@ -135,9 +136,9 @@ class Settings:
         "help": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", "choices": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")})
     kafka_sasl_username: str = field(default="", metadata={"help": "SASL user"})
     kafka_sasl_password: str = field(default="", metadata={"help": "SASL password", "secret": True})
-    kafka_ssl_cafile: str = field(default="", metadata={"help": "CA bundle to verify the brokers (default: system)"})
-    kafka_ssl_certfile: str = field(default="", metadata={"help": "client certificate (mutual TLS)"})
-    kafka_ssl_keyfile: str = field(default="", metadata={"help": "client key (mutual TLS)"})
+    kafka_ssl_cafile: str = field(default="", metadata={"help": "CA bundle (default: the system's)", **TLS_FILE})
+    kafka_ssl_certfile: str = field(default="", metadata={"help": "client certificate (mutual TLS)", **TLS_FILE})
+    kafka_ssl_keyfile: str = field(default="", metadata={"help": "client key (mutual TLS)", **TLS_FILE})
     rocksdb_write_buffer_mb: int = field(default=4, metadata={
         "help": "RocksDB memtable size per partition store (faust's default is 64 MB, times ~40 stores per worker)",
         "min": 1})
