@@ -75,6 +75,15 @@ def test_every_bad_value_is_rejected_in_one_line_that_names_the_variable(name, v
     assert "must be" in message, message  # the accepted form
 
 
+def test_an_at_file_that_opens_but_fails_to_read_is_named(tmp_path):
+    """A read that fails after the open (EIO: /proc/self/mem) has no filename: the message said
+    "cannot read None" (an outside fuzzer)."""
+    from streams.core.config import load_settings
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"RECSTREAM_EVENT_MAP": "@/proc/self/mem"})
+    assert str(caught.value).startswith("RECSTREAM_EVENT_MAP: cannot read '/proc/self/mem' ("), str(caught.value)
+
+
 def test_edge_values_that_mean_something_are_accepted(tmp_path):
     from streams.core.config import load_settings
     variants = tmp_path / "v.json"

@@ -38,7 +38,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         try:
             load(getattr(settings, name))
         except (ValueError, TypeError, AttributeError, OSError, RecursionError) as exc:
-            raise ConfigError(f"{PREFIX}{name.upper()}: {_reason(exc)}; it must be {accepted_form(name)}") from None
+            why = _reason(exc, getattr(settings, name))
+            raise ConfigError(f"{PREFIX}{name.upper()}: {why}; it must be {accepted_form(name)}") from None
     return settings
 
 
@@ -51,11 +52,11 @@ def accepted_form(name: str) -> str:
     return form_of(next(f for f in fields(Settings) if f.name == name))
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception, value: str) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-    if isinstance(exc, OSError):
-        return f"cannot read {exc.filename!r} ({exc.strerror})"
+    if isinstance(exc, OSError):  # a failed read (not open) names no file: the @file of the value then
+        return f"cannot read {exc.filename or value.removeprefix('@')!r} ({exc.strerror or exc})"
     if isinstance(exc, RecursionError):
         return "JSON nested too deeply"
     return str(exc) or type(exc).__name__
