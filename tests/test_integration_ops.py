@@ -155,6 +155,12 @@ def test_emit_all_republishes_every_users_list(module_cluster, replayed):
     some = sorted(users)[0]
     latest = [json.loads(r.value) for r in after if r.key == some.encode()][-1]
     assert latest["user_id"] == some and latest["items"]
+    # a users file with a byte-order mark keeps its first id, and ids without a list are counted
+    listed = module_cluster.root / "emit-users.txt"
+    listed.write_text(f"{some}\nnobody-at-all\n", encoding="utf-8-sig")
+    result = run_cli(module_cluster, "emit-all", "--users", str(listed), env=env)
+    assert result.returncode == 0 and "emitted 1 recommendation lists" in result.stdout, result.stdout + result.stderr
+    assert "1 listed users have no list" in result.stderr, result.stderr
 
 
 def test_bulk_rebuild_writes_the_state_and_hands_over_to_live_agents(module_cluster, replayed):
