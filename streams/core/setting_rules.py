@@ -88,14 +88,6 @@ def form_of(f: Field) -> str:
 BROKER_SCHEMES = ("kafka", "aiokafka")
 
 
-def is_file_or_empty(path: str) -> bool:
-    """A TLS file setting: unset, or a file there is (ssl's own error named neither it nor its variable)."""
-    return not path or os.path.isfile(path)
-
-
-TLS_FILE = {"valid": is_file_or_empty, "form": "empty or an existing file"}  # the TLS file settings' rule
-
-
 def is_broker_url(url: str) -> bool:
     """Empty, or host:port entries separated by commas (or semicolons), each with an optional
     scheme kafka:// (or aiokafka://), each port from 1 to 65535.
@@ -118,6 +110,14 @@ def is_broker_url(url: str) -> bool:
                 or host and all(c.isalnum() or c in "-._" for c in host)):
             return False
     return True
+
+
+def is_file_or_empty(path: str) -> bool:
+    """A TLS file setting: unset, or a file there is (ssl's own error named neither it nor its variable)."""
+    return not path or os.path.isfile(path)
+
+
+TLS_FILE = {"valid": is_file_or_empty, "form": "empty or an existing file"}  # the TLS file settings' rule
 
 
 # The app id and the topic prefix name topics (`<prefix><app id>-recommendations-changelog`, 26 characters
