@@ -160,7 +160,7 @@ def test_emit_all_republishes_every_users_list(module_cluster, replayed):
     listed.write_text(f"{some}\nnobody-at-all\n", encoding="utf-8-sig")
     result = run_cli(module_cluster, "emit-all", "--users", str(listed), env=env)
     assert result.returncode == 0 and "emitted 1 recommendation lists" in result.stdout, result.stdout + result.stderr
-    assert "1 listed users have no list" in result.stderr, result.stderr
+    assert "1 of the listed users have no list" in result.stderr, result.stderr
 
 
 def test_bulk_rebuild_writes_the_state_and_hands_over_to_live_agents(module_cluster, replayed):

@@ -68,7 +68,15 @@ def test_a_broker_that_accepts_and_never_answers_stops_the_worker_in_bounded_tim
 @pytest.mark.parametrize("host, why", [("nonexistent.invalid", "cannot serve HTTP on nonexistent.invalid"),
                                        ("8.8.8.8", "cannot serve HTTP on 8.8.8.8")])
 def test_an_http_host_this_machine_lacks_is_one_line_and_exit_2(tmp_path, host, why):
-    said_once(start(tmp_path, RECSTREAM_WEB_HOST=host)[0], why, "RECSTREAM_WEB_HOST")
+    said_once(start(tmp_path, RECSTREAM_WEB_HOST=host, RECSTREAM_BROKER_URL=f"kafka://127.0.0.1:{closed_port()}")[0],
+              why, "RECSTREAM_WEB_HOST")
+
+
+def test_no_broker_url_is_one_line_and_exit_2_and_leaves_no_data_folder(tmp_path):
+    """load, replay and emit-all refused an unset RECSTREAM_BROKER_URL while the worker silently tried
+    127.0.0.1:9092 (a newcomer); `worker --help` and a failed start made ./data (docs: touches nothing)."""
+    said_once(start(tmp_path)[0], "RECSTREAM_BROKER_URL is not set")
+    assert not (tmp_path / "state").exists()
 
 
 def test_an_http_port_in_use_is_one_line_and_exit_2_before_any_broker_work(tmp_path):
@@ -88,3 +96,4 @@ def test_worker_help_prints_help_without_touching_the_broker(tmp_path):
                                  "RECSTREAM_DATA_DIR": str(tmp_path / "state")})
     assert result.returncode == 0 and result.stdout.startswith("Usage: "), result.stdout + result.stderr
     assert "topics" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "state").exists()

@@ -224,7 +224,7 @@ def cmd_emit_all(argv: list[str]) -> int:
     sent, unknown = asyncio.run(emit_all(bootstrap_of(settings), settings, users))
     print(f"emitted {sent} recommendation lists")
     if unknown:
-        print(f"{unknown} listed users have no list (ids no event named)", file=sys.stderr)
+        print(f"{unknown} of the listed users have no list (no event has named them)", file=sys.stderr)
     return 0
 
 

@@ -33,11 +33,13 @@ def run() -> None:
     import streams.worker.web  # noqa: F401  (the HTTP API)
 
     streams.worker.web.install()
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     install_all(settings)
     if sys.argv[1:2] == ["worker"] and not {"-h", "--help"} & set(sys.argv[2:]):  # not for help nor faust's others
+        if not settings.broker_url:  # as every command that talks to a cluster (faust would try 127.0.0.1:9092)
+            raise StartFailed("RECSTREAM_BROKER_URL is not set: point it at the cluster (e.g. kafka://127.0.0.1:9092)")
         check_web_address(settings.web_host, settings.web_port)
         prepare_topics(settings)
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     mode.loop.use(settings.event_loop)  # the policy faust's worker creates its loop from
     app.main()
 
@@ -78,14 +80,13 @@ def prepare_topics(settings) -> None:
 
     import streams.worker.topics as declared
     from streams.core.setting_rules import bootstrap_servers
-    from streams.worker.app import DEFAULT_BROKER_URL
     from streams.worker.commit import mark_declared
 
     found = [v for value in vars(declared).values()
              for v in (value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else (value,))]
     topics = {t.get_topic_name(): t for t in found if isinstance(t, Topic) and len(t.topics) == 1}
     wanted = {name: (t.partitions or settings.partitions, dict(t.config or {})) for name, t in topics.items()}
-    url = settings.broker_url or DEFAULT_BROKER_URL
+    url = settings.broker_url
     # a request unanswered for 15 s (aiokafka's default: 40) means a broker that is not serving
     client = {**settings.aiokafka_kwargs(), "bootstrap_servers": bootstrap_servers(url), "request_timeout_ms": 15000}
     try:  # bounded: faust itself crashed (refused) or hung for good (a broker that never answers)

@@ -94,7 +94,7 @@ def collect(endpoint: str, body: bytes, now: float, authorization: str | None = 
     except _NotJson as exc:
         raise Rejected(f"the body is not JSON: {exc}") from None
     except (ValueError, RecursionError):
-        raise Rejected("the body is not a JSON object") from None
+        raise Rejected("the body is not JSON") from None
     if not isinstance(payload, dict):
         raise Rejected("the body is not a JSON object")
     key = write_key(authorization, payload)

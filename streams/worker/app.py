@@ -22,11 +22,9 @@ def broker_credentials(s: Settings):
                                  mechanism=s.kafka_sasl_mechanism, ssl_context=context)
 
 
-DEFAULT_BROKER_URL = "kafka://127.0.0.1:9092"  # RECSTREAM_BROKER_URL unset: a broker on this machine
-
 app = faust.App(
     settings.kafka_app_id,
-    broker=settings.broker_url or DEFAULT_BROKER_URL,
+    broker=settings.broker_url or "kafka://127.0.0.1:9092",  # faust's other commands (a worker needs the setting)
     store="rocksdb://",
     datadir=settings.data_dir,
     web_host=settings.advertised_host,
