@@ -97,3 +97,17 @@ def test_worker_help_prints_help_without_touching_the_broker(tmp_path):
     assert result.returncode == 0 and result.stdout.startswith("Usage: "), result.stdout + result.stderr
     assert "topics" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_a_misspelt_setting_is_warned_of_once_with_its_likely_name(tmp_path):
+    """A misspelt RECSTREAM_* variable was ignored without a word (a newcomer): its default ran."""
+    result, _ = start(tmp_path, RECSTREAM_PARTITONS="8")
+    lines = result.stderr.strip().splitlines()
+    warned = [line for line in lines if "RECSTREAM_PARTITONS" in line]
+    assert warned == ["recstream: warning: RECSTREAM_PARTITONS is not a setting (RECSTREAM_PARTITIONS?); ignored"], lines
+    assert result.returncode == 2 and lines[-1].startswith("recstream worker: RECSTREAM_BROKER_URL is not set"), lines
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+    config = subprocess.run([sys.executable, "-m", "streams.cli", "config"], capture_output=True, text=True, timeout=60,
+                            env={**clean, "RECSTREAM_PARTITONS": "8", "RECSTREAM_REBUILD": "1"})
+    assert config.returncode == 0 and "RECSTREAM_PARTITIONS=4" in config.stdout, config.stdout  # still the default
+    assert config.stderr.strip().splitlines() == warned, config.stderr  # RECSTREAM_REBUILD: the rebuild's own

@@ -10,6 +10,7 @@ streams.core.setting_rules.ConfigError: RECSTREAM_VARIANTS: not valid JSON (Expe
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import fields
@@ -21,7 +22,7 @@ from streams.core.events import load_event_map
 from streams.core.experiments import load_variants
 from streams.core.ingest import ParserConfig
 from streams.core.pipeline import PipelineConfig
-from streams.core.setting_rules import form_of
+from streams.core.setting_rules import form_of, var_name
 from streams.core.settings import PREFIX, ConfigError, Settings
 
 
@@ -73,3 +74,21 @@ def core_objects(s: Settings) -> tuple[AffinityModel, ParserConfig, PipelineConf
                               trending_half_life_s=s.trending_half_life_days * 86400.0,
                               attribution=Rules(attribution_days=s.attribution_days))
     return model, parser, pipeline
+
+
+INTERNAL = frozenset({"RECSTREAM_REBUILD"})  # set by `recstream rebuild` for the worker it starts
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """RECSTREAM_* variables that are no setting, each with the nearest setting when one is close: a
+    misspelt name was ignored without a word, its default used (a newcomer).
+
+    >>> unknown_variables({"RECSTREAM_PARTITONS": "8", "RECSTREAM_PARTITIONS": "4", "RECSTREAM_ZZZ": "", "HOME": "/"})
+    ['RECSTREAM_PARTITONS is not a setting (RECSTREAM_PARTITIONS?)', 'RECSTREAM_ZZZ is not a setting']
+    """
+    known = {var_name(f) for f in fields(Settings)} | INTERNAL
+    unknown = sorted(name for name in env if name.startswith(PREFIX) and name not in known)
+    names = [k.removeprefix(PREFIX) for k in known]  # compared without the prefix every name shares
+    return [name + " is not a setting" + "".join(
+        f" ({PREFIX}{close}?)" for close in difflib.get_close_matches(name.removeprefix(PREFIX), names, 1, 0.8))
+        for name in unknown]
