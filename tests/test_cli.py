@@ -50,6 +50,8 @@ def test_demo_catalog():
 def test_config_lists_every_setting_and_rejects_bad_values():
     out = run("config")
     assert out.returncode == 0 and "RECSTREAM_HALF_LIFE_DAYS=30.0" in out.stdout
+    assert "(default: 30.0)" in out.stdout and not [line for line in out.stdout.splitlines()
+                                                   if line.count("(default: ") > 1]  # said once (a newcomer)
     bad = subprocess.run([sys.executable, "-m", "streams.cli", "config"], capture_output=True, text=True,
                          env={"RECSTREAM_PARTITIONS": "x", "PATH": ""}, timeout=60)
     assert bad.returncode != 0 and "RECSTREAM_PARTITIONS='x' is not a valid int" in bad.stderr

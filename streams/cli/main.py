@@ -146,7 +146,8 @@ def cmd_config(argv: list[str]) -> int:
             print(f"# {var} is set (hidden; --show-secrets prints it)    # {help_text}")
             continue
         value = shlex.quote(setting_text(value))
-        print(f"{var}={value}    # {help_text} (default: {default or 'empty'})")
+        said = "" if "(default: " in help_text else f" (default: {default or 'empty'})"  # the help may say it better
+        print(f"{var}={value}    # {help_text}{said}")
     return 0
 
 
