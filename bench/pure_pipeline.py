@@ -111,6 +111,7 @@ def digest(tables) -> str:
             fields = msgspec.structs.asdict(load(profiles[key]))
             if not fields.get("repeats", True):
                 del fields["repeats"]  # added later, and empty without input positions: digests stay comparable
+            fields.pop("shares", None)  # added later (an anonymous id's shares, for a merge): the scores they move are in
             fields["seen"] = [int.from_bytes(fields["seen"][i:i + 8], "big", signed=True)
                               for i in range(0, len(fields["seen"]), 8)] if isinstance(fields["seen"], bytearray) else fields["seen"]
             h.update(key.encode() + msgspec.json.encode(fields, order="sorted"))

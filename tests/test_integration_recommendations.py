@@ -115,6 +115,24 @@ def test_alias_merges_anonymous_history_into_the_user(module_cluster, worker):
     assert records_for(module_cluster, "recommendations", "member-9")
 
 
+def test_a_message_sent_under_both_ids_before_their_identify_counts_once(module_cluster, worker):
+    """An outside oracle: a view sent once keyed by the anonymousId and once by the userId (one
+    messageId) before the identify counted twice in the merged profile (3.0 where 1.5)."""
+    same = [track("anon-13", "item_viewed", "twice-13", anonymous=True, artwork_id="beta-1", minutes_ago=5),
+            track("member-13", "item_viewed", "twice-13", artwork_id="beta-1", minutes_ago=5),
+            track("anon-13", "item_viewed", "once-13", anonymous=True, artwork_id="alpha-1", minutes_ago=4)]
+    module_cluster.produce("events.segment", same)
+    wait_until(lambda: get_json(worker, "/users/anon-13/affinity")[1].get("events") == 2
+               and get_json(worker, "/users/member-13/affinity")[1].get("events") == 1, 30, what="both profiles")
+    identify = {"type": "identify", "userId": "member-13", "anonymousId": "anon-13", "messageId": "id-13",
+                "timestamp": iso(NOW - timedelta(minutes=3))}
+    module_cluster.produce("events.segment", [(b"anon-13", dumps(identify))])
+    merged = wait_until(lambda: (lambda r: r[1] if r[0] == 200 and len(r[1]["artists"]) == 2 else None)(
+        get_json(worker, "/users/member-13/affinity")), 30, what="merged profile")
+    scores = {a["artist_id"]: a["score"] for a in merged["artists"]}
+    assert merged["events"] == 2 and scores["beta"] == pytest.approx(scores["alpha"], rel=1e-3), merged  # one view each
+
+
 def test_identifies_linking_two_ids_both_ways_leave_one_profile_and_nothing_circling(module_cluster, worker):
     """Found by fuzzing: identify(a <- b) and identify(b <- a) made a and b point at each other; every
     record for either id then circled between their partitions for ever, and their events were never

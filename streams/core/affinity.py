@@ -42,6 +42,7 @@ from streams.core.positions import first_delivery
 from streams.core.records import Signal, Target
 from streams.core.seen import Remembers, contains, digest, message_digest, remember, union
 from streams.core.settings import DEFAULT_WEIGHTS
+from streams.core.shares import Share, remember_share, take_back_shared
 
 TOGGLE_ON = {"follow": True, "unfollow": False, "save": True, "unsave": False}
 TOGGLE_OFF = {kind for kind, on in TOGGLE_ON.items() if not on}
@@ -71,6 +72,7 @@ class Profile(Remembers, omit_defaults=True):
     merged: list[str] = []  # the ids merged into this profile: a merge sent again is applied once
     applied: dict[str, int] = {}  # "topic:partition" -> offset of the last input record applied
     repeats: dict[str, list[int]] = {}  # "topic:partition" -> recent offsets that were repeats (streams.core.positions)
+    shares: list[Share] = []  # an anonymous id's last MAX_SHARES additive messages (see Share)
 
 
 class Bought:
@@ -145,13 +147,15 @@ class AffinityModel:
         # evict restores both bounds; only a new artist or a new tombstone can break them again
         may_grow = signal.kind in TOGGLE_OFF or any(t.artist_id not in profile.scores for t in signal.targets)
         self._advance(profile, signal.time)
+        weight = 0.0 if signal.kind in TOGGLE_ON else self.weights.get(signal.kind, 0.0)
         if signal.kind in TOGGLE_ON:
             for target in signal.targets:
                 self.toggle(profile, signal, target)
         else:
-            w = self.weights.get(signal.kind, 0.0) * self.decay(profile.ref - signal.time)
+            w = weight * self.decay(profile.ref - signal.time)
             for target in signal.targets:
                 profile.scores[target.artist_id] = profile.scores.get(target.artist_id, 0.0) + w
+        remember_share(profile, signal, weight)
         self.remember_purchase(profile, signal)
         if may_grow:
             self.evict(profile)
@@ -186,6 +190,7 @@ class AffinityModel:
         other = load(dump(other))  # never alias the caller's object
         self._advance(into, other.ref)
         self._advance(other, into.ref)
+        take_back_shared(other, into.seen, self.decay)
         for artist, score in other.scores.items():
             into.scores[artist] = into.scores.get(artist, 0.0) + score
         for key, tog in other.toggles.items():

@@ -43,6 +43,7 @@ from streams.core.popularity import MAX_TRENDING_PER_PARTITION, NO_TRENDING, Par
 from streams.core.recommend import recommendations_for
 from streams.core.records import Signal, encode
 from streams.core.seen import digest, trim
+from streams.core.shares import remember_share
 
 
 def decayed_sums(group: np.ndarray, weight: np.ndarray, time: np.ndarray, ref: np.ndarray | float,
@@ -111,6 +112,7 @@ class BulkPartition:
                 self._rows_artist.append(_index(self.artist_ids, target.artist_id))
                 self._rows_weight.append(weight)
                 self._rows_time.append(sig.time)
+        remember_share(profile, sig, 0.0 if sig.kind in TOGGLE_ON else weight)  # an anonymous id's, for its merge
         if sig.kind not in NO_TRENDING:
             for target in sig.targets:
                 if target.artwork_id:

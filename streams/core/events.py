@@ -187,7 +187,8 @@ def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], un
         return _identity(ev, message_id, when)
     if ev.type == "group":  # Segment's SDKs send it (user -> account): no signal, and no fault of the sender
         return Ignored("group calls carry no signal")
-    user = clean_user_id(ev.userId) or clean_user_id(ev.anonymousId)  # a blank userId is none
+    named = clean_user_id(ev.userId)
+    user, anonymous = named or clean_user_id(ev.anonymousId), not named  # a blank userId is none
     if not user:
         raise Reject("missing_user", "neither userId nor anonymousId is set")
     if when is None:
@@ -210,14 +211,14 @@ def _from_segment(ev: SegmentEvent, raw: bytes, event_map: Mapping[str, str], un
             return _exposure(ev, user, message_id, epoch(when))
         targets = TARGETS[kind](ev.properties)
         order_id = opt_id(ev.properties, "order_id") if kind == "order" else None
-        return Signal(kind, user, message_id, epoch(when), targets, order_id)
+        return Signal(kind, user, message_id, epoch(when), targets, order_id, anonymous=anonymous)
     if ev.type in ("screen", "page"):
         owner_type = ev.properties.get("context_screen_owner_type")
         owner_id = opt_id(ev.properties, "context_screen_owner_id")
         if owner_type not in ("artwork", "artist") or not owner_id:
             return Ignored(f"{ev.type} without an artwork/artist owner")
         target = Target(artist_id=owner_id) if owner_type == "artist" else Target(artwork_id=owner_id)
-        return Signal("view", user, message_id, epoch(when), (target,))
+        return Signal("view", user, message_id, epoch(when), (target,), anonymous=anonymous)
     raise Reject("unknown_type", "type is not track, screen, page, identify, alias or group")
 
 

@@ -11,8 +11,7 @@ import msgspec
 
 # --- inputs -------------------------------------------------------------------------------
 
-MAX_ID_CHARS = 256  # longer ids are rejected: a user id must fit a URL, percent-encoded
-MAX_PRICE = 1e12  # prices are finite, from 0 to this
+MAX_ID_CHARS, MAX_PRICE = 256, 1e12  # longer ids are rejected (a user id fits a URL); prices are finite, 0 to this
 
 SIGNAL_KINDS = ("follow", "unfollow", "save", "unsave", "view", "inquiry", "order", "collection")
 
@@ -93,6 +92,7 @@ class Signal(msgspec.Struct, omit_defaults=True, tag="signal"):
     source: str = ""
     offset: int = -1
     via: tuple[str, ...] = ()  # aliased ids it was forwarded through (streams.core.aliases)
+    anonymous: bool = False  # keyed by its anonymousId (no userId): its profile keeps its share (affinity.Share)
     # a pending retry's input record ("topic:partition", offset): it counted nothing when read (core.positions)
     origin: str = ""
     origin_offset: int = -1
@@ -115,6 +115,7 @@ class Merge(msgspec.Struct, omit_defaults=True, tag="merge"):
     message_id: str
     profile: bytes  # streams.core.affinity.Profile, msgpack
     via: tuple[str, ...] = ()  # aliased ids it was forwarded through (streams.core.aliases)
+    anonymous: bool = False  # keyed by its anonymousId (no userId): its profile keeps its share (affinity.Share)
 
 
 class Refresh(msgspec.Struct, tag="refresh"):
