@@ -42,7 +42,7 @@ from streams.core.positions import first_delivery
 from streams.core.records import Signal, Target
 from streams.core.seen import Remembers, contains, digest, message_digest, remember, union
 from streams.core.settings import DEFAULT_WEIGHTS
-from streams.core.shares import Share, remember_share, take_back_shared
+from streams.core.shares import MAX_SHARES, Share, remember_share, take_back_shared
 
 TOGGLE_ON = {"follow": True, "unfollow": False, "save": True, "unsave": False}
 TOGGLE_OFF = {kind for kind, on in TOGGLE_ON.items() if not on}
@@ -190,7 +190,7 @@ class AffinityModel:
         other = load(dump(other))  # never alias the caller's object
         self._advance(into, other.ref)
         self._advance(other, into.ref)
-        take_back_shared(other, into.seen, self.decay)
+        into.shares = [*into.shares, *take_back_shared(other, into.seen, self.decay)][-MAX_SHARES:]
         for artist, score in other.scores.items():
             into.scores[artist] = into.scores.get(artist, 0.0) + score
         for key, tog in other.toggles.items():

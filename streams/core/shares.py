@@ -47,18 +47,24 @@ class Share(msgspec.Struct, array_like=True):
 def remember_share(profile, signal: Signal, weight: float) -> None:
     """A message of an anonymous id, applied to `profile` (a streams.core.affinity.Profile) with
     `weight` for each of its targets (0 for a toggle: latest-wins, it cannot count twice; it still
-    counts in the profile's `events`)."""
+    counts in the profile's `events`). A user's own message ends the shares a merge brought: a
+    profile that has its user is merged no further, but by an alias."""
     if signal.anonymous:
         artists = [t.artist_id for t in signal.targets] if weight else []
         share = Share(digest(signal.message_id), signal.time, weight, artists)
         profile.shares = [*profile.shares[1 - MAX_SHARES:], share]
+    elif profile.shares:
+        profile.shares = []
 
 
-def take_back_shared(other, seen: bytearray, decay: Callable[[float], float]) -> None:
+def take_back_shared(other, seen: bytearray, decay: Callable[[float], float]) -> list[Share]:
     """Out of `other` (the anonymous profile a merge absorbs, advanced to the merged reference time):
-    every message the merging profile applied too (in its `seen`), so each counts once."""
+    every message the merging profile applied too (in its `seen`), so each counts once. Returns the
+    other shares, for the merged profile to keep (a chain anon -> anon2 -> user takes them back last)."""
+    kept = []
     for share in other.shares:
         if not contains(seen, share.digest):
+            kept.append(share)
             continue
         other.events -= 1
         w = share.weight * decay(other.ref - share.time)
@@ -69,3 +75,4 @@ def take_back_shared(other, seen: bytearray, decay: Callable[[float], float]) ->
             else:
                 other.scores.pop(artist, None)
     other.shares = []
+    return kept
