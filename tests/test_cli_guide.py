@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import MISSING, fields
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -109,6 +110,9 @@ SPECIAL = {  # settings whose values must follow a format, and values that test 
     "image_filtered_categories": "drinks,desserts",
     "kafka_security_protocol": "SASL_SSL",
     "log_level": "warning",  # read as warn
+    **{f"kafka_ssl_{name}": __file__ for name in ("cafile", "certfile", "keyfile")},  # files that exist
+    "app_id": "app_id.v2-x",  # they name topics: Kafka's characters only
+    "topic_prefix": "staging_2.",
 }
 
 
@@ -318,9 +322,9 @@ def test_demo_events_prints_the_matching_curated_list_and_image_catalogs():
     pools = {c.merchant_id: {i.image_id for i in c.images} for c in catalogs}
     assert all(r["properties"]["image_id"] in pools[r["properties"]["merchant_id"]] for r in rows)
 
-    default = run("demo-events", "--users", "20", "--events", "5", "--seed", "3")
-    assert [json.loads(x) for x in default.stdout.splitlines()] == list(
-        DemoGenerator(users=20, seed=3).events(5)
+    fixed = run("demo-events", "--users", "20", "--events", "5", "--seed", "3", "--end", "2026-10-31T00:00:00Z")
+    assert [json.loads(x) for x in fixed.stdout.splitlines()] == list(
+        DemoGenerator(users=20, seed=3, end_time=datetime(2026, 10, 31, tzinfo=timezone.utc)).events(5)
     )
     both = run("demo-events", "--curated", "--images")
     assert both.returncode == 2 and "not allowed with" in both.stderr

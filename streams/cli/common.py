@@ -1,5 +1,5 @@
-"""What the commands that talk to a cluster share: the bootstrap address (or a one-line error) and
-a progress line on stderr; and where a plot goes (--out), checked before any work."""
+"""What the commands share: the bootstrap address (or a one-line error), a progress line on stderr,
+where a plot goes (--out, checked before any work), and the warning for a RECSTREAM_* typo."""
 
 from __future__ import annotations
 
@@ -64,3 +64,11 @@ def plot_path(out: str) -> str:
     if not os.path.isdir(os.path.dirname(path) or "."):
         raise ValueError(f"No such file or directory: {os.path.dirname(path)} (--out {out})")
     return path
+
+
+def warn_unknown_variables() -> None:
+    """One stderr line per RECSTREAM_* variable that is no setting (a typo would silently mean the default)."""
+    from streams.core.config import unknown_variables
+
+    for problem in unknown_variables(os.environ):
+        print(f"recstream: warning: {problem}; ignored", file=sys.stderr)

@@ -82,6 +82,8 @@ def _main(argv: list[str]) -> None:
     _check_settings()
     command, rest = argv[0], argv[1:]
     if command != "worker":  # a worker may re-execute itself (its allocator): it warns once it runs
+        from streams.cli.common import warn_unknown_variables
+
         warn_unknown_variables()
     if command == "simulate-multiplier":
         from streams.cli import simulate
@@ -176,14 +178,6 @@ def _check_settings() -> None:
     except ConfigError as exc:
         print(f"recstream: {exc}", file=sys.stderr)
         sys.exit(2)
-
-
-def warn_unknown_variables() -> None:
-    """One stderr line per RECSTREAM_* variable that is no setting (a typo would silently mean the default)."""
-    from streams.core.config import unknown_variables
-
-    for problem in unknown_variables(os.environ):
-        print(f"recstream: warning: {problem}; ignored", file=sys.stderr)
 
 
 def _reexec_with_allocator(argv: list[str]) -> None:

@@ -35,7 +35,7 @@ def run() -> None:
     streams.worker.web.install()
     install_all(settings)
     if sys.argv[1:2] == ["worker"] and not {"-h", "--help"} & set(sys.argv[2:]):  # not for help nor faust's others
-        from streams.cli.main import warn_unknown_variables
+        from streams.cli.common import warn_unknown_variables
 
         warn_unknown_variables()
         if not settings.broker_url:  # as every command that talks to a cluster (faust would try 127.0.0.1:9092)
