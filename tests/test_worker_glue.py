@@ -450,9 +450,10 @@ def test_consumer_lag_is_counted_from_aiokafkas_position_not_a_read_offset_faust
         return SimpleNamespace(highwater=lambda p: high, _read_offset={tp: read} if read is not None else {},
                                _thread=SimpleNamespace(_ensure_consumer=lambda: aiokafka))
 
-    assert partition_lag(consumer(SimpleNamespace(has_valid_position=True, position=381)), tp) == 0
-    assert partition_lag(consumer(SimpleNamespace(has_valid_position=True, position=300), read=350), tp) == 81
-    assert partition_lag(consumer(SimpleNamespace(has_valid_position=False, position=None), read=99), tp) == 281
+    state = lambda **kw: SimpleNamespace(highwater=381, **kw)  # noqa: E731 (aiokafka's TopicPartitionState)
+    assert partition_lag(consumer(state(has_valid_position=True, position=381)), tp) == 0
+    assert partition_lag(consumer(state(has_valid_position=True, position=300), read=350), tp) == 81
+    assert partition_lag(consumer(state(has_valid_position=False, position=None), read=99), tp) == 281
     assert partition_lag(consumer(None), tp) == 381  # nothing known: the whole partition
     assert partition_lag(consumer(None, high=None), tp) is None  # not fetched yet: no figure
 

@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.core.metrics import metrics
 from streams.kafka.admin import partition_counts
+from streams.kafka.offsets import fetched_position
 
 log = logging.getLogger(__name__)
 AGE_BOUNDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 3600.0)
@@ -177,14 +178,10 @@ class DirectIngest:
         response - the consumer's position), over the assigned partitions fetched at least once
         (a partition not fetched since its assignment is unknown, not 0: it is left out)."""
         behind: dict[str, int] = {}
-        assigned = self.consumer.assignment()
-        if not assigned:
-            return behind
-        states = self.consumer._subscription.subscription.assignment  # aiokafka has no sync position()
-        for tp in assigned:
-            state = states.state_value(tp)
-            if state.highwater is not None and state.has_valid_position:
-                behind[tp.topic] = behind.get(tp.topic, 0) + max(state.highwater - state.position, 0)
+        for tp in self.consumer.assignment():
+            high, position = fetched_position(self.consumer, tp)
+            if high is not None and position is not None:
+                behind[tp.topic] = behind.get(tp.topic, 0) + max(high - position, 0)
         return behind
 
     async def revoke(self) -> None:

@@ -7,6 +7,25 @@ import asyncio
 from contextlib import asynccontextmanager
 
 
+def fetched_position(consumer, tp) -> tuple[int | None, int | None]:
+    """(highwater from the last fetch response, the next offset the consumer hands out) of `tp`,
+    from an aiokafka consumer's own state (it has no synchronous position()); each None while
+    unknown: not fetched since its assignment, no valid position, or no assignment at this instant
+    (a rebalance).
+
+    >>> class Consumer: _subscription = None
+    >>> fetched_position(Consumer(), ("t", 0))
+    (None, None)
+    """
+    try:
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+    except Exception:  # noqa: BLE001 - no assignment at this instant
+        return None, None
+    if state is None:
+        return None, None
+    return state.highwater, state.position if state.has_valid_position else None
+
+
 async def stop_consumer(consumer) -> None:
     """`consumer.stop()`; aiokafka's group coordinator can raise CancelledError from its own
     cancelled task when a consumer stops right after starting (no topics yet: a traceback from

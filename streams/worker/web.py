@@ -17,6 +17,7 @@ from streams.core.metrics import metrics
 from streams.core.properties import is_id
 from streams.core.recommend import cold_start
 from streams.core.records import Recommendations, encode
+from streams.kafka.offsets import fetched_position
 from streams.worker import exposures, tables
 from streams.worker.app import affinity_model, app, clock, image_config, pipeline_config, settings
 from streams.worker.reads import forward, owned_partition, read, routed
@@ -235,12 +236,10 @@ def partition_lag(consumer, tp) -> int | None:
     if high is None:
         return None
     try:
-        state = consumer._thread._ensure_consumer()._subscription.subscription.assignment.state_value(tp)
-    except Exception:  # noqa: BLE001 - no assignment at this instant (a rebalance)
-        state = None
-    if state is not None and state.has_valid_position:
-        position = state.position
-    else:
+        position = fetched_position(consumer._thread._ensure_consumer(), tp)[1]
+    except Exception:  # noqa: BLE001 - faust's thread has no consumer at this instant
+        position = None
+    if position is None:
         read = consumer._read_offset.get(tp)
         position = read + 1 if read is not None else 0
     return max(high - position, 0)
