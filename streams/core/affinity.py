@@ -72,7 +72,7 @@ class Profile(Remembers, omit_defaults=True):
     merged: list[str] = []  # the ids merged into this profile: a merge sent again is applied once
     applied: dict[str, int] = {}  # "topic:partition" -> offset of the last input record applied
     repeats: dict[str, list[int]] = {}  # "topic:partition" -> recent offsets that were repeats (streams.core.positions)
-    shares: list[Share] = []  # an anonymous id's last MAX_SHARES additive messages (see Share)
+    shares: list[Share] = []  # an anonymous id's last MAX_SHARES messages, and a merge's (streams.core.shares)
 
 
 class Bought:
@@ -147,11 +147,12 @@ class AffinityModel:
         # evict restores both bounds; only a new artist or a new tombstone can break them again
         may_grow = signal.kind in TOGGLE_OFF or any(t.artist_id not in profile.scores for t in signal.targets)
         self._advance(profile, signal.time)
-        weight = 0.0 if signal.kind in TOGGLE_ON else self.weights.get(signal.kind, 0.0)
         if signal.kind in TOGGLE_ON:
+            weight = 0.0  # latest-wins, not added
             for target in signal.targets:
                 self.toggle(profile, signal, target)
         else:
+            weight = self.weights.get(signal.kind, 0.0)
             w = weight * self.decay(profile.ref - signal.time)
             for target in signal.targets:
                 profile.scores[target.artist_id] = profile.scores.get(target.artist_id, 0.0) + w

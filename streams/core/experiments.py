@@ -47,16 +47,11 @@ def load_variants(spec: str) -> dict[str, Variant]:
     if spec.startswith("@"):
         with open(spec[1:], encoding="utf-8") as f:
             spec = f.read()
-    raw = variant_objects(json.loads(spec))
     types = {f.name: f.type for f in fields(Variant) if f.name != "name"} | {"ranking": ("blend", "popular")}
+    raw = variant_objects(json.loads(spec), types)
     base = default_variants()
     out = {}
     for name, params in raw.items():
-        unknown = set(params) - set(types)
-        if unknown:
-            raise ValueError(f"variant {name!r}: unknown parameters {sorted(unknown)}; known: {sorted(types)}")
-        for key, value in params.items():
-            check_param(name, key, value, types[key])
         out[name] = replace(base.get(name, Variant(name)), name=name, **params)
     total = sum(v.share for v in out.values())
     if not 0.999 <= total <= 1.001:
@@ -69,8 +64,9 @@ def load_variants(spec: str) -> dict[str, Variant]:
 POSITIVE = ("window_days", "budget_multiplier")
 
 
-def variant_objects(raw) -> dict:
-    """`raw` (parsed JSON) checked to be {non-empty name: {param: value}}, the form both experiments take."""
+def variant_objects(raw, types: dict) -> dict:
+    """`raw` (parsed JSON) checked to be {non-empty name: {param: value}}, the form both experiments take,
+    each param one of `types` (name -> a `check_param` kind) with a value of that kind in its range."""
     if not isinstance(raw, dict) or not raw:
         raise ValueError("variants must be a non-empty JSON object {name: {param: value}}")
     for name, params in raw.items():
@@ -78,6 +74,11 @@ def variant_objects(raw) -> dict:
             raise ValueError("a variant's name must not be empty")
         if not isinstance(params, dict):
             raise ValueError(f"variant {name!r} must be a JSON object {{param: value}}, got {params!r}")
+        unknown = set(params) - set(types)
+        if unknown:
+            raise ValueError(f"variant {name!r}: unknown parameters {sorted(unknown)}; known: {sorted(types)}")
+        for key, value in params.items():
+            check_param(name, key, value, types[key])
     return raw
 
 

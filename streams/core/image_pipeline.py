@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from streams.core.catalog import check_key
-from streams.core.experiments import assign, check_param, variant_objects
+from streams.core.experiments import assign, variant_objects
 from streams.core.images import (
     Choice,
     ConsumerImages,
@@ -57,13 +57,8 @@ def default_image_variants() -> dict[str, ImageVariant]:
 def load_image_variants(spec: str) -> dict[str, ImageVariant]:
     if not spec:
         return default_image_variants()
-    raw = variant_objects(json.loads(spec))  # checked as the recommendations' variants: [1], "half", -1 were taken
-    for name, params in raw.items():
-        if set(params) - {"share", "explore"}:
-            raise ValueError(f"variant {name!r}: unknown parameters {sorted(set(params) - {'share', 'explore'})}; "
-                             "known: ['explore', 'share']")
-        for key, value in params.items():
-            check_param(name, key, value, "float")
+    # checked as the recommendations' variants: [1], "half", -1 were taken
+    raw = variant_objects(json.loads(spec), {"share": "float", "explore": "float"})
     out = {name: ImageVariant(name, float(p.get("share", 0.5)), float(p.get("explore", 0.0)))
            for name, p in raw.items()}
     if abs(sum(v.share for v in out.values()) - 1) > 1e-3:

@@ -92,7 +92,7 @@ class Signal(msgspec.Struct, omit_defaults=True, tag="signal"):
     source: str = ""
     offset: int = -1
     via: tuple[str, ...] = ()  # aliased ids it was forwarded through (streams.core.aliases)
-    anonymous: bool = False  # keyed by its anonymousId (no userId): its profile keeps its share (affinity.Share)
+    anonymous: bool = False  # keyed by its anonymousId (no userId): its profile keeps its share (core.shares)
     # a pending retry's input record ("topic:partition", offset): it counted nothing when read (core.positions)
     origin: str = ""
     origin_offset: int = -1
@@ -115,7 +115,6 @@ class Merge(msgspec.Struct, omit_defaults=True, tag="merge"):
     message_id: str
     profile: bytes  # streams.core.affinity.Profile, msgpack
     via: tuple[str, ...] = ()  # aliased ids it was forwarded through (streams.core.aliases)
-    anonymous: bool = False  # keyed by its anonymousId (no userId): its profile keeps its share (affinity.Share)
 
 
 class Refresh(msgspec.Struct, tag="refresh"):
