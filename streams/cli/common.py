@@ -39,9 +39,11 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def bootstrap_of(settings: Settings) -> str:
+def bootstrap_of(settings: Settings, command: str = "recstream") -> str:
+    """The cluster's bootstrap servers, or one line naming `command` and exit status 2 when
+    RECSTREAM_BROKER_URL is not set (every command that talks to a cluster, the worker too)."""
     if not settings.broker_url:
-        print("recstream: RECSTREAM_BROKER_URL is not set: point it at the cluster "
+        print(f"{command}: RECSTREAM_BROKER_URL is not set: point it at the cluster "
               "(e.g. kafka://127.0.0.1:9092)", file=sys.stderr)
         sys.exit(2)
     return bootstrap_servers(settings.broker_url)

@@ -35,13 +35,12 @@ def run() -> None:
     streams.worker.web.install()
     install_all(settings)
     if sys.argv[1:2] == ["worker"] and not {"-h", "--help"} & set(sys.argv[2:]):  # not for help nor faust's others
-        from streams.cli.common import warn_unknown_variables
+        from streams.cli.common import bootstrap_of, warn_unknown_variables
 
         warn_unknown_variables()
-        if not settings.broker_url:  # as every command that talks to a cluster (faust would try 127.0.0.1:9092)
-            raise StartFailed("RECSTREAM_BROKER_URL is not set: point it at the cluster (e.g. kafka://127.0.0.1:9092)")
+        bootstrap = bootstrap_of(settings, "recstream worker")  # unset, faust would try 127.0.0.1:9092 in silence
         check_web_address(settings.web_host, settings.web_port)
-        prepare_topics(settings)
+        prepare_topics(settings, bootstrap)
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     mode.loop.use(settings.event_loop)  # the policy faust's worker creates its loop from
     app.main()
@@ -69,7 +68,7 @@ def check_web_address(host: str, port: int) -> None:
                           "(RECSTREAM_WEB_HOST / RECSTREAM_WEB_PORT)") from None
 
 
-def prepare_topics(settings) -> None:
+def prepare_topics(settings, bootstrap: str) -> None:
     """Create every topic the worker uses before faust starts (inputs, internal, outputs; the
     catalog ones compacted), each with its declared partitions:
     - faust's subscription had the broker auto-create the catalog topics with its own default
@@ -82,7 +81,6 @@ def prepare_topics(settings) -> None:
     from faust.topics import Topic
 
     import streams.worker.topics as declared
-    from streams.core.setting_rules import bootstrap_servers
     from streams.worker.commit import mark_declared
 
     found = [v for value in vars(declared).values()
@@ -91,7 +89,7 @@ def prepare_topics(settings) -> None:
     wanted = {name: (t.partitions or settings.partitions, dict(t.config or {})) for name, t in topics.items()}
     url = settings.broker_url
     # a request unanswered for 15 s (aiokafka's default: 40) means a broker that is not serving
-    client = {**settings.aiokafka_kwargs(), "bootstrap_servers": bootstrap_servers(url), "request_timeout_ms": 15000}
+    client = {**settings.aiokafka_kwargs(), "bootstrap_servers": bootstrap, "request_timeout_ms": 15000}
     try:  # bounded: faust itself crashed (refused) or hung for good (a broker that never answers)
         counts = asyncio.run(asyncio.wait_for(_create_and_count(client, wanted), TOPICS_WAIT_S))
     except Exception as exc:  # noqa: BLE001 - whatever it was, the worker cannot start without them
