@@ -159,12 +159,14 @@ def test_an_unknown_content_encoding_is_a_415_not_read_as_plain(deployment):
     """Fuzzing: aiohttp reads a body in a coding it does not know ("foo") as if uncompressed."""
     cluster, worker = deployment
     msg = json.dumps({"type": "track", "event": "x", "userId": "foo-coded"}).encode()
+    before = metric(worker, "recstream_collector_rejected_total", reason="unsupported_encoding")
     for encoding in ("foo", "gzip, gzip", "compress"):
         status, body = post(worker, "/v1/track", msg, {**auth(KEY), "Content-Encoding": encoding})
         assert (status, body.get("code")) == (415, "unsupported_encoding"), (encoding, body)
         assert "gzip" in body["message"]
     assert post(worker, "/v1/track", msg, {**auth(KEY), "Content-Encoding": "identity"})[0] == 200
     assert len(records_for(cluster, "events.segment", "foo-coded")) == 1  # the identity one
+    assert metric(worker, "recstream_collector_rejected_total", reason="unsupported_encoding") == before + 3
 
 
 def test_bearer_token_does_not_guard_the_collector(broker, tmp_path):

@@ -127,7 +127,8 @@ COUNTERS = {
     "recstream_lists_changed_by_refresh_total": "lists the background refresh changed (and sent)",
     "recstream_http_recommendations_total": "GET /recommendations requests",
     "recstream_collector_messages_total": "messages accepted by the Segment-compatible collector",
-    "recstream_collector_rejected_total": "collector requests refused, by reason (bad_request, unauthorized, aborted)",
+    "recstream_collector_rejected_total": "collector requests refused, by reason (bad_request, unauthorized, "
+                                          "unsupported_encoding, aborted)",
     "recstream_http_malformed_requests_total": "HTTP requests too malformed to parse (answered 400, logged at debug)",
     "recstream_coengagement_recounts_total": "partitions whose co-engagement share was recounted from the profiles "
                                              "(after a stop that was not clean)",

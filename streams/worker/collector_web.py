@@ -63,7 +63,7 @@ def _unread(request: aiohttp_web.Request, why: str, status: int = 400,
     """A refusal (400 unless told) for a body left unread, on a connection closed after it: aiohttp would otherwise read
     (and inflate) the rest before the next request, and a 1 MB gzip bomb inflating to 900 MB held
     the whole worker for seconds (fuzzing)."""
-    metrics.inc("recstream_collector_rejected_total", reason="bad_request")
+    metrics.inc("recstream_collector_rejected_total", reason=code)
     request.content.feed_eof()
     refused = _refuse(status, code, why)
     refused.force_close()  # what is left of that body cannot start the next request
