@@ -144,3 +144,49 @@ def test_dev_whose_worker_cannot_start_says_why_and_removes_its_folder(tmp_path)
     )
     assert "cannot serve HTTP on 127.0.0.1" in result.stderr and "Address already in use" in result.stderr
     assert not list(tmp_path.glob("recstream-dev-*"))
+
+
+def test_dev_on_an_existing_cluster_touches_nothing_of_a_deployment_there(tmp_path):
+    """A newcomer's check: `RECSTREAM_BROKER_URL=<a deployment's cluster> recstream dev` joined the
+    deployment's consumer group, overwrote its catalog records and sent demo events for its users."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from streams.cli.devtools import produce
+    from streams.kafka.broker import EmbeddedBroker
+
+    async def topics_and_groups(bootstrap: str) -> tuple[set[str], set[str]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            return set(await admin.list_topics()), {g[0] for g in await admin.list_consumer_groups()}
+        finally:
+            await admin.close()
+
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
+        deployed = [(b"w5", b'{"id": "w5", "artist_id": "the-real-artist"}')]
+        asyncio.run(produce(broker.bootstrap, "catalog.artworks", deployed))
+        asyncio.run(produce(broker.bootstrap, "events.segment", [(b"u0", b'{"type": "track"}')]))
+        before = asyncio.run(topics_and_groups(broker.bootstrap))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
+        result = subprocess.run(
+            [RECSTREAM, "dev", "--duration", "3", "--users", "10", "--events", "50", "--rate", "0"],
+            capture_output=True, text=True, timeout=240,
+            env={**env, "TMPDIR": str(tmp_path), "RECSTREAM_BROKER_URL": broker.url})
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        prefix = re.search(r"under the topic prefix '(dev-[0-9a-f]{8}\.)'", result.stdout).group(1)
+        assert any(line.startswith("[recs]") for line in result.stdout.splitlines())  # the demo ran
+        assert "[dev] deleted its" in result.stdout and f"({prefix}*)" in result.stdout, result.stdout
+        topics, groups = asyncio.run(topics_and_groups(broker.bootstrap))
+        assert not [t for t in topics if t.startswith(prefix)]  # its own topics are gone
+        assert topics == before[0] and not (groups - before[1]) - {g for g in groups if g.startswith(prefix)}
+        catalog = asyncio.run(consume(broker.bootstrap, "catalog.artworks"))
+        events = asyncio.run(consume(broker.bootstrap, "events.segment"))
+    assert [(r.key, r.value) for r in catalog] == deployed and len(events) == 1
+
+
+async def consume(bootstrap: str, topic: str) -> list:
+    from tests.conftest import consume_all
+
+    return await consume_all(bootstrap, topic, idle_ms=1000, timeout=30)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -181,7 +183,12 @@ async def _dev(args) -> None:
             broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
             url = broker.url
             print(f"[dev] embedded broker on {url}")
+        else:
+            settings = isolated(settings)
+            print(f"[dev] on {url} under the topic prefix {settings.topic_prefix!r}: its own topics and consumer "
+                  "groups, so nothing already on that cluster is read or written")
         worker = WorkerProcess(url, str(workdir / "state"), log_path=workdir / "worker.log",
+                               env={"RECSTREAM_TOPIC_PREFIX": settings.topic_prefix},
                                web_port=settings.web_port if settings.web_port != 6066 else None)
         worker.start()
         print(f"[dev] worker starting (log: {workdir / 'worker.log'}, http: {worker.base_url})")
@@ -201,10 +208,36 @@ async def _dev(args) -> None:
             worker.stop()
         if broker is not None:
             broker.stop()
+        elif worker is not None and not args.keep:
+            await _drop_topics(settings)
         if args.keep:
             print(f"[dev] kept {workdir} (worker.log, state)")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def isolated(settings: Settings) -> Settings:
+    """`settings` under a topic prefix of their own (the user's prefix + ``dev-<random>.``): on an
+    existing cluster the demo once joined the deployment's consumer group, overwrote its catalog
+    records and sent demo events for its users (a newcomer's check)."""
+    return dataclasses.replace(settings, topic_prefix=f"{settings.topic_prefix}dev-{secrets.token_hex(4)}.")
+
+
+async def _drop_topics(settings: Settings) -> None:
+    """Delete the topics under the demo's own prefix (best effort: printed, never raised)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs(), request_timeout_ms=15000)
+    try:
+        await asyncio.wait_for(admin.start(), 20)
+        names = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if names:
+            await admin.delete_topics(names)
+        print(f"[dev] deleted its {len(names)} topics ({settings.topic_prefix}*)")
+    except Exception as exc:  # noqa: BLE001 - the demo is over either way; say what is left
+        print(f"[dev] could not delete its topics {settings.topic_prefix}* ({type(exc).__name__}: {exc})")
+    finally:
+        await admin.close()
 
 
 def _tail(path: Path, lines: int = 12) -> str:
