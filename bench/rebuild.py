@@ -43,11 +43,11 @@ def bulk(broker: EmbeddedBroker, prefix: str, app_id: str):
 
 async def bare_read(bootstrap: str, topic: str) -> float:
     """Events/s of a plain aiokafka consumer reading every record of `topic` and doing nothing
-    with them (the rebuild's fetch sizes; the ends from streams.rebuild.shard.end_offsets, which
+    with them (the rebuild's fetch sizes; the ends from streams.kafka.offsets.end_offsets, which
     corrects the embedded broker's under-reported ends)."""
     from aiokafka import AIOKafkaConsumer
 
-    from streams.rebuild.shard import end_offsets
+    from streams.kafka.offsets import end_offsets
 
     ends = await end_offsets({"bootstrap_servers": bootstrap}, [topic])
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,

@@ -296,7 +296,7 @@ def test_each_store_remembers_the_changelog_offset_it_holds_so_a_restart_resumes
     for r in asyncio.run(consume_all(cluster.broker.bootstrap, changelog, 1500, 60)):
         last[r.partition] = max(last.get(r.partition, -1), r.offset)
     assert sorted(last) == [0, 1, 2, 3]  # every partition was written
-    tables = cluster.root / "w" / "state" / "v1" / "tables"
+    tables = cluster.root / "w" / "state" / cluster.kafka_app_id / "v1" / "tables"
     for partition, offset in last.items():
         db = Rdict(str(tables / f"affinity-{partition}.db"), Options(raw_mode=True), access_type=AccessType.read_only())
         try:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import functools
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -22,6 +20,7 @@ from pathlib import Path
 
 from streams.cli import dev_options
 from streams.cli.dev_experiment import experiment_readout
+from streams.cli.dev_isolation import drop_topics, isolated
 from streams.core.demo import DemoGenerator, dumps
 from streams.core.setting_rules import bootstrap_servers
 from streams.core.settings import Settings
@@ -209,35 +208,11 @@ async def _dev(args) -> None:
         if broker is not None:
             broker.stop()
         elif worker is not None and not args.keep:
-            await _drop_topics(settings)
+            await drop_topics(settings)
         if args.keep:
             print(f"[dev] kept {workdir} (worker.log, state)")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-def isolated(settings: Settings) -> Settings:
-    """`settings` under a topic prefix of their own (the user's prefix + ``dev-<random>.``): on an
-    existing cluster the demo once joined the deployment's consumer group, overwrote its catalog
-    records and sent demo events for its users (a newcomer's check)."""
-    return dataclasses.replace(settings, topic_prefix=f"{settings.topic_prefix}dev-{secrets.token_hex(4)}.")
-
-
-async def _drop_topics(settings: Settings) -> None:
-    """Delete the topics under the demo's own prefix (best effort: printed, never raised)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(**settings.aiokafka_kwargs(), request_timeout_ms=15000)
-    try:
-        await asyncio.wait_for(admin.start(), 20)
-        names = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
-        if names:
-            await admin.delete_topics(names)
-        print(f"[dev] deleted its {len(names)} topics ({settings.topic_prefix}*)")
-    except Exception as exc:  # noqa: BLE001 - the demo is over either way; say what is left
-        print(f"[dev] could not delete its topics {settings.topic_prefix}* ({type(exc).__name__}: {exc})")
-    finally:
-        await admin.close()
 
 
 def _tail(path: Path, lines: int = 12) -> str:

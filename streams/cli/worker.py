@@ -41,7 +41,7 @@ def run() -> None:
         bootstrap = bootstrap_of(settings, "recstream worker")  # unset, faust would try 127.0.0.1:9092 in silence
         check_web_address(settings.web_host, settings.web_port)
         prepare_topics(settings, bootstrap)
-        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        check_local_state(app, settings, bootstrap)
     mode.loop.use(settings.event_loop)  # the policy faust's worker creates its loop from
     app.main()
 
@@ -66,6 +66,26 @@ def check_web_address(host: str, port: int) -> None:
     except OSError as exc:
         raise StartFailed(f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc} "
                           "(RECSTREAM_WEB_HOST / RECSTREAM_WEB_PORT)") from None
+
+
+def check_local_state(app, settings, bootstrap: str) -> None:
+    """The data dir made, an older layout's state pointed out, and the local stores ahead of
+    their changelogs removed (streams.worker.local_state: faust would refuse to start)."""
+    from streams.worker.local_state import drop_stores_ahead
+
+    data = Path(settings.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    if (data / "v1").is_dir():  # before 2026-12-05 every app id's tables shared <data dir>/v1
+        print(f"recstream worker: {data / 'v1'} holds local state of an earlier recstream, not used: each app id's "
+              f"state is now kept in {data}/<app id> (this one recovers it from the changelogs); delete "
+              f"{data / 'v1'} to free the space", file=sys.stderr)
+    client = {**settings.aiokafka_kwargs(), "bootstrap_servers": bootstrap, "request_timeout_ms": 15000}
+    try:
+        drop_stores_ahead(app, client, lambda line: print(f"recstream worker: {line}", file=sys.stderr),
+                          TOPICS_WAIT_S)
+    except Exception as exc:  # noqa: BLE001 - a broker that stopped answering since the topics were made
+        raise StartFailed(f"cannot read its changelogs' ends from {settings.broker_url} "
+                          f"({str(exc) or type(exc).__name__})") from None
 
 
 def prepare_topics(settings, bootstrap: str) -> None:

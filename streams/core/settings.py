@@ -46,7 +46,8 @@ class Settings:
         "help": "prefix for every topic, changelog and consumer group name (isolates environments on one cluster)"})
     partitions: int = field(default=4, metadata={
         "help": "partitions for topics recstream creates", "min": 1, "max": MAX_PARTITIONS})
-    data_dir: str = field(default="data", metadata={"help": "local state directory (RocksDB tables)"})
+    data_dir: str = field(default="data", metadata={
+        "help": "local state directory (RocksDB tables, in a folder per app id: <data dir>/<app id>)"})
     web_host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind host"})
     web_port: int = field(default=6066, metadata={"help": "HTTP port", "min": 1, "max": 65535})
     web_advertise_host: str = field(default="", metadata={

@@ -74,6 +74,21 @@ async def true_end_offsets(ends: dict, client_kwargs: dict, timeout: float = 10.
     return fixed
 
 
+async def end_offsets(client: dict, topics: list[str]) -> dict:
+    """Topic partition -> end offset now, for every partition of `topics` (true ends: see true_end_offsets)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(**client, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        if not tps:
+            return {}
+        return await true_end_offsets(await consumer.end_offsets(tps), client)  # Tansu under-reports ends
+    finally:
+        await stop_consumer(consumer)
+
+
 async def adopt_committed(client_kwargs: dict, source_group: str, group: str, partitions: dict[str, int]) -> dict:
     """Commit into `group` what `source_group` committed for the partitions (topic -> count)
     that `group` has no commit for; returns what was adopted. A one-time hand-over when a

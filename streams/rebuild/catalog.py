@@ -16,12 +16,9 @@ from streams.core.ingest import (
 )
 from streams.core.settings import Settings
 from streams.core.topology import changelog
+from streams.kafka.offsets import end_offsets
 from streams.kafka.transaction import StateTransaction
-from streams.rebuild.shard import (
-    bulk_producer,
-    end_offsets,
-    read_partitions,
-)
+from streams.rebuild.shard import bulk_producer, read_partitions
 
 
 async def write_catalog(settings: Settings, client: dict, snapshot, report) -> None:

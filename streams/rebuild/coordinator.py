@@ -39,13 +39,10 @@ from streams.core.pipeline import PipelineConfig
 from streams.core.settings import Settings
 from streams.kafka.direct import direct_group
 from streams.kafka.memory import growing_heap
-from streams.kafka.offsets import commit_offsets
+from streams.kafka.offsets import commit_offsets, end_offsets
 from streams.rebuild.catalog import read_catalog, write_catalog
 from streams.rebuild.processes import LocalShard, ShardProcess
-from streams.rebuild.shard import (
-    Shard,
-    end_offsets,
-)
+from streams.rebuild.shard import Shard
 from streams.rebuild.topics import (
     check_fresh,
     create_topics,

@@ -144,23 +144,6 @@ class Shard:
 READ_BATCH = 20000
 
 
-async def end_offsets(client: dict, topics: list[str]) -> dict:
-    """Topic partition -> end offset now, for every partition of `topics`."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from streams.kafka.offsets import stop_consumer, true_end_offsets
-
-    consumer = AIOKafkaConsumer(**client, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
-        if not tps:
-            return {}
-        return await true_end_offsets(await consumer.end_offsets(tps), client)  # Tansu under-reports ends
-    finally:
-        await stop_consumer(consumer)
-
-
 async def read_partitions(client: dict, ranges: dict, idle_timeout_s: float, handle) -> None:
     """Every record of each topic partition in its offset range (`ranges`: topic partition ->
     (start, end), end exclusive) -> `await handle(records)`, in large raw batches."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import faust
 
 from streams.core.clock import Clock
@@ -26,7 +28,7 @@ app = faust.App(
     settings.kafka_app_id,
     broker=settings.broker_url or "kafka://127.0.0.1:9092",  # faust's other commands (a worker needs the setting)
     store="rocksdb://",
-    datadir=settings.data_dir,
+    datadir=str(Path(settings.data_dir) / settings.kafka_app_id),  # one app id's tables never open another's
     web_host=settings.advertised_host,
     web_bind=settings.web_host,
     web_port=settings.web_port,
