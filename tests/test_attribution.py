@@ -374,3 +374,17 @@ def test_a_prune_that_skips_when_nothing_is_due_keeps_what_an_always_prune_keeps
     live = [(item, s.end) for item, lst in log.shown.items() for s in lst if s.end >= newest - 10]
     if len(live) <= rules.max_spans:  # nothing capped: the spans left keep their order (no re-sort per event)
         assert [(item, s.end) for item, lst in fast.shown.items() for s in lst] == live
+
+
+def test_a_consumer_on_many_merchants_keeps_a_bounded_log_and_the_experiments_own_count():
+    from streams.core.attribution import MAX_FLAGS, SEP, Attribution, dump, impress
+
+    state = Attribution()
+    for i in range(MAX_FLAGS + 100):
+        assert impress(state, "c", "B", f"m{i}", "img", float(i), f"e{i}")
+    log = state.users["c"]
+    assert len(log.exposed) == MAX_FLAGS and log.exposed[0] == SEP + "B"
+    assert state.tally.variants()["B"].users == 1 and state.tally.variants()["B"].exposures == MAX_FLAGS + 100
+    assert state.tally.variants("m0")["B"].users == 1 and state.tally.variants(f"m{MAX_FLAGS + 99}")["B"].users == 0
+    impress(state, "c", "A", "m0", "img", 1e4, "late-variant")  # the experiment's own key always goes in
+    assert state.tally.variants()["A"].users == 1 and len(dump(log)) < 100_000

@@ -291,3 +291,20 @@ def test_a_consumer_retrying_hundreds_of_times_between_two_commits_is_counted_ex
     committed["images:0"] = 600  # the burst's input committed: its repeats can no longer come back
     ImageBatch(cfg, consumers, share, pools, dict).run([at(600, "m0")])  # a repeat past the commit
     assert load_state(consumers["c"]).repeats == {"images:0": [600]} and share.counts["m1|h"] == [300.0, 0.0]
+
+
+def test_a_consumers_impressions_of_one_merchant_keep_the_most_seen_images_when_events_name_endless_new_ones():
+    """An outside fuzzer: 1,500 distinct image ids for one merchant made one consumer's value 1.5 MB."""
+    import msgspec
+
+    from streams.core.image_pipeline import MAX_IMAGES_PER_MERCHANT, ImageBatch, ImageConfig, Pools, load_state
+    from streams.core.images import GlobalCounts
+    from streams.core.records import ImageEvent
+
+    pools = Pools({"m1": msgspec.json.encode({"merchant_id": "m1", "images": [{"image_id": "h"}]})}, PoolRules())
+    consumers = {}
+    seen_h = [ImageEvent("impression", "c", "m1", "h", f"h{i}", 100.0) for i in range(3)]
+    junk = [ImageEvent("impression", "c", "m1", f"junk{i}" + "x" * 200, f"j{i}", 100.0) for i in range(1500)]
+    ImageBatch(ImageConfig(), consumers, GlobalCounts(), pools, dict).run(seen_h + junk)
+    views = load_state(consumers["c"]).merchants["m1"].impressions
+    assert len(views) == MAX_IMAGES_PER_MERCHANT and views["h"] == 3 and len(consumers["c"]) < 30_000  # 64 of 1 KB + 1,503 ids

@@ -108,3 +108,29 @@ def test_image_counts_are_exact_after_a_kill_9_under_load(cluster):
     except pytest.fail.Exception:
         wait_caught_up(worker, 1, what=f"the inputs read to their end ({impressions()} impressions of {total})")
         raise
+
+
+def test_impressions_of_many_merchants_with_long_ids_never_stop_the_worker(cluster):
+    """An outside fuzzer: impressions naming 3,000 distinct merchants with 1 KB ids (public input, no
+    pool needed) made one partition's experiment tally and the consumer's attribution log values
+    over Kafka's 1 MB; the worker crashed on its changelog write, and again at every restart."""
+    worker = cluster.start_worker()
+    cluster.produce("catalog.images", [(b"m1", dumps(CATALOG))])
+    long = "\U0001F600" * 244
+    flood = [(b"flooder", dumps({"consumer_id": "flooder", "merchant_id": f"{i:05d}{long}", "image_id": f"i{long}",
+                                 "timestamp": NOW, "message_id": f"flood-{i}"})) for i in range(3000)]
+    cluster.produce("images.impressions", flood)
+    cluster.produce("events.segment", [image_event("impression", "after-flood", "burger", "after-1")])
+    wait_caught_up(worker, 120)
+    assert worker.proc.poll() is None, cluster.logs()
+
+    def readout() -> dict | None:  # the readout's copy of the tallies follows within the share flush
+        images = next(e for e in get_json(worker, "/experiments")[1]["experiments"] if e["kind"] == "images")
+        return images if sum(v["exposures"] for v in images["variants"]) == 3001 else None
+
+    images = wait_until(readout, 30, what="every impression counted")  # the experiment's own counts: every one
+    assert images["merchants_dropped"] > 0  # the least exposed merchants' counts went
+    assert "m1" in images["merchants"] and "MessageSizeTooLarge" not in cluster.logs()
+    worker.stop()
+    again = cluster.start_worker("w1")  # a restart reads it all back
+    assert get_json(again, "/images/after-flood?merchants=m1")[0] == 200

@@ -46,6 +46,7 @@ from streams.core.spans import Span, cover, latest_ending
 DAY = 86400.0
 CONVERSION_KINDS = ("order", "inquiry", "save")
 SEP = "\x1f"  # between group, variant and source in a credit key
+MAX_FLAGS = 512  # a log's "group␟variant" keys (exposed, converted): see _flag
 Position = tuple[str, int]  # an input record: ("topic:partition", offset)
 
 
@@ -79,6 +80,7 @@ class Tally(msgspec.Struct, omit_defaults=True):
     """One partition's counts: group -> variant -> Counters."""
 
     groups: dict[str, dict[str, Counters]] = {}
+    dropped: int = 0  # groups whose counts went to keep the value within a table value (see `fitted`)
 
     def counters(self, group: str, variant: str) -> Counters:
         return self.groups.setdefault(group, {}).setdefault(variant, Counters())
@@ -213,8 +215,12 @@ def _fresh(log: UserLog, rules: Rules, event_id: str, t: float, position: Positi
 
 
 def _flag(keys: list[str], key: str) -> int:
-    """1 the first time `key` is added to `keys` (a distinct count moves), else 0."""
-    if key in keys:
+    """1 the first time `key` is added to `keys` (a distinct count moves), else 0. A log holds at
+    most MAX_FLAGS keys (a consumer shown 40,000 merchants' images made a value over Kafka's 1 MB
+    and stopped the worker for good): past that, a new group's distinct count no longer counts this
+    user (a consumer on more than 512 merchants is hardly one person); the experiment's own keys
+    (group "": they start with SEP) always go in."""
+    if key in keys or (len(keys) >= MAX_FLAGS and not key.startswith(SEP)):
         return 0
     keys.append(key)
     return 1
@@ -256,6 +262,7 @@ def merge_tallies(parts: Iterable[Tally]) -> Tally:
     """
     out = Tally()
     for part in parts:
+        out.dropped += part.dropped
         for group, variants in part.groups.items():
             for variant, counters in variants.items():
                 out.counters(group, variant).add(counters)

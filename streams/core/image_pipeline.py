@@ -36,6 +36,7 @@ from streams.core.seen import remember
 
 CHOSEN, REPLIES = "images.chosen", "images.replies"
 MAX_MERCHANTS_PER_CONSUMER = 1000
+MAX_IMAGES_PER_MERCHANT = 64  # a consumer's impressions kept per merchant (a pool is a few images; any id can come)
 
 _STATE_ENC = msgspec.msgpack.Encoder()
 _STATE_DEC = msgspec.msgpack.Decoder(ConsumerImages)
@@ -92,6 +93,22 @@ def decode_image_catalog(raw: bytes, key: bytes | None = None) -> ImageCatalog:
         raise msgspec.ValidationError(f"image_id must be 1 to {MAX_ID_CHARS} characters, not blank, and unique "
                                       "within the merchant")
     return record
+
+
+def dump_state(state: ConsumerImages) -> bytes:
+    """A consumer's msgpack within one table value: the longest-known merchants go until it fits
+    (1,000 merchants of 64 images with 1 KB ids would be 64 MB).
+
+    >>> state = ConsumerImages(merchants={f"m{i}": MerchantViews({"x" * 900: 1}) for i in range(2000)})
+    >>> len(dump_state(state)) <= MAX_TABLE_VALUE_BYTES, "m1999" in state.merchants, "m0" in state.merchants
+    (True, True, False)
+    """
+    raw = _STATE_ENC.encode(state)
+    while len(raw) > MAX_TABLE_VALUE_BYTES and state.merchants:
+        for merchant in list(state.merchants)[: max(1, len(state.merchants) // 4)]:
+            del state.merchants[merchant]
+        raw = _STATE_ENC.encode(state)
+    return raw
 
 
 def load_state(raw: bytes | None) -> ConsumerImages:
@@ -160,7 +177,7 @@ class ImageBatch:
                 reply = answer(self.cfg, rec, self._state(rec.consumer_id), self.pools, self.stats())
                 self.out.append((REPLIES, rec.consumer_id.encode(), _JSON.encode(reply)))
         for consumer, state in self._states.items():
-            self.consumers[consumer] = _STATE_ENC.encode(state)
+            self.consumers[consumer] = dump_state(state)
         if self.ledger is not None:
             self.ledger.flush()
         for ev, fresh, counted in self._shared:  # the share last: a batch that raises (core.guarded) leaves it be
@@ -194,6 +211,8 @@ class ImageBatch:
         views = state.merchants.setdefault(ev.merchant_id, MerchantViews(impressions={}))
         before = choose(pool, self.stats(), ev.merchant_id, views, variant.explore, self.cfg.params)
         if ev.kind == "impression":
+            if ev.image_id not in views.impressions and len(views.impressions) >= MAX_IMAGES_PER_MERCHANT:
+                del views.impressions[min(views.impressions, key=views.impressions.get)]  # the least seen goes
             views.impressions[ev.image_id] = views.impressions.get(ev.image_id, 0) + 1
         else:
             views.converted = ev.image_id

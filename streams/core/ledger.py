@@ -39,6 +39,7 @@ from streams.core.attribution import (
     load_tally,
     merge_tallies,
 )
+from streams.core.records import MAX_TABLE_VALUE_BYTES
 
 __all__ = ["CONVERSION_KINDS", "Ledger", "load_tally", "readout"]
 RECS, IMAGES = "tally:", "images:"  # key prefixes of the partitions' tallies
@@ -139,7 +140,30 @@ class Ledger:
         return changed
 
     def dump_tally(self) -> bytes:
-        return dump(self.state.tally)
+        return fitted(self.state.tally)
+
+
+def fitted(tally: Tally, limit: int = MAX_TABLE_VALUE_BYTES) -> bytes:
+    """`tally`'s msgpack within `limit` bytes: the least exposed groups (images: merchants) go
+    first, counted in `dropped`; the experiment's own counts ("") always stay. Any merchant id
+    names a group, so 40,000 impressions of distinct merchants made one partition's tally over
+    Kafka's 1 MB and stopped the worker for good (an outside fuzzer).
+
+    >>> t = Tally()
+    >>> for i in range(3000):
+    ...     t.counters(f"m{i:04}" + "x" * 300, "A").exposures = i
+    >>> len(fitted(t)) <= MAX_TABLE_VALUE_BYTES, len(t.groups) + t.dropped, "m2999" + "x" * 300 in t.groups
+    (True, 3000, True)
+    """
+    raw = dump(tally)
+    while len(raw) > limit and len(tally.groups) > ("" in tally.groups):
+        least = sorted((sum(c.exposures for c in variants.values()), group)
+                       for group, variants in tally.groups.items() if group)
+        for _, group in least[: max(1, len(least) // 2)]:
+            del tally.groups[group]
+            tally.dropped += 1
+        raw = dump(tally)
+    return raw
 
 
 def control_of(shares: Mapping[str, float]) -> str:
@@ -174,6 +198,7 @@ def readout(tallies: Iterable[tuple[str, bytes]], experiments: Mapping[str, tupl
         else:
             entry["merchants"] = {group: _report(variants, shares).as_dict()
                                   for group, variants in sorted(tally.groups.items()) if group}
+            entry["merchants_dropped"] = tally.dropped  # least exposed merchants' counts dropped to fit (fitted)
         out.append(entry)
     return {"experiments": out}
 
