@@ -14,8 +14,6 @@ import asyncio
 import functools
 import time
 
-import msgspec
-
 from agents.catalog import APPLY as CATALOG_TOPICS
 from agents.catalog import catalog_records
 from agents.deadletters import decoded, decoded_into
@@ -34,6 +32,7 @@ from streams.core.ingest import (
 )
 from streams.core.metrics import metrics
 from streams.core.records import Pending, Signal, decode_image_keyed, decode_keyed
+from streams.core.retries import decode_pending
 from streams.kafka.direct import DirectIngest, direct_group
 from streams.kafka.offsets import adopt_committed
 from streams.worker import topics
@@ -46,7 +45,12 @@ from streams.worker.tables import affinity, artworks, catalog_index
 from streams.worker.user_batches import apply_records, build_owed
 
 artist_of = ArtistLookup(artworks, catalog_index)
-_pending = msgspec.msgpack.Decoder(Pending)
+
+
+def _pending(raw: bytes) -> Pending:
+    return decode_pending(raw, time.time(), settings.unknown_artwork_patience_s)
+
+
 home = KeyPartitioner(settings.partitions)  # where the producers' default partitioner puts a user id
 _partitions: dict[str, int] = {}  # input topic -> partition count
 _SIGNALS, _IMAGES, _PENDING = (t.get_topic_name() for t in (topics.signals, topics.images_keyed, topics.pending))
@@ -146,7 +150,7 @@ def _retry_due(records, batch: BatchCommit) -> tuple[int, float] | None:
     at the first not due yet, (its offset, its due time): reading that partition stops there."""
     now = time.time()
     for rec in records:
-        for pending in decoded_into(batch, [rec], _pending.decode, "invalid_internal_record"):
+        for pending in decoded_into(batch, [rec], _pending, "invalid_internal_record"):
             if pending.due > now:
                 return rec.offset, pending.due
             for topic, key, value in _retried(pending):
@@ -181,7 +185,7 @@ async def retry_pending(stream):
     along the topic (give or take one backoff step), so waiting for the head never runs a message
     early; direct ingest holds a partition at its head the same way."""
     async for event in stream.events():
-        pending = await decoded(event, _pending.decode, "invalid_internal_record")
+        pending = await decoded(event, _pending, "invalid_internal_record")
         if pending is None:
             continue
         wait = pending.due - time.time()

@@ -211,6 +211,37 @@ def test_unknown_artwork_retry_backoff_and_patience():
     assert retry_or_give_up(fourth, "t", 1, 7, b"k", b"v", now=107.5, patience_s=10) is None
 
 
+def test_pending_records_no_worker_wrote_are_refused_not_crashed_on_or_held_for_good():
+    """An outside fuzzer, writing the pending topic: attempt 5000 overflowed the backoff (the worker
+    crashed at every start); due 1e300 held the partition's head, and every event behind it, for good."""
+    import msgspec
+
+    from streams.core.ingest import decode_or_reject
+    from streams.core.records import Pending
+    from streams.core.retries import decode_pending
+
+    def read(**fields):
+        raw = msgspec.msgpack.encode(Pending("t", 0, 1, None, b"{}", **{"first_seen": 90.0, "due": 101.0, **fields}))
+        return decode_or_reject(lambda r: decode_pending(r, now=100.0, patience_s=60.0), raw, "invalid_internal_record")
+
+    assert read().attempt == 1 and read(due=219.0).due == 219.0  # within the patience (and the clock skew)
+    for bad in ({"attempt": 5000}, {"attempt": -1}, {"due": 1e300}, {"due": 1e10}, {"first_seen": float("nan")}):
+        assert read(**bad).reason == "invalid_internal_record", bad
+
+
+def test_a_failure_letter_names_the_internal_partition_when_a_records_source_is_not_a_position():
+    """An outside fuzzer: a keyed record with source "no-colon" that failed made the dead letter itself
+    raise (int("no-colon")), and the worker crash at every start."""
+    import json
+
+    from streams.core.ingest import failure_letter
+    from streams.core.records import Signal
+
+    for source in ("no-colon", "t:", "t:x", "", "a:b:7"):
+        letter = json.loads(failure_letter(Signal("view", "u", "m", 1.0, source=source), "ValueError", 3))
+        assert (letter["reason"], letter["partition"]) == ("internal_error", 7 if source == "a:b:7" else 3), letter
+
+
 @given(st.binary(max_size=64))
 def test_murmur2_is_kafkas(key):
     from aiokafka.partitioner import murmur2 as reference

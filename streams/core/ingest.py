@@ -40,6 +40,7 @@ from streams.core.records import (
     encode,
     encode_keyed,
 )
+from streams.core.retries import retry_or_give_up
 
 # Where ingest sends things (logical names; the agent maps them to this app's topics).
 SIGNALS, IMAGES, PENDING, DEADLETTER = "signals.keyed", "images.keyed", "pending", "deadletter"
@@ -174,9 +175,10 @@ def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
 def failure_letter(record, why: str, partition: int, topic: str = SIGNALS) -> bytes:
     """The dead letter of a parsed record the pipeline failed on (`why`: the exception's
     name): its input position when known, else the internal `topic` partition it was read from."""
-    source = getattr(record, "source", "") or f"{topic}:{partition}"
-    topic, _, part = source.rpartition(":")
-    return dead_letter(Rejected("internal_error", f"{why} while applying"), topic, int(part),
+    name, colon, part = (getattr(record, "source", "") or "").rpartition(":")
+    if not (colon and part.isdigit()):  # absent, or written by whoever could write the internal topic
+        name, part = topic, str(partition)
+    return dead_letter(Rejected("internal_error", f"{why} while applying"), name, int(part),
                        getattr(record, "offset", -1), None, encode_keyed(record))
 
 
@@ -277,20 +279,3 @@ def outcome(result: Parsed) -> str:
 
 __all__ = ["Ignored", "KeyPartitioner", "ParserConfig", "Rejected", "dead_letter", "decode_or_reject", "ingest_one",
            "outcome", "route", "stamp", "stamp_origin", "stamp_unpositioned"]
-
-
-RETRY_FIRST_S = 0.5
-
-
-def retry_or_give_up(pending: Pending | None, topic: str, partition: int, offset: int, key: bytes | None,
-                     value: bytes, now: float, patience_s: float) -> Pending | None:
-    """The next retry of a message whose artwork is unknown, or None once patience ran out.
-    Backoff: 0.5 s, 1 s, 2 s, ... from the first sighting."""
-    if pending is None:
-        pending = Pending(topic, partition, offset, key, value, first_seen=now, due=now, attempt=0)
-    attempt = pending.attempt + 1
-    due = now + RETRY_FIRST_S * 2 ** (attempt - 1)
-    if due - pending.first_seen > patience_s:
-        return None
-    return Pending(pending.topic, pending.partition, pending.offset, pending.key, pending.value,
-                   pending.first_seen, due, attempt)

@@ -193,9 +193,9 @@ class Pending(msgspec.Struct):
     offset: int
     key: bytes | None
     value: bytes
-    first_seen: float
-    due: float
-    attempt: int = 1
+    first_seen: EventTime
+    due: EventTime
+    attempt: Annotated[int, msgspec.Meta(ge=0, le=64)] = 1  # 5000 overflowed the backoff: a crash at every start
 
 # --- outputs ------------------------------------------------------------------------------
 
