@@ -200,7 +200,8 @@ def test_config_prints_weights_in_the_accepted_form_and_hides_secrets():
     "url,fragment",
     [
         ("http://127.0.0.1:1", "cannot reach http://127.0.0.1:1/images/stats"),
-        ("127.0.0.1:6066", "is not an http:// URL"),
+        ("127.0.0.1:1", "cannot reach http://127.0.0.1:1/images/stats"),  # host:port is taken as http://
+        ("ftp://127.0.0.1:1", "is not an http:// URL"),
     ],
 )
 def test_simulate_from_an_unreachable_worker_is_one_line_and_exit_2(url, fragment, tmp_path):

@@ -164,7 +164,7 @@ def test_served_lists_and_exposure_events_are_exposures(broker, tmp_path):
         unreachable = subprocess.run([sys.executable, "-m", "streams.cli", "experiments", "report", "--worker",
                                       "http://127.0.0.1:1"], env=env, capture_output=True, text=True, timeout=60)
         assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr
-        assert unreachable.stderr.count("\n") == 1 and "cannot read http://127.0.0.1:1/experiments" in unreachable.stderr
+        assert unreachable.stderr.count("\n") == 1 and "cannot reach http://127.0.0.1:1/experiments" in unreachable.stderr
     finally:
         cluster.stop()
 

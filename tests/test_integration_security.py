@@ -1,6 +1,9 @@
 """HTTP bearer token and PII-free logs, on a real worker."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -44,6 +47,15 @@ def test_token_is_required_and_logs_carry_no_pii(broker, tmp_path):
         status, body = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(
             worker.get("/users/u-pii/affinity", headers=AUTH)), 30, what="the good event applied")
         assert json.loads(body)["artists"][0]["artist_id"] == "a1"
+
+        def report(token: str) -> subprocess.CompletedProcess:  # the CLI sends the token it is given (it did not)
+            env = {**os.environ, **cluster.env, "RECSTREAM_API_TOKEN": token}
+            return subprocess.run([sys.executable, "-m", "streams.cli", "experiments", "report", "--worker",
+                                   worker.base_url.removeprefix("http://")], env=env, capture_output=True,
+                                  text=True, timeout=60)
+        assert report(TOKEN).returncode == 0 and "experiment recs" in report(TOKEN).stdout
+        refused = report("wrong")
+        assert refused.returncode == 2 and "HTTP 401" in refused.stderr and "RECSTREAM_API_TOKEN" in refused.stderr
     finally:
         cluster.stop()
 

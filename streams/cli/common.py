@@ -1,11 +1,15 @@
 """What the commands share: the bootstrap address (or a one-line error), a progress line on stderr,
-where a plot goes (--out, checked before any work), and the warning for a RECSTREAM_* typo."""
+where a plot goes (--out, checked before any work), the warning for a RECSTREAM_* typo, and a
+worker's JSON read over HTTP (its token sent, a failure in one line)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 
 from streams.core.setting_rules import bootstrap_servers
 from streams.core.settings import Settings
@@ -74,3 +78,26 @@ def warn_unknown_variables() -> None:
 
     for problem in unknown_variables(os.environ):
         print(f"recstream: warning: {problem}; ignored", file=sys.stderr)
+
+
+class WorkerError(Exception):
+    """A worker's HTTP API could not answer (one line: the URL and why)."""
+
+
+def worker_json(base: str, path: str, token: str = "", timeout: float = 30.0):
+    """`GET base + path` as JSON. `base` may leave out http:// (host:port); the bearer token goes
+    with it when set (a worker with RECSTREAM_API_TOKEN answered 401 to `experiments report`)."""
+    url = (base if "://" in base else "http://" + base).rstrip("/") + path
+    if not url.startswith(("http://", "https://")):
+        raise WorkerError(f"{base!r} is not an http:// URL, e.g. http://127.0.0.1:6066")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
+            return json.load(resp)
+    except urllib.error.HTTPError as exc:
+        hint = " (set RECSTREAM_API_TOKEN to the workers' token)" if exc.code == 401 else ""
+        raise WorkerError(f"{url} answered HTTP {exc.code} {exc.reason}{hint}") from None
+    except urllib.error.URLError as exc:
+        raise WorkerError(f"cannot reach {url}: {exc.reason}") from None
+    except (OSError, ValueError) as exc:  # timeouts, resets, a bad URL, a body that is not JSON
+        raise WorkerError(f"cannot read {url}: {exc}") from None

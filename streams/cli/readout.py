@@ -15,8 +15,6 @@ import argparse
 import asyncio
 import json
 import sys
-import urllib.error
-import urllib.request
 
 from streams.core.ledger import series, table
 
@@ -69,11 +67,12 @@ async def read_snapshots(bootstrap: str, topic: str, timeout_s: float = 10.0) ->
     return out
 
 
-def fetch(worker: str) -> dict:
-    with urllib.request.urlopen(worker.rstrip("/") + "/experiments", timeout=10) as response:
-        readout = json.loads(response.read())
+def fetch(worker: str, token: str = "") -> dict:
+    from streams.cli.common import WorkerError, worker_json
+
+    readout = worker_json(worker, "/experiments", token, timeout=10)
     if not isinstance(readout, dict) or not isinstance(readout.get("experiments"), list):
-        raise ValueError("the answer is not an experiments readout (is that a recstream worker?)")
+        raise WorkerError(f"{worker}/experiments is not an experiments readout (is that a recstream worker?)")
     return readout
 
 
@@ -82,7 +81,8 @@ def main(argv: list[str]) -> int:
 
     settings = Settings.from_env()
     ap = argparse.ArgumentParser(prog="recstream experiments report", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--worker", default=f"http://127.0.0.1:{settings.web_port}", help="a worker's HTTP address")
+    ap.add_argument("--worker", default=f"http://127.0.0.1:{settings.web_port}",
+                    help="a worker's HTTP address (RECSTREAM_API_TOKEN is sent when set)")
     ap.add_argument("--out", help="write the history plot here, from the experiments.readouts topic (its suffix "
                     "names the format: .png, .svg, .pdf, ...; none: .png)")
     ap.add_argument("--json", action="store_true", help="print the readout as JSON")
@@ -95,10 +95,12 @@ def main(argv: list[str]) -> int:
         except ValueError as exc:
             print(f"recstream experiments report: {exc}", file=sys.stderr)
             return 2
+    from streams.cli.common import WorkerError
+
     try:
-        readout = fetch(args.worker)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"recstream: cannot read {args.worker}/experiments: {exc}", file=sys.stderr)
+        readout = fetch(args.worker, settings.api_token)
+    except WorkerError as exc:
+        print(f"recstream experiments report: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(readout, indent=2) if args.json else table(readout))
     if args.out:

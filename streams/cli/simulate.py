@@ -9,11 +9,8 @@ handful of views explores aggressively.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import msgspec
@@ -79,23 +76,14 @@ def pools_from_catalog(lines, rules: PoolRules = PoolRules()) -> dict[str, list[
 
 def from_worker(url: str, token: str = "") -> tuple[dict, dict]:
     """The worker's /images/stats; an unreachable or unusable URL raises NoData (one line)."""
-    if not url.startswith(("http://", "https://")):
-        raise NoData(f"{url!r} is not an http:// URL, e.g. http://127.0.0.1:6066")
-    url = url.rstrip("/") + "/images/stats"
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    from streams.cli.common import WorkerError, worker_json
+
     try:
-        request = urllib.request.Request(url, headers=headers)
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            body = json.load(resp)
+        body = worker_json(url, "/images/stats", token)
         stats = {k: (v["impressions"], v["conversions"]) for k, v in body["stats"].items()}
         pools = {m: [msgspec.convert(i, Image) for i in imgs] for m, imgs in body["pools"].items()}
-    except urllib.error.HTTPError as exc:
-        token_hint = " (set RECSTREAM_API_TOKEN to the workers' token)" if exc.code == 401 else ""
-        raise NoData(f"{url} answered HTTP {exc.code} {exc.reason}{token_hint}") from None
-    except urllib.error.URLError as exc:
-        raise NoData(f"cannot reach {url}: {exc.reason}") from None
-    except (OSError, ValueError) as exc:  # timeouts, resets, a bad URL, a body that is not JSON
-        raise NoData(f"cannot read {url}: {exc}") from None
+    except WorkerError as exc:
+        raise NoData(str(exc)) from None
     except (KeyError, TypeError, AttributeError, msgspec.MsgspecError):
         raise NoData(f"{url} did not answer with image statistics (a recstream worker?)") from None
     return stats, pools
