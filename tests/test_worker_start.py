@@ -13,10 +13,10 @@ import time
 import pytest
 
 
-def start(tmp_path, **env) -> tuple[subprocess.CompletedProcess, float]:
+def start(tmp_path, *args, **env) -> tuple[subprocess.CompletedProcess, float]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "-l", "info"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "-l", "info", *args], capture_output=True,
                             text=True, timeout=120, cwd=tmp_path,
                             env={**clean, "RECSTREAM_DATA_DIR": str(tmp_path / "state"), **env})
     return result, time.monotonic() - started
@@ -86,6 +86,18 @@ def test_an_http_port_in_use_is_one_line_and_exit_2_before_any_broker_work(tmp_p
         port = taken.getsockname()[1]
         result, _ = start(tmp_path, RECSTREAM_WEB_PORT=str(port), RECSTREAM_BROKER_URL=f"kafka://127.0.0.1:{closed_port()}")
     said_once(result, f"cannot serve HTTP on 127.0.0.1:{port}", "in use")
+
+
+def test_the_port_given_with_p_is_the_one_checked(tmp_path):
+    """A newcomer's check: `worker -p <port in use>` was refused for RECSTREAM_WEB_PORT's port instead."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for option in (["-p", str(port)], [f"--web-port={port}"]):
+            result, _ = start(tmp_path, *option, RECSTREAM_WEB_PORT=str(closed_port()),
+                              RECSTREAM_BROKER_URL=f"kafka://127.0.0.1:{closed_port()}")
+            said_once(result, f"cannot serve HTTP on 127.0.0.1:{port}", "in use")
 
 
 def test_worker_help_prints_help_without_touching_the_broker(tmp_path):

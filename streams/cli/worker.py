@@ -39,7 +39,8 @@ def run() -> None:
 
         warn_unknown_variables()
         bootstrap = bootstrap_of(settings, "recstream worker")  # unset, faust would try 127.0.0.1:9092 in silence
-        check_web_address(settings.web_host, settings.web_port)
+        if "--without-web" not in sys.argv:
+            check_web_address(*web_address(sys.argv[2:], settings.web_host, settings.web_port))
         prepare_topics(settings, bootstrap)
         check_local_state(app, settings, bootstrap)
     mode.loop.use(settings.event_loop)  # the policy faust's worker creates its loop from
@@ -53,6 +54,25 @@ class StartFailed(SystemExit):
     def __init__(self, problem: str):
         print(f"recstream worker: {problem}", file=sys.stderr)
         super().__init__(2)
+
+
+def web_address(argv: list[str], host: str, port: int) -> tuple[str, int]:
+    """The HTTP address faust binds: RECSTREAM_WEB_HOST / RECSTREAM_WEB_PORT unless faust's options
+    say otherwise (`-p 6091` was served while the check probed 6066: a newcomer's check).
+
+    >>> web_address(["-l", "info", "-p", "6091"], "127.0.0.1", 6066)
+    ('127.0.0.1', 6091)
+    >>> web_address(["--web-port=7000", "-b", "0.0.0.0"], "127.0.0.1", 6066)
+    ('0.0.0.0', 7000)
+    """
+    found: dict[str, str | int] = {"host": host, "port": port}
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        what = {"-p": "port", "--web-port": "port", "-b": "host", "--web-bind": "host"}.get(name)
+        if what:
+            found[what] = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+    port_given = str(found["port"])
+    return str(found["host"]), int(port_given) if port_given.isdigit() else port  # faust refuses a bad one itself
 
 
 def check_web_address(host: str, port: int) -> None:
