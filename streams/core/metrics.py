@@ -101,7 +101,7 @@ class Metrics:
             lines.append(f"# TYPE {name} gauge")
             for labels, value in sorted(self._gauges[name]().items()):
                 label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                lines.append(f"{name}{{{label_text}}} {value:g}")
+                lines.append(f"{name}{{{label_text}}} {value:g}" if labels else f"{name} {value:g}")
         return "\n".join(lines) + "\n"
 
 
@@ -132,6 +132,9 @@ COUNTERS = {
     "recstream_http_malformed_requests_total": "HTTP requests too malformed to parse (answered 400, logged at debug)",
     "recstream_coengagement_recounts_total": "partitions whose co-engagement share was recounted from the profiles "
                                              "(after a stop that was not clean)",
+    "recstream_held_lists_built_total": "lists the list window held, built at its end or before a commit",
+    "recstream_held_list_failures_total": "held lists that failed to build (logged with the user, skipped)",
+    "recstream_input_commits_total": "direct ingest's input offset commits",
 }
 
 metrics = Metrics()
