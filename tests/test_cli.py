@@ -317,3 +317,10 @@ def test_demo_sizes_at_their_bounds_start_within_seconds():
                           str(MAX_ARTISTS), "--artworks", str(MAX_ARTWORKS), "--events", "1"],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 1, res.stderr
+
+
+def test_version_is_recstreams():
+    """A newcomer's check: `recstream --version` answered faust's "version Faust 0.15.3"."""
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "--version"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("recstream 0.1.0 (faust-streaming "), result

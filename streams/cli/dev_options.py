@@ -19,11 +19,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
                     "temporary folder (worker state and log) is removed at the end unless --keep.")
     parser.add_argument("--duration", type=float, default=0,
                         help="seconds to run (0, the default: until Ctrl-C, after the events too)")
-    parser.add_argument("--users", type=int, default=200, help=f"demo users (1 to {MAX_DEV_USERS:,})")
-    parser.add_argument("--events", type=int, default=20000, help="demo events (at least 0)")
-    parser.add_argument("--rate", type=float, default=400, help="demo events per second (0: no limit)")
+    parser.add_argument("--users", type=int, default=200, help=f"demo users (1 to {MAX_DEV_USERS:,}; default 200)")
+    parser.add_argument("--events", type=int, default=20000, help="demo events (at least 0; default 20000)")
+    parser.add_argument("--rate", type=float, default=400, help="demo events per second (0: no limit; default 400)")
     parser.add_argument("--watch", type=int, default=3,
-                        help="users whose recommendations are printed (0 to --users)")
+                        help="users whose recommendations are printed (0 to --users; default 3: u0 to u2)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary folder (worker log, state)")
     args = parser.parse_args(argv)

@@ -79,6 +79,11 @@ def _main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):  # no command: the help, as a usage error
         print(usage(), file=sys.stdout if argv else sys.stderr)
         sys.exit(0 if argv else 2)
+    if argv[0] in ("--version", "version"):  # faust's answered "version Faust 0.15.3"
+        from importlib.metadata import version
+
+        print(f"recstream {version('recstream')} (faust-streaming {version('faust-streaming')})")
+        sys.exit(0)
     _check_settings()
     command, rest = argv[0], argv[1:]
     if command != "worker":  # a worker may re-execute itself (its allocator): it warns once it runs
