@@ -114,7 +114,8 @@ class Settings:
     image_half_life_days: float = field(default=30.0, metadata={
         "help": "half-life of global image impressions/conversions (0: no decay)", "min": 0})
     api_token: str = field(default="", metadata={
-        "help": "when set, every HTTP request but /health needs `Authorization: Bearer <token>` (401 otherwise)",
+        "help": "when set, every HTTP request but /health and the collector (/v1/*, which checks "
+                "RECSTREAM_WRITE_KEYS) needs `Authorization: Bearer <token>` (401 otherwise)",
         "secret": True})
     attribution_days: float = field(default=7.0, metadata={
         "help": "experiments: an order, inquiry or save of a listed work counts for the list's variant within this "
