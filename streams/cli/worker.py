@@ -118,14 +118,10 @@ def prepare_topics(settings, bootstrap: str) -> None:
       reading the recommendations): the embedded broker never answered the CreateTopics, and the
       batch waiting on it held direct ingest for good (once on CI).
     A catalog topic that exists with another count stops the worker with the reason."""
-    from faust.topics import Topic
-
-    import streams.worker.topics as declared
     from streams.worker.commit import mark_declared
+    from streams.worker.topics import declared
 
-    found = [v for value in vars(declared).values()
-             for v in (value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else (value,))]
-    topics = {t.get_topic_name(): t for t in found if isinstance(t, Topic) and len(t.topics) == 1}
+    topics = declared()
     wanted = {name: (t.partitions or settings.partitions, dict(t.config or {})) for name, t in topics.items()}
     url = settings.broker_url
     # a request unanswered for 15 s (aiokafka's default: 40) means a broker that is not serving

@@ -56,3 +56,12 @@ inputs = app.topic(*(t.get_topic_name() for t in input_topics), key_type=bytes, 
 # Logical output names used by the pure pipeline -> topics.
 outputs = {"affinity.updates": affinity_updates, "recommendations": recommendations, "signals.keyed": signals,
            "images.chosen": images_chosen, "images.replies": images_replies}
+
+
+def declared() -> dict:
+    """Every single topic declared here, by name (what a worker creates before it starts)."""
+    from faust.topics import Topic
+
+    found = [v for value in globals().values()
+             for v in (value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else (value,))]
+    return {t.get_topic_name(): t for t in found if isinstance(t, Topic) and len(t.topics) == 1}
