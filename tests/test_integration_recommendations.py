@@ -113,6 +113,13 @@ def test_alias_merges_anonymous_history_into_the_user(module_cluster, worker):
     wait_until(lambda: {"alpha", "beta", "gamma"} <= {a["artist_id"] for a in get_json(
         worker, "/users/member-9/affinity")[1]["artists"]}, 30, what="forwarded event")
     assert records_for(module_cluster, "recommendations", "member-9")
+    # the anonymous id's list is the member's from the merge on (it kept its own from before, for good)
+    member = wait_until(lambda: (lambda r: r[1] if r[0] == 200 and "gamma" in {i["artist_id"] for i in r[1]["items"]}
+                                 else None)(get_json(worker, "/recommendations/member-9")), 30, what="member's list")
+    assert get_json(worker, "/recommendations/anon-9") == (200, member)
+    pointer = records_for(module_cluster, "recommendations", "anon-9")[-1]
+    assert pointer["alias_of"] == "member-9" and pointer["user_id"] == "anon-9"  # subscribers learn it too
+    assert all("alias_of" not in r for r in records_for(module_cluster, "recommendations", "member-9"))
 
 
 def test_a_message_sent_under_both_ids_before_their_identify_counts_once(module_cluster, worker):
@@ -177,3 +184,31 @@ def test_event_before_its_artwork_is_applied_once_the_catalog_has_it(module_clus
         get_json(worker, "/users/early-bird/affinity")), 30, what="late-resolved event")
     assert [a["artist_id"] for a in profile["artists"]] == ["delta"]
     assert metric(worker, "recstream_dead_letters_total", reason="unknown_artwork") == 0
+
+
+def test_a_merged_ids_list_is_served_by_every_worker_whoever_owns_either_id(cluster):
+    """The pointer followed across workers: the old id's owner forwards to the merged id's owner."""
+    from streams.core.ingest import KeyPartitioner
+
+    first, second = cluster.start_worker("w0"), cluster.start_worker("w1")
+    wait_until(lambda: all(w.get("/health")[0] == 200 and not get_json(w, "/health")[1]["rebalancing"]
+                           for w in (first, second)), 60, what="two workers")
+    cluster.produce("catalog.artworks", [(a["id"].encode(), dumps(a)) for a in CATALOG])
+    wait_until(lambda: metric(first, "recstream_catalog_records_total") + metric(
+        second, "recstream_catalog_records_total") >= len(CATALOG), 60, what="catalog")
+    part = KeyPartitioner(4)
+    pairs = [(f"anon-x{i}", f"member-x{i}") for i in range(40)]
+    pairs = [(a, m) for a, m in pairs if part(a.encode()) != part(m.encode())][:6]  # each pair on two partitions
+    for anon, member in pairs:
+        cluster.produce("events.segment", [track(anon, "followedArtist", f"{anon}-f", anonymous=True, owner_id="beta",
+                                                 minutes_ago=5)])
+        identify = {"type": "identify", "userId": member, "anonymousId": anon, "messageId": f"{anon}-id",
+                    "timestamp": iso(NOW - timedelta(minutes=3))}
+        cluster.produce("events.segment", [(anon.encode(), dumps(identify))])
+        cluster.produce("events.segment", [track(member, "followedArtist", f"{member}-f", owner_id="gamma")])
+    for anon, member in pairs:
+        merged = wait_until(lambda m=member: (lambda r: r[1] if r[0] == 200 and r[1]["trigger"] != "cold-start" and {
+            "beta", "gamma"} <= {i["artist_id"] for i in r[1]["items"]} else None)(
+            get_json(first, f"/recommendations/{m}")), 60, what=f"{member}'s merged list")
+        for w in (first, second):
+            assert get_json(w, f"/recommendations/{anon}") == (200, merged), (anon, w.base_url)

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import msgspec
 
+from streams.core.records import Recommendations, decode_recs, encode
+
 # ids a record may pass through. Links made in a burst forward each merge along the rest of the
 # chain, one record a hop: a 33 KB collector batch chaining 300 ids made 44,850 internal records,
 # 550 ids 150,975 (an outside fuzzer); with this bound a chain of n costs at most 32·n, and no
@@ -57,3 +59,15 @@ def forwarded(record, alias_of: str, **changes):
     next, with `changes`; None when its id is where its ring breaks (see `next_hop`)."""
     hop = next_hop(record.user_id, alias_of, record.via)
     return None if hop is None else msgspec.structs.replace(record, user_id=hop[0], via=hop[1], **changes)
+
+
+def pointer_list(raw: bytes | None, user: str, alias_of: str, now: float) -> bytes:
+    """The recommendations value of `user` once merged into `alias_of`: its last list (an empty one
+    if it had none), marked with `alias_of`, so a read of the old id serves the merged id's list
+    (a newcomer's check: the old id kept serving its list from before the merge, for good).
+
+    >>> pointer_list(None, "anon-1", "u1", 5.0)
+    b'{"user_id":"anon-1","variant":"","generated_at":5.0,"model_version":"","trigger":"alias","items":[],"alias_of":"u1"}'
+    """
+    old = decode_recs(raw) or Recommendations(user, "", now, "", "alias", [])
+    return encode(msgspec.structs.replace(old, alias_of=alias_of))

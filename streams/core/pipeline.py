@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from streams.core.affinity import AffinityModel, Profile, TopCache, dump, load
-from streams.core.aliases import forwarded
+from streams.core.aliases import forwarded, pointer_list
 from streams.core.attribution import Rules
 from streams.core.catalog import CatalogIndex, decode_artwork
 from streams.core.coengagement import MARK, PairCounts, counted
@@ -80,9 +80,8 @@ class PartitionBatch:
                  catalog: CatalogIndex, popularity: PopularityView, now: float,
                  attribution: MutableMapping[str, bytes] | None = None, hold: Callable[[str, str], bool] | None = None):
         self.cfg, self.partition, self.hold = cfg, partition, hold  # hold(user, trigger): list owed (core.throttle)
-        self.profiles, self.recs, self.fans = profiles, recs, fans
-        # exposures (emitted lists, Exposure records) and conversions, per variant
-        self.ledger = None if attribution is None else Ledger(attribution, partition, cfg.attribution)
+        self.profiles, self.recs, self.fans = profiles, recs, fans  # recs: an aliased id's list is a pointer
+        self.ledger = None if attribution is None else Ledger(attribution, partition, cfg.attribution)  # exposures...
         self.partial, self.catalog, self.popularity, self.now = partial, catalog, popularity, now
         self._loaded: dict[str, Profile] = {}
         self._raw: dict[str, bytes | None] = {}  # each loaded user's profile as stored (TopCache's key)
@@ -98,7 +97,6 @@ class PartitionBatch:
         self.out: list[Output] = []
         self.applied = self.duplicates = 0
 
-    # --- records ---------------------------------------------------------------------------
 
     def run(self, records: Iterable[Signal | Identity | Merge | Refresh]) -> list[Output]:
         apply = {Signal: self._signal, Identity: self._identity, Merge: self._merge, Exposure: self._exposure}
@@ -168,6 +166,9 @@ class PartitionBatch:
         self._send(SIGNALS_KEYED, ident.user_id,
                    encode_keyed(Merge(ident.user_id, ident.previous_id, ident.message_id, dump(moving))))
         profile.alias_of = ident.user_id
+        self.recs[ident.previous_id] = value = pointer_list(self.recs.get(ident.previous_id), ident.previous_id,
+                                                            ident.user_id, self.now)
+        self._send(RECOMMENDATIONS, ident.previous_id, value)
         self._written.add(ident.previous_id)
         self._dirty.pop(ident.previous_id, None)
 
@@ -225,8 +226,6 @@ class PartitionBatch:
     def _lift_overlay(self, artist: str | None = None) -> None:
         for work_id in [w for w in self._overlaid if artist is None or self.catalog.get(w).artist_id == artist]:
             self.catalog.put_back(work_id, self._overlaid.pop(work_id))
-
-    # --- per-user results ------------------------------------------------------------------
 
     def _profile(self, user: str) -> Profile:
         profile = self._loaded.get(user)

@@ -240,7 +240,7 @@ class RecItem(msgspec.Struct):
     source: str  # affinity | similar | curated | trending | latest
 
 
-class Recommendations(msgspec.Struct):
+class Recommendations(msgspec.Struct, omit_defaults=True):
     """``recommendations`` record and table value, keyed by user id."""
 
     user_id: str
@@ -249,6 +249,7 @@ class Recommendations(msgspec.Struct):
     model_version: str
     trigger: str
     items: list[RecItem]
+    alias_of: str = ""  # an id merged into another: its last list, and the id whose list is now its (core.aliases)
 
     def listing(self) -> list[tuple[str, str]]:
         """(artwork id, source) per item: what a client sees of the list, scores aside."""

@@ -5,18 +5,20 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from urllib.parse import quote
 
 import msgspec
 from aiohttp import web as aiohttp_web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from streams.core.affinity import load
+from streams.core.aliases import MAX_VIA
 from streams.core.coengagement import MARK
 from streams.core.experiments import assign
 from streams.core.metrics import metrics
 from streams.core.properties import is_id
 from streams.core.recommend import cold_start
-from streams.core.records import Recommendations, encode
+from streams.core.records import Recommendations, decode_recs, encode
 from streams.kafka.offsets import fetched_position
 from streams.worker import exposures, tables
 from streams.worker.app import affinity_model, app, clock, image_config, pipeline_config, settings
@@ -88,14 +90,22 @@ async def user_recommendations(request):
     """GET /recommendations/{user_id}: the precomputed list; a new or unknown user gets the
     cold-start list, never a 404. The hot read, so a plain aiohttp handler (`install`), not a
     faust view: faust's view dispatch and its web sensors cost more than the read itself."""
-    user_id = request.match_info["user_id"]
+    return await _served_list(request, request.match_info["user_id"])
+
+
+async def _served_list(request, user_id: str, hops: int = 0):
+    """`user_id`'s list, served here or by its owner; an id merged into another serves that id's
+    list (its value is a pointer there: streams.core.aliases.pointer_list), at most MAX_VIA hops."""
     partition = owned_partition(tables.recommendations, user_id)
     if partition is None:
-        forwarded = await forward(tables.recommendations, user_id, request)
+        forwarded = await forward(tables.recommendations, user_id, request,
+                                  f"/recommendations/{quote(user_id, safe='')}" if hops else None)
         if forwarded is not None:
             return forwarded
-    metrics.inc("recstream_http_recommendations_total")
     raw = read(tables.recommendations, user_id, partition)
+    if raw is not None and raw[-2:] != b"]}" and hops < MAX_VIA:  # a list ends with its items; a pointer does not
+        return await _served_list(request, decode_recs(raw).alias_of or user_id, hops + 1)
+    metrics.inc("recstream_http_recommendations_total")
     if raw is None:
         tables.ensure_catalog_loaded()
         variant = assign(pipeline_config.experiment, user_id, pipeline_config.variants)
