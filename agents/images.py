@@ -4,9 +4,8 @@ images.replies out (catalog.images: agents.catalog). Logic: streams.core.image_p
 import time
 
 from agents.deadletters import decoded_by_partition
-from streams.core.records import decode_image_keyed
 from streams.worker import topics
-from streams.worker.app import app, settings
+from streams.worker.app import app, keyed_images, settings
 from streams.worker.commit import BatchCommit
 from streams.worker.image_batches import apply_images
 from streams.worker.state import write_shares
@@ -15,7 +14,7 @@ from streams.worker.state import write_shares
 async def process_images(stream):
     """faust's path over images.keyed (RECSTREAM_DIRECT_INGEST=false); direct ingest reads it itself."""
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        parts = await decoded_by_partition(events, decode_image_keyed, "invalid_internal_record", keyed=True)
+        parts = await decoded_by_partition(events, keyed_images, "invalid_internal_record", keyed=True)
         batch = BatchCommit(app)
         for partition, _, records in parts:  # no await from the first read to commit's local write
             apply_images(partition, records, batch)

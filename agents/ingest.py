@@ -31,12 +31,12 @@ from streams.core.ingest import (
     stamp_origin,
 )
 from streams.core.metrics import metrics
-from streams.core.records import Pending, Signal, decode_image_keyed, decode_keyed
+from streams.core.records import Pending, Signal
 from streams.core.retries import decode_pending
 from streams.kafka.direct import DirectIngest, direct_group
 from streams.kafka.offsets import adopt_committed
 from streams.worker import topics
-from streams.worker.app import app, parser_config, pipeline_config, settings
+from streams.worker.app import app, keyed_images, keyed_records, parser_config, pipeline_config, settings
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.image_batches import apply_images
 from streams.worker.runtime import before_stop, owned_partitions, recovered
@@ -111,11 +111,11 @@ async def direct_batch(records) -> None:
     catalog_records(catalog, batch)  # first: this read's events may name the works it brings
     here, wall = _ingest_into(inputs, batch), time.monotonic()
     for partition in sorted(users.keys() | here.keys()):
-        keyed = decoded_into(batch, users.get(partition, ()), decode_keyed, "invalid_internal_record", keyed=True)
+        keyed = decoded_into(batch, users.get(partition, ()), keyed_records, "invalid_internal_record", keyed=True)
         apply_records(partition, keyed + here.get(partition, []), batch, owed_lists.hold_for(partition, wall))
     _build_owed(owed_lists.due(wall), batch, wall)  # lists whose window ended
     for partition, recs in images.items():
-        apply_images(partition, decoded_into(batch, recs, decode_image_keyed, "invalid_internal_record", keyed=True),
+        apply_images(partition, decoded_into(batch, recs, keyed_images, "invalid_internal_record", keyed=True),
                      batch)
     held = {(_PENDING, partition): hold for partition, recs in pending.items()
             if (hold := _retry_due(recs, batch)) is not None}

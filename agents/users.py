@@ -4,9 +4,8 @@ recommendations out. All logic is in streams.core.pipeline; this only moves byte
 import time
 
 from agents.deadletters import decoded_by_partition
-from streams.core.records import decode_keyed
 from streams.worker import topics
-from streams.worker.app import app, settings
+from streams.worker.app import app, keyed_records, settings
 from streams.worker.commit import BatchCommit
 from streams.worker.state import write_shares
 from streams.worker.user_batches import apply_records
@@ -15,7 +14,7 @@ from streams.worker.user_batches import apply_records
 async def process_users(stream):
     """faust's path over signals.keyed (RECSTREAM_DIRECT_INGEST=false); direct ingest reads it itself."""
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        parts = await decoded_by_partition(events, decode_keyed, "invalid_internal_record", keyed=True)
+        parts = await decoded_by_partition(events, keyed_records, "invalid_internal_record", keyed=True)
         batch = BatchCommit(app)
         for partition, _, records in parts:  # no await from the first read to commit's local write
             apply_records(partition, records, batch)

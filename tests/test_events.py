@@ -507,3 +507,29 @@ def test_replay_keys_a_record_by_the_id_the_worker_keeps_its_state_under():
     assert route_line(blank) == ("events.segment", b"anon-1")
     typed = b'{"kind":"image_conversion","consumer_id":"c1","merchant_id":"m1","image_id":"i1","timestamp":"2026-01-01T00:00:00Z"}'
     assert route_line(typed) == ("images.conversions", b"c1")
+
+
+def test_a_message_naming_more_works_than_max_targets_is_dead_lettered_and_shares_stay_bounded():
+    """An outside fuzzer: one anonymous "Product Viewed" naming 3,000 works added 3,000 views' weight to
+    their artist and made a 3 MB profile (each message's share kept the artist once per work)."""
+    from streams.core.affinity import AffinityModel, Profile, dump
+    from streams.core.ingest import MAX_TARGETS, ParserConfig, ingest_one
+    from streams.core.records import Signal, Target
+    from streams.core.shares import MAX_SHARED_ARTISTS
+
+    def viewed(n: int) -> bytes:
+        return json.dumps({"type": "track", "event": "Product Viewed", "anonymousId": "anon-x", "messageId": f"m{n}",
+                           "timestamp": "2026-11-01T00:00:00Z",
+                           "properties": {"artist_id": "a" * 200, "artwork_ids": [f"w{i}" for i in range(n)]}}).encode()
+
+    assert isinstance(ingest_one(viewed(MAX_TARGETS), None, {}, ParserConfig()), Signal)
+    refused = ingest_one(viewed(MAX_TARGETS + 1), None, {}, ParserConfig())
+    assert (refused.reason, refused.detail) == ("invalid_property", f"{MAX_TARGETS + 1} works in one message: at most 100")
+    typed = json.dumps({"user_id": "u", "artist_id": "a", "artwork_ids": [f"w{i}" for i in range(3000)],
+                        "timestamp": "2026-11-01T00:00:00Z"}).encode()
+    assert ingest_one(typed, "view", {}, ParserConfig()).reason == "invalid_property"
+    model, anon = AffinityModel(), Profile()
+    for i in range(64):  # 64 messages at the bound, distinct 200-char artists
+        targets = tuple(Target(f"{i:03}{j:03}" + "a" * 200, f"w{j}") for j in range(MAX_TARGETS))
+        model.learn_one(anon, Signal("view", "anon-x", f"m{i}", 1e9 + i, targets, anonymous=True))
+    assert sum(len(s.artists) for s in anon.shares) <= MAX_SHARED_ARTISTS and len(dump(anon)) < 400_000

@@ -212,21 +212,29 @@ def test_bad_records_on_the_internal_topics_are_dead_lettered_by_direct_ingest(m
     """signals.keyed and images.keyed are read by direct ingest (not faust's agents): a record no
     pipeline can decode goes to the dead-letter topic with its position and bytes, in the same
     state transaction as the valid records around it, and the next valid record is applied."""
+    from streams.core.affinity import Profile, dump
     from streams.core.ingest import KeyPartitioner
-    from streams.core.records import Signal, Target, encode_keyed
+    from streams.core.records import ImageEvent, Merge, Signal, Target, encode_keyed
 
     app_id = module_cluster.env["RECSTREAM_APP_ID"]
     user = f"keyed-{next(_users)}"
     home = KeyPartitioner(4)(user.encode())
     valid = encode_keyed(Signal("follow", user, f"ok-{user}", 1767225600.0, (Target("artist-1"),)))
     endless = encode_keyed(Signal("follow", user, f"inf-{user}", float("inf"), (Target("artist-2"),)))  # froze the clock
-    bad = [(b"k", b"\xc1 not msgpack"), (None, b"\x93\x01\x02\x03"), (user.encode(), None), (user.encode(), endless)]
+    # an outside fuzzer: stamped 9.9e10 (the schema's bound), one signal took over trending for everyone, for good
+    future = encode_keyed(Signal("save", user, f"far-{user}", 9.9e10, (Target("artist-3", "far-work"),)))
+    future_merge = encode_keyed(Merge(user, "other", f"fm-{user}", dump(Profile(scores={"artist-4": 1.0}, ref=9.9e10))))
+    bad = [(b"k", b"\xc1 not msgpack"), (None, b"\x93\x01\x02\x03"), (user.encode(), None), (user.encode(), endless),
+           (user.encode(), future), (user.encode(), future_merge)]
     offsets = send(module_cluster, f"{app_id}.signals.keyed", [*bad, (user.encode(), valid)], partition=home)
     wait_until(lambda: applied(worker, user), 60, what="the valid keyed signal behind the bad ones")
     for offset, (_, raw) in zip(offsets[:-1], bad, strict=True):
         assert_survived(module_cluster, worker, f"{app_id}.signals.keyed", offset, "invalid_internal_record", raw)
-    (offset,) = send(module_cluster, f"{app_id}.images.keyed", [(b"c1", b"\xc1")], partition=home)
-    assert_survived(module_cluster, worker, f"{app_id}.images.keyed", offset, "invalid_internal_record", b"\xc1")
+    far_image = encode_keyed(ImageEvent("impression", "c1", "m1", "i1", "far-image", 9.9e10))
+    for raw in (b"\xc1", far_image):
+        (offset,) = send(module_cluster, f"{app_id}.images.keyed", [(b"c1", raw)], partition=home)
+        assert_survived(module_cluster, worker, f"{app_id}.images.keyed", offset, "invalid_internal_record", raw)
+    assert "far-work" not in json.dumps(get_json(worker, "/recommendations/someone-new")[1])
 
 
 def test_a_malformed_http_request_is_a_400_and_a_counter_not_a_traceback_in_the_log(module_cluster, worker):

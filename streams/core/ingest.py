@@ -44,6 +44,9 @@ from streams.core.retries import retry_or_give_up
 
 # Where ingest sends things (logical names; the agent maps them to this app's topics).
 SIGNALS, IMAGES, PENDING, DEADLETTER = "signals.keyed", "images.keyed", "pending", "deadletter"
+# works one message may name (an order's products, artwork_ids): one "view" of 3,000 works added 3,000 views'
+# weight to their artist and made a 3 MB profile (an outside fuzzer); Segment's own messages stop at 32 KB
+MAX_TARGETS = 100
 _PENDING = msgspec.msgpack.Encoder()
 
 
@@ -151,6 +154,8 @@ def _ingest(raw: bytes | None, typed_kind: str | None, artist_of: Any, config: P
     else:
         parsed = parse_typed(typed_kind, raw, max_bytes=config.max_bytes)
     if isinstance(parsed, Signal):
+        if len(parsed.targets) > MAX_TARGETS:  # each target adds the kind's weight: one view of 3,000 works
+            return Rejected("invalid_property", f"{len(parsed.targets)} works in one message: at most {MAX_TARGETS}")
         return resolve_artists(parsed, artist_of)
     return parsed
 

@@ -33,6 +33,7 @@ from streams.core.records import Signal
 from streams.core.seen import contains, digest
 
 MAX_SHARES = 64  # an anonymous id's last messages whose share a merge can take back
+MAX_SHARED_ARTISTS = 256  # ... and at most this many artist entries in all (a profile is one Kafka record)
 
 
 class Share(msgspec.Struct, array_like=True):
@@ -51,8 +52,11 @@ def remember_share(profile, signal: Signal, weight: float) -> None:
     profile that has its user is merged no further, but by an alias."""
     if signal.anonymous:
         artists = [t.artist_id for t in signal.targets] if weight else []
-        share = Share(digest(signal.message_id), signal.time, weight, artists)
-        profile.shares = [*profile.shares[1 - MAX_SHARES:], share]
+        shares = [*profile.shares[1 - MAX_SHARES:], Share(digest(signal.message_id), signal.time, weight, artists)]
+        total = sum(len(s.artists) for s in shares)
+        while total > MAX_SHARED_ARTISTS and len(shares) > 1:  # 64 messages of 3,000 works' 1 KB ids: 190 MB
+            total -= len(shares.pop(0).artists)
+        profile.shares = shares
     elif profile.shares:
         profile.shares = []
 

@@ -8,6 +8,8 @@ import faust
 
 from streams.core.clock import Clock
 from streams.core.config import core_objects
+from streams.core.internal import Checked
+from streams.core.records import decode_image_keyed, decode_keyed
 from streams.core.settings import Settings
 
 settings = Settings.from_env()
@@ -63,6 +65,9 @@ def _image_config(read_from: dict[str, int]):
 
 
 affinity_model, parser_config, pipeline_config = core_objects(settings)
+# internal records decoded with the inputs' time rule (streams.core.internal)
+keyed_records = Checked(decode_keyed, parser_config.max_future_s)
+keyed_images = Checked(decode_image_keyed, parser_config.max_future_s)
 clock = Clock(settings.clock)  # what "now" is for lists: the wall clock, or event time (backtests)
 # the input group's committed offsets by "topic:partition", one dict for both pipelines, kept current by direct ingest
 image_config = _image_config(pipeline_config.read_from)

@@ -1,0 +1,37 @@
+"""Internal records read back (pure): what a record of the internal topics must pass beyond its
+schema, since whoever can write those topics is not always a worker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from streams.core.affinity import load as load_profile
+from streams.core.records import Merge, Signal  # noqa: F401 - Signal: the doctest's
+
+
+class Checked:
+    """An internal record's decoder that also refuses (ValueError) a time further ahead of the wall
+    clock than any input's may run (`max_future_s`, plus the workers' clock skew): ingest checked
+    the time, so only a hand-written record has one, and one Signal stamped 9.9e10 on signals.keyed
+    took over trending for everyone, for good (an outside fuzzer). A merge's is its profile's time.
+
+    >>> import msgspec
+    >>> checked = Checked(lambda raw: Signal("view", "u", "m", float(raw)), max_future_s=60.0, clock=lambda: 1000.0)
+    >>> checked(b"1100").time
+    1100.0
+    >>> checked(b"9.9e10")
+    Traceback (most recent call last):
+    ValueError: its time is 98999999000 s ahead of the wall clock
+    """
+
+    def __init__(self, decode: Callable[[bytes], Any], max_future_s: float, clock: Callable[[], float] = time.time):
+        self.decode, self.latest, self.clock = decode, max_future_s + 60.0, clock
+
+    def __call__(self, raw: bytes):
+        record = self.decode(raw)
+        t = load_profile(record.profile).ref if isinstance(record, Merge) else getattr(record, "time", None)
+        if t is not None and t - self.clock() > self.latest:
+            raise ValueError(f"its time is {t - self.clock():.0f} s ahead of the wall clock")
+        return record
