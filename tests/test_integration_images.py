@@ -120,17 +120,19 @@ def test_impressions_of_many_merchants_with_long_ids_never_stop_the_worker(clust
     flood = [(b"flooder", dumps({"consumer_id": "flooder", "merchant_id": f"{i:05d}{long}", "image_id": f"i{long}",
                                  "timestamp": NOW, "message_id": f"flood-{i}"})) for i in range(3000)]
     cluster.produce("images.impressions", flood)
-    cluster.produce("events.segment", [image_event("impression", "after-flood", "burger", "after-1")])
+    cluster.produce("events.segment", [image_event("impression", f"after-flood-{i}", "burger", f"after-{i}")
+                                       for i in range(3)])  # m1: the most exposed merchant
     wait_caught_up(worker, 120)
     assert worker.proc.poll() is None, cluster.logs()
 
     def readout() -> dict | None:  # the readout's copy of the tallies follows within the share flush
         images = next(e for e in get_json(worker, "/experiments")[1]["experiments"] if e["kind"] == "images")
-        return images if sum(v["exposures"] for v in images["variants"]) == 3001 else None
+        return images if sum(v["exposures"] for v in images["variants"]) == 3003 else None
 
     images = wait_until(readout, 30, what="every impression counted")  # the experiment's own counts: every one
     assert images["merchants_dropped"] > 0  # the least exposed merchants' counts went
+    assert len(images["merchants"]) == 100 < images["merchants_total"]  # the readout lists the most exposed
     assert "m1" in images["merchants"] and "MessageSizeTooLarge" not in cluster.logs()
     worker.stop()
     again = cluster.start_worker("w1")  # a restart reads it all back
-    assert get_json(again, "/images/after-flood?merchants=m1")[0] == 200
+    assert get_json(again, "/images/after-flood-0?merchants=m1")[0] == 200

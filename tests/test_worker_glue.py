@@ -488,3 +488,24 @@ def test_a_catalog_record_that_fails_to_apply_is_dead_lettered_and_the_rest_appl
     assert [(letter["reason"], letter["offset"]) for letter in letters] == [("internal_error", 1)]
     refreshes = [m for m in sent if m[0] is topics.signals]
     assert {m[3] for m in refreshes} == set(range(catalog.settings.partitions))  # the artist's fans, every partition
+
+
+def test_a_failure_letter_of_a_record_without_its_input_position_names_this_apps_internal_topic():
+    """An outside fuzzer: the letter of a keyed record whose source was no position named the logical
+    "signals.keyed", not the topic it was read from."""
+    from types import SimpleNamespace
+
+    import msgspec
+
+    from streams.core.ingest import IMAGES
+    from streams.core.records import ImageEvent, Signal
+    from streams.worker import topics
+    from streams.worker.user_batches import send_failures
+
+    sent = []
+    batch = SimpleNamespace(send=lambda *message: sent.append(message))
+    send_failures(batch, [(Signal("view", "u", "m", 1.0, source="no-colon"), "ValueError")], 3)
+    send_failures(batch, [(ImageEvent("impression", "c", "m", "i", "e", 1.0), "KeyError")], 2, IMAGES)
+    letters = [msgspec.json.decode(value) for topic, _, value, *_ in sent if topic is topics.deadletter]
+    assert [(letter["topic"], letter["partition"], letter["reason"]) for letter in letters] == [
+        (topics.signals.get_topic_name(), 3, "internal_error"), (topics.images_keyed.get_topic_name(), 2, "internal_error")]

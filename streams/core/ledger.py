@@ -20,6 +20,7 @@ True
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Iterable, Mapping, MutableMapping
 
@@ -43,6 +44,7 @@ from streams.core.records import MAX_TABLE_VALUE_BYTES
 
 __all__ = ["CONVERSION_KINDS", "Ledger", "load_tally", "readout"]
 RECS, IMAGES = "tally:", "images:"  # key prefixes of the partitions' tallies
+MAX_READOUT_MERCHANTS = 100  # per-merchant reports in a readout, the most exposed first
 
 
 def tally_key(partition: int, kind: str = "recs") -> str:
@@ -196,8 +198,11 @@ def readout(tallies: Iterable[tuple[str, bytes]], experiments: Mapping[str, tupl
         if kind == "recs":
             entry["sources"] = {v: dict(c.sources) for v, c in tally.variants().items()}
         else:
-            entry["merchants"] = {group: _report(variants, shares).as_dict()
-                                  for group, variants in sorted(tally.groups.items()) if group}
+            merchants = [(group, variants) for group, variants in tally.groups.items() if group]
+            shown = heapq.nsmallest(MAX_READOUT_MERCHANTS, merchants, key=lambda m: (
+                -sum(c.exposures for c in m[1].values()), m[0]))  # 40,000 merchants made a 10 MB readout
+            entry["merchants"] = {group: _report(variants, shares).as_dict() for group, variants in sorted(shown)}
+            entry["merchants_total"] = len(merchants)  # counted; the most exposed MAX_READOUT_MERCHANTS listed
             entry["merchants_dropped"] = tally.dropped  # least exposed merchants' counts dropped to fit (fitted)
         out.append(entry)
     return {"experiments": out}

@@ -10,7 +10,7 @@ import time
 
 from streams.core.coengagement import MARK, read_mark, settle
 from streams.core.guarded import run_guarded
-from streams.core.ingest import SIGNALS, failure_letter
+from streams.core.ingest import IMAGES, SIGNALS, failure_letter
 from streams.core.ledger import tally_key
 from streams.core.metrics import metrics
 from streams.core.pipeline import PartitionBatch
@@ -42,10 +42,12 @@ def apply_records(partition: int, records: list, batch: BatchCommit, hold=None) 
 
 def send_failures(batch: BatchCommit, failed: list, partition: int, topic: str = SIGNALS) -> None:
     """The records a guarded batch failed on (core.guarded: (record, why)), dead-lettered `internal_error`
-    into `batch`; `topic`: the internal topic they were read from, for those without an input position."""
+    into `batch`; `topic`: the internal topic they were read from (logical name), for those without an input
+    position: the letter names it as this app's topic."""
+    name = {SIGNALS: topics.signals, IMAGES: topics.images_keyed}[topic].get_topic_name()
     for record, why in failed:
         metrics.inc("recstream_dead_letters_total", reason="internal_error")
-        batch.send(topics.deadletter, None, failure_letter(record, why, partition, topic))
+        batch.send(topics.deadletter, None, failure_letter(record, why, partition, name))
 
 
 def refresh_users(partition: int, users: list[str], batch: BatchCommit) -> int:
