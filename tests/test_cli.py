@@ -287,7 +287,7 @@ def test_experiments_report_says_the_file_it_wrote(tmp_path, monkeypatch, capsys
         return [{"t": 1.0, "experiment": "recs", "variants": {"A": {"users": 10, "converted": 2}}}]
 
     monkeypatch.setenv("RECSTREAM_BROKER_URL", "kafka://127.0.0.1:1")
-    monkeypatch.setattr(readout, "fetch", lambda worker: {"experiments": []})
+    monkeypatch.setattr(readout, "fetch", lambda worker, token="": {"experiments": []})
     monkeypatch.setattr(readout, "read_snapshots", snapshots)
     assert readout.main(["report", "--out", str(tmp_path / "plot")]) == 0
     assert (tmp_path / "plot.png").exists() and f"wrote {tmp_path / 'plot.png'} (1 snapshots)" in capsys.readouterr().out
