@@ -259,3 +259,21 @@ def test_a_merge_read_again_after_a_kill_9_that_lost_its_changelog_write_rewrite
     batch(merge, lost=True)  # kill -9 after the local write, before the acks
     batch(merge)  # the restart reads it again
     assert changelog["u1"] == local["u1"] and "anon" in load(changelog["u1"]).merged
+
+
+def test_an_identify_leaves_the_old_id_a_pointer_list_and_an_exposure_of_it_counts_in_a_real_variant():
+    from streams.core.ledger import load_tally, tally_key
+    from streams.core.pipeline import PartitionBatch
+    from streams.core.popularity import PopularityView
+    from streams.core.records import Exposure, decode_recs
+    from tests.test_pipeline import NOW
+
+    w = World(*WORKS)
+    attribution = {}
+    out = w.run([Identity("member", "anon", "id-1", NOW)])["recommendations"]
+    pointer = decode_recs(w.recs["anon"])
+    assert (pointer.alias_of, pointer.items, [o.key for o in out]) == ("member", [], [b"anon"])
+    batch = PartitionBatch(CFG, 0, w.profiles, w.recs, w.fans, w.partial, w.catalog, PopularityView([w.partial]), NOW,
+                           attribution=attribution)
+    batch.run([Exposure("anon", "x-1", NOW)])  # no variant given, and the pointer has none
+    assert "" not in load_tally(attribution[tally_key(0)]).variants()
