@@ -88,6 +88,12 @@ def check_web_address(host: str, port: int) -> None:
                           "(RECSTREAM_WEB_HOST / RECSTREAM_WEB_PORT)") from None
 
 
+def start_client(settings, bootstrap: str) -> dict:
+    """The worker's start-up Kafka clients' settings: a request unanswered for 15 s (aiokafka's
+    default: 40) means a broker that is not serving."""
+    return {**settings.aiokafka_kwargs(), "bootstrap_servers": bootstrap, "request_timeout_ms": 15000}
+
+
 def check_local_state(app, settings, bootstrap: str) -> None:
     """The data dir made, an older layout's state pointed out, and the local stores ahead of
     their changelogs removed (streams.worker.local_state: faust would refuse to start)."""
@@ -99,10 +105,9 @@ def check_local_state(app, settings, bootstrap: str) -> None:
         print(f"recstream worker: {data / 'v1'} holds local state of an earlier recstream, not used: each app id's "
               f"state is now kept in {data}/<app id> (this one recovers it from the changelogs); delete "
               f"{data / 'v1'} to free the space", file=sys.stderr)
-    client = {**settings.aiokafka_kwargs(), "bootstrap_servers": bootstrap, "request_timeout_ms": 15000}
     try:
-        drop_stores_ahead(app, client, lambda line: print(f"recstream worker: {line}", file=sys.stderr),
-                          TOPICS_WAIT_S)
+        drop_stores_ahead(app, start_client(settings, bootstrap),
+                          lambda line: print(f"recstream worker: {line}", file=sys.stderr), TOPICS_WAIT_S)
     except Exception as exc:  # noqa: BLE001 - a broker that stopped answering since the topics were made
         raise StartFailed(f"cannot read its changelogs' ends from {settings.broker_url} "
                           f"({str(exc) or type(exc).__name__})") from None
@@ -124,8 +129,7 @@ def prepare_topics(settings, bootstrap: str) -> None:
     topics = declared()
     wanted = {name: (t.partitions or settings.partitions, dict(t.config or {})) for name, t in topics.items()}
     url = settings.broker_url
-    # a request unanswered for 15 s (aiokafka's default: 40) means a broker that is not serving
-    client = {**settings.aiokafka_kwargs(), "bootstrap_servers": bootstrap, "request_timeout_ms": 15000}
+    client = start_client(settings, bootstrap)
     try:  # bounded: faust itself crashed (refused) or hung for good (a broker that never answers)
         counts = asyncio.run(asyncio.wait_for(_create_and_count(client, wanted), TOPICS_WAIT_S))
     except Exception as exc:  # noqa: BLE001 - whatever it was, the worker cannot start without them

@@ -31,8 +31,9 @@ from streams.core.images import (
 from streams.core.ledger import Ledger, input_position
 from streams.core.positions import counted_when_applied, first_delivery, note_repeat
 from streams.core.properties import KEY_JOIN, is_id
-from streams.core.records import MAX_ID_CHARS, MAX_TABLE_VALUE_BYTES, ImageEvent, ImageRequest
+from streams.core.records import MAX_ID_CHARS, MAX_TABLE_VALUE_BYTES, ImageEvent, ImageRequest  # noqa: F401 - doctests
 from streams.core.seen import remember
+from streams.core.values import fit_value
 
 CHOSEN, REPLIES = "images.chosen", "images.replies"
 MAX_MERCHANTS_PER_CONSUMER = 1000
@@ -103,12 +104,12 @@ def dump_state(state: ConsumerImages) -> bytes:
     >>> len(dump_state(state)) <= MAX_TABLE_VALUE_BYTES, "m1999" in state.merchants, "m0" in state.merchants
     (True, True, False)
     """
-    raw = _STATE_ENC.encode(state)
-    while len(raw) > MAX_TABLE_VALUE_BYTES and state.merchants:
-        for merchant in list(state.merchants)[: max(1, len(state.merchants) // 4)]:
-            del state.merchants[merchant]
-        raw = _STATE_ENC.encode(state)
-    return raw
+    def forget_oldest(s: ConsumerImages) -> bool:
+        for merchant in list(s.merchants)[: max(1, len(s.merchants) // 4)]:
+            del s.merchants[merchant]
+        return bool(s.merchants)
+
+    return fit_value(state, _STATE_ENC.encode, forget_oldest)
 
 
 def load_state(raw: bytes | None) -> ConsumerImages:
@@ -243,11 +244,7 @@ def dump_counts(counts: GlobalCounts) -> bytes:
     >>> len(dump_counts(counts)) <= MAX_TABLE_VALUE_BYTES, len(counts.counts), "m7999|" + "x" * 200 in counts.counts
     (True, 4000, True)
     """
-    raw = _STATE_ENC.encode(counts)
-    while len(raw) > MAX_TABLE_VALUE_BYTES:
-        counts.keep(len(counts.counts) // 2)
-        raw = _STATE_ENC.encode(counts)
-    return raw
+    return fit_value(counts, _STATE_ENC.encode, lambda c: c.keep(len(c.counts) // 2))
 
 
 _COUNTS = msgspec.msgpack.Decoder(GlobalCounts)

@@ -32,6 +32,6 @@ class Checked:
     def __call__(self, raw: bytes):
         record = self.decode(raw)
         t = load_profile(record.profile).ref if isinstance(record, Merge) else getattr(record, "time", None)
-        if t is not None and t - self.clock() > self.latest:
-            raise ValueError(f"its time is {t - self.clock():.0f} s ahead of the wall clock")
+        if t is not None and (ahead := t - self.clock()) > self.latest:
+            raise ValueError(f"its time is {ahead:.0f} s ahead of the wall clock")
         return record

@@ -40,7 +40,8 @@ from streams.core.attribution import (
     load_tally,
     merge_tallies,
 )
-from streams.core.records import MAX_TABLE_VALUE_BYTES
+from streams.core.records import MAX_TABLE_VALUE_BYTES  # noqa: F401 - fitted's doctest
+from streams.core.values import fit_value
 
 __all__ = ["CONVERSION_KINDS", "Ledger", "load_tally", "readout"]
 RECS, IMAGES = "tally:", "images:"  # key prefixes of the partitions' tallies
@@ -145,8 +146,8 @@ class Ledger:
         return fitted(self.state.tally)
 
 
-def fitted(tally: Tally, limit: int = MAX_TABLE_VALUE_BYTES) -> bytes:
-    """`tally`'s msgpack within `limit` bytes: the least exposed groups (images: merchants) go
+def fitted(tally: Tally) -> bytes:
+    """`tally`'s msgpack within one table value: the least exposed groups (images: merchants) go
     first, counted in `dropped`; the experiment's own counts ("") always stay. Any merchant id
     names a group, so 40,000 impressions of distinct merchants made one partition's tally over
     Kafka's 1 MB and stopped the worker for good (an outside fuzzer).
@@ -157,15 +158,17 @@ def fitted(tally: Tally, limit: int = MAX_TABLE_VALUE_BYTES) -> bytes:
     >>> len(fitted(t)) <= MAX_TABLE_VALUE_BYTES, len(t.groups) + t.dropped, "m2999" + "x" * 300 in t.groups
     (True, 3000, True)
     """
-    raw = dump(tally)
-    while len(raw) > limit and len(tally.groups) > ("" in tally.groups):
-        least = sorted((sum(c.exposures for c in variants.values()), group)
-                       for group, variants in tally.groups.items() if group)
-        for _, group in least[: max(1, len(least) // 2)]:
-            del tally.groups[group]
-            tally.dropped += 1
-        raw = dump(tally)
-    return raw
+    return fit_value(tally, dump, _drop_least_exposed)
+
+
+def _drop_least_exposed(tally: Tally) -> bool:
+    """Half the groups but the experiment's own (""), the least exposed; False when none is left."""
+    least = sorted((sum(c.exposures for c in variants.values()), group)
+                   for group, variants in tally.groups.items() if group)
+    for _, group in least[: max(1, len(least) // 2)]:
+        del tally.groups[group]
+        tally.dropped += 1
+    return bool(least)
 
 
 def control_of(shares: Mapping[str, float]) -> str:

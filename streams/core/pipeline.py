@@ -81,7 +81,8 @@ class PartitionBatch:
                  attribution: MutableMapping[str, bytes] | None = None, hold: Callable[[str, str], bool] | None = None):
         self.cfg, self.partition, self.hold = cfg, partition, hold  # hold(user, trigger): list owed (core.throttle)
         self.profiles, self.recs, self.fans = profiles, recs, fans  # recs: an aliased id's list is a pointer
-        self.ledger = None if attribution is None else Ledger(attribution, partition, cfg.attribution)  # exposures...
+        # exposures (emitted lists, Exposure records) and conversions, per variant
+        self.ledger = None if attribution is None else Ledger(attribution, partition, cfg.attribution)
         self.partial, self.catalog, self.popularity, self.now = partial, catalog, popularity, now
         self._loaded: dict[str, Profile] = {}
         self._raw: dict[str, bytes | None] = {}  # each loaded user's profile as stored (TopCache's key)

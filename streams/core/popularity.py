@@ -29,7 +29,7 @@ import msgspec
 
 from streams.core.affinity import decay
 from streams.core.positions import share_takes
-from streams.core.records import MAX_TABLE_VALUE_BYTES
+from streams.core.values import fit_value
 
 MAX_TRENDING_PER_PARTITION = 2000
 MAX_PAIRS_PER_PARTITION = 20000
@@ -131,12 +131,12 @@ _DEC = msgspec.msgpack.Decoder(Partial)
 def dump_partial(p: Partial) -> bytes:
     """msgpack, within one table value (events may name artists and works with ids of any length):
     the weakest pairs and trending works go until it fits."""
-    raw = _ENC.encode(p)
-    while len(raw) > MAX_TABLE_VALUE_BYTES:
-        p.pairs = _strongest(p.pairs, len(p.pairs) // 2)
-        p.trending.scores = _strongest(p.trending.scores, len(p.trending.scores) // 2)
-        raw = _ENC.encode(p)
-    return raw
+    return fit_value(p, _ENC.encode, _halve)
+
+
+def _halve(p: Partial) -> None:
+    p.pairs = _strongest(p.pairs, len(p.pairs) // 2)
+    p.trending.scores = _strongest(p.trending.scores, len(p.trending.scores) // 2)
 
 
 def load_partial(raw: bytes | None) -> Partial:

@@ -103,8 +103,9 @@ async def _served_list(request, user_id: str, hops: int = 0):
         if forwarded is not None:
             return forwarded
     raw = read(tables.recommendations, user_id, partition)
-    if raw is not None and raw[-2:] != b"]}" and hops < MAX_VIA:  # a list ends with its items; a pointer does not
-        return await _served_list(request, decode_recs(raw).alias_of or user_id, hops + 1)
+    # a list ends with its items; a pointer (its alias_of last) does not
+    if raw is not None and raw[-2:] != b"]}" and hops < MAX_VIA and (merged := decode_recs(raw).alias_of):
+        return await _served_list(request, merged, hops + 1)
     metrics.inc("recstream_http_recommendations_total")
     if raw is None:
         tables.ensure_catalog_loaded()
