@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.core.metrics import metrics
 from streams.kafka.admin import partition_counts
-from streams.kafka.offsets import fetched_position
+from streams.kafka.offsets import fetched_position, stop_consumer
 
 log = logging.getLogger(__name__)
 AGE_BOUNDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 3600.0)
@@ -153,7 +153,7 @@ class DirectIngest:
                 await self._commit(await self._covered())
             except Exception as exc:  # e.g. the producer already stopped: a restart replays from the last commit
                 log.warning("direct ingest: final commit failed: %r", exc)
-            await self.consumer.stop()
+            await stop_consumer(self.consumer)
 
     async def _learn_partitions(self) -> None:
         counts = await partition_counts(self.consumer, self.topics)

@@ -27,14 +27,21 @@ def fetched_position(consumer, tp) -> tuple[int | None, int | None]:
 
 
 async def stop_consumer(consumer) -> None:
-    """`consumer.stop()`; aiokafka's group coordinator can raise CancelledError from its own
-    cancelled task when a consumer stops right after starting (no topics yet: a traceback from
-    `rebuild --bulk` on a fresh prefix). Our own cancellation still propagates."""
+    """`consumer.stop()`; aiokafka can raise CancelledError from its own cancelled tasks: the group
+    coordinator's when a consumer stops right after starting (no topics yet: a traceback from
+    `rebuild --bulk` on a fresh prefix), the fetcher's when a fetch was waiting out its retry
+    backoff (a broker gone: the worker's stop ended there and the process never exited). Our own
+    cancellation still propagates."""
     try:
         await consumer.stop()
     except asyncio.CancelledError:
-        if asyncio.current_task().cancelling():
+        if being_cancelled():
             raise
+
+
+def being_cancelled() -> bool:
+    """Whether the running task itself was asked to cancel (not a CancelledError from a task it awaited)."""
+    return bool(getattr(asyncio.current_task(), "cancelling", lambda: 1)())
 
 
 async def true_end_offsets(ends: dict, client_kwargs: dict, timeout: float = 10.0) -> dict:

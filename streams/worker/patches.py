@@ -8,9 +8,9 @@ other versions, loudly, since a patch of internals that moved would fail in sile
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from streams.kafka.offsets import true_end_offsets
+from streams.worker.stopping import install_fetcher_close, install_stop_first
 
 CHECKED = {"faust": ("0.15.3", "0.16"), "aiokafka": ("0.14", "0.15")}  # [low, high)
 
@@ -44,6 +44,7 @@ def install_all(settings) -> None:
     install_rocksdb_budget(settings.rocksdb_cache_mb)
     install_fetch_max_wait(faust_fetch_max_wait_ms(settings))
     install_stop_first()
+    install_fetcher_close()
     install_recovery_generation()
     if settings.true_end_offsets:
         install_true_end_offsets(settings.aiokafka_kwargs())
@@ -218,36 +219,6 @@ def install_full_flush() -> None:
 
     flush._recstream_fixed = True
     ProducerBuffer.flush = flush
-
-
-STOP_FIRST_TIMEOUT_S = 15.0
-
-
-def install_stop_first() -> None:
-    """Run `streams.worker.runtime.before_stop` callbacks when faust's worker begins to stop,
-    before it stops its services. faust closed the tables' RocksDB stores and the producer before
-    the app's own shutdown signal: direct ingest's batch in flight then met a closed store (a crash
-    logged at every stop under load) and its final commit found the producer stopped (a restart
-    read everything since the last periodic commit again). Each callback is bounded in time."""
-    from faust.worker import Worker
-
-    from streams.worker.runtime import before_stop
-
-    if getattr(Worker.stop, "_recstream_first", False):
-        return
-    original = Worker.stop
-
-    async def stop(self) -> None:
-        if not self._stopped.is_set():
-            for callback in list(before_stop):
-                try:
-                    await asyncio.wait_for(callback(), STOP_FIRST_TIMEOUT_S)
-                except Exception as exc:  # stopping goes on: a restart reads again from the last commit
-                    logging.getLogger(__name__).warning("before stop: %r failed: %r", callback, exc)
-        await original(self)
-
-    stop._recstream_first = True
-    Worker.stop = stop
 
 
 def install_recovery_generation() -> None:
