@@ -1,4 +1,4 @@
-"""A worker stops on SIGTERM in bounded time, also when its broker is gone.
+"""A worker stops on SIGTERM in bounded time, also when its broker is gone, and its log stays readable meanwhile.
 
 A worker whose broker died never exited on SIGTERM (found in session 26, measured here: still running
 60 s after the signal): aiokafka's Fetcher.close re-raised the CancelledError of a fetch it had just
@@ -43,7 +43,9 @@ def test_a_worker_whose_broker_died_exits_on_sigterm(tmp_path):
                 worker.proc.kill()
     text = log.read_text()
     assert code == 0, text[-3000:]
-    assert "Exception in thread" not in text and "Traceback" not in text
+    assert "Exception in thread" not in text and "Traceback" not in text and "Logging error" not in text
+    # aiokafka's retries every 100 ms logged once per 10 s (streams/worker/logs.py): ~40 lines in the 2 s before
+    assert text.count("Unable connect to node") <= 2, text.count("Unable connect to node")
 
 
 def test_a_stop_held_past_its_deadline_ends_the_process():

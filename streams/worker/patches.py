@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from streams.kafka.offsets import true_end_offsets
+from streams.worker.logs import install_repeated_lines
 from streams.worker.stopping import install_fetcher_close, install_stop_first
 
 CHECKED = {"faust": ("0.15.3", "0.16"), "aiokafka": ("0.14", "0.15")}  # [low, high)
@@ -126,7 +127,8 @@ def install_quiet_root_logger() -> None:
     """faust's terminal spinner sets the root logger to DEBUG (its handler wants every record),
     so every logger.debug() in aiokafka and faust built a LogRecord per message even at
     `-l warn`: ~6% of a loaded worker's CPU. Without the spinner the root logger keeps the
-    level given with -l."""
+    level given with -l. Its handlers log each aiokafka message once per 10 s at most
+    (streams.worker.logs: a broker away made ~80 lines a second)."""
     from faust.worker import Worker
 
     original = Worker.on_setup_root_logger
@@ -136,6 +138,7 @@ def install_quiet_root_logger() -> None:
     def on_setup_root_logger(self, logger, level):
         self.spinner = None
         original(self, logger, level)
+        install_repeated_lines()
 
     on_setup_root_logger._recstream_fixed = True
     Worker.on_setup_root_logger = on_setup_root_logger

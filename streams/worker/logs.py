@@ -1,0 +1,59 @@
+"""The worker's log stays readable while the broker is away.
+
+aiokafka logs every failed connection, metadata update, fetch, heartbeat and produce as an ERROR,
+each retried every 100 ms: a worker whose broker was down wrote ~80 lines a second (5,000 in a
+minute, the same four lines over and over). Each aiokafka message is logged at most once per
+window, and the next one logged says how many like it were left out.
+
+>>> clock = iter([0.0, 1.0, 2.0, 10.5]).__next__
+>>> repeats = RepeatedLines(window_s=10.0, clock=clock)
+>>> def record(msg, *args):
+...     return logging.LogRecord("aiokafka.conn", logging.ERROR, __file__, 1, msg, args, None)
+>>> [repeats.filter(record("Unable connect to node with id %s", 1)) for _ in range(3)]
+[True, False, False]
+>>> later = record("Unable connect to node with id %s", 1)
+>>> repeats.filter(later), later.getMessage()
+(True, 'Unable connect to node with id 1 (2 more like it in the last 10 s not logged)')
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+WINDOW_S = 10.0
+MAX_KEYS = 1_000  # message templates remembered (aiokafka has a few dozen)
+
+
+class RepeatedLines(logging.Filter):
+    """A handler filter: aiokafka's records, each message template at most once per `window_s`."""
+
+    def __init__(self, window_s: float = WINDOW_S, clock=time.monotonic):
+        super().__init__()
+        self.window_s = window_s
+        self.clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # (logger, template) -> (last logged, left out since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka"):
+            return True
+        key, now = (record.name, str(record.msg)), self.clock()
+        logged, left_out = self._seen.get(key, (None, 0))
+        if logged is not None and now - logged < self.window_s:
+            self._seen[key] = (logged, left_out + 1)
+            return False
+        if len(self._seen) >= MAX_KEYS:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if left_out:
+            # args (), not None: mode's formatter turns None into (None,) and formats again
+            record.msg, record.args = (f"{record.getMessage()} ({left_out} more like it in the last "
+                                       f"{self.window_s:g} s not logged)"), ()
+        return True
+
+
+def install_repeated_lines(handlers=None) -> None:
+    """Add the filter to the root logger's handlers (faust's, once it set them up)."""
+    for handler in logging.getLogger().handlers if handlers is None else handlers:
+        if not any(isinstance(f, RepeatedLines) for f in handler.filters):
+            handler.addFilter(RepeatedLines())
