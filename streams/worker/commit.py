@@ -7,6 +7,7 @@ import asyncio
 import functools
 
 from streams.kafka.transaction import StateTransaction
+from streams.worker.failpoints import failpoint
 
 _declared: set[str] = set()
 
@@ -51,6 +52,7 @@ class BatchCommit(StateTransaction):
         super().__init__()
         self.app = app
         self._faust_tables: dict[str, object] = {}
+        self.parked = 0  # messages this batch parked on the pending topic (acknowledged before `commit`)
 
     def table(self, table, partition: int):
         name = table.changelog_topic.get_topic_name()
@@ -61,6 +63,8 @@ class BatchCommit(StateTransaction):
         from faust.types import TP
 
         rows = self.store()
+        if self.parked:
+            failpoint("parked_batch_stored")
         if BatchCommit._queueing is None:
             BatchCommit._queueing = asyncio.Lock()
         async with BatchCommit._queueing:  # FIFO from the local write on (see the class docstring)
