@@ -293,6 +293,33 @@ def test_a_pending_events_input_record_read_again_before_its_retry_ever_came_cou
     assert world.partial.trending.scores == {"a1-new": 2 * CFG.model.weights["order"]}
 
 
+def test_two_retries_of_one_input_record_count_once_however_many_events_come_between():
+    """Read again after a crash while its first retry waited on the pending topic, an input record is
+    parked a second time; both retries come back, each through signals.keyed at a position of its own,
+    and a burst of the user's past the messageId window between them (an outside chaos check: 2,100
+    views) let the second count too."""
+    small_window = PipelineConfig(model=AffinityModel(dedup_window=8), variants=CFG.variants)
+    world = World(*WORKS)
+
+    def run(records):
+        PartitionBatch(small_window, 0, world.profiles, world.recs, world.fans, world.partial, world.catalog,
+                       PopularityView([world.partial]), NOW).run(records)
+
+    def retry(offset):
+        return Signal("order", "u", "o1", NOW - 60, (Target("a", "a1-new", 10.0),), source="signals.keyed:0",
+                      offset=offset, origin="events.segment:1", origin_offset=5)
+
+    run([retry(3)])
+    run(_views("u", 50, offset0=100))  # 50 ids: the 8-id window no longer holds o1
+    run([retry(90)])
+    profile = load(world.profiles["u"])
+    assert profile.events == 51  # the order once, the 50 views
+    other = Signal("order", "u", "o2", NOW - 60, (Target("a", "a1-new", 10.0),), source="signals.keyed:0",
+                   offset=91, origin="events.segment:1", origin_offset=6)
+    run([other])  # another input record's retry still counts
+    assert load(world.profiles["u"]).events == 52
+
+
 def test_positions_are_per_input_partition_and_a_retry_without_one_still_dedups_by_id():
     world = World(*WORKS)
     world.run(_views("u", 5) + _views("u", 3, source="signals.view:2"))

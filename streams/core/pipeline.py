@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from streams.core import positions
 from streams.core.affinity import AffinityModel, Profile, TopCache, dump, load
 from streams.core.aliases import forwarded, pointer_list
 from streams.core.attribution import Rules
@@ -137,7 +138,7 @@ class PartitionBatch:
             return
         self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
         self._attribute(sig)  # judged against the lists shown before this event
-        if not self.cfg.model.learn_one(profile, sig):
+        if positions.retried_before(profile.repeats, sig) or not self.cfg.model.learn_one(profile, sig):
             note_repeat(profile.repeats, sig.source, sig.offset, self.cfg.read_from)  # its redelivery is one too
             self._trend(sig, profile, False, False)
             self.duplicates += 1
@@ -148,8 +149,7 @@ class PartitionBatch:
         self._trend(sig, profile, True, False)
 
     def _trend(self, sig: Signal, profile: Profile, fresh: bool, counted_before: bool) -> None:  # once per position
-        if sig.origin_offset >= 0:  # a pending retry: its input record counted nothing when read (core.positions)
-            note_repeat(profile.repeats, sig.origin, sig.origin_offset, self.cfg.read_from)
+        positions.note_retry(profile.repeats, sig, self.cfg.read_from, fresh)  # a pending retry's (core.positions)
         self._trending.append((sig, fresh, counted_before))
 
     def _attribute(self, sig: Signal) -> None:  # a conversion for the experiment logs, which judge repeats themselves
