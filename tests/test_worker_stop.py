@@ -56,3 +56,26 @@ def test_a_stop_held_past_its_deadline_ends_the_process():
     assert done.returncode == STOP_DEADLINE_EXIT_CODE
     assert "stop: not done after 0.5 s; exiting now" in done.stderr
     assert time.monotonic() - started < 25  # it did not sleep its 30 s out
+
+
+def test_a_cancelled_error_from_an_awaited_task_is_not_the_callers_own_cancellation():
+    import asyncio
+
+    from streams.kafka.offsets import being_cancelled
+
+    async def caller(cancel_me: bool) -> bool:
+        async def fetch():
+            raise asyncio.CancelledError  # as aiokafka's cancelled fetch task re-raises it
+        if cancel_me:
+            asyncio.current_task().cancel()
+            try:
+                await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                return being_cancelled()
+        try:
+            await fetch()
+        except asyncio.CancelledError:
+            return being_cancelled()
+
+    assert asyncio.run(caller(False)) is False  # a stop goes on
+    assert asyncio.run(caller(True)) is True  # a stop that was itself cancelled ends
