@@ -196,8 +196,10 @@ def test_the_readouts_copy_of_a_tally_is_written_per_flush_not_per_batch_and_is_
                   if r.key.startswith(b"tally:")]
         per_key = {k: sum(1 for r in copies if r.key == k) for k in {r.key for r in copies}}
         assert batches >= len(users)  # a batch (a partition's share of a read) per list, at least
-        # the first write of each key, then at most one per input commit (2.8 s) and the last one's
-        assert max(per_key.values()) <= 2 + elapsed / 2.8, (per_key, elapsed)
+        # the first write of each key, then at most one per input commit (every 2.8 s: a window of `elapsed`
+        # holds up to 1 + elapsed / 2.8 of them), then the commit after the last event (a fast run, 24
+        # events in 2.6 s, wrote a key 3 times against a bound of 2.9 that forgot the window's partial tick)
+        assert max(per_key.values()) <= 3 + elapsed / 2.8, (per_key, elapsed)
         assert sum(per_key.values()) < len(users)
     finally:
         cluster.stop()
