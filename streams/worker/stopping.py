@@ -53,7 +53,6 @@ def install_stop_first() -> None:
     Worker.stop = stop
 
 
-
 def start_stop_deadline(seconds: float = STOP_DEADLINE_S) -> threading.Timer:
     """End the process `seconds` from now if it is still running (exit code 70): a last guard for
     a stop held by something not foreseen. A thread, so it fires even when the event loop is blocked."""
