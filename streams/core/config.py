@@ -76,7 +76,8 @@ def core_objects(s: Settings) -> tuple[AffinityModel, ParserConfig, PipelineConf
     return model, parser, pipeline
 
 
-INTERNAL = frozenset({"RECSTREAM_REBUILD"})  # set by `recstream rebuild` for the worker it starts
+# set by `recstream rebuild` for the worker it starts; by tests, a crash point (streams/worker/failpoints.py)
+INTERNAL = frozenset({"RECSTREAM_REBUILD", "RECSTREAM_FAILPOINT"})
 
 
 def unknown_variables(env: Mapping[str, str]) -> list[str]:
