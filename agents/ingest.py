@@ -71,19 +71,24 @@ if not settings.direct_ingest:
 async def ingest_batch(messages) -> None:
     """One batch of input messages (faust Messages or aiokafka ConsumerRecords: .topic,
     .partition, .offset, .key, .value)."""
-    batch, parked = BatchCommit(app), []
-    here = _ingest_into(messages, batch, parked)
-    batch.parked = await send_all(app, parked)  # before any of the batch's writes: see _ingest_into
-    for partition, signals in here.items():
+    batch = BatchCommit(app)
+    for partition, signals in (await _ingest_parked_first(messages, batch)).items():
         apply_records(partition, signals, batch)
     await batch.commit()  # one round of acks per batch
     write_shares(now=time.time())  # once the batch is acknowledged: a share is never ahead of the state
 
 
+async def _ingest_parked_first(messages, batch: BatchCommit) -> dict[int, list[Signal]]:
+    """`_ingest_into`, the retries it parked sent and acknowledged before `batch` reads, stores or sends anything."""
+    parked = []
+    here = _ingest_into(messages, batch, parked)
+    batch.parked = await send_all(app, parked)
+    return here
+
+
 def _ingest_into(messages, batch: BatchCommit, parked: list) -> dict[int, list[Signal]]:
-    """Ingest input messages: what leaves for another topic goes into `batch`, but retries of
-    messages whose artwork is unknown into `parked`, for the caller to have acknowledged before the
-    batch stores or sends anything; returned, per partition, the signals applied here (the single hop).
+    """Ingest input messages: what leaves for another topic goes into `batch`, but retries of messages whose
+    artwork is unknown into `parked` (`_ingest_parked_first`); returned, per partition, the single hop's signals.
 
     A parked message's user's later messages move their profile's input position past it, and a read
     again after a crash takes a position passed for one applied: a kill -9 after the batch's RocksDB
@@ -118,10 +123,7 @@ async def direct_batch(records) -> None:
         else:
             (catalog if rec.topic in CATALOG_TOPICS else inputs).append(rec)
     catalog_records(catalog, batch)  # first: this read's events may name the works it brings
-    parked = []
-    here = _ingest_into(inputs, batch, parked)
-    batch.parked = await send_all(app, parked)  # before the batch reads, stores or sends anything (_ingest_into)
-    wall = time.monotonic()
+    here, wall = await _ingest_parked_first(inputs, batch), time.monotonic()
     for partition in sorted(users.keys() | here.keys()):
         keyed = decoded_into(batch, users.get(partition, ()), keyed_records, "invalid_internal_record", keyed=True)
         apply_records(partition, keyed + here.get(partition, []), batch, owed_lists.hold_for(partition, wall))

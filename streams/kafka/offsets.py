@@ -32,8 +32,14 @@ async def stop_consumer(consumer) -> None:
     `rebuild --bulk` on a fresh prefix), the fetcher's when a fetch was waiting out its retry
     backoff (a broker gone: the worker's stop ended there and the process never exited). Our own
     cancellation still propagates."""
+    await settled(consumer.stop())
+
+
+async def settled(awaitable) -> None:
+    """`await awaitable`, a CancelledError out of it taken as done unless the running task itself was
+    asked to cancel (aiokafka re-raises its own cancelled tasks' CancelledError as it stops)."""
     try:
-        await consumer.stop()
+        await awaitable
     except asyncio.CancelledError:
         if being_cancelled():
             raise

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 
-from streams.kafka.offsets import being_cancelled
+from streams.kafka.offsets import being_cancelled, settled
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,7 @@ def install_fetcher_close() -> None:
             self._notify(waiter)
         for task in self._pending_tasks:
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                if being_cancelled():
-                    raise
+            await settled(task)
 
     close._recstream = True
     Fetcher.close = close
