@@ -12,10 +12,9 @@ from streams.core.affinity import (
     load,
     message_digest,
     reference_scores,
-    remember,
 )
 from streams.core.records import Signal, Target
-from streams.core.seen import contains, digest, unpacked
+from streams.core.seen import CHUNK, SIZE, Dated, Horizon, contains, digest, remember, unpacked
 
 DAY = 86400.0
 MODEL = AffinityModel(weights={"view": 1.0, "save": 3.0, "follow": 5.0, "order": 12.0,
@@ -59,13 +58,56 @@ def test_duplicate_message_id_is_applied_once():
 
 
 def test_dedup_memory_is_bounded():
-    model = AffinityModel(weights={"view": 1.0}, dedup_window=5)
+    """Past the horizon a user's window keeps its last `dedup_window` ids (and the rest of their chunk of 64)."""
+    model = AffinityModel(weights={"view": 1.0}, dedup_window=5, dedup_horizon_s=10.0)
     p = Profile()
-    for i in range(20):
-        model.learn_one(p, sig("view", "a", float(i), f"m{i}"))
-    assert unpacked(p.seen) == [message_digest(f"m{i}") for i in range(15, 20)]
-    assert not model.learn_one(p, sig("view", "a", 19.0, "m19"))  # inside the window
+    for i in range(200):
+        model.learn_one(p, sig("view", "a", i * 10.0, f"m{i}"))
+    assert unpacked(p.seen) == [message_digest(f"m{i}") for i in range(192, 200)]
+    assert not model.learn_one(p, sig("view", "a", 1990.0, "m199"))  # inside the window
     assert model.learn_one(p, sig("view", "a", 0.0, "m0"))  # forgotten: the documented bound
+
+
+def test_copies_of_a_message_far_apart_within_the_horizon_count_once():
+    """An outside chaos check: a copy that took another path (unkeyed, or waiting for its artwork) reached the
+    profile 2,100 of the user's messages after the first, within seconds of event time, and counted again."""
+    p = Profile()
+    assert MODEL.learn_one(p, sig("inquiry", "late", 1000.0, "parked"))
+    for i in range(5000):  # a backlog read from the user's own partition first
+        MODEL.learn_one(p, sig("view", "a", 1000.0 + i / 10, f"v{i}"))
+    assert not MODEL.learn_one(p, sig("inquiry", "late", 1000.0, "parked"))
+    assert math.isclose(MODEL.scores(p)["late"], MODEL.weights["inquiry"] * MODEL.decay(p.ref - 1000.0))
+    for i in range(3000):  # an hour later: the first message is past the horizon, the window past 2,048
+        MODEL.learn_one(p, sig("view", "a", 5000.0 + i, f"w{i}"))
+    assert MODEL.learn_one(p, sig("inquiry", "late", 1000.0, "parked"))  # the documented bound
+
+
+def test_a_window_never_passes_its_cap():
+    p, model = Profile(), AffinityModel(weights={"view": 1.0})
+    for i in range(20000):  # a bot's burst: every id within the horizon
+        model.learn_one(p, sig("view", "a", 1.0, f"m{i}"))
+    assert len(p.seen) // SIZE <= model.dedup.cap == 16384
+    assert not model.learn_one(p, sig("view", "a", 1.0, "m19999")) and model.learn_one(p, sig("view", "a", 1.0, "m0"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 100)), max_size=400),
+       st.integers(1, 100), st.integers(0, 50), st.integers(0, 300))
+def test_the_dated_window_keeps_the_last_ids_and_those_within_the_horizon(messages, size, horizon, cap):
+    """Against the plainest model (every message with its time): an id among the last `size`, or within
+    `horizon` of the newest time while the window is under its cap, is there; the window holds at most
+    max(cap, size + CHUNK - 1) ids; a fresh id is never taken for a duplicate."""
+    rules, window, applied, newest = Horizon(size, float(horizon), cap), Dated(), [], 0.0
+    for m, t in messages:
+        newest = max(newest, float(t))
+        fresh = f"m{m}" not in [a for a, _ in applied] or not contains(window.seen, digest(f"m{m}"))
+        assert rules.remember(window, f"m{m}", float(t), newest) == fresh
+        applied = [(a, at) for a, at in applied if a != f"m{m}"] + [(f"m{m}", t)] if fresh else applied
+        held = len(window.seen) // SIZE
+        assert held <= max(cap, size + CHUNK - 1) and len(window.seen_times) == -(-held // CHUNK)
+        for k, (a, at) in enumerate(reversed(applied[-held:] if held else [])):
+            if k < size or (at >= newest - horizon and held < cap - CHUNK):
+                assert contains(window.seen, digest(a)), (k, a)
 
 
 def test_unfollow_removes_what_follow_added_in_either_order():

@@ -206,7 +206,7 @@ def test_an_aliased_ids_event_forwarded_again_after_a_kill_9_counts_once_past_th
     from streams.core.popularity import Partial, PopularityView
     from streams.core.records import Signal, Target
 
-    cfg = PipelineConfig(model=AffinityModel(dedup_window=16), variants=CFG.variants)
+    cfg = PipelineConfig(model=AffinityModel(dedup_window=16, dedup_horizon_s=0.0), variants=CFG.variants)
     states = {p: ({}, {}, {}, Partial()) for p in ("anon", "user")}
 
     def run(p, records):

@@ -317,7 +317,7 @@ def test_a_heavy_user_replayed_past_the_dedup_window_after_kill_9_is_counted_onc
 
     from tests.conftest import Cluster
 
-    cluster = Cluster(broker, tmp_path, env={"RECSTREAM_DEDUP_WINDOW": "64",
+    cluster = Cluster(broker, tmp_path, env={"RECSTREAM_DEDUP_WINDOW": "64", "RECSTREAM_DEDUP_HORIZON_S": "0",
                                              "RECSTREAM_INPUT_COMMIT_INTERVAL_S": "3600"})
     try:
         w = cluster.start_worker("w")
@@ -595,7 +595,8 @@ def test_a_signed_up_visitors_events_read_again_after_a_kill_9_count_once_howeve
     without their input position; read again after a kill -9 they were forwarded again as new records
     that only messageId dedup could tell, so a user who had sent more than the dedup window of events
     since counted them twice. They keep a position named after the alias now (streams.core.positions)."""
-    cluster.env.update(RECSTREAM_INPUT_COMMIT_INTERVAL_S="300", RECSTREAM_DEDUP_WINDOW="32")  # read again, all
+    cluster.env.update(RECSTREAM_INPUT_COMMIT_INTERVAL_S="300", RECSTREAM_DEDUP_WINDOW="32",
+                       RECSTREAM_DEDUP_HORIZON_S="0")  # read again, all; the window alone forgets
     worker = cluster.start_worker("w")
     now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")  # one time: scores are counts x weight
 
@@ -614,14 +615,15 @@ def test_a_signed_up_visitors_events_read_again_after_a_kill_9_count_once_howeve
     wait_until(lambda: "artist-anon" in affinity(), 60, what="the merge")
     cluster.produce("events.segment", [collect({"anonymousId": "anon-h"}, f"anon-{i}", "artist-anon") for i in range(20)])
     wait_until(lambda: affinity().get("artist-anon", 0) >= 21 * MODEL.weights["collection"] - 1e-6, 60, what="forwarded")
-    cluster.produce("events.segment", [collect({"userId": "u-h"}, f"own-{i}", "artist-own") for i in range(100)])
-    wait_until(lambda: affinity().get("artist-own", 0) >= 100 * MODEL.weights["collection"] - 1e-6, 60, what="own")
+    cluster.produce("events.segment", [collect({"userId": "u-h"}, f"own-{i}", "artist-own") for i in range(160)])
+    wait_until(lambda: affinity().get("artist-own", 0) >= 160 * MODEL.weights["collection"] - 1e-6, 60, what="own")
     before = affinity()
     worker.kill()
     worker = cluster.start_worker("w")  # same state directory: every input record read again
-    # read again: the visitor's event before the sign-up, its 20 forwarded twice (their second hop too), the user's 100
+    # read again: the visitor's event before the sign-up, its 20 forwarded twice (their second hop too), the user's 160
+    # (past the window's 32 ids and the rest of their chunk of 64)
     wait_until(lambda: metric(worker, "recstream_duplicates_total") + metric(worker, "recstream_signals_applied_total")
-               >= 121, 60, what="the redeliveries")
+               >= 181, 60, what="the redeliveries")
     after = affinity()
     assert after.keys() == before.keys() and all(math.isclose(after[a], before[a], rel_tol=1e-9) for a in before), \
         (before, after)

@@ -201,7 +201,7 @@ def test_a_redelivery_longer_than_the_dedup_window_is_applied_once():
     """A worker killed after applying a heavy user's backlog but before committing the input
     offsets reads it all again: the per-partition offset stored in the profile (same write as
     the state) skips every record, however far past the messageId window."""
-    small_window = PipelineConfig(model=AffinityModel(dedup_window=8), variants=CFG.variants)
+    small_window = PipelineConfig(model=AffinityModel(dedup_window=8, dedup_horizon_s=0.0), variants=CFG.variants)
     world = World(*WORKS)
 
     def run(records):
@@ -210,16 +210,16 @@ def test_a_redelivery_longer_than_the_dedup_window_is_applied_once():
         out = batch.run(records)
         return batch, out
 
-    run(_views("heavy", 50))
+    run(_views("heavy", 200))
     once = load(world.profiles["heavy"])
-    assert once.events == 50 and once.applied == {"events.segment:0": 49}
-    batch, out = run(_views("heavy", 50))  # the whole backlog again
-    assert batch.duplicates == 50 and batch.applied == 0
-    assert load(world.profiles["heavy"]).scores == once.scores and load(world.profiles["heavy"]).events == 50
+    assert once.events == 200 and once.applied == {"events.segment:0": 199}
+    batch, out = run(_views("heavy", 200))  # the whole backlog again
+    assert batch.duplicates == 200 and batch.applied == 0
+    assert load(world.profiles["heavy"]).scores == once.scores and load(world.profiles["heavy"]).events == 200
     assert [o.topic for o in out] == ["affinity.updates", "recommendations"]  # outputs lost in the crash go again
-    batch, _ = run(_views("heavy", 10, offset0=50))  # then new records apply
-    assert batch.applied == 10 and load(world.profiles["heavy"]).events == 60
-    # the same records without a position (the old guarantee): the 8-id window holds none of them
+    batch, _ = run(_views("heavy", 10, offset0=200))  # then new records apply
+    assert batch.applied == 10 and load(world.profiles["heavy"]).events == 210
+    # the same records without a position (the old guarantee): the 8-id window (its chunk of 64) holds none
     batch, _ = run([msgspec.structs.replace(s, offset=-1) for s in _views("heavy", 50)])
     assert batch.applied == 50
 
@@ -298,7 +298,7 @@ def test_two_retries_of_one_input_record_count_once_however_many_events_come_bet
     parked a second time; both retries come back, each through signals.keyed at a position of its own,
     and a burst of the user's past the messageId window between them (an outside chaos check: 2,100
     views) let the second count too."""
-    small_window = PipelineConfig(model=AffinityModel(dedup_window=8), variants=CFG.variants)
+    small_window = PipelineConfig(model=AffinityModel(dedup_window=8, dedup_horizon_s=0.0), variants=CFG.variants)
     world = World(*WORKS)
 
     def run(records):

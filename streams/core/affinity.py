@@ -40,7 +40,7 @@ import msgspec
 
 from streams.core.positions import first_delivery
 from streams.core.records import Signal, Target
-from streams.core.seen import Remembers, contains, digest, message_digest, remember, union
+from streams.core.seen import Dated, Horizon, contains, digest, message_digest
 from streams.core.settings import DEFAULT_WEIGHTS
 from streams.core.shares import MAX_SHARES, Share, remember_share, take_back_shared
 
@@ -61,8 +61,8 @@ class Toggle(msgspec.Struct, array_like=True):
     message_id: str
 
 
-class Profile(Remembers, omit_defaults=True):
-    """Everything the affinity agent keeps per user (one table value); `seen`: recent messageIds."""
+class Profile(Dated, omit_defaults=True):
+    """Everything the affinity agent keeps per user (one table value); `seen`: recent messageIds, dated."""
 
     ref: float = 0.0  # reference time T of `scores`
     scores: dict[str, float] = {}  # additive signals, decayed to T
@@ -134,6 +134,11 @@ class AffinityModel:
     half_life_s: float = 30 * 86400.0
     top_k: int = 256
     dedup_window: int = 2048
+    dedup_horizon_s: float = 3600.0
+
+    def __post_init__(self):  # the messageId window: 2,048 ids, more within the horizon, at most 16,384 (128 KB)
+        cap = max(self.dedup_window, 16384)
+        object.__setattr__(self, "dedup", Horizon(self.dedup_window, self.dedup_horizon_s, cap))
 
     def decay(self, age_s: float) -> float:
         """Weight left after `age_s` seconds: 2^(−age/h)."""
@@ -144,7 +149,7 @@ class AffinityModel:
         duplicate messageId."""
         if signal.offset >= 0 and not first_delivery(profile.applied, signal.source, signal.offset):
             return False
-        if not remember(profile.seen, signal.message_id, self.dedup_window):
+        if not self.dedup.remember(profile, signal.message_id, signal.time, max(profile.ref, signal.time)):
             return False
         profile.events += 1
         # evict restores both bounds; only a new artist or a new tombstone can break them again
@@ -201,7 +206,7 @@ class AffinityModel:
             old = into.toggles.get(key)
             if old is None or (tog.time, tog.message_id) > (old.time, old.message_id):
                 into.toggles[key] = tog
-        into.seen = union(into.seen, other.seen + hashed, self.dedup_window)
+        self.dedup.union(into, other.seen + hashed, into.ref)
         into.purchased = list(dict.fromkeys(into.purchased + other.purchased))
         into.bought_before = sorted(set(into.bought_before) | set(other.bought_before))
         _overflow_purchases(into)
@@ -268,33 +273,3 @@ def reference_scores(model: AffinityModel, signals: list[Signal]) -> dict[str, d
     for s in signals:
         model.learn_one(profiles.setdefault(s.user_id, Profile()), s)
     return {user: model.scores(p) for user, p in profiles.items()}
-
-
-class TopCache:
-    """user -> their stored profile's top artists, keyed by the profile bytes' length and hash: a
-    batch ranks each user it touches before and after its signals, and the "before" is the last
-    batch's "after" (the same bytes give the same ranking). The newest `size` users are kept.
-
-    >>> model, cache, p = AffinityModel(), TopCache(size=1), Profile(ref=5.0, scores={"a": 1.0, "b": 2.0})
-    >>> cache.top("u", dump(p), p, model, 1), cache.top("u", dump(p), Profile(), model, 1)  # the 2nd: cached
-    ([('b', 2.0)], [('b', 2.0)])
-    >>> cache.top("u", dump(Profile()), Profile(), model, 1), cache.top("v", None, Profile(), model, 1)
-    ([], [])
-    """
-
-    def __init__(self, size: int = 4096):
-        self.size, self._tops = size, {}
-
-    def top(self, user: str, raw: bytes | None, profile: Profile, model: AffinityModel,
-            n: int) -> list[tuple[str, float]]:
-        """`profile` (decoded from `raw`, its stored bytes)'s n strongest artists (AffinityModel.top)."""
-        if not raw:
-            return model.top(profile, n)
-        stamp = (len(raw), hash(raw), n)
-        hit = self._tops.pop(user, None)
-        top = hit[1] if hit is not None and hit[0] == stamp else model.top(profile, n)
-        self._tops[user] = (stamp, top)
-        if len(self._tops) > self.size:
-            del self._tops[next(iter(self._tops))]  # the least recently ranked
-        return top
-

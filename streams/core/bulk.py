@@ -12,7 +12,7 @@ few order-dependent parts and reuse the live model's own code.
 
 Differences from the live path, both in the direction of "more exact":
 - a duplicate messageId is applied once over the whole history, not only within the user's
-  last `dedup_window` messages;
+  dedup window (its last `dedup_window` messages and those within `dedup_horizon_s` of their newest);
 - the top-k artist bound is applied once at the end, so an artist evicted early and strong
   later is not lost (identical for users with at most top_k artists).
 
@@ -42,7 +42,7 @@ from streams.core.pipeline import PipelineConfig, encode_fans, fans_key
 from streams.core.popularity import MAX_TRENDING_PER_PARTITION, NO_TRENDING, Partial, PopularityView, count_pairs
 from streams.core.recommend import recommendations_for
 from streams.core.records import Signal, encode
-from streams.core.seen import digest, trim
+from streams.core.seen import digest
 from streams.core.shares import remember_share
 
 
@@ -98,7 +98,7 @@ class BulkPartition:
             return False
         seen.add(hashed)
         profile = self._profiles[u]
-        profile.seen += hashed
+        self.model.dedup.note(profile, hashed, sig.time)
         profile.events += 1
         if sig.time > profile.ref:
             profile.ref = sig.time
@@ -128,7 +128,7 @@ class BulkPartition:
         if self._finished is None:
             self._finish_scores()
             for profile in self._profiles:
-                trim(profile.seen, self.model.dedup_window)
+                self.model.dedup.trim(profile, profile.ref)
                 self.model.evict(profile)
             self._finished = dict(zip(self.user_ids, self._profiles, strict=True))
             # each user's strongest artists, once: co-engagement, fans and the builder all read them

@@ -66,7 +66,7 @@ def _reason(exc: Exception, value: str) -> str:
 def core_objects(s: Settings) -> tuple[AffinityModel, ParserConfig, PipelineConfig]:
     """The pure core's configuration from settings (the worker's and the bulk rebuild's)."""
     model = AffinityModel(weights=s.weights, half_life_s=s.half_life_seconds, top_k=s.top_k_artists,
-                          dedup_window=s.dedup_window)
+                          dedup_window=s.dedup_window, dedup_horizon_s=s.dedup_horizon_s)
     floor = datetime(s.min_event_year, 1, 1, tzinfo=timezone.utc).timestamp()
     parser = ParserConfig(load_event_map(s.event_map), s.max_event_bytes, s.unmapped_events, s.max_future_skew_s, floor)
     pipeline = PipelineConfig(model=model, variants=load_variants(s.variants), experiment=s.experiment,

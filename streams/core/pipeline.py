@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.core import positions
-from streams.core.affinity import AffinityModel, Profile, TopCache, dump, load
+from streams.core import positions, topcache
+from streams.core.affinity import AffinityModel, Profile, dump, load
 from streams.core.aliases import forwarded, pointer_list
 from streams.core.attribution import Rules
 from streams.core.catalog import CatalogIndex, decode_artwork
@@ -62,11 +62,11 @@ class PipelineConfig:
     model_version: str = "affinity-blend-1"
     affinity_top_n: int = 20  # artists in each affinity.updates record
     fan_top_m: int = 10  # a user is a fan of each of their top-m artists
-    coengagement_top_m: int = 5
+    coengagement_top_m: int = 5  # artists of a user's that count as co-engaged
     max_fans: int = 2000  # per artist per partition
     trending_half_life_s: float = 7 * 86400.0
     attribution: Rules = field(default_factory=Rules)  # experiment attribution (streams.core.ledger)
-    tops: TopCache = field(default_factory=TopCache, compare=False, repr=False)  # users' rankings, across batches
+    tops: topcache.TopCache = field(default_factory=topcache.TopCache, compare=False, repr=False)  # across batches
     read_from: dict[str, int] = field(default_factory=dict, compare=False)  # see ImageConfig.read_from
 
     @property

@@ -17,11 +17,18 @@ of ints (the same 64-bit digests): the field is typed `bytearray | list[int]`, p
 (16, True, False)
 >>> packed([message_digest("m1")]) == digest("m1")
 True
+
+A user's profile keeps a longer window too (`Horizon`): ids of messages within `horizon_s` of event
+time of the user's newest are kept past the count. Two copies of one message can reach a profile far
+apart in the user's messages (keyed and unkeyed copies take two paths; a copy that waited for its artwork
+comes back after its backoff) while their event time is the same: a worker catching up a backlog
+applies thousands of a user's messages from one path before the other's copy arrives.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import msgspec
 
@@ -35,6 +42,84 @@ class Remembers(msgspec.Struct, omit_defaults=True):
 
     def __post_init__(self):
         self.seen = packed(self.seen)
+
+
+class Dated(Remembers, omit_defaults=True):
+    """A window whose ids are also dated, by chunks of CHUNK ids in arrival order: the newest event time
+    of each chunk's messages (so a chunk goes once all its messages are past the horizon)."""
+
+    seen_times: list[float] = []
+
+    def __post_init__(self):
+        super().__post_init__()
+        missing = -(-len(self.seen) // (SIZE * CHUNK)) - len(self.seen_times)
+        if missing:  # a value written before ids were dated: its ids count as old (the count keeps them)
+            self.seen_times = [0.0] * missing + self.seen_times if missing > 0 else []
+
+
+CHUNK = 64  # ids dated together: a float per 64 ids (9 bytes encoded), not a time per id
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """How long a window remembers: at least the newest `size` ids, more within `horizon_s` of event time
+    of the newest message, never more than `cap` ids (a value stays well under Kafka's 1 MB).
+
+    >>> h, w = Horizon(size=2, horizon_s=60.0, cap=CHUNK * 4), Dated()
+    >>> [h.remember(w, f"m{i}", time=i / 10, newest=i / 10) for i in range(200)].count(True)  # 20 s of messages
+    200
+    >>> h.remember(w, "m0", 0.0, newest=19.9), len(w.seen) // SIZE, w.seen_times  # the oldest kept: within 60 s
+    (False, 200, [6.3, 12.7, 19.1, 19.9])
+    >>> h.remember(w, "m200", 90.0, newest=90.0), len(w.seen) // SIZE, w.seen_times  # past it: the newest chunk kept
+    (True, 9, [90.0])
+    >>> for i in range(300):
+    ...     _ = h.remember(w, f"n{i}", time=90.0, newest=90.0)
+    >>> len(w.seen) // SIZE <= h.cap, h.remember(w, "n299", 90.0, newest=90.0), h.remember(w, "m0", 0.0, newest=90.0)
+    (True, False, True)
+    """
+
+    size: int = 2048
+    horizon_s: float = 3600.0
+    cap: int = 16384
+
+    def remember(self, window: Dated, message_id: str, time: float, newest: float) -> bool:
+        """Record a message of event time `time` (in place); False if it is there already (a duplicate).
+        `newest`: the newest event time the value has seen, this message's included."""
+        hashed = digest(message_id)
+        if contains(window.seen, hashed):
+            return False
+        self.note(window, hashed, time)
+        self.trim(window, newest)
+        return True
+
+    @staticmethod
+    def note(window: Dated, hashed: bytes, time: float) -> None:
+        """Append one id (a `digest`) of event time `time`, untrimmed (`streams.core.bulk` trims at the end)."""
+        if len(window.seen) % (SIZE * CHUNK):
+            if time > window.seen_times[-1]:
+                window.seen_times[-1] = time
+        else:
+            window.seen_times.append(time)
+        window.seen += hashed
+
+    def trim(self, window: Dated, newest: float) -> None:
+        """Drop the oldest chunks while `size` ids remain without them and they are past the horizon (or the
+        window is over its cap)."""
+        drop, n, ids = 0, len(window.seen_times), len(window.seen) // SIZE
+        while drop < n - 1 and ids - CHUNK >= self.size and (
+                window.seen_times[drop] < newest - self.horizon_s or ids > self.cap):
+            drop, ids = drop + 1, ids - CHUNK
+        if drop:
+            del window.seen[:drop * CHUNK * SIZE], window.seen_times[:drop]
+
+    def union(self, mine: Dated, theirs: bytearray, newest: float) -> None:
+        """`theirs` ids after those of `mine` they lack, into `mine` (a merge of two profiles): dated `newest`,
+        as a merge's ids have no single time (kept a horizon longer, never past the cap)."""
+        ids = union(mine.seen, theirs, self.cap)
+        mine.seen, mine.seen_times = bytearray(), []
+        for i in range(0, len(ids), SIZE):
+            self.note(mine, bytes(ids[i:i + SIZE]), newest)
+        self.trim(mine, newest)
 
 
 def digest(message_id: str) -> bytes:

@@ -190,3 +190,15 @@ def described(settings_fields) -> list[tuple[str, str, str]]:
         typed = f.type != "str" and "form" not in f.metadata
         out.append((var_name(f), str(default), f.metadata["help"] + (f" ({form_of(f)})" if typed else "")))
     return out
+
+
+def tls_context(settings):
+    """The TLS context for SSL and SASL_SSL (None otherwise)."""
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    import ssl
+
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    if settings.kafka_ssl_certfile:
+        context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile or None)
+    return context

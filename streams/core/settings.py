@@ -29,6 +29,7 @@ from streams.core.setting_rules import (
     form_of,
     is_broker_url,
     shown,
+    tls_context,
     var_name,
 )
 
@@ -60,6 +61,10 @@ class Settings:
     dedup_window: int = field(default=2048, metadata={
         "help": "messageIds remembered per user: a duplicate within a user's last N messages is applied once",
         "min": 1})
+    dedup_horizon_s: float = field(default=3600.0, metadata={
+        "help": "and those of messages within this much event time of the user's newest (up to 16,384 ids): "
+        "copies of a message that reach a user by two paths (keyed and not, or one that waited for its "
+        "artwork) far apart in a backlog count once", "min": 0})
     max_event_bytes: int = field(default=65536, metadata={"help": "larger messages are dead-lettered", "min": 1})
     max_future_skew_s: float = field(default=86400.0, metadata={
         "help": "events stamped further ahead of the wall clock than this are dead-lettered (invalid_timestamp): "
@@ -274,14 +279,7 @@ class Settings:
 
     def ssl_context(self):
         """The TLS context for SSL and SASL_SSL (None otherwise)."""
-        if not self.kafka_security_protocol.endswith("SSL"):
-            return None
-        import ssl
-
-        context = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
-        if self.kafka_ssl_certfile:
-            context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile or None)
-        return context
+        return tls_context(self)
 
     def aiokafka_kwargs(self) -> dict:
         """Connection settings for recstream's own aiokafka clients (bootstrap + SASL/SSL); the
