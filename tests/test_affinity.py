@@ -2,7 +2,7 @@ import dataclasses
 import math
 
 import msgspec
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from streams.core.affinity import (
@@ -70,16 +70,17 @@ def test_dedup_memory_is_bounded():
 
 def test_copies_of_a_message_far_apart_within_the_horizon_count_once():
     """An outside chaos check: a copy that took another path (unkeyed, or waiting for its artwork) reached the
-    profile 2,100 of the user's messages after the first, within seconds of event time, and counted again."""
-    p = Profile()
-    assert MODEL.learn_one(p, sig("inquiry", "late", 1000.0, "parked"))
-    for i in range(5000):  # a backlog read from the user's own partition first
-        MODEL.learn_one(p, sig("view", "a", 1000.0 + i / 10, f"v{i}"))
-    assert not MODEL.learn_one(p, sig("inquiry", "late", 1000.0, "parked"))
-    assert math.isclose(MODEL.scores(p)["late"], MODEL.weights["inquiry"] * MODEL.decay(p.ref - 1000.0))
+    profile 2,100 of the user's messages after the first, seconds later, and counted again. The window is
+    dated by when messages came, not their event time: a backlog's events can span weeks."""
+    p, now = Profile(), 1e9
+    assert MODEL.learn_one(p, sig("inquiry", "late", now - 20 * DAY, "parked"), at=now)
+    for i in range(5000):  # a backlog read from the user's own partition first, events of the last 20 days
+        MODEL.learn_one(p, sig("view", "a", now - (i * 7919 % 20) * DAY, f"v{i}"), at=now + i / 1000)
+    assert not MODEL.learn_one(p, sig("inquiry", "late", now - 20 * DAY, "parked"), at=now + 30)
+    assert math.isclose(MODEL.scores(p)["late"], MODEL.weights["inquiry"] * MODEL.decay(p.ref - now + 20 * DAY))
     for i in range(3000):  # an hour later: the first message is past the horizon, the window past 2,048
-        MODEL.learn_one(p, sig("view", "a", 5000.0 + i, f"w{i}"))
-    assert MODEL.learn_one(p, sig("inquiry", "late", 1000.0, "parked"))  # the documented bound
+        MODEL.learn_one(p, sig("view", "a", now, f"w{i}"), at=now + 3700 + i)
+    assert MODEL.learn_one(p, sig("inquiry", "late", now - 20 * DAY, "parked"), at=now + 6700)  # the bound
 
 
 def test_a_window_never_passes_its_cap():
@@ -91,22 +92,23 @@ def test_a_window_never_passes_its_cap():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 100)), max_size=400),
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 100)), min_size=60, max_size=400),
        st.integers(1, 100), st.integers(0, 50), st.integers(0, 300))
+@example([(i, 50) for i in range(200)], 1, 50, 300)  # more than a chunk past the count, all within the horizon
 def test_the_dated_window_keeps_the_last_ids_and_those_within_the_horizon(messages, size, horizon, cap):
-    """Against the plainest model (every message with its time): an id among the last `size`, or within
-    `horizon` of the newest time while the window is under its cap, is there; the window holds at most
-    max(cap, size + CHUNK - 1) ids; a fresh id is never taken for a duplicate."""
+    """Against the plainest model (every message with when it came, in any order): an id among the last
+    `size`, or that came within `horizon` of the newest while the window is under its cap, is there; the
+    window holds at most max(cap, size + CHUNK - 1) ids; a fresh id is never taken for a duplicate."""
     rules, window, applied, newest = Horizon(size, float(horizon), cap), Dated(), [], 0.0
     for m, t in messages:
         newest = max(newest, float(t))
         fresh = f"m{m}" not in [a for a, _ in applied] or not contains(window.seen, digest(f"m{m}"))
-        assert rules.remember(window, f"m{m}", float(t), newest) == fresh
+        assert rules.remember(window, f"m{m}", at=float(t)) == fresh
         applied = [(a, at) for a, at in applied if a != f"m{m}"] + [(f"m{m}", t)] if fresh else applied
         held = len(window.seen) // SIZE
         assert held <= max(cap, size + CHUNK - 1) and len(window.seen_times) == -(-held // CHUNK)
-        for k, (a, at) in enumerate(reversed(applied[-held:] if held else [])):
-            if k < size or (at >= newest - horizon and held < cap - CHUNK):
+        for k, (a, at) in enumerate(reversed(applied)):  # k: how many came after it
+            if k < size or (at > newest - horizon and k < cap - CHUNK):
                 assert contains(window.seen, digest(a)), (k, a)
 
 

@@ -136,7 +136,7 @@ class AffinityModel:
     dedup_window: int = 2048
     dedup_horizon_s: float = 3600.0
 
-    def __post_init__(self):  # the messageId window: 2,048 ids, more within the horizon, at most 16,384 (128 KB)
+    def __post_init__(self):  # messageIds: 2,048, more within the horizon, at most 16,384 (128 KB)
         cap = max(self.dedup_window, 16384)
         object.__setattr__(self, "dedup", Horizon(self.dedup_window, self.dedup_horizon_s, cap))
 
@@ -144,12 +144,12 @@ class AffinityModel:
         """Weight left after `age_s` seconds: 2^(−age/h)."""
         return decay(age_s, self.half_life_s)
 
-    def learn_one(self, profile: Profile, signal: Signal) -> bool:
+    def learn_one(self, profile: Profile, signal: Signal, at: float | None = None) -> bool:
         """Apply one signal in place. Returns False for a redelivered input record or a
-        duplicate messageId."""
+        duplicate messageId. `at`: when it reached the profile (the worker's clock; default its event time)."""
         if signal.offset >= 0 and not first_delivery(profile.applied, signal.source, signal.offset):
             return False
-        if not self.dedup.remember(profile, signal.message_id, signal.time, max(profile.ref, signal.time)):
+        if not self.dedup.remember(profile, signal.message_id, signal.time if at is None else at):
             return False
         profile.events += 1
         # evict restores both bounds; only a new artist or a new tombstone can break them again
@@ -190,7 +190,7 @@ class AffinityModel:
         ranked = heapq.nsmallest(n, [(-s, a) for a, s in self.scores(profile).items() if s > 0])
         return [(a, -negated) for negated, a in ranked]
 
-    def merge(self, into: Profile, other: Profile, message_id: str, other_id: str) -> bool:
+    def merge(self, into: Profile, other: Profile, message_id: str, other_id: str, at: float | None = None) -> bool:
         """Fold `other` (id `other_id`'s profile) into `into`. Sums commute, toggles are LWW, so
         the result does not depend on when the merge happens. False if already merged."""
         if other_id in into.merged or contains(into.seen, hashed := digest(message_id)):
@@ -206,7 +206,7 @@ class AffinityModel:
             old = into.toggles.get(key)
             if old is None or (tog.time, tog.message_id) > (old.time, old.message_id):
                 into.toggles[key] = tog
-        self.dedup.union(into, other.seen + hashed, into.ref)
+        self.dedup.union(into, other.seen + hashed, into.ref if at is None else at)
         into.purchased = list(dict.fromkeys(into.purchased + other.purchased))
         into.bought_before = sorted(set(into.bought_before) | set(other.bought_before))
         _overflow_purchases(into)

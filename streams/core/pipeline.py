@@ -138,7 +138,7 @@ class PartitionBatch:
             return
         self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
         self._attribute(sig)  # judged against the lists shown before this event
-        if positions.retried_before(profile.repeats, sig) or not self.cfg.model.learn_one(profile, sig):
+        if positions.retried_before(profile.repeats, sig) or not self.cfg.model.learn_one(profile, sig, self.now):
             note_repeat(profile.repeats, sig.source, sig.offset, self.cfg.read_from)  # its redelivery is one too
             self._trend(sig, profile, False, False)
             self.duplicates += 1
@@ -181,7 +181,7 @@ class PartitionBatch:
         if merge.previous_id == merge.user_id:
             return  # back at the profile it left (a ring broke there), which still holds it
         self._written.add(merge.user_id)  # a repeat too, as a signal's: heals a changelog write lost in a crash
-        if self.cfg.model.merge(profile, load(merge.profile), merge.message_id, merge.previous_id):
+        if self.cfg.model.merge(profile, load(merge.profile), merge.message_id, merge.previous_id, self.now):
             self._dirty[merge.user_id] = merge.message_id
             self._signalled.add(merge.message_id)  # its list is shown from the merged events' time, as a signal's
 

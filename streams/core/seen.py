@@ -18,11 +18,11 @@ of ints (the same 64-bit digests): the field is typed `bytearray | list[int]`, p
 >>> packed([message_digest("m1")]) == digest("m1")
 True
 
-A user's profile keeps a longer window too (`Horizon`): ids of messages within `horizon_s` of event
-time of the user's newest are kept past the count. Two copies of one message can reach a profile far
-apart in the user's messages (keyed and unkeyed copies take two paths; a copy that waited for its artwork
-comes back after its backoff) while their event time is the same: a worker catching up a backlog
-applies thousands of a user's messages from one path before the other's copy arrives.
+A user's profile keeps a longer window too (`Horizon`): ids of messages it took within `horizon_s`
+(by the worker's clock) are kept past the count. Two copies of one message can reach a profile far
+apart in the user's messages but close in time: keyed and unkeyed copies take two paths, and a copy that
+waited for its artwork comes back after its backoff, while a worker catching up a backlog applies
+thousands of the user's messages from one path before the other's copy arrives.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class Remembers(msgspec.Struct, omit_defaults=True):
 
 
 class Dated(Remembers, omit_defaults=True):
-    """A window whose ids are also dated, by chunks of CHUNK ids in arrival order: the newest event time
-    of each chunk's messages (so a chunk goes once all its messages are past the horizon)."""
+    """A window whose ids are also dated, by chunks of CHUNK ids in arrival order: when the chunk's newest
+    id came (so a chunk goes once all its ids are past the horizon)."""
 
     seen_times: list[float] = []
 
@@ -62,19 +62,19 @@ CHUNK = 64  # ids dated together: a float per 64 ids (9 bytes encoded), not a ti
 
 @dataclass(frozen=True)
 class Horizon:
-    """How long a window remembers: at least the newest `size` ids, more within `horizon_s` of event time
-    of the newest message, never more than `cap` ids (a value stays well under Kafka's 1 MB).
+    """How long a window remembers: at least the newest `size` ids, more of those that came within
+    `horizon_s` of the newest, never more than `cap` ids (a value stays well under Kafka's 1 MB).
 
     >>> h, w = Horizon(size=2, horizon_s=60.0, cap=CHUNK * 4), Dated()
-    >>> [h.remember(w, f"m{i}", time=i / 10, newest=i / 10) for i in range(200)].count(True)  # 20 s of messages
+    >>> [h.remember(w, f"m{i}", at=i / 10) for i in range(200)].count(True)  # 200 messages in 20 s
     200
-    >>> h.remember(w, "m0", 0.0, newest=19.9), len(w.seen) // SIZE, w.seen_times  # the oldest kept: within 60 s
+    >>> h.remember(w, "m0", at=19.9), len(w.seen) // SIZE, w.seen_times  # the oldest kept: within 60 s
     (False, 200, [6.3, 12.7, 19.1, 19.9])
-    >>> h.remember(w, "m200", 90.0, newest=90.0), len(w.seen) // SIZE, w.seen_times  # past it: the newest chunk kept
+    >>> h.remember(w, "m200", at=90.0), len(w.seen) // SIZE, w.seen_times  # past it: the newest chunk kept
     (True, 9, [90.0])
     >>> for i in range(300):
-    ...     _ = h.remember(w, f"n{i}", time=90.0, newest=90.0)
-    >>> len(w.seen) // SIZE <= h.cap, h.remember(w, "n299", 90.0, newest=90.0), h.remember(w, "m0", 0.0, newest=90.0)
+    ...     _ = h.remember(w, f"n{i}", at=90.0)
+    >>> len(w.seen) // SIZE <= h.cap, h.remember(w, "n299", at=90.0), h.remember(w, "m0", at=90.0)
     (True, False, True)
     """
 
@@ -82,44 +82,43 @@ class Horizon:
     horizon_s: float = 3600.0
     cap: int = 16384
 
-    def remember(self, window: Dated, message_id: str, time: float, newest: float) -> bool:
-        """Record a message of event time `time` (in place); False if it is there already (a duplicate).
-        `newest`: the newest event time the value has seen, this message's included."""
+    def remember(self, window: Dated, message_id: str, at: float) -> bool:
+        """Record a message that came at `at` (in place); False if it is there already (a duplicate)."""
         hashed = digest(message_id)
         if contains(window.seen, hashed):
             return False
-        self.note(window, hashed, time)
-        self.trim(window, newest)
+        self.note(window, hashed, at)
+        self.trim(window, at)
         return True
 
     @staticmethod
-    def note(window: Dated, hashed: bytes, time: float) -> None:
-        """Append one id (a `digest`) of event time `time`, untrimmed (`streams.core.bulk` trims at the end)."""
+    def note(window: Dated, hashed: bytes, at: float) -> None:
+        """Append one id (a `digest`) that came at `at`, untrimmed (`streams.core.bulk` trims at the end)."""
         if len(window.seen) % (SIZE * CHUNK):
-            if time > window.seen_times[-1]:
-                window.seen_times[-1] = time
+            if at > window.seen_times[-1]:
+                window.seen_times[-1] = at
         else:
-            window.seen_times.append(time)
+            window.seen_times.append(at)
         window.seen += hashed
 
-    def trim(self, window: Dated, newest: float) -> None:
-        """Drop the oldest chunks while `size` ids remain without them and they are past the horizon (or the
-        window is over its cap)."""
+    def trim(self, window: Dated, now: float) -> None:
+        """Drop the oldest chunks while `size` ids remain without them and they are past the horizon at `now`
+        (or the window is over its cap)."""
         drop, n, ids = 0, len(window.seen_times), len(window.seen) // SIZE
         while drop < n - 1 and ids - CHUNK >= self.size and (
-                window.seen_times[drop] < newest - self.horizon_s or ids > self.cap):
+                window.seen_times[drop] <= now - self.horizon_s or ids > self.cap):
             drop, ids = drop + 1, ids - CHUNK
         if drop:
             del window.seen[:drop * CHUNK * SIZE], window.seen_times[:drop]
 
-    def union(self, mine: Dated, theirs: bytearray, newest: float) -> None:
-        """`theirs` ids after those of `mine` they lack, into `mine` (a merge of two profiles): dated `newest`,
-        as a merge's ids have no single time (kept a horizon longer, never past the cap)."""
+    def union(self, mine: Dated, theirs: bytearray, at: float) -> None:
+        """`theirs` ids after those of `mine` they lack, into `mine` (a merge of two profiles at `at`): all
+        dated `at`, as a merge's ids have no single time (kept a horizon longer, never past the cap)."""
         ids = union(mine.seen, theirs, self.cap)
         mine.seen, mine.seen_times = bytearray(), []
         for i in range(0, len(ids), SIZE):
-            self.note(mine, bytes(ids[i:i + SIZE]), newest)
-        self.trim(mine, newest)
+            self.note(mine, bytes(ids[i:i + SIZE]), at)
+        self.trim(mine, at)
 
 
 def digest(message_id: str) -> bytes:

@@ -62,9 +62,9 @@ class Settings:
         "help": "messageIds remembered per user: a duplicate within a user's last N messages is applied once",
         "min": 1})
     dedup_horizon_s: float = field(default=3600.0, metadata={
-        "help": "and those of messages within this much event time of the user's newest (up to 16,384 ids): "
-        "copies of a message that reach a user by two paths (keyed and not, or one that waited for its "
-        "artwork) far apart in a backlog count once", "min": 0})
+        "help": "a user's messageIds applied in the last this many seconds (the worker's clock) are remembered too, "
+        "past the window, up to 16,384: copies of a message that reach a user by two paths (keyed and not, or one "
+        "that waited for its artwork) far apart in a backlog count once (0: the window alone)", "min": 0})
     max_event_bytes: int = field(default=65536, metadata={"help": "larger messages are dead-lettered", "min": 1})
     max_future_skew_s: float = field(default=86400.0, metadata={
         "help": "events stamped further ahead of the wall clock than this are dead-lettered (invalid_timestamp): "
