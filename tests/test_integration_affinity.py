@@ -166,3 +166,43 @@ def test_changelog_recovery_is_exact_after_wiping_local_state(cluster, loaded):
     shutil.rmtree(cluster.root / "w0" / "state")
     fresh = cluster.start_worker("w0-fresh")
     assert_matches_reference(fresh, signals)
+
+
+def test_a_retry_sent_unkeyed_counts_once_when_a_backlog_is_read(cluster):
+    """An outside chaos check: a producer's retry of a keyed event sent without a key (another partition, so
+    through signals.keyed) reached the profile far behind its original when the worker read a backlog (a
+    restart after downtime, a rebuild): more of the user's messages than the id window between them, and
+    both counted (6,114 events of 6,000). The window keeps what came in the last hour as well; here it is
+    64 ids, so the copies are far past it."""
+    cluster.env.update(RECSTREAM_DEDUP_WINDOW="64")
+    worker = cluster.start_worker()
+    catalog = [{"id": f"w{i}", "artist_id": f"a{i % 40}", "published_at": "2026-11-01T00:00:00Z", "price": 100,
+                "currency": "USD", "is_merch": False, "availability": "for sale"} for i in range(200)]
+    cluster.produce("catalog.artworks", [(a["id"].encode(), dumps(a)) for a in catalog])
+    wait_until(lambda: metric(worker, "recstream_catalog_records_total") >= len(catalog), 60, what="catalog")
+    worker.stop()  # down while the user's backlog builds up
+
+    rng, events, stream = random.Random(5), [], []
+    for i in range(1500):  # 20 days of events in no order, as a backfill or an offline client sends them
+        day, work = rng.uniform(1, 20), rng.choice(catalog)["id"]
+        e = {"type": "track", "event": rng.choice(["Product Viewed", "Product Viewed", "sentArtworkInquiry"]), "userId": "heavy",
+             "messageId": f"m{i}", "timestamp": f"2026-11-{int(22 - day):02d}T{int(day * 7 % 24):02d}:00:00Z",
+             "properties": {"artwork_id": work}}
+        events.append(e)
+        stream.append((b"heavy", dumps(e)))
+        if i % 20 == 7:
+            stream.append((None, dumps(e)))  # the retry, right behind it, without a key
+    cluster.produce("events.segment", stream)
+    worker = cluster.start_worker("w0")
+    wait_until(lambda: metric(worker, "recstream_signals_applied_total")
+               + metric(worker, "recstream_duplicates_total") >= len(stream), 120, what="the backlog")
+    artist_of = {a["id"]: a["artist_id"] for a in catalog}
+    signals = [resolve_artists(parse_segment(dumps(e)), artist_of) for e in events]
+    settings = Settings.from_env(cluster.env)
+    want = reference_scores(AffinityModel(weights=settings.weights, half_life_s=settings.half_life_seconds), signals)
+    status, body = get_json(worker, "/users/heavy/affinity?n=1000")
+    assert status == 200 and body["events"] == len(events), body["events"]
+    got = {a["artist_id"]: a["score"] for a in body["artists"]}
+    assert got.keys() == want["heavy"].keys()
+    assert all(math.isclose(got[a], want["heavy"][a], rel_tol=1e-9) for a in got), (got, want["heavy"])
+    assert metric(worker, "recstream_duplicates_total") == len(stream) - len(events)

@@ -88,7 +88,8 @@ class Horizon:
         if contains(window.seen, hashed):
             return False
         self.note(window, hashed, at)
-        self.trim(window, at)
+        if len(window.seen) >= (self.size + CHUNK) * SIZE:  # else nothing to drop
+            self.trim(window, at)
         return True
 
     @staticmethod
