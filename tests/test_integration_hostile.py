@@ -279,3 +279,28 @@ def test_an_upload_cut_off_midway_is_counted_not_a_traceback_in_the_log(module_c
     assert get_json(worker, "/health")[0] == 200
     log = (module_cluster.root / "hostile.log").read_text()
     assert "Error handling request" not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_a_profile_of_the_longest_ids_still_fits_one_changelog_record(cluster):
+    """Ids may be 256 characters, 1 KB in 4-byte UTF-8: a user who bought 300 such works and saved 600 had a
+    1.25 MB profile, over Apache Kafka's default 1 MB message.max.bytes: on such a cluster its changelog
+    write fails and the worker stops, again on every restart (the embedded broker takes it, so the test reads
+    the changelog). Profiles are shrunk to fit (streams/core/profile_fit.py)."""
+    w = cluster.start_worker("w")
+    long_id = lambda kind, i: (f"{kind}{i}-" + "\U0001D11E" * 256)[:256]  # noqa: E731 - 1 KB of UTF-8
+    works = [{"id": long_id("w", i), "artist_id": long_id("a", i % 250), "price": 10} for i in range(900)]
+    send(cluster, "catalog.artworks", [(a["id"].encode(), dumps(a)) for a in works])
+    wait_until(lambda: metric(w, "recstream_catalog_records_total") >= len(works), 60, what="catalog")
+    events = [{"type": "track", "event": "Order Completed" if i < 300 else "artworkSave", "userId": "collector",
+               "messageId": long_id("m", i), "timestamp": TS, "properties": {"artwork_id": works[i]["id"]}}
+              for i in range(900)]
+    send(cluster, "events.segment", [(b"collector", dumps(e)) for e in events])
+    wait_until(lambda: metric(w, "recstream_signals_applied_total") >= len(events), 120, what="the events")
+    time.sleep(3)  # a failed changelog write stops the worker
+    assert w.proc.poll() is None, (cluster.root / "w.log").read_text()[-3000:]
+    status, body = get_json(w, "/users/collector/affinity?n=5")
+    assert status == 200 and body["events"] == len(events) and len(body["artists"]) == 5
+    from tests.conftest import consume_all
+    changelog = asyncio.run(consume_all(cluster.broker.bootstrap, f"{cluster.kafka_app_id}-affinity-changelog",
+                                        1500, 60))
+    assert changelog and max(len(r.value) for r in changelog) <= 1_000_000, sorted(len(r.value) for r in changelog)

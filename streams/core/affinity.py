@@ -104,11 +104,12 @@ class Bought:
         return i < len(self.digests) and self.digests[i] == digest
 
 
-def _overflow_purchases(profile: Profile) -> None:
-    """Keep the last MAX_PURCHASES ids; older ones move into the sorted digests."""
-    for old in profile.purchased[:-MAX_PURCHASES]:
+def overflow_purchases(profile: Profile, keep: int = MAX_PURCHASES) -> None:
+    """Keep the last `keep` ids; older ones move into the sorted digests."""
+    over = max(0, len(profile.purchased) - keep)
+    for old in profile.purchased[:over]:
         bisect.insort(profile.bought_before, message_digest(old))
-    del profile.purchased[:-MAX_PURCHASES]
+    del profile.purchased[:over]
 
 
 def decay(age_s: float, half_life_s: float) -> float:
@@ -209,7 +210,7 @@ class AffinityModel:
         self.dedup.union(into, other.seen + hashed, into.ref if at is None else at)
         into.purchased = list(dict.fromkeys(into.purchased + other.purchased))
         into.bought_before = sorted(set(into.bought_before) | set(other.bought_before))
-        _overflow_purchases(into)
+        overflow_purchases(into)
         into.prices = (into.prices + other.prices)[-MAX_PRICES:]
         into.events += other.events
         self.evict(into)
@@ -242,7 +243,7 @@ class AffinityModel:
             if signal.kind == "order" and t.artwork_id and t.artwork_id not in Bought(profile):
                 profile.purchased.append(t.artwork_id)
         del profile.prices[:-MAX_PRICES]
-        _overflow_purchases(profile)
+        overflow_purchases(profile)
 
     def evict(self, profile: Profile) -> None:
         """Keep at most top_k artists (and as many toggle tombstones)."""
@@ -259,12 +260,18 @@ class AffinityModel:
             tombstones.sort(key=lambda k: profile.toggles[k].time)
             for k in tombstones[: len(tombstones) - self.top_k]:
                 del profile.toggles[k]
-        saves = [k for k, t in profile.toggles.items() if t.on and k[0] == "s"]
-        if len(saves) > MAX_SAVES:  # the oldest become plain weight: the same scores, a bounded value
-            saves.sort(key=lambda k: (profile.toggles[k].time, k))
-            for tog in [profile.toggles.pop(k) for k in saves[: len(saves) - MAX_SAVES * 3 // 4]]:
-                folded = self.weights.get("save", 0.0) * self.decay(profile.ref - tog.time)
-                profile.scores[tog.artist_id] = profile.scores.get(tog.artist_id, 0.0) + folded
+        if sum(1 for k, t in profile.toggles.items() if t.on and k[0] == "s") > MAX_SAVES:
+            self.fold_saves(profile, MAX_SAVES * 3 // 4)
+
+    def fold_saves(self, profile: Profile, keep: int) -> bool:
+        """All but the newest `keep` active saves become plain weight: the same scores, a smaller value (an
+        unsave of a folded save takes nothing back). False if there were no more than `keep`."""
+        saves = sorted((k for k, t in profile.toggles.items() if t.on and k[0] == "s"),
+                       key=lambda k: (profile.toggles[k].time, k))
+        for tog in [profile.toggles.pop(k) for k in saves[: max(0, len(saves) - keep)]]:
+            folded = self.weights.get("save", 0.0) * self.decay(profile.ref - tog.time)
+            profile.scores[tog.artist_id] = profile.scores.get(tog.artist_id, 0.0) + folded
+        return len(saves) > keep
 
 
 def reference_scores(model: AffinityModel, signals: list[Signal]) -> dict[str, dict[str, float]]:

@@ -36,10 +36,11 @@ from array import array
 
 import numpy as np
 
-from streams.core.affinity import TOGGLE_ON, Profile, dump
+from streams.core.affinity import TOGGLE_ON, Profile
 from streams.core.catalog import CatalogIndex
 from streams.core.pipeline import PipelineConfig, encode_fans, fans_key
 from streams.core.popularity import MAX_TRENDING_PER_PARTITION, NO_TRENDING, Partial, PopularityView, count_pairs
+from streams.core.profile_fit import fitted
 from streams.core.recommend import recommendations_for
 from streams.core.records import Signal, encode
 from streams.core.seen import digest
@@ -170,7 +171,7 @@ class BulkPartition:
         """Table name -> {key: value} for the affinity, fans and recommendations tables."""
         affinity, recs, fans = {}, {}, {}
         for user, profile in self.profiles().items():
-            affinity[user] = dump(profile)
+            affinity[user] = fitted(self.model, profile)
             top = self._tops[user]
             for artist, _ in top[: self.cfg.fan_top_m]:
                 fans.setdefault(fans_key(artist, self.partition), []).append(user)

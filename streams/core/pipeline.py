@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from streams.core import positions, topcache
-from streams.core.affinity import AffinityModel, Profile, dump, load
+from streams.core.affinity import AffinityModel, Profile, load
 from streams.core.aliases import forwarded, pointer_list
 from streams.core.attribution import Rules
 from streams.core.catalog import CatalogIndex, decode_artwork
@@ -27,6 +27,7 @@ from streams.core.experiments import Variant, assign, default_variants
 from streams.core.ledger import Ledger, input_position
 from streams.core.popularity import Partial, PopularityView
 from streams.core.positions import counted_when_applied, delivered_before, forwarded_position, note_repeat
+from streams.core.profile_fit import fitted
 from streams.core.recommend import TOP_ARTISTS, recommendations_for
 from streams.core.records import (
     AffinityUpdate,
@@ -132,8 +133,7 @@ class PartitionBatch:
             self._written.add(sig.user_id)  # heals a changelog write lost in the crash
             self._resend.setdefault(sig.user_id, sig.message_id)  # and outputs lost with it
             return
-        # an aliased id's events belong to the merged profile, at a position of their own (core.positions):
-        # the same after a crash, whatever the merged profile saw since
+        # an aliased id's events go on to the merged profile, at a position of their own, kept after a crash
         if self._forwarded(sig, profile, **forwarded_position(sig)):
             return
         self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
@@ -163,9 +163,9 @@ class PartitionBatch:
         profile = self._profile(ident.previous_id if ident.user_id != MARK else MARK)  # no pointer to the mark
         if profile.alias_of not in ("", ident.user_id) or ident.user_id in (*profile.merged, ident.previous_id):
             return  # merged into another id already, or the new id was merged into this one (no ring), or itself
-        moving = msgspec.structs.replace(profile, alias_of="")
-        self._send(SIGNALS_KEYED, ident.user_id,
-                   encode_keyed(Merge(ident.user_id, ident.previous_id, ident.message_id, dump(moving))))
+        moving = Merge(ident.user_id, ident.previous_id, ident.message_id,
+                       fitted(self.cfg.model, msgspec.structs.replace(profile, alias_of="")))
+        self._send(SIGNALS_KEYED, ident.user_id, encode_keyed(moving))
         profile.alias_of = ident.user_id
         self.recs[ident.previous_id] = value = pointer_list(self.recs.get(ident.previous_id), ident.previous_id,
                                                             ident.user_id, self.now)
@@ -241,7 +241,7 @@ class PartitionBatch:
 
     def _finish(self) -> None:
         for user in self._written:
-            self.profiles[user] = self._raw[user] = dump(self._loaded[user])
+            self.profiles[user] = self._raw[user] = fitted(self.cfg.model, self._loaded[user])
         tops = {}
         for user, trigger in {**self._resend, **self._dirty}.items():
             profile = self._profile(user)
