@@ -12,6 +12,7 @@ import itertools
 import json
 import time
 
+import msgspec
 import pytest
 
 from streams.core.demo import dumps
@@ -304,3 +305,26 @@ def test_a_profile_of_the_longest_ids_still_fits_one_changelog_record(cluster):
     changelog = asyncio.run(consume_all(cluster.broker.bootstrap, f"{cluster.kafka_app_id}-affinity-changelog",
                                         1500, 60))
     assert changelog and max(len(r.value) for r in changelog) <= 1_000_000, sorted(len(r.value) for r in changelog)
+
+
+def test_an_artists_fans_of_the_longest_ids_still_fit_one_changelog_record(cluster):
+    """An artist's fans on a partition are one table value: 2,000 user ids of 1 KB made 2 MB. The newest
+    fans (in the order batches apply them) are kept as far as they fit."""
+    cluster.env.update(RECSTREAM_PARTITIONS="1")
+    w = cluster.start_worker("w")
+    users = [(f"fan{i}-" + "\U0001D11E" * 256)[:256] for i in range(1200)]
+    events = [{"type": "track", "event": "followedArtist", "userId": u, "messageId": f"f{i}", "timestamp": TS,
+               "properties": {"owner_id": "artist-1"}} for i, u in enumerate(users)]
+    send(cluster, "events.segment", [(u.encode(), dumps(e)) for u, e in zip(users, events, strict=True)])
+    wait_until(lambda: metric(w, "recstream_signals_applied_total") >= len(events), 120, what="the follows")
+    from tests.conftest import consume_all
+
+    def fans_written():
+        records = asyncio.run(consume_all(cluster.broker.bootstrap, f"{cluster.kafka_app_id}-fans-changelog", 1000, 60))
+        newest = max((r for r in records if r.key == b"artist-1@0"), key=lambda r: r.offset, default=None)
+        return records if newest and users[-1] in msgspec.msgpack.decode(newest.value) else None
+
+    fans = wait_until(fans_written, 60, interval=2, what="the last fan written")
+    assert max(len(r.value) for r in fans) <= 1_000_000, sorted(len(r.value) for r in fans)[-3:]
+    assert len(msgspec.msgpack.decode(max(fans, key=lambda r: r.offset).value)) > 600  # the newest kept
+    assert w.proc.poll() is None

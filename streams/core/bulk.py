@@ -38,13 +38,14 @@ import numpy as np
 
 from streams.core.affinity import TOGGLE_ON, Profile
 from streams.core.catalog import CatalogIndex
-from streams.core.pipeline import PipelineConfig, encode_fans, fans_key
+from streams.core.pipeline import PipelineConfig, fans_key
 from streams.core.popularity import MAX_TRENDING_PER_PARTITION, NO_TRENDING, Partial, PopularityView, count_pairs
 from streams.core.profile_fit import fitted
 from streams.core.recommend import recommendations_for
 from streams.core.records import Signal, encode
 from streams.core.seen import digest
 from streams.core.shares import remember_share
+from streams.core.values import fans_value
 
 
 def decayed_sums(group: np.ndarray, weight: np.ndarray, time: np.ndarray, ref: np.ndarray | float,
@@ -179,7 +180,7 @@ class BulkPartition:
                 recs[user] = encode(recommendations_for(self.cfg, user, profile, top, catalog, popularity, now,
                                                         "rebuild"))
         return {"affinity": affinity, "recommendations": recs,
-                "fans": {k: encode_fans(v[-self.cfg.max_fans:]) for k, v in fans.items()}}
+                "fans": {k: fans_value(v, self.cfg.max_fans) for k, v in fans.items()}}
 
 
 def _index(ids: dict[str, int], key: str) -> int:

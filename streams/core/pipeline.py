@@ -40,10 +40,10 @@ from streams.core.records import (
     decode_fans,
     decode_recs,
     encode,
-    encode_fans,
     encode_keyed,
     fans_key,
 )
+from streams.core.values import fans_value
 
 AFFINITY_UPDATES, RECOMMENDATIONS, SIGNALS_KEYED = "affinity.updates", "recommendations", "signals.keyed"
 
@@ -275,7 +275,7 @@ class PartitionBatch:
             fans = [u for u in decode_fans(self.fans.get(key)) if u != user]
             if artist in new:
                 fans.append(user)
-            self.fans[key] = encode_fans(fans[-self.cfg.max_fans:])
+            self.fans[key] = fans_value(fans, self.cfg.max_fans)
 
     def _emit_recommendations(self, user, profile, top, trigger, resend=False) -> None:
         if not resend and self.hold and self.hold(user, trigger):
