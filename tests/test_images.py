@@ -308,3 +308,25 @@ def test_a_consumers_impressions_of_one_merchant_keep_the_most_seen_images_when_
     ImageBatch(ImageConfig(), consumers, GlobalCounts(), pools, dict).run(seen_h + junk)
     views = load_state(consumers["c"]).merchants["m1"].impressions
     assert len(views) == MAX_IMAGES_PER_MERCHANT and views["h"] == 3 and len(consumers["c"]) < 30_000  # 64 of 1 KB + 1,503 ids
+
+
+def test_an_impressions_copy_far_behind_it_within_the_hour_counts_once():
+    """As a user's (streams.core.seen.Horizon): a copy that took another path (unkeyed, through images.keyed)
+    reached the consumer's state more than its id window's impressions after the first, in a backlog."""
+    import msgspec
+
+    from streams.core.image_pipeline import ImageBatch, ImageConfig, Pools
+    from streams.core.images import GlobalCounts
+    from streams.core.records import ImageEvent
+
+    pools = Pools({"m1": msgspec.json.encode({"merchant_id": "m1", "images": [{"image_id": "h"}]})}, PoolRules())
+
+    def counted(cfg: ImageConfig) -> float:
+        consumers, share = {}, GlobalCounts()
+        events = [ImageEvent("impression", "c", "m1", "h", f"i{i}", 100.0 + i) for i in range(300)]
+        for at, batch in enumerate([events, events[:1]]):  # the copy of the first, a minute later
+            ImageBatch(cfg, consumers, share, pools, dict, now=1e9 + 60 * at).run(batch)
+        return share.counts["m1|h"][0]
+
+    assert counted(ImageConfig(half_life_s=0.0, dedup_window=16)) == 300
+    assert counted(ImageConfig(half_life_s=0.0, dedup_window=16, dedup_horizon_s=0.0)) == 301  # the window alone

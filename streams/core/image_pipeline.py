@@ -32,7 +32,7 @@ from streams.core.ledger import Ledger, input_position
 from streams.core.positions import counted_when_applied, first_delivery, note_repeat
 from streams.core.properties import KEY_JOIN, is_id
 from streams.core.records import MAX_ID_CHARS, MAX_TABLE_VALUE_BYTES, ImageEvent, ImageRequest  # noqa: F401 - doctests
-from streams.core.seen import remember
+from streams.core.seen import Horizon
 from streams.core.values import fit_value
 
 CHOSEN, REPLIES = "images.chosen", "images.replies"
@@ -76,9 +76,14 @@ class ImageConfig:
     rules: PoolRules = PoolRules()
     half_life_s: float = 30 * 86400.0
     dedup_window: int = 2048
+    dedup_horizon_s: float = 3600.0  # and the ids applied in the last hour, as a user's (streams.core.seen.Horizon)
     # input source -> the offset below which nothing is read again (the input group's commits, kept current by
     # the worker's direct ingest): repeats below it are forgotten (streams.core.positions.note_repeat)
     read_from: dict[str, int] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        cap = max(self.dedup_window, 16384)
+        object.__setattr__(self, "dedup", Horizon(self.dedup_window, self.dedup_horizon_s, cap))
 
 
 def decode_image_catalog(raw: bytes, key: bytes | None = None) -> ImageCatalog:
@@ -162,8 +167,10 @@ def answer(cfg: ImageConfig, request: ImageRequest, state: ConsumerImages, pools
 
 class ImageBatch:
     def __init__(self, cfg: ImageConfig, consumers: MutableMapping[str, bytes], partial: GlobalCounts,
-                 pools: Pools, stats: Callable[[], dict[str, tuple[float, float]]], ledger: Ledger | None = None):
+                 pools: Pools, stats: Callable[[], dict[str, tuple[float, float]]], ledger: Ledger | None = None,
+                 now: float | None = None):  # when the batch runs: dates its messageIds (default: their event time)
         self.cfg, self.consumers, self.partial, self.pools, self.stats = cfg, consumers, partial, pools, stats
+        self.now = now
         self.ledger = ledger  # impressions and conversions per image variant and merchant
         self._states: dict[str, ConsumerImages] = {}
         self._shared: list[tuple[ImageEvent, bool, bool]] = []  # offered to the share once the batch is done
@@ -197,7 +204,7 @@ class ImageBatch:
         if self.ledger is not None:  # whether or not the consumer's views have it (see Ledger)
             self._attribute(ev, variant.name)
         if first_delivery(state.applied, ev.source, ev.offset):
-            fresh = counted = remember(state.seen, ev.message_id, self.cfg.dedup_window)
+            fresh = counted = self.cfg.dedup.remember(state, ev.message_id, ev.time if self.now is None else self.now)
             if not fresh:
                 note_repeat(state.repeats, ev.source, ev.offset, self.cfg.read_from)  # so is its redelivery
         else:

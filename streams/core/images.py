@@ -30,7 +30,7 @@ import numpy as np
 
 from streams.core.affinity import decay
 from streams.core.positions import share_takes
-from streams.core.seen import Remembers
+from streams.core.seen import Dated
 
 # --- pools --------------------------------------------------------------------------------
 
@@ -95,8 +95,8 @@ class MerchantViews(msgspec.Struct, array_like=True):
     converted: str | None = None
 
 
-class ConsumerImages(Remembers, omit_defaults=True):
-    """Table value per consumer: their views by merchant, and recent messageIds for dedup (`seen`)."""
+class ConsumerImages(Dated, omit_defaults=True):
+    """Table value per consumer: their views by merchant, and recent messageIds for dedup (`seen`, dated)."""
 
     merchants: dict[str, MerchantViews] = {}
     applied: dict[str, int] = {}  # input partition -> last offset applied (streams.core.positions)

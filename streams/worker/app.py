@@ -61,7 +61,8 @@ def _image_config(read_from: dict[str, int]):
         variants=load_image_variants(settings.image_variants), experiment=settings.image_experiment,
         params=SelectionParams(prior_strength=settings.image_prior_strength, query_boost=settings.image_query_boost),
         rules=PoolRules(top_items=settings.image_pool_items, filtered_categories=categories),
-        half_life_s=settings.image_half_life_days * 86400.0, dedup_window=settings.dedup_window, read_from=read_from)
+        half_life_s=settings.image_half_life_days * 86400.0, dedup_window=settings.dedup_window,
+        dedup_horizon_s=settings.dedup_horizon_s, read_from=read_from)
 
 
 affinity_model, parser_config, pipeline_config = core_objects(settings)

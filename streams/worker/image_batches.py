@@ -12,7 +12,7 @@ from streams.core.ingest import IMAGES
 from streams.core.ledger import Ledger, tally_key
 from streams.core.metrics import metrics
 from streams.worker import tables, topics
-from streams.worker.app import image_config, pipeline_config
+from streams.worker.app import clock, image_config, pipeline_config
 from streams.worker.commit import BatchCommit
 from streams.worker.state import image_counts, image_stats, pools, publish_tally
 from streams.worker.user_batches import send_failures
@@ -26,9 +26,11 @@ def apply_images(partition: int, records: list, txn: BatchCommit) -> None:
     partial = image_counts.partial(partition, functools.partial(tables.image_stats.get, f"p{partition}"))
     consumers, attribution = txn.table(tables.image_consumers, partition), txn.table(tables.attribution, partition)
 
+    now = clock.now()
+
     def make() -> ImageBatch:  # a new ledger per attempt: it caches what it read
         ledger = Ledger(attribution, partition, pipeline_config.attribution, kind="images")
-        return ImageBatch(image_config, consumers, partial, pools, image_stats, ledger)
+        return ImageBatch(image_config, consumers, partial, pools, image_stats, ledger, now)
     run = run_guarded(make, records, [consumers, attribution], apply=ImageBatch.run)
     send_failures(txn, run.failed, partition, IMAGES)
     tally = tally_key(partition, "images")
