@@ -328,3 +328,30 @@ def test_an_artists_fans_of_the_longest_ids_still_fit_one_changelog_record(clust
     assert max(len(r.value) for r in fans) <= 1_000_000, sorted(len(r.value) for r in fans)[-3:]
     assert len(msgspec.msgpack.decode(max(fans, key=lambda r: r.offset).value)) > 600  # the newest kept
     assert w.proc.poll() is None
+
+
+def test_an_experiment_log_of_the_longest_ids_still_fits_one_changelog_record(cluster):
+    """A consumer's attribution log (spans of image and merchant ids, conversions, flags) is one table value:
+    2,000 impressions and 300 conversions of 1 KB merchant and image ids made 2.1 MB. Its oldest parts go."""
+    w = cluster.start_worker("w")
+    long_id = lambda kind, i: (f"{kind}{i}-" + "\U0001D11E" * 256)[:256]  # noqa: E731
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def image_event(name: str, i: int) -> bytes:
+        return dumps({"type": "track", "event": name, "userId": "diner", "messageId": f"{name}{i}", "timestamp": now,
+                      "properties": {"merchant_id": long_id("m", i), "image_id": long_id("i", i)}})
+
+    records = [image_event("Image Impression", i) for i in range(2000)]
+    records += [image_event("Image Conversion", 1999 - i) for i in range(300)]
+    send(cluster, "events.segment", [(b"diner", r) for r in records])
+    wait_until(lambda: metric(w, "recstream_image_events_applied_total") >= len(records), 120, what="image events")
+    from tests.conftest import consume_all
+
+    def logs_written():
+        logs = asyncio.run(consume_all(cluster.broker.bootstrap, f"{cluster.kafka_app_id}-attribution-changelog",
+                                       1000, 60))
+        return [r for r in logs if b"diner" in r.key] or None
+
+    logs = wait_until(logs_written, 60, interval=2, what="the consumer's log")
+    assert max(len(r.value) for r in logs) <= 1_000_000, sorted(len(r.value) for r in logs)[-3:]
+    assert w.proc.poll() is None

@@ -31,6 +31,7 @@ from streams.core.attribution import (
     Position,
     Rules,
     Tally,
+    UserLog,
     convert,
     dump,
     expose,
@@ -41,6 +42,8 @@ from streams.core.attribution import (
     merge_tallies,
 )
 from streams.core.records import MAX_TABLE_VALUE_BYTES  # noqa: F401 - fitted's doctest
+from streams.core.seen import SIZE, trim
+from streams.core.spans import Span, latest_ending  # noqa: F401 - Span: fitted_log's doctest
 from streams.core.values import fit_value
 
 __all__ = ["CONVERSION_KINDS", "Ledger", "load_tally", "readout"]
@@ -136,7 +139,7 @@ class Ledger:
     def flush(self) -> bool:
         """Write the changed logs and the tally; True when anything changed."""
         for user in self._changed:
-            self.table[self.prefix + user] = dump(self.state.users[user])
+            self.table[self.prefix + user] = fitted_log(self.state.users[user])
         if self._changed:
             self.table[self.tally_key] = self.dump_tally()
         changed, self._changed = bool(self._changed), set()
@@ -159,6 +162,36 @@ def fitted(tally: Tally) -> bytes:
     (True, 3000, True)
     """
     return fit_value(tally, dump, _drop_least_exposed)
+
+
+def fitted_log(log: UserLog) -> bytes:
+    """A user's (or consumer's) log within one table value: ids may be 1 KB, so 512 spans of an image and its
+    merchant, 128 conversions and 512 flags made 2.1 MB. Halved, oldest first, until it fits: the spans
+    (latest ending kept), the conversions, the flags (a user flagged again counts again), the messageIds.
+
+    >>> log, long = UserLog(), lambda i: (f"{i}-" + "\U0001D11E" * 256)[:256]
+    >>> log.shown = {long(i): [Span(long(-i), "B", long(i), i, i + 1.0)] for i in range(512)}
+    >>> len(dump(log)) > MAX_TABLE_VALUE_BYTES, len(fitted_log(log)) <= MAX_TABLE_VALUE_BYTES, len(log.shown)
+    (True, True, 256)
+    >>> long(511) in log.shown, long(0) in log.shown
+    (True, False)
+    """
+    return fit_value(log, dump, _halve_log)
+
+
+def _halve_log(log: UserLog) -> bool:
+    spans = sum(len(s) for s in log.shown.values())
+    if spans > 1:
+        log.shown = latest_ending(log.shown, spans // 2)
+    elif len(log.conversions) > 1:
+        log.conversions = sorted(log.conversions, key=lambda c: c.time)[len(log.conversions) // 2:]
+    elif len(log.exposed) + len(log.converted) > 2:
+        log.exposed, log.converted = log.exposed[len(log.exposed) // 2:], log.converted[len(log.converted) // 2:]
+    elif len(log.seen) > SIZE:
+        trim(log.seen, len(log.seen) // SIZE // 2)
+    else:
+        return False
+    return True
 
 
 def _drop_least_exposed(tally: Tally) -> bool:
