@@ -379,3 +379,55 @@ def test_an_idle_reader_fetches_less_often_and_the_next_record_brings_the_short_
             await producer.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_broker_not_reachable_yet_is_tried_again_until_it_is(tmp_path, caplog):
+    """A worker whose broker went away just as direct ingest started stopped at once (a restart policy
+    brought it back); the start is tried again now, and reads once the broker is there."""
+    from streams.kafka.broker import EmbeddedBroker, free_port
+
+    port = free_port()
+    later = EmbeddedBroker(port=port, log_path=tmp_path / "broker.log")
+
+    async def scenario():
+        async def nothing(*_):
+            return None
+
+        ingest = DirectIngest(["late-topic"], 4, "late-app-direct", {"bootstrap_servers": f"127.0.0.1:{port}"},
+                              nothing, nothing, ready=lambda: True)
+        starting = asyncio.create_task(ingest.start(patience_s=60))
+        await asyncio.sleep(2.0)
+        assert not starting.done()  # still trying, not stopped
+        await asyncio.to_thread(later.start)
+        await _setup(later.bootstrap, "late-topic", 1)
+        await asyncio.wait_for(starting, 45)
+        try:
+            assert ingest.topic_partitions == {"late-topic": 4}
+        finally:
+            await ingest.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        later.stop()
+    assert "direct ingest: cannot start yet" in caplog.text
+
+
+def test_a_broker_that_never_comes_is_an_error_once_patience_runs_out():
+    from aiokafka.errors import KafkaConnectionError
+
+    from streams.kafka.broker import free_port
+
+    async def scenario():
+        async def nothing(*_):
+            return None
+
+        ingest = DirectIngest(["t"], 4, "g", {"bootstrap_servers": f"127.0.0.1:{free_port()}"}, nothing, nothing,
+                              ready=lambda: True)
+        await ingest.start(patience_s=1.0)
+
+    try:
+        asyncio.run(scenario())
+    except KafkaConnectionError:
+        return
+    raise AssertionError("started without a broker")

@@ -37,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from streams.core.metrics import metrics
 from streams.kafka.admin import partition_counts
@@ -138,9 +139,23 @@ class DirectIngest:
         self._stopping = False
         self._waits = IdleWait(fetch_max_wait_ms, idle_fetch_max_wait_ms or fetch_max_wait_ms)
 
-    async def start(self) -> None:
-        await self.consumer.start()
-        await self._learn_partitions()
+    async def start(self, patience_s: float = 120.0) -> None:
+        """Connect and learn the inputs' partitions. A broker that cannot be reached yet (a worker started, or
+        faust connected, just before its broker went away) is tried again, 0.5 s doubling to 5 s, for
+        `patience_s`: the worker stopped at once before, and only a restart policy brought it back."""
+        delay, deadline, started = 0.5, time.monotonic() + patience_s, False
+        while True:
+            try:
+                if not started:  # a failed start can be called again (aiokafka made no fetcher yet)
+                    await self.consumer.start()
+                    started = True
+                return await self._learn_partitions()
+            except (KafkaError, RuntimeError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("direct ingest: cannot start yet (%s); again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
 
     async def stop(self) -> None:
         """Commit what the handled batches covered, then stop reading; a second call does nothing."""
