@@ -365,3 +365,14 @@ def test_a_user_with_endless_saves_keeps_a_bounded_profile_and_the_same_scores()
     assert all(abs(model.scores(p)[a] - s) < 1e-9 * s for a, s in expected.items())
     newest = max(p.toggles.values(), key=lambda t: t.time)
     assert newest.message_id == "m1999"  # the latest saves stay toggles (an unsave of them still counts)
+
+
+def test_a_profile_written_before_its_ids_were_dated_reads_and_learns():
+    """Values written before `seen_times` (or by an older worker after a rollback, which drops the field)."""
+    ids = [message_digest(f"m{i}") for i in range(100)]
+    old = load(msgspec.msgpack.encode({"ref": 5.0, "events": 100, "seen": ids}))
+    assert old.seen_times == [0.0, 0.0]  # two chunks, counted as old: the count alone keeps them
+    assert not MODEL.learn_one(old, sig("view", "a", 6.0, "m99"), at=7.0)
+    assert MODEL.learn_one(old, sig("view", "a", 6.0, "m100"), at=7.0) and old.seen_times == [0.0, 7.0]
+    odd = load(msgspec.msgpack.encode({"seen": ids[:10], "seen_times": [1.0, 2.0, 3.0]}))
+    assert odd.seen_times == [3.0] and MODEL.learn_one(odd, sig("view", "a", 6.0, "m100"), at=9.0)

@@ -137,9 +137,8 @@ class AffinityModel:
     dedup_window: int = 2048
     dedup_horizon_s: float = 3600.0
 
-    def __post_init__(self):  # messageIds: 2,048, more within the horizon, at most 16,384 (128 KB)
-        cap = max(self.dedup_window, 16384)
-        object.__setattr__(self, "dedup", Horizon(self.dedup_window, self.dedup_horizon_s, cap))
+    def __post_init__(self):  # the messageId window (streams.core.seen.Horizon)
+        object.__setattr__(self, "dedup", Horizon.of(self.dedup_window, self.dedup_horizon_s))
 
     def decay(self, age_s: float) -> float:
         """Weight left after `age_s` seconds: 2^(−age/h)."""

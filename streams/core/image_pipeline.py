@@ -81,9 +81,8 @@ class ImageConfig:
     # the worker's direct ingest): repeats below it are forgotten (streams.core.positions.note_repeat)
     read_from: dict[str, int] = field(default_factory=dict, compare=False)
 
-    def __post_init__(self):
-        cap = max(self.dedup_window, 16384)
-        object.__setattr__(self, "dedup", Horizon(self.dedup_window, self.dedup_horizon_s, cap))
+    def __post_init__(self):  # the messageId window (streams.core.seen.Horizon)
+        object.__setattr__(self, "dedup", Horizon.of(self.dedup_window, self.dedup_horizon_s))
 
 
 def decode_image_catalog(raw: bytes, key: bytes | None = None) -> ImageCatalog:

@@ -52,12 +52,13 @@ class Dated(Remembers, omit_defaults=True):
 
     def __post_init__(self):
         super().__post_init__()
-        missing = -(-len(self.seen) // (SIZE * CHUNK)) - len(self.seen_times)
-        if missing:  # a value written before ids were dated: its ids count as old (the count keeps them)
-            self.seen_times = [0.0] * missing + self.seen_times if missing > 0 else []
+        chunks = -(-len(self.seen) // (SIZE * CHUNK))
+        if len(self.seen_times) != chunks:  # written before ids were dated: they count as old (the count keeps them)
+            self.seen_times = ([0.0] * chunks + self.seen_times)[-chunks:] if chunks else []
 
 
 CHUNK = 64  # ids dated together: a float per 64 ids (9 bytes encoded), not a time per id
+MAX_DATED = 16384  # ids a window keeps at most within its horizon: 128 KB
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,12 @@ class Horizon:
 
     size: int = 2048
     horizon_s: float = 3600.0
-    cap: int = 16384
+    cap: int = MAX_DATED
+
+    @classmethod
+    def of(cls, size: int, horizon_s: float) -> Horizon:
+        """A table value's window: `size` ids, more within `horizon_s`, at most MAX_DATED (or `size`)."""
+        return cls(size, horizon_s, max(size, MAX_DATED))
 
     def remember(self, window: Dated, message_id: str, at: float) -> bool:
         """Record a message that came at `at` (in place); False if it is there already (a duplicate)."""
