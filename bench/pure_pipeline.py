@@ -114,6 +114,9 @@ def digest(tables) -> str:
             fields.pop("shares", None)  # added later (an anonymous id's shares, for a merge): the scores they move are in
             fields["seen"] = [int.from_bytes(fields["seen"][i:i + 8], "big", signed=True)
                               for i in range(0, len(fields["seen"]), 8)] if isinstance(fields["seen"], bytearray) else fields["seen"]
+            # added later: the ids' dates, and the ids the last hour keeps past the count (streams.core.seen.Horizon)
+            fields["seen"] = fields["seen"][-2048:]
+            fields.pop("seen_times", None)
             h.update(key.encode() + msgspec.json.encode(fields, order="sorted"))
         for key in sorted(lists):
             h.update(key.encode() + lists[key])
