@@ -346,3 +346,23 @@ def test_refresh_rebuilds_lists_whose_works_aged_out_or_whose_scores_moved_and_o
     assert [o.topic for o in out] == ["recommendations"]
     assert "a-aging" not in [i["artwork_id"] for i in json.loads(out[0].value)["items"]]
     assert decode_recs(world.recs["u"]).generated_at == NOW + 2 * DAY and decode_recs(world.recs["v"]).generated_at == NOW
+
+
+def test_messageids_are_dated_by_the_wall_clock_whatever_clock_the_lists_use():
+    """RECSTREAM_CLOCK=event makes now the newest event time: a backlog of weeks read in seconds moved it
+    weeks on, and a copy that took another path was past the hour's horizon (an outside chaos check: 6,114
+    events of 6,000 in a rebuild). The worker dates ids by `arrived`, its wall clock."""
+    cfg = PipelineConfig(model=AffinityModel(dedup_window=8), variants=CFG.variants)
+
+    def events(arrived):
+        world = World(*WORKS)
+        for i, now in enumerate([NOW, NOW + 14 * 86400, NOW + 15 * 86400]):  # the event clock, batch by batch
+            records = _views("heavy", 200, offset0=200 * i) if i < 2 else [
+                msgspec.structs.replace(_views("heavy", 1)[0], source="signals.keyed:3", offset=0)]  # the copy
+            PartitionBatch(cfg, 0, world.profiles, world.recs, world.fans, world.partial, world.catalog,
+                           PopularityView([world.partial]), now, arrived=None if arrived is None else arrived + i,
+                           ).run(records)
+        return load(world.profiles["heavy"]).events
+
+    assert events(arrived=2e9) == 400
+    assert events(arrived=None) == 401  # dated by the event clock: two weeks past the horizon

@@ -79,11 +79,11 @@ class PipelineConfig:
 class PartitionBatch:
     def __init__(self, cfg: PipelineConfig, partition: int, profiles: MutableMapping[str, bytes],
                  recs: MutableMapping[str, bytes], fans: MutableMapping[str, bytes], partial: Partial,
-                 catalog: CatalogIndex, popularity: PopularityView, now: float,
+                 catalog: CatalogIndex, popularity: PopularityView, now: float, arrived: float | None = None,
                  attribution: MutableMapping[str, bytes] | None = None, hold: Callable[[str, str], bool] | None = None):
         self.cfg, self.partition, self.hold = cfg, partition, hold  # hold(user, trigger): list owed (core.throttle)
         self.profiles, self.recs, self.fans = profiles, recs, fans  # recs: an aliased id's list is a pointer
-        # exposures (emitted lists, Exposure records) and conversions, per variant
+        self.arrived = now if arrived is None else arrived  # the wall clock (now may be event time): dates messageIds
         self.ledger = None if attribution is None else Ledger(attribution, partition, cfg.attribution)
         self.partial, self.catalog, self.popularity, self.now = partial, catalog, popularity, now
         self._loaded: dict[str, Profile] = {}
@@ -138,7 +138,7 @@ class PartitionBatch:
             return
         self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
         self._attribute(sig)  # judged against the lists shown before this event
-        if positions.retried_before(profile.repeats, sig) or not self.cfg.model.learn_one(profile, sig, self.now):
+        if positions.retried_before(profile.repeats, sig) or not self.cfg.model.learn_one(profile, sig, self.arrived):
             note_repeat(profile.repeats, sig.source, sig.offset, self.cfg.read_from)  # its redelivery is one too
             self._trend(sig, profile, False, False)
             self.duplicates += 1
@@ -181,7 +181,7 @@ class PartitionBatch:
         if merge.previous_id == merge.user_id:
             return  # back at the profile it left (a ring broke there), which still holds it
         self._written.add(merge.user_id)  # a repeat too, as a signal's: heals a changelog write lost in a crash
-        if self.cfg.model.merge(profile, load(merge.profile), merge.message_id, merge.previous_id, self.now):
+        if self.cfg.model.merge(profile, load(merge.profile), merge.message_id, merge.previous_id, self.arrived):
             self._dirty[merge.user_id] = merge.message_id
             self._signalled.add(merge.message_id)  # its list is shown from the merged events' time, as a signal's
 

@@ -5,6 +5,7 @@ consumer table, the experiment ledger and the records to send; the global counts
 from __future__ import annotations
 
 import functools
+import time
 
 from streams.core.guarded import run_guarded
 from streams.core.image_pipeline import ImageBatch
@@ -12,7 +13,7 @@ from streams.core.ingest import IMAGES
 from streams.core.ledger import Ledger, tally_key
 from streams.core.metrics import metrics
 from streams.worker import tables, topics
-from streams.worker.app import clock, image_config, pipeline_config
+from streams.worker.app import image_config, pipeline_config
 from streams.worker.commit import BatchCommit
 from streams.worker.state import image_counts, image_stats, pools, publish_tally
 from streams.worker.user_batches import send_failures
@@ -26,7 +27,7 @@ def apply_images(partition: int, records: list, txn: BatchCommit) -> None:
     partial = image_counts.partial(partition, functools.partial(tables.image_stats.get, f"p{partition}"))
     consumers, attribution = txn.table(tables.image_consumers, partition), txn.table(tables.attribution, partition)
 
-    now = clock.now()
+    now = time.time()  # the wall clock, whatever RECSTREAM_CLOCK: it dates messageIds (streams.core.seen.Horizon)
 
     def make() -> ImageBatch:  # a new ledger per attempt: it caches what it read
         ledger = Ledger(attribution, partition, pipeline_config.attribution, kind="images")
