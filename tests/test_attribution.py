@@ -28,6 +28,7 @@ from streams.core.attribution import (
     merge_tallies,
 )
 from streams.core.experiments import assign, default_variants
+from streams.core.seen import Horizon
 
 LIST = [("w1", "affinity"), ("w2", "similar"), ("w3", "trending")]
 
@@ -388,3 +389,22 @@ def test_a_consumer_on_many_merchants_keeps_a_bounded_log_and_the_experiments_ow
     assert state.tally.variants("m0")["B"].users == 1 and state.tally.variants(f"m{MAX_FLAGS + 99}")["B"].users == 0
     impress(state, "c", "A", "m0", "img", 1e4, "late-variant")  # the experiment's own key always goes in
     assert state.tally.variants()["A"].users == 1 and len(dump(log)) < 100_000
+
+
+def test_a_copy_far_behind_its_original_within_the_lateness_counts_once():
+    """A copy that took another path (unkeyed) reached the log past the id window's count in a backlog. Ids
+    are kept by event time for the lateness: a copy older than that is dropped anyway, so the dedup is exact
+    within it (up to 16,384 ids)."""
+    def conversions(rules: Rules) -> int:
+        s = Attribution(rules=rules)
+        expose(s, "u", "A", LIST, 0.0, "r1")
+        for i in range(300):
+            convert(s, "u", "w1", "order", 60.0 + i, f"m{i}")
+        convert(s, "u", "w1", "order", 60.0, "m0")  # the copy of the first
+        return counts(s, "A").conversions
+
+    assert conversions(Rules(dedup_window=16)) == 300
+    count_alone = Rules(dedup_window=16)
+    object.__setattr__(count_alone, "dedup", Horizon(16, 0.0, 16))  # the window before it was dated
+    assert conversions(count_alone) == 301
+    assert conversions(Rules(dedup_window=16, lateness_days=0.0)) == 300  # a horizon of 0: the copy is too late

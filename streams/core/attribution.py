@@ -17,7 +17,8 @@ one of the user's `lateness_days` newer (dropped: a replay from the start counts
 
 Per user (`UserLog`): per item, merged intervals [tₑ, tₑ + W] per (group, variant, source) until `lateness_days` past
 their end, at most `max_spans` (the latest ending); conversions likewise (`max_conversions`); the last `dedup_window`
-ids. Images (`impress`, `image_convert`): item = merchant, source = image; counts in "" (per variant) and per merchant.
+ids and all within `lateness_days` of its newest event (up to 16,384). Images (`impress`, `image_convert`): item =
+merchant, source = image; counts in "" (per variant) and per merchant.
 
 `Attribution(users, tally, rules)`: one partition's state, `users` any mutable mapping user id -> UserLog
 (`load_log` / `dump`), `tally` the partition's partial (`dump` / `load_tally`). Event functions: False: none counted.
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from streams.core.positions import first_delivery
-from streams.core.seen import Remembers, remember
+from streams.core.seen import Dated, Horizon
 from streams.core.spans import Span, cover, latest_ending
 
 DAY = 86400.0
@@ -56,7 +57,10 @@ class Rules:
     lateness_days: float = 7.0  # events older than the user's newest by more are dropped
     max_spans: int = 512  # (item, group, variant, source) intervals per user
     max_conversions: int = 128  # conversions kept per user, for exposures that arrive late
-    dedup_window: int = 4096  # ids remembered per user
+    dedup_window: int = 4096  # ids remembered per user, and all of those within the lateness (up to 16,384)
+
+    def __post_init__(self):  # dated by event time: a copy older than the lateness is dropped anyway, so exact
+        object.__setattr__(self, "dedup", Horizon.of(self.dedup_window, self.lateness_days * DAY))
 
 
 class Counters(msgspec.Struct, omit_defaults=True):
@@ -97,7 +101,7 @@ class Conversion(msgspec.Struct, array_like=True):
     credited: list[str] = []  # credit keys already counted
 
 
-class UserLog(Remembers, omit_defaults=True):
+class UserLog(Dated, omit_defaults=True):
     """What attribution keeps per user (one table value), and its recent event ids (`seen`)."""
 
     newest: float = float("-inf")  # the newest event time seen
@@ -208,7 +212,7 @@ def _fresh(log: UserLog, rules: Rules, event_id: str, t: float, position: Positi
     """Not too late, not a redelivered record, not a repeated id; then `newest` moves."""
     fresh = (t >= log.newest - rules.lateness_days * DAY
              and (position is None or first_delivery(log.applied, *position))
-             and remember(log.seen, event_id, rules.dedup_window))
+             and rules.dedup.remember(log, event_id, at=t))
     if fresh:
         log.newest = max(log.newest, t)
     return fresh

@@ -42,7 +42,7 @@ from streams.core.attribution import (
     merge_tallies,
 )
 from streams.core.records import MAX_TABLE_VALUE_BYTES  # noqa: F401 - fitted's doctest
-from streams.core.seen import SIZE, trim
+from streams.core.seen import drop_oldest
 from streams.core.spans import Span, latest_ending  # noqa: F401 - Span: fitted_log's doctest
 from streams.core.values import fit_value
 
@@ -187,10 +187,8 @@ def _halve_log(log: UserLog) -> bool:
         log.conversions = sorted(log.conversions, key=lambda c: c.time)[len(log.conversions) // 2:]
     elif len(log.exposed) + len(log.converted) > 2:
         log.exposed, log.converted = log.exposed[len(log.exposed) // 2:], log.converted[len(log.converted) // 2:]
-    elif len(log.seen) > SIZE:
-        trim(log.seen, len(log.seen) // SIZE // 2)
     else:
-        return False
+        return drop_oldest(log, len(log.seen_times) // 2)
     return True
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 
 from streams.core.affinity import AffinityModel, Profile, dump, overflow_purchases
-from streams.core.seen import CHUNK, SIZE
+from streams.core.seen import CHUNK, SIZE, drop_oldest
 from streams.core.values import fit_value
 
 
@@ -40,7 +40,7 @@ def fitted(model: AffinityModel, profile: Profile) -> bytes:
 def shrink(model: AffinityModel, p: Profile) -> bool:
     """One step of what `fitted` drops (the first that finds something); False when nothing is left to drop."""
     extra = (len(p.seen) // SIZE - model.dedup.size) // CHUNK  # chunks past the count: the horizon's
-    if extra > 0 and _drop_chunks(p, (extra + 1) // 2):
+    if extra > 0 and drop_oldest(p, (extra + 1) // 2):
         return True
     if p.purchased:
         overflow_purchases(p, keep=len(p.purchased) // 2)
@@ -61,12 +61,4 @@ def shrink(model: AffinityModel, p: Profile) -> bool:
     if artists > 1:
         dataclasses.replace(model, top_k=artists // 2).evict(p)
         return True
-    return _drop_chunks(p, len(p.seen_times) // 2)  # at last the count's ids
-
-
-def _drop_chunks(p: Profile, n: int) -> bool:
-    """Drop the window's oldest `n` chunks of ids, never its newest."""
-    n = min(n, len(p.seen_times) - 1)
-    if n > 0:
-        del p.seen[:n * CHUNK * SIZE], p.seen_times[:n]
-    return n > 0
+    return drop_oldest(p, len(p.seen_times) // 2)  # at last the count's ids

@@ -128,6 +128,14 @@ class Horizon:
         self.trim(mine, at)
 
 
+def drop_oldest(window: Dated, chunks: int) -> bool:
+    """Drop a window's oldest `chunks` chunks of ids (a value shrunk to fit), never its newest; False if none."""
+    chunks = min(chunks, len(window.seen_times) - 1)
+    if chunks > 0:
+        del window.seen[:chunks * CHUNK * SIZE], window.seen_times[:chunks]
+    return chunks > 0
+
+
 def digest(message_id: str) -> bytes:
     """The 8-byte hash of a messageId (big-endian: `message_digest` read as bytes)."""
     return hashlib.blake2b(message_id.encode(), digest_size=SIZE).digest()
