@@ -59,8 +59,8 @@ class Rules:
     max_conversions: int = 128  # conversions kept per user, for exposures that arrive late
     dedup_window: int = 4096  # ids remembered per user, and all of those within the lateness (up to 16,384)
 
-    def __post_init__(self):  # dated by event time: a copy older than the lateness is dropped anyway, so exact
-        object.__setattr__(self, "dedup", Horizon.of(self.dedup_window, self.lateness_days * DAY))
+    def __post_init__(self):  # by event time for the lateness (and its edge): a copy older is dropped anyway: exact
+        object.__setattr__(self, "dedup", Horizon.of(self.dedup_window, self.lateness_days * DAY + 1.0))
 
 
 class Counters(msgspec.Struct, omit_defaults=True):
