@@ -3,6 +3,7 @@
 from streams.core.events import Rejected
 from streams.core.ingest import dead_letter, decode_or_reject, letter_key, stamp_unpositioned
 from streams.core.metrics import metrics
+from streams.core.records import MAX_TABLE_VALUE_BYTES
 from streams.worker import topics
 from streams.worker.app import app
 from streams.worker.commit import send_all
@@ -24,7 +25,7 @@ def letter(rejected: Rejected, msg, value: bytes | None) -> tuple:
 async def decoded(event, decode, reason: str, keyed: bool = False):
     """`decode(event.value)`, or None once the record went to the dead-letter topic with `reason`.
     `keyed`: a signals.keyed / images.keyed record, given its position if it has no input one."""
-    record = decode_or_reject(decode, event.value, reason)
+    record = decode_or_reject(decode, event.value, reason, MAX_TABLE_VALUE_BYTES)  # internal: records we wrote
     if isinstance(record, Rejected):
         await send_dead_letter(event, record.reason, record.detail)
         return None
@@ -49,7 +50,7 @@ def decoded_into(batch, records, decode, reason: str, keyed: bool = False) -> li
     through `batch`, the state transaction they were read for. `keyed`: as for `decoded`."""
     out = []
     for rec in records:
-        record = decode_or_reject(decode, rec.value, reason)
+        record = decode_or_reject(decode, rec.value, reason, MAX_TABLE_VALUE_BYTES)
         if isinstance(record, Rejected):
             batch.send(*letter(record, rec, rec.value))
         else:

@@ -533,3 +533,31 @@ def test_a_message_naming_more_works_than_max_targets_is_dead_lettered_and_share
         targets = tuple(Target(f"{i:03}{j:03}" + "a" * 200, f"w{j}") for j in range(MAX_TARGETS))
         model.learn_one(anon, Signal("view", "anon-x", f"m{i}", 1e9 + i, targets, anonymous=True))
     assert sum(len(s.artists) for s in anon.shares) <= MAX_SHARED_ARTISTS and len(dump(anon)) < 400_000
+
+
+def test_a_retry_of_a_record_with_a_huge_key_fits_one_record():
+    """An outside fuzzer: a save naming an unknown work, sent with a 600 KB Kafka key, was parked with the key
+    twice (its record's key and the retry's own): 1.2 MB, which the producer refused, and the worker stopped
+    at every start. A retry keeps the key cut as a dead letter's."""
+    from streams.core.ingest import PENDING, ParserConfig, ingest_one, route
+    from streams.core.retries import decode_pending
+
+    raw = json.dumps({"type": "track", "event": "artworkSave", "userId": "u", "messageId": "m1",
+                      "timestamp": "2026-11-05T10:00:00Z", "properties": {"artwork_id": "never-known"}}).encode()
+    result = ingest_one(raw, None, {}, ParserConfig())
+    topic, key, value = route(result, "events.segment", 0, 7, b"k" * 600_000, raw, None, 1.8e9, 60.0)
+    assert topic == PENDING and len(key) == 1024 and len(key) + len(value) < 4096
+    assert decode_pending(value, 1.8e9, 60.0).key == key
+
+
+def test_an_image_request_names_each_merchant_once_and_at_most_64():
+    """An outside fuzzer: one merchant named 30 times (its image's url 999,000 characters) made a 30 MB reply."""
+    from streams.core.events import MAX_REQUEST_MERCHANTS, parse_image_request
+
+    def request(merchants):
+        return json.dumps({"request_id": "r", "consumer_id": "c", "merchant_ids": merchants}).encode()
+
+    assert parse_image_request(request(["m"] * 30 + ["n", "m"])).merchant_ids == ["m", "n"]
+    too_many = parse_image_request(request([f"m{i}" for i in range(MAX_REQUEST_MERCHANTS + 1)]))
+    assert (too_many.reason, too_many.detail) == ("invalid_property", "merchant_ids names more than 64 merchants")
+    assert len(parse_image_request(request([f"m{i}" for i in range(64)])).merchant_ids) == 64

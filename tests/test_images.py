@@ -330,3 +330,17 @@ def test_an_impressions_copy_far_behind_it_within_the_hour_counts_once():
 
     assert counted(ImageConfig(half_life_s=0.0, dedup_window=16)) == 300
     assert counted(ImageConfig(half_life_s=0.0, dedup_window=16, dedup_horizon_s=0.0)) == 301  # the window alone
+
+
+def test_an_image_url_longer_than_8192_characters_rejects_its_catalog_record():
+    """A choice carries its image's url: one of 999,000 characters made a 1 MB images.chosen record."""
+    import msgspec
+
+    from streams.core.image_pipeline import MAX_URL_CHARS, decode_image_catalog
+
+    def catalog(url):
+        return msgspec.json.encode({"merchant_id": "m", "images": [{"image_id": "i", "url": url}]})
+
+    assert decode_image_catalog(catalog("h" * MAX_URL_CHARS)).images[0].url == "h" * 8192
+    with pytest.raises(msgspec.ValidationError, match="url must be at most 8192 characters"):
+        decode_image_catalog(catalog("h" * (MAX_URL_CHARS + 1)))

@@ -183,6 +183,20 @@ def test_a_catalog_record_too_large_to_store_is_dead_lettered_and_the_worker_goe
     assert worker.proc.poll() is None and "crashed" not in (module_cluster.root / "hostile.log").read_text().lower()
 
 
+def test_a_catalog_record_just_under_1_mb_is_dead_lettered_its_changelog_record_would_not_fit(module_cluster, worker):
+    """An outside fuzzer: a 999,990-byte curated list passed the 1,000,000-byte check on its value, but its
+    changelog record (key and ~70 bytes more) did not fit faust's producer: the worker stopped."""
+    applied = metric(worker, "recstream_curated_updates_total")
+    near = dumps({"artwork_ids": [f"cw{i}" for i in range(1000)]})
+    near = near[:-1] + b" " * (999_990 - len(near)) + b"}"
+    offsets = send(module_cluster, "catalog.curated", [(b"curated", near), (b"curated", dumps({"artwork_ids": ["w1"]}))])
+    letter = wait_until(lambda: dead_letters(module_cluster, "catalog.curated").get(offsets[0]), 60, what="dead letter")
+    assert letter["reason"] == "oversized" and "must stay under 983,616" in letter["detail"], letter
+    wait_until(lambda: metric(worker, "recstream_curated_updates_total") >= applied + 1, 60, what="the list behind it")
+    time.sleep(2)  # a failed changelog write would stop the worker now
+    assert worker.proc.poll() is None and "crashed" not in (module_cluster.root / "hostile.log").read_text().lower()
+
+
 def test_a_tombstone_keyed_by_no_id_is_dead_lettered_and_the_record_behind_it_applied(module_cluster, worker):
     """A 2 MB key (Tansu takes it; Apache Kafka's default limit would refuse it): the artwork tombstone
     deleted through a 2 MB changelog key and the dead letter of the image tombstone carried it,

@@ -52,3 +52,17 @@ def test_any_profile_of_the_longest_ids_fits(events):
         MODEL.learn_one(p, Signal(kind, "u", long_id("m", n), 1e9 + n, (target,)), at=1e9 + n)
     raw = fitted(MODEL, p)
     assert len(raw) <= MAX_TABLE_VALUE_BYTES and load(raw) == p
+
+
+def test_a_merge_carrying_the_largest_profile_fits_one_internal_record():
+    """An outside fuzzer: a profile fitted to 998,975 bytes and three 1 KB ids made a 1,001,046-byte Merge,
+    dead-lettered as oversized when read back: the user's whole history was lost."""
+    from streams.core.profile_fit import carried
+    from streams.core.records import Merge, encode_keyed
+
+    p = Profile()
+    for i in range(900):
+        work = Target(long_id("a", i % 250), long_id("w", i))
+        MODEL.learn_one(p, Signal("order" if i < 300 else "save", "u", long_id("m", i), 1e9, (work,)), at=1e9)
+    merge = encode_keyed(Merge(long_id("new", 0), long_id("old", 0), long_id("identify", 0), carried(MODEL, p)))
+    assert len(merge) <= MAX_TABLE_VALUE_BYTES

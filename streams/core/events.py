@@ -104,6 +104,7 @@ _SEGMENT = msgspec.json.Decoder(SegmentEvent)
 _TYPED = msgspec.json.Decoder(TypedSignal)
 _TYPED_IMAGE = msgspec.json.Decoder(TypedImageEvent)
 _IMAGE_REQUEST = msgspec.json.Decoder(ImageRequestIn)
+MAX_REQUEST_MERCHANTS = 64  # one reply: 64 choices of an 8 KB url and 1 KB ids stay under Kafka's 1 MB
 
 
 def load_event_map(spec: str = "") -> dict[str, str]:
@@ -267,7 +268,10 @@ def parse_image_request(raw: bytes, *, max_bytes: int = 65536) -> Parsed:
         return Rejected("missing_property", "request_id, consumer_id and merchant_ids are required")
     if not all(is_id(m) for m in req.merchant_ids):
         return Rejected("invalid_id", "merchant_ids must be non-blank string ids")
-    return ImageRequest(req.request_id, req.consumer_id, req.merchant_ids, req.query)
+    merchants = list(dict.fromkeys(req.merchant_ids))  # a merchant named 30 times made a 30 MB reply
+    if len(merchants) > MAX_REQUEST_MERCHANTS:
+        return Rejected("invalid_property", f"merchant_ids names more than {MAX_REQUEST_MERCHANTS} merchants")
+    return ImageRequest(req.request_id, req.consumer_id, merchants, req.query)
 
 
 def _identity(ev: SegmentEvent, message_id: str, when: datetime | None) -> Parsed:

@@ -85,6 +85,9 @@ class ImageConfig:
         object.__setattr__(self, "dedup", Horizon.of(self.dedup_window, self.dedup_horizon_s))
 
 
+MAX_URL_CHARS = 8192
+
+
 def decode_image_catalog(raw: bytes, key: bytes | None = None) -> ImageCatalog:
     """A catalog.images record; raises msgspec errors on bad input (the agent dead-letters it);
     `key`, the record's, must be the merchant id when there is one (catalog.check_key)."""
@@ -97,6 +100,8 @@ def decode_image_catalog(raw: bytes, key: bytes | None = None) -> ImageCatalog:
     if not all(is_id(i) for i in ids) or len(set(ids)) != len(ids):  # events name images by id: one id, one image
         raise msgspec.ValidationError(f"image_id must be 1 to {MAX_ID_CHARS} characters, not blank, and unique "
                                       "within the merchant")
+    if any(len(image.url) > MAX_URL_CHARS for image in record.images):  # a choice carries it: 999,000 made 1 MB
+        raise msgspec.ValidationError(f"url must be at most {MAX_URL_CHARS} characters")
     return record
 
 

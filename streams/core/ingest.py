@@ -47,6 +47,9 @@ SIGNALS, IMAGES, PENDING, DEADLETTER = "signals.keyed", "images.keyed", "pending
 # works one message may name (an order's products, artwork_ids): one "view" of 3,000 works added 3,000 views'
 # weight to their artist and made a 3 MB profile (an outside fuzzer); Segment's own messages stop at 32 KB
 MAX_TARGETS = 100
+# a catalog record is stored whole and its changelog record adds the key (an id, 1 KB at most) and ~70 bytes, which
+# faust's producer counts (999,990 bytes of value stopped the worker); a work's refresh adds its artist id
+MAX_CATALOG_BYTES = MAX_TABLE_VALUE_BYTES - 16_384
 _PENDING = msgspec.msgpack.Encoder()
 
 
@@ -85,9 +88,11 @@ def ingest_one(raw: bytes | None, typed_kind: str | None, artist_of: Any,
         return Rejected("internal_error", f"{type(exc).__name__} while parsing")
 
 
-def decode_or_reject(decode: Callable[[bytes], Any], raw: bytes | None, reason: str) -> Any:
+def decode_or_reject(decode: Callable[[bytes], Any], raw: bytes | None, reason: str,
+                     limit: int = MAX_CATALOG_BYTES) -> Any:
     """`decode(raw)`, or a Rejected with `reason` whatever goes wrong: the firewall of the
     agents that decode catalog and internal records (the detail names the problem, not values).
+    `limit`: a catalog record is stored whole (MAX_CATALOG_BYTES), an internal one we wrote fits a value.
 
     >>> decode_or_reject(msgspec.json.decode, b'[' * 5000 + b']' * 5000, "invalid_artwork")
     Rejected(reason='invalid_artwork', detail='JSON nested too deep')
@@ -98,8 +103,8 @@ def decode_or_reject(decode: Callable[[bytes], Any], raw: bytes | None, reason: 
     """
     if raw is None:
         return Rejected(reason, "message has no value (tombstone)")
-    if len(raw) > MAX_TABLE_VALUE_BYTES:  # stored as is, it would stop the worker at its changelog write
-        return Rejected("oversized", f"{len(raw):,} bytes: a stored record must stay under {MAX_TABLE_VALUE_BYTES:,}")
+    if len(raw) > limit:  # stored as is, it would stop the worker at its changelog write
+        return Rejected("oversized", f"{len(raw):,} bytes: a stored record must stay under {limit:,}")
     try:
         return decode(raw)
     except Exception as exc:
@@ -161,8 +166,8 @@ def _ingest(raw: bytes | None, typed_kind: str | None, artist_of: Any, config: P
 
 
 def letter_key(key: bytes | None) -> bytes | None:
-    """A dead letter's Kafka key: the input's, cut to an id's longest UTF-8 (a 3 MB key made the
-    letter itself too large to produce, and the catalog agents crashed on it)."""
+    """A dead letter's (or a retry's) Kafka key: the input's, cut to an id's longest UTF-8 (a 3 MB key made
+    the letter itself too large to produce, and the catalog agents crashed on it)."""
     return None if key is None else key[:MAX_ID_CHARS * 4]
 
 
@@ -254,6 +259,7 @@ def route(result: Parsed, topic: str, partition: int, offset: int, key: bytes | 
     link by the id being merged away), image events to images.keyed by consumer; an unknown
     artwork waits on the pending topic until patience runs out; other rejects are dead letters."""
     if isinstance(result, Rejected) and result.reason == "unknown_artwork" and value is not None:
+        key = letter_key(key)  # held twice by a retry (its key and its record's): a 600 KB key made 1.2 MB
         retry = retry_or_give_up(pending, topic, partition, offset, key, value, now, patience_s)
         if retry is not None:
             return PENDING, key, _PENDING.encode(retry)

@@ -27,7 +27,7 @@ from streams.core.experiments import Variant, assign, default_variants
 from streams.core.ledger import Ledger, input_position
 from streams.core.popularity import Partial, PopularityView
 from streams.core.positions import counted_when_applied, delivered_before, forwarded_position, note_repeat
-from streams.core.profile_fit import fitted
+from streams.core.profile_fit import carried, fitted
 from streams.core.recommend import TOP_ARTISTS, recommendations_for
 from streams.core.records import (
     AffinityUpdate,
@@ -164,7 +164,7 @@ class PartitionBatch:
         if profile.alias_of not in ("", ident.user_id) or ident.user_id in (*profile.merged, ident.previous_id):
             return  # merged into another id already, or the new id was merged into this one (no ring), or itself
         moving = Merge(ident.user_id, ident.previous_id, ident.message_id,
-                       fitted(self.cfg.model, msgspec.structs.replace(profile, alias_of="")))
+                       carried(self.cfg.model, msgspec.structs.replace(profile, alias_of="")))
         self._send(SIGNALS_KEYED, ident.user_id, encode_keyed(moving))
         profile.alias_of = ident.user_id
         self.recs[ident.previous_id] = value = pointer_list(self.recs.get(ident.previous_id), ident.previous_id,

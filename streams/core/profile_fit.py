@@ -28,13 +28,20 @@ from __future__ import annotations
 import dataclasses
 
 from streams.core.affinity import AffinityModel, Profile, dump, overflow_purchases
+from streams.core.records import MAX_TABLE_VALUE_BYTES
 from streams.core.seen import CHUNK, SIZE, drop_oldest
 from streams.core.values import fit_value
 
 
-def fitted(model: AffinityModel, profile: Profile) -> bytes:
-    """`profile` encoded, shrunk in place first when it is over MAX_TABLE_VALUE_BYTES."""
-    return fit_value(profile, dump, lambda p: shrink(model, p))
+def fitted(model: AffinityModel, profile: Profile, limit: int = MAX_TABLE_VALUE_BYTES) -> bytes:
+    """`profile` encoded, shrunk in place first when it is over `limit`."""
+    return fit_value(profile, dump, lambda p: shrink(model, p), limit)
+
+
+def carried(model: AffinityModel, profile: Profile) -> bytes:
+    """`fitted` with room for the record that carries it (a Merge adds three ids: a 998,975-byte profile made
+    a 1,001,046-byte Merge, dead-lettered when read back, and the user's history was lost)."""
+    return fitted(model, profile, MAX_TABLE_VALUE_BYTES - 16_384)
 
 
 def shrink(model: AffinityModel, p: Profile) -> bool:

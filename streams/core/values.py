@@ -20,11 +20,12 @@ from streams.core.records import MAX_TABLE_VALUE_BYTES, decode_fans, encode_fans
 Value = TypeVar("Value")
 
 
-def fit_value(value: Value, encode: Callable[[Value], bytes], shrink: Callable[[Value], Any]) -> bytes:
+def fit_value(value: Value, encode: Callable[[Value], bytes], shrink: Callable[[Value], Any],
+              limit: int = MAX_TABLE_VALUE_BYTES) -> bytes:
     """`encode(value)`, after `shrink(value)` (in place: it drops what matters least) as often as it
-    takes to come within MAX_TABLE_VALUE_BYTES; `shrink` returns False when it found nothing to drop."""
+    takes to come within `limit`; `shrink` returns False when it found nothing to drop."""
     raw = encode(value)
-    while len(raw) > MAX_TABLE_VALUE_BYTES and shrink(value) is not False:
+    while len(raw) > limit and shrink(value) is not False:
         raw = encode(value)
     return raw
 
