@@ -325,7 +325,7 @@ def test_an_impressions_copy_far_behind_it_within_the_hour_counts_once():
         consumers, share = {}, GlobalCounts()
         events = [ImageEvent("impression", "c", "m1", "h", f"i{i}", 100.0 + i) for i in range(300)]
         for at, batch in enumerate([events, events[:1]]):  # the copy of the first, a minute later
-            ImageBatch(cfg, consumers, share, pools, dict, now=1e9 + 60 * at).run(batch)
+            ImageBatch(cfg, consumers, share, pools, dict, arrived=1e9 + 60 * at).run(batch)
         return share.counts["m1|h"][0]
 
     assert counted(ImageConfig(half_life_s=0.0, dedup_window=16)) == 300

@@ -112,6 +112,11 @@ def overflow_purchases(profile: Profile, keep: int = MAX_PURCHASES) -> None:
     del profile.purchased[:over]
 
 
+def active_saves(profile: Profile) -> list[str]:
+    """The toggle keys of the works the user has saved and not unsaved."""
+    return [k for k, t in profile.toggles.items() if t.on and k[0] == "s"]
+
+
 def decay(age_s: float, half_life_s: float) -> float:
     """Weight left after `age_s` seconds: 2^(−age/h); no decay when the half-life is 0."""
     return 2.0 ** (-age_s / half_life_s) if half_life_s > 0 else 1.0
@@ -259,14 +264,13 @@ class AffinityModel:
             tombstones.sort(key=lambda k: profile.toggles[k].time)
             for k in tombstones[: len(tombstones) - self.top_k]:
                 del profile.toggles[k]
-        if sum(1 for k, t in profile.toggles.items() if t.on and k[0] == "s") > MAX_SAVES:
+        if len(active_saves(profile)) > MAX_SAVES:
             self.fold_saves(profile, MAX_SAVES * 3 // 4)
 
     def fold_saves(self, profile: Profile, keep: int) -> bool:
         """All but the newest `keep` active saves become plain weight: the same scores, a smaller value (an
         unsave of a folded save takes nothing back). False if there were no more than `keep`."""
-        saves = sorted((k for k, t in profile.toggles.items() if t.on and k[0] == "s"),
-                       key=lambda k: (profile.toggles[k].time, k))
+        saves = sorted(active_saves(profile), key=lambda k: (profile.toggles[k].time, k))
         for tog in [profile.toggles.pop(k) for k in saves[: max(0, len(saves) - keep)]]:
             folded = self.weights.get("save", 0.0) * self.decay(profile.ref - tog.time)
             profile.scores[tog.artist_id] = profile.scores.get(tog.artist_id, 0.0) + folded

@@ -172,9 +172,9 @@ def answer(cfg: ImageConfig, request: ImageRequest, state: ConsumerImages, pools
 class ImageBatch:
     def __init__(self, cfg: ImageConfig, consumers: MutableMapping[str, bytes], partial: GlobalCounts,
                  pools: Pools, stats: Callable[[], dict[str, tuple[float, float]]], ledger: Ledger | None = None,
-                 now: float | None = None):  # when the batch runs: dates its messageIds (default: their event time)
+                 arrived: float | None = None):  # the wall clock: dates messageIds (default: their event time)
         self.cfg, self.consumers, self.partial, self.pools, self.stats = cfg, consumers, partial, pools, stats
-        self.now = now
+        self.arrived = arrived
         self.ledger = ledger  # impressions and conversions per image variant and merchant
         self._states: dict[str, ConsumerImages] = {}
         self._shared: list[tuple[ImageEvent, bool, bool]] = []  # offered to the share once the batch is done
@@ -208,7 +208,8 @@ class ImageBatch:
         if self.ledger is not None:  # whether or not the consumer's views have it (see Ledger)
             self._attribute(ev, variant.name)
         if first_delivery(state.applied, ev.source, ev.offset):
-            fresh = counted = self.cfg.dedup.remember(state, ev.message_id, ev.time if self.now is None else self.now)
+            at = ev.time if self.arrived is None else self.arrived
+            fresh = counted = self.cfg.dedup.remember(state, ev.message_id, at)
             if not fresh:
                 note_repeat(state.repeats, ev.source, ev.offset, self.cfg.read_from)  # so is its redelivery
         else:

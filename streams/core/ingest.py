@@ -29,7 +29,7 @@ from streams.core.properties import resolve_artists
 from streams.core.records import (
     DEAD_LETTER_BYTES,
     MAX_ID_CHARS,
-    MAX_TABLE_VALUE_BYTES,
+    MAX_TABLE_VALUE_BYTES,  # noqa: F401 - decode_or_reject's doctest
     DeadLetter,
     Exposure,
     Identity,
@@ -41,15 +41,16 @@ from streams.core.records import (
     encode_keyed,
 )
 from streams.core.retries import retry_or_give_up
+from streams.core.values import MAX_CARRIED_BYTES
 
 # Where ingest sends things (logical names; the agent maps them to this app's topics).
 SIGNALS, IMAGES, PENDING, DEADLETTER = "signals.keyed", "images.keyed", "pending", "deadletter"
 # works one message may name (an order's products, artwork_ids): one "view" of 3,000 works added 3,000 views'
 # weight to their artist and made a 3 MB profile (an outside fuzzer); Segment's own messages stop at 32 KB
 MAX_TARGETS = 100
-# a catalog record is stored whole and its changelog record adds the key (an id, 1 KB at most) and ~70 bytes, which
-# faust's producer counts (999,990 bytes of value stopped the worker); a work's refresh adds its artist id
-MAX_CATALOG_BYTES = MAX_TABLE_VALUE_BYTES - 16_384
+# a catalog record is stored whole: its changelog record adds the key and ~70 bytes, which faust's producer counts
+# (999,990 bytes of value stopped the worker), and a work's refresh its artist id
+MAX_CATALOG_BYTES = MAX_CARRIED_BYTES
 _PENDING = msgspec.msgpack.Encoder()
 
 

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from streams.core.affinity import AffinityModel, Profile, dump, overflow_purchases
+from streams.core.affinity import AffinityModel, Profile, active_saves, dump, overflow_purchases
 from streams.core.records import MAX_TABLE_VALUE_BYTES
 from streams.core.seen import CHUNK, SIZE, drop_oldest
-from streams.core.values import fit_value
+from streams.core.values import MAX_CARRIED_BYTES, fit_value
 
 
 def fitted(model: AffinityModel, profile: Profile, limit: int = MAX_TABLE_VALUE_BYTES) -> bytes:
@@ -41,7 +41,7 @@ def fitted(model: AffinityModel, profile: Profile, limit: int = MAX_TABLE_VALUE_
 def carried(model: AffinityModel, profile: Profile) -> bytes:
     """`fitted` with room for the record that carries it (a Merge adds three ids: a 998,975-byte profile made
     a 1,001,046-byte Merge, dead-lettered when read back, and the user's history was lost)."""
-    return fitted(model, profile, MAX_TABLE_VALUE_BYTES - 16_384)
+    return fitted(model, profile, MAX_CARRIED_BYTES)
 
 
 def shrink(model: AffinityModel, p: Profile) -> bool:
@@ -52,7 +52,7 @@ def shrink(model: AffinityModel, p: Profile) -> bool:
     if p.purchased:
         overflow_purchases(p, keep=len(p.purchased) // 2)
         return True
-    saves = sum(1 for k, t in p.toggles.items() if t.on and k[0] == "s")
+    saves = len(active_saves(p))
     if saves and model.fold_saves(p, saves // 2):
         return True
     tombstones = sorted((t.time, k) for k, t in p.toggles.items() if not t.on)
@@ -61,8 +61,8 @@ def shrink(model: AffinityModel, p: Profile) -> bool:
     if tombstones:
         return True
     for name in ("shares", "merged"):
-        if getattr(p, name):
-            setattr(p, name, getattr(p, name)[len(getattr(p, name)) // 2 + 1:])
+        if kept := getattr(p, name):
+            setattr(p, name, kept[len(kept) // 2 + 1:])
             return True
     artists = len(set(p.scores) | {t.artist_id for t in p.toggles.values()})
     if artists > 1:

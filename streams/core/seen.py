@@ -115,8 +115,7 @@ class Horizon:
         while drop < n - 1 and ids - CHUNK >= self.size and (
                 window.seen_times[drop] <= now - self.horizon_s or ids > self.cap):
             drop, ids = drop + 1, ids - CHUNK
-        if drop:
-            del window.seen[:drop * CHUNK * SIZE], window.seen_times[:drop]
+        drop_oldest(window, drop)
 
     def union(self, mine: Dated, theirs: bytearray, at: float) -> None:
         """`theirs` ids after those of `mine` they lack, into `mine` (a merge of two profiles at `at`): all

@@ -20,6 +20,9 @@ from typing import Any, TypeVar
 from streams.core.records import MAX_TABLE_VALUE_BYTES, decode_fans, encode_fans  # noqa: F401 - doctest
 
 Value = TypeVar("Value")
+# a value carried whole inside another record (a catalog record in its changelog record with the key and ~70 bytes;
+# a work in its refresh with the artist id; a profile in a Merge with three ids): room left for those
+MAX_CARRIED_BYTES = MAX_TABLE_VALUE_BYTES - 16_384
 
 
 def fit_value(value: Value, encode: Callable[[Value], bytes], shrink: Callable[[Value], Any],

@@ -27,11 +27,11 @@ def apply_images(partition: int, records: list, txn: BatchCommit) -> None:
     partial = image_counts.partial(partition, functools.partial(tables.image_stats.get, f"p{partition}"))
     consumers, attribution = txn.table(tables.image_consumers, partition), txn.table(tables.attribution, partition)
 
-    now = time.time()  # the wall clock, whatever RECSTREAM_CLOCK: it dates messageIds (streams.core.seen.Horizon)
+    arrived = time.time()  # the wall clock, whatever RECSTREAM_CLOCK: it dates messageIds (streams.core.seen.Horizon)
 
     def make() -> ImageBatch:  # a new ledger per attempt: it caches what it read
         ledger = Ledger(attribution, partition, pipeline_config.attribution, kind="images")
-        return ImageBatch(image_config, consumers, partial, pools, image_stats, ledger, now)
+        return ImageBatch(image_config, consumers, partial, pools, image_stats, ledger, arrived)
     run = run_guarded(make, records, [consumers, attribution], apply=ImageBatch.run)
     send_failures(txn, run.failed, partition, IMAGES)
     tally = tally_key(partition, "images")
