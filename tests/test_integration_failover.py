@@ -426,6 +426,38 @@ def test_a_worker_that_joined_after_the_data_takes_every_partition_over_exactly(
     assert_matches(b, ref, users)
 
 
+def test_a_worker_that_gets_its_partitions_back_serves_the_lists_written_while_they_were_away(cluster):
+    """A keeps the lists it wrote and served in memory (streams.worker.hot). B joins, takes some of
+    A's partitions and writes new lists for their users, then leaves: A must serve B's lists, not
+    the ones it held before (without the hold emptied on every assignment, A served the old ones)."""
+    a = cluster.start_worker("a")
+    demo = DemoGenerator(users=120, artists=30, artworks=300, seed=43)
+    setup_catalog(cluster, a, demo)
+    events = list(demo.events(1200))
+    cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in events])
+    wait_until(lambda: metric(a, "recstream_signals_applied_total") >= len(events), 120, what="a applied the events")
+    users = sorted({e["userId"] for e in events if e.get("userId")})
+    before = {u: a.get(f"/recommendations/{u}") for u in users}  # all a's: now held in its memory
+    b = cluster.start_worker("b")
+    wait_until(lambda: get_json(b, "/health")[1]["assigned_partitions"] > 0
+               and not get_json(a, "/health")[1]["rebalancing"], 90, what="b joined")
+    more = list(DemoGenerator(users=120, artists=30, artworks=300, seed=44).events(1200))
+    for i, e in enumerate(more):
+        e["messageId"] = f"while-b-{i}"
+    cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in more])
+    wait_until(lambda: metric(b, "recstream_signals_applied_total") > 0
+               and metric(a, "recstream_signals_applied_total") + metric(b, "recstream_signals_applied_total")
+               >= len(events) + len(more), 120, what="both workers applied the new events")
+    b.stop()  # graceful: a takes its partitions back and recovers them from the changelog
+    wait_until(lambda: all(a.get(f"/recommendations/{u}")[0] == 200 for u in users), 120, what="a serves everyone")
+    changelog = f"{cluster.kafka_app_id}-recommendations-changelog"
+    latest = {r.key.decode(): r.value for r in asyncio.run(consume_all_raw(cluster, changelog))}
+    served = {u: a.get(f"/recommendations/{u}")[1] for u in users}
+    changed = [u for u in users if latest[u] != before[u][1]]
+    assert len(changed) > len(users) // 2, "the new events changed most lists"
+    assert [u for u in users if served[u] != latest[u]] == []
+
+
 def test_a_deleted_work_stays_gone_after_a_kill_9_that_reads_its_publish_and_delete_again(cluster):
     """A work published, shown to its artist's fan, deleted, then kill -9 before the input offsets
     are committed: the restart reads the publish's and the delete's refreshes again, and the

@@ -153,6 +153,8 @@ class Settings:
         "help": "RocksDB memory budget of the whole worker: one block cache shared by every store, holding index "
         "and filter blocks too and charged for memtables (reads past it come from the OS page cache: 32 and"
         " 64 MB gave the same throughput; raise it for large per-worker state)", "min": 1})
+    hot_lists_mb: int = field(default=8, metadata={"help": "memory for the lists this worker wrote or served lately,"
+        " so their next GET /recommendations skips RocksDB (0: none)", "min": 0})
     fetch_max_wait_ms: int = field(default=500, metadata={
         "help": "longest a fetch of faust's consumer thread waits for data: with direct ingest it reads only the "
         "global tables' changelogs and recovery (a short wait costs the HTTP reads GIL hand-offs); without, it reads "

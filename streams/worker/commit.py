@@ -7,6 +7,7 @@ import asyncio
 import functools
 
 from streams.kafka.transaction import StateTransaction
+from streams.worker import hot
 from streams.worker.failpoints import failpoint
 
 _declared: set[str] = set()
@@ -63,6 +64,7 @@ class BatchCommit(StateTransaction):
         from faust.types import TP
 
         rows = self.store()
+        hot.written(rows)  # in the same synchronous step as the RocksDB write
         if self.parked:
             failpoint("parked_batch_stored")
         if BatchCommit._queueing is None:

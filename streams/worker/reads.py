@@ -13,6 +13,7 @@ from yarl import URL
 
 from streams.worker.app import app
 from streams.worker.commit import known_partitioner, partitioner
+from streams.worker.hot import forget_all, hot_tables
 from streams.worker.runtime import recovered
 
 # changelog topic -> the partitions this worker is active for (empty while rebalancing)
@@ -23,11 +24,13 @@ _changelogs: dict[str, str] = {}  # table name -> its changelog topic (fixed onc
 @app.on_partitions_revoked.connect
 async def _forget_owned(app, revoked, **kwargs) -> None:
     _owned.clear()
+    forget_all()
 
 
 @app.on_partitions_assigned.connect
 async def _remember_owned(app, assigned, **kwargs) -> None:
     _owned.clear()
+    forget_all()  # recovery may rewrite what was held (streams.worker.hot)
     for tp in app.assignor.assigned_actives():
         _owned.setdefault(tp.topic, set()).add(tp.partition)
 
@@ -38,9 +41,7 @@ def owned_partition(table, key: str) -> int | None:
     assignor's actives), from two dict lookups and a hash."""
     if not recovered(app):
         return None
-    name = _changelogs.get(table.name)
-    if name is None:
-        name = _changelogs[table.name] = table.changelog_topic.get_topic_name()
+    name = _changelog(table)
     found = known_partitioner(app.producer._ensure_producer(), name)
     if found is None:
         return None
@@ -48,14 +49,31 @@ def owned_partition(table, key: str) -> int | None:
     return partition if partition in _owned.get(name, ()) else None
 
 
+def _changelog(table) -> str:
+    name = _changelogs.get(table.name)
+    if name is None:
+        name = _changelogs[table.name] = table.changelog_topic.get_topic_name()
+    return name
+
+
 def read(table, key: str, partition: int | None = None) -> bytes | None:
     """`key`'s value: from `partition`'s RocksDB when given (or when this worker owns the key),
-    else through faust's table (which tries every local store)."""
+    else through faust's table (which tries every local store). A table kept hot
+    (streams.worker.hot) answers an owned key from memory when it holds it."""
     if partition is None:
         partition = owned_partition(table, key)
         if partition is None:
             return table.get(key)
-    return table.data._db_for_partition(partition).get(key.encode())
+    raw_key = key.encode()
+    hot = hot_tables.get(_changelog(table)) if hot_tables else None
+    if hot is None:
+        return table.data._db_for_partition(partition).get(raw_key)
+    value = hot.get(raw_key)
+    if value is None:
+        value = table.data._db_for_partition(partition).get(raw_key)
+        if value is not None:
+            hot.put(raw_key, value)
+    return value
 
 
 async def forward(table, key: str, request, path: str | None = None):
