@@ -169,6 +169,25 @@ def test_served_lists_and_exposure_events_are_exposures(broker, tmp_path):
         cluster.stop()
 
 
+def test_lists_served_since_the_last_exposure_flush_leave_at_a_graceful_stop(broker, tmp_path):
+    """Served lists are noted and sent as exposures once per RECSTREAM_EXPOSURE_FLUSH_S: a graceful
+    stop (every deploy) dropped the notes taken since the last flush."""
+    from streams.core.records import Exposure, decode_keyed
+
+    cluster = Cluster(broker, tmp_path, env={"RECSTREAM_EXPOSURE_FLUSH_S": "3600"})
+    try:
+        worker = cluster.start_worker()
+        readers = [f"stop-reader-{i}" for i in range(40)]
+        assert {worker.get(f"/recommendations/{u}")[0] for u in readers} == {200}
+        worker.stop()
+        exposed = [rec for r in cluster.consume_all(f"{cluster.env['RECSTREAM_APP_ID']}.signals.keyed")
+                   if isinstance(rec := decode_keyed(r.value), Exposure)]
+        assert sorted(e.user_id for e in exposed) == sorted(readers)
+        assert all(e.exposure_id.startswith("served:") and e.items is not None for e in exposed)
+    finally:
+        cluster.stop()
+
+
 def test_the_readouts_copy_of_a_tally_is_written_per_flush_not_per_batch_and_is_exact_after_a_commit(broker, tmp_path):
     """Each batch changes its partition's tally (every new list is an exposure). The copy every
     worker's readout reads is a faust global table: written after every batch, it cost a table

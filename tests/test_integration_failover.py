@@ -176,7 +176,7 @@ def _explain_losses(cluster, events, artist_of, users, worker) -> None:
 
     inputs = {json.loads(r.value)["messageId"]: r for r in cluster.consume_all("events.segment")}
     keyed = {}
-    for r in cluster.consume_all("signals.keyed"):
+    for r in cluster.consume_all(f"{cluster.env['RECSTREAM_APP_ID']}.signals.keyed"):
         rec = decode_keyed(r.value)
         keyed.setdefault(getattr(rec, "message_id", None), []).append(
             (r.partition, r.offset, getattr(rec, "source", None), getattr(rec, "offset", None)))
