@@ -386,6 +386,33 @@ def test_image_state_and_experiment_counts_are_exact_after_sigkill_under_load(cl
         assert body["choices"][0]["locked"] is True, c
 
 
+def _applied_by(cluster, a, seed: int, count: int):
+    """A demo catalog and `count` of its events, applied by worker `a`: (work -> artist, the events)."""
+    demo = DemoGenerator(users=120, artists=30, artworks=300, seed=seed)
+    artist_of = setup_catalog(cluster, a, demo)
+    events = list(demo.events(count))
+    cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in events])
+    wait_until(lambda: metric(a, "recstream_signals_applied_total") >= len(events), 120, what="a applied the events")
+    return artist_of, events
+
+
+def _joins(cluster, a):
+    """Worker b, started once a holds everything, with partitions of its own and the group settled."""
+    b = cluster.start_worker("b")
+    wait_until(lambda: get_json(b, "/health")[1]["assigned_partitions"] > 0
+               and not get_json(a, "/health")[1]["rebalancing"], 90, what="b joined")
+    return b
+
+
+def _more_events(cluster, seed: int, count: int, tag: str) -> list:
+    """`count` more demo events of the same users and works (new message ids), produced."""
+    more = list(DemoGenerator(users=120, artists=30, artworks=300, seed=seed).events(count))
+    for i, e in enumerate(more):
+        e["messageId"] = f"{tag}-{i}"
+    cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in more])
+    return more
+
+
 def test_a_worker_that_joined_after_the_data_takes_every_partition_over_exactly(cluster):
     """Failover onto a worker that started after the state was written: it must recover every
     record of the partitions it takes over, and never answer from a store still recovering.
@@ -397,18 +424,9 @@ def test_a_worker_that_joined_after_the_data_takes_every_partition_over_exactly(
     after it joined, yet recorded the changelog's end; standbys are now off by default, see
     RECSTREAM_STANDBY_REPLICAS. This test did not catch that race in 5 runs.)"""
     a = cluster.start_worker("a")
-    demo = DemoGenerator(users=120, artists=30, artworks=300, seed=41)
-    artist_of = setup_catalog(cluster, a, demo)
-    events = list(demo.events(1500))
-    cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in events])
-    wait_until(lambda: metric(a, "recstream_signals_applied_total") >= len(events), 120, what="a applied the events")
-    b = cluster.start_worker("b")  # a fresh worker: an empty state directory
-    wait_until(lambda: get_json(b, "/health")[1]["assigned_partitions"] > 0
-               and not get_json(a, "/health")[1]["rebalancing"], 90, what="b joined")
-    more = list(DemoGenerator(users=120, artists=30, artworks=300, seed=42).events(300))
-    for i, e in enumerate(more):
-        e["messageId"] = f"joined-{i}"
-    cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in more])
+    artist_of, events = _applied_by(cluster, a, seed=41, count=1500)
+    b = _joins(cluster, a)  # a fresh worker: an empty state directory
+    more = _more_events(cluster, seed=42, count=300, tag="joined")
     total = lambda: metric(a, "recstream_signals_applied_total") + metric(b, "recstream_signals_applied_total")  # noqa: E731
     wait_until(lambda: total() >= len(events) + len(more), 120, what="both workers applied the new events")
     ref = reference(events + more, artist_of)
@@ -431,20 +449,11 @@ def test_a_worker_that_gets_its_partitions_back_serves_the_lists_written_while_t
     A's partitions and writes new lists for their users, then leaves: A must serve B's lists, not
     the ones it held before (without the hold emptied on every assignment, A served the old ones)."""
     a = cluster.start_worker("a")
-    demo = DemoGenerator(users=120, artists=30, artworks=300, seed=43)
-    setup_catalog(cluster, a, demo)
-    events = list(demo.events(1200))
-    cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in events])
-    wait_until(lambda: metric(a, "recstream_signals_applied_total") >= len(events), 120, what="a applied the events")
+    _, events = _applied_by(cluster, a, seed=43, count=1200)
     users = sorted({e["userId"] for e in events if e.get("userId")})
     before = {u: a.get(f"/recommendations/{u}") for u in users}  # all a's: now held in its memory
-    b = cluster.start_worker("b")
-    wait_until(lambda: get_json(b, "/health")[1]["assigned_partitions"] > 0
-               and not get_json(a, "/health")[1]["rebalancing"], 90, what="b joined")
-    more = list(DemoGenerator(users=120, artists=30, artworks=300, seed=44).events(1200))
-    for i, e in enumerate(more):
-        e["messageId"] = f"while-b-{i}"
-    cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in more])
+    b = _joins(cluster, a)
+    more = _more_events(cluster, seed=44, count=1200, tag="while-b")
     wait_until(lambda: metric(b, "recstream_signals_applied_total") > 0
                and metric(a, "recstream_signals_applied_total") + metric(b, "recstream_signals_applied_total")
                >= len(events) + len(more), 120, what="both workers applied the new events")
