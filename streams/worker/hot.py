@@ -11,13 +11,15 @@ which faust's recovery may rewrite a store) empties it (streams.worker.reads).
 
 from __future__ import annotations
 
-# per entry besides its key and value: the dict slot and two bytes objects' headers (CPython)
+# per entry besides its key and value: the dict slot and two bytes objects' headers (CPython 3.11,
+# tracemalloc over 10,000 entries of 550-byte lists: 95.5 bytes)
 ENTRY_OVERHEAD = 100
 
 
 class HotValues:
-    """Key -> value, the most recently put first to stay, within `budget` bytes (keys, values and
-    ENTRY_OVERHEAD each). A value too large for the budget alone is not kept.
+    """Key -> value within `budget` bytes (keys, values and ENTRY_OVERHEAD each), the first put
+    first to leave (a read that finds a key does not move it: a dict get is the whole read). A value
+    too large for the budget alone is not kept.
 
     >>> hot = HotValues(budget=2 * ENTRY_OVERHEAD + 20)
     >>> hot.put(b"a", b"12345678"); hot.put(b"b", b"1")

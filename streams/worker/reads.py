@@ -59,7 +59,8 @@ def _changelog(table) -> str:
 def read(table, key: str, partition: int | None = None) -> bytes | None:
     """`key`'s value: from `partition`'s RocksDB when given (or when this worker owns the key),
     else through faust's table (which tries every local store). A table kept hot
-    (streams.worker.hot) answers an owned key from memory when it holds it."""
+    (streams.worker.hot) answers from memory when it holds the key, and keeps what it read: so a
+    `partition` given must be `owned_partition`'s answer (owned and recovered), never a guess."""
     if partition is None:
         partition = owned_partition(table, key)
         if partition is None:
