@@ -580,3 +580,42 @@ def test_served_lists_leave_as_exposures_in_chunks_and_reads_during_the_flush_wa
     sent.clear()
     asyncio.run(exposures.flush(pause_s=0))  # a full map's flush: no pauses
     assert sum(sent, []) == [f"late-{i + 1}" for i in range(chunks)] and len(paused) == chunks - 1
+
+
+def test_nothing_is_ready_unless_the_group_answered_a_heartbeat_of_this_worker_lately(monkeypatch):
+    """A worker frozen past its session timeout is out of its group when it resumes, but learns so
+    only at its next heartbeat: until then it must neither apply nor serve. A heartbeat of this
+    worker's group answered (as of its sending) or an assignment confirms the membership for half
+    the session timeout; another group's heartbeat confirms nothing."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    from streams.worker import patches, runtime
+
+    recovery = SimpleNamespace(completed=asyncio.Event(), ready_generation=1)
+    recovery.completed.set()
+    app = SimpleNamespace(rebalancing=False, consumer_generation_id=1, tables=SimpleNamespace(recovery=recovery))
+    monkeypatch.setattr(runtime, "_membership", {"confirmed": 0.0, "window": None})
+    assert runtime.recovered(app)  # no clock installed: as before
+
+    answers = iter([True, True, False])
+
+    async def heartbeat(self):
+        return next(answers)
+
+    monkeypatch.setattr(GroupCoordinator, "_do_heartbeat", heartbeat)
+    patches.install_membership_clock("my-app", 5.0)
+    runtime.confirm_membership(time.monotonic() - 6)  # the last answer came before a 6 s freeze
+    assert not runtime.recovered(app)
+    asyncio.run(GroupCoordinator._do_heartbeat(SimpleNamespace(group_id="another-group")))
+    assert not runtime.recovered(app)
+    asyncio.run(GroupCoordinator._do_heartbeat(SimpleNamespace(group_id="my-app")))
+    assert runtime.recovered(app)
+    runtime.confirm_membership(time.monotonic() - 6)
+    asyncio.run(GroupCoordinator._do_heartbeat(SimpleNamespace(group_id="my-app")))  # not answered
+    assert not runtime.recovered(app)
+    runtime.confirm_membership()  # an assignment
+    assert runtime.recovered(app)
