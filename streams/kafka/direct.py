@@ -216,10 +216,6 @@ class DirectIngest:
                 self._release_due()
                 batch = await self.consumer.getmany(timeout_ms=100, max_records=self.batch_max)
                 records = [r for part in batch.values() for r in part]
-                if records and not self.ready():  # it changed during the poll (a worker frozen in it):
-                    for tp, part in batch.items():  # read them again once ready, here or by the new owner
-                        self.consumer.seek(tp, part[0].offset)
-                    continue
                 self._set_fetch_wait(self._waits.after_poll(bool(records), time.monotonic()))
                 self._observe_ages(records)
                 held = await self.handle(records) or {}

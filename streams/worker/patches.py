@@ -8,7 +8,6 @@ other versions, loudly, since a patch of internals that moved would fail in sile
 from __future__ import annotations
 
 import asyncio
-import time
 
 from streams.kafka.offsets import true_end_offsets
 from streams.worker.logs import install_repeated_lines
@@ -48,33 +47,8 @@ def install_all(settings) -> None:
     install_stop_first()
     install_fetcher_close()
     install_recovery_generation()
-    install_membership_clock(settings.kafka_app_id, settings.session_timeout / 2)
     if settings.true_end_offsets:
         install_true_end_offsets(settings.aiokafka_kwargs())
-
-
-def install_membership_clock(group_id: str, window_s: float) -> None:
-    """Nothing is applied or served unless this worker's group `group_id` answered one of its
-    heartbeats (or assigned it partitions) within `window_s` (half the session timeout; heartbeats go
-    every tenth of it): streams.worker.runtime.member_lately, on why."""
-    from aiokafka.consumer.group_coordinator import GroupCoordinator
-
-    from streams.worker import runtime
-
-    runtime._membership["window"] = window_s
-    if getattr(GroupCoordinator._do_heartbeat, "_recstream", False):
-        return
-    original = GroupCoordinator._do_heartbeat
-
-    async def _do_heartbeat(self):
-        sent = time.monotonic()  # the group knew this member at least from here
-        ok = await original(self)
-        if ok and self.group_id == group_id:
-            runtime.confirm_membership(sent)
-        return ok
-
-    _do_heartbeat._recstream = True
-    GroupCoordinator._do_heartbeat = _do_heartbeat
 
 
 def install_true_end_offsets(client_kwargs: dict) -> None:

@@ -14,7 +14,7 @@ from yarl import URL
 from streams.worker.app import app
 from streams.worker.commit import known_partitioner, partitioner
 from streams.worker.hot import forget_all, hot_tables
-from streams.worker.runtime import confirm_membership, recovered
+from streams.worker.runtime import recovered
 
 # changelog topic -> the partitions this worker is active for (empty while rebalancing)
 _owned: dict[str, set[int]] = {}
@@ -29,7 +29,6 @@ async def _forget_owned(app, revoked, **kwargs) -> None:
 
 @app.on_partitions_assigned.connect
 async def _remember_owned(app, assigned, **kwargs) -> None:
-    confirm_membership()  # the group just assigned these partitions to this member
     _owned.clear()
     forget_all()  # recovery may rewrite what was held (streams.worker.hot)
     for tp in app.assignor.assigned_actives():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import weakref
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -49,29 +48,7 @@ def recovered(app) -> bool:
     records, so nothing may be applied to it or served from it."""
     recovery = app.tables.recovery  # no recovery finished yet for the current assignment: not ready
     ready = getattr(recovery, "ready_generation", None)
-    return (not app.rebalancing and recovery.completed.is_set() and ready == app.consumer_generation_id
-            and member_lately())
-
-
-# The group membership clock (patches.install_membership_clock): a worker frozen past the session
-# timeout (SIGSTOP, a VM paused, a long stall) is out of its group when it resumes, and another worker
-# holds its partitions, but it learns so only at its next heartbeat. A batch it applied meanwhile
-# wrote state built from its stale store and recorded changelog offsets past the other worker's writes,
-# so its next restore skipped them (an outside check: 68 merged ids served wrongly for good).
-_membership = {"confirmed": 0.0, "window": None}  # monotonic time last known a member; how long that holds
-
-
-def confirm_membership(at: float | None = None) -> None:
-    """This worker is a member of its group as of `at` (monotonic; now by default): a heartbeat
-    sent then was answered, or an assignment just arrived."""
-    _membership["confirmed"] = time.monotonic() if at is None else at
-
-
-def member_lately() -> bool:
-    """Whether this worker was known a member of its group within the window (always, before
-    the clock is installed)."""
-    window = _membership["window"]
-    return window is None or time.monotonic() - _membership["confirmed"] < window
+    return not app.rebalancing and recovery.completed.is_set() and ready == app.consumer_generation_id
 
 
 FAUST_KEYS = b"__faust"  # faust's own bookkeeping keys in a partition's RocksDB (its changelog offsets)
