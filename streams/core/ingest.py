@@ -29,7 +29,6 @@ from streams.core.properties import resolve_artists
 from streams.core.records import (
     DEAD_LETTER_BYTES,
     MAX_ID_CHARS,
-    MAX_TABLE_VALUE_BYTES,  # noqa: F401 - decode_or_reject's doctest
     DeadLetter,
     Exposure,
     Identity,
@@ -99,8 +98,10 @@ def decode_or_reject(decode: Callable[[bytes], Any], raw: bytes | None, reason: 
     Rejected(reason='invalid_artwork', detail='JSON nested too deep')
     >>> decode_or_reject(msgspec.json.decode, None, "invalid_curated").detail
     'message has no value (tombstone)'
-    >>> decode_or_reject(msgspec.json.decode, b" " * (MAX_TABLE_VALUE_BYTES + 1), "invalid_image_catalog").reason
+    >>> decode_or_reject(msgspec.json.decode, b" " * (MAX_CATALOG_BYTES + 1), "invalid_image_catalog").reason
     'oversized'
+    >>> decode_or_reject(msgspec.json.decode, b" " * (MAX_CATALOG_BYTES - 1) + b"1", "invalid_image_catalog")
+    1
     """
     if raw is None:
         return Rejected(reason, "message has no value (tombstone)")

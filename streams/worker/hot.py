@@ -69,12 +69,11 @@ class HotValues:
 hot_tables: dict[str, HotValues] = {}
 
 
-def keep_hot(changelog: str, budget: int) -> HotValues:
+def keep_hot(changelog: str, budget: int) -> None:
     """Hold recent values of the table behind `changelog` (budget 0: none)."""
     hot_tables.pop(changelog, None)
     if budget > 0:
         hot_tables[changelog] = HotValues(budget)
-    return hot_tables.get(changelog)
 
 
 def written(rows) -> None:
