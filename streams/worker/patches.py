@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from streams.kafka.offsets import true_end_offsets
+from streams.worker import fence
 from streams.worker.logs import install_repeated_lines
 from streams.worker.stopping import install_fetcher_close, install_stop_first
 
@@ -47,6 +48,7 @@ def install_all(settings) -> None:
     install_stop_first()
     install_fetcher_close()
     install_recovery_generation()
+    fence.install(settings.kafka_app_id, settings.session_timeout / 2)
     if settings.true_end_offsets:
         install_true_end_offsets(settings.aiokafka_kwargs())
 
