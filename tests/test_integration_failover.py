@@ -501,6 +501,10 @@ def test_a_worker_frozen_past_its_session_timeout_sends_no_stale_state_when_it_r
     wait_until(lambda: not get_json(a, "/health")[1]["rebalancing"] and get_json(b, "/health")[1]["recovered"],
                90, what="the group settled")
     wait_exact(cluster, a, events, artist_of, what="every user exact as a serves it (b's users through b)")
+    changelog = f"{cluster.kafka_app_id}-recommendations-changelog"
+    latest = {r.key.decode(): r.value for r in asyncio.run(consume_all_raw(cluster, changelog))}
+    wrong = [u for u in sorted(latest) for w in (a, b) if w.get(f"/recommendations/{u}")[1] != latest[u]]
+    assert wrong == [], "lists served unlike the changelog's latest (a store kept writes never sent)"
 
 
 def test_a_deleted_work_stays_gone_after_a_kill_9_that_reads_its_publish_and_delete_again(cluster):

@@ -29,8 +29,8 @@ class Exited(Exception):
     pass
 
 
-def exit_(code: int):
-    raise Exited(code)
+def exit_():
+    raise Exited()
 
 
 def recording_send():
@@ -89,12 +89,28 @@ def test_a_held_write_never_leaves_once_the_group_no_longer_knows_the_member(ans
             membership.lost()  # a heartbeat answered "unknown member"
         else:
             membership.confirm("m-2", time.monotonic())  # rejoined: the partitions may be another's
-        with pytest.raises(Exited) as exited:
+        with pytest.raises(Exited):
             await asyncio.wait_for(task, 2)
-        return exited.value.args
 
-    assert asyncio.run(scenario()) == (EXIT_CODE,)
+    asyncio.run(scenario())
     assert sent == []
+
+
+def test_a_fenced_exit_notes_the_stores_with_writes_never_acknowledged(monkeypatch, tmp_path):
+    from streams.worker import fence
+    from streams.worker.local_state import drop_unsent
+
+    codes = []
+    monkeypatch.setattr(fence.os, "_exit", lambda code: codes.append(code))
+    monkeypatch.setattr(fence, "tabledir", tmp_path)
+    monkeypatch.setattr(fence, "unsent", fence.Unsent())
+    (tmp_path / "affinity-2.db").mkdir()
+    (tmp_path / "affinity-3.db").mkdir()
+    fence.unsent.stored({("app-affinity-changelog", 2): [(b"u1", b"p")]})
+    fence.fenced_exit()
+    assert codes == [EXIT_CODE]
+    assert drop_unsent(tmp_path, {"affinity": "app-affinity-changelog"}, lambda line: None) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["affinity-3.db"]
 
 
 def test_outputs_without_changelog_records_are_never_held():

@@ -7,7 +7,7 @@ import asyncio
 import functools
 
 from streams.kafka.transaction import StateTransaction
-from streams.worker import hot
+from streams.worker import fence, hot
 from streams.worker.failpoints import failpoint
 
 _declared: set[str] = set()
@@ -65,6 +65,7 @@ class BatchCommit(StateTransaction):
 
         rows = self.store()
         hot.written(rows)  # in the same synchronous step as the RocksDB write
+        fence.unsent.stored(rows)  # until acked: a worker fenced out removes these stores (streams.worker.fence)
         if self.parked:
             failpoint("parked_batch_stored")
         if BatchCommit._queueing is None:
@@ -72,7 +73,9 @@ class BatchCommit(StateTransaction):
         async with BatchCommit._queueing:  # FIFO from the local write on (see the class docstring)
             producer = self.app.producer._ensure_producer()
             queued = await self.enqueue(producer, rows, functools.partial(_route, producer))
-        for (name, partition), offset in (await self.acked(queued)).items():
+        offsets = await self.acked(queued)
+        fence.unsent.acked(rows)
+        for (name, partition), offset in offsets.items():
             data, tp = self._faust_tables[name].data, TP(name, partition)
             # never backwards: two writers share a table partition (the user and image pipelines
             # both write attribution), and one's acks can complete after a later one's; recovery

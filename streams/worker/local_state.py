@@ -11,10 +11,23 @@ store of a task whose checkpoint its changelog does not have."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 
 OFFSET_KEY = b"__faust\0offset__"  # faust's rocksdb store keeps its last applied changelog offset here
+UNSENT_FILE = "unsent-writes.json"  # stores holding writes their changelogs never got (note_unsent)
+
+
+def store_paths(tabledir: Path, changelogs: dict[str, str]) -> dict[tuple[str, int], Path]:
+    """(changelog, partition) -> store path, for every store in `tabledir` of a table in
+    `changelogs` (table name -> changelog topic)."""
+    found = {}
+    for path in sorted(tabledir.glob("*.db")):
+        name, _, partition = path.name[:-3].rpartition("-")
+        if name in changelogs and partition.isdigit():
+            found[(changelogs[name], int(partition))] = path
+    return found
 
 
 def local_stores(tabledir: Path, changelogs: dict[str, str]) -> dict[tuple[str, int], tuple[Path, int]]:
@@ -23,18 +36,54 @@ def local_stores(tabledir: Path, changelogs: dict[str, str]) -> dict[tuple[str, 
     from rocksdict import AccessType, Options, Rdict
 
     found = {}
-    for path in sorted(tabledir.glob("*.db")):
-        name, _, partition = path.name[:-3].rpartition("-")
-        if name not in changelogs or not partition.isdigit():
-            continue
+    for key, path in store_paths(tabledir, changelogs).items():
         db = Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
         try:
             offset = db.get(OFFSET_KEY)
         finally:
             db.close()
         if offset is not None:
-            found[(changelogs[name], int(partition))] = (path, int(offset))
+            found[key] = (path, int(offset))
     return found
+
+
+def note_unsent(tabledir: Path, partitions) -> None:
+    """Record the (changelog, partition)s whose local stores hold writes their changelogs never
+    got (a worker exiting out of its group: streams.worker.fence), for `drop_unsent` at the next start."""
+    tabledir.mkdir(parents=True, exist_ok=True)
+    (tabledir / UNSENT_FILE).write_text(json.dumps(sorted(partitions)))
+
+
+def drop_unsent(tabledir: Path, changelogs: dict[str, str], say) -> int:
+    """Remove the stores `note_unsent` recorded, so faust recovers them from their changelogs (a
+    restore from the store's offset would keep the writes never sent: nobody rewrites a key whose
+    value the new owner found unchanged); how many.
+
+    >>> import tempfile
+    >>> tabledir = Path(tempfile.mkdtemp())
+    >>> for name in ("affinity-0.db", "affinity-1.db"):
+    ...     (tabledir / name).mkdir()
+    >>> note_unsent(tabledir, [("app-affinity-changelog", 1)])
+    >>> drop_unsent(tabledir, {"affinity": "app-affinity-changelog"}, print)
+    local state with writes never sent to its changelog, removed: app-affinity-changelog[1]
+    1
+    >>> sorted(p.name for p in tabledir.iterdir())
+    ['affinity-0.db']
+    """
+    note = tabledir / UNSENT_FILE
+    if not note.exists():
+        return 0
+    unsent = {tuple(pair) for pair in json.loads(note.read_text())}
+    paths = store_paths(tabledir, changelogs)
+    dropped = 0
+    for changelog, partition in sorted(unsent):
+        path = paths.get((changelog, partition))
+        if path is not None:
+            say(f"local state with writes never sent to its changelog, removed: {changelog}[{partition}]")
+            shutil.rmtree(path)
+            dropped += 1
+    note.unlink()
+    return dropped
 
 
 def ahead(stores: dict[tuple[str, int], tuple[Path, int]],
@@ -52,20 +101,22 @@ def ahead(stores: dict[tuple[str, int], tuple[Path, int]],
 
 
 def drop_stores_ahead(app, client_kwargs: dict, say, timeout: float) -> int:
-    """Remove the local stores of `app`'s tables that are ahead of their changelogs (`say` gets
-    one line each); how many. Runs before faust opens any of them; the ends' wait is bounded."""
+    """Remove the local stores of `app`'s tables that are ahead of their changelogs, and those
+    holding writes never sent (`drop_unsent`); `say` gets one line each; how many. Runs before
+    faust opens any of them; the ends' wait is bounded."""
     from streams.kafka.offsets import end_offsets
 
     tabledir = Path(app.conf.tabledir)
     if not tabledir.is_dir():
         return 0
     changelogs = {name: table.changelog_topic.get_topic_name() for name, table in app.tables.items()}
+    dropped = drop_unsent(tabledir, changelogs, say)
     stores = local_stores(tabledir, changelogs)
     if not stores:
-        return 0
+        return dropped
     found = asyncio.run(asyncio.wait_for(end_offsets(client_kwargs, sorted({topic for topic, _ in stores})), timeout))
     stale = ahead(stores, {(tp.topic, tp.partition): end for tp, end in found.items()})
     for key, line in stale.items():
         say(f"local state ahead of its changelog, removed (the changelog's state is recovered instead): {line}")
         shutil.rmtree(stores[key][0])
-    return len(stale)
+    return dropped + len(stale)

@@ -8,6 +8,7 @@ other versions, loudly, since a patch of internals that moved would fail in sile
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from streams.kafka.offsets import true_end_offsets
 from streams.worker import fence
@@ -48,7 +49,9 @@ def install_all(settings) -> None:
     install_stop_first()
     install_fetcher_close()
     install_recovery_generation()
-    fence.install(settings.kafka_app_id, settings.session_timeout / 2)
+    from streams.worker.app import app
+
+    fence.install(settings.kafka_app_id, settings.session_timeout / 2, Path(app.conf.tabledir))
     if settings.true_end_offsets:
         install_true_end_offsets(settings.aiokafka_kwargs())
 
