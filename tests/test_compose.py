@@ -34,6 +34,15 @@ def test_worker_is_scalable_and_configured_by_environment():
     assert (ROOT / "Dockerfile").exists()
 
 
+def test_a_worker_that_exits_is_restarted_in_place():
+    """A worker fenced out of its group exits 75 and counts on a restart with its data dir
+    (streams.worker.fence); so do the stop deadline's exit 70 and a broker gone at start."""
+    worker = COMPOSE["services"]["worker"]
+    assert worker["restart"] in ("unless-stopped", "always", "on-failure")
+    assert "/data" in worker["volumes"] or any(v.endswith(":/data") for v in worker["volumes"])
+    assert worker["environment"]["RECSTREAM_DATA_DIR"] == "/data"
+
+
 def test_worker_env_uses_only_known_settings():
     from streams.core.settings import Settings
     known = {var for var, _, _ in Settings.describe()}
