@@ -95,8 +95,14 @@ class Membership:
         self.member_id: str | None = None
 
     def confirm(self, member_id: str, at: float) -> None:
-        """The group answered for `member_id` as of `at` (a heartbeat's sending, an assignment)."""
-        if self.confirmed_at is None or at >= self.confirmed_at or member_id != self.member_id:
+        """The group answered for `member_id` as of `at` (a heartbeat's sending, an assignment);
+        an answer older than the last one recorded changes nothing (it may name a member since lost).
+
+        >>> m = Membership(window_s=3.0); m.confirm("m-2", at=110.0); m.confirm("m-1", at=109.0)
+        >>> m.member_id, m.confirmed_at
+        ('m-2', 110.0)
+        """
+        if self.confirmed_at is None or at >= self.confirmed_at:
             self.confirmed_at, self.member_id = at, member_id
 
     def lost(self) -> None:
