@@ -459,6 +459,7 @@ def test_a_worker_that_gets_its_partitions_back_serves_the_lists_written_while_t
                and metric(a, "recstream_signals_applied_total") + metric(b, "recstream_signals_applied_total")
                >= len(events) + len(more), 120, what="both workers applied the new events")
     b.stop()  # graceful: a takes its partitions back and recovers them from the changelog
+    assert b.proc.returncode == 0, "a graceful stop exits 0 (not the write fence's 75 nor the stop deadline's 70)"
     wait_until(lambda: all(a.get(f"/recommendations/{u}")[0] == 200 for u in users), 120, what="a serves everyone")
     changelog = f"{cluster.kafka_app_id}-recommendations-changelog"
     latest = {r.key.decode(): r.value for r in asyncio.run(consume_all_raw(cluster, changelog))}
