@@ -470,8 +470,8 @@ def test_a_worker_that_gets_its_partitions_back_serves_the_lists_written_while_t
 
 
 def _both_settled(a, b) -> bool:
-    return (get_json(a, "/health")[1]["assigned_partitions"] > 0 and not get_json(a, "/health")[1]["rebalancing"]
-            and not get_json(b, "/health")[1]["rebalancing"])
+    health = get_json(a, "/health")[1]
+    return health["assigned_partitions"] > 0 and not health["rebalancing"] and not get_json(b, "/health")[1]["rebalancing"]
 
 
 def test_a_worker_frozen_past_its_session_timeout_sends_no_stale_state_when_it_resumes(cluster):

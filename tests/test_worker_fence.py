@@ -97,11 +97,11 @@ def test_a_held_write_never_leaves_once_the_group_no_longer_knows_the_member(ans
 
 
 def test_a_fenced_exit_notes_the_stores_with_writes_never_acknowledged(monkeypatch, tmp_path):
-    from streams.worker import fence
+    from streams.worker import fence, stopping
     from streams.worker.local_state import drop_unsent
 
     codes = []
-    monkeypatch.setattr(fence.os, "_exit", lambda code: codes.append(code))
+    monkeypatch.setattr(stopping.os, "_exit", lambda code: codes.append(code))
     monkeypatch.setattr(fence, "tabledir", tmp_path)
     monkeypatch.setattr(fence, "unsent", fence.Unsent())
     (tmp_path / "affinity-2.db").mkdir()

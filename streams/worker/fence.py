@@ -31,9 +31,7 @@ microseconds between the check and the socket write, and a clock that stops whil
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 
 log = logging.getLogger(__name__)
@@ -145,6 +143,7 @@ async def held_until_known(membership: Membership, poll_s: float = 0.02, exit_=N
 def fenced_exit() -> None:
     """Note the stores holding writes never sent (removed at the next start) and end the process now."""
     from streams.worker.local_state import note_unsent
+    from streams.worker.stopping import exit_now
 
     partitions = unsent.partitions()
     log.critical("this worker was out of its group (frozen past the session timeout?) with changelog writes not "
@@ -154,10 +153,7 @@ def fenced_exit() -> None:
         if tabledir is not None:
             note_unsent(tabledir, partitions)
     finally:
-        for handler in logging.getLogger().handlers:
-            with contextlib.suppress(Exception):
-                handler.flush()
-        os._exit(EXIT_CODE)
+        exit_now(EXIT_CODE)
 
 
 membership = Membership(window_s=float("inf"))

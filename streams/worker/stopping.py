@@ -58,15 +58,21 @@ def start_stop_deadline(seconds: float = STOP_DEADLINE_S) -> threading.Timer:
     a stop held by something not foreseen. A thread, so it fires even when the event loop is blocked."""
     def give_up() -> None:
         log.error("stop: not done after %g s; exiting now (a restart reads again from the last commit)", seconds)
-        for handler in logging.getLogger().handlers:
-            with contextlib.suppress(Exception):
-                handler.flush()
-        os._exit(STOP_DEADLINE_EXIT_CODE)
+        exit_now(STOP_DEADLINE_EXIT_CODE)
 
     timer = threading.Timer(seconds, give_up)
     timer.daemon = True
     timer.start()
     return timer
+
+
+def exit_now(code: int) -> None:
+    """End the process at once with `code`, the log handlers flushed first (nothing else runs:
+    no stop, no atexit)."""
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    os._exit(code)
 
 
 def install_fetcher_close() -> None:
