@@ -30,7 +30,7 @@ async def _refresh_partition(partition: int) -> None:
         if not recovered(app) or partition not in owned_partitions(app, tables.recommendations):
             return  # moved to another worker, or rebalancing: its store may miss records until recovered
         chunk = users[start:start + CHUNK]
-        batch = BatchCommit(app)
+        batch = BatchCommit(app, replayable=False)  # no input behind it
         changed = refresh_users(partition, chunk, batch)
         await batch.commit()
         metrics.inc("recstream_lists_refreshed_total", by=len(chunk))

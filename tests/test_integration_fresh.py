@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -95,3 +96,58 @@ def test_the_same_input_and_clock_give_the_same_lists(broker, tmp_path):
     assert one == two
     # the history's trending is in them (a view frozen before the replay listed every work at the floor)
     assert all(any(item["score"] > 0.1 for item in run["u0"]["items"]) for run in (one, two))
+
+
+def test_a_refresh_killed_between_its_local_write_and_its_send_leaves_no_list_the_changelog_lacks(broker, tmp_path):
+    """A refresh batch has no input behind it. Killed (as kill -9) after its RocksDB write and before
+    its changelog acks, its lists were in the local store alone, and a restart in place served them
+    for good: the next refresh, from the same state, found them unchanged and wrote nothing, so the
+    changelog (what any other worker recovers) never got them. Its stores are now noted as in flight
+    until the acks, and the next start recovers them from their changelogs."""
+    from streams.cli.devtools import WorkerProcess
+    from streams.worker.failpoints import EXIT_CODE
+    from tests.test_integration_failover import consume_all_raw
+
+    # one partition: every list a refresh changes is in the batch the kill lands in; no refresh until the input settled
+    cluster = Cluster(broker, tmp_path, env={"RECSTREAM_VARIANTS": POPULAR_ONLY, "RECSTREAM_CLOCK": "event",
+                                             "RECSTREAM_REFRESH_INTERVAL_S": "0", "RECSTREAM_PARTITIONS": "1"})
+    try:
+        w = cluster.start_worker("w")
+        now = datetime.now(timezone.utc)
+        cluster.produce("catalog.artworks", catalog_records(now))
+        wait_until(lambda: metric(w, "recstream_catalog_records_total") >= 18, 60, what="catalog")
+        cluster.produce("events.segment", [view("idle", "wa1", 0, now - timedelta(hours=1))])
+        wait_until(lambda: ("wa1", "affinity") in listed(w, "idle"), 60, what="the idle user's first list")
+        # the crowd makes wc5 trending: a refresh would change the idle user's list (and the crowd's)
+        cluster.produce("events.segment", [view(f"fan{i}", "wc5", i, now - timedelta(minutes=30)) for i in range(60)])
+        wait_until(lambda: metric(w, "recstream_signals_applied_total") >= 61, 60, what="the crowd applied")
+        w.stop()  # graceful: its input committed, so the next starts apply nothing and begin from one state
+        assert ("wc5", "trending") not in listed_from(cluster, "idle")
+
+        cluster.env["RECSTREAM_REFRESH_INTERVAL_S"] = "2"
+        crashing = WorkerProcess(cluster.broker.url, str(tmp_path / "w" / "state"), log_path=tmp_path / "crash.log",
+                                 env={**cluster.env, "RECSTREAM_FAILPOINT": "unreplayable_batch_stored"}).start()
+        cluster.workers.append(crashing)
+        assert crashing.proc.wait(timeout=90) == EXIT_CODE  # the first refresh that changed lists stored them
+
+        w = cluster.start_worker("w")  # in place: the store holds the refreshed lists, never sent
+        wait_until(lambda: ("wc5", "trending") in listed(w, "idle"), 60, what="wc5 in the idle user's list")
+        passes = metric(w, "recstream_lists_refreshed_total")
+        wait_until(lambda: metric(w, "recstream_lists_refreshed_total") >= passes + 2 * 61, 60, what="two refresh passes")
+        assert ("wc5", "trending") in listed_from(cluster, "idle")
+        latest = {r.key.decode(): r.value
+                  for r in asyncio.run(consume_all_raw(cluster, f"{cluster.kafka_app_id}-recommendations-changelog"))}
+        assert len(latest) == 61
+        wrong = [user for user in sorted(latest) if w.get(f"/recommendations/{user}")[1] != latest[user]]
+        assert wrong == [], "lists served that the changelog never got"
+    finally:
+        cluster.stop()
+
+
+def listed_from(cluster, user: str) -> list[tuple[str, str]]:
+    """`user`'s latest list in the recommendations changelog (what another worker would recover)."""
+    from tests.test_integration_failover import consume_all_raw
+
+    records = asyncio.run(consume_all_raw(cluster, f"{cluster.kafka_app_id}-recommendations-changelog"))
+    value = [r.value for r in records if r.key == user.encode()][-1]
+    return [(i["artwork_id"], i["source"]) for i in json.loads(value)["items"]]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from pathlib import Path
 
 from streams.kafka.transaction import StateTransaction
-from streams.worker import fence, hot
+from streams.worker import fence, hot, local_state
 from streams.worker.failpoints import failpoint
 
 _declared: set[str] = set()
@@ -49,9 +50,12 @@ class BatchCommit(StateTransaction):
 
     _queueing: asyncio.Lock | None = None  # one batch queues at a time: per-partition record order
 
-    def __init__(self, app):
+    def __init__(self, app, replayable: bool = True):
         super().__init__()
         self.app = app
+        # False: no uncommitted input rewrites this batch's writes after a kill -9 before its acks
+        # (a list refresh), so its stores are noted as in flight meanwhile (local_state.note_in_flight)
+        self.replayable = replayable
         self._faust_tables: dict[str, object] = {}
         self.parked = 0  # messages this batch parked on the pending topic (acknowledged before `commit`)
 
@@ -63,7 +67,12 @@ class BatchCommit(StateTransaction):
     async def commit(self) -> None:
         from faust.types import TP
 
+        in_flight = not self.replayable and self.changelogs()
+        if in_flight:
+            local_state.note_in_flight(Path(self.app.conf.tabledir), in_flight)
         rows = self.store()
+        if in_flight:
+            failpoint("unreplayable_batch_stored")
         hot.written(rows)  # in the same synchronous step as the RocksDB write
         fence.unsent.stored(rows)  # until acked: a worker fenced out removes these stores (streams.worker.fence)
         if self.parked:
@@ -75,6 +84,8 @@ class BatchCommit(StateTransaction):
             queued = await self.enqueue(producer, rows, functools.partial(_route, producer))
         offsets = await self.acked(queued)
         fence.unsent.acked(rows)
+        if in_flight:
+            local_state.clear_in_flight(Path(self.app.conf.tabledir))
         for (name, partition), offset in offsets.items():
             data, tp = self._faust_tables[name].data, TP(name, partition)
             # never backwards: two writers share a table partition (the user and image pipelines

@@ -4,7 +4,8 @@ a crash exactly where a kill -9 at a random moment only sometimes lands (a chaos
 as everywhere but those tests, a failpoint is one comparison.
 
 Points: `parked_batch_stored`: a batch that parked a message on the pending topic has written its
-RocksDB stores and sent nothing else yet (agents/ingest.py).
+RocksDB stores and sent nothing else yet (agents/ingest.py). `unreplayable_batch_stored`: a batch with
+no input behind it (a list refresh, agents/refresh.py) has written its RocksDB stores and sent nothing yet.
 """
 
 from __future__ import annotations

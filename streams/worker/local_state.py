@@ -17,6 +17,7 @@ from pathlib import Path
 
 OFFSET_KEY = b"__faust\0offset__"  # faust's rocksdb store keeps its last applied changelog offset here
 UNSENT_FILE = "unsent-writes.json"  # stores holding writes their changelogs never got (note_unsent)
+IN_FLIGHT_FILE = "writes-in-flight.json"  # a batch with no input behind it, between its write and its acks
 
 
 def store_paths(tabledir: Path, changelogs: dict[str, str]) -> dict[tuple[str, int], Path]:
@@ -54,10 +55,24 @@ def note_unsent(tabledir: Path, partitions) -> None:
     (tabledir / UNSENT_FILE).write_text(json.dumps(sorted(partitions)))
 
 
+def note_in_flight(tabledir: Path, partitions) -> None:
+    """Record, before a batch with no input behind it (a list refresh) writes its stores, the
+    (changelog, partition)s it writes: a kill -9 before its acks leaves writes nobody replays (an
+    input batch's are rewritten from its uncommitted input), so `drop_unsent` removes those stores
+    at the next start. `clear_in_flight` once acked. Not fsynced: a kill -9 keeps what the kernel
+    has, and the stores' own writes are not fsynced either."""
+    tabledir.mkdir(parents=True, exist_ok=True)
+    (tabledir / IN_FLIGHT_FILE).write_text(json.dumps(sorted(partitions)))
+
+
+def clear_in_flight(tabledir: Path) -> None:
+    (tabledir / IN_FLIGHT_FILE).unlink(missing_ok=True)
+
+
 def drop_unsent(tabledir: Path, changelogs: dict[str, str], say) -> int:
-    """Remove the stores `note_unsent` recorded, so faust recovers them from their changelogs (a
-    restore from the store's offset would keep the writes never sent: nobody rewrites a key whose
-    value the new owner found unchanged); how many.
+    """Remove the stores `note_unsent` or `note_in_flight` recorded, so faust recovers them from
+    their changelogs (a restore from the store's offset would keep the writes never sent: nobody
+    rewrites a key whose value the new owner found unchanged); how many.
 
     >>> import tempfile
     >>> tabledir = Path(tempfile.mkdtemp())
@@ -69,11 +84,18 @@ def drop_unsent(tabledir: Path, changelogs: dict[str, str], say) -> int:
     1
     >>> sorted(p.name for p in tabledir.iterdir())
     ['affinity-0.db']
+    >>> note_in_flight(tabledir, [("app-affinity-changelog", 0)])   # killed before its acks
+    >>> drop_unsent(tabledir, {"affinity": "app-affinity-changelog"}, print)
+    local state with writes never sent to its changelog, removed: app-affinity-changelog[0]
+    1
+    >>> note_in_flight(tabledir, [("app-affinity-changelog", 0)]); clear_in_flight(tabledir)  # acked
+    >>> drop_unsent(tabledir, {"affinity": "app-affinity-changelog"}, print), sorted(tabledir.iterdir())
+    (0, [])
     """
-    note = tabledir / UNSENT_FILE
-    if not note.exists():
+    notes = [note for note in (tabledir / UNSENT_FILE, tabledir / IN_FLIGHT_FILE) if note.exists()]
+    if not notes:
         return 0
-    unsent = {tuple(pair) for pair in json.loads(note.read_text())}
+    unsent = {tuple(pair) for note in notes for pair in json.loads(note.read_text())}
     paths = store_paths(tabledir, changelogs)
     dropped = 0
     for changelog, partition in sorted(unsent):
@@ -82,7 +104,8 @@ def drop_unsent(tabledir: Path, changelogs: dict[str, str], say) -> int:
             say(f"local state with writes never sent to its changelog, removed: {changelog}[{partition}]")
             shutil.rmtree(path)
             dropped += 1
-    note.unlink()
+    for note in notes:
+        note.unlink()
     return dropped
 
 
