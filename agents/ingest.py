@@ -34,10 +34,10 @@ from streams.core.metrics import metrics
 from streams.core.records import Pending, Signal
 from streams.core.retries import decode_pending
 from streams.kafka.direct import DirectIngest, direct_group
-from streams.kafka.offsets import adopt_committed
 from streams.worker import topics
 from streams.worker.app import app, keyed_images, keyed_records, parser_config, pipeline_config, settings
 from streams.worker.commit import BatchCommit, send_all
+from streams.worker.direct_start import start_reader, unless_stopping
 from streams.worker.image_batches import apply_images
 from streams.worker.runtime import before_stop, owned_partitions, recovered
 from streams.worker.state import lag_sources, owed_lists, release_shares, write_shares
@@ -254,9 +254,6 @@ if settings.direct_ingest:
     @app.task
     async def direct_ingest() -> None:
         global direct
-        for topic in (*topics.input_topics, *topics.catalog_topics, topics.signals, topics.images_keyed,
-                      topics.pending):
-            await topic.maybe_declare()
         reader = DirectIngest([*topics.inputs.topics, *CATALOG_TOPICS, _SIGNALS, _IMAGES, _PENDING],
                               settings.partitions,
                               direct_group(settings.kafka_app_id), settings.aiokafka_kwargs(), handle=direct_batch,
@@ -267,15 +264,11 @@ if settings.direct_ingest:
                               idle_fetch_max_wait_ms=settings.ingest_idle_fetch_max_wait_ms,
                               commit_every_s=settings.input_commit_interval_s, timed_topics=topics.inputs.topics,
                               committed=pipeline_config.read_from)
-        await reader.start()
-        # before the first assignment reads the group's offsets: where faust's agents left the keyed
-        # and catalog topics (an upgrade neither replays a bounded dedup window nor the whole catalog)
-        adopted = await adopt_committed(settings.aiokafka_kwargs(), settings.kafka_app_id,
-                                        direct_group(settings.kafka_app_id),
-                                        {t: reader.topic_partitions[t]
-                                         for t in (*CATALOG_TOPICS, _SIGNALS, _IMAGES, _PENDING)})
-        if adopted:
-            app.log.info("direct ingest continues where faust's agents committed: %s", adopted)
+        declare = (*topics.input_topics, *topics.catalog_topics, topics.signals, topics.images_keyed, topics.pending)
+        groups = (settings.kafka_app_id, direct_group(settings.kafka_app_id))
+        if await unless_stopping(start_reader(declare, reader, settings.aiokafka_kwargs(), groups,
+                                              [*CATALOG_TOPICS, _SIGNALS, _IMAGES, _PENDING])) is None:
+            return
         direct = reader
         lag_sources.append(direct.lag)
         if _assigned is not None:

@@ -112,6 +112,8 @@ async def adopt_committed(client_kwargs: dict, source_group: str, group: str, pa
     from aiokafka import TopicPartition
 
     tps = [TopicPartition(t, p) for t, n in sorted(partitions.items()) for p in range(n)]
+    if not tps:
+        return {}
 
     async def committed(group_id: str) -> dict:
         async with group_client(client_kwargs, group_id) as consumer:
