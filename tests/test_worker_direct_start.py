@@ -44,7 +44,7 @@ def test_a_stop_during_the_start_ends_it_quietly_and_closes_the_reader():
         starting = asyncio.create_task(unless_stopping(start_reader([topic], reader, {}, ("faust", "direct"), [])))
         await topic.waiting.wait()
         await stop_the_worker()
-        return await asyncio.wait_for(starting, 5), reader.calls, starting.cancelling()
+        return await asyncio.wait_for(starting, 5), reader.calls, getattr(starting, "cancelling", int)()
 
     result, calls, cancelling = asyncio.run(scenario())
     assert result is None and calls == ["stop"] and cancelling == 0

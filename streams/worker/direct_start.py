@@ -30,7 +30,7 @@ async def unless_stopping(starting):
     except asyncio.CancelledError:
         if not stopping:
             raise
-        task.uncancel()  # handled: the task returns normally
+        getattr(task, "uncancel", int)()  # handled, the task returns normally (Python 3.11+; 3.10 counts none)
         log.info("direct ingest: the worker stopped while it started; nothing was read")
         return None
     finally:
