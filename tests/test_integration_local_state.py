@@ -10,7 +10,7 @@ import pytest
 from streams.cli.devtools import segment_key
 from streams.core.demo import DemoGenerator, dumps
 from streams.kafka.broker import EmbeddedBroker
-from tests.conftest import Cluster, get_json, wait_until
+from tests.conftest import Cluster, get_json, metric, wait_until
 from tests.test_integration_failover import setup_catalog
 
 pytestmark = pytest.mark.integration
@@ -74,3 +74,31 @@ def test_two_app_ids_keep_their_tables_apart_in_one_data_dir(broker, tmp_path):
     finally:
         rebuilt.stop()
         live.stop()
+
+
+def test_an_unreadable_note_of_unsent_writes_recovers_every_store_instead_of_failing_every_start(broker, tmp_path):
+    """A kill -9 between the note's open and its write (an outside chaos run with refreshes every 2 s)
+    left an empty writes-in-flight.json, and every start after it exited 2, unable to read it: a crash
+    loop. Notes are now written whole or not at all, and one that cannot be read costs a full recovery."""
+    from streams.worker.local_state import IN_FLIGHT_FILE
+
+    demo = DemoGenerator(users=20, artists=10, artworks=60, seed=5)
+    events = list(demo.events(400))
+    users = sorted({e["userId"] for e in events if e.get("userId")})[:5]
+    cluster = Cluster(broker, tmp_path)
+    try:
+        w = cluster.start_worker("w")
+        setup_catalog(cluster, w, demo)
+        cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in events])
+        wait_until(lambda: metric(w, "recstream_signals_applied_total") >= len(events), 90, what="the events applied")
+        before = {u: get_json(w, f"/users/{u}/affinity")[1] for u in users}
+        w.stop()
+        tables = tmp_path / "w" / "state" / cluster.kafka_app_id / "v1" / "tables"
+        (tables / IN_FLIGHT_FILE).write_text("")
+        w = cluster.start_worker("w")
+        logs = (tmp_path / "w.log").read_text()
+        assert "writes-in-flight.json cannot be read: every local store is removed" in logs
+        assert f"removed: {cluster.kafka_app_id}-affinity-changelog[0]" in logs
+        assert {u: get_json(w, f"/users/{u}/affinity")[1] for u in users} == before  # from the changelogs
+    finally:
+        cluster.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -51,8 +52,7 @@ def local_stores(tabledir: Path, changelogs: dict[str, str]) -> dict[tuple[str, 
 def note_unsent(tabledir: Path, partitions) -> None:
     """Record the (changelog, partition)s whose local stores hold writes their changelogs never
     got (a worker exiting out of its group: streams.worker.fence), for `drop_unsent` at the next start."""
-    tabledir.mkdir(parents=True, exist_ok=True)
-    (tabledir / UNSENT_FILE).write_text(json.dumps(sorted(partitions)))
+    _write_note(tabledir / UNSENT_FILE, partitions)
 
 
 def note_in_flight(tabledir: Path, partitions) -> None:
@@ -61,12 +61,28 @@ def note_in_flight(tabledir: Path, partitions) -> None:
     input batch's are rewritten from its uncommitted input), so `drop_unsent` removes those stores
     at the next start. `clear_in_flight` once acked. Not fsynced: a kill -9 keeps what the kernel
     has, and the stores' own writes are not fsynced either."""
-    tabledir.mkdir(parents=True, exist_ok=True)
-    (tabledir / IN_FLIGHT_FILE).write_text(json.dumps(sorted(partitions)))
+    _write_note(tabledir / IN_FLIGHT_FILE, partitions)
 
 
 def clear_in_flight(tabledir: Path) -> None:
     (tabledir / IN_FLIGHT_FILE).unlink(missing_ok=True)
+
+
+def _write_note(path: Path, partitions) -> None:
+    """Whole or not at all: written beside, then renamed over (a kill -9 between a truncating write's
+    open and its write left an empty note, and every start after it failed to read it: a crash loop)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    beside = path.with_name(path.name + ".new")
+    beside.write_text(json.dumps(sorted(partitions)))
+    os.replace(beside, path)
+
+
+def _noted(note: Path) -> set[tuple[str, int]] | None:
+    """The (changelog, partition)s a note holds; None if it cannot be read as one."""
+    try:
+        return {(str(changelog), int(partition)) for changelog, partition in json.loads(note.read_text())}
+    except (ValueError, TypeError, OSError):
+        return None
 
 
 def drop_unsent(tabledir: Path, changelogs: dict[str, str], say) -> int:
@@ -91,12 +107,27 @@ def drop_unsent(tabledir: Path, changelogs: dict[str, str], say) -> int:
     >>> note_in_flight(tabledir, [("app-affinity-changelog", 0)]); clear_in_flight(tabledir)  # acked
     >>> drop_unsent(tabledir, {"affinity": "app-affinity-changelog"}, print), sorted(tabledir.iterdir())
     (0, [])
+    >>> for name in ("affinity-0.db", "affinity-1.db"):
+    ...     (tabledir / name).mkdir()
+    >>> _ = (tabledir / IN_FLIGHT_FILE).write_text("")  # not written by _write_note: no stores known
+    >>> say = lambda line: print(line.replace(str(tabledir), "T"))
+    >>> drop_unsent(tabledir, {"affinity": "app-affinity-changelog"}, say)
+    T/writes-in-flight.json cannot be read: every local store is removed and recovered from its changelog
+    local state with writes never sent to its changelog, removed: app-affinity-changelog[0]
+    local state with writes never sent to its changelog, removed: app-affinity-changelog[1]
+    2
     """
     notes = [note for note in (tabledir / UNSENT_FILE, tabledir / IN_FLIGHT_FILE) if note.exists()]
     if not notes:
         return 0
-    unsent = {tuple(pair) for note in notes for pair in json.loads(note.read_text())}
     paths = store_paths(tabledir, changelogs)
+    unsent = set()
+    for note in notes:
+        found = _noted(note)
+        if found is None:  # whatever wrote it, the stores it named are unknown: none is trusted
+            say(f"{note} cannot be read: every local store is removed and recovered from its changelog")
+            found = set(paths)
+        unsent |= found
     dropped = 0
     for changelog, partition in sorted(unsent):
         path = paths.get((changelog, partition))
