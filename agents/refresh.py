@@ -8,10 +8,12 @@ from streams.core.metrics import metrics
 from streams.worker import tables
 from streams.worker.app import app, settings
 from streams.worker.commit import BatchCommit
-from streams.worker.runtime import owned_partitions, recovered, stored_keys
+from streams.worker.runtime import before_stop, owned_partitions, recovered, stored_keys
 from streams.worker.user_batches import refresh_users
 
 CHUNK = 200  # users per batch: one commit each, and no await inside (see BatchCommit)
+_chunk = asyncio.Lock()  # held from a chunk's first read to its acks
+_stopping: list = []  # non-empty once the worker began to stop
 
 
 @app.task
@@ -27,12 +29,24 @@ async def refresh_lists() -> None:
 async def _refresh_partition(partition: int) -> None:
     users = stored_keys(tables.recommendations, partition)
     for start in range(0, len(users), CHUNK):
-        if not recovered(app) or partition not in owned_partitions(app, tables.recommendations):
+        if _stopping or not recovered(app) or partition not in owned_partitions(app, tables.recommendations):
             return  # moved to another worker, or rebalancing: its store may miss records until recovered
         chunk = users[start:start + CHUNK]
-        batch = BatchCommit(app, replayable=False)  # no input behind it
-        changed = refresh_users(partition, chunk, batch)
-        await batch.commit()
+        async with _chunk:
+            batch = BatchCommit(app, replayable=False)  # no input behind it
+            changed = refresh_users(partition, chunk, batch)
+            await batch.commit()
         metrics.inc("recstream_lists_refreshed_total", by=len(chunk))
         metrics.inc("recstream_lists_changed_by_refresh_total", by=changed)
         await asyncio.sleep(len(chunk) / settings.refresh_rate)
+
+
+async def _stop_refreshing() -> None:
+    """A stop lets the chunk in progress finish (acked: nothing left in flight to recover at the next
+    start) and starts no other; faust would stop the producer and the stores under it."""
+    _stopping.append(True)
+    async with _chunk:
+        pass
+
+
+before_stop.append(_stop_refreshing)

@@ -47,10 +47,23 @@ def install_stop_first() -> None:
                     if isinstance(exc, asyncio.CancelledError) and being_cancelled():
                         raise
                     log.warning("before stop: %r failed: %r", callback, exc)
+            await stop_app_tasks(self.app, STOP_FIRST_TIMEOUT_S)
         await original(self)
 
     stop._recstream_first = True
     Worker.stop = stop
+
+
+async def stop_app_tasks(app, timeout: float) -> None:
+    """Cancel the app's own tasks and timers (the list refresh, the exposure and readout timers) and
+    wait for them, `timeout` at most. faust cancels them only after it has stopped the producer and
+    the stores, and one still running then crashed the stop (NotReady from the producer: exit 1, an
+    outside chaos run's graceful stop during a list refresh)."""
+    running = [future for future in app._futures if not future.done()]
+    for future in running:
+        future.cancel()
+    if running:
+        await asyncio.wait(running, timeout=timeout)
 
 
 def start_stop_deadline(seconds: float = STOP_DEADLINE_S) -> threading.Timer:
