@@ -42,7 +42,8 @@ def test_a_stale_popularity_view_is_rebuilt_in_a_thread_while_the_old_one_serves
     import asyncio
     import threading
 
-    from streams.core.popularity import Partial, Shares, dump_partial, load_partial
+    from streams.core.partitioned import Shares
+    from streams.core.popularity import Partial, dump_partial, load_partial
     from streams.worker.runtime import view_without_blocking
 
     builders, release = [], threading.Event()

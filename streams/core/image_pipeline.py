@@ -3,7 +3,7 @@ state changes (through a plain mapping), global-count increments, and output rec
 
 Events are keyed by **consumer**: everything a request needs about the consumer (views and
 locks across merchants) is then one local lookup, while the per-(merchant, image) counts are
-small and every worker holds all of them (streams.core.popularity.Shares, like trending).
+small and every worker holds all of them (streams.core.partitioned.Shares, like trending).
 """
 
 from __future__ import annotations

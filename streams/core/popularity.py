@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import msgspec
@@ -70,10 +70,13 @@ class Partial(msgspec.Struct):
     pairs: dict[str, int] = {}
     counted: dict[str, int] = {}  # input source -> the last offset whose trending this share decided
     seq: int = 0  # the last batch that moved its pairs (streams.core.coengagement)
+    newest: float = 0.0  # the newest event time counted: where the event clock resumes after a restart
 
     def count(self, sig, weights: Mapping[str, float], half_life_s: float, fresh: bool, counted_before: bool) -> None:
         """A signal's (streams.core.records.Signal) artworks trend by its kind's weight, if this
         share takes its position (streams.core.positions.share_takes)."""
+        if sig.time > self.newest:
+            self.newest = sig.time
         if share_takes(self.counted, sig.source, sig.offset, fresh, counted_before) and sig.kind not in NO_TRENDING:
             weight = weights.get(sig.kind, 0.0)
             for t in sig.targets:
@@ -143,6 +146,23 @@ def load_partial(raw: bytes | None) -> Partial:
     return Partial() if not raw else _DEC.decode(raw)
 
 
+class _Newest(msgspec.Struct):
+    newest: float = 0.0
+
+
+_NEWEST = msgspec.msgpack.Decoder(_Newest)  # reads a share's `newest`, skipping the rest
+
+
+def newest_counted(raws: Iterable[bytes | None]) -> float:
+    """The newest event time any of these shares (dump_partial) counted; 0.0 if none.
+
+    >>> share = Partial(); share.newest = 1.7e9
+    >>> newest_counted([dump_partial(share), dump_partial(Partial()), None])
+    1700000000.0
+    """
+    return max((_NEWEST.decode(raw).newest for raw in raws if raw), default=0.0)
+
+
 class PopularityView:
     """The merged, read-only view used by the recommendation builder."""
 
@@ -178,121 +198,3 @@ class PopularityView:
     def similar(self, artist_id: str, k: int = 10) -> list[tuple[str, int]]:
         """Artists most co-engaged with `artist_id`: count descending, then id."""
         return self.neighbours.get(artist_id, [])[:k]
-
-
-def flush_due(flushed_at: dict, key, now: float, every_s: float) -> bool:
-    """Whether `key`'s periodic write is due at `now` (then marked written at `now`): `every_s`
-    since its last, either way (a wall clock set back must not stall it; see `stale`).
-
-    >>> at = {}
-    >>> [flush_due(at, 0, t, 1.0) for t in (2e9, 2e9 + 0.5, 1.7e9, 1.7e9 + 0.5, 1.7e9 + 1)]
-    [True, False, True, False, True]
-    """
-    if abs(now - flushed_at.get(key, float("-inf"))) >= every_s:
-        flushed_at[key] = now
-        return True
-    return False
-
-
-class Shares:
-    """A worker's live per-partition partials for the partitions it owns, plus the merged view
-    it reads (used for trending/co-engagement and for image statistics).
-
-    Partials are written to a global table at most every `flush_s`; the view is rebuilt from the
-    table (others' partitions) and the live partials (ours) at most every `view_s`.
-    """
-
-    def __init__(self, load: Callable[[bytes | None], Any], merge: Callable[[list], Any],
-                 flush_s: float = 1.0, view_s: float = 1.0, dump: Callable[[Any], bytes] | None = None):
-        self.load, self.merge, self.dump = load, merge, dump
-        self.flush_s, self.view_s = flush_s, view_s
-        self.live: dict[int, Any] = {}
-        self._flushed_at: dict[int, float] = {}
-        self._touched: set[int] = set()  # live shares a batch took since they were last written
-        self._view: Any = None
-        self._view_at = float("-inf")
-        self.building = False  # a rebuild is running elsewhere (streams.worker.runtime.view_without_blocking)
-
-    def partial(self, partition: int, stored: Callable[[], bytes | None], loaded: Callable[[Any], Any] | None = None):
-        """This worker's live share of `partition`; `stored()` (its last flushed bytes) is read
-        only the first time, not on every batch, and `loaded(share)` called on it then."""
-        if partition not in self.live:
-            share = self.live[partition] = self.load(stored())
-            self._flushed_at[partition] = float("-inf")
-            if loaded is not None:
-                loaded(share)
-        self._touched.add(partition)
-        return self.live[partition]
-
-    def flush_due(self, partition: int, now: float) -> bool:
-        """Whether to write `partition`'s share now: flush_s since the last write, either way (see `stale`).
-
-        >>> s = Shares(load_partial, lambda parts: len(parts), flush_s=1.0)
-        >>> [s.flush_due(0, t) for t in (2e9, 2e9 + 0.5, 1.7e9, 1.7e9 + 0.5, 1.7e9 + 1)]
-        [True, False, True, False, True]
-        """
-        if flush_due(self._flushed_at, partition, now, self.flush_s):
-            self._touched.discard(partition)
-            return True
-        return False
-
-    def unwritten(self) -> list[int]:
-        """The live shares a batch took since they were last written (`written`): all of them must
-        be written before the input offsets of those batches are committed, and before a revoked
-        partition's share is forgotten, or their counts since the last write are lost.
-
-        >>> s = Shares(load_partial, lambda parts: len(parts), flush_s=1.0)
-        >>> _ = s.partial(0, lambda: None), s.partial(1, lambda: None)
-        >>> s.flush_due(0, 2e9), s.unwritten()
-        (True, [1])
-        >>> s.written(1); s.unwritten()
-        []
-        """
-        return sorted(self._touched)
-
-    def written(self, partition: int) -> None:
-        self._touched.discard(partition)
-
-    def forget(self, partitions: Iterable[int]) -> None:
-        """Partitions moved to another worker: its copy is the live one now."""
-        for p in partitions:
-            self.live.pop(p, None)
-            self._flushed_at.pop(p, None)
-            self._touched.discard(p)
-
-    def view(self, stored: Iterable[tuple[str, bytes]], now: float):
-        """The merged view, rebuilt here when stale (see `snapshot`/`build` to rebuild elsewhere)."""
-        if self.stale(now):
-            self.install(self.build(self.snapshot(stored)), now)
-        return self._view
-
-    @property
-    def current(self):
-        return self._view
-
-    def stale(self, now: float) -> bool:
-        """Older than view_s, or built at a later time than now: the event clock reads the wall
-        clock until the first event, so a view built before it (a catalog refresh, an HTTP read)
-        is dated after a replayed history and would otherwise never go stale.
-
-        >>> s = Shares(load_partial, lambda parts: len(parts), view_s=1.0)
-        >>> s.install("built at the wall clock", 2e9)
-        >>> s.stale(2e9 + 0.5), s.stale(2e9 + 1), s.stale(1.7e9)
-        (False, True, True)
-        """
-        return self._view is None or abs(now - self._view_at) >= self.view_s
-
-    def snapshot(self, stored: Iterable[tuple[str, bytes]]) -> dict[str, Any]:
-        """Everything a view is built from, detached from live state: stored bytes for other
-        workers' partitions, ours as they are (or, given `dump`, as bytes, for a view built in
-        another thread while ours keep changing)."""
-        parts: dict[str, Any] = dict(stored)
-        parts.update({f"p{p}": self.dump(part) if self.dump else part for p, part in self.live.items()})
-        return parts
-
-    def build(self, snapshot: dict[str, Any]):
-        """Pure; with `dump` set, safe to run in another thread."""
-        return self.merge([self.load(v) if isinstance(v, bytes) else v for v in snapshot.values()])
-
-    def install(self, view, built_at: float) -> None:
-        self._view, self._view_at = view, built_at

@@ -67,7 +67,7 @@ def stored_items(table, partition: int):
 
 
 def view_without_blocking(shares, stored, now: float):
-    """A Shares view without stalling the event loop: merging every partition's trending and
+    """A Shares (streams.core.partitioned) view without stalling the event loop: merging every partition's trending and
     co-engagement counts takes ~0.1 s of Python at full size, which once a second was the
     pipeline's worst latency. The first view is built inline; after that a stale view is
     rebuilt in a thread from a snapshot while agents keep using the previous one.

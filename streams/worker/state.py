@@ -8,11 +8,12 @@ import time
 
 from streams.core.image_pipeline import Pools, dump_counts, load_counts
 from streams.core.images import merge_counts
-from streams.core.popularity import PopularityView, Shares, dump_partial, flush_due, load_partial
+from streams.core.partitioned import Shares, flush_due
+from streams.core.popularity import PopularityView, dump_partial, load_partial, newest_counted
 from streams.core.throttle import PartitionThrottles
 from streams.kafka.direct import Anchor
 from streams.worker import tables, topics
-from streams.worker.app import image_config, pipeline_config, settings
+from streams.worker.app import clock, image_config, pipeline_config, settings
 from streams.worker.runtime import event_context, view_without_blocking
 
 # trending and co-engagement: each partition's share (the popularity table), merged into a view
@@ -24,6 +25,8 @@ image_counts = Shares(load_counts, lambda parts: merge_counts(parts, image_confi
 pools = Pools(tables.image_catalog, image_config.rules)  # merchant -> image pool
 owed_lists = PartitionThrottles(settings.list_window_ms / 1000)  # lists the window holds (direct ingest)
 lag_sources: list = []  # more readers' per-topic lag (direct ingest), each a callable -> {topic: n}
+# the event clock resumes after a restart at the newest event time the shares counted
+clock.seed = lambda: newest_counted(tables.popularity.values())
 
 
 def popularity_view(now: float) -> PopularityView:
