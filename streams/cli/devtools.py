@@ -25,6 +25,7 @@ from streams.core.demo import DemoGenerator, dumps
 from streams.core.setting_rules import bootstrap_servers
 from streams.core.settings import Settings
 from streams.kafka.broker import BrokerError, EmbeddedBroker, _die_with_parent, free_port
+from streams.kafka.offsets import stop_consumer
 
 
 class WorkerProcess:
@@ -276,7 +277,10 @@ async def _dev_loop(args, settings: Settings, bootstrap: str, worker: WorkerProc
                     print("[dev] running until Ctrl-C")
     finally:
         producer_task.cancel()
-        await consumer.stop()
+        try:  # bounded: the worker and broker are stopped after this, so a stop that hangs here would keep them
+            await asyncio.wait_for(stop_consumer(consumer), 10)
+        except asyncio.TimeoutError:
+            print("[dev] the output consumer did not stop within 10 s; going on")
         print(f"[dev] {counts['affinity.updates']} affinity updates, "
               f"{counts['recommendations']} recommendation lists")
     user = min(watch) if watch else "u0"
