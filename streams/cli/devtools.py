@@ -179,8 +179,10 @@ async def _dev(args) -> None:
     from aiokafka.errors import KafkaError
 
     settings = Settings.from_env()
-    # SIGTERM stops it like Ctrl-C: the worker and broker stop and the folder is removed
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+    # SIGTERM and Ctrl-C stop it alike: the worker and broker stop and the folder is removed (Ctrl-C left to
+    # asyncio.run's own handler once left dev running in a loaded CI run while SIGTERM always stopped it)
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(stop, asyncio.current_task().cancel)
     workdir = Path(tempfile.mkdtemp(prefix="recstream-dev-"))
     broker = worker = None
     try:
