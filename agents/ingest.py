@@ -37,7 +37,7 @@ from streams.kafka.direct import DirectIngest, direct_group
 from streams.worker import topics
 from streams.worker.app import app, keyed_images, keyed_records, parser_config, pipeline_config, settings
 from streams.worker.commit import BatchCommit, send_all
-from streams.worker.direct_start import start_reader, unless_stopping
+from streams.worker.direct_start import start_reader
 from streams.worker.image_batches import apply_images
 from streams.worker.runtime import before_stop, owned_partitions, recovered
 from streams.worker.state import lag_sources, owed_lists, release_shares, write_shares
@@ -266,9 +266,8 @@ if settings.direct_ingest:
                               committed=pipeline_config.read_from)
         declare = (*topics.input_topics, *topics.catalog_topics, topics.signals, topics.images_keyed, topics.pending)
         groups = (settings.kafka_app_id, direct_group(settings.kafka_app_id))
-        if await unless_stopping(start_reader(declare, reader, settings.aiokafka_kwargs(), groups,
-                                              [*CATALOG_TOPICS, _SIGNALS, _IMAGES, _PENDING])) is None:
-            return
+        await start_reader(declare, reader, settings.aiokafka_kwargs(), groups,
+                           [*CATALOG_TOPICS, _SIGNALS, _IMAGES, _PENDING])  # a stop cancels it (stop_app_tasks)
         direct = reader
         lag_sources.append(direct.lag)
         if _assigned is not None:

@@ -1,40 +1,17 @@
 """Direct ingest's reader started for the worker (agents/ingest.py): its topics declared, its
-consumer started, the group offsets faust's agents left adopted. A stop that begins meanwhile ends
-the start quietly: faust stopped the producer under a declare, and the app crashed (an outside
-check: 1 SIGTERM in 6 right after a worker was ready exited 1 with a traceback)."""
+consumer started, the group offsets faust's agents left adopted. A stop that begins meanwhile
+cancels the start (streams.worker.stopping.stop_app_tasks, before faust stops the producer: under a
+declare, the app crashed, 1 SIGTERM in 6 right after a worker was ready), and a cancelled start
+closes what it opened."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from streams.kafka.direct import DirectIngest
 from streams.kafka.offsets import adopt_committed
-from streams.worker.runtime import before_stop
 
 log = logging.getLogger(__name__)
-
-
-async def unless_stopping(starting):
-    """Await the coroutine `starting` in this task, which the worker's stop cancels (a `before_stop`
-    callback, run before faust stops its services); None if the stop came first."""
-    task, stopping = asyncio.current_task(), []
-
-    async def cancel() -> None:
-        stopping.append(True)
-        task.cancel()
-
-    before_stop.append(cancel)
-    try:
-        return await starting
-    except asyncio.CancelledError:
-        if not stopping:
-            raise
-        getattr(task, "uncancel", int)()  # handled, the task returns normally (Python 3.11+; 3.10 counts none)
-        log.info("direct ingest: the worker stopped while it started; nothing was read")
-        return None
-    finally:
-        before_stop.remove(cancel)
 
 
 async def start_reader(declare, reader: DirectIngest, client: dict, groups: tuple[str, str],
