@@ -356,3 +356,24 @@ def test_blend_ranking_lazily_merged_equals_scoring_and_sorting_every_work(data)
     expected = sorted((-blend_score(aff, view.trending_score.get(wid, 0.0), variant), neg_pub, wid, w)
                       for aff, works, _ in groups for neg_pub, wid, w in works)
     assert [(w.id, score) for w, score, _ in _rank(groups, variant, view)] == [(w.id, -neg) for neg, _, w_id, w in expected]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.floats(-3.0, 40.0)), min_size=1, max_size=25),
+       st.lists(st.floats(0.0, 4.0), min_size=1, max_size=8), st.sampled_from(["popular", "blend"]))
+def test_a_view_reused_while_the_clock_moves_lists_what_a_fresh_view_lists(works, steps, ranking):
+    """A view memoises each artist's candidates while the window covers the same works (a worker's
+    reads each move the clock, the view lives about a second): works published since, or aged out of
+    the window, must show in its lists exactly as in a fresh view's. Works -3 days "ago" are announced
+    for later and enter as the clock passes them; the old ones trend (the hot list does not move)."""
+    cat = catalog(*(work(f"{artist}{i}", artist, days_ago) for i, (artist, days_ago) in enumerate(works)))
+    part = Partial()
+    for i, (artist, days_ago) in enumerate(works):
+        if days_ago > 20:
+            part.trending.add(f"{artist}{i}", 1.0 + i, NOW, 7 * DAY)
+    variant = Variant("B", ranking=ranking, window_days=14, trending_blend=0.5)
+    top, reused, now = [("a", 3.0), ("b", 1.0)], PopularityView([part]), NOW
+    for step in steps:
+        now += step * DAY
+        assert build(top, (), (), variant, cat, reused, now) == build(top, (), (), variant, cat,
+                                                                      PopularityView([part]), now)

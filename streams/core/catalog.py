@@ -187,6 +187,27 @@ class CatalogIndex:
             end = min(end, start + limit)
         return start, end
 
+    def recent_window(self, artist_id: str, since: float, limit: int | None,
+                      until: float) -> tuple[tuple[int, int], float, float, float, float]:
+        """`recent_span`, and how far the window can move with the same answer: the span holds for every
+        `until` in [until_lo, until_hi) and `since` in (since_lo, since_hi), open where a work's id could
+        break a tie (a memo of it stays valid while the clock moves between two works' publication times).
+
+        >>> from datetime import datetime, timezone
+        >>> c = CatalogIndex()
+        >>> for wid, day in (("w1", 1), ("w2", 3), ("w3", 5)):
+        ...     _ = c.upsert(Artwork(wid, "a", published_at=datetime.fromtimestamp(day * 86400.0, tz=timezone.utc)))
+        >>> c.recent_window("a", since=2 * 86400.0, limit=None, until=4 * 86400.0)
+        ((1, 2), 259200.0, 432000.0, 86400.0, 259200.0)
+        """
+        entries = self._by_artist.get(artist_id, ())
+        start = bisect.bisect_left(entries, (-until, ""))  # as recent_span's, without its shortcuts
+        end = bisect.bisect_right(entries, (-since, "\uffff"))
+        inf, n = float("inf"), len(entries)
+        return ((start, end if limit is None else min(end, start + limit)),
+                -entries[start][0] if start < n else -inf, -entries[start - 1][0] if start else inf,
+                -entries[end][0] if end < n else -inf, -entries[end - 1][0] if end else inf)
+
     def latest(self, k: int) -> list[Artwork]:
         """The k newest eligible works in the whole catalog."""
         if self._latest is None or len(self._latest) < k:

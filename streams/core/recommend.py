@@ -131,19 +131,16 @@ def cold_start(catalog: CatalogIndex, popularity: PopularityView, variant: Varia
 def _recent(catalog: CatalogIndex, artist: str, since: float, now: float,
             popularity: PopularityView | None = None) -> list[tuple[float, str, Artwork]]:
     """An artist's recent works (at most MAX_WORKS_PER_ARTIST); memoised in the popularity view
-    by the window (this batch's other users) and by the slice it covers (the next batches')."""
+    while the window covers the same slice of them."""
     if popularity is None:
         return catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
-    key = ("recent", id(catalog), catalog.version, artist, since, now)
+    key = ("recent", id(catalog), catalog.version, artist)
     found = popularity.memo.get(key)
-    if found is None:
-        span = ("recent-span", id(catalog), catalog.version, artist,
-                catalog.recent_span(artist, since, MAX_WORKS_PER_ARTIST, until=now))
-        found = popularity.memo.get(span)
-        if found is None:
-            found = popularity.memo[span] = catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now)
-        popularity.memo[key] = found
-    return found
+    if found is None or not (found[1] <= now < found[2] and found[3] < since < found[4]):  # see _candidates
+        window = catalog.recent_window(artist, since, MAX_WORKS_PER_ARTIST, until=now)
+        found = popularity.memo[key] = (catalog.recent_by(artist, since, MAX_WORKS_PER_ARTIST, until=now),
+                                        *window[1:])
+    return found[0]
 
 
 def _rank(groups: Iterable[tuple[float, list[tuple[float, str, Artwork]], str]], variant: Variant,
@@ -219,14 +216,15 @@ def _candidates(catalog: CatalogIndex, popularity: PopularityView, artist: str, 
     neighbouring distinct scores are far enough apart that no positive scale rounds two to one
     float (then the scaled list is still sorted; else `_scaled` re-sorts)."""
     memo, version = popularity.memo, catalog.version
-    key = ("candidates", id(catalog), version, artist, since, now, k, floor)  # this batch's other users
+    key = ("candidates", id(catalog), version, artist, k, floor)
     found = memo.get(key)
-    if found is None:
-        # the slice of the artist's works the window covers: the next batches' windows (the clock
-        # moved, no work crossed an end) find it sorted already
-        start, end = catalog.recent_span(artist, since, MAX_WORKS_PER_ARTIST, until=now)
-        found = memo[key] = _ranked_candidates(catalog, popularity, artist, (start, end), since, now, k, floor)
-    return found
+    # while the clock moves and no work crosses either end of the window, the same slice of the
+    # artist's works, ranked once (each read moves the clock: its users found it here)
+    if found is None or not (found[1] <= now < found[2] and found[3] < since < found[4]):
+        window = catalog.recent_window(artist, since, MAX_WORKS_PER_ARTIST, until=now)
+        found = memo[key] = (_ranked_candidates(catalog, popularity, artist, window[0], since, now, k, floor),
+                             *window[1:])
+    return found[0]
 
 
 def _ranked_candidates(catalog: CatalogIndex, popularity: PopularityView, artist: str, span: tuple[int, int],
