@@ -4,6 +4,8 @@ import json
 from datetime import datetime, timezone
 
 import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.core.affinity import AffinityModel, Profile, dump, load, message_digest
 from streams.core.catalog import CatalogIndex
@@ -366,3 +368,20 @@ def test_messageids_are_dated_by_the_wall_clock_whatever_clock_the_lists_use():
 
     assert events(arrived=2e9) == 400
     assert events(arrived=None) == 401  # dated by the event clock: two weeks past the horizon
+
+
+SCORES = st.floats(-1e6, 1e6) | st.sampled_from([0.0, -0.0, 1.0, 1.0 + 1e-12, 1.0 + 1e-8])
+
+
+@given(st.lists(st.tuples(st.sampled_from("abc"), SCORES), max_size=5), st.data())
+def test_an_affinity_update_is_sent_exactly_when_the_top_rounded_to_9_digits_moved(before, data):
+    """`_same_rounded` formats only the scores that differ; the answer is the full rounding's."""
+    from streams.core.pipeline import _same_rounded
+
+    def rounded(top):
+        return [(a, float(f"{s:.9g}")) for a, s in top]
+
+    nudged = [(a, data.draw(st.sampled_from([s, s * (1 + 1e-12), s * (1 + 1e-7), -s, s + 1.0]))) for a, s in before]
+    for after in (nudged, data.draw(st.lists(st.tuples(st.sampled_from("abc"), SCORES), max_size=5))):
+        assert _same_rounded(before, after) == (rounded(before) == rounded(after))
+    assert _same_rounded(before, before)

@@ -100,7 +100,6 @@ class PartitionBatch:
         self.out: list[Output] = []
         self.applied = self.duplicates = 0
 
-
     def run(self, records: Iterable[Signal | Identity | Merge | Refresh]) -> list[Output]:
         apply = {Signal: self._signal, Identity: self._identity, Merge: self._merge, Exposure: self._exposure}
         try:
@@ -263,7 +262,7 @@ class PartitionBatch:
 
     def _emit_affinity(self, user, profile, before, after, trigger, resend=False) -> None:
         n = self.cfg.affinity_top_n
-        if resend or _rounded(before[:n]) != _rounded(after[:n]):
+        if resend or not _same_rounded(before[:n], after[:n]):
             update = AffinityUpdate(user, profile.ref, [ArtistScore(a, s) for a, s in after[:n]], trigger)
             self._send(AFFINITY_UPDATES, user, encode(update))
 
@@ -296,5 +295,6 @@ class PartitionBatch:
         self.out.append(Output(topic, key.encode(), value))
 
 
-def _rounded(top: list[tuple[str, float]]) -> list[tuple[str, float]]:
-    return [(a, float(f"{s:.9g}")) for a, s in top]
+def _same_rounded(before: list[tuple[str, float]], after: list[tuple[str, float]]) -> bool:  # to 9 digits
+    return len(before) == len(after) and all(a == b and (s == t or float(f"{s:.9g}") == float(f"{t:.9g}"))
+                                             for (a, s), (b, t) in zip(before, after, strict=True))
