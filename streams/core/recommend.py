@@ -47,6 +47,7 @@ EPSILON = float_info.epsilon  # 2^-52: the relative gap between neighbouring flo
 # would see a difference, and the same inputs give the same bytes whatever float noise the
 # order of merging shares left behind.
 SCORE_DIGITS = 4
+_SCORE_FORMAT = f"%.{SCORE_DIGITS}g"  # one spec: a nested f-string spec was built again for every item
 TOP_ARTISTS = 20  # personal candidates come from the user's strongest artists
 SIMILAR_PER_ARTIST = 5
 MAX_WORKS_PER_ARTIST = 50
@@ -58,7 +59,7 @@ def round_score(score: float) -> float:
     >>> round_score(1.234567), round_score(0.000123456)
     (1.235, 0.0001235)
     """
-    return float(f"{score:.{SCORE_DIGITS}g}")
+    return float(_SCORE_FORMAT % score)
 
 
 def budget_limit(prices: Sequence[float], variant: Variant) -> float | None:
