@@ -561,3 +561,26 @@ def test_an_image_request_names_each_merchant_once_and_at_most_64():
     too_many = parse_image_request(request([f"m{i}" for i in range(MAX_REQUEST_MERCHANTS + 1)]))
     assert (too_many.reason, too_many.detail) == ("invalid_property", "merchant_ids names more than 64 merchants")
     assert len(parse_image_request(request([f"m{i}" for i in range(64)])).merchant_ids) == 64
+
+
+@pytest.mark.parametrize("env", [{}, {"RECSTREAM_MIN_EVENT_YEAR": "2025", "RECSTREAM_MAX_FUTURE_SKEW_S": "60"},
+                                 {"RECSTREAM_EVENT_MAP": '{"Liked Artist": "follow"}', "RECSTREAM_MAX_EVENT_BYTES": "300"}])
+@given(event=st.sampled_from(["followedArtist", "Liked Artist", "Product Viewed", "Order Completed", "no such event"]),
+       year=st.sampled_from([1990, 2024, 2026, 2030]), padding=st.integers(0, 400))
+def test_replay_rejects_exactly_the_lines_the_worker_dead_letters_under_the_same_settings(env, event, year, padding):
+    """replay checked lines with the default parser: event times out of RECSTREAM_MIN_EVENT_YEAR /
+    RECSTREAM_MAX_FUTURE_SKEW_S, a custom event map or size limit were counted sent, then dead-lettered."""
+    from streams.cli.ops import route_line
+    from streams.core.config import core_objects
+    from streams.core.ingest import ingest_one
+    from streams.core.settings import Settings
+
+    parser = core_objects(Settings.from_env(env))[1]
+    line = json.dumps({"type": "track", "event": event, "userId": "u", "messageId": "m",
+                       "timestamp": f"{year}-06-01T00:00:00Z", "pad": "x" * padding,
+                       "properties": {"owner_id": "a", "artwork_id": "w"}}).encode()
+    now = 1796083200.0  # 2026-12-01T00:00:00Z
+    worker = ingest_one(line, None, {"w": "a"}, parser, now)
+    replay = route_line(line, parser, now)
+    assert isinstance(replay, Rejected) == isinstance(worker, Rejected)
+    assert replay.reason == worker.reason if isinstance(worker, Rejected) else replay == ("events.segment", b"u")

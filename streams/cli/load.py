@@ -221,6 +221,9 @@ async def load(kind_name: str, paths: list[Path], bootstrap: str, settings: Sett
                 await _settle(inflight, report)
             progress.update(report.sent + len(inflight), done)
         await _settle(inflight, report)
+    except asyncio.CancelledError:  # Ctrl-C: where it stopped (loading the same records again changes nothing)
+        print(f"\nload {kind_name}: interrupted after {report.sent:,} records acknowledged", file=sys.stderr)
+        raise
     finally:
         await producer.stop()
     progress.close(report.sent)

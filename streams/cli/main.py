@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
         _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C: one line (commands that stream say where they were), 130 as shells give SIGINT
+        print(f"recstream {argv[0] if argv else ''}: interrupted", file=sys.stderr)
+        sys.exit(130)
     except BrokenPipeError:  # `recstream demo-events | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
@@ -103,9 +106,9 @@ def _main(argv: list[str]) -> None:
 
         sys.exit(cmd_load(rest))
     if command in OPS_COMMANDS:
-        from streams.cli import ops
+        from streams.cli import emit, ops
 
-        commands = {"replay": ops.cmd_replay, "emit-all": ops.cmd_emit_all,
+        commands = {"replay": ops.cmd_replay, "emit-all": emit.cmd_emit_all,
                     "rebuild": ops.cmd_rebuild}
         sys.exit(commands[command](rest))
     if command == "config":

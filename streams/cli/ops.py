@@ -1,11 +1,9 @@
-"""Ops commands: ``recstream replay``, ``recstream emit-all``, ``recstream rebuild``.
+"""Ops commands: ``recstream replay``, ``recstream rebuild`` (``recstream emit-all``: streams/cli/emit.py).
 
 replay   JSONL files (optionally .gz) of Segment payloads or typed records -> the right input
          topics, keyed by user/consumer, with progress, an optional rate limit and a summary;
          exit status 1 when nothing was sent, with a hint to `recstream load` (streams/cli/load.py)
          when the lines look like catalog records.
-emit-all every user's current recommendations (read from the recommendations changelog, so no
-         worker is involved and the read costs the workers nothing) -> the recommendations topic.
 rebuild  a worker under a new app id: a fresh consumer group reads every input topic from the
          beginning into fresh tables and changelogs, reports progress, then carries on live.
 """
@@ -24,31 +22,44 @@ from pathlib import Path
 import msgspec
 
 from streams.cli.common import Progress, bootstrap_of
-from streams.core.events import Rejected, parse_segment, parse_typed, parse_typed_image
+from streams.core.config import core_objects
+from streams.core.events import Rejected
+from streams.core.ingest import ParserConfig, ingest_one
 from streams.core.jsonguard import MAX_DEPTH, decode_problem, too_deep
 from streams.core.properties import first_id
 from streams.core.records import SIGNAL_KINDS, Identity, ImageEvent
 from streams.core.setting_rules import KAFKA_NAME, MAX_NAMES_CHARS, NAME_CHARS
 from streams.core.settings import Settings
-from streams.core.topology import changelog as changelog_name
+from streams.core.topology import INPUT_KINDS
 
 TYPED_IMAGE_KINDS = {"image_impression": "images.impressions", "image_conversion": "images.conversions"}
 
 
-def route_line(line: bytes, max_bytes: int = 65536) -> tuple[str, bytes | None] | Rejected:
+def route_line(line: bytes, parser: ParserConfig | None = None,
+               now: float | None = None) -> tuple[str, bytes | None] | Rejected:
     """Which input topic a replay line goes to, and its key (user/consumer id).
 
     Segment payloads (with "type") go to events.segment; typed records carry "kind"
     (follow, save, ..., image_impression, image_conversion) and go to their typed topic.
-    Lines the worker would dead-letter are rejected here, with the same reasons; no line can
-    stop a replay."""
+    Lines the worker would dead-letter are rejected here, with the same reasons: the worker's own
+    ingest under the same settings (`parser`: event map, size, event-time bounds; `now`: the wall
+    clock), except that works are not looked up (the worker waits for a work its catalog lacks).
+    No line can stop a replay."""
     try:
-        return _route_line(line, max_bytes)
+        return _route_line(line, parser or ParserConfig(), now)
     except Exception as exc:
         return Rejected("internal_error", f"{type(exc).__name__} while reading the line")
 
 
-def _route_line(line: bytes, max_bytes: int) -> tuple[str, bytes | None] | Rejected:
+class _AnyWork:
+    """An artist for every work: replay checks lines, not the catalog."""
+
+    def get(self, work_id: str) -> str:
+        return "?"
+
+
+def _route_line(line: bytes, parser: ParserConfig, now: float | None) -> tuple[str, bytes | None] | Rejected:
+    max_bytes = parser.max_bytes
     if len(line) > max_bytes:
         return Rejected("oversized", f"{len(line)} bytes > limit {max_bytes}")
     if too_deep(line):
@@ -61,14 +72,14 @@ def _route_line(line: bytes, max_bytes: int) -> tuple[str, bytes | None] | Rejec
         return Rejected("invalid_field", "a line must be a JSON object")
     kind = obj.get("kind")
     if "type" in obj:
-        topic, parsed = "events.segment", parse_segment(line, max_bytes=max_bytes)
+        topic, typed = "events.segment", None
     elif isinstance(kind, str) and kind in SIGNAL_KINDS:
-        topic, parsed = f"signals.{kind}", parse_typed(kind, line, max_bytes=max_bytes)
+        topic, typed = f"signals.{kind}", kind
     elif isinstance(kind, str) and kind in TYPED_IMAGE_KINDS:
-        topic = TYPED_IMAGE_KINDS[kind]
-        parsed = parse_typed_image(kind.removeprefix("image_"), line, max_bytes=max_bytes)
+        topic, typed = TYPED_IMAGE_KINDS[kind], "image:" + kind.removeprefix("image_")
     else:
         return Rejected("unknown_record", "neither a Segment payload (type) nor a typed record (kind)")
+    parsed = ingest_one(line, typed, _AnyWork(), parser, now)
     if isinstance(parsed, Rejected):
         return parsed
     return topic, _key_of(parsed, obj)
@@ -92,12 +103,16 @@ async def replay(paths: list[Path], bootstrap: str, settings: Settings, rate: fl
 
     from streams.cli.devtools import pace
     from streams.cli.load import kafka_client, numbered_lines, reject_record, sniff
-    from streams.kafka.admin import start_quietly
+    from streams.kafka.admin import ensure_topics, start_quietly
 
     client = kafka_client(settings, bootstrap)
-    reject_file = open(rejects, "wb") if rejects else None  # before the producer: a bad path leaves nothing open
-    producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=262144)
+    parser = core_objects(settings)[1]  # the worker's checks under the same settings
+    reject_file = open(rejects, "wb") if rejects else None  # before the broker: a bad path leaves nothing open
     try:
+        # before the first send: a topic the broker auto-created would take its default partition count, and
+        # input keyed by user must sit in its user's state partition (single hop; the bulk rebuild's map)
+        await ensure_topics(client, {settings.topic(name): (settings.partitions, {}) for name in INPUT_KINDS})
+        producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=262144)
         await start_quietly(producer)
     except BaseException:
         if reject_file:
@@ -109,7 +124,7 @@ async def replay(paths: list[Path], bootstrap: str, settings: Settings, rate: fl
     started = time.monotonic()
     try:
         for path, number, line, done in numbered_lines(paths):
-            routed = route_line(line, settings.max_event_bytes)
+            routed = route_line(line, parser)
             if isinstance(routed, Rejected):
                 rejected[routed.reason] += 1
                 if hints is not None and routed.reason == "unknown_record":
@@ -123,58 +138,15 @@ async def replay(paths: list[Path], bootstrap: str, settings: Settings, rate: fl
             await pace(sent, rate, started)
             progress.update(sent, done)
         await producer.flush()
+    except asyncio.CancelledError:  # Ctrl-C: where it stopped (the same lines again count once, the dedup window)
+        print(f"\nreplay: interrupted after {sent:,} lines sent", file=sys.stderr)
+        raise
     finally:
         await producer.stop()
         if reject_file:
             reject_file.close()
     progress.close(sent)
     return sent, rejected
-
-
-async def emit_all(bootstrap: str, settings: Settings, users: set[str] | None = None,
-                   idle_ms: int = 2000) -> tuple[int, int]:
-    """Re-publish the latest recommendations of every (or each listed) user: (lists sent, listed
-    users without a list)."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-    from streams.cli.load import kafka_client
-    from streams.kafka.admin import start_quietly
-
-    changelog = changelog_name(settings.kafka_app_id, "recommendations")  # faust's name for it
-    client = kafka_client(settings, bootstrap)
-    consumer = AIOKafkaConsumer(changelog, **client, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await start_quietly(consumer)
-    latest: dict[bytes, bytes | None] = {}
-    progress = Progress("reading current lists")
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=idle_ms, max_records=10000)
-            if not batch:
-                break
-            for records in batch.values():
-                for r in records:
-                    latest[r.key] = r.value
-            progress.update(len(latest))
-    finally:
-        await consumer.stop()
-    progress.close(len(latest))
-    producer = AIOKafkaProducer(**client, linger_ms=20)
-    await start_quietly(producer)
-    sent = 0
-    progress = Progress("emit-all")
-    try:
-        for key, value in latest.items():
-            if value is None or (users is not None and key.decode() not in users):
-                continue
-            await producer.send(settings.topic("recommendations"), value=value, key=key)
-            sent += 1
-            progress.update(sent)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    progress.close(sent)
-    return sent, len(users) - sent if users is not None else 0
 
 
 def cmd_replay(argv: list[str]) -> int:
@@ -210,24 +182,6 @@ def cmd_replay(argv: list[str]) -> int:
     return 0 if sent else 1
 
 
-def cmd_emit_all(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="recstream emit-all",
-                                     description="Publish every user's current recommendations again "
-                                                 "(e.g. before a weekly email).")
-    parser.add_argument("--users", type=Path, help="file with one user id per line (default: every user)")
-    args = parser.parse_args(argv)
-    users = None
-    if args.users:
-        # utf-8-sig: a file saved with a byte-order mark lost its first id to it (an outside fuzzer)
-        users = {line.strip() for line in args.users.read_text(encoding="utf-8-sig").splitlines() if line.strip()}
-    settings = Settings.from_env()
-    sent, unknown = asyncio.run(emit_all(bootstrap_of(settings), settings, users))
-    print(f"emitted {sent} recommendation lists")
-    if unknown:
-        print(f"{unknown} of the listed users have no list (no event has named them)", file=sys.stderr)
-    return 0
-
-
 def cmd_rebuild(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="recstream rebuild",
@@ -256,11 +210,11 @@ def cmd_rebuild(argv: list[str]) -> int:
     env = {**os.environ, "RECSTREAM_APP_ID": args.app_id, "RECSTREAM_REBUILD": "1"}
     if args.bulk:
         from streams.cli.load import run_producer
-        from streams.rebuild.topics import AppIdInUse
+        from streams.rebuild.topics import RebuildRefused
 
         try:  # an unreachable broker: run_producer's one line and status 2
             report, status = run_producer("rebuild", _bulk(Settings.from_env(env), args.shards or None))
-        except AppIdInUse as exc:
+        except RebuildRefused as exc:
             print(f"recstream rebuild: {exc}", file=sys.stderr)
             return 2
         if status:
