@@ -11,9 +11,10 @@ import socket
 import sys
 from pathlib import Path
 
+from streams.core.topology import CATALOG_TOPICS
+
 # faust stops an agent whose source topic and table changelog differ in partitions
 # (PartitionsMismatch): these agents write tables, so their topics must have RECSTREAM_PARTITIONS
-CATALOG_TOPICS = ("catalog.artworks", "catalog.curated", "catalog.images")
 # the topics' creation and count, bounded: a broker that accepts connections and never answers
 # held the worker for good; 24 CreateTopics one at a time take seconds on a real cluster
 TOPICS_WAIT_S = 60.0
@@ -122,33 +123,56 @@ def prepare_topics(settings, bootstrap: str) -> None:
     - an output topic declared at its first send raced a client's metadata request for it (a test
       reading the recommendations): the embedded broker never answered the CreateTopics, and the
       batch waiting on it held direct ingest for good (once on CI).
-    A catalog topic that exists with another count stops the worker with the reason."""
+    A catalog topic or a table changelog that exists with another count stops the worker with the reason (a
+    changelog another client had the broker create, with its default count, crashed the worker at its first
+    write to a partition it lacked, at every start)."""
+    from streams.worker.app import app
     from streams.worker.commit import mark_declared
     from streams.worker.topics import declared
 
     topics = declared()
     wanted = {name: (t.partitions or settings.partitions, dict(t.config or {})) for name, t in topics.items()}
+    catalog = {settings.topic(name) for name in CATALOG_TOPICS}
+    changelogs = {table.changelog_topic.get_topic_name() for table in app.tables.values()}
     url = settings.broker_url
     client = start_client(settings, bootstrap)
+    check = _check_then_create(client, catalog | changelogs, wanted, settings.partitions)
     try:  # bounded: faust itself crashed (refused) or hung for good (a broker that never answers)
-        counts = asyncio.run(asyncio.wait_for(_create_and_count(client, wanted), TOPICS_WAIT_S))
+        found, counts = asyncio.run(asyncio.wait_for(check, TOPICS_WAIT_S))
     except Exception as exc:  # noqa: BLE001 - whatever it was, the worker cannot start without them
         why = str(exc) or type(exc).__name__
         why = f"no answer in {TOPICS_WAIT_S:.0f} s" if isinstance(exc, TimeoutError) else why
         raise StartFailed(f"cannot create its topics on the broker at {url} ({why}); check RECSTREAM_BROKER_URL "
                           "and the RECSTREAM_KAFKA_* settings") from None
+    if found is not None:
+        _refuse_partitions(settings, {n: c for n, c in found.items() if n in catalog},
+                           {n: c for n, c in found.items() if n in changelogs})
     mark_declared(name for name, count in counts.items() if count)
-    catalog = {settings.topic(name) for name in CATALOG_TOPICS}
-    wrong = {name: count for name, count in counts.items() if name in catalog and count != settings.partitions}
-    if wrong:
+
+
+def _refuse_partitions(settings, catalog: dict[str, int], changelogs: dict[str, int]) -> None:
+    if catalog:
         raise StartFailed(f"RECSTREAM_PARTITIONS is {settings.partitions}, but "
-                         + ", ".join(f"{name} has {count}" for name, count in sorted(wrong.items()))
-                         + ": the catalog agents write tables of RECSTREAM_PARTITIONS partitions and faust refuses "
-                         "other counts. Recreate the topic with that many partitions, or set RECSTREAM_PARTITIONS.")
+                          + ", ".join(f"{name} has {count}" for name, count in sorted(catalog.items()))
+                          + ": the catalog agents write tables of RECSTREAM_PARTITIONS partitions and faust refuses "
+                          "other counts. Recreate the topic with that many partitions, or set RECSTREAM_PARTITIONS.")
+    raise StartFailed(f"RECSTREAM_PARTITIONS is {settings.partitions}, but the changelog "
+                      + ", ".join(f"{name} has {count}" for name, count in sorted(changelogs.items()))
+                      + " partitions: the tables keep RECSTREAM_PARTITIONS. A changelog no worker wrote was "
+                      "created by the broker for another client (its default count): delete it; otherwise set "
+                      "RECSTREAM_PARTITIONS to what the app id's workers ran with.")
 
 
-async def _create_and_count(client_kwargs: dict, wanted: dict[str, tuple[int, dict]]) -> dict[str, int]:
-    from streams.kafka.admin import ensure_topics, topic_partitions
+async def _check_then_create(client_kwargs: dict, checked: set[str], wanted: dict[str, tuple[int, dict]],
+                             partitions: int):
+    """(the existing `checked` topics whose partition count is not RECSTREAM_PARTITIONS, or None when none is;
+    the partition counts of `wanted`, created when missing). With a wrong count nothing is created: a worker
+    that refused made the topics it lacked with its own count, which a rebuild under the right one then refused."""
+    from streams.kafka.admin import ensure_topics, existing_topics, topic_partitions
 
+    found = await topic_partitions(client_kwargs, checked & await existing_topics(client_kwargs))
+    wrong = {name: count for name, count in found.items() if count != partitions}
+    if wrong:
+        return wrong, {}
     await ensure_topics(client_kwargs, wanted)
-    return await topic_partitions(client_kwargs, wanted)
+    return None, await topic_partitions(client_kwargs, wanted)

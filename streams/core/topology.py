@@ -21,6 +21,9 @@ INPUT_KINDS: dict[str, str | None] = {
     "images.conversions": "image:conversion",
     "images.requests": "image_request",
 }
+# the catalog's topics: their records become tables of RECSTREAM_PARTITIONS partitions, and faust refuses a source
+# topic with another count (a worker will not start on them; a bulk rebuild will not write for such a worker)
+CATALOG_TOPICS = ("catalog.artworks", "catalog.curated", "catalog.images")
 USER_TABLES = ("affinity", "recommendations", "fans")  # partitioned, rebuilt from the signals
 GLOBAL_TABLES = ("popularity", "artworks", "editorial")  # every worker holds them whole
 

@@ -23,6 +23,19 @@ async def start_quietly(client) -> None:
         log.setLevel(level)
 
 
+async def existing_topics(client_kwargs: dict) -> set[str]:
+    """Every topic's name, from the admin API: a consumer's metadata request for a missing topic
+    has the broker create it (with the broker's default partition count)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**client_kwargs)
+    await start_quietly(admin)
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(client_kwargs: dict, wanted: dict[str, tuple[int, dict]]) -> None:
     """Create each missing topic of `wanted` (name -> (partitions, config)); an existing one is left as it is."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
