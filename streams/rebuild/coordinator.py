@@ -43,11 +43,7 @@ from streams.kafka.offsets import commit_offsets, end_offsets
 from streams.rebuild.catalog import read_catalog, write_catalog
 from streams.rebuild.processes import LocalShard, ShardProcess
 from streams.rebuild.shard import Shard
-from streams.rebuild.topics import (
-    check_fresh,
-    create_topics,
-    input_topics,
-)
+from streams.rebuild.topics import check_fresh, check_partitions, create_topics, input_topics
 
 
 @dataclass
@@ -173,6 +169,10 @@ def _shard_pool(settings, client, model_cfg, parser, count: int):
             for k in range(count):
                 pool.append(ShardProcess(ctx, k, count, settings, model_cfg, parser, spill_dir))
             yield pool
+        except BaseException:  # interrupted (Ctrl-C) or failed: no shard's step is worth waiting for
+            for handle in pool:
+                handle.kill()
+            raise
         finally:
             for handle in pool:
                 handle.close()
@@ -183,6 +183,7 @@ async def _bulk_rebuild(settings: Settings, client: dict, pool: list, progress, 
     report = RebuildReport()
     started = time.monotonic()
     await check_fresh(settings, client)
+    await check_partitions(settings, client)
     await create_topics(settings, client)
     snapshot = await read_catalog(settings, client, idle_timeout_s)
     report.seconds["catalog"] = time.monotonic() - started
@@ -223,9 +224,14 @@ async def _bulk_rebuild(settings: Settings, client: dict, pool: list, progress, 
 async def _with_progress(progress, pool: list, work):
     """Await `work`, showing the records the shards have read so far."""
     work = asyncio.ensure_future(work)
-    while progress is not None and not work.done():
-        await asyncio.wait({work}, timeout=0.5)
-        progress.update(sum(shard.counter.value for shard in pool))
+    try:
+        while progress is not None and not work.done():
+            await asyncio.wait({work}, timeout=0.5)
+            progress.update(sum(shard.counter.value for shard in pool))
+    except asyncio.CancelledError:  # Ctrl-C: the shards are stopped (_shard_pool); their calls end with them
+        work.cancel()
+        work.add_done_callback(lambda f: f.cancelled() or f.exception())  # no "exception never retrieved"
+        raise
     result = await work
     if progress is not None:
         progress.close(sum(shard.counter.value for shard in pool))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import signal
 import time
 import traceback
 from multiprocessing.reduction import ForkingPickler
@@ -13,6 +15,7 @@ from types import MappingProxyType
 from streams.core.ingest import ParserConfig
 from streams.core.pipeline import PipelineConfig
 from streams.core.settings import Settings
+from streams.kafka.broker import _die_with_parent
 from streams.kafka.memory import growing_heap
 from streams.rebuild.shard import Shard
 
@@ -46,6 +49,9 @@ class LocalShard(_Handle):
         result = getattr(self.shard, step)(*args)
         return await result if inspect.isawaitable(result) else result
 
+    def kill(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -60,7 +66,13 @@ class ShardProcess(_Handle):
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, name=f"recstream-rebuild-{index}", daemon=True,
                                 args=(child, index, count, settings, model_cfg, parser, spill_dir, self.counter))
-        self.proc.start()
+        # Ctrl-C reaches a terminal's whole foreground process group: the child starts with it ignored (kept
+        # through exec, and Python leaves an ignored SIGINT be), the parent stops its shards
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self.proc.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         child.close()
 
     async def _run(self, step: str, args: tuple):
@@ -86,6 +98,11 @@ class ShardProcess(_Handle):
         self.proc.join(1)
         return ShardFailed(f"rebuild shard {self.index} died (exit code {self.proc.exitcode})")
 
+    def kill(self) -> None:
+        """Stop the child at once (the rebuild was interrupted or failed: its step's work is moot)."""
+        self.proc.kill()
+        self.proc.join(5)
+
     def close(self) -> None:
         try:
             self.conn.send(("stop", ()))
@@ -107,7 +124,11 @@ class ShardFailed(RuntimeError):
 
 
 def _serve(conn, index, count, settings, model_cfg, parser, spill_dir, counter) -> None:
-    """A child shard's loop: one step per message until "stop"."""
+    """A child shard's loop: one step per message until "stop". The child dies with the parent (a parent killed -9
+    left its shards running until they wrote to the broken pipe, each with a traceback)."""
+    _die_with_parent()
+    if os.getppid() == 1:  # the parent died before that took effect
+        return
     shard = Shard(index, count, settings, settings.aiokafka_kwargs(), model_cfg, parser, spill_dir, counter)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -123,10 +144,20 @@ def _serve(conn, index, count, settings, model_cfg, parser, spill_dir, counter) 
                 result = getattr(shard, step)(*args)
                 if inspect.isawaitable(result):
                     result = loop.run_until_complete(result)
-                conn.send(("ok", result))
             except BaseException:  # noqa: BLE001 (reported to the parent, which raises it)
-                conn.send(("error", traceback.format_exc()))
+                _answer(conn, ("error", traceback.format_exc()))
                 return
+            if not _answer(conn, ("ok", result)):
+                return
+
+
+def _answer(conn, message) -> bool:
+    """Send `message` to the parent; False (and no traceback) when the parent is gone."""
+    try:
+        conn.send(message)
+        return True
+    except OSError:
+        return False
 
 
 # the settings' and the model's weights are read-only mappings, which pickle cannot send as they are

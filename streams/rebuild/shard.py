@@ -175,7 +175,7 @@ async def read_partitions(client: dict, ranges: dict, idle_timeout_s: float, han
                     remaining.discard(tp)
             if time.monotonic() - last_progress > idle_timeout_s:
                 waiting = sorted(map(str, remaining))
-                raise TimeoutError(f"rebuild: no progress for {idle_timeout_s:.0f} s reading {waiting}")
+                raise TimeoutError(f"no progress for {idle_timeout_s:.0f} s reading {waiting}")
     finally:
         await stop_consumer(consumer)
 

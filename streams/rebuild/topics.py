@@ -11,11 +11,7 @@ from streams.core.ingest import (
     SIGNALS,
 )
 from streams.core.settings import Settings
-from streams.core.topology import (
-    INPUT_KINDS,
-    USER_TABLES,
-    changelog,
-)
+from streams.core.topology import CATALOG_TOPICS, INPUT_KINDS, USER_TABLES, changelog
 from streams.kafka.direct import direct_group
 from streams.kafka.offsets import group_client
 
@@ -27,7 +23,11 @@ def input_topics(settings: Settings) -> dict[str, str | None]:
     return {settings.topic(name): kind for name, kind in INPUT_KINDS.items()}
 
 
-class AppIdInUse(RuntimeError):
+class RebuildRefused(RuntimeError):
+    """A bulk rebuild that would write a state no worker could take over: said in one line, before any write."""
+
+
+class AppIdInUse(RebuildRefused):
     """The target app id's consumer group already committed input offsets."""
 
 
@@ -43,6 +43,22 @@ async def check_fresh(settings: Settings, client: dict) -> None:
                     if await consumer.committed(TopicPartition(topic, p)):
                         raise AppIdInUse(f"app id {settings.app_id!r} already has committed offsets on {topic} "
                                          f"(group {group}: its workers ran): rebuild into a new app id")
+
+
+async def check_partitions(settings: Settings, client: dict) -> None:
+    """The catalog topics and any of the new app's changelogs that exist have RECSTREAM_PARTITIONS partitions, as
+    the new app's workers require at their start (streams.cli.worker.prepare_topics): a rebuild under another count
+    wrote its state and committed its offsets, and then no worker could start under that app id."""
+    from streams.kafka.admin import existing_topics, topic_partitions
+
+    names = {settings.topic(name) for name in CATALOG_TOPICS}
+    names |= {changelog(settings.kafka_app_id, t) for t in TABLES + GLOBAL_TABLES}
+    counts = await topic_partitions(client, names & await existing_topics(client))
+    wrong = {name: count for name, count in counts.items() if count != settings.partitions}
+    if wrong:
+        raise RebuildRefused(f"RECSTREAM_PARTITIONS is {settings.partitions}, but " + ", ".join(
+            f"{name} has {count}" for name, count in sorted(wrong.items())) + " partitions: the new app's workers "
+            "would refuse to start on its state. Set RECSTREAM_PARTITIONS to the topics' count.")
 
 
 async def create_topics(settings: Settings, client: dict) -> None:
