@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import multiprocessing
 import os
 import signal
 import time
@@ -127,7 +128,7 @@ def _serve(conn, index, count, settings, model_cfg, parser, spill_dir, counter) 
     """A child shard's loop: one step per message until "stop". The child dies with the parent (a parent killed -9
     left its shards running until they wrote to the broken pipe, each with a traceback)."""
     _die_with_parent()
-    if os.getppid() == 1:  # the parent died before that took effect
+    if os.getppid() != multiprocessing.parent_process().pid:  # the parent died before that took effect
         return
     shard = Shard(index, count, settings, settings.aiokafka_kwargs(), model_cfg, parser, spill_dir, counter)
     loop = asyncio.new_event_loop()
