@@ -72,14 +72,14 @@ def _route_line(line: bytes, parser: ParserConfig, now: float | None) -> tuple[s
         return Rejected("invalid_field", "a line must be a JSON object")
     kind = obj.get("kind")
     if "type" in obj:
-        topic, typed = "events.segment", None
+        topic = "events.segment"
     elif isinstance(kind, str) and kind in SIGNAL_KINDS:
-        topic, typed = f"signals.{kind}", kind
+        topic = f"signals.{kind}"
     elif isinstance(kind, str) and kind in TYPED_IMAGE_KINDS:
-        topic, typed = TYPED_IMAGE_KINDS[kind], "image:" + kind.removeprefix("image_")
+        topic = TYPED_IMAGE_KINDS[kind]
     else:
         return Rejected("unknown_record", "neither a Segment payload (type) nor a typed record (kind)")
-    parsed = ingest_one(line, typed, _AnyWork(), parser, now)
+    parsed = ingest_one(line, INPUT_KINDS[topic], _AnyWork(), parser, now)  # as the worker reads `topic`
     if isinstance(parsed, Rejected):
         return parsed
     return topic, _key_of(parsed, obj)

@@ -168,10 +168,9 @@ async def _check_then_create(client_kwargs: dict, checked: set[str], wanted: dic
     """(the existing `checked` topics whose partition count is not RECSTREAM_PARTITIONS, or None when none is;
     the partition counts of `wanted`, created when missing). With a wrong count nothing is created: a worker
     that refused made the topics it lacked with its own count, which a rebuild under the right one then refused."""
-    from streams.kafka.admin import ensure_topics, existing_topics, topic_partitions
+    from streams.kafka.admin import ensure_topics, topic_partitions, wrong_partition_counts
 
-    found = await topic_partitions(client_kwargs, checked & await existing_topics(client_kwargs))
-    wrong = {name: count for name, count in found.items() if count != partitions}
+    wrong = await wrong_partition_counts(client_kwargs, checked, partitions)
     if wrong:
         return wrong, {}
     await ensure_topics(client_kwargs, wanted)

@@ -36,6 +36,13 @@ async def existing_topics(client_kwargs: dict) -> set[str]:
         await admin.close()
 
 
+async def wrong_partition_counts(client_kwargs: dict, names, partitions: int) -> dict[str, int]:
+    """The existing topics of `names` whose partition count is not `partitions`, with their count (a missing
+    one is not asked for: see existing_topics)."""
+    counts = await topic_partitions(client_kwargs, set(names) & await existing_topics(client_kwargs))
+    return {name: count for name, count in counts.items() if count != partitions}
+
+
 async def ensure_topics(client_kwargs: dict, wanted: dict[str, tuple[int, dict]]) -> None:
     """Create each missing topic of `wanted` (name -> (partitions, config)); an existing one is left as it is."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic

@@ -49,12 +49,11 @@ async def check_partitions(settings: Settings, client: dict) -> None:
     """The catalog topics and any of the new app's changelogs that exist have RECSTREAM_PARTITIONS partitions, as
     the new app's workers require at their start (streams.cli.worker.prepare_topics): a rebuild under another count
     wrote its state and committed its offsets, and then no worker could start under that app id."""
-    from streams.kafka.admin import existing_topics, topic_partitions
+    from streams.kafka.admin import wrong_partition_counts
 
     names = {settings.topic(name) for name in CATALOG_TOPICS}
     names |= {changelog(settings.kafka_app_id, t) for t in TABLES + GLOBAL_TABLES}
-    counts = await topic_partitions(client, names & await existing_topics(client))
-    wrong = {name: count for name, count in counts.items() if count != settings.partitions}
+    wrong = await wrong_partition_counts(client, names, settings.partitions)
     if wrong:
         raise RebuildRefused(f"RECSTREAM_PARTITIONS is {settings.partitions}, but " + ", ".join(
             f"{name} has {count}" for name, count in sorted(wrong.items())) + " partitions: the new app's workers "
@@ -63,23 +62,9 @@ async def check_partitions(settings: Settings, client: dict) -> None:
 
 async def create_topics(settings: Settings, client: dict) -> None:
     """The new app's changelogs and internal topics, as faust would declare them."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
+    from streams.kafka.admin import COMPACT, ensure_topics
 
-    compact = {"cleanup.policy": "compact"}
-    wanted = [NewTopic(changelog(settings.kafka_app_id, t), settings.partitions, 1, topic_configs=compact)
-              for t in TABLES + GLOBAL_TABLES]
-    wanted += [NewTopic(settings.internal_topic(name), settings.partitions, 1) for name in (SIGNALS, IMAGES, PENDING)]
-    wanted.append(NewTopic(settings.topic(DEADLETTER), settings.partitions, 1))
-    admin = AIOKafkaAdminClient(**client)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in wanted if t.name not in existing]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        await admin.close()
+    wanted = {changelog(settings.kafka_app_id, t): (settings.partitions, COMPACT) for t in TABLES + GLOBAL_TABLES}
+    wanted |= {settings.internal_topic(name): (settings.partitions, {}) for name in (SIGNALS, IMAGES, PENDING)}
+    wanted[settings.topic(DEADLETTER)] = (settings.partitions, {})
+    await ensure_topics(client, wanted)
