@@ -316,6 +316,52 @@ def test_popular_ranking_lazily_merged_equals_scoring_and_sorting_every_candidat
         personal, cat, view, since, NOW, variant)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_capped_artists_works_left_unread_change_no_list(data):
+    """Once an artist is capped and the list holds as many capped works as it can use, the popular
+    merge stops reading that artist's works (`spent`); the list must be the one reading them all
+    gives, fills and the last resort of capped works included (small catalogs, purchases, budgets)."""
+    from unittest import mock
+
+    from streams.core import recommend
+
+    artists = [f"a{i}" for i in range(data.draw(st.integers(1, 5)))]
+    cat = CatalogIndex()
+    n_works = data.draw(st.integers(0, 30))
+    for i in range(n_works):
+        cat.upsert(work(f"w{i:02d}", data.draw(st.sampled_from(artists)), data.draw(st.sampled_from([-1, 0.5, 1, 40])),
+                        price=data.draw(st.sampled_from([None, 10.0, 500.0])),
+                        availability=data.draw(st.sampled_from(["for sale", "for sale", "sold"]))))
+    cat.curated = [f"w{i:02d}" for i in range(n_works) if data.draw(st.integers(0, 4)) == 0]
+    view = PopularityView()
+    view.trending_score = {f"w{i:02d}": data.draw(st.sampled_from([0.1, 0.5, 1.0])) for i in range(n_works)
+                           if data.draw(st.booleans())}
+    view.trending = sorted(view.trending_score.items(), key=lambda i: (-i[1], i[0]))
+    view.neighbours = {a: [(b, data.draw(st.integers(1, 3))) for b in artists if b != a and data.draw(st.booleans())]
+                       for a in artists}
+    personal = [(a, data.draw(st.sampled_from([1.0, 0.7, 3.0]))) for a in artists if data.draw(st.booleans())]
+    variant = Variant("P", ranking="popular", n=data.draw(st.integers(1, 8)), max_per_artist=data.draw(st.integers(0, 3)),
+                      budget_filter=data.draw(st.booleans()), trending_candidates=data.draw(st.integers(1, 30)))
+    bought = {f"w{i:02d}" for i in range(n_works) if data.draw(st.integers(0, 5)) == 0}
+    prices = data.draw(st.sampled_from([[], [100.0], [5.0]]))
+    listed = build(personal, bought, prices, variant, cat, view, NOW)
+    reading_all = recommend._popular
+    with mock.patch.object(recommend, "_popular", lambda *args: reading_all(*args[:6])):  # no `spent`
+        assert listed == build(personal, bought, prices, variant, cat, view, NOW)
+
+
+def test_a_short_list_ends_with_the_capped_works_in_ranked_order():
+    """Too few artists to fill the list: it ends with capped works in the ranking's order (a2, a3
+    before b2), not in the order a later fill met them."""
+    cat = catalog(work("a1", "a", 1), work("a2", "a", 2), work("a3", "a", 3), work("b1", "b", 1), work("b2", "b", 2))
+    view = PopularityView()
+    view.trending_score = {"a1": 1.0, "a2": 0.9, "a3": 0.8, "b1": 0.95, "b2": 0.1}
+    view.trending = sorted(view.trending_score.items(), key=lambda i: (-i[1], i[0]))
+    variant = Variant("P", ranking="popular", n=4, max_per_artist=1, personal_weight=0.0)
+    assert ids(build([("a", 1.0)], set(), [], variant, cat, view, NOW)) == ["a1", "b1", "a2", "a3"]
+
+
 def test_popular_ties_made_by_scaling_go_by_newest_like_any_tie():
     """Two works one ulp apart in trending: their scores differ before the user's lift (×3.8)
     and are one float after it, so the newer work comes first, as for any tie."""

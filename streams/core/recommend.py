@@ -38,6 +38,7 @@ from sys import float_info
 from streams.core.affinity import Bought, Profile
 from streams.core.catalog import CatalogIndex, is_eligible, published
 from streams.core.experiments import Variant, assign
+from streams.core.merge import by_artist_score, merged
 from streams.core.popularity import PopularityView
 from streams.core.records import Artwork, RecItem, Recommendations
 
@@ -83,6 +84,7 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], p
     items: list[RecItem] = []
     per_artist: dict[str, int] = {}
     capped: list[tuple[Artwork, float, str]] = []  # over the per-artist cap: listed only if nothing else is left
+    spent: set[str] = set()  # artists capped once `capped` is full: none of their works can change the list
 
     def take(ranked: Iterable[tuple[Artwork, float, str]]) -> None:
         for work, score, source in ranked:
@@ -95,13 +97,15 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], p
             if cap and per_artist.get(work.artist_id, 0) >= cap:
                 if len(capped) < n:  # the list takes at most n of them, the first ones
                     capped.append((work, score, source))  # made an item only if listed (rarely)
+                else:
+                    spent.add(work.artist_id)
                 continue
             per_artist[work.artist_id] = per_artist.get(work.artist_id, 0) + 1
             items.append(RecItem(work.id, work.artist_id, round_score(score), source))
 
     personal = [a for a in top_artists[:TOP_ARTISTS] if a[1] > 0]
     if variant.ranking == "popular":
-        take(_popular(personal, catalog, popularity, since, now, variant))
+        take(_popular(personal, catalog, popularity, since, now, variant, spent))
     else:
         take(_rank(((aff, _recent(catalog, a, since, now, popularity), "affinity") for a, aff in personal), variant,
                    popularity))
@@ -152,21 +156,12 @@ def _rank(groups: Iterable[tuple[float, list[tuple[float, str, Artwork]], str]],
     trending blend: the works' own order) merged across artists, never a sort of them all."""
     trending = popularity.trending_score
     power, blend = variant.affinity_power, variant.trending_blend
-    streams = []
-    for aff, works, source in groups:
-        base = aff ** power
-        if blend and trending:
-            streams.append(sorted((-(base * (1.0 + blend * trending.get(wid, 0.0))), neg_pub, wid, w, source)
-                                  for neg_pub, wid, w in works))
-        else:
-            streams.append(_scored(-base, works, source))
+    if not (blend and trending):
+        return by_artist_score([(-(aff ** power), works, source) for aff, works, source in groups])
+    streams = [sorted((-(aff ** power * (1.0 + blend * trending.get(wid, 0.0))), neg_pub, wid, w, source)
+                      for neg_pub, wid, w in works) for aff, works, source in groups]
     # a work is listed once (one artist each), so ties end at its id, never at the work
     return ((w, -neg_score, source) for neg_score, _, _, w, source in heapq.merge(*streams))
-
-
-def _scored(neg_score: float, works: list[tuple[float, str, Artwork]], source: str):
-    for neg_pub, wid, w in works:
-        yield neg_score, neg_pub, wid, w, source
 
 
 def _similar_artists(personal: Sequence[tuple[str, float]], popularity: PopularityView) -> dict[str, float]:
@@ -191,11 +186,14 @@ def _similar(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popul
 
 
 def _popular(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popularity: PopularityView,
-             since: float, now: float, variant: Variant) -> Iterator[tuple[Artwork, float, str]]:
+             since: float, now: float, variant: Variant,
+             spent: Container[str] = ()) -> Iterator[tuple[Artwork, float, str]]:
     """Personalised popularity (see the module doc): (work, score, source) best first, then
     newest, then id. Lazy: each lifted artist's candidates, sorted once per view (`_candidates`),
     scaled by the user's lift and merged with the hot works of the artists the user never met (in
-    the view's order), so a list costs the few items it takes, not a sort of every candidate."""
+    the view's order), so a list costs the few items it takes, not a sort of every candidate.
+    `spent` (the caller's, filled as it takes): artists none of whose further works can change the
+    list (capped); their streams end early, a 1-artist user's list pulled ~28 works to take 6."""
     peak = max((aff for _, aff in personal), default=0.0) or 1.0
     lift = {a: (aff / peak, "affinity") for a, aff in personal}
     similar = _similar_artists(personal, popularity)
@@ -203,28 +201,35 @@ def _popular(personal: Sequence[tuple[str, float]], catalog: CatalogIndex, popul
         aff = similar[artist]
         lift.setdefault(artist, (aff / peak, "similar"))
     k, floor, weight = variant.trending_candidates, variant.trending_floor, variant.personal_weight
-    streams = [_scaled(*_candidates(catalog, popularity, artist, since, now, k, floor), 1.0 + weight * aff, source)
-               for artist, (aff, source) in lift.items()]
-    hot = _hot(popularity, catalog, k, floor, now)
-    rest = ((*entry, "trending") for entry in hot if entry[3].artist_id not in lift)
-    return ((w, -neg, source) for neg, _, _, w, source in heapq.merge(*streams, rest))
+    key = ("candidates", id(catalog), catalog.version, k, floor)
+    memo = popularity.memo.get(key)
+    if memo is None:
+        memo = popularity.memo[key] = {}
+    streams: list[tuple[list, float, str, str | None]] = []
+    for artist, (aff, source) in lift.items():
+        entries, apart = _candidates(catalog, popularity, artist, since, now, k, floor, memo)
+        factor = 1.0 + weight * aff
+        if not apart or not factor > 0:  # a negative personal_weight can make it one
+            entries, factor = sorted((neg * factor, neg_pub, wid, w) for neg, neg_pub, wid, w in entries), 1.0
+        streams.append((entries, factor, source, artist))
+    streams.append((_hot(popularity, catalog, k, floor, now), 1.0, "trending", None))  # skips the lifted artists
+    return merged(streams, lift, spent)
 
 
 def _candidates(catalog: CatalogIndex, popularity: PopularityView, artist: str, since: float, now: float, k: int,
-                floor: float) -> tuple[list[tuple[float, float, str, Artwork]], bool]:
+                floor: float, memo: dict) -> tuple[list[tuple[float, float, str, Artwork]], bool]:
     """An artist's popular candidates: their recent works and their hot works of any age, as
-    (−(trending + ε), −published, id, work) sorted, memoised per view and window; and whether
-    neighbouring distinct scores are far enough apart that no positive scale rounds two to one
-    float (then the scaled list is still sorted; else `_scaled` re-sorts)."""
-    memo, version = popularity.memo, catalog.version
-    key = ("candidates", id(catalog), version, artist, k, floor)
-    found = memo.get(key)
+    (−(trending + ε), −published, id, work) sorted, memoised per view and window in `memo` (the
+    view's, per catalog version, k and floor); and whether neighbouring distinct scores are far
+    enough apart that no positive scale rounds two to one float (then the scaled list is still
+    sorted; else `_popular` re-sorts)."""
+    found = memo.get(artist)
     # while the clock moves and no work crosses either end of the window, the same slice of the
     # artist's works, ranked once (each read moves the clock: its users found it here)
     if found is None or not (found[1] <= now < found[2] and found[3] < since < found[4]):
         window = catalog.recent_window(artist, since, MAX_WORKS_PER_ARTIST, until=now)
-        found = memo[key] = (_ranked_candidates(catalog, popularity, artist, window[0], since, now, k, floor),
-                             *window[1:])
+        found = memo[artist] = (_ranked_candidates(catalog, popularity, artist, window[0], since, now, k, floor),
+                                *window[1:])
     return found[0]
 
 
@@ -245,16 +250,6 @@ def _ranked_candidates(catalog: CatalogIndex, popularity: PopularityView, artist
         apart = all(a == b or b - a > 4 * EPSILON * max(-a, b) for a, b in zip(scores, scores[1:], strict=False))
         found = popularity.memo[key] = (entries, apart)
     return found
-
-
-def _scaled(entries: list[tuple[float, float, str, Artwork]], apart: bool, factor: float, source: str):
-    """`entries` (sorted) with their score scaled by `factor`, still sorted: a positive scale keeps
-    the order unless it rounds two neighbouring scores to one float, whose tie must then go by newest."""
-    scaled = ((neg * factor, neg_pub, wid, w) for neg, neg_pub, wid, w in entries)
-    if not apart or not factor > 0:  # a negative personal_weight can make it one
-        scaled = sorted(scaled)
-    for neg, neg_pub, wid, w in scaled:
-        yield neg, neg_pub, wid, w, source
 
 
 def _hot(popularity: PopularityView, catalog: CatalogIndex, k: int, floor: float,
