@@ -169,9 +169,15 @@ def _similar_artists(personal: Sequence[tuple[str, float]], popularity: Populari
     artist they are similar to, scaled by how similar they are."""
     mine = {a for a, _ in personal}
     best: dict[str, float] = {}
+    near = popularity.memo.get("similar")  # artist -> (neighbours, their total count), once per view
+    if near is None:
+        near = popularity.memo["similar"] = {}
     for artist, aff in personal:
-        neighbours = popularity.similar(artist, SIMILAR_PER_ARTIST)
-        total = sum(c for _, c in neighbours) or 1
+        found = near.get(artist)
+        if found is None:
+            neighbours = popularity.similar(artist, SIMILAR_PER_ARTIST)
+            found = near[artist] = (neighbours, sum(c for _, c in neighbours) or 1)
+        neighbours, total = found
         for other, count in neighbours:
             if other not in mine:
                 best[other] = max(best.get(other, 0.0), aff * count / total)
