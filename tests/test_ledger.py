@@ -284,3 +284,23 @@ def test_logs_read_again_after_a_kill_9_that_lost_their_changelog_write_are_writ
     batch(lambda ledger: events(ledger, again=True))  # the restart reads them again: repeats to the local logs
     assert changelog == local
     assert load_tally(changelog["tally:0"]).counters("", "A").conversions == 1
+
+
+def test_a_consumer_past_the_flag_cap_never_counts_converted_where_it_is_not_counted_exposed():
+    """Two consumers impressed on 600 merchants (past attribution.MAX_FLAGS) convert on the last one,
+    where one ordinary consumer was impressed: the merchant counted 1 user and 2 converted, and the
+    readout of every experiment raised (an outside check of the statistics, session 33)."""
+    table = {}
+    book, t = Ledger(table, 0, kind="images"), 0.0
+    for consumer in ("bot1", "bot2"):
+        for m in range(600):
+            book.impressed(consumer, "A", f"m{m}", "h", t, f"{consumer}-i{m}")
+            t += 1
+        book.image_converted(consumer, "m599", "h", t, f"{consumer}-conv")
+        t += 1
+    book.impressed("person", "A", "m599", "h", t, "p-i")
+    book.flush()
+    counts = book.tally.variants("m599")["A"]
+    assert (counts.users, counts.converted, counts.conversions) == (1, 0, 2)
+    merchant = readout(table.items(), {"images": ("images", {"A": 0.5, "B": 0.5})})["experiments"][0]["merchants"]
+    assert merchant["m599"]["variants"][0]["users"] == 1

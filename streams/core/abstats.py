@@ -21,7 +21,8 @@ API: `report(counts, shares, control) -> Report` (plain frozen dataclasses: `var
 `VariantStats` with the control first; `srm`; `winner` and a one-line `verdict`; `as_dict()` for
 JSON) and `format_table(report) -> str` for the terminal. The winner (`decide`) is the treatment
 whose lift interval lies above 0 (the highest lower bound if several), the control if every
-treatment's lies below 0, else None ("no winner yet"), and None whenever the split check fails.
+treatment's lies below 0, each only with its z-test's p < 0.05 too, else None ("no winner yet"),
+and None whenever the split check fails.
 The pieces: `wilson`, `z_statistic`, `z_test`, `lift_interval`, `chi2_sf`, `sample_ratio`.
 
 >>> r = report({"A": {"users": 1000, "converted": 50}, "B": {"users": 1000, "converted": 80}},
@@ -42,6 +43,7 @@ from typing import Any
 
 Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
 SRM_ALPHA = 0.001
+ALPHA = 0.05  # a verdict needs the z-test's p below it as well as a lift interval clear of 0
 
 
 @dataclass(frozen=True)
@@ -83,14 +85,16 @@ class Report:
 
 
 def wilson(x: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """Wilson score interval for x successes in n trials; None when n == 0.
+    """Wilson score interval for x successes in n trials; None when n == 0, or when the counts
+    are not a proportion (x outside 0..n: a readout shows them, noted, rather than raise for
+    every experiment at once).
 
     >>> [round(b, 4) for b in wilson(81, 263)]   # Newcombe (1998), Table II
     [0.2553, 0.3662]
-    >>> wilson(0, 10)[0], wilson(10, 10)[1], wilson(0, 0)
-    (0.0, 1.0, None)
+    >>> wilson(0, 10)[0], wilson(10, 10)[1], wilson(0, 0), wilson(2, 1)
+    (0.0, 1.0, None, None)
     """
-    if n <= 0:
+    if n <= 0 or not 0 <= x <= n:
         return None
     p, z2 = x / n, z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
@@ -184,12 +188,20 @@ def _count(counts: Any, name: str) -> int:
 
 
 def variant_stats(name: str, c: Any, control: Any | None, share: float | None) -> VariantStats:
-    """One variant's row; `control` is the control's counts (None for the control itself)."""
+    """One variant's row; `control` is the control's counts (None for the control itself).
+    Counts that are no proportion (more converted than exposed users) get no rate and no
+    comparison, with a note, instead of numbers that mean nothing.
+
+    >>> variant_stats("B", {"users": 1, "converted": 2}, {"users": 5, "converted": 1}, 0.5).note
+    'more converted than exposed users: counts inconsistent'
+    """
     n, x = _count(c, "users"), _count(c, "converted")
-    rate = x / n if n > 0 else None
+    rate = x / n if n > 0 and x <= n else None
     lift = lift_ci = p = None
     note = ""
-    if control is not None:
+    if x > n or (control is not None and _count(control, "converted") > _count(control, "users")):
+        note = "more converted than exposed users: counts inconsistent"
+    elif control is not None:
         n0, x0 = _count(control, "users"), _count(control, "converted")
         p = z_test(x0, n0, x, n)
         lift_ci = lift_interval(x0, n0, x, n)
@@ -207,20 +219,32 @@ def variant_stats(name: str, c: Any, control: Any | None, share: float | None) -
 def decide(rows: list[VariantStats], control: str,
            srm: SampleRatio | None) -> tuple[str | None, str]:
     """The winner: the treatment whose lift interval lies above 0 (the highest lower bound
-    if several), or the control when every treatment's lies below 0; else none yet. None
-    while the sample ratio is off: a broken split makes every comparison suspect."""
+    if several), or the control when every treatment's lies below 0; else none yet. A
+    comparison counts only when its z-test agrees (p < 0.05): the log-ratio interval drops a
+    group's term at a 100% rate, so 1 converted user of 1 made "B wins" beside p = 0.51 (and with
+    a 90/10 split, "B wins" came 6-58% of the time between equal variants; an outside check against
+    statsmodels and Fisher's exact test, docs/experiments.md). None while the sample ratio is off:
+    a broken split makes every comparison suspect.
+
+    >>> def row(v, lo, hi, p): return VariantStats(v, 0.5, 9, 9, 1, 1, 0.1, None, 0.1, (lo, hi), p)
+    >>> decide([row("A", 0, 0, None), row("B", 0.005, 1.07, 0.51)], "A", None)
+    (None, 'no winner yet: no lift interval excludes 0 with p < 0.05')
+    >>> decide([row("A", 0, 0, None), row("B", 0.1, 0.7, 0.001)], "A", None)[0]
+    'B'
+    """
     if srm is not None and srm.flagged:
         return None, f"no winner: sample ratio mismatch (p = {srm.p_value:.2g}), split broken"
     treatments = [r for r in rows if r.variant != control]
     if not treatments:
         return None, "no winner yet: only one variant"
-    above = [r for r in treatments if r.lift_ci and r.lift_ci[0] > 0]
+    significant = [r for r in treatments if r.lift_ci and r.p_value is not None and r.p_value < ALPHA]
+    above = [r for r in significant if r.lift_ci[0] > 0]
     if above:
         best = max(above, key=lambda r: r.lift_ci[0])
         return best.variant, f"{best.variant} wins: lift interval {_interval(best.lift_ci)} > 0"
-    if all(r.lift_ci and r.lift_ci[1] < 0 for r in treatments):
+    if len(significant) == len(treatments) and all(r.lift_ci[1] < 0 for r in significant):
         return control, f"{control} (control) wins: every treatment's lift interval is below 0"
-    return None, "no winner yet: every lift interval includes 0 or is undefined"
+    return None, f"no winner yet: no lift interval excludes 0 with p < {ALPHA:g}"
 
 
 def report(counts: Mapping[str, Any], shares: Mapping[str, float] | None, control: str) -> Report:

@@ -237,7 +237,8 @@ def _credit(tally: Tally, log: UserLog, conversion: Conversion, span: Span) -> N
     if _flag(conversion.credited, key):
         counters.conversions += 1
         counters.kinds[conversion.kind] = counters.kinds.get(conversion.kind, 0) + 1
-        counters.converted += _flag(log.converted, key)
+        if key in log.exposed:  # converted users ⊆ exposed users: past MAX_FLAGS a group may not count this one
+            counters.converted += _flag(log.converted, key)
     source = (conversion.source or span.source) if span.source else ""
     if source and _flag(conversion.credited, key + SEP + source):
         counters.sources[source] = counters.sources.get(source, 0) + 1
