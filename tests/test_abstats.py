@@ -15,7 +15,6 @@ from streams.core.abstats import (
     SRM_ALPHA,
     Z95,
     chi2_sf,
-    format_table,
     lift_interval,
     report,
     sample_ratio,
@@ -23,6 +22,7 @@ from streams.core.abstats import (
     z_statistic,
     z_test,
 )
+from streams.core.abtable import format_table
 
 EXACT = 1e-9
 
@@ -116,17 +116,27 @@ def test_z_test_edges():
 
 
 def test_lift_interval_by_hand():
-    se = math.sqrt(1 / 80 - 1 / 1000 + 1 / 50 - 1 / 1000)
+    ratio = (80.5 / 1000.5) / (50.5 / 1000.5)
+    se = math.sqrt(1 / 80.5 - 1 / 1000.5 + 1 / 50.5 - 1 / 1000.5)
     low, high = lift_interval(50, 1000, 80, 1000)
-    assert low == pytest.approx(1.6 * math.exp(-Z95 * se) - 1, abs=EXACT)
-    assert high == pytest.approx(1.6 * math.exp(Z95 * se) - 1, abs=EXACT)
+    assert low == pytest.approx(ratio * math.exp(-Z95 * se) - 1, abs=EXACT)
+    assert high == pytest.approx(ratio * math.exp(Z95 * se) - 1, abs=EXACT)
 
 
-def test_lift_undefined_cases():
-    assert lift_interval(0, 100, 5, 100) is None  # control rate 0
-    assert lift_interval(5, 100, 0, 100) is None  # variant rate 0: log undefined
-    assert lift_interval(5, 0, 5, 100) is None
-    assert lift_interval(100, 100, 100, 100) == (0.0, 0.0)  # both rates 1: no variance left
+@pytest.mark.parametrize("x0, n0, x1, n1, low, high", [  # statsmodels 0.15 confint_proportions_2indep, ratio, log-adjusted
+    (50, 1000, 80, 1000, 0.13375547980703129, 1.241246401825701),
+    (500, 1000, 0, 1000, -0.9999375136069485, -0.9840284748843989),  # B converts nobody
+    (0, 1000, 30, 1000, 2.735244101208128, 995.1865675114722),  # the control converts nobody
+    (3, 10, 0, 5, -0.9830431557728673, 3.3864391447460456),
+    (0, 5, 0, 5, -0.9761865485516054, 40.99307278775062)])
+def test_lift_interval_matches_statsmodels_adjusted_log_ratio(x0, n0, x1, n1, low, high):
+    assert lift_interval(x0, n0, x1, n1) == pytest.approx((low, high), rel=1e-9)
+
+
+def test_lift_interval_edge_cases():
+    assert lift_interval(5, 0, 5, 100) is None and lift_interval(5, 100, 5, 0) is None  # an empty group
+    assert lift_interval(5, 4, 5, 100) is None  # counts that are no proportion
+    assert lift_interval(100, 100, 100, 100) == (0.0, 0.0)  # both rates 1: no variance left, no verdict
 
 
 # --- chi-square -----------------------------------------------------------------------------
@@ -229,10 +239,13 @@ def test_report_edge_cases():
     assert r.variants[0].rate is None and r.variants[0].rate_ci is None
     assert r.variants[1].lift is None and r.variants[1].p_value is None and "no users" in r.variants[1].note
     zero_control = report(counts(A=(100, 0), B=(100, 5)), None, "A").variants[1]
-    assert zero_control.lift is None and zero_control.lift_ci is None and "lift undefined" in zero_control.note
+    assert zero_control.lift is None and zero_control.lift_ci[0] < 0 < zero_control.lift_ci[1]
+    assert "lift undefined" in zero_control.note
     assert zero_control.p_value == z_test(0, 100, 5, 100)
     zero_variant = report(counts(A=(100, 5), B=(100, 0)), None, "A").variants[1]
-    assert zero_variant.lift == -1.0 and zero_variant.lift_ci is None and "no conversions" in zero_variant.note
+    assert zero_variant.lift == -1.0 and zero_variant.lift_ci[0] < 0 < zero_variant.lift_ci[1] and not zero_variant.note
+    losing = report(counts(A=(1000, 500), B=(1000, 0)), {"A": 0.5, "B": 0.5}, "A")  # never a verdict before
+    assert losing.winner == "A" and "control" in losing.verdict
     nobody = report(counts(A=(100, 0), B=(100, 0)), None, "A")
     assert nobody.variants[1].p_value == 1.0 and nobody.winner is None
     everybody = report(counts(A=(50, 50), B=(50, 50)), None, "A").variants[1]
@@ -277,11 +290,10 @@ def test_z_test_is_a_probability_and_symmetric(a, b):
 
 
 @given(trials, trials)
-def test_lift_interval_contains_the_lift(a, b):
-    ci = lift_interval(*a, *b)
-    if ci is not None:
-        lift = (b[0] / b[1]) / (a[0] / a[1]) - 1
-        assert -1.0 <= ci[0] <= lift + 1e-12 and lift - 1e-12 <= ci[1]
+def test_lift_interval_contains_the_adjusted_lift(a, b):
+    low, high = lift_interval(*a, *b)
+    lift = ((b[0] + 0.5) / (b[1] + 0.5)) / ((a[0] + 0.5) / (a[1] + 0.5)) - 1
+    assert -1.0 <= low <= lift * (1 + 1e-12) + 1e-12 and lift * (1 - 1e-12) - 1e-12 <= high
 
 
 @given(st.floats(0, 500, allow_nan=False), st.integers(1, 60))

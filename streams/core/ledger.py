@@ -24,7 +24,8 @@ import heapq
 import json
 from collections.abc import Iterable, Mapping, MutableMapping
 
-from streams.core.abstats import Report, format_table, report, wilson
+from streams.core.abstats import Report, report, wilson
+from streams.core.abtable import format_table
 from streams.core.attribution import (
     CONVERSION_KINDS,
     Attribution,
