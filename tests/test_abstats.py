@@ -343,7 +343,16 @@ def test_no_winner_when_the_z_test_finds_no_difference(control, treatment, share
     assert r.winner is None and "no winner yet" in r.verdict
 
 
-@pytest.mark.parametrize("users, rate, share", [(60, 0.9, 0.1), (20, 0.6, 0.1), (200, 0.9, 0.05), (200, 0.6, 0.5)])
+def test_no_winner_on_too_few_expected_conversions():
+    """2 of 10 against 1 of 190: z-test p < 1e-5 and the interval clear of 0, but 0.15 conversions
+    expected in B: the normal approximation does not hold there (Cochran's rule)."""
+    r = report(counts(A=(190, 1), B=(10, 2)), {"A": 0.95, "B": 0.05}, "A")
+    assert r.variants[1].p_value < 1e-4 and r.variants[1].lift_ci[0] > 0
+    assert r.winner is None
+
+
+@pytest.mark.parametrize("users, rate, share", [(60, 0.9, 0.1), (20, 0.6, 0.1), (200, 0.9, 0.05), (200, 0.6, 0.5),
+                                                (200, 0.02, 0.05)])
 def test_equal_variants_rarely_get_a_winner_even_with_an_unequal_split(users, rate, share):
     """Between equal variants a two-sided 95% verdict names B at most ~2.5% of the time; with a 90/10
     split the interval alone named it in 6-58% of runs (seeded: the same draws every run)."""
