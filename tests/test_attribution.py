@@ -246,6 +246,53 @@ def test_counts_do_not_depend_on_order_duplicates_or_partitions(events, repeats,
     assert plain(merge_tallies(p.tally for p in parts.values())) == plain(in_time_order.tally)
 
 
+def _prune_scanning_everything(log: UserLog, rules: Rules) -> None:
+    """The prune before `UserLog.earliest` (session 32): every span and conversion scanned per event."""
+    import heapq
+
+    from streams.core.spans import latest_ending
+
+    horizon = log.newest - rules.lateness_days * DAY
+    ends = [s.end for lst in log.shown.values() for s in lst]
+    if len(ends) > rules.max_spans or (ends and min(ends) < horizon):
+        log.shown = {item: kept for item, lst in log.shown.items() if (kept := [s for s in lst if s.end >= horizon])}
+        log.shown = latest_ending(log.shown, rules.max_spans)
+    if len(log.conversions) > rules.max_conversions or any(c.time < horizon for c in log.conversions):
+        log.conversions = heapq.nlargest(rules.max_conversions, [
+            c for c in log.conversions if c.time >= horizon], key=lambda c: c.time)
+
+
+long_event = st.one_of(
+    st.tuples(st.just("x"), st.sampled_from(["u1", "u2"]), st.sampled_from("AB"),
+              st.lists(st.tuples(st.sampled_from([f"w{i}" for i in range(8)]), st.sampled_from(["affinity", "trending"])),
+                       max_size=4), st.floats(0, 40 * DAY)),
+    st.tuples(st.just("c"), st.sampled_from(["u1", "u2"]), st.sampled_from(["order", "save"]),
+              st.lists(st.sampled_from([f"w{i}" for i in range(8)]), min_size=1, max_size=3), st.floats(0, 40 * DAY)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(long_event, max_size=60), st.integers(1, 12), st.integers(1, 6), st.sampled_from([1.0, 3.0, 7.0]))
+def test_the_bounded_prune_keeps_what_scanning_every_span_kept(events, max_spans, max_conversions, days):
+    """`_prune` scans a log only once `earliest` says something may have expired: after any events over
+    40 days (lateness and window of 1 to 7 days, small caps), the logs and counts are those of scanning
+    every span and conversion after every event."""
+    from unittest import mock
+
+    from streams.core import attribution
+
+    rules = Rules(attribution_days=days, lateness_days=days, max_spans=max_spans, max_conversions=max_conversions)
+    bounded, scanning = Attribution(rules=rules), Attribution(rules=rules)
+    for step in enumerate(events):  # compared after every event: a span kept too long is gone by the end
+        apply(bounded, [step])
+        with mock.patch.object(attribution, "_prune", _prune_scanning_everything):
+            apply(scanning, [step])
+        assert plain(bounded.tally) == plain(scanning.tally)
+        for user, log in bounded.users.items():
+            other = scanning.users[user]
+            assert (log.shown, log.conversions, log.exposed, log.converted) == (
+                other.shown, other.conversions, other.exposed, other.converted)
+
+
 # --- simulations: a planted effect, and none ------------------------------------------------
 
 SOURCES = ["affinity", "similar", "curated", "trending", "latest"]

@@ -111,6 +111,7 @@ class UserLog(Dated, omit_defaults=True):
     converted: list[str] = []  # ... and as converted
     applied: dict[str, int] = {}  # input partition -> last offset (streams.core.positions.first_delivery)
     listed: str = ""  # the emitted list last counted as an exposure (streams.core.ledger.Ledger.listed)
+    earliest: float = float("-inf")  # at most every span's end and conversion's time: `_prune` scans past it only
 
 
 @dataclass
@@ -188,6 +189,7 @@ def _exposure(state: Attribution, user: str, variant: str, groups: tuple[str, ..
         waiting.setdefault(conversion.item, []).append(conversion)
     for group, item, source in entries:
         cover(log.shown.setdefault(item, []), span := Span(group, variant, source, t, end))
+        log.earliest = min(log.earliest, span.end)  # merged, its end only grew: still a bound
         for conversion in waiting.get(item, ()):
             _credit(state.tally, log, conversion, span)
     _prune(log, state.rules)
@@ -204,6 +206,7 @@ def _conversion(state: Attribution, user: str, conversions: list[Conversion], ev
             if span.start <= conversion.time <= span.end:
                 _credit(state.tally, log, conversion, span)
         log.conversions.append(conversion)
+        log.earliest = min(log.earliest, conversion.time)
     _prune(log, state.rules)
     return True
 
@@ -245,16 +248,22 @@ def _credit(tally: Tally, log: UserLog, conversion: Conversion, span: Span) -> N
 
 
 def _prune(log: UserLog, rules: Rules) -> None:
-    """Forget what no event still accepted could use, then apply the caps (checked first without
-    building anything: this runs after every event). Spans under their cap keep their order."""
+    """Forget what no event still accepted could use, then apply the caps. This runs after every
+    event: nothing is scanned while `earliest` (a bound on every end and time) is within the horizon
+    (a heavy user's 512 spans were listed and scanned for every event). Spans under their cap keep
+    their order."""
     horizon = log.newest - rules.lateness_days * DAY
-    ends = [s.end for lst in log.shown.values() for s in lst]
-    if len(ends) > rules.max_spans or (ends and min(ends) < horizon):
+    expired = log.earliest < horizon  # maybe: the bound says where to look
+    if sum(map(len, log.shown.values())) > rules.max_spans or expired and any(
+            s.end < horizon for lst in log.shown.values() for s in lst):
         log.shown = {item: kept for item, lst in log.shown.items() if (kept := [s for s in lst if s.end >= horizon])}
         log.shown = latest_ending(log.shown, rules.max_spans)
-    if len(log.conversions) > rules.max_conversions or any(c.time < horizon for c in log.conversions):
+    if len(log.conversions) > rules.max_conversions or expired and any(c.time < horizon for c in log.conversions):
         log.conversions = heapq.nlargest(rules.max_conversions, [  # a list: under the cap, one sort
             c for c in log.conversions if c.time >= horizon], key=lambda c: c.time)
+    if expired:  # the exact bound again (infinite when nothing is kept)
+        log.earliest = min(min((s.end for lst in log.shown.values() for s in lst), default=float("inf")),
+                           min((c.time for c in log.conversions), default=float("inf")))
 
 
 def merge_tallies(parts: Iterable[Tally]) -> Tally:
