@@ -39,6 +39,7 @@ from streams.worker.app import app, keyed_images, keyed_records, parser_config, 
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.direct_start import start_reader
 from streams.worker.image_batches import apply_images
+from streams.worker.logs import Sampled
 from streams.worker.runtime import before_stop, owned_partitions, recovered
 from streams.worker.state import lag_sources, owed_lists, release_shares, write_shares
 from streams.worker.tables import affinity, artworks, catalog_index
@@ -51,6 +52,7 @@ def _pending(raw: bytes) -> Pending:
     return decode_pending(raw, time.time(), settings.unknown_artwork_patience_s)
 
 
+dead_letter_lines = Sampled()  # a producer's flood of bad events: a few lines a reason every 10 s, not one each
 home = KeyPartitioner(settings.partitions)  # where the producers' default partitioner puts a user id
 _partitions: dict[str, int] = {}  # input topic -> partition count
 _SIGNALS, _IMAGES, _PENDING = (t.get_topic_name() for t in (topics.signals, topics.images_keyed, topics.pending))
@@ -226,8 +228,9 @@ def _count(result, dest, topic, partition, offset) -> None:
         metrics.inc("recstream_pending_retries_total")
     elif kind == "rejected":
         metrics.inc("recstream_dead_letters_total", reason=result.reason)
-        app.log.warning("dead letter: reason=%s topic=%s partition=%s offset=%s",
-                        result.reason, topic, partition, offset)
+        if (left_out := dead_letter_lines.admit(result.reason)) is not None:  # each is on the dead-letter topic
+            app.log.warning("dead letter: reason=%s topic=%s partition=%s offset=%s%s", result.reason, topic,
+                            partition, offset, f" ({left_out} more of this reason not logged)" if left_out else "")
     elif kind == "ignored":
         metrics.inc("recstream_events_ignored_total")
     else:

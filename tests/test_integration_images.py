@@ -52,6 +52,10 @@ def test_impressions_and_conversions_drive_chosen_images_requests_and_http(clust
     m1, unknown = body["choices"]
     assert m1["image_id"] in ("salad", "burger") and unknown["image_id"] is None
     assert get_json(worker, "/images/newcomer")[0] == 400
+    # each merchant once and at most 64, as on the request topic (2,700 names held the event loop 0.3 s)
+    assert len(get_json(worker, "/images/newcomer?merchants=m1,m1,m1")[1]["choices"]) == 1
+    status, body = get_json(worker, "/images/newcomer?merchants=" + ",".join(f"m{i}" for i in range(65)))
+    assert status == 400 and "64" in body["error"]
     _, stats = get_json(worker, "/images/stats")
     assert stats["stats"]["m1|salad"] == {"impressions": 40.0, "conversions": 40.0}
     assert [i["image_id"] for i in stats["pools"]["m1"]] == ["hdr", "burger", "salad"]

@@ -166,6 +166,13 @@ def test_identifies_linking_two_ids_both_ways_leave_one_profile_and_nothing_circ
     wait_until(quiet, 30, what="signals.keyed traffic stops")
 
 
+def test_fausts_own_pages_are_not_served(module_cluster, worker):
+    """faust's /table/{table}/{key}/ dumped a stored profile (its message ids) to anyone, /router/ every
+    worker's URL and partitions: not recstream's API (docs/http-api.md)."""
+    for path in ("/table/", "/table/affinity/u1/", "/router/", "/router/affinity/u1/"):
+        assert worker.get(path)[0] == 404, path
+
+
 def test_no_emission_when_nothing_changed(module_cluster, worker):
     module_cluster.produce("events.segment", [track("steady", "followedArtist", "st-1", owner_id="beta")])
     wait_until(lambda: records_for(module_cluster, "recommendations", "steady"), 30, what="first list")
@@ -212,3 +219,24 @@ def test_a_merged_ids_list_is_served_by_every_worker_whoever_owns_either_id(clus
             get_json(first, f"/recommendations/{m}")), 60, what=f"{member}'s merged list")
         for w in (first, second):
             assert get_json(w, f"/recommendations/{anon}") == (200, merged), (anon, w.base_url)
+    # an absolute-form target (HTTP/1.1 servers must accept one) was forwarded as a URL of two authorities: 500
+    member, served = pairs[0][1], None
+    reads = [metric(w, "recstream_http_recommendations_total") for w in (first, second)]
+    assert [raw_request(w, f"HEAD /recommendations/{member} HTTP/1.1")[0] for w in (first, second)] == [200, 200]
+    # a HEAD (a probe, a link checker) is no read and no exposure, on the owner or forwarded to it
+    assert [metric(w, "recstream_http_recommendations_total") for w in (first, second)] == reads
+    for w in (first, second):
+        status, body = raw_request(w, f"GET http://x/recommendations/{member} HTTP/1.1")
+        assert status == 200 and (served is None or body == served), (w.base_url, status, body[:200])
+        served = body
+
+
+def raw_request(worker, line: str) -> tuple[int, bytes]:
+    """A request sent as written (urllib would rewrite its target), and the status and body of the answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", worker.web_port), timeout=10) as conn:
+        conn.sendall(f"{line}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b"".join(iter(lambda: conn.recv(65536), b""))
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body

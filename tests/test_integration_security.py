@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -17,10 +18,20 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def test_token_is_required_and_logs_carry_no_pii(broker, tmp_path):
-    cluster = Cluster(broker, tmp_path, env={"RECSTREAM_API_TOKEN": TOKEN})
+    cluster = Cluster(broker, tmp_path, env={"RECSTREAM_API_TOKEN": TOKEN, "RECSTREAM_HTTP_IDLE_TIMEOUT_S": "2"})
     try:
         worker = cluster.start_worker()
         assert worker.get("/health")[0] == 200  # probes stay open
+        # a client that sends nothing or half a request head is let go (held an hour: ~20,000 of them used up
+        # the worker's file descriptors, and every client was refused)
+        silent, stalled = (socket.create_connection(("127.0.0.1", worker.web_port), timeout=10) for _ in range(2))
+        stalled.sendall(b"GET /recommendations/u1 HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        for conn in (silent, stalled):
+            with conn:
+                try:
+                    assert conn.recv(1024) == b""  # closed by the worker within its idle timeout
+                except ConnectionResetError:
+                    pass
         for path in ("/recommendations/u1", "/users/u1/affinity", "/metrics", "/images/c1?merchants=m"):
             assert worker.get(path)[0] == 401, path
             assert worker.get(path, headers={"Authorization": "Bearer wrong"})[0] == 401, path
@@ -44,6 +55,13 @@ def test_token_is_required_and_logs_carry_no_pii(broker, tmp_path):
         log = (tmp_path / "w0.log").read_text()
         assert "dead letter: reason=missing_property" in log  # ids and reasons are logged...
         assert "jane.doe@example.com" not in log and "203.0.113.77" not in log  # ...never PII
+        # a producer's flood of bad events: a few lines a reason, not one each (10,240 in one request were
+        # 10,241 WARNING lines); every one is still counted and on the dead-letter topic
+        flood = [(b"u-flood", dumps({**good, "messageId": f"f{i}", "event": "noSuchEvent"})) for i in range(300)]
+        cluster.produce("events.segment", flood)
+        flooded = b'recstream_dead_letters_total{reason="unmapped_event"} 300'
+        wait_until(lambda: flooded in worker.get("/metrics", headers=AUTH)[1], 30, what="the flood dead-lettered")
+        assert (tmp_path / "w0.log").read_text().count("dead letter: reason=unmapped_event") <= 5
         status, body = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(
             worker.get("/users/u-pii/affinity", headers=AUTH)), 30, what="the good event applied")
         assert json.loads(body)["artists"][0]["artist_id"] == "a1"

@@ -266,12 +266,25 @@ def parse_image_request(raw: bytes, *, max_bytes: int = 65536) -> Parsed:
     ids_within_limit(req.request_id, req.consumer_id, req.query, *req.merchant_ids)
     if not (is_id(req.consumer_id) and is_id(req.request_id) and req.merchant_ids):
         return Rejected("missing_property", "request_id, consumer_id and merchant_ids are required")
-    if not all(is_id(m) for m in req.merchant_ids):
+    merchants = requested_merchants(req.merchant_ids)
+    if isinstance(merchants, Rejected):
+        return merchants
+    return ImageRequest(req.request_id, req.consumer_id, merchants, req.query)
+
+
+def requested_merchants(ids: list) -> list[str] | Rejected:
+    """A request's merchants, each once (the request topic's and `GET /images/{consumer}`'s rule), or
+    why they are refused: one named 30 times made a 30 MB reply, 2,700 held the event loop 0.3 s.
+
+    >>> requested_merchants(["m1", "m2", "m1"]), requested_merchants([f"m{i}" for i in range(65)]).reason
+    (['m1', 'm2'], 'invalid_property')
+    """
+    if not all(is_id(m) for m in ids):
         return Rejected("invalid_id", "merchant_ids must be non-blank string ids")
-    merchants = list(dict.fromkeys(req.merchant_ids))  # a merchant named 30 times made a 30 MB reply
+    merchants = list(dict.fromkeys(ids))
     if len(merchants) > MAX_REQUEST_MERCHANTS:
         return Rejected("invalid_property", f"merchant_ids names more than {MAX_REQUEST_MERCHANTS} merchants")
-    return ImageRequest(req.request_id, req.consumer_id, merchants, req.query)
+    return merchants
 
 
 def _identity(ev: SegmentEvent, message_id: str, when: datetime | None) -> Parsed:

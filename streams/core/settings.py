@@ -122,6 +122,9 @@ class Settings:
         "help": "when set, every HTTP request but /health and the collector (/v1/*, which checks "
                 "RECSTREAM_WRITE_KEYS) needs `Authorization: Bearer <token>` (401 otherwise)",
         "secret": True})
+    http_idle_timeout_s: float = field(default=75.0, metadata={
+        "help": "the HTTP server closes a connection idle, or stalled in its request head, this long (above a load "
+        "balancer's idle timeout: AWS ALB's is 60 s)", "above": 0})
     attribution_days: float = field(default=7.0, metadata={
         "help": "experiments: an order, inquiry or save of a listed work counts for the list's variant within this "
         "many days of the exposure", "above": 0})
@@ -199,19 +202,16 @@ class Settings:
     session_timeout: float = field(default=10.0, metadata={
         "help": "consumer-group session timeout, seconds (a rebalance waits about half of it)", "min": 1})
     standby_replicas: int = field(default=0, metadata={
-        "help": "faust's standby replicas per table partition (warm copies on other workers for a faster failover). "
-        "0 by default: a standby of faust-streaming 0.15 can store only the records written after it started "
-        "and record the changelog's end, so its promotion loses the earlier ones for good (docs/traps.md); "
-        "without standbys a worker taking a partition over recovers it from the changelog", "min": 0})
+        "help": "faust's standby replicas per table partition (warm copies for a faster failover). 0 by default: a "
+        "faust-streaming 0.15 standby stores only the records written after it started and records the changelog's"
+        " end, so its promotion loses the earlier ones for good (docs/traps.md)", "min": 0})
     true_end_offsets: bool = field(default=True, metadata={
         "help": "table recovery takes each changelog's end from a fetch, not ListOffsets (the embedded Tansu broker"
         " under-reports the end when the last batch holds several records); harmless on Apache Kafka"})
     single_record_batches: bool = field(default=False, metadata={
-        "help": "one record per produce batch: the older, slow workaround for the same Tansu bug (every changelog "
-        "write waits for the previous one's ack)"})
+        "help": "one record per produce batch: the older, slow workaround for the same Tansu bug"})
     rebuild_shards: int = field(default=0, metadata={
-        "help": "processes of a `recstream rebuild --bulk` (0: one per CPU, at most one per partition); each reads "
-        "a share of the input partitions and aggregates, builds and writes a share of the state partitions", "min": 0})
+        "help": "processes of a `recstream rebuild --bulk` (0: one per CPU, at most one per partition)", "min": 0})
     input_commit_interval_s: float = field(default=2.8, metadata={
         "help": "how often direct ingest commits the input offsets it applied (after every output and changelog "
         "record they produced is acknowledged); a crash re-reads what came after, which the per-user input "

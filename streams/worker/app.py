@@ -46,6 +46,10 @@ app = faust.App(
     # single-record batches are the older, slower workaround, kept as an option.
     producer_max_batch_size=1 if settings.single_record_batches else 16384,
     web_enabled=True,
+    # faust's own pages: /table/{table}/{key}/ dumped a stored value (a profile's message ids) to anyone,
+    # /router/ every worker's URL and partitions; recstream's API is documented in docs/http-api.md
+    web_tables_enabled=False,
+    web_router_enabled=False,
     broker_credentials=broker_credentials(settings),
     logging_config=None,
     table_standby_replicas=settings.standby_replicas,  # 0 by default: see the setting

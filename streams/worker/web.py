@@ -19,12 +19,11 @@ from streams.core.metrics import metrics
 from streams.core.properties import is_id
 from streams.core.recommend import cold_start
 from streams.core.records import Recommendations, decode_recs, encode
-from streams.kafka.offsets import fetched_position
-from streams.worker import exposures, tables
+from streams.worker import exposures, monitoring, tables  # noqa: F401 (monitoring: its gauges and timer)
 from streams.worker.app import affinity_model, app, clock, image_config, pipeline_config, settings
 from streams.worker.hot import keep_hot
 from streams.worker.reads import forward, owned_partition, read, routed
-from streams.worker.state import image_stats, lag_sources, pools, popularity_view
+from streams.worker.state import image_stats, pools, popularity_view
 
 
 class _MalformedRequests(logging.Filter):
@@ -64,6 +63,9 @@ def install() -> None:
     (only when a token is set: a middleware wraps every request), the plain aiohttp route and
     the served lists kept in memory (streams.worker.hot)."""
     _without_unused_cors_hook()
+    # faust makes aiohttp's runner with its defaults: a connection that sent nothing, half a request head or
+    # nothing more after a request was held an hour, and ~20,000 such used up the worker's file descriptors
+    app.web._runner._kwargs["keepalive_timeout"] = settings.http_idle_timeout_s
     keep_hot(tables.recommendations.changelog_topic.get_topic_name(), settings.hot_lists_mb * 1024 * 1024)
     if settings.api_token:
         app.web.web_app.middlewares.append(_require_token)
@@ -122,7 +124,9 @@ async def _served_list(request, user_id: str, hops: int = 0):
     # a list ends with its items; a pointer (its alias_of last) does not
     if raw is not None and raw[-2:] != b"]}" and hops < MAX_VIA and (merged := decode_recs(raw).alias_of):
         return await _served_list(request, merged, hops + 1)
-    metrics.inc("recstream_http_recommendations_total")
+    shown = request.method == "GET"  # a HEAD (a probe, a link checker) shows nobody anything
+    if shown:
+        metrics.inc("recstream_http_recommendations_total")
     if raw is None:
         tables.ensure_catalog_loaded()
         variant = assign(pipeline_config.experiment, user_id, pipeline_config.variants)
@@ -130,7 +134,7 @@ async def _served_list(request, user_id: str, hops: int = 0):
         popularity = popularity_view(now)
         items = cold_start(tables.catalog_index, popularity, variant, now)
         raw = encode(Recommendations(user_id, variant.name, now, pipeline_config.model_version, "cold-start", items))
-    if settings.http_exposures and is_id(user_id):  # an id ingest refuses never converts: not an exposure
+    if shown and settings.http_exposures and is_id(user_id):  # an id ingest refuses never converts: not one
         exposures.note(user_id, raw)  # an exposure, sent with the others
     return aiohttp_web.Response(body=raw, content_type="application/json")
 
@@ -198,12 +202,14 @@ async def image_statistics(web, request):
 @routed(tables.image_consumers, match_info="consumer_id")
 async def consumer_images(web, request, consumer_id: str):
     """Which image to show this consumer for each merchant: ?merchants=m1,m2&q=search words."""
+    from streams.core.events import requested_merchants
     from streams.core.image_pipeline import answer, load_state
+    from streams.core.properties import Rejected
     from streams.core.records import ImageRequest
 
-    merchants = [m for m in request.query.get("merchants", "").split(",") if m]
-    if not merchants:
-        return web.json({"error": "give ?merchants=m1,m2"}, status=400)
+    merchants = requested_merchants([m for m in request.query.get("merchants", "").split(",") if m] or [""])
+    if isinstance(merchants, Rejected):  # refused as the request topic refuses it (one merchant at most once)
+        return web.json({"error": f"give ?merchants=m1,m2: {merchants.detail}"}, status=400)
     req = ImageRequest(f"http-{time.time_ns()}", consumer_id, merchants, request.query.get("q", ""))
     reply = answer(image_config, req, load_state(read(tables.image_consumers, consumer_id)), pools, image_stats())
     return web.json(reply)
@@ -229,70 +235,3 @@ async def health(web, request):
 @app.page("/metrics")
 async def prometheus_metrics(web, request):
     return web.text(metrics.render(), content_type="text/plain; version=0.0.4")
-
-
-
-
-def _consumer_lag() -> dict:
-    """Per topic: highwater (from fetch responses) minus the next offset to read, summed over
-    this worker's assigned partitions."""
-    lag: dict = {}
-    for source in lag_sources:
-        for topic, behind in source().items():
-            lag[(("topic", topic),)] = behind
-    consumer = app.consumer
-    for tp in consumer.assignment():
-        if tp.topic.endswith("-changelog"):
-            continue
-        behind = partition_lag(consumer, tp)
-        if behind is not None:
-            key = (("topic", tp.topic),)
-            lag[key] = lag.get(key, 0) + behind
-    return lag
-
-
-def partition_lag(consumer, tp) -> int | None:
-    """Records of `tp` faust's consumer has yet to read: highwater (from fetch responses; None before
-    the first) minus the next offset, aiokafka's own position. faust's `_read_offset` stays None for
-    a partition it sought to no known commit and read nothing of since, and the lag was then the
-    whole partition: a stall after restarts that was none (fuzzing: 381 on a fully read catalog)."""
-    try:
-        high = consumer.highwater(tp)
-    except Exception:  # noqa: BLE001 - not fetched yet
-        return None
-    if high is None:
-        return None
-    try:
-        position = fetched_position(consumer._thread._ensure_consumer(), tp)[1]
-    except Exception:  # noqa: BLE001 - faust's thread has no consumer at this instant
-        position = None
-    if position is None:
-        read = consumer._read_offset.get(tp)
-        position = read + 1 if read is not None else 0
-    return max(high - position, 0)
-
-
-metrics.gauge("recstream_consumer_lag", _consumer_lag)
-
-
-def _event_loop() -> dict:
-    """Which event loop the worker runs on (RECSTREAM_EVENT_LOOP), as an info gauge."""
-    import asyncio
-
-    return {(("loop", type(asyncio.get_running_loop()).__module__.split(".")[0]),): 1}
-
-
-metrics.gauge("recstream_event_loop", _event_loop)
-
-
-@app.timer(interval=5.0)
-async def _rebuild_progress() -> None:
-    """During `recstream rebuild`: progress lines until the inputs are caught up."""
-    import os
-
-    if os.environ.get("RECSTREAM_REBUILD") != "1" or not app.tables.recovery.completed.is_set():
-        return
-    lag = sum(_consumer_lag().values())
-    applied = metrics.value("recstream_signals_applied_total")
-    app.log.info("rebuild: %d signals applied, %d records behind%s", applied, lag,
-                 " - caught up, serving live" if lag == 0 else "")
