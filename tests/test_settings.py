@@ -62,6 +62,10 @@ BAD_VALUES = [
     ("BROKER_URL", "http://127.0.0.1:39092"), ("BROKER_URL", "kafka://a:1,https://b:2"), ("BROKER_URL", "confluent://a:1"),
     # fuzzing: a missing TLS file surfaced as ssl's FileNotFoundError, naming neither the file nor its variable
     ("KAFKA_SSL_CAFILE", "/nonexistent/ca.pem"), ("KAFKA_SSL_CERTFILE", "/"), ("KAFKA_SSL_KEYFILE", "/nonexistent"),
+    # an outside check: above faust's 90 s request timeout the worker crashed in faust (ImproperlyConfigured), and
+    # a fetch wait past Kafka's int32 killed the fetcher at its first fetch while /health said ok
+    ("SESSION_TIMEOUT", "120"), ("FETCH_MAX_WAIT_MS", "2147483648"), ("INGEST_FETCH_MAX_WAIT_MS", "2147483648"),
+    ("INGEST_IDLE_FETCH_MAX_WAIT_MS", "2147483648"), ("INGEST_FETCH_MAX_WAIT_MS", "60001"),
 ]
 
 

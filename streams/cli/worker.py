@@ -42,6 +42,7 @@ def run() -> None:
         bootstrap = bootstrap_of(settings, "recstream worker")  # unset, faust would try 127.0.0.1:9092 in silence
         if "--without-web" not in sys.argv:
             check_web_address(*web_address(sys.argv[2:], settings.web_host, settings.web_port))
+        check_open_files(settings.partitions)
         prepare_topics(settings, bootstrap)
         check_local_state(app, settings, bootstrap)
     mode.loop.use(settings.event_loop)  # the policy faust's worker creates its loop from
@@ -55,6 +56,37 @@ class StartFailed(SystemExit):
     def __init__(self, problem: str):
         print(f"recstream worker: {problem}", file=sys.stderr)
         super().__init__(2)
+
+
+FILES_PER_PARTITION = 80  # a RocksDB store per table partition (~9 tables, ~8 files each): ~70 seen
+
+
+def check_open_files(partitions: int, limits=None) -> int:
+    """Raise the soft limit of open files to the hard one, and refuse to start (one line) when it still
+    cannot hold a worker owning every partition: under the common 1,024, 24 partitions started, then
+    crashed at "Too many open files" in RocksDB, and again at every restart. Returns the limit.
+
+    >>> check_open_files(4, limits=(1024, 4096))
+    4096
+    >>> check_open_files(24, limits=(1024, 1024))
+    Traceback (most recent call last):
+    ...
+    streams.cli.worker.StartFailed: 2
+    """
+    import resource
+
+    soft, hard = limits or resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and limits is None:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            hard = soft
+    limit = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    needed = 256 + partitions * FILES_PER_PARTITION
+    if limit < needed:
+        raise StartFailed(f"{partitions} partitions need about {needed:,} open files and this process may open "
+                          f"{limit:,} (ulimit -n): raise the limit or lower RECSTREAM_PARTITIONS")
+    return limit
 
 
 def web_address(argv: list[str], host: str, port: int) -> tuple[str, int]:

@@ -24,6 +24,7 @@ DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
 # partitions per broker, so more than 10,000 per topic is a typo, not a cluster (an unbounded value
 # passed, then the worker died in struct.error encoding it in CreateTopics' 32-bit field).
 MAX_PARTITIONS = 10_000
+MAX_FETCH_WAIT_MS = 60_000  # Kafka's field is an int32: 2^31 ms killed the fetcher at its first fetch, silently
 
 
 class ConfigError(ValueError):

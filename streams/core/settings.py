@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 
 from streams.core.setting_rules import (
     DEFAULT_WEIGHTS,
+    MAX_FETCH_WAIT_MS,
     MAX_PARTITIONS,
     PREFIX,
     TLS_FILE,
@@ -150,27 +151,25 @@ class Settings:
     kafka_ssl_certfile: str = field(default="", metadata={"help": "client certificate (mutual TLS)", **TLS_FILE})
     kafka_ssl_keyfile: str = field(default="", metadata={"help": "client key (mutual TLS)", **TLS_FILE})
     rocksdb_write_buffer_mb: int = field(default=4, metadata={
-        "help": "RocksDB memtable size per partition store (faust's default is 64 MB, times ~40 stores per worker)",
-        "min": 1})
+        "help": "RocksDB memtable size per partition store (faust's default is 64 MB, times ~40 stores)", "min": 1})
     rocksdb_cache_mb: int = field(default=32, metadata={
         "help": "RocksDB memory budget of the whole worker: one block cache shared by every store, holding index "
-        "and filter blocks too and charged for memtables (reads past it come from the OS page cache: 32 and"
-        " 64 MB gave the same throughput; raise it for large per-worker state)", "min": 1})
+        "and filter blocks too and charged for memtables (32 and 64 MB gave the same throughput)", "min": 1})
     hot_lists_mb: int = field(default=8, metadata={"help": "memory for the lists this worker wrote or served lately,"
         " so their next GET /recommendations skips RocksDB (0: none)", "min": 0})
     fetch_max_wait_ms: int = field(default=500, metadata={
         "help": "longest a fetch of faust's consumer thread waits for data: with direct ingest it reads only the "
         "global tables' changelogs and recovery (a short wait costs the HTTP reads GIL hand-offs); without, it reads "
-        "the inputs with RECSTREAM_INGEST_FETCH_MAX_WAIT_MS", "min": 0})
+        "the inputs with RECSTREAM_INGEST_FETCH_MAX_WAIT_MS", "min": 0, "max": MAX_FETCH_WAIT_MS})
     ingest_fetch_max_wait_ms: int = field(default=20, metadata={
-        "help": "longest a direct-ingest fetch of the input topics waits for data while records come: the embedded"
-        " broker answers late (~wait) even when data arrives, so it bounds first-signal latency", "min": 0})
+        "help": "longest a direct-ingest fetch of the inputs waits for data while records come: the embedded broker "
+        "answers late (~wait) even with data, so it bounds first-signal latency", "min": 0, "max": MAX_FETCH_WAIT_MS})
     ingest_idle_fetch_max_wait_ms: int = field(default=100, metadata={
         "help": "the same after 1 s without records: an idle worker fetches its inputs less often (half the idle "
-        "CPU); the first record after a quiet spell may wait for it (at most the busy wait: no back-off)", "min": 0})
+        "CPU); the first record after a quiet spell may wait for it", "min": 0, "max": MAX_FETCH_WAIT_MS})
     event_loop: str = field(default="uvloop", metadata={
-        "help": "the worker's asyncio event loop: uvloop (libuv; serving and the Kafka clients cost less on it) or "
-        "aio (asyncio's default)", "choices": ("uvloop", "aio")})
+        "help": "the worker's event loop: uvloop (serving and the Kafka clients cost less) or aio (asyncio's)",
+        "choices": ("uvloop", "aio")})
     python_malloc: str = field(default="pymalloc", metadata={
         "help": "a worker's allocator for Python objects (it re-executes itself with PYTHONMALLOC set): pymalloc ="
         " CPython's own, ~40% less CPU per event than glibc; malloc = glibc, whose freed memory malloc_trim hands"
@@ -200,7 +199,8 @@ class Settings:
         "keyed by user id, same partition count): one hop instead of two. Off: every signal goes through "
         "the internal signals topic"})
     session_timeout: float = field(default=10.0, metadata={
-        "help": "consumer-group session timeout, seconds (a rebalance waits about half of it)", "min": 1})
+        "help": "consumer-group session timeout, seconds (a rebalance waits about half; faust's request timeout "
+        "is 90)", "min": 1, "max": 90})
     standby_replicas: int = field(default=0, metadata={
         "help": "faust's standby replicas per table partition (warm copies for a faster failover). 0 by default: a "
         "faust-streaming 0.15 standby stores only the records written after it started and records the changelog's"
