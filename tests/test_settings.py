@@ -66,6 +66,8 @@ BAD_VALUES = [
     # a fetch wait past Kafka's int32 killed the fetcher at its first fetch while /health said ok
     ("SESSION_TIMEOUT", "120"), ("FETCH_MAX_WAIT_MS", "2147483648"), ("INGEST_FETCH_MAX_WAIT_MS", "2147483648"),
     ("INGEST_IDLE_FETCH_MAX_WAIT_MS", "2147483648"), ("INGEST_FETCH_MAX_WAIT_MS", "60001"),
+    # a secrets file's newline made every request a 401; "," let the collector accept any key
+    ("API_TOKEN", "s3cret\n"), ("API_TOKEN", " s3cret"), ("WRITE_KEYS", ","), ("WRITE_KEYS", " , "),
 ]
 
 

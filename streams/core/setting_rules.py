@@ -140,6 +140,10 @@ def check_together(s) -> None:
                           f"together (Kafka's topic names end at 249), got {len(s.topic_prefix) + len(s.app_id)}")
     if s.kafka_security_protocol.startswith("SASL") and not s.kafka_sasl_username:
         raise ConfigError("RECSTREAM_KAFKA_SASL_USERNAME is required with a SASL security protocol")
+    if s.api_token != s.api_token.strip():  # a secrets file's newline: every request was a 401, no word at start
+        raise ConfigError(f"{PREFIX}API_TOKEN must be the token alone, without the blanks or newline around it")
+    if s.write_keys and not any(k.strip() for k in s.write_keys.split(",")):  # "," let the collector take any key
+        raise ConfigError(f"{PREFIX}WRITE_KEYS must be keys separated by commas, not only commas and blanks")
 
 
 def bootstrap_servers(url: str) -> str:
