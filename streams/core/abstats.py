@@ -205,13 +205,13 @@ def variant_stats(name: str, c: Any, control: Any | None, share: float | None) -
     'more converted than exposed users: counts inconsistent'
     """
     n, x = _count(c, "users"), _count(c, "converted")
+    n0, x0 = (_count(control, "users"), _count(control, "converted")) if control is not None else (0, 0)
     rate = x / n if n > 0 and x <= n else None
     lift = lift_ci = p = None
     note = ""
-    if x > n or (control is not None and _count(control, "converted") > _count(control, "users")):
+    if x > n or x0 > n0:
         note = "more converted than exposed users: counts inconsistent"
     elif control is not None:
-        n0, x0 = _count(control, "users"), _count(control, "converted")
         p = z_test(x0, n0, x, n)
         lift_ci = lift_interval(x0, n0, x, n)
         if n0 <= 0 or n <= 0:

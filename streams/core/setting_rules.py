@@ -142,8 +142,17 @@ def check_together(s) -> None:
         raise ConfigError("RECSTREAM_KAFKA_SASL_USERNAME is required with a SASL security protocol")
     if s.api_token != s.api_token.strip():  # a secrets file's newline: every request was a 401, no word at start
         raise ConfigError(f"{PREFIX}API_TOKEN must be the token alone, without the blanks or newline around it")
-    if s.write_keys and not any(k.strip() for k in s.write_keys.split(",")):  # "," let the collector take any key
+    if s.write_keys and not write_key_set(s.write_keys):  # "," let the collector take any key
         raise ConfigError(f"{PREFIX}WRITE_KEYS must be keys separated by commas, not only commas and blanks")
+
+
+def write_key_set(spec: str) -> frozenset[str]:
+    """RECSTREAM_WRITE_KEYS as the collector takes them (empty: any key).
+
+    >>> sorted(write_key_set(" k1, ,k2 ")), write_key_set(",")
+    (['k1', 'k2'], frozenset())
+    """
+    return frozenset(k.strip() for k in spec.split(",") if k.strip())
 
 
 def bootstrap_servers(url: str) -> str:

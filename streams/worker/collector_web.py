@@ -12,11 +12,12 @@ from aiokafka.errors import KafkaError
 
 from streams.core import collector
 from streams.core.metrics import metrics
+from streams.core.setting_rules import write_key_set
 from streams.worker.app import app, settings
 from streams.worker.topics import segment_events
 
 ACK_TIMEOUT_S = 30.0
-ACCEPTED_KEYS = frozenset(k.strip() for k in settings.write_keys.split(",") if k.strip())
+ACCEPTED_KEYS = write_key_set(settings.write_keys)
 # what aiohttp inflates (br and zstd only with their libraries: without, aiohttp answers 400 itself)
 DECODED = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
 

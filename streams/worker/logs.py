@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Hashable
 
 WINDOW_S = 10.0
 MAX_KEYS = 1_000  # message templates remembered (aiokafka has a few dozen)
@@ -31,20 +32,14 @@ class RepeatedLines(logging.Filter):
     def __init__(self, window_s: float = WINDOW_S, clock=time.monotonic):
         super().__init__()
         self.window_s = window_s
-        self.clock = clock
-        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # (logger, template) -> (last logged, left out since)
+        self._lines = Sampled(per_window=1, window_s=window_s, clock=clock)  # key: (logger, template)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith("aiokafka"):
             return True
-        key, now = (record.name, str(record.msg)), self.clock()
-        logged, left_out = self._seen.get(key, (None, 0))
-        if logged is not None and now - logged < self.window_s:
-            self._seen[key] = (logged, left_out + 1)
+        left_out = self._lines.admit((record.name, str(record.msg)))
+        if left_out is None:
             return False
-        if len(self._seen) >= MAX_KEYS:
-            self._seen.clear()
-        self._seen[key] = (now, 0)
         if left_out:
             # args (), not None: mode's formatter turns None into (None,) and formats again
             record.msg, record.args = (f"{record.getMessage()} ({left_out} more like it in the last "
@@ -72,9 +67,9 @@ class Sampled:
 
     def __init__(self, per_window: int = 5, window_s: float = WINDOW_S, clock=time.monotonic):
         self.per_window, self.window_s, self.clock = per_window, window_s, clock
-        self._windows: dict[str, list] = {}  # key -> [window start, lines logged, left out]
+        self._windows: dict[Hashable, list] = {}  # key -> [window start, lines logged, left out]
 
-    def admit(self, key: str) -> int | None:
+    def admit(self, key: Hashable) -> int | None:
         now = self.clock()
         window = self._windows.get(key)
         if window is None or now - window[0] >= self.window_s:
