@@ -35,13 +35,13 @@ from streams.core.records import Pending, Signal
 from streams.core.retries import decode_pending
 from streams.kafka.direct import DirectIngest, direct_group
 from streams.worker import topics
-from streams.worker.app import app, keyed_images, keyed_records, parser_config, pipeline_config, settings
+from streams.worker.app import app, keyed_images, keyed_records, parser_config, settings
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.direct_start import start_reader
 from streams.worker.image_batches import apply_images
 from streams.worker.logs import Sampled
 from streams.worker.runtime import before_stop, owned_partitions, recovered
-from streams.worker.state import lag_sources, owed_lists, release_shares, write_shares
+from streams.worker.state import lag_sources, owed_lists, release_shares, settle_shares, share_positions, write_shares
 from streams.worker.tables import affinity, artworks, catalog_index
 from streams.worker.user_batches import apply_records, build_owed
 
@@ -140,16 +140,18 @@ async def direct_batch(records) -> None:
     return held
 
 
-async def before_commit() -> None:
+async def before_commit() -> tuple[dict, dict]:
     """What the batches behind the next input commit still owe (DirectIngest's before_commit):
     every list the window holds, built and acknowledged, and every changed share written (the
-    commit flushes faust's producer, so the shares are acknowledged before it too)."""
+    commit flushes faust's producer, so the shares are acknowledged before it too); returns the
+    shares' positions in those writes, settled once the commit is done (`settle_shares`)."""
     owed = owed_lists.drain()
     if owed:
         batch = BatchCommit(app)
         _build_owed(owed, batch, time.monotonic())
         await batch.commit()
     write_shares()
+    return share_positions()
 
 
 metrics.gauge("recstream_lists_owed", lambda: {(): len(owed_lists)})
@@ -262,11 +264,10 @@ if settings.direct_ingest:
                               direct_group(settings.kafka_app_id), settings.aiokafka_kwargs(), handle=direct_batch,
                               flush=app.producer.flush, ready=functools.partial(recovered, app),
                               batch_max=settings.batch_max,
-                              before_commit=before_commit,
+                              before_commit=before_commit, after_commit=settle_shares,
                               fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms,
                               idle_fetch_max_wait_ms=settings.ingest_idle_fetch_max_wait_ms,
-                              commit_every_s=settings.input_commit_interval_s, timed_topics=topics.inputs.topics,
-                              committed=pipeline_config.read_from)
+                              commit_every_s=settings.input_commit_interval_s, timed_topics=topics.inputs.topics)
         declare = (*topics.input_topics, *topics.catalog_topics, topics.signals, topics.images_keyed, topics.pending)
         groups = (settings.kafka_app_id, direct_group(settings.kafka_app_id))
         await start_reader(declare, reader, settings.aiokafka_kwargs(), groups,

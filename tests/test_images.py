@@ -2,6 +2,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.core.images import (
     GlobalCounts,
@@ -261,10 +263,10 @@ def test_a_repeat_whose_decision_the_share_lost_stays_a_repeat_on_redelivery():
     assert share.counts["m1|h"] == [2.0, 1.0]
 
 
-def test_a_consumer_retrying_hundreds_of_times_between_two_commits_is_counted_exactly_after_a_kill_9():
-    """Every repeat at or past its input's committed offset can be redelivered, however many (fuzzing:
+def test_a_consumer_retrying_hundreds_of_times_between_two_share_writes_is_counted_exactly_after_a_kill_9():
+    """Every repeat past its share's acknowledged position can be counted again, however many (fuzzing:
     3 consumers retrying ~54 times each in a burst ended 54 over with only the last 32 kept); the ones
-    below it are forgotten, so the list stays short."""
+    at or below it are forgotten, so the list stays short."""
     import copy
 
     import msgspec
@@ -274,8 +276,7 @@ def test_a_consumer_retrying_hundreds_of_times_between_two_commits_is_counted_ex
     from streams.core.records import ImageEvent
 
     pools = Pools({"m1": msgspec.json.encode({"merchant_id": "m1", "images": [{"image_id": "h"}]})}, PoolRules())
-    committed = {}
-    cfg = ImageConfig(half_life_s=0.0, read_from=committed)
+    cfg = ImageConfig(half_life_s=0.0)
 
     def at(offset, mid):
         return ImageEvent("impression", "c", "m1", "h", mid, 100.0, source="images:0", offset=offset)
@@ -287,10 +288,43 @@ def test_a_consumer_retrying_hundreds_of_times_between_two_commits_is_counted_ex
     assert share.counts["m1|h"] == [300.0, 0.0]
     share = written  # kill -9: the consumer's state holds the burst, the share nothing of it
     ImageBatch(cfg, consumers, share, pools, dict).run(burst)
-    assert share.counts["m1|h"] == [300.0, 0.0]
-    committed["images:0"] = 600  # the burst's input committed: its repeats can no longer come back
-    ImageBatch(cfg, consumers, share, pools, dict).run([at(600, "m0")])  # a repeat past the commit
+    assert share.counts["m1|h"] == [300.0, 0.0] and share.counted == {"images:0": 599}
+    # the share written with the burst, acknowledged: none of its repeats can count again
+    ImageBatch(cfg, consumers, share, pools, dict, floor=dict(share.counted)).run([at(600, "m0")])  # a repeat past it
     assert load_state(consumers["c"]).repeats == {"images:0": [600]} and share.counts["m1|h"] == [300.0, 0.0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 7), min_size=1, max_size=40), st.data())
+def test_with_the_floor_at_an_acknowledged_write_a_kill_9_anywhere_counts_each_message_once(mids, data):
+    """A consumer's impressions, repeats among them (a producer's retries), a share write acknowledged after
+    `acked` of them, a kill -9 after `crashed`, and reading again from `read_again` (at most `acked`: an input
+    commit comes after the share's write): each messageId counts once. The floor once was the input's
+    committed offset, which a record forwarded through images.keyed is read after: a repeat forgotten at
+    that commit was read again past the share and counted twice (a chaos run, commits every 0.1 s)."""
+    import copy
+
+    import msgspec
+
+    from streams.core.image_pipeline import ImageBatch, ImageConfig, Pools
+    from streams.core.images import GlobalCounts
+    from streams.core.records import ImageEvent
+
+    pools = Pools({"m1": msgspec.json.encode({"merchant_id": "m1", "images": [{"image_id": "h"}]})}, PoolRules())
+    cfg = ImageConfig(half_life_s=0.0)
+    history = [ImageEvent("impression", "c", "m1", "h", f"m{m}", 100.0, source="events:0", offset=o)
+               for o, m in enumerate(mids)]
+    acked = data.draw(st.integers(0, len(history)))
+    crashed = data.draw(st.integers(acked, len(history)))
+    read_again = data.draw(st.integers(0, acked))
+    consumers, share = {}, GlobalCounts()
+    ImageBatch(cfg, consumers, share, pools, dict).run(history[:acked])
+    written = copy.deepcopy(share)
+    for one in history[acked:crashed]:  # a batch at a time, each with the acknowledged write's positions as floor
+        ImageBatch(cfg, consumers, share, pools, dict, floor=dict(written.counted)).run([one])
+    share = written  # kill -9
+    ImageBatch(cfg, consumers, share, pools, dict).run(history[read_again:])
+    assert share.counts["m1|h"][0] == len(set(mids))
 
 
 def test_a_consumers_impressions_of_one_merchant_keep_the_most_seen_images_when_events_name_endless_new_ones():

@@ -607,3 +607,40 @@ def test_a_read_forwarded_while_the_worker_stops_is_a_503_not_a_500(monkeypatch)
     table = SimpleNamespace(name="recommendations", changelog_topic=SimpleNamespace(get_topic_name=lambda: "c"))
     response = asyncio.run(reads.forward(table, "u1", request=None))
     assert response.status == 503 and response.headers["Retry-After"] == "1"
+
+
+def test_a_global_tables_recovery_starts_after_the_records_it_applied_not_after_its_own_acks(tmp_path, monkeypatch):
+    """Every worker reads a global table's changelog live, its own writes too: the share p1 written as 661
+    then 885, the reader applying the 661 record over the stored 885, then 885's ack. faust moved the
+    recovery offset to that ack, and a kill -9 before the reader came to 885 left 661 for good (a chaos run:
+    224 of 3,000 impressions lost). Replaying from where the reader's records end brings 885 back."""
+    from types import SimpleNamespace
+
+    import faust
+    from faust.tables.globaltable import GlobalTable
+
+    from streams.worker import patches
+
+    monkeypatch.setattr(GlobalTable, "_on_changelog_sent", GlobalTable._on_changelog_sent)  # put back after
+    patches.install_global_table_offsets()
+    app = faust.App("glue-global", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path))
+    table = app.GlobalTable("image_stats", key_type=str, value_type=bytes, partitions=4)
+    tp, store = TP(table.changelog_topic.get_topic_name(), 1), table.data
+    changelog = {1: b"661", 2: b"885"}  # offset -> p1's value
+
+    def acked(offset):
+        table._on_changelog_sent(SimpleNamespace(result=lambda: SimpleNamespace(topic_partition=tp, offset=offset)))
+
+    def read_back(*offsets):  # faust's reader applying changelog records to the store
+        store.apply_changelog_batch([SimpleNamespace(message=SimpleNamespace(
+            tp=tp, offset=o, partition=1, key=b"p1", value=changelog[o])) for o in offsets], None, None)
+
+    db = store._db_for_partition(1)
+    db.put(b"p1", b"661")
+    acked(1)
+    db.put(b"p1", b"885")
+    read_back(1)  # the older record over the newer value
+    acked(2)
+    assert db.get(b"p1") == b"661"  # killed here; at the restart, recovery replays what comes after:
+    read_back(*[o for o in changelog if o > store.persisted_offset(tp)])
+    assert db.get(b"p1") == b"885" and store.persisted_offset(tp) == 2

@@ -77,9 +77,6 @@ class ImageConfig:
     half_life_s: float = 30 * 86400.0
     dedup_window: int = 2048
     dedup_horizon_s: float = 3600.0  # and the ids applied in the last hour, as a user's (streams.core.seen.Horizon)
-    # input source -> the offset below which nothing is read again (the input group's commits, kept current by
-    # the worker's direct ingest): repeats below it are forgotten (streams.core.positions.note_repeat)
-    read_from: dict[str, int] = field(default_factory=dict, compare=False)
 
     def __post_init__(self):  # the messageId window (streams.core.seen.Horizon)
         object.__setattr__(self, "dedup", Horizon.of(self.dedup_window, self.dedup_horizon_s))
@@ -172,9 +169,10 @@ def answer(cfg: ImageConfig, request: ImageRequest, state: ConsumerImages, pools
 class ImageBatch:
     def __init__(self, cfg: ImageConfig, consumers: MutableMapping[str, bytes], partial: GlobalCounts,
                  pools: Pools, stats: Callable[[], dict[str, tuple[float, float]]], ledger: Ledger | None = None,
-                 arrived: float | None = None):  # the wall clock: dates messageIds (default: their event time)
+                 arrived: float | None = None, floor: Mapping[str, int] | None = None):
         self.cfg, self.consumers, self.partial, self.pools, self.stats = cfg, consumers, partial, pools, stats
-        self.arrived = arrived
+        self.arrived = arrived  # the wall clock: dates messageIds (default: their event time)
+        self.floor = floor or {}  # the share's positions in an acknowledged write (streams.core.partitioned.Shares)
         self.ledger = ledger  # impressions and conversions per image variant and merchant
         self._states: dict[str, ConsumerImages] = {}
         self._shared: list[tuple[ImageEvent, bool, bool]] = []  # offered to the share once the batch is done
@@ -211,7 +209,7 @@ class ImageBatch:
             at = ev.time if self.arrived is None else self.arrived
             fresh = counted = self.cfg.dedup.remember(state, ev.message_id, at)
             if not fresh:
-                note_repeat(state.repeats, ev.source, ev.offset, self.cfg.read_from)  # so is its redelivery
+                note_repeat(state.repeats, ev.source, ev.offset, self.floor)  # so is its redelivery
         else:
             fresh, counted = False, counted_when_applied(state, ev)
         self._shared.append((ev, fresh, counted))  # a repeat too: applied before a crash that lost the share's count

@@ -41,6 +41,7 @@ class Shares:
         self.live: dict[int, Any] = {}
         self._flushed_at: dict[int, float] = {}
         self._touched: set[int] = set()  # live shares a batch took since they were last written
+        self._settled: dict[int, dict[str, int]] = {}  # partition -> its share's positions in an acknowledged write
         self._view: Any = None
         self._view_at = float("-inf")
         self.building = False  # a rebuild is running elsewhere (streams.worker.runtime.view_without_blocking)
@@ -93,6 +94,32 @@ class Shares:
             self.live.pop(p, None)
             self._flushed_at.pop(p, None)
             self._touched.discard(p)
+            self._settled.pop(p, None)
+
+    def positions(self) -> dict[int, dict[str, int]]:
+        """Each live share's decided input positions (its `counted`), copied as they are now: call it
+        once they are all written, and `settle` them once those writes are acknowledged."""
+        return {p: dict(share.counted) for p, share in self.live.items()}
+
+    def settle(self, positions: dict[int, dict[str, int]]) -> None:
+        """`positions` (from `positions`) are in acknowledged writes: no crash brings a share back behind them.
+
+        >>> from streams.core.popularity import load_partial
+        >>> s = Shares(load_partial, lambda parts: len(parts))
+        >>> s.partial(0, lambda: None).counted["events:0"] = 7
+        >>> written = s.positions(); s.live[0].counted["events:0"] = 9  # counted on after the write
+        >>> s.floor(0), s.settle(written), s.floor(0)
+        ({}, None, {'events:0': 7})
+        >>> s.forget([0]); s.floor(0)
+        {}
+        """
+        for p, counted in positions.items():
+            if p in self.live:
+                self._settled[p] = counted
+
+    def floor(self, partition: int) -> dict[str, int]:
+        """The floor of the repeats a keyed value of `partition` keeps (streams.core.positions.note_repeat)."""
+        return self._settled.get(partition, {})
 
     def view(self, stored: Iterable[tuple[str, bytes]], now: float):
         """The merged view, rebuilt here when stale (see `snapshot`/`build` to rebuild elsewhere)."""

@@ -12,7 +12,7 @@ State per partition:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -68,7 +68,6 @@ class PipelineConfig:
     trending_half_life_s: float = 7 * 86400.0
     attribution: Rules = field(default_factory=Rules)  # experiment attribution (streams.core.ledger)
     tops: topcache.TopCache = field(default_factory=topcache.TopCache, compare=False, repr=False)  # across batches
-    read_from: dict[str, int] = field(default_factory=dict, compare=False)  # see ImageConfig.read_from
 
     @property
     def top_needed(self) -> int:
@@ -80,8 +79,9 @@ class PartitionBatch:
     def __init__(self, cfg: PipelineConfig, partition: int, profiles: MutableMapping[str, bytes],
                  recs: MutableMapping[str, bytes], fans: MutableMapping[str, bytes], partial: Partial,
                  catalog: CatalogIndex, popularity: PopularityView, now: float, arrived: float | None = None,
-                 attribution: MutableMapping[str, bytes] | None = None, hold: Callable[[str, str], bool] | None = None):
-        self.cfg, self.partition, self.hold = cfg, partition, hold  # hold(user, trigger): list owed (core.throttle)
+                 attribution: MutableMapping[str, bytes] | None = None, hold: Callable[[str, str], bool] | None = None,
+                 floor: Mapping[str, int] | None = None):  # the share's acknowledged positions (Shares.floor)
+        self.cfg, self.partition, self.hold, self.floor = cfg, partition, hold, floor or {}  # hold: core.throttle
         self.profiles, self.recs, self.fans = profiles, recs, fans  # recs: an aliased id's list is a pointer
         self.arrived = now if arrived is None else arrived  # the wall clock (now may be event time): dates messageIds
         self.ledger = None if attribution is None else Ledger(attribution, partition, cfg.attribution)
@@ -138,7 +138,7 @@ class PartitionBatch:
         self._written.add(sig.user_id)  # also on a duplicate: heals a changelog write lost in a crash
         self._attribute(sig)  # judged against the lists shown before this event
         if positions.retried_before(profile.repeats, sig) or not self.cfg.model.learn_one(profile, sig, self.arrived):
-            note_repeat(profile.repeats, sig.source, sig.offset, self.cfg.read_from)  # its redelivery is one too
+            note_repeat(profile.repeats, sig.source, sig.offset, self.floor)  # its redelivery is one too
             self._trend(sig, profile, False, False)
             self.duplicates += 1
             return
@@ -148,7 +148,7 @@ class PartitionBatch:
         self._trend(sig, profile, True, False)
 
     def _trend(self, sig: Signal, profile: Profile, fresh: bool, counted_before: bool) -> None:  # once per position
-        positions.note_retry(profile.repeats, sig, self.cfg.read_from, fresh)  # a pending retry's (core.positions)
+        positions.note_retry(profile.repeats, sig, self.floor, fresh)  # a pending retry's (core.positions)
         self._trending.append((sig, fresh, counted_before))
 
     def _attribute(self, sig: Signal) -> None:  # a conversion for the experiment logs, which judge repeats themselves

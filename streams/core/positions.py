@@ -31,8 +31,8 @@ from collections.abc import Mapping
 
 from streams.core.seen import contains, digest
 
-# repeats a keyed value remembers per input source: those at or past the source's committed offset are
-# all that can be read again (`note_repeat`'s floor); the bound only matters where that is not known
+# repeats a keyed value remembers per input source: those past its share's acknowledged position are all a
+# share can count again (`note_repeat`'s floor); the bound only matters where that is not known
 REPEATS_KEPT = 1024
 # a repeats key (+ an input source): the positions of that source whose pending retry a value applied; a
 # retry waits for patience at most (60 s by default), so a few dozen per source is plenty
@@ -85,22 +85,25 @@ def forwarded_position(record) -> dict[str, str]:
 
 def note_repeat(repeats: dict[str, list[int]], source: str, offset: int, floor: Mapping[str, int]) -> None:
     """Remember that the record at this position repeated a messageId when first applied.
-    `floor`: source -> the offset below which nothing is read again (the input group's committed
-    offset): the repeats below it are forgotten, since no crash can redeliver them.
+    `floor`: source -> the position of the value's share in a write already acknowledged
+    (streams.core.partitioned.Shares.floor): no crash brings the share back behind it, and a
+    redelivery at or below its position is never counted (`share_takes`), so the repeats there
+    are forgotten. (Not the input's committed offset: a record forwarded through a keyed topic is
+    read again after its input was committed, a repeat forgotten at that commit then counted twice.)
 
     >>> repeats = {}
     >>> for offset in (3, 5, 9):
     ...     note_repeat(repeats, "events:0", offset, {"events:0": 2})
     >>> repeats
     {'events:0': [3, 5, 9]}
-    >>> note_repeat(repeats, "events:0", 12, {"events:0": 9}); repeats
+    >>> note_repeat(repeats, "events:0", 12, {"events:0": 5}); repeats
     {'events:0': [9, 12]}
     """
     if offset >= 0:
         kept = repeats.setdefault(source, [])
         low = floor.get(source, -1)
-        if kept and kept[0] < low:
-            kept[:] = [o for o in kept if o >= low]
+        if kept and kept[0] <= low:
+            kept[:] = [o for o in kept if o > low]
         kept.append(offset)
         del kept[:-REPEATS_KEPT]
 

@@ -113,19 +113,19 @@ class DirectIngest:
     returned none (for timed work). `before_commit()`: produces what the handled batches still owe
     (lists a window holds back), in order with the batches. `flush()`: waits until every record the
     handled batches produced (changelogs, outputs) is acknowledged; offsets are committed only
-    after both."""
+    after both, and then `after_commit(what before_commit returned)` is called."""
 
     def __init__(self, topics: list[str], table_partitions: int, group_id: str, client: dict,
                  handle: Callable[[list], Awaitable[None]], flush: Callable[[], Awaitable[None]],
                  ready: Callable[[], bool], batch_max: int = 500, fetch_max_wait_ms: int = 50,
                  commit_every_s: float = 2.8, idle_fetch_max_wait_ms: int | None = None,
-                 before_commit: Callable[[], Awaitable[None]] | None = None, timed_topics: Iterable[str] = (),
-                 committed: dict[str, int] | None = None):
+                 before_commit: Callable[[], Awaitable[object]] | None = None, timed_topics: Iterable[str] = (),
+                 after_commit: Callable[[object], None] | None = None):
         self.topics, self.table_partitions = topics, table_partitions
         self.timed_topics = frozenset(timed_topics)  # their records' age when read: recstream_input_age_seconds
-        # "topic:partition" -> the offset this reader last committed: nothing below it is read again (updated in place)
-        self.committed = {} if committed is None else committed
         self.handle, self.flush, self.ready, self.before_commit = handle, flush, ready, before_commit
+        self.after_commit = after_commit
+        self._owed = None  # what before_commit returned for the commit coming (one runs at a time)
         self.batch_max, self.commit_every_s = batch_max, commit_every_s
         self.consumer = AIOKafkaConsumer(**client, group_id=group_id, enable_auto_commit=False,
                                          auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
@@ -255,7 +255,7 @@ class DirectIngest:
         """The offsets to commit next, taken from the uncommitted ones once what the batches
         behind them still owe is produced (under the lock: no batch comes in between)."""
         if self.before_commit is not None and self._uncommitted:
-            await self.before_commit()
+            self._owed = await self.before_commit()
         offsets, self._uncommitted = self._uncommitted, {}
         return offsets
 
@@ -280,7 +280,8 @@ class DirectIngest:
             await self.flush()  # every changelog/output record of these batches acked first
             flushed = time.monotonic()
             await self.consumer.commit(offsets)
-            self.committed.update((f"{tp.topic}:{tp.partition}", offset) for tp, offset in offsets.items())
+            if self.after_commit is not None:
+                self.after_commit(self._owed)
             metrics.inc("recstream_input_commits_total")
             if time.monotonic() - started > SLOW_COMMIT_S:  # held lists and the next commit wait for it
                 log.warning("direct ingest commit took %.1f s (producer flush %.1f s, offset commit %.1f s)",

@@ -56,7 +56,7 @@ app = faust.App(
 )
 
 
-def _image_config(read_from: dict[str, int]):
+def _image_config():
     from streams.core.image_pipeline import ImageConfig, load_image_variants
     from streams.core.images import PoolRules, SelectionParams
 
@@ -66,7 +66,7 @@ def _image_config(read_from: dict[str, int]):
         params=SelectionParams(prior_strength=settings.image_prior_strength, query_boost=settings.image_query_boost),
         rules=PoolRules(top_items=settings.image_pool_items, filtered_categories=categories),
         half_life_s=settings.image_half_life_days * 86400.0, dedup_window=settings.dedup_window,
-        dedup_horizon_s=settings.dedup_horizon_s, read_from=read_from)
+        dedup_horizon_s=settings.dedup_horizon_s)
 
 
 affinity_model, parser_config, pipeline_config = core_objects(settings)
@@ -74,5 +74,4 @@ affinity_model, parser_config, pipeline_config = core_objects(settings)
 keyed_records = Checked(decode_keyed, parser_config.max_future_s)
 keyed_images = Checked(decode_image_keyed, parser_config.max_future_s)
 clock = Clock(settings.clock)  # what "now" is for lists: the wall clock, or event time (backtests)
-# the input group's committed offsets by "topic:partition", one dict for both pipelines, kept current by direct ingest
-image_config = _image_config(pipeline_config.read_from)
+image_config = _image_config()

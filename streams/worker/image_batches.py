@@ -31,7 +31,8 @@ def apply_images(partition: int, records: list, txn: BatchCommit) -> None:
 
     def make() -> ImageBatch:  # a new ledger per attempt: it caches what it read
         ledger = Ledger(attribution, partition, pipeline_config.attribution, kind="images")
-        return ImageBatch(image_config, consumers, partial, pools, image_stats, ledger, arrived)
+        return ImageBatch(image_config, consumers, partial, pools, image_stats, ledger, arrived,
+                          floor=image_counts.floor(partition))
     run = run_guarded(make, records, [consumers, attribution], apply=ImageBatch.run)
     send_failures(txn, run.failed, partition, IMAGES)
     tally = tally_key(partition, "images")

@@ -67,6 +67,18 @@ def _publish_tallies(anchor_for, now: float | None) -> int:
     return written
 
 
+def share_positions() -> tuple[dict, dict]:
+    """Every live share's positions, taken once they are written (`settle_shares` once acknowledged)."""
+    return popularity.positions(), image_counts.positions()
+
+
+def settle_shares(positions: tuple[dict, dict]) -> None:
+    """The shares' writes that `share_positions` followed are acknowledged (an input commit flushed them): their
+    positions are the floor of the repeats their keyed values keep (streams.core.partitioned.Shares.floor)."""
+    popularity.settle(positions[0])
+    image_counts.settle(positions[1])
+
+
 def release_shares(partitions: set[int]) -> None:
     """Revoked partitions: this worker's counts since the last write go with them, then it forgets
     their shares (eager rebalancing: every partition held is revoked)."""

@@ -90,7 +90,8 @@ def _batch_maker(partition: int, batch: BatchCommit, hold=None):
     views = [batch.table(t, partition) for t in (tables.affinity, tables.recommendations, tables.fans,
                                                     tables.attribution)]
     return (lambda: PartitionBatch(pipeline_config, partition, *views[:3], partial, tables.catalog_index, view, now,
-                                   attribution=views[3], hold=hold, arrived=time.time()),
+                                   attribution=views[3], hold=hold, arrived=time.time(),
+                                   floor=popularity.floor(partition)),
             views)
 
 
