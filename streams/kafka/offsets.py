@@ -142,9 +142,11 @@ async def group_client(client_kwargs: dict, group: str):
     group's offsets as a non-member."""
     from aiokafka import AIOKafkaConsumer
 
+    from streams.kafka.admin import start_quietly
+
     consumer = AIOKafkaConsumer(**client_kwargs, group_id=group, enable_auto_commit=False)
-    try:
-        await consumer.start()  # inside: a broker that cannot be reached leaves a client to close too
+    try:  # inside: a broker that cannot be reached leaves a client to close too; the command says it in one line
+        await start_quietly(consumer)
         yield consumer
     finally:
         await stop_consumer(consumer)
