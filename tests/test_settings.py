@@ -103,6 +103,18 @@ def test_edge_values_that_mean_something_are_accepted(tmp_path):
     assert s.web_port == 65535 and s.malloc_arenas == 0 and s.weights["view"] == 0.0
 
 
+def test_image_variants_come_from_an_at_file_as_the_recommendation_variants_do(tmp_path):
+    """RECSTREAM_IMAGE_VARIANTS=@file.json was refused as "not valid JSON" while RECSTREAM_VARIANTS took it."""
+    from streams.core.config import load_settings
+    from streams.core.image_pipeline import load_image_variants
+
+    spec = tmp_path / "images.json"
+    spec.write_text('{"A": {"share": 0.3, "explore": 0}, "B": {"share": 0.7, "explore": 0.02}}')
+    s = load_settings({"RECSTREAM_IMAGE_VARIANTS": f"@{spec}"})
+    assert {v.name: (v.share, v.explore) for v in load_image_variants(s.image_variants).values()} == {
+        "A": (0.3, 0.0), "B": (0.7, 0.02)}
+
+
 def test_broker_urls_in_the_forms_faust_and_aiokafka_both_read_are_accepted():
     for url in ("kafka://h:9092", "KAFKA://h:9092", "aiokafka://h:9092", "h1:9092;h2:9092", "kafka://h1:1,h2:2",
                 "[::1]:9092"):

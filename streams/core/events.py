@@ -29,7 +29,7 @@ from datetime import datetime
 
 import msgspec
 
-from streams.core.jsonguard import decode_checked
+from streams.core.jsonguard import decode_checked, spec_text
 from streams.core.properties import (
     TARGETS,
     Reject,
@@ -112,7 +112,7 @@ def load_event_map(spec: str = "") -> dict[str, str]:
     mapping = dict(DEFAULT_EVENT_MAP)
     if not spec:
         return mapping
-    text = open(spec[1:], encoding="utf-8").read() if spec.startswith("@") else spec
+    text = spec_text(spec)
     extra = json.loads(text)
     if not isinstance(extra, dict):
         raise ValueError("event map must be a JSON object {eventName: kind}")

@@ -14,6 +14,8 @@ import json
 import math
 from dataclasses import dataclass, fields, replace
 
+from streams.core.jsonguard import spec_text
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -44,9 +46,7 @@ def load_variants(spec: str) -> dict[str, Variant]:
     keys not given keep the defaults of the same-named default variant."""
     if not spec:
         return default_variants()
-    if spec.startswith("@"):
-        with open(spec[1:], encoding="utf-8") as f:
-            spec = f.read()
+    spec = spec_text(spec)
     types = {f.name: f.type for f in fields(Variant) if f.name != "name"} | {"ranking": ("blend", "popular")}
     raw = variant_objects(json.loads(spec), types)
     base = default_variants()

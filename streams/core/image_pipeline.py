@@ -28,6 +28,7 @@ from streams.core.images import (
     build_pool,
     choose,
 )
+from streams.core.jsonguard import spec_text
 from streams.core.ledger import Ledger, input_position
 from streams.core.positions import counted_when_applied, first_delivery, note_repeat
 from streams.core.properties import KEY_JOIN, is_id
@@ -60,7 +61,7 @@ def load_image_variants(spec: str) -> dict[str, ImageVariant]:
     if not spec:
         return default_image_variants()
     # checked as the recommendations' variants: [1], "half", -1 were taken
-    raw = variant_objects(json.loads(spec), {"share": "float", "explore": "float"})
+    raw = variant_objects(json.loads(spec_text(spec)), {"share": "float", "explore": "float"})
     out = {name: ImageVariant(name, float(p.get("share", 0.5)), float(p.get("explore", 0.0)))
            for name, p in raw.items()}
     if abs(sum(v.share for v in out.values()) - 1) > 1e-3:

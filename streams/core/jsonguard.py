@@ -81,3 +81,11 @@ def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
         if depth > limit:
             return True
     return False
+
+
+def spec_text(spec: str) -> str:
+    """A JSON setting's text: itself, or the file it names after an @ (``@variants.json``)."""
+    if spec.startswith("@"):
+        with open(spec[1:], encoding="utf-8") as f:
+            return f.read()
+    return spec

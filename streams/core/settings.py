@@ -106,8 +106,8 @@ class Settings:
         "recovered: docs/model.md)", "min": 0})
     image_experiment: str = field(default="images", metadata={"help": "A/B experiment name for image selection"})
     image_variants: str = field(default="", metadata={
-        "help": "image variants, JSON: {\"A\": {\"share\": 0.5, \"explore\": 0}, \"B\": {\"share\": 0.5, "
-        "\"explore\": 0.01}} (explore = the multiplier C)",
+        "help": "image variants, JSON or @file.json: {\"A\": {\"share\": 0.5, \"explore\": 0}, \"B\": {\"share\": "
+        "0.5, \"explore\": 0.01}} (explore = the multiplier C)",
         "form": "a JSON object {variant: {\"share\": number, \"explore\": number}}"})
     image_pool_items: int = field(default=5, metadata={
         "help": "top-selling items whose images join the header in a merchant's pool", "min": 0})
