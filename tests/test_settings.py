@@ -55,6 +55,7 @@ BAD_VALUES = [
     ("EVENT_MAP", "@/nonexistent/map.json"), ("IMAGE_VARIANTS", "not json"), ("IMAGE_VARIANTS", "[1]"),
     ("IMAGE_VARIANTS", '{"A": {"share": "half"}}'), ("IMAGE_VARIANTS", '{"A": {"share": 0.3}}'),
     ("MAX_FUTURE_SKEW_S", "-1"), ("MAX_FUTURE_SKEW_S", "inf"), ("MIN_EVENT_YEAR", "1969"), ("MIN_EVENT_YEAR", "10000"),
+    ("WEB_ADVERTISE_HOST", "http://w1:6066"), ("WEB_ADVERTISE_HOST", "w1:6066"),  # every forwarded read a 503
     ("INPUT_COMMIT_INTERVAL_S", "0"), ("CLOCK", "sundial"), ("REFRESH_INTERVAL_S", "-1"), ("REFRESH_RATE", "0"),
     ("VARIANTS", '{"A": {"share": 1, "ranking": "random"}}'), ("VARIANTS", '{"A": {"share": 1, "n": 0}}'),
     # fuzzing: schemes faust has no Kafka transport for passed, then the worker died in faust's transport.by_url

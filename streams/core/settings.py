@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 
 from streams.core.setting_rules import (
     DEFAULT_WEIGHTS,
+    HOST,
     MAX_FETCH_WAIT_MS,
     MAX_PARTITIONS,
     PREFIX,
@@ -53,7 +54,7 @@ class Settings:
     web_host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind host"})
     web_port: int = field(default=6066, metadata={"help": "HTTP port", "min": 1, "max": 65535})
     web_advertise_host: str = field(default="", metadata={
-        "help": "host other workers use to reach this one (default: web_host)"})
+        "help": "host other workers use to reach this one (default: web_host)", **HOST})
     half_life_days: float = field(default=30.0, metadata={
         "help": "affinity half-life in event time (days)", "above": 0})
     weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, metadata={
@@ -279,16 +280,12 @@ class Settings:
         """Topics owned by one app id (a rebuild under a new id reads only its own)."""
         return f"{self.kafka_app_id}.{name}"
 
-    def ssl_context(self):
-        """The TLS context for SSL and SASL_SSL (None otherwise)."""
-        return tls_context(self)
-
     def aiokafka_kwargs(self) -> dict:
         """Connection settings for recstream's own aiokafka clients (bootstrap + SASL/SSL); the
         faust app gets the same from `streams.worker.app.broker_credentials`."""
         kwargs: dict = {"bootstrap_servers": bootstrap_servers(self.broker_url)}
         if self.kafka_security_protocol != "PLAINTEXT":
-            kwargs.update(security_protocol=self.kafka_security_protocol, ssl_context=self.ssl_context())
+            kwargs.update(security_protocol=self.kafka_security_protocol, ssl_context=tls_context(self))
         if self.kafka_security_protocol.startswith("SASL"):
             kwargs.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
                           sasl_plain_password=self.kafka_sasl_password)

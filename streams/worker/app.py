@@ -10,6 +10,7 @@ from streams.core.clock import Clock
 from streams.core.config import core_objects
 from streams.core.internal import Checked
 from streams.core.records import decode_image_keyed, decode_keyed
+from streams.core.setting_rules import tls_context
 from streams.core.settings import Settings
 
 settings = Settings.from_env()
@@ -19,7 +20,7 @@ def broker_credentials(s: Settings):
     """faust credentials from RECSTREAM_KAFKA_* (None for PLAINTEXT)."""
     if s.kafka_security_protocol == "PLAINTEXT":
         return None
-    context = s.ssl_context()
+    context = tls_context(s)
     if s.kafka_security_protocol == "SSL":
         return faust.SSLCredentials(context)
     return faust.SASLCredentials(username=s.kafka_sasl_username, password=s.kafka_sasl_password,
