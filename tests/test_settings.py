@@ -55,6 +55,12 @@ BAD_VALUES = [
     ("EVENT_MAP", "@/nonexistent/map.json"), ("IMAGE_VARIANTS", "not json"), ("IMAGE_VARIANTS", "[1]"),
     ("IMAGE_VARIANTS", '{"A": {"share": "half"}}'), ("IMAGE_VARIANTS", '{"A": {"share": 0.3}}'),
     ("MAX_FUTURE_SKEW_S", "-1"), ("MAX_FUTURE_SKEW_S", "inf"), ("MIN_EVENT_YEAR", "1969"), ("MIN_EVENT_YEAR", "10000"),
+    ("WEIGHTS", "view=0,save=0,follow=0,collection=0,inquiry=0,order=0"),  # no event counted, no list moved
+    # a busy loop or "never": snapshots and exposure flushes every loop turn, connections closed at once or
+    # held for ever, a refresh pass of a day a user, a commit never made
+    ("READOUT_INTERVAL_S", "1e-9"), ("EXPOSURE_FLUSH_S", "0.001"), ("HTTP_IDLE_TIMEOUT_S", "1e-9"),
+    ("HTTP_IDLE_TIMEOUT_S", "1e12"), ("REFRESH_RATE", "1e-5"), ("INPUT_COMMIT_INTERVAL_S", "1e12"),
+    ("POPULARITY_FLUSH_S", "1e12"), ("READOUT_INTERVAL_S", "1e12"),
     ("WEB_ADVERTISE_HOST", "http://w1:6066"), ("WEB_ADVERTISE_HOST", "w1:6066"),  # every forwarded read a 503
     ("INPUT_COMMIT_INTERVAL_S", "0"), ("CLOCK", "sundial"), ("REFRESH_INTERVAL_S", "-1"), ("REFRESH_RATE", "0"),
     ("VARIANTS", '{"A": {"share": 1, "ranking": "random"}}'), ("VARIANTS", '{"A": {"share": 1, "n": 0}}'),

@@ -72,7 +72,9 @@ def form_of(f: Field) -> str:
     if f.type == "str":
         return "any text"
     number = "an integer" if f.type == "int" else "a finite number"
-    if "max" in rule:
+    if "max" in rule and "above" in rule:
+        number += f" > {rule['above']} and at most {rule['max']}"
+    elif "max" in rule:
         number += f" from {rule['min']} to {rule['max']}"
     elif "min" in rule:
         number += f" >= {rule['min']}"
@@ -161,6 +163,8 @@ def check_together(s) -> None:
         raise ConfigError(f"{PREFIX}API_TOKEN must be the token alone, without the blanks or newline around it")
     if s.write_keys and not write_key_set(s.write_keys):  # "," let the collector take any key
         raise ConfigError(f"{PREFIX}WRITE_KEYS must be keys separated by commas, not only commas and blanks")
+    if not any(s.weights.values()):  # accepted, then no event counted toward affinity or trending: no list moved
+        raise ConfigError(f"{PREFIX}WEIGHTS must be above 0 for one kind at least (with all 0 no event counts)")
 
 
 def write_key_set(spec: str) -> frozenset[str]:

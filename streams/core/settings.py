@@ -104,7 +104,7 @@ class Settings:
     popularity_flush_s: float = field(default=1.0, metadata={
         "help": "how often a partition's trending/co-engagement and image-count shares are written while batches "
         "come (also before every input commit and rebalance; after a kill -9 the counts since the last write are "
-        "recovered: docs/model.md)", "min": 0})
+        "recovered: docs/model.md)", "min": 0, "max": 3600})
     image_experiment: str = field(default="images", metadata={"help": "A/B experiment name for image selection"})
     image_variants: str = field(default="", metadata={
         "help": "image variants, JSON or @file.json: {\"A\": {\"share\": 0.5, \"explore\": 0}, \"B\": {\"share\": "
@@ -126,7 +126,7 @@ class Settings:
         "secret": True})
     http_idle_timeout_s: float = field(default=75.0, metadata={
         "help": "the HTTP server closes a connection idle, or stalled in its request head, this long (above a load "
-        "balancer's idle timeout: AWS ALB's is 60 s)", "above": 0})
+        "balancer's idle timeout: AWS ALB's is 60 s)", "min": 1, "max": 3600})
     attribution_days: float = field(default=7.0, metadata={
         "help": "experiments: an order, inquiry or save of a listed work counts for the list's variant within this "
         "many days of the exposure", "above": 0})
@@ -134,10 +134,11 @@ class Settings:
         "help": "experiments: a list served by GET /recommendations is an exposure (at most one per user per "
         "RECSTREAM_EXPOSURE_FLUSH_S)"})
     exposure_flush_s: float = field(default=60.0, metadata={
-        "help": "how often served lists are sent as exposures (each user at most once per interval)", "above": 0})
+        "help": "how often served lists are sent as exposures (each user at most once per interval)", "min": 0.1,
+        "max": 86400})
     readout_interval_s: float = field(default=60.0, metadata={
         "help": "how often the experiments' counts are snapshot to experiments.readouts (the history `recstream "
-        "experiments report --out` plots)", "above": 0})
+        "experiments report --out` plots)", "min": 1, "max": 86400})
     write_keys: str = field(default="", metadata={
         "help": "write keys the Segment-compatible collector (POST /v1/batch, /v1/track, ...) accepts as the HTTP "
         "Basic user, comma-separated; empty accepts any key", "secret": True})
@@ -216,7 +217,7 @@ class Settings:
     input_commit_interval_s: float = field(default=2.8, metadata={
         "help": "how often direct ingest commits the input offsets it applied (after every output and changelog "
         "record they produced is acknowledged); a crash re-reads what came after, which the per-user input "
-        "offsets skip", "above": 0})
+        "offsets skip", "above": 0, "max": 3600})
     list_window_ms: int = field(default=500, metadata={
         "help": "direct ingest builds a user's recommendations list at most once per this many ms: the first at once, "
         "a busy user's next changes as one list when the window ends (all before their input offsets are "
@@ -230,7 +231,7 @@ class Settings:
         "without the users' events (works age out, sell, trending moves); only changed lists are written "
         "and sent (0: off)", "min": 0})
     refresh_rate: float = field(default=1000.0, metadata={
-        "help": "users per second a refresh pass rebuilds at most (bounds its CPU: ~50 us a user)", "above": 0})
+        "help": "users per second a refresh pass rebuilds at most (bounds its CPU: ~50 us a user)", "min": 1})
     log_level: str = field(default="info", metadata={"help": "worker log level (warning, critical accepted too)",
                                                        "choices": ("crit", "error", "warn", "info", "debug")})
 
