@@ -61,6 +61,8 @@ BAD_VALUES = [
     ("READOUT_INTERVAL_S", "1e-9"), ("EXPOSURE_FLUSH_S", "0.001"), ("HTTP_IDLE_TIMEOUT_S", "1e-9"),
     ("HTTP_IDLE_TIMEOUT_S", "1e12"), ("REFRESH_RATE", "1e-5"), ("INPUT_COMMIT_INTERVAL_S", "1e12"),
     ("POPULARITY_FLUSH_S", "1e12"), ("READOUT_INTERVAL_S", "1e12"),
+    ("ROCKSDB_CACHE_MB", str(1 << 44)), ("ROCKSDB_WRITE_BUFFER_MB", str(1 << 44)),  # OverflowError at assignment
+    ("MALLOC_ARENAS", str(1 << 40)), ("HOT_LISTS_MB", str(1 << 44)),
     ("WEB_ADVERTISE_HOST", "http://w1:6066"), ("WEB_ADVERTISE_HOST", "w1:6066"),  # every forwarded read a 503
     ("INPUT_COMMIT_INTERVAL_S", "0"), ("CLOCK", "sundial"), ("REFRESH_INTERVAL_S", "-1"), ("REFRESH_RATE", "0"),
     ("VARIANTS", '{"A": {"share": 1, "ranking": "random"}}'), ("VARIANTS", '{"A": {"share": 1, "n": 0}}'),

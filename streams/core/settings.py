@@ -153,12 +153,13 @@ class Settings:
     kafka_ssl_certfile: str = field(default="", metadata={"help": "client certificate (mutual TLS)", **TLS_FILE})
     kafka_ssl_keyfile: str = field(default="", metadata={"help": "client key (mutual TLS)", **TLS_FILE})
     rocksdb_write_buffer_mb: int = field(default=4, metadata={
-        "help": "RocksDB memtable size per partition store (faust's default is 64 MB, times ~40 stores)", "min": 1})
+        "help": "RocksDB memtable size per partition store (faust's default is 64 MB, times ~40 stores)", "min": 1,
+        "max": 65536})
     rocksdb_cache_mb: int = field(default=32, metadata={
-        "help": "RocksDB memory budget of the whole worker: one block cache shared by every store, holding index "
-        "and filter blocks too and charged for memtables (32 and 64 MB gave the same throughput)", "min": 1})
+        "help": "RocksDB memory budget of the whole worker: one block cache shared by every store, holding index and"
+        " filter blocks, charged for memtables (32 and 64 MB gave the same throughput)", "min": 1, "max": 1 << 20})
     hot_lists_mb: int = field(default=8, metadata={"help": "memory for the lists this worker wrote or served lately,"
-        " so their next GET /recommendations skips RocksDB (0: none)", "min": 0})
+        " so their next GET /recommendations skips RocksDB (0: none)", "min": 0, "max": 1 << 20})
     fetch_max_wait_ms: int = field(default=500, metadata={
         "help": "longest a fetch of faust's consumer thread waits for data: with direct ingest it reads only the "
         "global tables' changelogs and recovery (a short wait costs the HTTP reads GIL hand-offs); without, it reads "
@@ -181,7 +182,7 @@ class Settings:
         "fetches at once and left pymalloc arenas pinned: +44 MB RSS after recovering 1M users)", "min": 1})
     malloc_arenas: int = field(default=2, metadata={
         "help": "glibc malloc arenas for the worker (0: glibc's default of 8 per core, which lets RSS grow with the"
-        " data touched)", "min": 0})
+        " data touched)", "min": 0, "max": 1024})
     malloc_mmap_threshold_kb: int = field(default=128, metadata={
         "help": "allocations from this size up get their own mapping, returned to the OS when freed (0: glibc's "
         "default, which raises the threshold after the first large free, so later fetch buffers fragment "
