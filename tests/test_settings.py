@@ -112,6 +112,21 @@ def test_edge_values_that_mean_something_are_accepted(tmp_path):
     assert s.web_port == 65535 and s.malloc_arenas == 0 and s.weights["view"] == 0.0
 
 
+def test_tls_files_that_hold_no_certificate_and_a_data_dir_that_is_a_file_are_named_at_start(tmp_path):
+    """ssl's "[X509: NO_CERTIFICATE_OR_CRL_FOUND]" named neither the file nor its variable (at the first
+    connection, not at start), and a data dir that is a file stopped the worker with "File exists"."""
+    not_pem = tmp_path / "ca.txt"
+    not_pem.write_text("not a certificate\n")
+    cases = {"KAFKA_SSL_CAFILE": {"RECSTREAM_KAFKA_SSL_CAFILE": str(not_pem)},
+             "KAFKA_SSL_CERTFILE": {"RECSTREAM_KAFKA_SSL_CERTFILE": str(not_pem)},
+             "DATA_DIR": {"RECSTREAM_DATA_DIR": str(not_pem)}}
+    for name, env in cases.items():
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env({"RECSTREAM_KAFKA_SECURITY_PROTOCOL": "SSL", **env})
+        assert str(caught.value).startswith(f"RECSTREAM_{name}") and str(not_pem) in str(caught.value)
+        assert "\n" not in str(caught.value) and "must be" in str(caught.value)
+
+
 def test_image_variants_come_from_an_at_file_as_the_recommendation_variants_do(tmp_path):
     """RECSTREAM_IMAGE_VARIANTS=@file.json was refused as "not valid JSON" while RECSTREAM_VARIANTS took it."""
     from streams.core.config import load_settings

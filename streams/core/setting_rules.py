@@ -138,6 +138,9 @@ def is_file_or_empty(path: str) -> bool:
 
 
 TLS_FILE = {"valid": is_file_or_empty, "form": "empty or an existing file"}  # the TLS file settings' rule
+# RECSTREAM_DATA_DIR: a file there stopped the worker with "File exists: <path>"
+DIRECTORY = {"valid": lambda path: not os.path.exists(path) or os.path.isdir(path),
+             "form": "a directory, or a path where one can be made (not a file)"}
 
 
 # The app id and the topic prefix name topics (`<prefix><app id>-recommendations-changelog`, 26 characters
@@ -163,6 +166,7 @@ def check_together(s) -> None:
         raise ConfigError(f"{PREFIX}API_TOKEN must be the token alone, without the blanks or newline around it")
     if s.write_keys and not write_key_set(s.write_keys):  # "," let the collector take any key
         raise ConfigError(f"{PREFIX}WRITE_KEYS must be keys separated by commas, not only commas and blanks")
+    tls_context(s)  # a TLS file that holds no certificate or key: said at start, naming its variable
     if not any(s.weights.values()):  # accepted, then no event counted toward affinity or trending: no list moved
         raise ConfigError(f"{PREFIX}WEIGHTS must be above 0 for one kind at least (with all 0 no event counts)")
 
@@ -233,7 +237,15 @@ def tls_context(settings):
         return None
     import ssl
 
-    context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    try:  # ssl's own error named neither the file nor its variable ("no certificate or crl found")
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{PREFIX}KAFKA_SSL_CAFILE must be a PEM file of CA certificates; "
+                          f"{settings.kafka_ssl_cafile!r}: {exc.reason or exc}") from None
     if settings.kafka_ssl_certfile:
-        context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile or None)
+        try:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile or None)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"{PREFIX}KAFKA_SSL_CERTFILE and {PREFIX}KAFKA_SSL_KEYFILE must be a PEM certificate "
+                              f"and its key; {settings.kafka_ssl_certfile!r}: {exc.reason or exc}") from None
     return context

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 
 from streams.core.setting_rules import (
     DEFAULT_WEIGHTS,
+    DIRECTORY,
     HOST,
     MAX_FETCH_WAIT_MS,
     MAX_PARTITIONS,
@@ -50,7 +51,7 @@ class Settings:
     partitions: int = field(default=4, metadata={
         "help": "partitions for topics recstream creates", "min": 1, "max": MAX_PARTITIONS})
     data_dir: str = field(default="data", metadata={
-        "help": "local state directory (RocksDB tables, in a folder per app id: <data dir>/<app id>)"})
+        "help": "local state directory (RocksDB tables, in a folder per app id: <data dir>/<app id>)", **DIRECTORY})
     web_host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind host"})
     web_port: int = field(default=6066, metadata={"help": "HTTP port", "min": 1, "max": 65535})
     web_advertise_host: str = field(default="", metadata={
