@@ -100,6 +100,21 @@ def test_help_works_even_with_a_bad_setting_and_faust_help_is_still_there():
 # --- config ---------------------------------------------------------------------------------
 
 
+def tls_files() -> dict[str, str]:
+    """A CA and a client certificate and key it issued, as PEM files (the TLS settings are loaded at start)."""
+    import tempfile
+
+    import trustme
+
+    folder, ca = Path(tempfile.mkdtemp(prefix="recstream-tls-")), trustme.CA()
+    cert = ca.issue_cert("client.example")
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(folder / "key.pem"))
+    return {f"kafka_ssl_{name}": str(folder / f"{file}.pem") for name, file in
+            (("cafile", "ca"), ("certfile", "cert"), ("keyfile", "key"))}
+
+
 SPECIAL = {  # settings whose values must follow a format, and values that test shell quoting
     "broker_url": "kafka://broker-1:9092,broker-2:9092",
     "event_map": '{"Artwork Liked": "save", "it\'s $HOME #1": "ignore"}',
@@ -110,7 +125,8 @@ SPECIAL = {  # settings whose values must follow a format, and values that test 
     "image_filtered_categories": "drinks,desserts",
     "kafka_security_protocol": "SASL_SSL",
     "log_level": "warning",  # read as warn
-    **{f"kafka_ssl_{name}": __file__ for name in ("cafile", "certfile", "keyfile")},  # files that exist
+    **tls_files(),
+    "web_advertise_host": "worker-2.example",  # a host, no scheme or port
     "app_id": "app_id.v2-x",  # they name topics: Kafka's characters only
     "topic_prefix": "staging_2.",
 }

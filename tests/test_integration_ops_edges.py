@@ -145,7 +145,7 @@ def test_a_bulk_rebuild_stopped_midway_prints_no_traceback_and_leaves_no_shard_r
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "rebuild", "--app-id", f"{cluster.env['RECSTREAM_APP_ID']}-v2",
              "--bulk", "--no-worker", "--shards", "2"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **cluster.env, "RECSTREAM_BROKER_URL": cluster.broker.url})
+            preexec_fn=ctrl_c_default, env={**os.environ, **cluster.env, "RECSTREAM_BROKER_URL": cluster.broker.url})
         shards = wait_until(lambda: _shards(proc.pid) if len(_shards(proc.pid)) >= 2 else None, 60,
                             what="the shard processes")
         time.sleep(1.5)  # midway: the shards start, then read the 150,000 events for some seconds
@@ -160,6 +160,12 @@ def test_a_bulk_rebuild_stopped_midway_prints_no_traceback_and_leaves_no_shard_r
     assert "Traceback" not in text and "never retrieved" not in text, text[-3000:]
     if stop == "ctrl-c":
         assert "recstream rebuild: interrupted" in text
+
+
+def ctrl_c_default() -> None:
+    """In the child: Ctrl-C as a terminal's, whatever the test runner's. A runner started in the background by a
+    shell without job control ignores SIGINT, and its children keep that: the command ran on to its end, status 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _shards(pid: int) -> list[int]:
@@ -178,7 +184,7 @@ def test_replay_stopped_with_ctrl_c_says_how_far_it_got_without_a_traceback(brok
     path.write_bytes(b"\n".join(dumps(e) for e in demo.events(2000)) + b"\n")
     proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "replay", str(path), "--rate", "200"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, **cluster.env, "RECSTREAM_BROKER_URL": broker.url})
+                            preexec_fn=ctrl_c_default, env={**os.environ, **cluster.env, "RECSTREAM_BROKER_URL": broker.url})
     time.sleep(4)  # started, and sending at 200 lines a second
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=30)

@@ -122,13 +122,6 @@ def segment_key(event: dict) -> bytes | None:
 # --- commands -----------------------------------------------------------------------------
 
 
-def run(command: str, argv: list[str]) -> int:
-    from streams.cli.dev import cmd_dev
-    from streams.core import demo
-
-    return {"dev": cmd_dev, "demo-events": demo.main, "broker": cmd_broker}[command](argv)
-
-
 def cmd_broker(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="recstream broker", description="Run the embedded broker.")
     parser.add_argument("--port", type=int, default=9092, help="the port to listen on, on 127.0.0.1 (default 9092)")

@@ -114,9 +114,10 @@ def _main(argv: list[str]) -> None:
     if command == "config":
         sys.exit(cmd_config(rest))
     if command in OWN_COMMANDS:
-        from streams.cli import devtools
+        from streams.cli import dev, devtools
+        from streams.core import demo
 
-        sys.exit(devtools.run(command, rest))
+        sys.exit({"dev": dev.cmd_dev, "demo-events": demo.main, "broker": devtools.cmd_broker}[command](rest))
     if command == "--faust-help":
         sys.argv = [sys.argv[0], "--help"]
     elif command == "worker":
