@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from streams.core.positions import floor_of
+
 
 def flush_due(flushed_at: dict, key, now: float, every_s: float) -> bool:
     """Whether `key`'s periodic write is due at `now` (then marked written at `now`): `every_s`
@@ -99,7 +101,7 @@ class Shares:
     def positions(self) -> dict[int, dict[str, int]]:
         """Each live share's decided input positions (its `counted`), copied as they are now: call it
         once they are all written, and `settle` them once those writes are acknowledged."""
-        return {p: dict(share.counted) for p, share in self.live.items()}
+        return {p: floor_of(share.counted) for p, share in self.live.items()}
 
     def settle(self, positions: dict[int, dict[str, int]]) -> None:
         """`positions` (from `positions`) are in acknowledged writes: no crash brings a share back behind them.

@@ -158,6 +158,17 @@ def counted_when_applied(value, record) -> bool:
     return not repeated(value.repeats, record.source, record.offset) and contains(value.seen, digest(record.message_id))
 
 
+def floor_of(counted: Mapping[str, int]) -> dict[str, int]:
+    """A share's positions as the floor of its keyed values' repeats (`note_repeat`), taken from a write
+    that is acknowledged: every source but the forwarded ones, which the share forgets past
+    MAX_FORWARDED_KEPT (`share_takes`), and a floor the share no longer holds would let a repeat count twice.
+
+    >>> floor_of({"events:0": 7, "events:0@anon-1": 3})
+    {'events:0': 7}
+    """
+    return {source: offset for source, offset in counted.items() if "@" not in source}
+
+
 def share_takes(counted: dict[str, int], source: str, offset: int, fresh: bool, counted_before: bool) -> bool:
     """Whether a share counts a record `fresh` to its keyed value (first delivery, new messageId),
     `counted_before` by it (a redelivery of a position it applied and did not judge a repeat) or
