@@ -1,5 +1,5 @@
-"""What the commands share: the bootstrap address (or a one-line error), a progress line on stderr,
-where a plot goes (--out, checked before any work), the warning for a RECSTREAM_* typo, and a
+"""What the commands share: the bootstrap address (or a one-line error), the line for a broker that did not answer,
+a progress line on stderr, where a plot goes (--out, checked before any work), the warning for a RECSTREAM_* typo, and a
 worker's JSON read over HTTP (its token sent, a failure in one line)."""
 
 from __future__ import annotations
@@ -13,6 +13,13 @@ import urllib.request
 
 from streams.core.setting_rules import bootstrap_servers
 from streams.core.settings import Settings
+
+
+def unanswered(exc: BaseException, url: str = "") -> str:
+    """A broker that did not answer (a KafkaError), in the one line every command prints for it."""
+    said = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
+    at = f" at {url}" if url else ""
+    return f"the broker{at} did not answer ({said}); check RECSTREAM_BROKER_URL and the RECSTREAM_KAFKA_* settings"
 
 
 class Progress:

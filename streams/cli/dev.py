@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from streams.cli import dev_options
+from streams.cli.common import unanswered
 from streams.cli.dev_experiment import experiment_readout
 from streams.cli.dev_isolation import drop_topics, isolated
 from streams.cli.devtools import WorkerProcess, produce, segment_key
@@ -69,8 +70,7 @@ async def _dev(args) -> None:
             try:  # before a worker is started: its own failure to reach the broker was three lines from two places
                 await existing_topics(settings.aiokafka_kwargs())
             except KafkaError as exc:
-                raise Unreachable(f"the broker at {url} did not answer ({exc}); check RECSTREAM_BROKER_URL and "
-                                  "the RECSTREAM_KAFKA_* settings") from None
+                raise Unreachable(unanswered(exc, url)) from None
             settings = isolated(settings)
             print(f"[dev] on {url} under the topic prefix {settings.topic_prefix!r}: its own topics and consumer "
                   "groups, so nothing already on that cluster is read or written")

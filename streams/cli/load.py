@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.cli.common import Progress, bootstrap_of
+from streams.cli.common import Progress, bootstrap_of, unanswered
 from streams.core.catalog import decode_artwork, decode_curated
 from streams.core.events import Rejected
 from streams.core.image_pipeline import decode_image_catalog
@@ -137,8 +137,7 @@ def run_producer(command: str, coroutine) -> tuple[Any, int]:
     try:
         return asyncio.run(coroutine), 0
     except KafkaError as exc:
-        print(f"recstream {command}: the broker did not answer ({exc}); check "
-              "RECSTREAM_BROKER_URL and the RECSTREAM_KAFKA_* settings", file=sys.stderr)
+        print(f"recstream {command}: {unanswered(exc)}", file=sys.stderr)
     except UnreadableFile as exc:
         print(f"recstream {command}: {exc}", file=sys.stderr)
     return None, 2

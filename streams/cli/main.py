@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> None:
 
         if not isinstance(exc, KafkaError):
             raise
-        said = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
-        _fail(argv[0], f"the broker did not answer ({said}); check RECSTREAM_BROKER_URL and RECSTREAM_KAFKA_*")
+        from streams.cli.common import unanswered
+
+        _fail(argv[0], unanswered(exc))
 
 
 def _fail(command: str, problem: str) -> None:
