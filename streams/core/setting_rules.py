@@ -109,8 +109,7 @@ def is_broker_url(url: str) -> bool:
         host, sep, port = rest.rstrip("/").rpartition(":")
         if not (sep and port.isdigit() and 0 < int(port) < 65536):
             return False
-        if not (len(host) > 2 and host[0] == "[" and host[-1] == "]"
-                or host and all(c.isalnum() or c in "-._" for c in host)):
+        if not (host and is_host(host)):
             return False
     return True
 
