@@ -125,7 +125,6 @@ class DirectIngest:
         self.timed_topics = frozenset(timed_topics)  # their records' age when read: recstream_input_age_seconds
         self.handle, self.flush, self.ready, self.before_commit = handle, flush, ready, before_commit
         self.after_commit = after_commit
-        self._owed = None  # what before_commit returned for the commit coming (one runs at a time)
         self.batch_max, self.commit_every_s = batch_max, commit_every_s
         self.consumer = AIOKafkaConsumer(**client, group_id=group_id, enable_auto_commit=False,
                                          auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
@@ -165,7 +164,7 @@ class DirectIngest:
         async with self._lock:
             try:
                 await self._settle()
-                await self._commit(await self._covered())
+                await self._commit(*await self._covered())
             except Exception as exc:  # e.g. the producer already stopped: a restart replays from the last commit
                 log.warning("direct ingest: final commit failed: %r", exc)
             await stop_consumer(self.consumer)
@@ -203,7 +202,7 @@ class DirectIngest:
         """Before faust hands partitions to another worker: finish, flush, commit, let go."""
         async with self._lock:
             await self._settle()
-            await self._commit(await self._covered())
+            await self._commit(*await self._covered())
             self._held.clear()
             self.consumer.assign([])
 
@@ -229,7 +228,7 @@ class DirectIngest:
                 if time.monotonic() - self._last_commit >= self.commit_every_s and self._committing is None:
                     # beside the next batches, not before them: an offset commit is a broker round
                     # trip, and every event read meanwhile would wait for it
-                    self._committing = asyncio.create_task(self._commit_in_background(await self._covered()))
+                    self._committing = asyncio.create_task(self._commit_in_background(*await self._covered()))
 
     def _observe_ages(self, records: list) -> None:
         """Each timed record's age when read: now minus its Kafka timestamp (the producer's create
@@ -251,17 +250,17 @@ class DirectIngest:
             del self._held[tp]
             self.consumer.resume(tp)
 
-    async def _covered(self) -> dict[TopicPartition, int]:
+    async def _covered(self) -> tuple[dict[TopicPartition, int], object]:
         """The offsets to commit next, taken from the uncommitted ones once what the batches
-        behind them still owe is produced (under the lock: no batch comes in between)."""
-        if self.before_commit is not None and self._uncommitted:
-            self._owed = await self.before_commit()
+        behind them still owe is produced (under the lock: no batch comes in between), and
+        what `before_commit` returned, for `after_commit`."""
+        owed = await self.before_commit() if self.before_commit is not None and self._uncommitted else None
         offsets, self._uncommitted = self._uncommitted, {}
-        return offsets
+        return offsets, owed
 
-    async def _commit_in_background(self, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit_in_background(self, offsets: dict[TopicPartition, int], owed: object) -> None:
         try:
-            await self._commit(offsets)
+            await self._commit(offsets, owed)
         except Exception as exc:  # kept for the next commit; a crash would only replay more
             log.warning("direct ingest commit failed, retrying with the next batch: %r", exc)
         finally:
@@ -272,7 +271,7 @@ class DirectIngest:
         if self._committing is not None:
             await asyncio.wait([self._committing])
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit(self, offsets: dict[TopicPartition, int], owed: object) -> None:
         self._last_commit = started = time.monotonic()
         if not offsets:
             return
@@ -281,7 +280,7 @@ class DirectIngest:
             flushed = time.monotonic()
             await self.consumer.commit(offsets)
             if self.after_commit is not None:
-                self.after_commit(self._owed)
+                self.after_commit(owed)
             metrics.inc("recstream_input_commits_total")
             if time.monotonic() - started > SLOW_COMMIT_S:  # held lists and the next commit wait for it
                 log.warning("direct ingest commit took %.1f s (producer flush %.1f s, offset commit %.1f s)",
