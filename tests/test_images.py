@@ -72,6 +72,9 @@ def test_query_boost_prefers_matching_tags():
     boosted = choose(POOL, STATS, "m", None, C=0.0, query="BURGER")
     assert boosted.boost == SelectionParams().query_boost
     assert choose(POOL, STATS, "m", None, C=0.0, query="salad").image_id == "h"
+    # words, not space-separated chunks: punctuation around a word and a word's case do not hide it
+    assert choose(POOL, STATS, "m", None, C=0.0, query="cheap burger, near me?").image_id == "x"
+    assert choose(POOL, STATS, "m", None, C=0.0, query="(Burger)").boost == SelectionParams().query_boost
 
 
 def test_ties_break_by_pool_order():

@@ -296,6 +296,46 @@ def test_an_upload_cut_off_midway_is_counted_not_a_traceback_in_the_log(module_c
     assert "Error handling request" not in log and "Traceback" not in log, log[-3000:]
 
 
+def test_http_errors_are_json_a_trailing_slash_redirects_and_bad_escapes_are_refused(module_cluster, worker):
+    """An outside check: unknown paths and methods were answered in aiohttp's plain text beside the
+    API's JSON errors, "/recommendations/u1/" was a 404, "%ZZ" in an id served a user "%ZZ" (and
+    counted an exposure for it), and a 404 repeated an 8 KB id back whole."""
+    import http.client
+
+    def ask(method: str, path: str):
+        conn = http.client.HTTPConnection("127.0.0.1", worker.web_port, timeout=10)
+        try:
+            conn.request(method, path)
+            response = conn.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            conn.close()
+
+    status, headers, body = ask("GET", "/nothing/here")
+    assert (status, headers["Content-Type"].split(";")[0]) == (404, "application/json")
+    assert json.loads(body) == {"error": "not found", "path": "/nothing/here"}
+    status, headers, body = ask("POST", "/recommendations/u1")
+    assert status == 405 and set(headers["Allow"].split(",")) == {"GET", "HEAD"}
+    assert json.loads(body)["error"] == "method not allowed"
+    for path, target in (("/recommendations/u%201/?x=1", "/recommendations/u%201?x=1"),
+                         ("/users/u1/affinity//", "/users/u1/affinity"), ("/health/", "/health")):
+        status, headers, _ = ask("GET", path)
+        assert (status, headers["Location"]) == (308, target), path
+    for path in ("/nothing/", "//evil.example/"):  # a path that does not resolve stays a 404
+        status, headers, body = ask("GET", path)
+        assert status == 404 and "Location" not in headers and json.loads(body)["error"] == "not found", path
+    for path in ("/recommendations/%ZZ", "/users/%C3%28/affinity", "/images/c%G1?merchants=m1"):
+        status, _, body = ask("GET", path)
+        assert status == 400 and "percent-escape" in json.loads(body)["error"], path
+    status, headers, body = ask("GET", "/recommendations/u%201")
+    assert status == 200 and json.loads(body)["user_id"] == "u 1"
+    assert headers["Cache-Control"] == "no-store" and headers["Content-Type"] == "application/json; charset=utf-8"
+    status, _, body = ask("GET", "/users/" + "x" * 8000 + "/affinity")
+    assert status == 404 and json.loads(body)["user_id"] == "x" * 200 + "…"
+    log = (module_cluster.root / "hostile.log").read_text()
+    assert "Error handling request" not in log and "Traceback" not in log, log[-3000:]
+
+
 def test_a_profile_of_the_longest_ids_still_fits_one_changelog_record(cluster):
     """Ids may be 256 characters, 1 KB in 4-byte UTF-8: a user who bought 300 such works and saved 600 had a
     1.25 MB profile, over Apache Kafka's default 1 MB message.max.bytes: on such a cluster its changelog

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated
@@ -222,8 +223,28 @@ def choose(pool: Sequence[Image], stats: dict[str, tuple[float, float]], merchan
 
 
 def query_boost(pool: Sequence[Image], query: str, boost: float) -> np.ndarray:
-    words = {w for w in query.lower().split() if w}
-    return np.array([boost if words & {t.lower() for t in i.tags} else 0.0 for i in pool])
+    """`boost` for each image with a tag all of whose words are among the query's (words: runs of
+    letters and digits, any case), else 0. Split on spaces only, "sofa," and "sofa?" matched no "sofa"
+    tag; a tag of several words ("mid-century") matches a query holding them all.
+
+    >>> pool = [Image("i1", "u", tags=["Sofa"]), Image("i2", "u", tags=["mid-century"]), Image("i3", "u")]
+    >>> query_boost(pool, "red sofa, mid century?", 0.05).tolist()
+    [0.05, 0.05, 0.0]
+    >>> query_boost(pool, "CAFÉ sofas", 0.05).tolist(), query_boost(pool, "", 0.05).tolist()
+    ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+    """
+    words = set(_words(query))
+    if not words:
+        return np.zeros(len(pool))
+    return np.array([boost if any(tag and words.issuperset(tag) for tag in map(_words, i.tags)) else 0.0
+                     for i in pool])
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.casefold())
 
 
 # --- the multiplier simulator ---------------------------------------------------------------

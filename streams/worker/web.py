@@ -9,7 +9,6 @@ from urllib.parse import quote
 
 import msgspec
 from aiohttp import web as aiohttp_web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from streams.core.affinity import load
 from streams.core.aliases import MAX_VIA
@@ -24,23 +23,10 @@ from streams.worker.app import affinity_model, app, clock, image_config, pipelin
 from streams.worker.hot import keep_hot
 from streams.worker.reads import forward, owned_partition, read, routed
 from streams.worker.state import image_stats, pools, popularity_view
+from streams.worker.web_errors import MalformedRequests, bad_escapes_response, echoed, json_errors, malformed_escapes
 
-
-class _MalformedRequests(logging.Filter):
-    """aiohttp logs a request it cannot parse (an over-long line or header, a bad Content-Length or
-    chunk size) at ERROR with its traceback, so any client could fill the worker's log. It answers
-    400 either way; here it is counted and logged in one debug line, as aiohttp treats a bad method."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        problem = record.exc_info[1] if record.exc_info else None
-        if not isinstance(problem, HttpProcessingError):
-            return True
-        metrics.inc("recstream_http_malformed_requests_total")
-        logging.getLogger(__name__).debug("malformed HTTP request (%s): %s", record.getMessage(), problem)
-        return False
-
-
-logging.getLogger("aiohttp.server").addFilter(_MalformedRequests())
+logging.getLogger("aiohttp.server").addFilter(MalformedRequests())
+_UNCACHED = {"Cache-Control": "no-store"}  # a user's answers change with every event: no cache may keep one
 
 
 @aiohttp_web.middleware
@@ -66,6 +52,7 @@ def install() -> None:
     # faust makes aiohttp's runner with its defaults: a connection that sent nothing, half a request head or
     # nothing more after a request was held an hour, and ~20,000 such used up the worker's file descriptors
     app.web._runner._kwargs["keepalive_timeout"] = settings.http_idle_timeout_s
+    app.web.web_app.middlewares.insert(0, json_errors)
     keep_hot(tables.recommendations.changelog_topic.get_topic_name(), settings.hot_lists_mb * 1024 * 1024)
     if settings.api_token:
         app.web.web_app.middlewares.append(_require_token)
@@ -80,7 +67,7 @@ async def user_affinity(web, request, user_id: str):
         return web.json({"error": "n must be a whole number from 0 to 9999", "n": n[:32]}, status=400)
     raw = None if user_id == MARK else read(tables.affinity, user_id)  # the mark is no user's profile
     if raw is None:
-        return web.json({"error": "unknown user", "user_id": user_id}, status=404)
+        return web.json({"error": "unknown user", "user_id": echoed(user_id)}, status=404)
     profile = load(raw)
     top = [] if profile.alias_of else affinity_model.top(profile, int(n))
     return web.json({
@@ -89,7 +76,7 @@ async def user_affinity(web, request, user_id: str):
         "events": profile.events,
         "alias_of": profile.alias_of or None,
         "artists": [{"artist_id": a, "score": s} for a, s in top],
-    })
+    }, headers=dict(_UNCACHED))
 
 
 def _without_unused_cors_hook() -> None:
@@ -108,6 +95,8 @@ async def user_recommendations(request):
     """GET /recommendations/{user_id}: the precomputed list; a new or unknown user gets the
     cold-start list, never a 404. The hot read, so a plain aiohttp handler (`install`), not a
     faust view: faust's view dispatch and its web sensors cost more than the read itself."""
+    if malformed_escapes(request.raw_path):
+        return bad_escapes_response()
     return await _served_list(request, request.match_info["user_id"])
 
 
@@ -136,7 +125,7 @@ async def _served_list(request, user_id: str, hops: int = 0):
         raw = encode(Recommendations(user_id, variant.name, now, pipeline_config.model_version, "cold-start", items))
     if shown and settings.http_exposures and is_id(user_id):  # an id ingest refuses never converts: not one
         exposures.note(user_id, raw)  # an exposure, sent with the others
-    return aiohttp_web.Response(body=raw, content_type="application/json")
+    return aiohttp_web.Response(body=raw, content_type="application/json", charset="utf-8", headers=_UNCACHED)
 
 
 @app.page("/experiments")
@@ -212,7 +201,7 @@ async def consumer_images(web, request, consumer_id: str):
         return web.json({"error": f"give ?merchants=m1,m2: {merchants.detail}"}, status=400)
     req = ImageRequest(f"http-{time.time_ns()}", consumer_id, merchants, request.query.get("q", ""))
     reply = answer(image_config, req, load_state(read(tables.image_consumers, consumer_id)), pools, image_stats())
-    return web.json(reply)
+    return web.json(reply, headers=dict(_UNCACHED))
 
 
 @app.page("/health")
