@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -221,6 +222,10 @@ def test_a_merged_ids_list_is_served_by_every_worker_whoever_owns_either_id(clus
             assert get_json(w, f"/recommendations/{anon}") == (200, merged), (anon, w.base_url)
     # an absolute-form target (HTTP/1.1 servers must accept one) was forwarded as a URL of two authorities: 500
     member, served = pairs[0][1], None
+    for w in (first, second):  # one of them forwards: the owner's no-store comes back with its answer
+        for path in (f"/recommendations/{member}", f"/users/{member}/affinity"):
+            with urllib.request.urlopen(w.base_url + path, timeout=10) as response:
+                assert response.headers["Cache-Control"] == "no-store", (w.base_url, path)
     reads = [metric(w, "recstream_http_recommendations_total") for w in (first, second)]
     assert [raw_request(w, f"HEAD /recommendations/{member} HTTP/1.1")[0] for w in (first, second)] == [200, 200]
     # a HEAD (a probe, a link checker) is no read and no exposure, on the owner or forwarded to it

@@ -112,7 +112,7 @@ async def _proxy(owner: URL, request, path: str | None = None):
     headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
     async with app.http_client.request(request.method, url, headers=headers, timeout=_OWNER_TIMEOUT) as response:
         body = await response.read()
-        kept = {k: response.headers[k] for k in ("Retry-After",) if k in response.headers}
+        kept = {k: response.headers[k] for k in ("Retry-After", "Cache-Control") if k in response.headers}
         return aiohttp_web.Response(body=body, status=response.status, headers={
             **kept, "Content-Type": response.headers.get("Content-Type", "application/octet-stream")})
 
