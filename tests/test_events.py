@@ -360,6 +360,46 @@ def test_ingest_never_raises_on_any_bytes_or_json(raw, kind):
     assert dest is None or dest[0] in ("signals.keyed", "images.keyed", "pending", "deadletter")
 
 
+def _depth_exceeds(raw: bytes, limit: int) -> bool:
+    """The rule too_deep implements, one byte at a time: brackets outside strings (a string ends at
+    its first unescaped quote, or runs to the end) nest deeper than `limit`."""
+    depth, in_string, escaped = 0, False, False
+    for byte in raw:
+        char = chr(byte)
+        if in_string:
+            in_string, escaped = (in_string, False) if escaped else (char != '"', char == "\\")
+        elif char == '"':
+            in_string = True
+        elif char in "[{" or char in "]}":
+            depth += 1 if char in "[{" else -1
+            if depth > limit:
+                return True
+    return False
+
+
+@given(st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b"a", b" "]), max_size=60),
+       st.integers(0, 6))
+def test_too_deep_counts_the_brackets_outside_strings(pieces, limit):
+    from streams.core.jsonguard import too_deep
+
+    raw = b"".join(pieces)
+    assert too_deep(raw, limit) == _depth_exceeds(raw, limit)
+
+
+@pytest.mark.timeout(60)  # a hang guard, not a timing assertion: the quadratic scan took hours on these
+def test_an_unterminated_string_of_escaped_quotes_is_refused_without_a_quadratic_scan():
+    """An outside fuzz: a quote that opened no string, then escaped quotes (64 KB), took the depth
+    check 29 s (the string pattern was tried again from every later quote), past the worker's session
+    timeout, and its redelivery stalled every restart the same way. 1 MB of it (a catalog record, or
+    RECSTREAM_MAX_EVENT_BYTES raised) took hours."""
+    under_64_kb = b'{"type":"track","p":' + b"[" * 40 + b'"' + b'\\"' * 32_700
+    assert parse_segment(under_64_kb).reason == "too_deep"
+    one_mb = b'{"type":"track","p":' + b"[" * 40 + b'"' + b'\\"' * 500_000
+    assert parse_segment(one_mb, max_bytes=1 << 21).reason == "too_deep"
+    shallow = b'{"type":"track","p":"' + b'\\"' * 500_000
+    assert parse_segment(shallow, max_bytes=1 << 21).reason == "invalid_json"
+
+
 @pytest.mark.parametrize("line,reason", [
     (b'{"type":"track","properties":' + b"[" * 1000 + b"]" * 1000 + b"}", "too_deep"),
     (b"[" * 100 + b"]" * 100, "too_deep"),
