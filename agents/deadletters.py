@@ -1,7 +1,8 @@
 """The dead-letter send shared by the agents that reject a record they consumed."""
 
 from streams.core.events import Rejected
-from streams.core.ingest import dead_letter, decode_or_reject, letter_key, stamp_unpositioned
+from streams.core.ingest import decode_or_reject, stamp_unpositioned
+from streams.core.letters import dead_letter, letter_key
 from streams.core.metrics import metrics
 from streams.core.records import MAX_TABLE_VALUE_BYTES
 from streams.worker import topics

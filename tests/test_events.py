@@ -234,11 +234,11 @@ def test_a_failure_letter_names_the_internal_partition_when_a_records_source_is_
     raise (int("no-colon")), and the worker crash at every start."""
     import json
 
-    from streams.core.ingest import failure_letter
+    from streams.core.letters import failure_letter
     from streams.core.records import Signal
 
     for source in ("no-colon", "t:", "t:x", "", "a:b:7"):
-        letter = json.loads(failure_letter(Signal("view", "u", "m", 1.0, source=source), "ValueError", 3))
+        letter = json.loads(failure_letter(Signal("view", "u", "m", 1.0, source=source), "ValueError", 3, "keyed"))
         assert (letter["reason"], letter["partition"]) == ("internal_error", 7 if source == "a:b:7" else 3), letter
 
 
@@ -447,7 +447,7 @@ def test_epoch_zero_is_before_the_floor_and_an_identity_without_time_is_not():
 
 
 def test_a_dead_letter_of_a_huge_record_fits_a_produce_request():
-    from streams.core.ingest import dead_letter
+    from streams.core.letters import dead_letter
     from streams.core.records import DEAD_LETTER_BYTES
 
     letter = json.loads(dead_letter(Rejected("oversized", "too big"), "t", 0, 1, b"k" * 5000, b"x" * 3_000_000))

@@ -491,9 +491,10 @@ def test_a_catalog_record_that_fails_to_apply_is_dead_lettered_and_the_rest_appl
     assert {m[3] for m in refreshes} == set(range(catalog.settings.partitions))  # the artist's fans, every partition
 
 
-def test_a_failure_letter_of_a_record_without_its_input_position_names_this_apps_internal_topic():
+def test_a_failure_letter_of_a_record_without_its_input_position_names_this_apps_internal_topic(caplog):
     """An outside fuzzer: the letter of a keyed record whose source was no position named the logical
-    "signals.keyed", not the topic it was read from."""
+    "signals.keyed", not the topic it was read from. Another: such a letter had no key and no log line
+    (ingest's dead letters have both)."""
     from types import SimpleNamespace
 
     import msgspec
@@ -510,6 +511,10 @@ def test_a_failure_letter_of_a_record_without_its_input_position_names_this_apps
     letters = [msgspec.json.decode(value) for topic, _, value, *_ in sent if topic is topics.deadletter]
     assert [(letter["topic"], letter["partition"], letter["reason"]) for letter in letters] == [
         (topics.signals.get_topic_name(), 3, "internal_error"), (topics.images_keyed.get_topic_name(), 2, "internal_error")]
+    assert [letter["key"] for letter in letters] == ["u", "c"]
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and "internal_error" in r.getMessage()]
+    assert len(lines) == 2 and "ValueError while applying" in lines[0] and "KeyError while applying" in lines[1]
+    assert f"topic={topics.signals.get_topic_name()} partition=3 offset=-1" in lines[0]
 
 
 def test_without_cors_options_no_response_runs_the_cors_hook_and_with_them_it_stays():

@@ -5,7 +5,6 @@ The ingest agent calls `ingest_one` and only does I/O with the result.
 
 from __future__ import annotations
 
-import base64
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -25,18 +24,15 @@ from streams.core.events import (
     parse_typed_image,
 )
 from streams.core.jsonguard import decode_problem
+from streams.core.letters import dead_letter, letter_key
 from streams.core.properties import resolve_artists
 from streams.core.records import (
-    DEAD_LETTER_BYTES,
-    MAX_ID_CHARS,
-    DeadLetter,
     Exposure,
     Identity,
     ImageEvent,
     ImageRequest,
     Pending,
     Signal,
-    encode,
     encode_keyed,
 )
 from streams.core.retries import retry_or_give_up
@@ -165,33 +161,6 @@ def _ingest(raw: bytes | None, typed_kind: str | None, artist_of: Any, config: P
             return Rejected("invalid_property", f"{len(parsed.targets)} works in one message: at most {MAX_TARGETS}")
         return resolve_artists(parsed, artist_of)
     return parsed
-
-
-def letter_key(key: bytes | None) -> bytes | None:
-    """A dead letter's (or a retry's) Kafka key: the input's, cut to an id's longest UTF-8 (a 3 MB key made
-    the letter itself too large to produce, and the catalog agents crashed on it)."""
-    return None if key is None else key[:MAX_ID_CHARS * 4]
-
-
-def dead_letter(rejected: Rejected, topic: str, partition: int, offset: int,
-                key: bytes | None, value: bytes | None) -> bytes:
-    """The dead-letter record: reason, detail, source position and the original bytes."""
-    value = value or b""
-    key = None if key is None else letter_key(key).decode("utf-8", "replace")
-    return encode(DeadLetter(
-        reason=rejected.reason, detail=rejected.detail[:1000], topic=topic, partition=partition,
-        offset=offset, key=key, value=base64.b64encode(value[:DEAD_LETTER_BYTES]).decode("ascii"),
-        size=len(value), truncated=len(value) > DEAD_LETTER_BYTES))
-
-
-def failure_letter(record, why: str, partition: int, topic: str = SIGNALS) -> bytes:
-    """The dead letter of a parsed record the pipeline failed on (`why`: the exception's
-    name): its input position when known, else the internal `topic` partition it was read from."""
-    name, colon, part = (getattr(record, "source", "") or "").rpartition(":")
-    if not (colon and part.isdigit()):  # absent, or written by whoever could write the internal topic
-        name, part = topic, str(partition)
-    return dead_letter(Rejected("internal_error", f"{why} while applying"), name, int(part),
-                       getattr(record, "offset", -1), None, encode_keyed(record))
 
 
 class KeyPartitioner:
