@@ -512,6 +512,7 @@ def test_a_failure_letter_of_a_record_without_its_input_position_names_this_apps
     assert [(letter["topic"], letter["partition"], letter["reason"]) for letter in letters] == [
         (topics.signals.get_topic_name(), 3, "internal_error"), (topics.images_keyed.get_topic_name(), 2, "internal_error")]
     assert [letter["key"] for letter in letters] == ["u", "c"]
+    assert [key for topic, key, *_ in sent if topic is topics.deadletter] == [b"u", b"c"]
     lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and "internal_error" in r.getMessage()]
     assert len(lines) == 2 and "ValueError while applying" in lines[0] and "KeyError while applying" in lines[1]
     assert f"topic={topics.signals.get_topic_name()} partition=3 offset=-1" in lines[0]

@@ -30,9 +30,14 @@ def failure_letter(record, why: str, partition: int, topic: str) -> bytes:
     """The dead letter of a parsed record the pipeline failed on (`why`: the exception's
     name): its input position when known (`failure_position`), keyed by its user or consumer."""
     name, part, offset = failure_position(record, partition, topic)
-    who = getattr(record, "user_id", None) or getattr(record, "consumer_id", None)
     return dead_letter(Rejected("internal_error", f"{why} while applying"), name, part, offset,
-                       who.encode() if isinstance(who, str) else None, encode_keyed(record))
+                       failure_key(record), encode_keyed(record))
+
+
+def failure_key(record) -> bytes | None:
+    """A failed record's letter key: its user's or consumer's id (the input's key is not at hand)."""
+    who = getattr(record, "user_id", None) or getattr(record, "consumer_id", None)
+    return letter_key(who.encode()) if isinstance(who, str) else None
 
 
 def failure_position(record, partition: int, topic: str) -> tuple[str, int, int]:

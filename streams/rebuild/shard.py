@@ -149,13 +149,15 @@ async def read_partitions(client: dict, ranges: dict, idle_timeout_s: float, han
     (start, end), end exclusive) -> `await handle(records)`, in large raw batches."""
     from aiokafka import AIOKafkaConsumer
 
+    from streams.kafka.direct import ISOLATION
     from streams.kafka.offsets import stop_consumer
 
     remaining = {tp for tp, (start, end) in ranges.items() if end > start}
     if not remaining:
         return
     consumer = AIOKafkaConsumer(**client, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                                fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20, fetch_max_wait_ms=50)
+                                fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20, fetch_max_wait_ms=50,
+                                isolation_level=ISOLATION)  # what the live worker applies
     await consumer.start()
     try:
         consumer.assign(list(remaining))

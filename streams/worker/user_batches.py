@@ -12,7 +12,7 @@ from streams.core.coengagement import MARK, read_mark, settle
 from streams.core.guarded import run_guarded
 from streams.core.ingest import IMAGES, SIGNALS
 from streams.core.ledger import tally_key
-from streams.core.letters import failure_letter, failure_position
+from streams.core.letters import failure_key, failure_letter, failure_position
 from streams.core.metrics import metrics
 from streams.core.pipeline import PartitionBatch
 from streams.worker import tables, topics
@@ -50,7 +50,7 @@ def send_failures(batch: BatchCommit, failed: list, partition: int, topic: str =
     name = {SIGNALS: topics.signals, IMAGES: topics.images_keyed}[topic].get_topic_name()
     for record, why in failed:
         metrics.inc("recstream_dead_letters_total", reason="internal_error")
-        batch.send(topics.deadletter, None, failure_letter(record, why, partition, name))
+        batch.send(topics.deadletter, failure_key(record), failure_letter(record, why, partition, name))
         if (left_out := _failure_lines.admit(why)) is not None:  # a bug or a bound of ours: logged, as ingest's are
             source, part, offset = failure_position(record, partition, name)
             log.error("dead letter: reason=internal_error (%s while applying) topic=%s partition=%s offset=%s%s",
