@@ -193,6 +193,19 @@ def test_a_catalog_record_with_an_image_no_event_can_name_is_rejected(images):
     assert decode_image_catalog(msgspec.json.encode({"merchant_id": "m1", "images": [{"image_id": "h|x"}]}))
 
 
+def test_an_image_of_a_kind_other_than_header_or_item_is_rejected():
+    """An outside fuzz: kind "footer" was stored and pooled as an item."""
+    import msgspec
+
+    from streams.core.image_pipeline import decode_image_catalog
+
+    with pytest.raises(msgspec.ValidationError, match="kind"):
+        decode_image_catalog(msgspec.json.encode({"merchant_id": "m1", "images": [{"image_id": "f", "kind": "footer"}]}))
+    pool = decode_image_catalog(msgspec.json.encode({"merchant_id": "m1", "images": [
+        {"image_id": "h", "kind": "header"}, {"image_id": "i", "kind": "item"}, {"image_id": "j"}]})).images
+    assert [i.kind for i in pool] == ["header", "item", "item"]
+
+
 def test_a_share_that_lost_counts_in_a_crash_counts_their_redelivery_and_nothing_else():
     """The share (image_stats) is written apart from the consumers' states, so after a kill -9 either
     can be ahead. A redelivery (same input position) past what the share decided is counted again;

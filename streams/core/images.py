@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 import numpy as np
@@ -40,7 +40,7 @@ from streams.core.seen import Dated
 class Image(msgspec.Struct, forbid_unknown_fields=False):
     image_id: str
     url: str = ""
-    kind: str = "item"  # header | item
+    kind: Literal["header", "item"] = "item"  # another kind ("footer") was pooled as an item: refused now
     item_id: str | None = None
     category: str | None = None
     tags: list[str] = []
