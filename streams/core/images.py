@@ -20,6 +20,7 @@ it. Ties go to the earlier image in pool order (the header first), so choices ar
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import re
@@ -243,8 +244,9 @@ def query_boost(pool: Sequence[Image], query: str, boost: float) -> np.ndarray:
 _WORD = re.compile(r"[^\W_]+")
 
 
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.casefold())
+@functools.lru_cache(maxsize=8192)  # a pool's tags come back with every request
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(_WORD.findall(text.casefold()))
 
 
 # --- the multiplier simulator ---------------------------------------------------------------
