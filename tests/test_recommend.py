@@ -423,3 +423,21 @@ def test_a_view_reused_while_the_clock_moves_lists_what_a_fresh_view_lists(works
         now += step * DAY
         assert build(top, (), (), variant, cat, reused, now) == build(top, (), (), variant, cat,
                                                                       PopularityView([part]), now)
+
+
+def test_a_list_the_catalog_cannot_fill_reads_at_most_the_latest_scan():
+    """An outside fuzz: 100,000 works of one artist (variant B lists 2 a artist) made every list scan the
+    whole catalog for works of another artist, ~1 s a list. The list is the same: 2 of the artist, then
+    the newest capped ones."""
+    from streams.core.recommend import LATEST_SCAN
+
+    catalog = CatalogIndex()
+    for i in range(3 * LATEST_SCAN):
+        catalog.upsert(Artwork(f"w{i}", "solo", published_at=datetime.fromtimestamp(i * 60.0, tz=timezone.utc)))
+    asked = []
+    latest = catalog.latest
+    catalog.latest = lambda k: asked.append(k) or latest(k)
+    variant = Variant("B", ranking="popular", max_per_artist=2, n=6)
+    items = build((), (), (), variant, catalog, PopularityView([], 3600.0), 1e9)
+    newest = [f"w{i}" for i in range(3 * LATEST_SCAN - 1, 3 * LATEST_SCAN - 7, -1)]
+    assert [i.artwork_id for i in items] == newest and max(asked) < 2 * LATEST_SCAN

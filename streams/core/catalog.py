@@ -59,12 +59,16 @@ def check_key(key: bytes | None, record_id: str, name: str) -> None:
 
 
 CURATED_KEY = b"curated"
+# an editor's list; a list is built by walking it until full (an outside fuzz: 110,000 ids, none in the
+# catalog, made each list 17 ms, and one new work's 8,000 fans' lists froze a worker 130 s)
+MAX_CURATED_IDS = 1000
 
 
-def decode_curated(raw: bytes, key: bytes | None = CURATED_KEY) -> list[str]:
+def decode_curated(raw: bytes, key: bytes | None = CURATED_KEY, limit: int | None = MAX_CURATED_IDS) -> list[str]:
     """``{"artwork_ids": [...]}`` on catalog.curated, keyed ``curated``: compaction keeps the last
     record of each key, so a list under another key (or none) would stay on the topic beside the
-    real one, and a restart or a rebuild could take it for the current list.
+    real one, and a restart or a rebuild could take it for the current list. At most `limit` ids
+    (None: a stored list, taken as it is).
 
     >>> decode_curated(b'{"artwork_ids": ["w1"]}', key=b"weekly")
     Traceback (most recent call last):
@@ -76,11 +80,21 @@ def decode_curated(raw: bytes, key: bytes | None = CURATED_KEY) -> list[str]:
     ids = _CURATED.decode(raw).get("artwork_ids")
     if ids is None:
         raise msgspec.ValidationError("curated record needs artwork_ids")
+    if limit is not None and len(ids) > limit:
+        raise msgspec.ValidationError(f"a curated list holds at most {limit:,} artwork ids, got {len(ids):,}")
     return ids
 
 
 def published(artwork: Artwork) -> float:
     return artwork.published_at.timestamp() if artwork.published_at else 0.0
+
+
+def newness(artwork: Artwork) -> tuple[float, str]:
+    """The order of `CatalogIndex.latest`: publication time, then id."""
+    return published(artwork), artwork.id
+
+
+_LATEST_HELD = 256  # the newest works held (up to 4x as new ones come)
 
 
 def is_eligible(artwork: Artwork) -> bool:
@@ -124,7 +138,7 @@ class CatalogIndex:
         # (-published, id, work), eligible only: sorted newest first (ids are unique, so the
         # work itself is never compared), and a recent slice is ready for rankers as it is
         self._by_artist: dict[str, list[tuple[float, str, Artwork]]] = {}
-        self._latest: list[Artwork] | None = None
+        self._latest: list[Artwork] | None = None  # the newest eligible works, oldest first (`latest`)
         self.curated: list[str] = []
         self.bootstrapped = False  # loaded from the table after recovery (see tables.ensure_catalog_loaded)
         self.version = 0  # moves on every change: memos of what the index answered key on it
@@ -138,7 +152,11 @@ class CatalogIndex:
         self.works[artwork.id] = artwork
         if is_eligible(artwork):
             bisect.insort(self._by_artist.setdefault(artwork.artist_id, []), (-published(artwork), artwork.id, artwork))
-            self._latest = None
+            held = self._latest
+            if held and newness(artwork) > newness(held[0]):  # among the newest held: they stay the newest
+                bisect.insort(held, artwork, key=newness)
+                if len(held) > 4 * _LATEST_HELD:
+                    del held[:-_LATEST_HELD]
             return old is None or not is_eligible(old)
         return False
 
@@ -151,7 +169,11 @@ class CatalogIndex:
             i = bisect.bisect_left(entries, entry)
             if i < len(entries) and entries[i][:2] == entry:
                 del entries[i]
-            self._latest = None
+            held = self._latest
+            if held and newness(old) >= newness(held[0]):  # held: the others are still the newest
+                i = bisect.bisect_left(held, newness(old), key=newness)
+                if i < len(held) and held[i].id == old.id:
+                    del held[i]
 
     def put_back(self, artwork_id: str, entry: Artwork | None) -> None:
         """Make `entry` (what `get` gave before a change; None: absent) the work's entry again."""
@@ -209,11 +231,24 @@ class CatalogIndex:
                 -entries[end][0] if end < n else -inf, -entries[end - 1][0] if end else inf)
 
     def latest(self, k: int) -> list[Artwork]:
-        """The k newest eligible works in the whole catalog."""
-        if self._latest is None or len(self._latest) < k:
-            pool = (work for entries in self._by_artist.values() for _, _, work in entries)
-            self._latest = heapq.nlargest(max(k, 256), pool, key=lambda w: (published(w), w.id))
-        return self._latest[:k]
+        """The k newest eligible works in the whole catalog, newest first. The newest are held across
+        catalog changes (each recomputed them from the whole catalog: 0.1-0.6 s a list of 100,000 works).
+
+        >>> from datetime import datetime, timezone
+        >>> c = CatalogIndex()
+        >>> for wid, day in (("w1", 1), ("w2", 3), ("w3", 2)):
+        ...     _ = c.upsert(Artwork(wid, "a", published_at=datetime.fromtimestamp(day * 86400.0, tz=timezone.utc)))
+        >>> [w.id for w in c.latest(2)], c.upsert(Artwork("w4", "b")), [w.id for w in c.latest(9)]
+        (['w2', 'w3'], True, ['w2', 'w3', 'w1', 'w4'])
+        >>> c.remove("w2"); [w.id for w in c.latest(2)]
+        ['w3', 'w1']
+        """
+        held = self._latest
+        if held is None or len(held) < k:
+            pool = (entry for entries in self._by_artist.values() for entry in entries)
+            newest = heapq.nlargest(max(2 * k, _LATEST_HELD), pool, key=lambda e: (-e[0], e[1]))  # newness, at hand
+            held = self._latest = [work for _, _, work in reversed(newest)]
+        return held[:-k - 1:-1]
 
     def eligible_count(self) -> int:
         return sum(len(v) for v in self._by_artist.values())

@@ -52,6 +52,8 @@ _SCORE_FORMAT = f"%.{SCORE_DIGITS}g"  # one spec: a nested f-string spec was bui
 TOP_ARTISTS = 20  # personal candidates come from the user's strongest artists
 SIMILAR_PER_ARTIST = 5
 MAX_WORKS_PER_ARTIST = 50
+# the newest works a list reaches for when nothing else fills it (it scanned the catalog: ~1 s a list of 100k works)
+LATEST_SCAN = 1024
 SIMILAR_IN_POPULAR = 10  # the strongest similar artists whose works popular ranks (each costs a catalog scan)
 
 
@@ -121,8 +123,8 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], p
     while len(items) < n:
         before = len(exclude)
         take((w, 0.0, "latest") for w in catalog.latest(k) if published(w) <= now)
-        if len(exclude) == before and k >= catalog.eligible_count():
-            break  # the catalog has nothing more to give
+        if len(exclude) == before and k >= catalog.eligible_count() or k >= LATEST_SCAN:
+            break  # the catalog has nothing more to give, or nothing recent enough
         k *= 2
     return items + [RecItem(w.id, w.artist_id, round_score(score), source)
                     for w, score, source in capped[: n - len(items)]]

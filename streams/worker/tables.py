@@ -6,7 +6,7 @@ and recommendations live with the user's events. Global tables are held whole by
 
 from __future__ import annotations
 
-from streams.core.catalog import CatalogIndex, decode_curated
+from streams.core.catalog import MAX_CURATED_IDS, CatalogIndex, decode_curated
 from streams.worker.app import app, settings
 
 # Every worker's in-memory catalog index (fed from the artworks/editorial tables).
@@ -55,7 +55,7 @@ async def _artwork_changed(event) -> None:
 
 async def _editorial_changed(event) -> None:
     if _key(event) == "curated" and event.value is not None:
-        catalog_index.curated = decode_curated(event.value)
+        catalog_index.curated = _stored_curated(event.value)
 
 
 # user id -> streams.core.affinity.Profile (msgpack)
@@ -99,4 +99,9 @@ def ensure_catalog_loaded() -> None:
     """After recovery, local RocksDB may hold records no changelog event will replay."""
     if not catalog_index.bootstrapped:
         curated = editorial.get("curated")
-        catalog_index.bootstrap(artworks.values(), decode_curated(curated) if curated else None)
+        catalog_index.bootstrap(artworks.values(), _stored_curated(curated) if curated else None)
+
+
+def _stored_curated(raw: bytes) -> list[str]:
+    """The stored editorial list, its first MAX_CURATED_IDS ids (a longer one was stored before the bound)."""
+    return decode_curated(raw, limit=None)[:MAX_CURATED_IDS]
