@@ -437,3 +437,44 @@ def test_a_broker_that_never_comes_is_an_error_once_patience_runs_out():
     except KafkaConnectionError:
         return
     raise AssertionError("started without a broker")
+
+
+def test_a_slow_batch_is_logged_with_its_records_positions_and_counted(broker, monkeypatch, caplog):
+    """A record that costs seconds holds every partition and the HTTP API (an outside fuzz: 29 s for one
+    64 KB message): the batch is logged with each partition's offsets, so an operator knows where to look."""
+    import logging
+
+    import streams.kafka.direct as direct
+    from streams.core.metrics import metrics
+
+    topic, group = "direct-slow", "direct-slow-app-direct"
+    monkeypatch.setattr(direct, "SLOW_BATCH_S", 0.05)
+
+    async def scenario():
+        await _setup(broker.bootstrap, topic, 3)
+        handled = []
+
+        async def handle(records):
+            if any(r.value == b"0:1" for r in records):
+                await asyncio.sleep(0.2)  # the costly record
+            handled.extend(r.value for r in records)
+
+        async def nothing():
+            pass
+
+        ingest = DirectIngest([topic], 4, group, {"bootstrap_servers": broker.bootstrap}, handle, nothing,
+                              ready=lambda: True, batch_max=20, fetch_max_wait_ms=10, commit_every_s=3600)
+        await ingest.start()
+        await ingest.assign({0})
+        runner = asyncio.create_task(ingest.run())
+        try:
+            await _until(lambda: len(handled) >= 3)
+        finally:
+            await _shut_down(ingest, runner)
+
+    before = metrics.value("recstream_slow_batches_total")
+    with caplog.at_level(logging.WARNING, logger="streams.kafka.direct"):
+        asyncio.run(scenario())
+    slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage() and "holding every partition" in r.getMessage()]
+    assert len(slow) == 1 and f"{topic}[0] " in slow[0] and "records took 0." in slow[0], slow
+    assert metrics.value("recstream_slow_batches_total") == before + 1

@@ -135,6 +135,7 @@ COUNTERS = {
     "recstream_held_lists_built_total": "lists the list window held, built at its end or before a commit",
     "recstream_held_list_failures_total": "held lists that failed to build (logged with the user, skipped)",
     "recstream_input_commits_total": "direct ingest's input offset commits",
+    "recstream_slow_batches_total": "input batches that took over 2 s to apply (each logged with its records' offsets)",
 }
 
 metrics = Metrics()

@@ -1,12 +1,10 @@
 """Direct ingest: the input topics read in batches by a plain aiokafka consumer inside the worker,
 bypassing faust's per-message delivery.
 
-faust hands every message through a consumer thread, the conductor, a channel queue, the stream
-iterator and per-message acks: ~100 us of Python per message before any work, and, measured
-under 500 events/s of load, 8 ms median / 76 ms p99 from produce to a fetch returning in faust's
-consumer thread where a plain consumer in the same conditions saw 5 / 12 ms. The input topics
-are the hot path (every event), so they are read here, and the catalog topics too (a record faust's
-consumer drops, below, is a missing work); the tables and their changelogs stay faust's.
+faust hands every message through a consumer thread, the conductor, a channel queue, the stream iterator
+and per-message acks: ~100 us of Python a message, and 76 ms p99 from produce to fetch at 500 events/s where
+a plain consumer saw 12 ms. So the inputs (and the catalog: a record faust's consumer drops, below, is a
+missing work) are read here; the tables and their changelogs stay faust's.
 
 Partitions follow faust's assignment: input partition i belongs to the worker that owns table
 partition i mod N (for co-partitioned inputs: partition i itself, so the single hop holds).
@@ -23,11 +21,9 @@ user and input partition, the offset of the last input record applied, so it nee
 partition delivered gaplessly in order: a record may come again, but never after a later one was
 applied while it was not. This consumer gives that (a batch is applied whole under the lock, and
 every reassignment restarts at the committed offsets, behind which everything was applied).
-faust's consumer does not: records it delivered before its seek to the committed offset (after an
-assignment) can leave its read offset ahead, so it drops the re-fetched records below it ("DROPPED
-MESSAGE ROFF") while later ones are applied, and those that never reached the agent (its queues
-are cleared on revoke) are lost. After a kill -9 under load that lost single events for good
-(seen on 2026-12-03: signals.keyed offsets 183-286 of a partition dropped, one never applied)."""
+faust's consumer does not: after an assignment it can drop re-fetched records below its read offset
+("DROPPED MESSAGE ROFF") while later ones are applied, and a kill -9 under load lost single events for
+good (2026-12-03: signals.keyed offsets 183-286 of a partition dropped, one never applied; docs/traps.md)."""
 
 from __future__ import annotations
 
@@ -45,11 +41,9 @@ from streams.kafka.offsets import fetched_position, stop_consumer
 
 log = logging.getLogger(__name__)
 AGE_BOUNDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 3600.0)
-# An upstream producer's aborted transactions are never applied (Kafka skips them for a read_committed
-# consumer; without transactions it reads the same records, as soon). The embedded broker keeps no
-# transactions: it hands a read_committed consumer aborted records too (docs/traps.md).
-ISOLATION = "read_committed"
+ISOLATION = "read_committed"  # no aborted transaction applied (the embedded broker keeps none: docs/traps.md)
 SLOW_COMMIT_S = 5.0  # a commit slower than this is logged: lists held for it and the next commit wait
+SLOW_BATCH_S = 2.0  # logged with its records' offsets: it held every partition and the HTTP API (docs/traps.md)
 
 
 def direct_group(app_id: str) -> str:
@@ -221,7 +215,10 @@ class DirectIngest:
                 records = [r for part in batch.values() for r in part]
                 self._set_fetch_wait(self._waits.after_poll(bool(records), time.monotonic()))
                 self._observe_ages(records)
+                started = time.monotonic()
                 held = await self.handle(records) or {}
+                if time.monotonic() - started > SLOW_BATCH_S:
+                    _slow_batch(batch, time.monotonic() - started)
                 for tp, part in batch.items():
                     offset, not_before = held.get((tp.topic, tp.partition), (part[-1].offset + 1, None))
                     self._uncommitted[tp] = offset
@@ -293,3 +290,10 @@ class DirectIngest:
             for tp, offset in offsets.items():  # keep them for the next commit
                 self._uncommitted.setdefault(tp, offset)
             raise
+
+
+def _slow_batch(batch: dict, seconds: float) -> None:
+    metrics.inc("recstream_slow_batches_total")
+    log.warning("a batch of %d records took %.1f s, holding every partition and the HTTP API meanwhile: %s",
+                sum(map(len, batch.values())), seconds,
+                ", ".join(f"{tp.topic}[{tp.partition}] {rs[0].offset}-{rs[-1].offset}" for tp, rs in batch.items()))
