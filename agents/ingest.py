@@ -16,7 +16,7 @@ import time
 
 from agents.catalog import APPLY as CATALOG_TOPICS
 from agents.catalog import catalog_records
-from agents.deadletters import decoded, decoded_into
+from agents.deadletters import dead_letter_lines, decoded, decoded_into
 from streams.core.catalog import ArtistLookup
 from streams.core.ingest import (
     DEADLETTER,
@@ -39,7 +39,6 @@ from streams.worker.app import app, keyed_images, keyed_records, parser_config, 
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.direct_start import start_reader
 from streams.worker.image_batches import apply_images
-from streams.worker.logs import Sampled
 from streams.worker.runtime import before_stop, owned_partitions, recovered
 from streams.worker.state import lag_sources, owed_lists, release_shares, settle_shares, share_positions, write_shares
 from streams.worker.tables import affinity, artworks, catalog_index
@@ -52,7 +51,6 @@ def _pending(raw: bytes) -> Pending:
     return decode_pending(raw, time.time(), settings.unknown_artwork_patience_s)
 
 
-dead_letter_lines = Sampled()  # a producer's flood of bad events: a few lines a reason every 10 s, not one each
 home = KeyPartitioner(settings.partitions)  # where the producers' default partitioner puts a user id
 _partitions: dict[str, int] = {}  # input topic -> partition count
 _SIGNALS, _IMAGES, _PENDING = (t.get_topic_name() for t in (topics.signals, topics.images_keyed, topics.pending))

@@ -132,6 +132,10 @@ def test_a_bad_catalog_record_loses_none_of_the_valid_ones_behind_it(module_clus
     assert_survived(module_cluster, worker, "catalog.artworks", offsets[2], "invalid_key", None)
     letter = dead_letters(module_cluster, "catalog.artworks")[offsets[3]]
     assert (letter["reason"], letter["size"], letter["truncated"]) == ("invalid_artwork", len(huge), True)  # a tombstone whose key is no UTF-8 id
+    # logged too, with its position and what is wrong (an outside check: catalog letters were only counted)
+    log = (module_cluster.root / "hostile.log").read_text()
+    assert f"dead letter: reason=invalid_key topic={module_cluster.env['RECSTREAM_TOPIC_PREFIX']}catalog.artworks" in log
+    assert f"offset={offsets[1]} (JSON nested too deep)" in log
 
 
 def test_a_catalog_record_keyed_by_another_id_is_dead_lettered(module_cluster, worker):
