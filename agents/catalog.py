@@ -24,7 +24,7 @@ from streams.worker import tables, topics
 from streams.worker.app import app, settings
 from streams.worker.commit import send_all
 from streams.worker.runtime import event_context
-from streams.worker.state import table_anchor
+from streams.worker.state import pools, table_anchor
 
 log = logging.getLogger(__name__)
 Changed = list[tuple[str, bytes | None]]  # (artist, its newest changed record) whose fans should see a change
@@ -81,6 +81,7 @@ def apply_image_catalog(msg, anchor) -> Changed | Rejected:
         return record
     with event_context(anchor):
         tables.image_catalog[record.merchant_id] = msg.value
+    pools.forget(record.merchant_id)
     metrics.inc("recstream_image_catalog_records_total")
     return []
 

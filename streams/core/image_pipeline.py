@@ -9,6 +9,7 @@ small and every worker holds all of them (streams.core.partitioned.Shares, like 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
@@ -124,25 +125,36 @@ def load_state(raw: bytes | None) -> ConsumerImages:
 
 
 class Pools:
-    """merchant -> pool, decoded from the image catalog table only when the record changed,
-    so a pool change takes effect on the next choice."""
+    """merchant -> pool, decoded from the image catalog table only when the record changed. The
+    table is read again at most every `recheck_s` a merchant (each event read the whole record: a
+    900 KB catalog made every impression 7 ms, an outside fuzz), or at once after `forget`: a pool
+    change takes effect on this worker's next choice, on another worker's within `recheck_s`."""
 
-    def __init__(self, table: Mapping[str, bytes], rules: PoolRules):
-        self.table, self.rules = table, rules
-        self._cache: dict[str, tuple[bytes, list[Image]]] = {}
+    def __init__(self, table: Mapping[str, bytes], rules: PoolRules, recheck_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.table, self.rules, self.recheck_s, self.clock = table, rules, recheck_s, clock
+        self._cache: dict[str, tuple[float, bytes, list[Image]]] = {}  # merchant -> (until, record, pool)
 
     def get(self, merchant_id: str) -> list[Image]:
+        cached, now = self._cache.get(merchant_id), self.clock()
+        if cached is not None and now < cached[0]:
+            return cached[2]
         raw = self.table.get(merchant_id)
         if raw is None:
+            self._cache.pop(merchant_id, None)
             return []
-        cached = self._cache.get(merchant_id)
-        if cached is None or cached[0] != raw:
+        pool = cached[2] if cached is not None and cached[1] == raw else None
+        if pool is None:
             try:
                 pool = build_pool(_CATALOG.decode(raw), self.rules)
             except msgspec.ValidationError:  # stored before a rule that now rejects it (sales_rank past 2^53)
                 pool = []
-            cached = self._cache[merchant_id] = (raw, pool)
-        return cached[1]
+        self._cache[merchant_id] = (now + self.recheck_s, raw, pool)
+        return pool
+
+    def forget(self, merchant_id: str) -> None:
+        """The merchant's record changed here: read it at the next choice."""
+        self._cache.pop(merchant_id, None)
 
 
 def choice_record(consumer: str, merchant: str, choice: Choice, variant: str, trigger: str) -> dict:
