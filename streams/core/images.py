@@ -251,7 +251,7 @@ def query_boost(pool: Sequence[Image], query: str, boost: float) -> np.ndarray:
 _WORD = re.compile(r"[^\W_]+")
 
 
-@functools.lru_cache(maxsize=8192)  # a pool's tags come back with every request
+@functools.lru_cache(maxsize=1 << 16)  # a pool's tags come back with every request (64 pools of 21 x 32: 43,008)
 def _words(text: str) -> tuple[str, ...]:
     return tuple(_WORD.findall(text.casefold()))
 
