@@ -85,6 +85,24 @@ def test_new_artwork_by_followed_artist_reaches_fans(module_cluster, worker):
     assert pushed[-1]["items"][0]["artwork_id"] == "gamma-fresh"
 
 
+def test_a_new_work_reaches_every_fan_when_its_refresh_is_cut_into_chunks(module_cluster, worker):
+    """An outside fuzz: one new work of an artist with 8,000 fans rebuilt every partition's 2,000 lists in one
+    read. A refresh rebuilds 250 fans a read and sends the rest on to its own partition (REFRESH_CHUNK):
+    with ~300 fans a partition, every fan's list still gets the work."""
+    from streams.core.pipeline import REFRESH_CHUNK
+
+    fans = [f"delta-fan-{i}" for i in range(5 * REFRESH_CHUNK)]
+    module_cluster.produce("events.segment", [track(u, "followedArtist", f"{u}-f", owner_id="delta") for u in fans])
+    wait_until(lambda: len({r.key for r in module_cluster.consume_all("recommendations", idle_ms=700)
+                            if r.key.startswith(b"delta-fan-")}) == len(fans), 90, what="every fan's first list")
+    module_cluster.produce("catalog.artworks", [(b"delta-fresh", dumps(artwork("delta-fresh", "delta", 0.01)))])
+
+    def reached():
+        return {r.key for r in module_cluster.consume_all("recommendations", idle_ms=700)
+                if r.key.startswith(b"delta-fan-") and json.loads(r.value)["trigger"] == "catalog:delta-fresh"}
+    wait_until(lambda: len(reached()) == len(fans), 90, what="the new work in every fan's list")
+
+
 def test_a_work_moved_to_another_artist_leaves_its_old_artists_fans_lists(module_cluster, worker):
     """Fuzzing: only the new artist's fans were refreshed; the old artist's kept the work under the old
     artist until their next event or the hourly refresh."""

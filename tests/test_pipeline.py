@@ -136,6 +136,28 @@ def test_a_refresh_shows_its_work_to_the_fans_without_feeding_the_shared_catalog
     assert world.catalog.get("a1-new").availability == "sold"
 
 
+def test_a_refresh_rebuilds_its_fans_a_chunk_a_read_and_sends_the_rest_on_to_its_own_partition(monkeypatch):
+    """An outside fuzz: one new work of an artist with 8,000 fans rebuilt every partition's 2,000 lists in one
+    read (2.4-4 s; a worker holding 16 partitions would pass its session timeout). A refresh rebuilds
+    REFRESH_CHUNK fans and sends the rest on as a record to its own partition; every fan is reached once."""
+    import streams.core.pipeline as pipeline
+    from streams.core.records import decode_keyed
+
+    monkeypatch.setattr(pipeline, "REFRESH_CHUNK", 2)
+    world = World(*WORKS)
+    fans = [f"fan{i}" for i in range(5)]
+    world.run([follow(user, "a", f"m-{user}") for user in fans], partition=3)
+    assert sorted(fans_of(world, "a", 3)) == fans
+    pending, reached = [Refresh("a", encode(art("a-brand-new", "a", 0.01)))], []
+    while pending:
+        out = world.run(pending, partition=3)
+        reached += [o.key.decode() for o in out["recommendations"]]
+        assert all(o.partition == 3 and o.key == b"a" for o in out["signals.keyed"])
+        pending = [decode_keyed(o.value) for o in out["signals.keyed"]]
+        assert [(r.start, r.artwork is not None) for r in pending] in ([], [(len(reached), True)])
+    assert sorted(reached) == fans  # each once
+
+
 def test_fans_index_follows_the_top_artists():
     world = World(*WORKS)
     world.run([follow("u", "a", "f1")])

@@ -3,12 +3,10 @@ plain mappings) and output records. The worker hands in its tables (any MutableM
 dicts) and sends what `run` returns. Each user is recomputed once per batch, so bursts coalesce: one affinity update
 and at most one recommendations record per user per batch, only when they changed.
 
-State per partition:
-- profiles: user -> Profile (affinity, dedup ids, purchases, prices, alias pointer), and the co-engagement mark
-  under a blank key (streams.core.coengagement)
-- recs: user -> Recommendations (the single source of truth that the topic mirrors)
-- fans: "<artist>@<partition>" -> users with the artist among their top artists (a new work reaches them at once)
-- partial: this partition's share of trending and co-engagement (streams.core.popularity)."""
+State per partition: profiles (user -> Profile: affinity, dedup ids, purchases, prices, alias pointer; the
+co-engagement mark under a blank key), recs (user -> Recommendations, which the topic mirrors), fans ("<artist>@<p>"
+-> users with the artist among their top artists: a new work reaches them at once) and partial (this partition's
+share of trending and co-engagement, streams.core.popularity)."""
 
 from __future__ import annotations
 
@@ -46,6 +44,7 @@ from streams.core.records import (
 from streams.core.values import fans_value
 
 AFFINITY_UPDATES, RECOMMENDATIONS, SIGNALS_KEYED = "affinity.updates", "recommendations", "signals.keyed"
+REFRESH_CHUNK = 250  # fans a refresh rebuilds in a read: 2,000 x 16 partitions of one worker pass its session timeout
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,7 @@ class Output:
     topic: str  # logical name, without the topic prefix
     key: bytes
     value: bytes
+    partition: int | None = None  # None: the key's
 
 
 @dataclass(frozen=True)
@@ -93,12 +93,11 @@ class PartitionBatch:
         self._written: set[str] = set()
         self._dirty: dict[str, str] = {}  # user -> trigger
         self._resend: dict[str, str] = {}  # user -> trigger: outputs sent again even if unchanged
-        self._rescoring = False  # refresh: a list whose scores moved counts as changed
         self._signalled: set[str] = set()  # triggers that are user events applied in this batch
         self._overlaid: dict = {}  # refreshed works -> the catalog's own entry (_refresh)
         self._trending: list[tuple[Signal, bool, bool]] = []  # counted into the share once the batch is done
         self.out: list[Output] = []
-        self.applied = self.duplicates = 0
+        self.applied, self.duplicates, self._rescoring = 0, 0, False  # rescoring (refresh): a moved score is a change
 
     def run(self, records: Iterable[Signal | Identity | Merge | Refresh]) -> list[Output]:
         apply = {Signal: self._signal, Identity: self._identity, Merge: self._merge, Exposure: self._exposure}
@@ -111,9 +110,8 @@ class PartitionBatch:
         return self.out
 
     def refresh(self, users: Iterable[str]) -> list[Output]:
-        """Rebuild these users' lists with the current catalog, trending and clock: works age out of the window,
-        sell and trend without the user doing anything. A list is written and sent only when what a client sees
-        changed: the works, their sources, or a score (served scores match the list; recommend.round_score)."""
+        """Rebuild these users' lists with the current catalog, trending and clock (works age, sell and trend without
+        the user doing anything); written and sent only when what a client sees changed (works, sources, scores)."""
         self._rescoring = True
         return self.owed(dict.fromkeys(users, "refresh"))
 
@@ -185,8 +183,8 @@ class PartitionBatch:
             self._signalled.add(merge.message_id)  # its list is shown from the merged events' time, as a signal's
 
     def _forwarded(self, rec: Signal | Merge, profile: Profile, **changes) -> bool:
-        """Send a record of an aliased id on toward the merged profile; False when the id is not aliased, or is
-        where a ring of aliases breaks (it keeps the record and drops its pointer: streams.core.aliases)."""
+        """Send an aliased id's record on toward the merged profile; False when the id is not aliased, or where
+        a ring of aliases breaks (it keeps the record, drops its pointer: streams.core.aliases)."""
         moved = profile.alias_of and forwarded(rec, profile.alias_of, **changes)
         if moved:
             self._send(SIGNALS_KEYED, moved.user_id, encode_keyed(moved))
@@ -212,16 +210,19 @@ class PartitionBatch:
         if refresh.artwork:
             artwork = decode_artwork(refresh.artwork)
             if (current := self.catalog.get(artwork.id)) != artwork:
-                # the catalog here lags the record (its changelog is another topic) or moved past it: this batch's
-                # lists see the work, the index is fed only in catalog order (a refresh read after the work's
-                # tombstone used to bring it back for everyone); the catalog's next change sends its own refresh
+                # the catalog here lags the record or moved past it: this batch's lists see the work, the index is fed
+                # only in catalog order (a refresh read after the work's tombstone brought it back for everyone)
                 self._overlaid.setdefault(artwork.id, current)
                 self.catalog.upsert(artwork)
             trigger = f"catalog:{artwork.id}"
         else:  # a work of the artist left the catalog: this batch's lists go by the catalog's own entries again
             self._lift_overlay(refresh.artist_id)
-        for user in decode_fans(self.fans.get(fans_key(refresh.artist_id, self.partition))):
-            self._dirty.setdefault(user, trigger)
+        fans = decode_fans(self.fans.get(fans_key(refresh.artist_id, self.partition)))
+        end = refresh.start + REFRESH_CHUNK
+        self._dirty.update({user: self._dirty.get(user, trigger) for user in fans[refresh.start:end]})
+        if len(fans) > end:  # the rest in later reads (one read rebuilt a partition's 2,000 fans at once)
+            rest = encode_keyed(msgspec.structs.replace(refresh, start=end))
+            self.out.append(Output(SIGNALS_KEYED, refresh.artist_id.encode(), rest, self.partition))
 
     def _lift_overlay(self, artist: str | None = None) -> None:
         for work_id in [w for w in self._overlaid if artist is None or self.catalog.get(w).artist_id == artist]:
@@ -286,8 +287,7 @@ class PartitionBatch:
             return  # nothing a client would see changed
         self.recs[user] = value = encode(fresh)
         self._send(RECOMMENDATIONS, user, value)
-        if self.ledger is not None:  # an exposure when shown anew (the ledger judges, also after a crash)
-            # shown from the event it answers (event time, as conversions), or from now for a refresh
+        if self.ledger is not None:  # an exposure when shown anew, from the event it answers (or now: a refresh)
             shown = min(self.now, profile.ref) if trigger in self._signalled else self.now
             self.ledger.listed(user, fresh.variant, fresh.listing(), shown, again=resend)
 

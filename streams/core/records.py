@@ -59,8 +59,7 @@ class Artwork(msgspec.Struct, forbid_unknown_fields=False):
 # --- normalised signals -------------------------------------------------------------------
 
 
-# A table value is one changelog record, and the producer refuses a request over 1 MiB: the worker
-# then stopped, and stopped again on every restart (found by fuzzing, 2026-12-03).
+# a table value is one changelog record, and the producer refuses one over 1 MiB (a worker stopped for good)
 MAX_TABLE_VALUE_BYTES = 1_000_000
 # event time, epoch seconds: decoding an internal record refuses an infinite, NaN or absurd one (an
 # infinite time froze a profile's clock for good: every later signal decayed to nothing)
@@ -122,6 +121,7 @@ class Refresh(msgspec.Struct, tag="refresh"):
 
     artist_id: str
     artwork: bytes | None = None  # the new artwork's catalog record (JSON)
+    start: int = 0  # the first fan it is for: pipeline.REFRESH_CHUNK a record, the rest in the next one
 
 
 class Exposure(msgspec.Struct, omit_defaults=True, tag="exposure"):

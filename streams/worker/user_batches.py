@@ -83,7 +83,7 @@ def _publish_tally(partition: int, views) -> None:
 def _send(batch: BatchCommit, outputs) -> int:
     for out in outputs:
         metrics.inc("recstream_records_sent_total", topic=out.topic)
-        batch.send(topics.outputs[out.topic], out.key, out.value)
+        batch.send(topics.outputs[out.topic], out.key, out.value, out.partition)
     return len(outputs)
 
 
