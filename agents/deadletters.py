@@ -3,15 +3,12 @@
 from streams.core.events import Rejected
 from streams.core.ingest import decode_or_reject, stamp_unpositioned
 from streams.core.letters import dead_letter, letter_key
-from streams.core.metrics import metrics
 from streams.core.records import MAX_TABLE_VALUE_BYTES
 from streams.worker import topics
 from streams.worker.app import app
 from streams.worker.commit import send_all
-from streams.worker.logs import Sampled
+from streams.worker.logs import dead_lettered
 from streams.worker.runtime import by_partition
-
-dead_letter_lines = Sampled()  # a producer's flood of bad events: a few lines a reason every 10 s, not one each
 
 
 async def send_dead_letter(event, reason: str, detail: str) -> None:
@@ -22,11 +19,7 @@ async def send_dead_letter(event, reason: str, detail: str) -> None:
 def letter(rejected: Rejected, msg, value: bytes | None) -> tuple:
     """Count and log it (a few lines a reason every 10 s); the (topic, key, value) of the record's dead letter
     (`msg`: .topic, .partition, .offset, .key). A refused catalog record was counted, never logged."""
-    metrics.inc("recstream_dead_letters_total", reason=rejected.reason)
-    if (left_out := dead_letter_lines.admit(rejected.reason)) is not None:
-        app.log.warning("dead letter: reason=%s topic=%s partition=%s offset=%s (%s)%s", rejected.reason, msg.topic,
-                        msg.partition, msg.offset, rejected.detail[:200],
-                        f" ({left_out} more of this reason not logged)" if left_out else "")
+    dead_lettered(rejected.reason, msg.topic, msg.partition, msg.offset, rejected.detail)
     return topics.deadletter, letter_key(msg.key), dead_letter(rejected, msg.topic, msg.partition, msg.offset,
                                                                msg.key, value)
 

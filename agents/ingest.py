@@ -16,7 +16,7 @@ import time
 
 from agents.catalog import APPLY as CATALOG_TOPICS
 from agents.catalog import catalog_records
-from agents.deadletters import dead_letter_lines, decoded, decoded_into
+from agents.deadletters import decoded, decoded_into
 from streams.core.catalog import ArtistLookup
 from streams.core.ingest import (
     DEADLETTER,
@@ -39,6 +39,7 @@ from streams.worker.app import app, keyed_images, keyed_records, parser_config, 
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.direct_start import start_reader
 from streams.worker.image_batches import apply_images
+from streams.worker.logs import dead_lettered
 from streams.worker.runtime import before_stop, owned_partitions, recovered
 from streams.worker.state import lag_sources, owed_lists, release_shares, settle_shares, share_positions, write_shares
 from streams.worker.tables import affinity, artworks, catalog_index
@@ -227,10 +228,7 @@ def _count(result, dest, topic, partition, offset) -> None:
     if dest is not None and dest[0] == PENDING:
         metrics.inc("recstream_pending_retries_total")
     elif kind == "rejected":
-        metrics.inc("recstream_dead_letters_total", reason=result.reason)
-        if (left_out := dead_letter_lines.admit(result.reason)) is not None:  # each is on the dead-letter topic
-            app.log.warning("dead letter: reason=%s topic=%s partition=%s offset=%s%s", result.reason, topic,
-                            partition, offset, f" ({left_out} more of this reason not logged)" if left_out else "")
+        dead_lettered(result.reason, topic, partition, offset)
     elif kind == "ignored":
         metrics.inc("recstream_events_ignored_total")
     else:

@@ -22,8 +22,11 @@ import logging
 import time
 from collections.abc import Hashable
 
+from streams.core.metrics import metrics
+
 WINDOW_S = 10.0
 MAX_KEYS = 1_000  # message templates remembered (aiokafka has a few dozen)
+log = logging.getLogger(__name__)
 
 
 class RepeatedLines(logging.Filter):
@@ -83,3 +86,18 @@ class Sampled:
             return 0
         window[2] += 1
         return None
+
+
+_dead_letter_lines = Sampled()  # a producer's flood of bad events: a few lines a reason every 10 s, not one each
+
+
+def dead_lettered(reason: str, topic: str, partition: int, offset: int, detail: str = "",
+                  level: int = logging.WARNING, sample: Hashable = None) -> None:
+    """Count a dead letter and log it, a few lines a reason (or `sample` key) every 10 s: every refusal
+    and failure writes this one line, whichever path sent its letter (ingest, the catalog and internal
+    records, the pipelines)."""
+    metrics.inc("recstream_dead_letters_total", reason=reason)
+    if (left_out := _dead_letter_lines.admit(reason if sample is None else sample)) is not None:
+        more = f" ({left_out} more of this reason not logged)" if left_out else ""
+        log.log(level, "dead letter: reason=%s topic=%s partition=%s offset=%s%s%s", reason, topic, partition, offset,
+                f" ({detail[:200]})" if detail else "", more)

@@ -18,13 +18,12 @@ from streams.core.pipeline import PartitionBatch
 from streams.worker import tables, topics
 from streams.worker.app import clock, pipeline_config
 from streams.worker.commit import BatchCommit
-from streams.worker.logs import Sampled
+from streams.worker.logs import dead_lettered
 from streams.worker.reads import read
 from streams.worker.runtime import stored_items
 from streams.worker.state import popularity, popularity_view, publish_tally
 
 log = logging.getLogger(__name__)
-_failure_lines = Sampled()  # a few lines an exception type every 10 s: a poisoned stream does not flood the log
 
 
 def apply_records(partition: int, records: list, batch: BatchCommit, hold=None) -> None:
@@ -49,12 +48,10 @@ def send_failures(batch: BatchCommit, failed: list, partition: int, topic: str =
     position: the letter names it as this app's topic."""
     name = {SIGNALS: topics.signals, IMAGES: topics.images_keyed}[topic].get_topic_name()
     for record, why in failed:
-        metrics.inc("recstream_dead_letters_total", reason="internal_error")
         batch.send(topics.deadletter, failure_key(record), failure_letter(record, why, partition, name))
-        if (left_out := _failure_lines.admit(why)) is not None:  # a bug or a bound of ours: logged, as ingest's are
-            source, part, offset = failure_position(record, partition, name)
-            log.error("dead letter: reason=internal_error (%s while applying) topic=%s partition=%s offset=%s%s",
-                      why, source, part, offset, f" ({left_out} more not logged)" if left_out else "")
+        # a bug or a bound of ours: at ERROR, a few lines an exception type
+        dead_lettered("internal_error", *failure_position(record, partition, name), f"{why} while applying",
+                      logging.ERROR, sample=("internal_error", why))
 
 
 def refresh_users(partition: int, users: list[str], batch: BatchCommit) -> int:
