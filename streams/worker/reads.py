@@ -15,7 +15,6 @@ from streams.worker.app import app
 from streams.worker.commit import known_partitioner, partitioner
 from streams.worker.hot import forget_all, hot_tables
 from streams.worker.runtime import recovered
-from streams.worker.web_errors import bad_escapes_response, malformed_escapes
 
 # changelog topic -> the partitions this worker is active for (empty while rebalancing)
 _owned: dict[str, set[int]] = {}
@@ -149,8 +148,6 @@ def routed(table, match_info: str = "user_id"):
     def decorate(view):
         @functools.wraps(view)
         async def handler(web, request, **kwargs):
-            if malformed_escapes(request.raw_path):
-                return bad_escapes_response()
             key = request.match_info[match_info]
             if owned_partition(table, key) is None:
                 response = await forward(table, key, request)

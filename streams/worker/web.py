@@ -23,7 +23,7 @@ from streams.worker.app import affinity_model, app, clock, image_config, pipelin
 from streams.worker.hot import keep_hot
 from streams.worker.reads import forward, owned_partition, read, routed
 from streams.worker.state import image_stats, pools, popularity_view
-from streams.worker.web_errors import MalformedRequests, bad_escapes_response, echoed, json_errors, malformed_escapes
+from streams.worker.web_errors import MalformedRequests, echoed, json_errors
 
 logging.getLogger("aiohttp.server").addFilter(MalformedRequests())
 _UNCACHED = {"Cache-Control": "no-store"}  # a user's answers change with every event: no cache may keep one
@@ -95,8 +95,6 @@ async def user_recommendations(request):
     """GET /recommendations/{user_id}: the precomputed list; a new or unknown user gets the
     cold-start list, never a 404. The hot read, so a plain aiohttp handler (`install`), not a
     faust view: faust's view dispatch and its web sensors cost more than the read itself."""
-    if malformed_escapes(request.raw_path):
-        return bad_escapes_response()
     return await _served_list(request, request.match_info["user_id"])
 
 

@@ -1,6 +1,7 @@
 """What the HTTP API answers to requests it cannot serve: JSON bodies like its own errors' (aiohttp
 answers an unknown path or method in plain text), a redirect for a known path given with a
-trailing slash, and a 400 for a path whose percent-escapes decode to no text."""
+trailing slash, and a 400 for a path whose percent-escapes decode to no text (`json_errors`, the
+middleware every request goes through)."""
 
 from __future__ import annotations
 
@@ -68,16 +69,15 @@ def malformed_escapes(raw_path: str) -> bool:
     return False
 
 
-def bad_escapes_response() -> aiohttp_web.Response:
-    return aiohttp_web.json_response(
-        {"error": "the path has a malformed percent-escape: encode an id's bytes as UTF-8, each as %XX"},
-        status=400)
-
-
 @aiohttp_web.middleware
 async def json_errors(request, handler):
-    """Unknown paths and methods answered in JSON (with Allow on a 405), a known path with a
-    trailing slash redirected (308) to the path without it. Served routes pass straight through."""
+    """A path with malformed escapes refused (400), unknown paths and methods answered in JSON (with
+    Allow on a 405), a known path with a trailing slash redirected (308) to the path without it.
+    Served routes pass straight through."""
+    if malformed_escapes(request.raw_path):
+        return aiohttp_web.json_response(
+            {"error": "the path has a malformed percent-escape: encode an id's bytes as UTF-8, each as %XX"},
+            status=400)
     match = request.match_info
     if not isinstance(match, MatchInfoError):
         return await handler(request)
