@@ -93,3 +93,31 @@ def test_loading_many_records_at_once_gives_what_upserting_them_one_at_a_time_gi
 
     assert at_once.works == one_by_one.works and by_artist(at_once) == by_artist(one_by_one)
     assert [w.id for w in at_once.latest(50)] == [w.id for w in one_by_one.latest(50)]
+
+
+def test_a_naive_published_at_is_utc_at_the_ends_of_the_calendar_and_in_any_local_zone(monkeypatch):
+    """A published_at without an offset is UTC, as event times are. It was local time: the artworks
+    table stored `0001-01-01T00:00:00` and the index then raised ValueError ("year 0 is out of range")
+    on it, at the record and at every start's catalog load; and a worker's TZ moved every such work."""
+    import time
+
+    from streams.core.catalog import decode_artwork, published
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        records = [b'{"id": "w%d", "artist_id": "a", "published_at": "%s"}' % (i, when) for i, when in enumerate(
+            [b"0001-01-01T00:00:00", b"9999-12-31T23:59:59", b"2026-01-01T00:00:00", b"2026-01-01T00:00:00Z"])]
+        works = [decode_artwork(r) for r in records]
+        assert [published(w) for w in works] == [-62135596800.0, 253402300799.0, 1767225600.0, 1767225600.0]
+        index = CatalogIndex()
+        for work in works:
+            index.upsert(work)
+        loaded = CatalogIndex()
+        loaded.bootstrap(records * 20, None)  # the bulk load (64 records and more) of a start
+        assert [w.id for w in loaded.latest(4)] == [w.id for w in index.latest(4)] == ["w1", "w3", "w2", "w0"]
+        index.remove("w0")
+        assert "w0" not in index.works
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -4,7 +4,7 @@ which validates types while decoding and reports the offending path (``Expected 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import msgspec
@@ -54,6 +54,10 @@ class Artwork(msgspec.Struct, forbid_unknown_fields=False):
     currency: str = "USD"
     is_merch: bool = False
     availability: str = "for sale"  # for sale | sold | unpublished
+
+    def __post_init__(self):  # a naive published_at is UTC, as event times are (as local time, year 1 raised)
+        if self.published_at is not None and self.published_at.tzinfo is None:
+            self.published_at = self.published_at.replace(tzinfo=timezone.utc)
 
 
 # --- normalised signals -------------------------------------------------------------------
@@ -168,7 +172,7 @@ class ImageRequestIn(msgspec.Struct, forbid_unknown_fields=False):
     request_id: str
     consumer_id: str
     merchant_ids: list[str]
-    query: str = ""
+    query: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)] = ""  # search words, not a document
 
 
 class TypedImageEvent(msgspec.Struct, forbid_unknown_fields=False):
@@ -267,12 +271,7 @@ def encode_keyed(record) -> bytes:
     return _MSGPACK.encode(record)
 
 
-def decode_keyed(raw: bytes):
-    return _KEYED.decode(raw)
-
-
-def decode_image_keyed(raw: bytes):
-    return _IMAGE_KEYED.decode(raw)
+decode_keyed, decode_image_keyed = _KEYED.decode, _IMAGE_KEYED.decode  # signals.keyed, images.keyed values
 
 
 _RECS = msgspec.json.Decoder(Recommendations)
