@@ -183,6 +183,10 @@ def test_image_events_and_requests():
     req = parse_image_request(b'{"request_id":"r","consumer_id":"c","merchant_ids":["m1","m2"],"query":"pizza"}')
     assert req == ImageRequest("r", "c", ["m1", "m2"], "pizza")
     assert parse_image_request(b'{"request_id":"r","consumer_id":"c","merchant_ids":[]}').reason == "missing_property"
+    # search words over 256 characters are refused as such (they were refused as "an id is longer ...")
+    long = parse_image_request(b'{"request_id":"r","consumer_id":"c","merchant_ids":["m"],"query":"%s"}' % (b"a " * 129))
+    assert (long.reason, long.detail) == ("invalid_field", "Expected `str` of length <= 256 - at `$.query`")
+    assert parse_image_request(b'{"request_id":"r","consumer_id":"c","merchant_ids":["m"],"query":"%s"}' % (b"a" * 256)).query
 
 
 def test_ingest_routes_typed_image_topics_and_requests():

@@ -56,6 +56,8 @@ def test_impressions_and_conversions_drive_chosen_images_requests_and_http(clust
     assert len(get_json(worker, "/images/newcomer?merchants=m1,m1,m1")[1]["choices"]) == 1
     status, body = get_json(worker, "/images/newcomer?merchants=" + ",".join(f"m{i}" for i in range(65)))
     assert status == 400 and "64" in body["error"]
+    status, body = get_json(worker, "/images/newcomer?merchants=m1&q=" + "burger+" * 40)  # 280 characters
+    assert status == 400 and body["error"] == "q is longer than 256 characters"
     _, stats = get_json(worker, "/images/stats")
     assert stats["stats"]["m1|salad"] == {"impressions": 40.0, "conversions": 40.0}
     assert [i["image_id"] for i in stats["pools"]["m1"]] == ["hdr", "burger", "salad"]

@@ -263,7 +263,7 @@ def parse_image_request(raw: bytes, *, max_bytes: int = 65536) -> Parsed:
     req = decode_checked(_IMAGE_REQUEST, raw, max_bytes)
     if isinstance(req, Rejected):
         return req
-    ids_within_limit(req.request_id, req.consumer_id, req.query, *req.merchant_ids)
+    ids_within_limit(req.request_id, req.consumer_id, *req.merchant_ids)
     if not (is_id(req.consumer_id) and is_id(req.request_id) and req.merchant_ids):
         return Rejected("missing_property", "request_id, consumer_id and merchant_ids are required")
     merchants = requested_merchants(req.merchant_ids)

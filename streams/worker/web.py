@@ -192,12 +192,15 @@ async def consumer_images(web, request, consumer_id: str):
     from streams.core.events import requested_merchants
     from streams.core.image_pipeline import answer, load_state
     from streams.core.properties import Rejected
-    from streams.core.records import ImageRequest
+    from streams.core.records import MAX_ID_CHARS, ImageRequest
 
     merchants = requested_merchants([m for m in request.query.get("merchants", "").split(",") if m] or [""])
     if isinstance(merchants, Rejected):  # refused as the request topic refuses it (one merchant at most once)
         return web.json({"error": f"give ?merchants=m1,m2: {merchants.detail}"}, status=400)
-    req = ImageRequest(f"http-{time.time_ns()}", consumer_id, merchants, request.query.get("q", ""))
+    query = request.query.get("q", "")
+    if len(query) > MAX_ID_CHARS:  # the request topic's bound on search words
+        return web.json({"error": f"q is longer than {MAX_ID_CHARS} characters"}, status=400)
+    req = ImageRequest(f"http-{time.time_ns()}", consumer_id, merchants, query)
     reply = answer(image_config, req, load_state(read(tables.image_consumers, consumer_id)), pools, image_stats())
     return web.json(reply, headers=dict(_UNCACHED))
 
