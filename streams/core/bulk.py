@@ -70,8 +70,12 @@ class BulkPartition:
     (this partition's popularity share), then `outputs` once the popularity view over every
     partition is known."""
 
-    def __init__(self, cfg: PipelineConfig, partition: int):
+    def __init__(self, cfg: PipelineConfig, partition: int, arrived: float | None = None):
         self.cfg, self.model, self.partition = cfg, cfg.model, partition
+        # the wall clock the messageIds are dated by, as a live worker dates them when it reads them (None: each
+        # signal's time). By event time a heavy user's window kept only the history's last hour after a rebuild,
+        # and a repeat of an older message counted again on the rebuilt worker (an outside check)
+        self.arrived = arrived
         self._weights = dict(cfg.model.weights)  # a plain dict: read once per signal
         self.user_ids: dict[str, int] = {}
         self._profiles: list[Profile] = []
@@ -100,7 +104,7 @@ class BulkPartition:
             return False
         seen.add(hashed)
         profile = self._profiles[u]
-        self.model.dedup.note(profile, hashed, sig.time)
+        self.model.dedup.note(profile, hashed, sig.time if self.arrived is None else self.arrived)
         profile.events += 1
         if sig.time > profile.ref:
             profile.ref = sig.time
@@ -130,7 +134,7 @@ class BulkPartition:
         if self._finished is None:
             self._finish_scores()
             for profile in self._profiles:
-                self.model.dedup.trim(profile, profile.ref)
+                self.model.dedup.trim(profile, profile.ref if self.arrived is None else self.arrived)
                 self.model.evict(profile)
             self._finished = dict(zip(self.user_ids, self._profiles, strict=True))
             # each user's strongest artists, once: co-engagement, fans and the builder all read them

@@ -65,7 +65,8 @@ class Shard:
         partitions or the spills; everything else to the topics the live ingest sends it to.
         `catalog`: the artwork records and curated list (`CatalogSnapshot.portable`)."""
         self.catalog = catalog = catalog_index(*catalog)
-        self.bulk = {p: BulkPartition(self.model_cfg, p) for p in owned}
+        arrived = time.time()  # the history is read now, as a live worker reading it now would date it
+        self.bulk = {p: BulkPartition(self.model_cfg, p, arrived) for p in owned}
         artist_of = {wid: w.artist_id for wid, w in catalog.works.items()}
         self.outcomes, self.forwarded, self._acks = Counter(), Counter(), []
         spills = _Spills(self.spill_dir, self.index)
