@@ -5,7 +5,9 @@ other, and every record for either id was forwarded between their partitions for
 in 10 minutes from a handful, growing with every new event; both users' events never applied)."""
 
 import itertools
+import json
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,11 +30,14 @@ class Cluster:
     def __init__(self, users):
         self.worlds = {u: World(*WORKS) for u in users}
         self.queues = {u: [] for u in users}
-        self.delivered = 0
+        self.delivered, self.last = 0, {}
 
     def run(self, user, records):
-        for out in self.worlds[user].run(records)["signals.keyed"]:
-            self.queues[out.key.decode()].append(decode_keyed(out.value))
+        out = self.worlds[user].run(records)
+        for rec in out["recommendations"] + out["affinity.updates"]:  # what a subscriber keeps: each key's last
+            self.last[rec.topic, rec.key.decode()] = json.loads(rec.value)
+        for rec in out["signals.keyed"]:
+            self.queues[rec.key.decode()].append(decode_keyed(rec.value))
 
     def settle(self, order=None, limit=200):
         """Deliver queued records (partitions in `order`, repeatedly) until none is left."""
@@ -55,6 +60,29 @@ def scores(cluster, user):
     return CFG.model.scores(cluster.profile(user))
 
 
+def read_list(cluster, user, subscriber=False):
+    """Whose list a read of `user` serves, following the `alias_of` pointers as GET /recommendations does (or
+    a subscriber, over each key's last record)."""
+    for _ in range(len(cluster.worlds) + 1):
+        value = (cluster.last.get(("recommendations", user)) or {}) if subscriber else \
+            msgspec.json.decode(cluster.worlds[user].recs.get(user, b"{}"))
+        if not value.get("alias_of"):
+            return user
+        user = value["alias_of"]
+    raise AssertionError("the lists' pointers go round a ring")
+
+
+def assert_one_list(cluster, root):
+    """Every id's list, stored and as a subscriber has it, is the root's (a ring of ids linked in one burst
+    left each id's list pointing at the next for good: reads went round it, an outside fuzz); each merged
+    id's last affinity.updates record names the id it went to and has no artists of its own."""
+    for user in cluster.worlds:
+        assert read_list(cluster, user) == read_list(cluster, user, subscriber=True) == root, user
+        if user != root:
+            update = cluster.last["affinity.updates", user]
+            assert update["alias_of"] and update["artists"] == [], update
+
+
 def test_identifies_both_ways_one_after_the_other_leave_one_profile():
     c = Cluster(["a", "b"])
     c.run("a", [follow("a", "a", "f-a")])
@@ -68,6 +96,7 @@ def test_identifies_both_ways_one_after_the_other_leave_one_profile():
     c.run("a", [view("a", "x", "later-a")])
     c.settle()
     assert scores(c, "a") == {"a": WEIGHT, "b": WEIGHT, "x": 2 * VIEW}
+    assert_one_list(c, "a")
 
 
 @pytest.mark.parametrize("order", [["a", "b"], ["b", "a"]])
@@ -82,6 +111,7 @@ def test_identifies_both_ways_before_either_merge_lands_break_the_ring_once(orde
     (root,) = c.roots()
     assert root == "a" and c.profile("b").alias_of == "a"  # the ring's smallest id, whatever the order
     assert scores(c, "a") == {"a": WEIGHT, "b": WEIGHT, "x": VIEW}  # every profile and event once
+    assert_one_list(c, "a")
     c.run("b", [view("b", "y", "after")])
     c.settle(order)
     assert scores(c, "a")["y"] == VIEW
@@ -99,6 +129,7 @@ def test_a_ring_of_three_settles_on_one_profile_holding_each_event_once(order):
     c.settle(order)
     assert c.roots() == ["x"]
     assert scores(c, "x") == {"x": WEIGHT, "y": WEIGHT, "z": WEIGHT, "w": VIEW}
+    assert_one_list(c, "x")
 
 
 def test_a_merge_sent_again_is_dropped_by_an_id_that_absorbed_it_before_its_own_link():

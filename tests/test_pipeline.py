@@ -397,13 +397,13 @@ SCORES = st.floats(-1e6, 1e6) | st.sampled_from([0.0, -0.0, 1.0, 1.0 + 1e-12, 1.
 
 @given(st.lists(st.tuples(st.sampled_from("abc"), SCORES), max_size=5), st.data())
 def test_an_affinity_update_is_sent_exactly_when_the_top_rounded_to_9_digits_moved(before, data):
-    """`_same_rounded` formats only the scores that differ; the answer is the full rounding's."""
-    from streams.core.pipeline import _same_rounded
+    """`same_top` formats only the scores that differ; the answer is the full rounding's."""
+    from streams.core.affinity import same_top
 
     def rounded(top):
         return [(a, float(f"{s:.9g}")) for a, s in top]
 
     nudged = [(a, data.draw(st.sampled_from([s, s * (1 + 1e-12), s * (1 + 1e-7), -s, s + 1.0]))) for a, s in before]
     for after in (nudged, data.draw(st.lists(st.tuples(st.sampled_from("abc"), SCORES), max_size=5))):
-        assert _same_rounded(before, after) == (rounded(before) == rounded(after))
-    assert _same_rounded(before, before)
+        assert same_top(before, after) == (rounded(before) == rounded(after))
+    assert same_top(before, before)

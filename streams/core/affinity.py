@@ -277,6 +277,12 @@ class AffinityModel:
         return len(saves) > keep
 
 
+def same_top(before: list[tuple[str, float]], after: list[tuple[str, float]]) -> bool:
+    """The same artists in the same order with the same scores to 9 significant digits (no update to send)."""
+    return len(before) == len(after) and all(a == b and (s == t or float(f"{s:.9g}") == float(f"{t:.9g}"))
+                                             for (a, s), (b, t) in zip(before, after, strict=True))
+
+
 def reference_scores(model: AffinityModel, signals: list[Signal]) -> dict[str, dict[str, float]]:
     """Affinity per user from a list of signals, computed from scratch (tests, rebuild checks)."""
     profiles: dict[str, Profile] = {}

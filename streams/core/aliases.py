@@ -27,9 +27,11 @@ True
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+
 import msgspec
 
-from streams.core.records import Recommendations, decode_recs, encode
+from streams.core.records import AffinityUpdate, Identity, Recommendations, decode_recs, encode
 
 # ids a record may pass through. Links made in a burst forward each merge along the rest of the
 # chain, one record a hop: a 33 KB collector batch chaining 300 ids made 44,850 internal records,
@@ -59,6 +61,31 @@ def forwarded(record, alias_of: str, **changes):
     next, with `changes`; None when its id is where its ring breaks (see `next_hop`)."""
     hop = next_hop(record.user_id, alias_of, record.via)
     return None if hop is None else msgspec.structs.replace(record, user_id=hop[0], via=hop[1], **changes)
+
+
+def pointers(raw: bytes | None, link: Identity, as_of: float, now: float) -> tuple[bytes, bytes]:
+    """What the previous id of `link` says once merged into its user id: (its recommendations value, a pointer
+    list; its affinity.updates record, no artists and `alias_of`: a subscriber keeping the last record of each
+    key counted a merged visitor's artists twice, under both ids)."""
+    update = AffinityUpdate(link.previous_id, as_of, [], link.message_id, alias_of=link.user_id)
+    return pointer_list(raw, link.previous_id, link.user_id, now), encode(update)
+
+
+def unpointed(recs: MutableMapping[str, bytes], user: str) -> bytes | None:
+    """The list of `user` where a ring of aliases broke (it dropped its pointer), its own again: written back to
+    `recs` without `alias_of` and returned, or None when it was no pointer. A list is written when its items
+    change, so a ring of ids linked in one burst left every id's value pointing at the next: reads went round it
+    until they gave up on a stale list, or for 10 s across workers, and so did subscribers (an outside fuzz).
+
+    >>> recs = {"a": pointer_list(None, "a", "b", 5.0)}
+    >>> unpointed(recs, "a") == recs["a"], decode_recs(recs["a"]).alias_of, unpointed(recs, "a")
+    (True, '', None)
+    """
+    old = decode_recs(recs.get(user))
+    if old is None or not old.alias_of:
+        return None
+    recs[user] = value = encode(msgspec.structs.replace(old, alias_of=""))
+    return value
 
 
 def pointer_list(raw: bytes | None, user: str, alias_of: str, now: float) -> bytes:

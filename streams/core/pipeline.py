@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import msgspec
 
 from streams.core import positions, topcache
-from streams.core.affinity import AffinityModel, Profile, load
-from streams.core.aliases import forwarded, pointer_list
+from streams.core.affinity import AffinityModel, Profile, load, same_top
+from streams.core.aliases import forwarded, pointers, unpointed
 from streams.core.attribution import Rules
 from streams.core.catalog import CatalogIndex, decode_artwork
 from streams.core.coengagement import MARK, PairCounts, counted
@@ -164,9 +164,9 @@ class PartitionBatch:
                        carried(self.cfg.model, msgspec.structs.replace(profile, alias_of="")))
         self._send(SIGNALS_KEYED, ident.user_id, encode_keyed(moving))
         profile.alias_of = ident.user_id
-        self.recs[ident.previous_id] = value = pointer_list(self.recs.get(ident.previous_id), ident.previous_id,
-                                                            ident.user_id, self.now)
-        self._send(RECOMMENDATIONS, ident.previous_id, value)
+        self.recs[ident.previous_id], update = pointers(self.recs.get(ident.previous_id), ident, profile.ref, self.now)
+        self._send(RECOMMENDATIONS, ident.previous_id, self.recs[ident.previous_id])
+        self._send(AFFINITY_UPDATES, ident.previous_id, update)
         self._written.add(ident.previous_id)
         self._dirty.pop(ident.previous_id, None)
 
@@ -191,6 +191,9 @@ class PartitionBatch:
         elif profile.alias_of:
             profile.alias_of = ""
             self._written.add(rec.user_id)
+            self._dirty.setdefault(rec.user_id, rec.message_id)  # a list of its own again
+            if (own := unpointed(self.recs, rec.user_id)) is not None:
+                self._send(RECOMMENDATIONS, rec.user_id, own)
         return bool(moved)
 
     def _exposure(self, exposure: Exposure) -> None:
@@ -263,7 +266,7 @@ class PartitionBatch:
 
     def _emit_affinity(self, user, profile, before, after, trigger, resend=False) -> None:
         n = self.cfg.affinity_top_n
-        if resend or not _same_rounded(before[:n], after[:n]):
+        if resend or not same_top(before[:n], after[:n]):
             update = AffinityUpdate(user, profile.ref, [ArtistScore(a, s) for a, s in after[:n]], trigger)
             self._send(AFFINITY_UPDATES, user, encode(update))
 
@@ -293,8 +296,3 @@ class PartitionBatch:
 
     def _send(self, topic: str, key: str, value: bytes) -> None:
         self.out.append(Output(topic, key.encode(), value))
-
-
-def _same_rounded(before: list[tuple[str, float]], after: list[tuple[str, float]]) -> bool:  # to 9 digits
-    return len(before) == len(after) and all(a == b and (s == t or float(f"{s:.9g}") == float(f"{t:.9g}"))
-                                             for (a, s), (b, t) in zip(before, after, strict=True))

@@ -209,13 +209,14 @@ class ArtistScore(msgspec.Struct, array_like=False):
     score: float
 
 
-class AffinityUpdate(msgspec.Struct):
+class AffinityUpdate(msgspec.Struct, omit_defaults=True):
     """``affinity.updates`` record, keyed by user id."""
 
     user_id: str
     as_of: float  # the event time the scores are expressed at
     artists: list[ArtistScore]
     trigger: str  # messageId of the signal that caused the change
+    alias_of: str = ""  # an id merged into another: no artists of its own from then on (core.aliases)
 
 
 class DeadLetter(msgspec.Struct):
