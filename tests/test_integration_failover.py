@@ -143,6 +143,8 @@ def test_two_workers_split_partitions_route_reads_and_fail_over(cluster):
                 w.get(f"/recommendations/{path}")), 30, what=f"the list of user {u!r}")
             assert json.loads(got[1])["user_id"] == u and get_json(w, f"/users/{path}/affinity")[1]["user_id"] == u
 
+    _a_ring_of_ids_across_the_workers_serves_one_list(cluster, a, b, track)
+
     b.kill()  # SIGKILL
     wait_until(lambda: all(a.get(f"/users/{u}/affinity")[0] == 200 for u in users), 120, what="survivor serves all keys")
     more = list(DemoGenerator(users=200, artists=40, artworks=400, seed=32).events(1500))
@@ -151,6 +153,36 @@ def test_two_workers_split_partitions_route_reads_and_fail_over(cluster):
     cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in more])
     ref = reference(events + more, artist_of)
     wait_until(lambda: _matches(a, ref, sorted(ref)), 120, what="survivor caught up on all keys")
+
+
+def _a_ring_of_ids_across_the_workers_serves_one_list(cluster, a, b, track: dict) -> None:
+    """Two visitors' ids, one on each worker's partitions, linked both ways in one burst (each identify before
+    the other's merge landed): their lists pointed at each other for good, and a read of either went from
+    worker to worker until the 10 s proxy timeout (503), holding other users' reads up (an outside fuzz)."""
+    from streams.core.ingest import KeyPartitioner
+    from streams.worker.web import HOPS
+
+    owner = KeyPartitioner(4)
+    mine = set(get_json(a, "/health")[1]["partitions"])
+    left, right = (next(u for u in (f"ring-{side}{i}" for i in range(100)) if (owner(u.encode()) in mine) == on_a)
+                   for side, on_a in (("a", True), ("b", False)))
+    views = [{**track, "userId": None, "anonymousId": u, "messageId": f"{u}-{i}"} for u in (left, right) for i in range(3)]
+    cluster.produce("events.segment", [(u["anonymousId"].encode(), dumps(u)) for u in views])
+    wait_until(lambda: all(get_json(w, f"/users/{u}/affinity")[0] == 200 for w in (a, b) for u in (left, right)), 60,
+               what="both visitors' profiles")
+    cluster.produce("events.segment", [(old.encode(), dumps({"type": "identify", "userId": new, "anonymousId": old,
+                                                             "messageId": f"link-{old}"}))
+                                       for old, new in ((left, right), (right, left))])
+    root = min(left, right)  # where a ring breaks (streams.core.aliases)
+    wait_until(lambda: get_json(a, f"/users/{root}/affinity")[1]["events"] == 6, 60, what="one profile")
+    for w in (a, b):
+        for u in (left, right):
+            status, body = wait_until(lambda w=w, u=u: (lambda r: r if r[0] == 200 and json.loads(r[1])["user_id"] == root
+                                                        else None)(w.get(f"/recommendations/{u}", timeout=15)),
+                                      30, what=f"{u}'s list, the ring's")
+    # a read forwarded along pointers carries its hops: one that made them all serves what it finds
+    other = max(left, right)
+    assert json.loads(a.get(f"/recommendations/{other}", headers={HOPS: "32"})[1])["user_id"] == other
 
 
 def _mismatches(worker, ref, users) -> list:

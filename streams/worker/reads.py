@@ -77,14 +77,14 @@ def read(table, key: str, partition: int | None = None) -> bytes | None:
     return value
 
 
-async def forward(table, key: str, request, path: str | None = None):
-    """The owner's response to `request` (for `path` instead of the request's own when given), or
-    None when this worker turns out to own `key`.
+async def forward(table, key: str, request, path: str | None = None, headers: dict[str, str] | None = None):
+    """The owner's response to `request` (for `path` instead of the request's own when given, with
+    `headers` added), or None when this worker turns out to own `key`.
     Safe before the first write: the router hashes keys with the producer's metadata for the
     table's changelog, which the producer only fetches on its first write there."""
     await partitioner(app.producer._ensure_producer(), table.changelog_topic.get_topic_name())
     try:
-        return await _proxy(app.router.key_store(table.name, key), request, path)
+        return await _proxy(app.router.key_store(table.name, key), request, path, headers)
     except KeyError:  # no owner known: rebalancing
         return _unavailable()
     except SameNode:
@@ -100,7 +100,7 @@ async def forward(table, key: str, request, path: str | None = None):
 _OWNER_TIMEOUT = aiohttp.ClientTimeout(total=10)  # a hung owner: 503 after this, not aiohttp's 5 minutes
 
 
-async def _proxy(owner: URL, request, path: str | None = None):
+async def _proxy(owner: URL, request, path: str | None = None, added: dict[str, str] | None = None):
     """The owner's answer to `request` (faust's `route_req`, which rebuilt the URL with yarl, so
     the users "." and ".." were asked for "/recommendations/" and got a 404, and dropped the
     answer's headers, Retry-After among them). The raw path goes as the client sent it."""
@@ -108,7 +108,7 @@ async def _proxy(owner: URL, request, path: str | None = None):
     if (host, port) == _ident(app.conf.canonical_url):
         raise SameNode()
     url = URL(f"{owner.scheme or 'http'}://{host}:{port}{path or origin_form(request.raw_path)}", encoded=True)
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")} | (added or {})
     async with app.http_client.request(request.method, url, headers=headers, timeout=_OWNER_TIMEOUT) as response:
         body = await response.read()
         kept = {k: response.headers[k] for k in ("Retry-After", "Cache-Control") if k in response.headers}

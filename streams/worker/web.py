@@ -98,13 +98,21 @@ async def user_recommendations(request):
     return await _served_list(request, request.match_info["user_id"])
 
 
-async def _served_list(request, user_id: str, hops: int = 0):
+HOPS = "X-Recstream-Hops"  # pointers a read forwarded to another worker followed already
+
+
+async def _served_list(request, user_id: str, hops: int | None = None):
     """`user_id`'s list, served here or by its owner; an id merged into another serves that id's
-    list (its value is a pointer there: streams.core.aliases.pointer_list), at most MAX_VIA hops."""
+    list (its value is a pointer there: streams.core.aliases.pointer_list), at most MAX_VIA hops
+    in all: counted across workers (a ring of pointers over two workers went round for 10 s)."""
+    if hops is None:
+        given = request.headers.get(HOPS, "0")
+        hops = min(int(given), MAX_VIA) if given.isascii() and given.isdigit() and len(given) < 4 else 0
     partition = owned_partition(tables.recommendations, user_id)
     if partition is None:
         forwarded = await forward(tables.recommendations, user_id, request,
-                                  f"/recommendations/{quote(user_id, safe='')}" if hops else None)
+                                  f"/recommendations/{quote(user_id, safe='')}" if hops else None,
+                                  {HOPS: str(hops)} if hops else None)
         if forwarded is not None:
             return forwarded
     raw = read(tables.recommendations, user_id, partition)
