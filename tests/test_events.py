@@ -476,6 +476,11 @@ def test_a_dead_letter_of_a_huge_record_fits_a_produce_request():
      parse_segment, "missing_user"),
     (seg(event="followedArtist", properties={"owner_id": "\u2060"}), parse_segment, "missing_property"),
     (seg(event="artworkSave", properties={"artwork_ids": ["w1", "\u200b"]}), parse_segment, "invalid_id"),
+    # letters drawn as nothing (Hangul fillers, the blank braille pattern), a combining mark alone (an outside fuzz)
+    (seg(userId="\u3164\u3164", event="followedArtist", properties={"owner_id": "a1"}), parse_segment, "missing_user"),
+    (seg(userId="\u115f", anonymousId="\u2800", event="followedArtist", properties={"owner_id": "a1"}),
+     parse_segment, "missing_user"),
+    (seg(userId="\u0301", event="followedArtist", properties={"owner_id": "a1"}), parse_segment, "missing_user"),
     # "|" joins artist ids and merchant ids in table keys
     (seg(event="followedArtist", properties={"owner_id": "a|b"}), parse_segment, "invalid_id"),
     (seg(event="artworkSave", properties={"artwork_id": "w1", "artist_id": "a|b"}), parse_segment, "invalid_id"),

@@ -123,17 +123,25 @@ def opt_id(p: dict, name: str) -> str | None:
     return checked_id(value, name)
 
 
+# printable letters and symbols drawn as nothing (Hangul fillers, the blank braille pattern): an outside fuzz
+_BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
 def blank(value: str) -> bool:
     """Nothing a person could see or type back: empty, whitespace, or only invisible characters
-    (controls and format characters such as U+200B, the zero-width space, and U+FEFF), which
+    (controls and format characters such as U+200B, the zero-width space, and U+FEFF; combining
+    marks with nothing to mark; letters drawn as nothing, such as U+3164, the Hangul filler), which
     would make ids that print alike but key different users.
 
     >>> blank(""), blank(" \t"), blank("\u200b"), blank("\ufeff\u200d "), blank("a\u200b"), blank("é")
     (True, True, True, True, False, False)
+    >>> blank("\u3164\u3164"), blank("\u2800"), blank("\u0301"), blank("e\u0301"), blank("\u3164x")
+    (True, True, True, False, False)
     """
-    if value.isprintable() and not value.isspace():  # the common case, at C speed
-        return not value
-    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in value)
+    if value.isascii() and value.isprintable():  # the common case, at C speed
+        return not value.strip()
+    return all(c.isspace() or c in _BLANK_GLYPHS or unicodedata.category(c) in ("Cc", "Cf", "Mn", "Me")
+               for c in value)
 
 
 def checked_id(value: str | None, name: str) -> str | None:
