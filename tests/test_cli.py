@@ -294,7 +294,10 @@ def test_experiments_report_says_the_file_it_wrote(tmp_path, monkeypatch, capsys
     """A path without a suffix is written with .png (matplotlib's rule): say that name, not the one given."""
     from streams.cli import readout
 
-    async def snapshots(bootstrap, topic):
+    clients = []
+
+    async def snapshots(client, topic):
+        clients.append(client)
         return [{"t": 1.0, "experiment": "recs", "variants": {"A": {"users": 10, "converted": 2}}}]
 
     monkeypatch.setenv("RECSTREAM_BROKER_URL", "kafka://127.0.0.1:1")
@@ -302,6 +305,11 @@ def test_experiments_report_says_the_file_it_wrote(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(readout, "read_snapshots", snapshots)
     assert readout.main(["report", "--out", str(tmp_path / "plot")]) == 0
     assert (tmp_path / "plot.png").exists() and f"wrote {tmp_path / 'plot.png'} (1 snapshots)" in capsys.readouterr().out
+    # the snapshots are read with the cluster's security settings (it read them with the bootstrap address alone)
+    for name, value in (("PROTOCOL", "SASL_PLAINTEXT"), ("SASL_USERNAME", "u"), ("SASL_PASSWORD", "p")):
+        monkeypatch.setenv(f"RECSTREAM_KAFKA_SECURITY_{name}" if name == "PROTOCOL" else f"RECSTREAM_KAFKA_{name}", value)
+    assert readout.main(["report", "--out", str(tmp_path / "plot")]) == 0
+    assert clients[-1]["security_protocol"] == "SASL_PLAINTEXT" and clients[-1]["sasl_plain_username"] == "u"
 
 
 @pytest.mark.parametrize("args,says", [

@@ -18,6 +18,7 @@ import pytest
 
 from streams.core.demo import dumps
 from streams.core.experiments import assign, default_variants
+from streams.kafka.admin import existing_topics
 from tests.conftest import Cluster, consume_all, get_json, metric, wait_until
 
 pytestmark = pytest.mark.integration
@@ -161,6 +162,13 @@ def test_served_lists_and_exposure_events_are_exposures(broker, tmp_path):
         assert done.returncode == 0, done.stderr
         assert "experiment recs" in done.stdout and "sample ratio" in done.stdout and "wrote" in done.stdout
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        # under a prefix with no readouts: said, and no topic created by the read (an outside check)
+        elsewhere = subprocess.run([sys.executable, "-m", "streams.cli", "experiments", "report", "--worker", worker.base_url,
+                                    "--out", str(png)], env={**env, "RECSTREAM_TOPIC_PREFIX": "none-yet."},
+                                   capture_output=True, text=True, timeout=120)
+        assert elsewhere.returncode == 1 and "no snapshots" in elsewhere.stderr
+        assert not [t for t in asyncio.run(existing_topics({"bootstrap_servers": cluster.broker.bootstrap}))
+                    if t.startswith("none-yet.")]
         unreachable = subprocess.run([sys.executable, "-m", "streams.cli", "experiments", "report", "--worker",
                                       "http://127.0.0.1:1"], env=env, capture_output=True, text=True, timeout=60)
         assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr

@@ -45,12 +45,17 @@ def plot(snapshots: list[dict], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-async def read_snapshots(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[dict]:
-    """Every snapshot on the readouts topic (from the beginning, no consumer group)."""
+async def read_snapshots(client: dict, topic: str, timeout_s: float = 10.0) -> list[dict]:
+    """Every snapshot on the readouts topic (from the beginning, no consumer group), with the
+    cluster's connection settings (`Settings.aiokafka_kwargs`: it connected without TLS or SASL);
+    none when the topic does not exist (a consumer's metadata request would have created it)."""
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
+    from streams.kafka.admin import existing_topics
+
+    if topic not in await existing_topics(client):
+        return []
+    consumer = AIOKafkaConsumer(topic, **client, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
     await consumer.start()
     out: list[dict] = []
     try:
@@ -106,7 +111,8 @@ def main(argv: list[str]) -> int:
     if args.out:
         from streams.cli.common import bootstrap_of
 
-        snapshots = asyncio.run(read_snapshots(bootstrap_of(settings), settings.topic("experiments.readouts")))
+        bootstrap_of(settings)  # RECSTREAM_BROKER_URL is set, or one line and exit 2
+        snapshots = asyncio.run(read_snapshots(settings.aiokafka_kwargs(), settings.topic("experiments.readouts")))
         if not snapshots:
             print("recstream: no snapshots on experiments.readouts yet (one every "
                   f"{settings.readout_interval_s:g} s); no plot written", file=sys.stderr)
