@@ -86,10 +86,19 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
 
     >>> unknown_variables({"RECSTREAM_PARTITONS": "8", "RECSTREAM_PARTITIONS": "4", "RECSTREAM_ZZZ": "", "HOME": "/"})
     ['RECSTREAM_PARTITONS is not a setting (RECSTREAM_PARTITIONS?)', 'RECSTREAM_ZZZ is not a setting']
+    >>> unknown_variables({"RECSTREAM_BROKER": "kafka://k:9092"})  # a setting's name cut short
+    ['RECSTREAM_BROKER is not a setting (RECSTREAM_BROKER_URL?)']
     """
     known = {var_name(f) for f in fields(Settings)} | INTERNAL
     unknown = sorted(name for name in env if name.startswith(PREFIX) and name not in known)
-    names = [k.removeprefix(PREFIX) for k in known]  # compared without the prefix every name shares
-    return [name + " is not a setting" + "".join(
-        f" ({PREFIX}{close}?)" for close in difflib.get_close_matches(name.removeprefix(PREFIX), names, 1, 0.8))
-        for name in unknown]
+    names = sorted(k.removeprefix(PREFIX) for k in known - INTERNAL)  # compared without the prefix every name shares
+    return [name + " is not a setting" + "".join(f" ({PREFIX}{close}?)"
+                                                  for close in _nearest(name.removeprefix(PREFIX), names))
+            for name in unknown]
+
+
+def _nearest(name: str, names: list[str]) -> list[str]:
+    """The setting `name` most likely meant: a close spelling, else the one setting it begins."""
+    close = difflib.get_close_matches(name, names, 1, 0.8)
+    longer = [n for n in names if n.startswith(name + "_")]
+    return close or (longer if len(longer) == 1 else [])
