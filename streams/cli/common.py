@@ -15,11 +15,16 @@ from streams.core.setting_rules import bootstrap_servers
 from streams.core.settings import Settings
 
 
+def said(exc: BaseException) -> str:
+    """An exception in a few words: its type, then its message when it has one."""
+    text, name = str(exc), type(exc).__name__
+    return text if name in text else f"{name}: {text}" if text else name
+
+
 def unanswered(exc: BaseException, url: str = "") -> str:
     """A broker that did not answer (a KafkaError), in the one line every command prints for it."""
-    said = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
     at = f" at {url}" if url else ""
-    return f"the broker{at} did not answer ({said}); check RECSTREAM_BROKER_URL and the RECSTREAM_KAFKA_* settings"
+    return f"the broker{at} did not answer ({said(exc)}); check RECSTREAM_BROKER_URL and the RECSTREAM_KAFKA_* settings"
 
 
 class Progress:

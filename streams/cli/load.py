@@ -14,10 +14,12 @@ import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from streams.cli.common import Progress, bootstrap_of, unanswered
+from streams.cli.deliveries import NOT_DELIVERED, Deliveries
 from streams.core.catalog import decode_artwork, decode_curated
 from streams.core.events import Rejected
 from streams.core.image_pipeline import decode_image_catalog
@@ -129,17 +131,24 @@ def missing_files(command: str, paths: list[Path], rejects: Path | None = None) 
     return False
 
 
-def run_producer(command: str, coroutine) -> tuple[Any, int]:
+def run_producer(command: str, coroutine, report: Report | None = None,
+                 summary: Callable[[], list[str]] | None = None) -> tuple[Any, int]:
     """Run a command's coroutine: (its result, 0), or (None, 2) after one line on stderr when the
-    broker cannot be reached or an input file stops part-way (no traceback)."""
+    broker cannot be reached or an input file stops part-way (no traceback). When it stopped after
+    `report` started sending, the `summary` of what was done comes first, and the line says how
+    many records were acknowledged."""
     from aiokafka.errors import KafkaError
 
     try:
         return asyncio.run(coroutine), 0
     except KafkaError as exc:
-        print(f"recstream {command}: {unanswered(exc)}", file=sys.stderr)
+        problem = unanswered(exc)
     except UnreadableFile as exc:
-        print(f"recstream {command}: {exc}", file=sys.stderr)
+        problem = str(exc)
+    if report is not None and report.started and summary is not None:
+        print("\n".join(summary()))
+        problem += f"; {report.sent:,} records acknowledged before it stopped"
+    print(f"recstream {command}: {problem}", file=sys.stderr)
     return None, 2
 
 
@@ -147,7 +156,7 @@ class Report:
     """Counts, the first `show` bad lines on stderr as they come, and the summary lines."""
 
     def __init__(self, show: int = 10, rejects: Path | None = None):
-        self.sent, self.show = 0, show
+        self.sent, self.show, self.started = 0, show, False  # started: sending (the producer is up)
         self.rejected: Counter = Counter()
         self.details: dict[str, Counter] = defaultdict(Counter)
         self.looks_like: Counter = Counter()
@@ -182,6 +191,14 @@ class Report:
             out.append(f"note: {self.sent} curated lists sent; the last one is the list in effect")
         return out
 
+    def not_delivered(self, command: str) -> int:
+        """Exit status 3 after one line when records were not delivered (`rejected not_delivered`), else 0."""
+        lost = self.rejected[NOT_DELIVERED]
+        if lost:
+            print(f"recstream {command}: {lost} records were not delivered (the broker did not acknowledge them)",
+                  file=sys.stderr)
+        return 3 if lost else 0
+
     def close(self) -> None:
         if self.rejects:
             self.rejects.close()
@@ -191,7 +208,6 @@ async def load(kind_name: str, paths: list[Path], bootstrap: str, settings: Sett
                report: Report, window: int = 5000) -> None:
     """Check and send every line; `report.sent` counts the records the broker acknowledged."""
     from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import MessageSizeTooLargeError
 
     kind, client = KINDS[kind_name], kafka_client(settings, bootstrap)
     topic = settings.topic(kind.topic)
@@ -201,42 +217,28 @@ async def load(kind_name: str, paths: list[Path], bootstrap: str, settings: Sett
     await ensure_topics(client, {topic: (settings.partitions, COMPACT)})
     producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=262144)
     await start_quietly(producer)
+    report.started = True
     progress = Progress(f"load {kind_name}", sum(p.stat().st_size for p in paths))
-    inflight: list = []
+    deliveries = Deliveries(producer, report, window)
     try:
         for path, number, line, done in numbered_lines(paths):
             key = check(kind, line)
             if isinstance(key, Rejected):
                 report.reject(path, number, key, line)
                 continue
-            try:
-                sent = await producer.send(topic, value=line, key=key)
-            except MessageSizeTooLargeError:
-                too_big = Rejected("oversized", "larger than a produce request may be")
-                report.reject(path, number, too_big, line)
-                continue
-            inflight.append((sent, path, number, line))
-            if len(inflight) >= window:
-                await _settle(inflight, report)
-            progress.update(report.sent + len(inflight), done)
-        await _settle(inflight, report)
+            await deliveries.send(topic, key, path, number, line)
+            progress.update(report.sent + deliveries.pending, done)
+        await deliveries.settle()
+    except UnreadableFile:  # what was read before is counted
+        await deliveries.settle()
+        raise
     except asyncio.CancelledError:  # Ctrl-C: where it stopped (loading the same records again changes nothing)
+        deliveries.count_answered()
         print(f"\nload {kind_name}: interrupted after {report.sent:,} records acknowledged", file=sys.stderr)
         raise
     finally:
         await producer.stop()
     progress.close(report.sent)
-
-
-async def _settle(inflight: list, report: Report) -> None:
-    """Wait for the broker's acks of the records in flight; a record it refused is reported."""
-    results = await asyncio.gather(*(f for f, *_ in inflight), return_exceptions=True)
-    for (_, path, number, line), result in zip(inflight, results, strict=True):
-        if isinstance(result, BaseException):
-            report.reject(path, number, Rejected("not_delivered", type(result).__name__), line)
-        else:
-            report.sent += 1
-    inflight.clear()
 
 
 def cmd_load(argv: list[str]) -> int:
@@ -259,12 +261,13 @@ def cmd_load(argv: list[str]) -> int:
     report = Report(args.show, args.rejects)
     try:
         bootstrap = bootstrap_of(settings)
-        _, status = run_producer("load", load(args.kind, args.files, bootstrap, settings, report))
+        summary = partial(report.lines, args.kind, settings.topic(KINDS[args.kind].topic))
+        _, status = run_producer("load", load(args.kind, args.files, bootstrap, settings, report), report, summary)
     finally:
         report.close()
     if status:
         return status
-    print("\n".join(report.lines(args.kind, settings.topic(KINDS[args.kind].topic))))
-    if not report.sent:
+    print("\n".join(summary()))
+    if not report.sent and not report.rejected[NOT_DELIVERED]:
         print("nothing valid was sent", file=sys.stderr)
-    return 0 if report.sent else 1
+    return report.not_delivered("load") or (0 if report.sent else 1)

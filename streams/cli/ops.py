@@ -16,12 +16,13 @@ import math
 import os
 import sys
 import time
-from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import msgspec
 
 from streams.cli.common import Progress, bootstrap_of
+from streams.cli.deliveries import NOT_DELIVERED
 from streams.core.config import core_objects
 from streams.core.events import Rejected
 from streams.core.ingest import ParserConfig, ingest_one
@@ -96,57 +97,63 @@ def _key_of(parsed, obj: dict) -> bytes | None:
     return user.encode() if user else None
 
 
-async def replay(paths: list[Path], bootstrap: str, settings: Settings, rate: float = 0.0,
-                 rejects: Path | None = None, hints: Counter | None = None) -> tuple[int, Counter]:
-    """`hints` (when given) counts the rejected lines that look like catalog records, by kind."""
+async def replay(paths: list[Path], bootstrap: str, settings: Settings, report, rate: float = 0.0) -> None:
+    """Route and send every line; `report` (streams.cli.load.Report) counts the records the broker acknowledged
+    and the lines rejected, with their reasons (those that look like catalog records: `report.looks_like`)."""
     from aiokafka import AIOKafkaProducer
 
+    from streams.cli.deliveries import Deliveries
     from streams.cli.devtools import pace
-    from streams.cli.load import kafka_client, numbered_lines, reject_record, sniff
+    from streams.cli.load import UnreadableFile, kafka_client, numbered_lines
     from streams.kafka.admin import ensure_topics, start_quietly
 
     client = kafka_client(settings, bootstrap)
     parser = core_objects(settings)[1]  # the worker's checks under the same settings
-    reject_file = open(rejects, "wb") if rejects else None  # before the broker: a bad path leaves nothing open
-    try:
-        # before the first send: a topic the broker auto-created would take its default partition count, and
-        # input keyed by user must sit in its user's state partition (single hop; the bulk rebuild's map)
-        await ensure_topics(client, {settings.topic(name): (settings.partitions, {}) for name in INPUT_KINDS})
-        producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=262144)
-        await start_quietly(producer)
-    except BaseException:
-        if reject_file:
-            reject_file.close()
-        raise
-    total_bytes = sum(p.stat().st_size for p in paths)
-    progress = Progress("replay", total_bytes)
-    sent, rejected = 0, Counter()
-    started = time.monotonic()
+    # before the first send: a topic the broker auto-created would take its default partition count, and
+    # input keyed by user must sit in its user's state partition (single hop; the bulk rebuild's map)
+    await ensure_topics(client, {settings.topic(name): (settings.partitions, {}) for name in INPUT_KINDS})
+    producer = AIOKafkaProducer(**client, linger_ms=20, max_batch_size=262144)
+    await start_quietly(producer)
+    report.started = True
+    progress = Progress("replay", sum(p.stat().st_size for p in paths))
+    deliveries = Deliveries(producer, report)
+    started, lines = time.monotonic(), 0
     try:
         for path, number, line, done in numbered_lines(paths):
             routed = route_line(line, parser)
             if isinstance(routed, Rejected):
-                rejected[routed.reason] += 1
-                if hints is not None and routed.reason == "unknown_record":
-                    hints[sniff(line)] += 1
-                if reject_file:
-                    reject_file.write(reject_record(routed, path, number, line))
+                report.reject(path, number, routed, line)
                 continue
             topic, key = routed
-            await producer.send(settings.topic(topic), value=line, key=key)
-            sent += 1
-            await pace(sent, rate, started)
-            progress.update(sent, done)
-        await producer.flush()
+            await deliveries.send(settings.topic(topic), key, path, number, line)
+            lines += 1
+            await pace(lines, rate, started)
+            progress.update(report.sent + deliveries.pending, done)
+        await deliveries.settle()
+    except UnreadableFile:  # what was read before is counted
+        await deliveries.settle()
+        raise
     except asyncio.CancelledError:  # Ctrl-C: where it stopped (the same lines again count once, the dedup window)
-        print(f"\nreplay: interrupted after {sent:,} lines sent", file=sys.stderr)
+        deliveries.count_answered()
+        print(f"\nreplay: interrupted after {report.sent:,} lines sent and acknowledged", file=sys.stderr)
         raise
     finally:
         await producer.stop()
-        if reject_file:
-            reject_file.close()
-    progress.close(sent)
-    return sent, rejected
+    progress.close(report.sent)
+
+
+def summary(report) -> list[str]:
+    """`sent N, rejected M`, the count per reason (what a failed delivery said), and where catalog records go."""
+    out = [f"sent {report.sent}, rejected {sum(report.rejected.values())}"]
+    for reason, count in report.rejected.most_common():
+        out.append(f"  rejected {reason}: {count}")
+        if reason == NOT_DELIVERED:
+            out += [f"    {n} x {said}" for said, n in report.details[reason].most_common()]
+    for kind, count in report.looks_like.most_common():
+        if kind in ("artworks", "curated", "images"):
+            out.append(f"hint: {count} lines look like {kind} catalog records: load them with "
+                       f"`recstream load {kind} FILE...`")
+    return out
 
 
 def cmd_replay(argv: list[str]) -> int:
@@ -158,28 +165,24 @@ def cmd_replay(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not (math.isfinite(args.rate) and args.rate >= 0):
         parser.error(f"--rate must be a finite number >= 0 (0: as fast as possible), got {args.rate}")
-    from streams.cli.load import missing_files, run_producer
+    from streams.cli.load import Report, missing_files, run_producer
 
     if missing_files("replay", args.files, args.rejects):
         return 2
     settings = Settings.from_env()
-    hints: Counter = Counter()
     bootstrap = bootstrap_of(settings)
-    result, status = run_producer(
-        "replay", replay(args.files, bootstrap, settings, args.rate, args.rejects, hints))
+    report = Report(show=0, rejects=args.rejects)  # before the broker: a bad path leaves nothing open
+    try:
+        _, status = run_producer("replay", replay(args.files, bootstrap, settings, report, args.rate),
+                                 report, partial(summary, report))
+    finally:
+        report.close()
     if status:
         return status
-    sent, rejected = result
-    print(f"sent {sent}, rejected {sum(rejected.values())}")
-    for reason, count in rejected.most_common():
-        print(f"  rejected {reason}: {count}")
-    for kind, count in hints.most_common():
-        if kind in ("artworks", "curated", "images"):
-            print(f"hint: {count} lines look like {kind} catalog records: load them with "
-                  f"`recstream load {kind} FILE...`")
-    if not sent:
+    print("\n".join(summary(report)))
+    if not report.sent and not report.rejected[NOT_DELIVERED]:
         print("nothing was sent", file=sys.stderr)
-    return 0 if sent else 1
+    return report.not_delivered("replay") or (0 if report.sent else 1)
 
 
 def cmd_rebuild(argv: list[str]) -> int:
