@@ -1,3 +1,4 @@
+import gzip
 import json
 import os
 import subprocess
@@ -184,9 +185,23 @@ def test_replay_and_load_files_may_open_with_a_utf8_byte_order_mark(tmp_path):
     line = b'{"kind":"follow","user_id":"u1","artist_id":"a1","timestamp":"2026-01-01T00:00:00Z"}'
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + line + b"\n" + line + b"\n")
-    lines = [got for _, _, got, _ in numbered_lines([path])]
+    lines = [got for _, _, got, _ in numbered_lines([path], 65536)]
     assert lines == [line, line]
     assert route_line(lines[0]) == ("signals.follow", b"u1")
+
+
+def test_a_line_longer_than_any_record_is_cut_as_it_is_read_not_held_whole(tmp_path):
+    """An outside check: a 300 MB line was read whole before its size was checked (1.5 GB of memory);
+    it comes cut to one byte over the limit, refused as oversized, and the lines after it are read."""
+    from streams.cli.load import KINDS, check, numbered_lines
+
+    path = tmp_path / "big.jsonl.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(b'{"a": 1}\n' + b"x" * (3 << 20) + b'\n{"b": 2}\n' + b"y" * 2000)
+    got = [(number, len(line)) for _, number, line, _ in numbered_lines([path], 1000)]
+    assert got == [(1, 8), (2, 1001), (3, 8), (4, 1001)]
+    cut = b"z" * ((1 << 20) + 1)
+    assert check(KINDS["artworks"], cut).reason == "oversized"
 
 
 @pytest.mark.parametrize("args,expected", [

@@ -48,6 +48,9 @@ KINDS = {
 }
 
 
+LONGEST_RECORD = 1 << 20  # the producer's max_request_size: a longer line is never sent
+
+
 def check(kind: Kind, line: bytes) -> bytes | Rejected:
     """The record's key, or why the worker would dead-letter the line.
 
@@ -56,6 +59,8 @@ def check(kind: Kind, line: bytes) -> bytes | Rejected:
     >>> check(KINDS["curated"], b'{"ids": ["w1"]}')
     Rejected(reason='invalid_curated', detail='curated record needs artwork_ids')
     """
+    if len(line) > LONGEST_RECORD:
+        return Rejected("oversized", f"longer than {LONGEST_RECORD:,} bytes, more than a produce request may be")
     record = decode_or_reject(kind.decode, line, kind.reason)
     return record if isinstance(record, Rejected) else kind.key(record)
 
@@ -88,9 +93,10 @@ class UnreadableFile(Exception):
     """An input file stopped a command part-way (not gzip, truncated, unreadable)."""
 
 
-def numbered_lines(paths: list[Path]) -> Iterator[tuple[Path, int, bytes, int]]:
+def numbered_lines(paths: list[Path], longest: int) -> Iterator[tuple[Path, int, bytes, int]]:
     """(file, line number from 1, stripped line, bytes read so far across all files) of every
-    non-blank line; gzip when the name ends in .gz (progress by compressed bytes); no BOM."""
+    non-blank line; gzip when the name ends in .gz (progress by compressed bytes); no BOM. A line
+    longer than `longest` bytes comes cut to its first `longest` + 1 (a size check refuses it)."""
     done = 0
     for path in paths:
         number = 0
@@ -98,7 +104,7 @@ def numbered_lines(paths: list[Path]) -> Iterator[tuple[Path, int, bytes, int]]:
             opener = gzip.open if path.suffix == ".gz" else open
             with opener(path, "rb") as f:
                 raw = f.fileobj if path.suffix == ".gz" else f
-                for number, line in enumerate(f, 1):
+                for number, line in enumerate(_lines(f, longest), 1):
                     line = (line.removeprefix(b"\xef\xbb\xbf") if number == 1 else line).strip()
                     if line:
                         yield path, number, line, done + raw.tell()
@@ -106,6 +112,16 @@ def numbered_lines(paths: list[Path]) -> Iterator[tuple[Path, int, bytes, int]]:
             where = f"past line {number}" if number else "it"
             raise UnreadableFile(f"{path}: cannot read {where} ({exc})") from None
         done += path.stat().st_size
+
+
+def _lines(f, longest: int) -> Iterator[bytes]:
+    """`f`'s lines, one longer than `longest` bytes cut to `longest` + 1, the rest of it read and dropped a
+    megabyte at a time: read whole, a 300 MB line held 1.5 GB before its size was checked (an outside check)."""
+    while line := f.readline(longest + 1):
+        if len(line) > longest and not line.endswith(b"\n"):
+            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+        yield line
 
 
 def reject_record(why: Rejected, path: Path, number: int, line: bytes) -> bytes:
@@ -221,7 +237,7 @@ async def load(kind_name: str, paths: list[Path], bootstrap: str, settings: Sett
     progress = Progress(f"load {kind_name}", sum(p.stat().st_size for p in paths))
     deliveries = Deliveries(producer, report, window)
     try:
-        for path, number, line, done in numbered_lines(paths):
+        for path, number, line, done in numbered_lines(paths, LONGEST_RECORD):
             key = check(kind, line)
             if isinstance(key, Rejected):
                 report.reject(path, number, key, line)

@@ -62,7 +62,7 @@ class _AnyWork:
 def _route_line(line: bytes, parser: ParserConfig, now: float | None) -> tuple[str, bytes | None] | Rejected:
     max_bytes = parser.max_bytes
     if len(line) > max_bytes:
-        return Rejected("oversized", f"{len(line)} bytes > limit {max_bytes}")
+        return Rejected("oversized", f"longer than the limit of {max_bytes:,} bytes")
     if too_deep(line):
         return Rejected("too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
@@ -119,7 +119,7 @@ async def replay(paths: list[Path], bootstrap: str, settings: Settings, report, 
     deliveries = Deliveries(producer, report)
     started, lines = time.monotonic(), 0
     try:
-        for path, number, line, done in numbered_lines(paths):
+        for path, number, line, done in numbered_lines(paths, parser.max_bytes):
             routed = route_line(line, parser)
             if isinstance(routed, Rejected):
                 report.reject(path, number, routed, line)
