@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from streams.core.collector import (
     MAX_BATCH_BYTES,
     MAX_MESSAGE_BYTES,
+    STAMPS_BYTES,
     Rejected,
     Unauthorized,
     collect,
@@ -103,9 +104,34 @@ def test_bad_requests_are_rejected_with_the_part_at_fault(endpoint, raw, says):
 
 
 def test_a_message_over_32_kb_is_rejected_by_index():
-    big = {**TRACK, "properties": {"artwork_id": "a1", "note": "x" * MAX_MESSAGE_BYTES}}
+    big = {**TRACK, "properties": {"artwork_id": "a1", "note": "x" * (MAX_MESSAGE_BYTES + STAMPS_BYTES)}}
     with pytest.raises(Rejected, match=r"batch\[1\]: over 32 KB"):
         collect("/v1/batch", body({"batch": [TRACK, big]}), NOW)
+
+
+def test_a_message_the_sdk_measured_at_32_kb_is_taken_with_what_the_collector_adds():
+    """The SDKs measure a message before the collector stamps receivedAt (and a messageId and timestamp
+    when missing): one at the SDK's limit was over it once stamped, and the whole batch refused with a
+    400 the SDKs do not retry (an outside check with analytics-python and analytics-node)."""
+    bare = {"type": "track", "userId": "u1", "event": "artworkSave", "properties": {"note": ""}}
+    pad = MAX_MESSAGE_BYTES - len(json.dumps(bare, separators=(",", ":")))
+    at_limit = {**bare, "properties": {"note": "x" * pad}}
+    assert len(json.dumps(at_limit, separators=(",", ":"))) == MAX_MESSAGE_BYTES
+    (_, value), _ = collect("/v1/batch", body({"batch": [at_limit, TRACK]}), NOW).records
+    assert len(value) > MAX_MESSAGE_BYTES and json.loads(value)["receivedAt"]
+    over = {**bare, "properties": {"note": "x" * (pad + 300)}}
+    with pytest.raises(Rejected, match=r"batch\[0\]: over 32 KB"):
+        collect("/v1/batch", body({"batch": [over]}), NOW)
+
+
+def test_the_browser_and_mobile_sdks_short_paths_are_their_endpoints():
+    """analytics.js 2.0 posts one message to /v1/t, /v1/p, ... and batches to /v1/b (they were a 400)."""
+    for short, kind in (("t", "track"), ("p", "page"), ("i", "identify"), ("a", "alias"), ("g", "group"),
+                        ("s", "screen")):
+        msg = {"userId": "u1", "event": "x"} if kind == "track" else {"userId": "u1", "previousId": "p"}
+        (record,) = collect(f"/v1/{short}", body({**msg, "writeKey": "wk"}), NOW).records
+        assert json.loads(record[1])["type"] == kind
+    assert collect("/v1/b", body({"batch": [TRACK, TRACK], "writeKey": "wk"}), NOW).write_key == "wk"
 
 
 def test_a_batch_over_500_kb_is_rejected():

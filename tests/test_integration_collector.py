@@ -140,6 +140,34 @@ def test_wrong_keys_and_bad_bodies_get_clear_errors_and_produce_nothing(deployme
     assert metric(worker, "recstream_collector_rejected_total", reason="bad_request") >= 2
 
 
+def test_a_browser_sdk_posts_across_origins_to_its_short_paths(deployment):
+    """analytics.js 2.0 posts text/plain bodies holding the write key to /v1/t (one message) and /v1/b
+    (batches), from a page on another origin: the paths were a 400 (unknown endpoint), a preflight a 405,
+    and no answer carried Access-Control-Allow-Origin, so the browser hid each one (an outside check)."""
+    _, worker = deployment
+    request = urllib.request.Request(worker.base_url + "/v1/b", method="OPTIONS", headers={
+        "Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    with urllib.request.urlopen(request, timeout=15) as response:
+        assert response.status == 204 and response.headers["Access-Control-Allow-Origin"] == "*"
+        assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    page = {"Origin": "https://shop.example", "Content-Type": "text/plain"}
+    view = {"type": "track", "event": "followedArtist", "anonymousId": "browser-anon", "properties": {"owner_id": "br-a"}}
+    one = urllib.request.Request(worker.base_url + "/v1/t", method="POST", headers=page,
+                                 data=json.dumps({**view, "messageId": "br-1", "writeKey": KEY}).encode())
+    with urllib.request.urlopen(one, timeout=15) as response:
+        assert response.status == 200 and response.headers["Access-Control-Allow-Origin"] == "*"
+    batch = {"batch": [{**view, "messageId": "br-2"}, {**view, "messageId": "br-3"}], "writeKey": KEY}
+    assert post(worker, "/v1/b", json.dumps(batch).encode(), page) == (200, {"success": True})
+    wait_until(lambda: get_json(worker, "/users/browser-anon/affinity")[1].get("events") == 3, 60,
+               what="the browser's three messages")
+    refused = urllib.request.Request(worker.base_url + "/v1/t", method="POST", headers=page, data=b"{not json")
+    try:
+        urllib.request.urlopen(refused, timeout=15)
+    except urllib.error.HTTPError as err:  # a refusal the page can read too
+        assert err.code == 400 and err.headers["Access-Control-Allow-Origin"] == "*"
+
+
 def test_nan_and_infinity_are_a_400_and_produce_nothing_plain_or_compressed(deployment):
     """Fuzzing: {"userId":NaN} was a 200, and invalid JSON ("userId":NaN, keyed "nan") went to
     events.segment for the worker to dead-letter."""

@@ -2,8 +2,9 @@
 
 The tracking SDKs people already use (Segment's and RudderStack's, for every language) post to
 ``/v1/batch`` (or one message to ``/v1/track``, ``/v1/identify``, ``/v1/page``, ``/v1/screen``,
-``/v1/alias``, ``/v1/group``), with the source's write key as the HTTP Basic user (or a
-``writeKey`` field in the body), often gzipped. `collect` checks what Segment itself
+``/v1/alias``, ``/v1/group``; the browser's analytics.js and the mobile SDKs use ``/v1/b``, ``/v1/t``,
+...), with the source's write key as the HTTP Basic user (or a ``writeKey`` field in the body),
+often gzipped. `collect` checks what Segment itself
 rejects with a 400 (no JSON object, NaN or Infinity, a message over 32 KB, a batch over 500 KB, a message with
 no ``type`` or no user), stamps ``receivedAt`` (and, when missing, a ``messageId`` and
 ``timestamp`` = ``receivedAt``, as Segment does) and returns one ``(key, value)`` per message for
@@ -36,8 +37,13 @@ from streams.core.properties import first_id
 
 MAX_MESSAGE_BYTES = 32 * 1024  # Segment's limits, which its SDKs also enforce on their side
 MAX_BATCH_BYTES = 500 * 1024
+# what the collector adds to a message (receivedAt, and a messageId and timestamp when missing): a message the SDK
+# measured at 32 KB was over it once stamped, and its whole batch refused (an outside check with the SDKs)
+STAMPS_BYTES = 256
 MESSAGE_TYPES = ("track", "identify", "page", "screen", "alias", "group")
 ENDPOINTS = ("batch", "import", *MESSAGE_TYPES)  # /v1/import is the older name of /v1/batch
+# the browser's and the mobile SDKs' short paths (analytics.js 2.0 posts to /v1/t, and /v1/b when batching)
+SHORT_PATHS = {"t": "track", "i": "identify", "p": "page", "s": "screen", "a": "alias", "g": "group", "b": "batch"}
 
 
 class Rejected(ValueError):
@@ -85,6 +91,7 @@ def collect(endpoint: str, body: bytes, now: float, authorization: str | None = 
     ``Content-Encoding: gzip`` itself, within its request size limit) -> the records to produce;
     raises `Rejected` (400) or `Unauthorized` (401) and then nothing of the request is produced."""
     name = endpoint.strip("/").removeprefix("v1/")
+    name = SHORT_PATHS.get(name, name)
     if name not in ENDPOINTS:
         raise Rejected(f"unknown endpoint /v1/{name}; known: {', '.join(ENDPOINTS)}")
     if len(body) > MAX_BATCH_BYTES:
@@ -144,7 +151,7 @@ def _record(message: object, label: str, received_at: str) -> tuple[bytes | None
         value = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
     except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in the body): kept escaped, the worker dead-letters it
         value = json.dumps(message, separators=(",", ":")).encode()
-    if len(value) > MAX_MESSAGE_BYTES:
+    if len(value) > MAX_MESSAGE_BYTES + STAMPS_BYTES:
         raise Rejected(f"{label}: over {MAX_MESSAGE_BYTES // 1024} KB")
     # keyed by that id like every producer; one the worker refuses (a number, an object, 300
     # characters) is dead-lettered there, and goes unkeyed, not keyed by its Python repr

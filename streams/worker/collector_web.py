@@ -22,9 +22,21 @@ ACCEPTED_KEYS = write_key_set(settings.write_keys)
 DECODED = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
 
 
+# any page may post (a browser SDK's write key is public, as on Segment); without it a browser hid every answer
+CORS = {"Access-Control-Allow-Origin": "*"}
+PREFLIGHT = {**CORS, "Access-Control-Allow-Methods": "POST, OPTIONS", "Access-Control-Max-Age": "86400",
+             "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding"}
+
+
 def _refuse(status: int, code: str, message: str) -> aiohttp_web.Response:
     """Segment's error shape ({"code", "message"}): the SDKs log both."""
-    return aiohttp_web.json_response({"success": False, "code": code, "message": message}, status=status)
+    return aiohttp_web.json_response({"success": False, "code": code, "message": message}, status=status,
+                                     headers=CORS)
+
+
+async def preflight(request: aiohttp_web.Request) -> aiohttp_web.Response:
+    """A browser's CORS preflight (a post with a JSON content type or an Authorization header)."""
+    return aiohttp_web.Response(status=204, headers=PREFLIGHT)
 
 
 async def track(request: aiohttp_web.Request) -> aiohttp_web.Response:
@@ -56,7 +68,7 @@ async def track(request: aiohttp_web.Request) -> aiohttp_web.Response:
     except (KafkaError, asyncio.TimeoutError) as exc:  # the SDKs retry a 503 with backoff
         return _refuse(503, "unavailable", f"the broker did not acknowledge: {type(exc).__name__}")
     metrics.inc("recstream_collector_messages_total", by=len(batch.records))
-    return aiohttp_web.json_response({"success": True})
+    return aiohttp_web.json_response({"success": True}, headers=CORS)
 
 
 def _unread(request: aiohttp_web.Request, why: str, status: int = 400,
@@ -79,3 +91,4 @@ async def _produce(records: list[tuple[bytes | None, bytes]]) -> None:
 
 
 app.web.web_app.router.add_post("/v1/{endpoint}", track)
+app.web.web_app.router.add_route("OPTIONS", "/v1/{endpoint}", preflight)
