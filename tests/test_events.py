@@ -87,6 +87,12 @@ def test_identify_and_alias_link_ids():
     alias = parse_segment(seg(type="alias", previousId="old"))
     assert alias == Identity("u1", "old", "m1", EPOCH)
     assert isinstance(parse_segment(seg(type="identify")), Ignored)
+    # a visitor's traits (identify with an anonymousId alone, as every SDK sends one): nothing to link, no dead
+    # letter (an outside check with analytics-python: missing_user); with no id at all it is one
+    visitor = parse_segment(seg(type="identify", userId=None, anonymousId="anon-1", traits={"newsletter": True}))
+    assert isinstance(visitor, Ignored)
+    assert parse_segment(seg(type="identify", userId=None)).reason == "missing_user"
+    assert parse_segment(seg(type="alias", userId=None, previousId="old")).reason == "missing_user"
     # fuzzing: Segment's group() calls were dead-lettered one by one (unknown_type)
     assert isinstance(parse_segment(seg(type="group", groupId="acme", traits={"plan": "pro"})), Ignored)
 

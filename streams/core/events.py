@@ -289,11 +289,11 @@ def requested_merchants(ids: list) -> list[str] | Rejected:
 
 def _identity(ev: SegmentEvent, message_id: str, when: datetime | None) -> Parsed:
     previous = clean_user_id(ev.previousId if ev.type == "alias" else ev.anonymousId)
-    if not clean_user_id(ev.userId):
+    if not clean_user_id(ev.userId) and (ev.type == "alias" or not previous):
         raise Reject("missing_user", f"{ev.type} without userId")
     if ev.type == "alias" and not previous:
         raise Reject("missing_previous_id", "alias without previousId")
-    if not previous or previous == ev.userId:
+    if not previous or previous == ev.userId or not clean_user_id(ev.userId):  # a visitor's traits: no link
         return Ignored(f"{ev.type} links no other id")
     return Identity(ev.userId, previous, message_id, epoch(when) if when else 0.0)
 
