@@ -3,6 +3,7 @@
 import base64
 import gzip
 import json
+from datetime import datetime, timezone
 
 import pytest
 from hypothesis import given
@@ -181,3 +182,21 @@ def test_nan_and_infinity_are_not_json_and_are_rejected(raw):
     for endpoint in ("/v1/track", "/v1/batch"):
         with pytest.raises(Rejected, match="not JSON"):
             collect(endpoint, raw, NOW)
+
+
+def test_a_device_clock_is_corrected_from_sent_at_as_segment_does():
+    """timestamp = receivedAt - (sentAt - originalTimestamp): a phone two days ahead had every event
+    dead-lettered invalid_timestamp (an outside check with analytics-python); the device's own time
+    stays as originalTimestamp. Within a second of ours, or without a usable sentAt, nothing moves."""
+    ahead = 2 * 86400.0
+    iso = lambda t: datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")  # noqa: E731
+    event = {**TRACK, "timestamp": iso(NOW + ahead - 30)}  # 30 s before the batch left the phone
+    (_, value), = collect("/v1/batch", body({"batch": [event], "sentAt": iso(NOW + ahead)}), NOW).records
+    got = json.loads(value)
+    assert got["timestamp"] == "2026-09-21T14:12:50.000Z" and got["originalTimestamp"] == event["timestamp"]
+    per_message = {**event, "sentAt": iso(NOW + ahead)}  # analytics.js sets it on each message
+    assert json.loads(collect("/v1/t", body(per_message), NOW).records[0][1])["timestamp"] == "2026-09-21T14:12:50.000Z"
+    for sent_at in (iso(NOW + 0.5), "yesterday", 5, None, "9999-12-31T23:59:59Z"):
+        untouched = {**TRACK, "timestamp": "9999-12-31T00:00:00Z" if sent_at == 5 else iso(NOW - 30)}
+        (_, value), = collect("/v1/batch", body({"batch": [untouched], "sentAt": sent_at}), NOW).records
+        assert json.loads(value)["timestamp"] == untouched["timestamp"] and "originalTimestamp" not in json.loads(value)

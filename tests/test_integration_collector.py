@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -166,6 +167,18 @@ def test_a_browser_sdk_posts_across_origins_to_its_short_paths(deployment):
         urllib.request.urlopen(refused, timeout=15)
     except urllib.error.HTTPError as err:  # a refusal the page can read too
         assert err.code == 400 and err.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_a_device_two_days_ahead_is_corrected_from_its_sent_at(deployment):
+    """Segment's clock correction (an outside check: every event of a phone 48 h ahead was dead-lettered)."""
+    _, worker = deployment
+    ahead = datetime.now(timezone.utc) + timedelta(hours=48)
+    msg = {"type": "track", "event": "followedArtist", "userId": "skewed-phone", "messageId": "skew-1",
+           "properties": {"owner_id": "skew-a"}, "timestamp": (ahead - timedelta(seconds=5)).isoformat()}
+    assert post(worker, "/v1/batch", json.dumps({"batch": [msg], "sentAt": ahead.isoformat()}).encode(),
+                auth(KEY)) == (200, {"success": True})
+    wait_until(lambda: top_artists(worker, "skewed-phone") == ["skew-a"], 60, what="the corrected event applied")
+    assert abs(get_json(worker, "/users/skewed-phone/affinity")[1]["as_of"] - time.time()) < 60
 
 
 def test_nan_and_infinity_are_a_400_and_produce_nothing_plain_or_compressed(deployment):

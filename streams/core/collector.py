@@ -7,7 +7,7 @@ The tracking SDKs people already use (Segment's and RudderStack's, for every lan
 often gzipped. `collect` checks what Segment itself
 rejects with a 400 (no JSON object, NaN or Infinity, a message over 32 KB, a batch over 500 KB, a message with
 no ``type`` or no user), stamps ``receivedAt`` (and, when missing, a ``messageId`` and
-``timestamp`` = ``receivedAt``, as Segment does) and returns one ``(key, value)`` per message for
+``timestamp`` = ``receivedAt``, as Segment does; a device's clock is corrected from ``sentAt``) and returns one ``(key, value)`` per message for
 ``events.segment``, keyed by user id (else anonymous id; none when neither is an id) like every
 other producer. Everything
 past the envelope (unknown events, bad ids, prices, times) is the worker's firewall's job
@@ -40,6 +40,7 @@ MAX_BATCH_BYTES = 500 * 1024
 # what the collector adds to a message (receivedAt, and a messageId and timestamp when missing): a message the SDK
 # measured at 32 KB was over it once stamped, and its whole batch refused (an outside check with the SDKs)
 STAMPS_BYTES = 256
+MIN_SKEW_S = 1.0  # a device clock closer than this to ours is taken as it is (the difference is the network's)
 MESSAGE_TYPES = ("track", "identify", "page", "screen", "alias", "group")
 ENDPOINTS = ("batch", "import", *MESSAGE_TYPES)  # /v1/import is the older name of /v1/batch
 # the browser's and the mobile SDKs' short paths (analytics.js 2.0 posts to /v1/t, and /v1/b when batching)
@@ -114,7 +115,8 @@ def collect(endpoint: str, body: bytes, now: float, authorization: str | None = 
     else:
         messages, labels = [{"type": name, **payload}], ["the message"]
     received = _iso(now)
-    return Collected(key, [_record(m, label, received) for m, label in zip(messages, labels, strict=True)])
+    return Collected(key, [_record(m, label, received, _skew(m, payload, now))
+                           for m, label in zip(messages, labels, strict=True)])
 
 
 class _NotJson(ValueError):
@@ -133,7 +135,38 @@ def _finite(text: str) -> float:
     return value
 
 
-def _record(message: object, label: str, received_at: str) -> tuple[bytes | None, bytes]:
+def _time(value: object) -> float | None:
+    """An ISO 8601 time (naive: UTC) as epoch seconds, or None."""
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) and len(value) <= 64 else None
+    except ValueError:
+        return None
+    return None if when is None else (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _skew(message: object, payload: dict, now: float) -> float:
+    """How far the sending device's clock is behind ours: receivedAt − sentAt (the message's, else the
+    batch's), 0 within a second (the network's delay) or without a sentAt."""
+    sent_at = _time((message.get("sentAt") if isinstance(message, dict) else None) or payload.get("sentAt"))
+    return 0.0 if sent_at is None or abs(now - sent_at) < MIN_SKEW_S else now - sent_at
+
+
+def _corrected(message: dict, skew: float) -> None:
+    """Segment's correction of a device's clock: timestamp = receivedAt − (sentAt − originalTimestamp),
+    the device's own time kept as originalTimestamp (a clock two days ahead dead-lettered every event
+    as invalid_timestamp, an outside check with analytics-python)."""
+    device = message.get("timestamp") or message.get("originalTimestamp")
+    if not skew or (when := _time(device)) is None:
+        return
+    try:
+        corrected = _iso(when + skew)
+    except (OverflowError, ValueError, OSError):  # past year 9999: left for the worker to refuse
+        return
+    message.setdefault("originalTimestamp", device)
+    message["timestamp"] = corrected
+
+
+def _record(message: object, label: str, received_at: str, skew: float = 0.0) -> tuple[bytes | None, bytes]:
     if not isinstance(message, dict):
         raise Rejected(f"{label}: not a JSON object")
     kind = message.get("type")
@@ -144,6 +177,7 @@ def _record(message: object, label: str, received_at: str) -> tuple[bytes | None
         raise Rejected(f"{label}: needs userId or anonymousId")
     message = {k: v for k, v in message.items() if k != "writeKey"}  # a credential stays out of Kafka
     message["receivedAt"] = received_at
+    _corrected(message, skew)
     # as Segment's API does: a message without these still gets exactly-once handling and a time
     message.setdefault("messageId", f"recstream-{uuid.uuid4()}")
     message.setdefault("timestamp", received_at)
