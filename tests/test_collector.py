@@ -46,15 +46,19 @@ def test_batch_becomes_one_record_per_message_keyed_by_user_with_received_at():
 
 
 def test_a_message_is_keyed_by_the_id_the_worker_takes_and_an_id_it_refuses_goes_unkeyed():
-    """An object or a number as userId was keyed by its Python repr ("{'a': 1}", an outside fuzzer),
-    and a blank userId hid the anonymousId the worker takes; each still reaches the worker, which
-    dead-letters what it refuses (docs/events.md)."""
+    """An object as userId was keyed by its Python repr ("{'a': 1}", an outside fuzzer), and a blank
+    userId hid the anonymousId the worker takes; each still reaches the worker, which dead-letters what
+    it refuses (docs/events.md). A whole number is its decimal string, as Segment takes it (analytics-ruby
+    and -php send Rails' integer ids: each event was dead-lettered, an outside check); a bool is not."""
     messages = [{"type": "track", "event": "x", "userId": {"a": 1}}, {"type": "track", "event": "x", "userId": 7},
                 {"type": "track", "event": "x", "userId": "u" * 300},
-                {"type": "track", "event": "x", "userId": " ", "anonymousId": "anon-1"}]
+                {"type": "track", "event": "x", "userId": " ", "anonymousId": "anon-1"},
+                {"type": "track", "event": "x", "userId": True, "anonymousId": 12},
+                {"type": "alias", "userId": "u1", "previousId": 8}]
     out = collect("/v1/batch", body({"batch": messages}), NOW)
-    assert [key for key, _ in out.records] == [None, None, None, b"anon-1"]
-    assert [json.loads(value)["userId"] for _, value in out.records] == [{"a": 1}, 7, "u" * 300, " "]
+    assert [key for key, _ in out.records] == [None, b"7", None, b"anon-1", b"12", b"u1"]
+    assert [json.loads(value)["userId"] for _, value in out.records] == [{"a": 1}, "7", "u" * 300, " ", True, "u1"]
+    assert json.loads(out.records[4][1])["anonymousId"] == "12" and json.loads(out.records[5][1])["previousId"] == "8"
 
 
 def test_single_message_endpoints_take_their_type_from_the_path():

@@ -4,13 +4,13 @@ The tracking SDKs people already use (Segment's and RudderStack's, for every lan
 ``/v1/batch`` (or one message to ``/v1/track``, ``/v1/identify``, ``/v1/page``, ``/v1/screen``,
 ``/v1/alias``, ``/v1/group``; the browser's analytics.js and the mobile SDKs use ``/v1/b``, ``/v1/t``,
 ...), with the source's write key as the HTTP Basic user (or a ``writeKey`` field in the body),
-often gzipped. `collect` checks what Segment itself
-rejects with a 400 (no JSON object, NaN or Infinity, a message over 32 KB, a batch over 500 KB, a message with
-no ``type`` or no user), stamps ``receivedAt`` (and, when missing, a ``messageId`` and
-``timestamp`` = ``receivedAt``, as Segment does; a device's clock is corrected from ``sentAt``) and returns one ``(key, value)`` per message for
-``events.segment``, keyed by user id (else anonymous id; none when neither is an id) like every
-other producer. Everything
-past the envelope (unknown events, bad ids, prices, times) is the worker's firewall's job
+often gzipped. `collect` checks what Segment itself rejects with a 400 (no JSON object, NaN or
+Infinity, a message over 32 KB, a batch over 500 KB, a message with no ``type`` or no user), stamps
+``receivedAt`` (and, when missing, a ``messageId`` and ``timestamp`` = ``receivedAt``, as Segment
+does; a device's clock is corrected from ``sentAt``, a whole-number id made its decimal string) and
+returns one ``(key, value)`` per message for ``events.segment``, keyed by user id (else anonymous id;
+none when neither is an id) like every other producer. Everything past the envelope (unknown events,
+bad ids, prices, times) is the worker's firewall's job
 (streams.core.ingest): it dead-letters those with a reason, so a collector never has two opinions.
 
 >>> req = collect("/v1/track", b'{"userId": "u1", "event": "artworkSave", "properties": {"artwork_id": "a1"}}',
@@ -172,6 +172,9 @@ def _record(message: object, label: str, received_at: str, skew: float = 0.0) ->
     kind = message.get("type")
     if kind not in MESSAGE_TYPES:
         raise Rejected(f"{label}: type must be one of {', '.join(MESSAGE_TYPES)}")
+    for field in ("userId", "anonymousId", "previousId"):  # Segment takes a number as its decimal string
+        if type(value := message.get(field)) is int:  # (Rails' user.id from analytics-ruby; not a bool)
+            message = {**message, field: str(value)}
     user = first_id(message.get("userId"), message.get("anonymousId"))  # the id the worker will take
     if user is None and not (message.get("userId") or message.get("anonymousId")):
         raise Rejected(f"{label}: needs userId or anonymousId")
