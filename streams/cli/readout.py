@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
         bootstrap_of(settings)  # RECSTREAM_BROKER_URL is set, or one line and exit 2
         snapshots = asyncio.run(read_snapshots(settings.aiokafka_kwargs(), settings.topic("experiments.readouts")))
         if not snapshots:
-            print("recstream: no snapshots on experiments.readouts yet (one every "
+            print(f"recstream: no snapshots on {settings.topic('experiments.readouts')} yet (one every "
                   f"{settings.readout_interval_s:g} s); no plot written", file=sys.stderr)
             return 1
         plot(snapshots, args.out)
