@@ -41,6 +41,7 @@ MAX_BATCH_BYTES = 500 * 1024
 # measured at 32 KB was over it once stamped, and its whole batch refused (an outside check with the SDKs)
 STAMPS_BYTES = 256
 MIN_SKEW_S = 1.0  # a device clock closer than this to ours is taken as it is (the difference is the network's)
+_ID_FIELDS = frozenset({"userId", "anonymousId", "previousId"})
 MESSAGE_TYPES = ("track", "identify", "page", "screen", "alias", "group")
 ENDPOINTS = ("batch", "import", *MESSAGE_TYPES)  # /v1/import is the older name of /v1/batch
 # the browser's and the mobile SDKs' short paths (analytics.js 2.0 posts to /v1/t, and /v1/b when batching)
@@ -114,8 +115,8 @@ def collect(endpoint: str, body: bytes, now: float, authorization: str | None = 
         labels = [f"batch[{i}]" for i in range(len(messages))]
     else:
         messages, labels = [{"type": name, **payload}], ["the message"]
-    received = _iso(now)
-    return Collected(key, [_record(m, label, received, _skew(m, payload, now))
+    received, batch_skew = _iso(now), _skew(payload.get("sentAt"), now)
+    return Collected(key, [_record(m, label, received, _skew(m["sentAt"], now) if _has_sent_at(m) else batch_skew)
                            for m, label in zip(messages, labels, strict=True)])
 
 
@@ -144,11 +145,15 @@ def _time(value: object) -> float | None:
     return None if when is None else (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def _skew(message: object, payload: dict, now: float) -> float:
-    """How far the sending device's clock is behind ours: receivedAt − sentAt (the message's, else the
-    batch's), 0 within a second (the network's delay) or without a sentAt."""
-    sent_at = _time((message.get("sentAt") if isinstance(message, dict) else None) or payload.get("sentAt"))
-    return 0.0 if sent_at is None or abs(now - sent_at) < MIN_SKEW_S else now - sent_at
+def _has_sent_at(message: object) -> bool:  # analytics.js sets it on each message, the server SDKs on the batch
+    return isinstance(message, dict) and bool(message.get("sentAt"))
+
+
+def _skew(sent_at: object, now: float) -> float:
+    """How far the sending device's clock is behind ours: receivedAt − sentAt, 0 within a second (the
+    network's delay) or without a sentAt that is an ISO time."""
+    sent = _time(sent_at)
+    return 0.0 if sent is None or abs(now - sent) < MIN_SKEW_S else now - sent
 
 
 def _corrected(message: dict, skew: float) -> None:
@@ -172,13 +177,12 @@ def _record(message: object, label: str, received_at: str, skew: float = 0.0) ->
     kind = message.get("type")
     if kind not in MESSAGE_TYPES:
         raise Rejected(f"{label}: type must be one of {', '.join(MESSAGE_TYPES)}")
-    for field in ("userId", "anonymousId", "previousId"):  # Segment takes a number as its decimal string
-        if type(value := message.get(field)) is int:  # (Rails' user.id from analytics-ruby; not a bool)
-            message = {**message, field: str(value)}
+    # a credential stays out of Kafka; a whole-number id is its decimal string, as Segment takes it (Rails'
+    # user.id from analytics-ruby; not a bool)
+    message = {k: str(v) if type(v) is int and k in _ID_FIELDS else v for k, v in message.items() if k != "writeKey"}
     user = first_id(message.get("userId"), message.get("anonymousId"))  # the id the worker will take
     if user is None and not (message.get("userId") or message.get("anonymousId")):
         raise Rejected(f"{label}: needs userId or anonymousId")
-    message = {k: v for k, v in message.items() if k != "writeKey"}  # a credential stays out of Kafka
     message["receivedAt"] = received_at
     _corrected(message, skew)
     # as Segment's API does: a message without these still gets exactly-once handling and a time
