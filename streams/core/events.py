@@ -288,13 +288,13 @@ def requested_merchants(ids: list) -> list[str] | Rejected:
 
 
 def _identity(ev: SegmentEvent, message_id: str, when: datetime | None) -> Parsed:
-    previous = clean_user_id(ev.previousId if ev.type == "alias" else ev.anonymousId)
-    if not clean_user_id(ev.userId) and (ev.type == "alias" or not previous):
+    user, previous = clean_user_id(ev.userId), clean_user_id(ev.previousId if ev.type == "alias" else ev.anonymousId)
+    if not user and (ev.type == "alias" or not previous):
         raise Reject("missing_user", f"{ev.type} without userId")
     if ev.type == "alias" and not previous:
         raise Reject("missing_previous_id", "alias without previousId")
-    if not previous or previous == ev.userId or not clean_user_id(ev.userId):  # a visitor's traits: no link
+    if not (user and previous) or previous == user:  # an anonymous visitor's traits, or itself: no link
         return Ignored(f"{ev.type} links no other id")
-    return Identity(ev.userId, previous, message_id, epoch(when) if when else 0.0)
+    return Identity(user, previous, message_id, epoch(when) if when else 0.0)
 
 
