@@ -164,8 +164,9 @@ class PartitionBatch:
                        carried(self.cfg.model, msgspec.structs.replace(profile, alias_of="")))
         self._send(SIGNALS_KEYED, ident.user_id, encode_keyed(moving))
         profile.alias_of = ident.user_id
-        self.recs[ident.previous_id], update = pointers(self.recs.get(ident.previous_id), ident, profile.ref, self.now)
-        self._send(RECOMMENDATIONS, ident.previous_id, self.recs[ident.previous_id])
+        value, update = pointers(self.recs.get(ident.previous_id), ident, profile.ref, self.now)
+        self.recs[ident.previous_id] = value
+        self._send(RECOMMENDATIONS, ident.previous_id, value)
         self._send(AFFINITY_UPDATES, ident.previous_id, update)
         self._written.add(ident.previous_id)
         self._dirty.pop(ident.previous_id, None)
