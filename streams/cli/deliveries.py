@@ -52,9 +52,9 @@ class Deliveries:
             return
         await asyncio.wait(window)
         self.count_answered()
-        failures = [f.exception() for f in window if not f.cancelled()]
-        if len(failures) == len(window) and all(isinstance(e, KafkaError) for e in failures):
-            raise failures[-1]
+        errors = [f.exception() for f in window if not f.cancelled()]  # None for an acknowledged record
+        if len(errors) == len(window) and all(isinstance(e, KafkaError) for e in errors):
+            raise errors[-1]
 
     def count_answered(self) -> None:
         """Count the records in flight the broker has answered for (on Ctrl-C: how far it got)."""
