@@ -358,3 +358,16 @@ def test_version_is_recstreams():
     result = subprocess.run([sys.executable, "-m", "streams.cli", "--version"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("recstream 0.1.0 (faust-streaming "), result
+
+
+def test_a_commands_kafka_client_retries_are_logged_once_per_window_not_each_time():
+    """`replay` with its broker gone printed ~3,000 lines of aiokafka's three retry errors (an outside check)."""
+    script = ("import logging\n"
+              "from streams.cli.common import quiet_client_retries\n"
+              "quiet_client_retries()\n"
+              "for _ in range(500):\n"
+              "    logging.getLogger('aiokafka.conn').error('Unable connect to node with id %s', 111)\n"
+              "logging.getLogger('aiokafka').info('Discovered coordinator')\n"
+              "logging.getLogger('streams.cli').warning('a warning of our own')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.stderr.splitlines() == ["Unable connect to node with id 111", "a warning of our own"], result.stderr

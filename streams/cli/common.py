@@ -92,6 +92,32 @@ def warn_unknown_variables() -> None:
         print(f"recstream: warning: {problem}; ignored", file=sys.stderr)
 
 
+def quiet_client_retries() -> None:
+    """A command's Kafka clients log to stderr as Python's last-resort handler would (the message alone,
+    WARNING and up), each aiokafka message at most once per 10 s: `replay` with its broker gone printed
+    ~3,000 lines of the same three retry errors before its own one-line error (an outside check)."""
+    import logging
+
+    from streams.worker.logs import install_repeated_lines
+
+    class Stderr(logging.StreamHandler):
+        @property
+        def stream(self):  # looked up at each write, as the last-resort handler does (a test's capture)
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, _value) -> None:
+            pass
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
+    install_repeated_lines(root.handlers)
+
+
 class WorkerError(Exception):
     """A worker's HTTP API could not answer (one line: the URL and why)."""
 

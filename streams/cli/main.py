@@ -91,9 +91,10 @@ def _main(argv: list[str]) -> None:
     _check_settings()
     command, rest = argv[0], argv[1:]
     if command != "worker":  # a worker may re-execute itself (its allocator): it warns once it runs
-        from streams.cli.common import warn_unknown_variables
+        from streams.cli.common import quiet_client_retries, warn_unknown_variables
 
         warn_unknown_variables()
+        quiet_client_retries()
     if command == "simulate-multiplier":
         from streams.cli import simulate
 
