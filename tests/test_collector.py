@@ -49,15 +49,18 @@ def test_a_message_is_keyed_by_the_id_the_worker_takes_and_an_id_it_refuses_goes
     """An object as userId was keyed by its Python repr ("{'a': 1}", an outside fuzzer), and a blank
     userId hid the anonymousId the worker takes; each still reaches the worker, which dead-letters what
     it refuses (docs/events.md). A whole number is its decimal string, as Segment takes it (analytics-ruby
-    and -php send Rails' integer ids: each event was dead-lettered, an outside check); a bool is not."""
+    and -php send Rails' integer ids: each event was dead-lettered, an outside check), 7187516023.0 too (a
+    client whose numbers are floats: accepted, then dead-lettered); a bool is not, nor 1e25 (no one number)."""
     messages = [{"type": "track", "event": "x", "userId": {"a": 1}}, {"type": "track", "event": "x", "userId": 7},
                 {"type": "track", "event": "x", "userId": "u" * 300},
                 {"type": "track", "event": "x", "userId": " ", "anonymousId": "anon-1"},
                 {"type": "track", "event": "x", "userId": True, "anonymousId": 12},
-                {"type": "alias", "userId": "u1", "previousId": 8}]
+                {"type": "alias", "userId": "u1", "previousId": 8},
+                {"type": "track", "event": "x", "userId": 7187516023.0}, {"type": "track", "event": "x", "userId": 1e25}]
     out = collect("/v1/batch", body({"batch": messages}), NOW)
-    assert [key for key, _ in out.records] == [None, b"7", None, b"anon-1", b"12", b"u1"]
-    assert [json.loads(value)["userId"] for _, value in out.records] == [{"a": 1}, "7", "u" * 300, " ", True, "u1"]
+    assert [key for key, _ in out.records] == [None, b"7", None, b"anon-1", b"12", b"u1", b"7187516023", None]
+    assert [json.loads(value)["userId"] for _, value in out.records] == [{"a": 1}, "7", "u" * 300, " ", True, "u1",
+                                                                          "7187516023", 1e25]
     assert json.loads(out.records[4][1])["anonymousId"] == "12" and json.loads(out.records[5][1])["previousId"] == "8"
 
 

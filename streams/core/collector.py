@@ -177,9 +177,8 @@ def _record(message: object, label: str, received_at: str, skew: float = 0.0) ->
     kind = message.get("type")
     if kind not in MESSAGE_TYPES:
         raise Rejected(f"{label}: type must be one of {', '.join(MESSAGE_TYPES)}")
-    # a credential stays out of Kafka; a whole-number id is its decimal string, as Segment takes it (Rails'
-    # user.id from analytics-ruby; not a bool)
-    message = {k: str(v) if type(v) is int and k in _ID_FIELDS else v for k, v in message.items() if k != "writeKey"}
+    # a credential stays out of Kafka; a whole-number id is its decimal string, as Segment takes it
+    message = {k: _id_text(v) if k in _ID_FIELDS else v for k, v in message.items() if k != "writeKey"}
     user = first_id(message.get("userId"), message.get("anonymousId"))  # the id the worker will take
     if user is None and not (message.get("userId") or message.get("anonymousId")):
         raise Rejected(f"{label}: needs userId or anonymousId")
@@ -197,6 +196,21 @@ def _record(message: object, label: str, received_at: str, skew: float = 0.0) ->
     # keyed by that id like every producer; one the worker refuses (a number, an object, 300
     # characters) is dead-lettered there, and goes unkeyed, not keyed by its Python repr
     return (None if user is None else user.encode("utf-8", "backslashreplace")), value
+
+
+def _id_text(value: object) -> object:
+    """A whole-number id as its decimal string (Rails' user.id from analytics-ruby or -php; `5.0` from a
+    client whose numbers are floats: accepted with a 200, then dead-lettered, an outside check); anything
+    else as it is (not a bool; not a float past 2**53, which no longer names one whole number).
+
+    >>> _id_text(7), _id_text(7187516023.0), _id_text(-0.0), _id_text(True), _id_text(1e25), _id_text(5.5)
+    ('7', '7187516023', '0', True, 1e+25, 5.5)
+    """
+    if type(value) is int:
+        return str(value)
+    if type(value) is float and value.is_integer() and abs(value) <= 2**53:
+        return str(int(value))
+    return value
 
 
 def _iso(t: float) -> str:
