@@ -126,6 +126,9 @@ def test_budget_filter_only_in_its_variant():
     assert "pricey" in ids(build(top, (), prices, Variant("A"), cat, EMPTY, NOW))
     # no price history: no filter even in the budget variant
     assert "pricey" in ids(build(top, (), (), Variant("B", budget_filter=True), cat, EMPTY, NOW))
+    # a price of 0 ("price on request") is no budget: one inquiry at 0 emptied the list (an outside check)
+    assert ids(build(top, (), [0.0], Variant("B", budget_filter=True), cat, EMPTY, NOW)) == ids(
+        build(top, (), (), Variant("B", budget_filter=True), cat, EMPTY, NOW))
 
 
 def test_similar_artists_come_from_co_engagement():

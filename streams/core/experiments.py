@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 from streams.core.jsonguard import spec_text
@@ -32,6 +33,18 @@ class Variant:
     trending_floor: float = 0.01  # popular: added to every candidate's trending, so unsold works still rank
     trending_candidates: int = 100  # popular: the globally trending recent works every user's list considers
     max_per_artist: int = 0  # works of one artist in a list (0: no cap), unless nothing else is left
+
+    def budget(self, prices: Sequence[float]) -> float | None:
+        """The user's budget, or None (no filter) when the variant has none or no price in the history is
+        positive. A price of 0 is no budget ("price on request" works are sent as 0): one inquiry at 0
+        emptied the list (an outside check).
+
+        >>> on = Variant("B", budget_filter=True, budget_multiplier=1.5)
+        >>> on.budget([0.0, 100.0]), on.budget([0.0]), Variant("A").budget([100.0])
+        (150.0, None, None)
+        """
+        top = max(prices, default=0.0) if self.budget_filter else 0.0
+        return top * self.budget_multiplier if top > 0 else None
 
 
 def default_variants() -> dict[str, Variant]:

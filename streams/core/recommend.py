@@ -65,13 +65,6 @@ def round_score(score: float) -> float:
     return float(_SCORE_FORMAT % score)
 
 
-def budget_limit(prices: Sequence[float], variant: Variant) -> float | None:
-    """The user's budget, or None (no filter) without price history or when the variant is off."""
-    if not variant.budget_filter or not prices:
-        return None
-    return max(prices) * variant.budget_multiplier
-
-
 def blend_score(affinity: float, trending: float, variant: Variant) -> float:
     return affinity ** variant.affinity_power * (1.0 + variant.trending_blend * trending)
 
@@ -81,7 +74,7 @@ def build(top_artists: Sequence[tuple[str, float]], purchased: Container[str], p
     """`purchased`: the works the user bought (anything with `in`), never listed."""
     n, cap = variant.n, variant.max_per_artist
     exclude: set[str] = set()
-    budget = budget_limit(prices, variant)
+    budget = variant.budget(prices)
     since = now - variant.window_days * DAY
     items: list[RecItem] = []
     per_artist: dict[str, int] = {}
