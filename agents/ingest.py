@@ -16,7 +16,7 @@ import time
 
 from agents.catalog import APPLY as CATALOG_TOPICS
 from agents.catalog import catalog_records
-from agents.deadletters import decoded, decoded_into
+from agents.deadletters import decoded, decoded_into, letter
 from streams.core.catalog import ArtistLookup
 from streams.core.ingest import (
     DEADLETTER,
@@ -24,6 +24,7 @@ from streams.core.ingest import (
     PENDING,
     SIGNALS,
     KeyPartitioner,
+    Rejected,
     ingest_one,
     outcome,
     route,
@@ -34,6 +35,7 @@ from streams.core.metrics import metrics
 from streams.core.records import Pending, Signal
 from streams.core.retries import decode_pending
 from streams.kafka.direct import DirectIngest, direct_group
+from streams.kafka.unreadable import unreadable
 from streams.worker import topics
 from streams.worker.app import app, keyed_images, keyed_records, parser_config, settings
 from streams.worker.commit import BatchCommit, send_all
@@ -119,7 +121,9 @@ async def direct_batch(records) -> None:
     internal = {_SIGNALS: users, _IMAGES: images, _PENDING: pending}  # topic -> its records by partition
     for rec in records:
         by_partition = internal.get(rec.topic)
-        if by_partition is not None:
+        if rec.value is None and (problem := unreadable(rec)) is not None:  # a batch no one can read
+            batch.send(*letter(Rejected("unreadable_batch", problem), rec, None))
+        elif by_partition is not None:
             by_partition.setdefault(rec.partition, []).append(rec)
         else:
             (catalog if rec.topic in CATALOG_TOPICS else inputs).append(rec)

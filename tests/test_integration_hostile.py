@@ -227,6 +227,48 @@ def test_compressed_batches_are_read(module_cluster, worker, codec):
     assert worker.proc.poll() is None
 
 
+def produce_raw(cluster, topic: str, partition: int, batch: bytes) -> None:
+    """One record batch as its bytes, in a ProduceRequest of its own (no client library builds a spoiled one)."""
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.protocol.produce import ProduceRequest
+    from aiokafka.structs import TopicPartition
+
+    async def go():
+        client = AIOKafkaClient(bootstrap_servers=cluster.broker.bootstrap)
+        await client.bootstrap()
+        try:
+            await client._wait_on_metadata(topic)
+            leader = client.cluster.leader_for_partition(TopicPartition(topic, partition))
+            answer = await client.send(leader, ProduceRequest(required_acks=-1, timeout=30000, transactional_id=None,
+                                                              topics=[(topic, [(partition, batch)])]))
+            assert answer.topics[0][1][0][1] == 0, answer  # taken: the embedded broker stores batches as sent
+        finally:
+            await client.close()
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("topic,spoil", [("events.segment", "lz4_flag_on_plain_bytes"), ("events.segment", "bad_crc"),
+                                         ("events.segment", "control_flag_on_data"),
+                                         ("catalog.artworks", "record_count_lies")])
+def test_a_record_batch_no_one_can_read_is_dead_lettered_and_the_records_behind_it_applied(
+        module_cluster, worker, topic, spoil):
+    """An outside fuzz: one such batch raised out of every fetch of its partition, and the worker crash-looped on
+    it for good (the embedded broker stores a batch as it was produced)."""
+    from tests.test_unreadable import batch
+
+    user, spoiled = f"after-{spoil}-{next(_users)}", f"spoiled-{next(_users)}"
+    before = send(module_cluster, topic, [(b"w1", dumps({"id": "w1", "artist_id": "artist-1"}))])[0]
+    produce_raw(module_cluster, module_cluster.topic(topic), 0, batch(0, [follow(spoiled)] * 3, spoil))
+    send(module_cluster, "events.segment", [(user.encode(), follow(user))])
+    wait_until(lambda: applied(worker, user), 60, what="the valid event behind the batch")
+    letter = wait_until(lambda: dead_letters(module_cluster, topic).get(before + 3), 60, what="its dead letter")
+    assert letter["reason"] == "unreadable_batch", letter
+    assert letter["detail"].startswith(f"offsets {before + 1}-{before + 3} could not be read ("), letter
+    assert not applied(worker, spoiled) and worker.proc.poll() is None, "the worker died"
+    log = (module_cluster.root / "hostile.log").read_text()
+    assert "Traceback" not in log and "crashed" not in log.lower(), log[-3000:]
+
+
 def test_bad_records_on_the_internal_topics_are_dead_lettered_by_direct_ingest(module_cluster, worker):
     """signals.keyed and images.keyed are read by direct ingest (not faust's agents): a record no
     pipeline can decode goes to the dead-letter topic with its position and bytes, in the same

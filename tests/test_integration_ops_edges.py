@@ -206,3 +206,26 @@ def test_a_bulk_rebuild_under_another_partition_count_than_the_catalogs_refuses_
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"RECSTREAM_PARTITIONS is 3, but {cluster.topic('catalog.artworks')} has 4 partitions" in result.stderr
     assert not {t for t in asyncio.run(existing_topics(client(cluster))) if new_app in t}  # nothing written
+
+
+def test_a_bulk_rebuild_dead_letters_a_record_batch_no_one_can_read_as_a_live_worker_does(broker, tmp_path):
+    """An outside fuzz: such a batch (the embedded broker stores batches as produced) crash-looped a live worker,
+    and the rebuild's shards read the inputs and the catalog with the same aiokafka reader."""
+    from streams.kafka.admin import COMPACT
+    from tests.test_integration_hostile import follow, produce_raw, send
+    from tests.test_unreadable import batch
+
+    cluster = Cluster(broker, tmp_path)
+    artworks, events = cluster.topic("catalog.artworks"), cluster.topic("events.segment")
+    asyncio.run(ensure_topics(client(cluster), {artworks: (4, COMPACT), events: (4, {})}))
+    send(cluster, "catalog.artworks", [(b"w1", dumps({"id": "w1", "artist_id": "artist-1"}))])  # partition 0
+    produce_raw(cluster, artworks, 0, batch(0, [dumps({"id": "w2", "artist_id": "artist-2"})], "bad_crc"))
+    produce_raw(cluster, events, 0, batch(0, [follow("spoiled")] * 2, "lz4_flag_on_plain_bytes"))
+    send(cluster, "events.segment", [(b"u1", follow("u1"))])
+    result = cli(cluster, "rebuild", "--app-id", f"{cluster.env['RECSTREAM_APP_ID']}-v2", "--bulk", "--no-worker")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "wrote affinity: 1" in result.stdout and "wrote artworks: 1" in result.stdout, result.stdout
+    letters = [json.loads(r.value) for r in cluster.consume_all("deadletter", idle_ms=500)]
+    assert sorted((d["topic"], d["offset"], d["reason"]) for d in letters) == [
+        (artworks, 1, "unreadable_batch"), (events, 1, "unreadable_batch")], letters
+    assert letters[0]["detail"].startswith("offsets ") and "could not be read" in letters[0]["detail"]

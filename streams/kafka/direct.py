@@ -1,5 +1,4 @@
-"""Direct ingest: the input topics read in batches by a plain aiokafka consumer inside the worker,
-bypassing faust's per-message delivery.
+"""Direct ingest: the input topics read in batches by a plain aiokafka consumer inside the worker, not faust's.
 
 faust hands every message through a consumer thread, the conductor, a channel queue, the stream iterator
 and per-message acks: ~100 us of Python a message, and 76 ms p99 from produce to fetch at 500 events/s where
@@ -15,12 +14,11 @@ every changelog and output record of the batches they cover, at most every `comm
 every revoke, before the partitions can move to another worker. A crash replays from
 the last commit: at-least-once, as faust's path; per-user dedup absorbs the replay.
 
-It also reads the internal topics (signals.keyed, images.keyed, pending; `handle` may hold a
-partition at a record not due yet: paused, read again from it later). The keyed ones' dedup keeps, per
-user and input partition, the offset of the last input record applied, so it needs each
-partition delivered gaplessly in order: a record may come again, but never after a later one was
-applied while it was not. This consumer gives that (a batch is applied whole under the lock, and
-every reassignment restarts at the committed offsets, behind which everything was applied).
+It also reads the internal topics (signals.keyed, images.keyed, pending; `handle` may hold a partition at a
+record not due yet: paused, read again from it later). The keyed ones' dedup keeps, per user and input
+partition, the offset of the last input record applied, so it needs each partition delivered gaplessly in
+order: a record may come again, but never after a later one was applied while it was not. This consumer gives
+that (a batch is applied whole under the lock, and every reassignment restarts at the committed offsets).
 faust's consumer does not: after an assignment it can drop re-fetched records below its read offset
 ("DROPPED MESSAGE ROFF") while later ones are applied, and a kill -9 under load lost single events for
 good (2026-12-03: signals.keyed offsets 183-286 of a partition dropped, one never applied; docs/traps.md)."""
@@ -38,6 +36,7 @@ from aiokafka.errors import KafkaError
 from streams.core.metrics import metrics
 from streams.kafka.admin import partition_counts
 from streams.kafka.offsets import fetched_position, stop_consumer
+from streams.kafka.unreadable import skip_unreadable
 
 log = logging.getLogger(__name__)
 AGE_BOUNDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 3600.0)
@@ -105,7 +104,8 @@ class DirectIngest:
     """A batch consumer for the input topics that follows faust's table assignment.
 
     `handle(records)`: applies one batch of aiokafka ConsumerRecords (their .topic, .partition,
-    .offset, .key, .value match a faust Message's); it may return {(topic, partition): (offset,
+    .offset, .key, .value match a faust Message's; a batch no one can read is one marker record,
+    streams.kafka.unreadable); it may return {(topic, partition): (offset,
     not_before)} for partitions to hold: read again from `offset` (a record it left for later),
     not before wall-clock time `not_before`; it is also called with no records after a poll that
     returned none (for timed work). `before_commit()`: produces what the handled batches still owe
@@ -120,6 +120,7 @@ class DirectIngest:
                  before_commit: Callable[[], Awaitable[object]] | None = None, timed_topics: Iterable[str] = (),
                  after_commit: Callable[[object], None] | None = None):
         self.topics, self.table_partitions = topics, table_partitions
+        skip_unreadable(topics)
         self.timed_topics = frozenset(timed_topics)  # their records' age when read: recstream_input_age_seconds
         self.handle, self.flush, self.ready, self.before_commit = handle, flush, ready, before_commit
         self.after_commit = after_commit

@@ -18,6 +18,7 @@ from streams.core.settings import Settings
 from streams.core.topology import changelog
 from streams.kafka.offsets import end_offsets
 from streams.kafka.transaction import StateTransaction
+from streams.kafka.unreadable import skip_unreadable, unreadable
 from streams.rebuild.shard import bulk_producer, read_partitions
 
 
@@ -69,13 +70,18 @@ async def read_catalog(settings: Settings, client: dict, idle_timeout_s: float) 
     artworks_topic, curated_topic = settings.topic("catalog.artworks"), settings.topic("catalog.curated")
     latest: dict[bytes, list] = {}  # message key -> its records in order (the last one counts)
     curated: list = []
+    unread: list = []  # batches no one can read (streams.kafka.unreadable): dead letters, as the live worker's
 
     async def keep(records):
         for r in records:
-            (curated if r.topic == curated_topic else latest.setdefault(r.key, [])).append(r)
+            if r.value is None and (problem := unreadable(r)) is not None:
+                unread.append((r, "unreadable_batch", problem))
+            else:
+                (curated if r.topic == curated_topic else latest.setdefault(r.key, [])).append(r)
 
+    skip_unreadable([artworks_topic, curated_topic])
     ends = await read_all(client, [artworks_topic, curated_topic], idle_timeout_s, keep)
-    snapshot = CatalogSnapshot(CatalogIndex(), {"artworks": [], "editorial": []}, [], ends)
+    snapshot = CatalogSnapshot(CatalogIndex(), {"artworks": [], "editorial": []}, unread, ends)
     stored: dict[str, tuple[int, bytes]] = {}  # the artworks table: id -> (partition, record)
     for records in latest.values():
         for r in records:  # as the agent applies them: every record of a key, the last one stays
