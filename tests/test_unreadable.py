@@ -6,15 +6,15 @@ from __future__ import annotations
 import struct
 
 import pytest
-from aiokafka.consumer.fetcher import READ_COMMITTED, PartitionRecords
+from aiokafka.consumer import fetcher
+from aiokafka.consumer.fetcher import READ_COMMITTED
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
 
 from streams.kafka.unreadable import skip_unreadable, unreadable
 
-ATTRIBUTES, CRC, COUNT = 21, 17, 57  # byte offsets in a v2 record batch's header
+ATTRIBUTES, CRC, LAST_OFFSET_DELTA, COUNT = 21, 17, 23, 57  # byte offsets in a v2 record batch's header
 
 
 def batch(base: int, values: list[bytes], spoil: str = "", codec: int = 0) -> bytes:
@@ -30,8 +30,10 @@ def batch(base: int, values: list[bytes], spoil: str = "", codec: int = 0) -> by
         struct.pack_into(">h", buf, ATTRIBUTES, (attributes & ~0x07) | 3)
     elif spoil == "control_flag_on_data":
         struct.pack_into(">h", buf, ATTRIBUTES, attributes | 0x20)
-    elif spoil == "record_count_lies":
+    elif spoil.startswith("record_count_lies"):
         struct.pack_into(">i", buf, COUNT, len(values) + 4)
+        if spoil.endswith("and_its_last_offset"):
+            struct.pack_into(">i", buf, LAST_OFFSET_DELTA, 1_000_000)
     elif spoil == "truncated_gzip":
         buf = buf[:-8]
         struct.pack_into(">i", buf, 8, len(buf) - 12)  # the batch length field: the batch ends where it was cut
@@ -43,13 +45,14 @@ def batch(base: int, values: list[bytes], spoil: str = "", codec: int = 0) -> by
 
 
 def read(topic: str, data: bytes, position: int = 0) -> list:
-    records = PartitionRecords(TopicPartition(topic, 0), MemoryRecords(data), [], position, None, None, True,
-                               READ_COMMITTED)
+    """The records of one partition's fetched bytes, as aiokafka's fetcher reads them (the name it calls)."""
+    records = fetcher.PartitionRecords(TopicPartition(topic, 0), fetcher.MemoryRecords(data), [], position, None,
+                                       None, True, READ_COMMITTED)
     return list(records)
 
 
 SPOILED = {"bad_crc": 0, "lz4_flag_on_plain_bytes": 0, "control_flag_on_data": 0, "record_count_lies": 0,
-           "truncated_gzip": 1}
+           "record_count_lies_and_its_last_offset": 0, "truncated_gzip": 1}  # (spoiled as, codec)
 
 
 @pytest.mark.parametrize("spoil", sorted(SPOILED))
@@ -81,3 +84,23 @@ def test_a_tombstone_a_producer_sent_is_no_marker():
     records = read("watched", bytes(builder.build()))
     assert [r.offset for r in records] == [0, 1] and unreadable(records[1]) is None
     assert unreadable(records[0]) == "forged"  # keyless and valueless: dead-lettered either way, by its own reason
+
+
+def legacy(offset: int, value: bytes, codec: int = 0, spoil: bool = False) -> bytes:
+    """A v1 message set of one message (an old producer's), at `offset`."""
+    from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
+
+    builder = LegacyRecordBatchBuilder(magic=1, compression_type=codec, batch_size=1 << 20)
+    builder.append(0, timestamp=1_767_225_600_000, key=b"k", value=value)
+    buf = bytearray(builder.build())
+    struct.pack_into(">q", buf, 0, offset)
+    if spoil:
+        buf[-2] ^= 0xFF  # its CRC no longer matches
+    return bytes(buf)
+
+
+def test_an_old_producers_message_sets_are_read_and_a_spoiled_one_is_a_marker():
+    skip_unreadable(["watched"])
+    records = read("watched", legacy(0, b"a") + legacy(1, b"b", spoil=True) + legacy(2, b"c", codec=1))
+    assert [(r.offset, r.value) for r in records] == [(0, b"a"), (1, None), (2, b"c")]
+    assert unreadable(records[1]).startswith("offsets 1-1 could not be read (")

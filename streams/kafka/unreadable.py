@@ -5,8 +5,9 @@ lies (a record count it does not hold, the control flag on data) raised out of a
 time it was fetched: the embedded broker stores batches as they were produced (Apache Kafka checks them on
 produce), so one such batch from a buggy producer crash-looped the worker for good (an outside fuzz).
 
-`skip_unreadable(topics)` patches aiokafka's per-partition record reader (`PartitionRecords`) for those
-topics: each batch is read whole before its records are handed out, and one that cannot be read becomes a
+`skip_unreadable(topics)` patches aiokafka's fetcher for those topics: a fetch's bytes are framed batch by
+batch (each batch's length prefix), each batch is read whole before its records are handed out (aiokafka's
+`PartitionRecords` reads them lazily, where a failure escapes), and one that cannot be read becomes a
 single marker record at the batch's last offset (key and value None, header MARKER: the batch's offsets and
 what went wrong), which the reader dead-letters (`unreadable`); the records after it are read as usual, and
 committing past the marker commits past the batch. Other topics (the changelogs) keep aiokafka's behaviour.
@@ -14,6 +15,7 @@ committing past the marker commits past the batch. Other topics (the changelogs)
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Iterable
 
@@ -40,34 +42,67 @@ def unreadable(record) -> str | None:
 def skip_unreadable(topics: Iterable[str]) -> None:
     """Read the batches of `topics` whole and replace an unreadable one by its marker (any consumer of this
     process; the patch is installed once)."""
-    from aiokafka.consumer.fetcher import PartitionRecords
+    from aiokafka.consumer import fetcher
 
     _WATCHED.update(topics)
-    if getattr(PartitionRecords, "_recstream_skips_unreadable", False):
+    if getattr(fetcher.PartitionRecords, "_recstream_skips_unreadable", False):
         return
-    original = PartitionRecords.__init__
+    records_of, original = fetcher.MemoryRecords, fetcher.PartitionRecords.__init__
+
+    def fetched(data):  # what a fetch response holds for one partition; the reader learns its topic below
+        return _Fetched(data, records_of(data))
 
     def __init__(self, tp, records, *args, **kwargs):
-        original(self, tp, _Checked(records) if tp.topic in _WATCHED else records, *args, **kwargs)
+        if isinstance(records, _Fetched):
+            records = _Checked(records.data, records_of) if tp.topic in _WATCHED else records.records
+        original(self, tp, records, *args, **kwargs)
 
-    PartitionRecords.__init__ = __init__
-    PartitionRecords._recstream_skips_unreadable = True
+    fetcher.MemoryRecords = fetched
+    fetcher.PartitionRecords.__init__ = __init__
+    fetcher.PartitionRecords._recstream_skips_unreadable = True
+
+
+class _Fetched:
+    """aiokafka's MemoryRecords and the bytes it reads (what the fetcher asks of it before the reader)."""
+
+    __slots__ = ("data", "records")
+
+    def __init__(self, data, records):
+        self.data, self.records = data, records
+
+    def has_next(self) -> bool:
+        return self.records.has_next()
+
+    def size_in_bytes(self) -> int:
+        return self.records.size_in_bytes()
+
+
+_FRAME = struct.Struct(">qi")  # every batch format starts with its (first or only) offset and its length
+_LAST_OFFSET_DELTA = struct.Struct(">i")  # v2: at byte 23; the magic byte is byte 16
 
 
 class _Checked:
-    """aiokafka's MemoryRecords, each batch read whole (or replaced by its marker) when it is taken."""
+    """A fetch's bytes, batch by batch as aiokafka's MemoryRecords frames them, each batch read whole when it
+    is taken, or replaced by its marker. Framing by the length prefix alone, a batch that cannot be parsed
+    still has known offsets and end; an incomplete batch at the end of a fetch (a fetch cuts at its byte
+    limit) ends the records, as in MemoryRecords."""
 
-    def __init__(self, records):
-        self._records = records
+    def __init__(self, data, records_of):
+        self._data, self._records_of, self._pos = bytes(data), records_of, 0  # its C reader takes bytes only
 
     def has_next(self) -> bool:
-        return self._records.has_next()
+        if len(self._data) - self._pos < _FRAME.size:
+            return False
+        return self._pos + _FRAME.size + _FRAME.unpack_from(self._data, self._pos)[1] <= len(self._data)
 
     def next_batch(self):
-        batch = self._records.next_batch()
-        if batch is None:
+        if not self.has_next():
             return None
+        first, length = _FRAME.unpack_from(self._data, self._pos)
+        frame = self._data[self._pos:self._pos + _FRAME.size + max(length, 0)]
+        self._pos += _FRAME.size + max(length, 0)
         try:
+            batch = self._records_of(frame).next_batch()
             if not batch.validate_crc():
                 raise ValueError("its CRC does not match its bytes")
             records = list(batch)  # decompressed and parsed here, where a failure can be caught
@@ -76,9 +111,19 @@ class _Checked:
 
                 for record in records:
                     ControlRecord.parse(record.key)
+            return _Read(batch, records)
         except Exception as exc:  # whatever the bytes are, the stream goes on past them
-            return _Marker(batch, f"{type(exc).__name__}: {exc}"[:500])
-        return _Read(batch, records)
+            return _Marker(first, self._last_offset(first, frame), f"{type(exc).__name__}: {exc}"[:500])
+
+    def _last_offset(self, first: int, frame) -> int:
+        """A v2 batch's last offset from its header, never past the next batch's first (the header may lie);
+        a v0/v1 message set's only offset."""
+        if len(frame) < 27 or frame[16] < 2:
+            return first
+        last = first + max(_LAST_OFFSET_DELTA.unpack_from(frame, 23)[0], 0)
+        if self.has_next():
+            last = min(last, max(_FRAME.unpack_from(self._data, self._pos)[0] - 1, first))
+        return last
 
 
 class _Read:
@@ -87,7 +132,9 @@ class _Read:
     __slots__ = ("base_offset", "is_control_batch", "is_transactional", "next_offset", "producer_id", "_records")
 
     def __init__(self, batch, records: list):
-        self.base_offset, self.next_offset, self.producer_id = batch.base_offset, batch.next_offset, batch.producer_id
+        # a v0/v1 batch (an old producer's message set) has no base offset: only read for a producer's batches
+        self.base_offset, self.next_offset = getattr(batch, "base_offset", None), batch.next_offset
+        self.producer_id = batch.producer_id
         self.is_control_batch, self.is_transactional = batch.is_control_batch, batch.is_transactional
         self._records = iter(records)
 
@@ -107,12 +154,10 @@ class _Marker:
     is_control_batch = is_transactional = False
     producer_id = None
 
-    def __init__(self, batch, problem: str):
-        self.base_offset = batch.base_offset
-        self.next_offset = max(batch.next_offset, self.base_offset + 1)  # a lying header still moves on
-        last = self.next_offset - 1
-        self._record = _MarkerRecord(last, _timestamp(batch),
-                                     f"offsets {self.base_offset}-{last} could not be read ({problem})")
+    def __init__(self, first: int, last: int, problem: str):
+        self.base_offset, self.next_offset = first, last + 1
+        self._record = _MarkerRecord(last, int(time.time() * 1000),
+                                     f"offsets {first}-{last} could not be read ({problem})")
 
     def validate_crc(self) -> bool:
         return True
@@ -128,11 +173,3 @@ class _MarkerRecord:
 
     def __init__(self, offset: int, timestamp: int, detail: str):
         self.offset, self.timestamp, self.headers = offset, timestamp, [(MARKER, detail.encode())]
-
-
-def _timestamp(batch) -> int:
-    try:
-        stamp = batch.max_timestamp
-    except Exception:  # a header past reading
-        stamp = -1
-    return stamp if isinstance(stamp, int) and stamp > 0 else int(time.time() * 1000)
