@@ -275,7 +275,7 @@ def test_bad_records_on_the_internal_topics_are_dead_lettered_by_direct_ingest(m
     state transaction as the valid records around it, and the next valid record is applied."""
     from streams.core.affinity import Profile, dump
     from streams.core.ingest import KeyPartitioner
-    from streams.core.records import ImageEvent, Merge, Signal, Target, encode_keyed
+    from streams.core.records import Identity, ImageEvent, ImageRequest, Merge, Signal, Target, encode_keyed
 
     app_id = module_cluster.env["RECSTREAM_APP_ID"]
     user = f"keyed-{next(_users)}"
@@ -285,14 +285,19 @@ def test_bad_records_on_the_internal_topics_are_dead_lettered_by_direct_ingest(m
     # an outside fuzzer: stamped 9.9e10 (the schema's bound), one signal took over trending for everyone, for good
     future = encode_keyed(Signal("save", user, f"far-{user}", 9.9e10, (Target("artist-3", "far-work"),)))
     future_merge = encode_keyed(Merge(user, "other", f"fm-{user}", dump(Profile(scores={"artist-4": 1.0}, ref=9.9e10))))
+    nan_identity = encode_keyed(Identity(user, "anon-x", f"nan-{user}", float("nan")))
     bad = [(b"k", b"\xc1 not msgpack"), (None, b"\x93\x01\x02\x03"), (user.encode(), None), (user.encode(), endless),
-           (user.encode(), future), (user.encode(), future_merge)]
+           (user.encode(), future), (user.encode(), future_merge), (b"anon-x", nan_identity)]
     offsets = send(module_cluster, f"{app_id}.signals.keyed", [*bad, (user.encode(), valid)], partition=home)
     wait_until(lambda: applied(worker, user), 60, what="the valid keyed signal behind the bad ones")
     for offset, (_, raw) in zip(offsets[:-1], bad, strict=True):
         assert_survived(module_cluster, worker, f"{app_id}.signals.keyed", offset, "invalid_internal_record", raw)
     far_image = encode_keyed(ImageEvent("impression", "c1", "m1", "i1", "far-image", 9.9e10))
-    for raw in (b"\xc1", far_image):
+    # an outside fuzz: a NaN time made m1|i1's counts NaN for good (every later choice of m1, and JSON that is no
+    # JSON); one request naming m1 150,000 times held every partition 6.6 s and wrote a 28 MB reply
+    nan_image = encode_keyed(ImageEvent("impression", "c1", "m1", "i1", "nan-image", float("nan")))
+    many = encode_keyed(ImageRequest("r-many", "c1", [f"m{i}" for i in range(65)]))
+    for raw in (b"\xc1", far_image, nan_image, many):
         (offset,) = send(module_cluster, f"{app_id}.images.keyed", [(b"c1", raw)], partition=home)
         assert_survived(module_cluster, worker, f"{app_id}.images.keyed", offset, "invalid_internal_record", raw)
     assert "far-work" not in json.dumps(get_json(worker, "/recommendations/someone-new")[1])

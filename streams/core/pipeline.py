@@ -205,8 +205,9 @@ class PartitionBatch:
         listed = dict(current.listing()) if current else {}
         items = list(listed.items()) if exposure.items is None else [
             (work, source or listed.get(work, "other")) for work, source in exposure.items]
-        variant = exposure.variant or (current.variant if current and current.variant else  # none: a pointer's
-                                       assign(self.cfg.experiment, exposure.user_id, self.cfg.variants).name)
+        given = exposure.variant if exposure.variant in self.cfg.variants else None  # a hand-written one: no "Z"
+        variant = given or (current.variant if current and current.variant else  # none: a pointer's
+                            assign(self.cfg.experiment, exposure.user_id, self.cfg.variants).name)
         self.ledger.exposed(exposure.user_id, variant, items, exposure.time, exposure.exposure_id)
 
     def _refresh(self, refresh: Refresh) -> None:

@@ -107,7 +107,7 @@ class Identity(msgspec.Struct, tag="identity"):
     user_id: str
     previous_id: str
     message_id: str
-    time: float
+    time: EventTime
 
 
 class Merge(msgspec.Struct, omit_defaults=True, tag="merge"):
@@ -135,7 +135,7 @@ class Exposure(msgspec.Struct, omit_defaults=True, tag="exposure"):
 
     user_id: str
     exposure_id: str
-    time: float
+    time: EventTime
     items: list[tuple[str, str]] | None = None
     variant: str | None = None  # None: the variant of the user's current list
 
@@ -151,7 +151,7 @@ class ImageEvent(msgspec.Struct, tag="image"):
     merchant_id: str
     image_id: str
     message_id: str
-    time: float
+    time: EventTime
     order_id: str | None = None
     source: str = ""  # the input record, as on Signal
     offset: int = -1
