@@ -275,7 +275,7 @@ def test_bad_records_on_the_internal_topics_are_dead_lettered_by_direct_ingest(m
     state transaction as the valid records around it, and the next valid record is applied."""
     from streams.core.affinity import Profile, dump
     from streams.core.ingest import KeyPartitioner
-    from streams.core.records import Identity, ImageEvent, ImageRequest, Merge, Signal, Target, encode_keyed
+    from streams.core.records import Identity, ImageEvent, ImageRequest, Merge, Refresh, Signal, Target, encode_keyed
 
     app_id = module_cluster.env["RECSTREAM_APP_ID"]
     user = f"keyed-{next(_users)}"
@@ -286,8 +286,10 @@ def test_bad_records_on_the_internal_topics_are_dead_lettered_by_direct_ingest(m
     future = encode_keyed(Signal("save", user, f"far-{user}", 9.9e10, (Target("artist-3", "far-work"),)))
     future_merge = encode_keyed(Merge(user, "other", f"fm-{user}", dump(Profile(scores={"artist-4": 1.0}, ref=9.9e10))))
     nan_identity = encode_keyed(Identity(user, "anon-x", f"nan-{user}", float("nan")))
+    garbled_refresh = encode_keyed(Refresh("artist-1", b"{not json"))  # was an internal_error without its position
     bad = [(b"k", b"\xc1 not msgpack"), (None, b"\x93\x01\x02\x03"), (user.encode(), None), (user.encode(), endless),
-           (user.encode(), future), (user.encode(), future_merge), (b"anon-x", nan_identity)]
+           (user.encode(), future), (user.encode(), future_merge), (b"anon-x", nan_identity),
+           (b"artist-1", garbled_refresh)]
     offsets = send(module_cluster, f"{app_id}.signals.keyed", [*bad, (user.encode(), valid)], partition=home)
     wait_until(lambda: applied(worker, user), 60, what="the valid keyed signal behind the bad ones")
     for offset, (_, raw) in zip(offsets[:-1], bad, strict=True):

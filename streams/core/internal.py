@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from streams.core.affinity import load as load_profile
+from streams.core.catalog import decode_artwork
 from streams.core.events import Rejected, requested_merchants
-from streams.core.records import ImageRequest, Merge, Signal  # noqa: F401 - Signal: the doctest's
+from streams.core.records import ImageRequest, Merge, Refresh, Signal  # noqa: F401 - Signal: the doctest's
 
 
 class Checked:
@@ -39,6 +40,8 @@ class Checked:
         t = load_profile(record.profile).ref if isinstance(record, Merge) else getattr(record, "time", None)
         if t is not None and (ahead := t - self.clock()) > self.latest:
             raise ValueError(f"its time is {ahead:.0f} s ahead of the wall clock")
+        if isinstance(record, Refresh) and record.artwork is not None:  # else it failed where it was applied
+            decode_artwork(record.artwork)
         if isinstance(record, ImageRequest):  # the request topic's rule: one named 150,000 times made a 28 MB reply
             merchants = requested_merchants(record.merchant_ids)
             if isinstance(merchants, Rejected):
