@@ -446,3 +446,28 @@ def test_an_image_url_longer_than_8192_characters_rejects_its_catalog_record():
     assert decode_image_catalog(catalog("h" * MAX_URL_CHARS)).images[0].url == "h" * 8192
     with pytest.raises(msgspec.ValidationError, match="url must be at most 8192 characters"):
         decode_image_catalog(catalog("h" * (MAX_URL_CHARS + 1)))
+
+
+def test_the_locked_image_is_the_newest_conversions_whatever_order_they_arrive_in():
+    """An outside fuzz: a conversion from a device that was offline, arriving late, moved the consumer's lock
+    to the older conversion's image (the last to arrive won)."""
+    import itertools
+
+    import msgspec
+
+    from streams.core.image_pipeline import ImageBatch, ImageConfig, Pools, load_state
+    from streams.core.images import GlobalCounts
+    from streams.core.records import ImageEvent
+
+    images = [{"image_id": i} for i in ("a", "b", "c")]
+    pools = Pools({"m1": msgspec.json.encode({"merchant_id": "m1", "images": images})}, PoolRules())
+    events = [ImageEvent("conversion", "c", "m1", image, f"o-{image}", t)
+              for image, t in (("a", 300.0), ("b", 100.0), ("c", 200.0))]
+    locked = set()
+    for order in itertools.permutations(events):
+        consumers = {}
+        for ev in order:  # one batch each, as they would arrive
+            ImageBatch(ImageConfig(), consumers, GlobalCounts(), pools, dict).run([ev])
+        views = load_state(consumers["c"]).merchants["m1"]
+        locked.add((views.converted, views.converted_at))
+    assert locked == {("a", 300.0)}

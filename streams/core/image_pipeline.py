@@ -239,7 +239,7 @@ class ImageBatch:
                 del views.impressions[min(views.impressions, key=views.impressions.get)]  # the least seen goes
             views.impressions[ev.image_id] = views.impressions.get(ev.image_id, 0) + 1
         else:
-            views.converted = ev.image_id
+            views.convert(ev.image_id, ev.time)
         if len(state.merchants) > MAX_MERCHANTS_PER_CONSUMER:
             state.merchants.pop(next(iter(state.merchants)))  # the longest-known merchant goes first
         after = choose(pool, self.stats(), ev.merchant_id, views, variant.explore, self.cfg.params)

@@ -98,11 +98,24 @@ def _main_category(images: Sequence[Image]) -> str | None:
 # --- statistics ---------------------------------------------------------------------------
 
 
-class MerchantViews(msgspec.Struct, array_like=True):
-    """One consumer's history with one merchant."""
+class MerchantViews(msgspec.Struct, array_like=True, omit_defaults=True):
+    """One consumer's history with one merchant: the image they last converted on, by event time (`convert`)."""
 
     impressions: dict[str, int] = {}
     converted: str | None = None
+    converted_at: float = 0.0  # its event time
+
+    def convert(self, image_id: str, at: float) -> None:
+        """A conversion on `image_id` at event time `at`: the newest conversion holds the lock, whatever order
+        they arrive in (a late conversion from a device that was offline moved it: an outside fuzz); at one time,
+        the greater image id.
+
+        >>> v = MerchantViews()
+        >>> v.convert("b", 20.0); v.convert("a", 10.0); v.convert("a", 20.0); v.converted
+        'b'
+        """
+        if (at, image_id) > (self.converted_at, self.converted or ""):
+            self.converted, self.converted_at = image_id, at
 
 
 class ConsumerImages(Dated, omit_defaults=True):
