@@ -215,10 +215,14 @@ def test_unknown_artwork_retry_backoff_and_patience():
     assert (second.attempt, second.due) == (2, 101.5)
     third = retry_or_give_up(second, "t", 1, 7, b"k", b"v", now=101.5, patience_s=10)
     assert (third.attempt, third.due) == (3, 103.5)
-    # the next would be due at 103.5 + 4 = 107.5 (ok), then 107.5 + 8 = 115.5 > 100 + 10: give up
+    # then 103.5 + 4 = 107.5, and the last when the patience ends, 110 (107.5 + 8 would pass it: it gave up
+    # there, after 31.5 s of a 60 s patience, and an artwork published 45 s late lost its event; an outside check)
     fourth = retry_or_give_up(third, "t", 1, 7, b"k", b"v", now=103.5, patience_s=10)
     assert fourth.due == 107.5
-    assert retry_or_give_up(fourth, "t", 1, 7, b"k", b"v", now=107.5, patience_s=10) is None
+    fifth = retry_or_give_up(fourth, "t", 1, 7, b"k", b"v", now=107.5, patience_s=10)
+    assert (fifth.attempt, fifth.due) == (5, 110.0)
+    assert retry_or_give_up(fifth, "t", 1, 7, b"k", b"v", now=110.0, patience_s=10) is None
+    assert retry_or_give_up(None, "t", 1, 7, b"k", b"v", now=100.0, patience_s=0) is None  # no patience: no retry
 
 
 def test_pending_records_no_worker_wrote_are_refused_not_crashed_on_or_held_for_good():

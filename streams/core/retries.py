@@ -15,13 +15,14 @@ _DECODER = msgspec.msgpack.Decoder(Pending)
 def retry_or_give_up(pending: Pending | None, topic: str, partition: int, offset: int, key: bytes | None,
                      value: bytes, now: float, patience_s: float) -> Pending | None:
     """The next retry of a message whose artwork is unknown, or None once patience ran out.
-    Backoff: 0.5 s, 1 s, 2 s, ... from the first sighting."""
+    Backoff: 0.5 s, 1 s, 2 s, ... from the first sighting, the last retry when the patience ends (it
+    gave up when the next backoff would pass it: after 31.5 s of a 60 s patience, an outside check)."""
     if pending is None:
         pending = Pending(topic, partition, offset, key, value, first_seen=now, due=now, attempt=0)
-    attempt = pending.attempt + 1
-    due = now + RETRY_FIRST_S * 2 ** (attempt - 1)
-    if due - pending.first_seen > patience_s:
+    attempt, deadline = pending.attempt + 1, pending.first_seen + patience_s
+    if now >= deadline:
         return None
+    due = min(now + RETRY_FIRST_S * 2 ** min(attempt - 1, 64), deadline)
     return Pending(pending.topic, pending.partition, pending.offset, pending.key, pending.value,
                    pending.first_seen, due, attempt)
 
