@@ -4,6 +4,7 @@ keeps the folder. Each run starts the real embedded broker and a real worker."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -125,19 +126,42 @@ def test_dev_with_a_duration_ends_by_itself_and_keep_keeps_the_folder(tmp_path):
 
 
 def test_dev_whose_worker_cannot_start_says_why_and_removes_its_folder(tmp_path):
-    import socket
+    """The port is a live worker's (it answers /health as one): dev ran its whole demo against that deployment
+    and wrote 401 users into its experiment (an outside check); its own worker had exited."""
+    import http.server
+    import threading
 
-    with socket.socket() as taken:  # the worker's HTTP port is in use
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+    asked = []
+
+    class LiveWorker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            asked.append(self.path)
+            body = json.dumps({"status": "ok", "recovered": True, "assigned_partitions": 4, "partitions": [0, 1, 2, 3],
+                               "rebalancing": False, "pid": 1}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    live = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LiveWorker)
+    threading.Thread(target=live.serve_forever, daemon=True).start()
+    try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECSTREAM_")}
         result = subprocess.run(
             [RECSTREAM, "dev", "--users", "10", "--events", "10"],
             capture_output=True,
             text=True,
             timeout=180,
-            env={**env, "TMPDIR": str(tmp_path), "RECSTREAM_WEB_PORT": str(taken.getsockname()[1])},
+            env={**env, "TMPDIR": str(tmp_path), "RECSTREAM_WEB_PORT": str(live.server_address[1])},
         )
+    finally:
+        live.shutdown()
+        live.server_close()
+    assert set(asked) <= {"/health"}, asked  # nothing read from, or written to, the live worker
+    assert "[dev] worker ready" not in result.stdout, result.stdout
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith(
         "recstream dev: worker exited with code 2; from its log (--keep keeps it):"

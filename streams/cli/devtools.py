@@ -52,7 +52,8 @@ class WorkerProcess:
             return err.code, err.read()
 
     def wait_ready(self, timeout: float = 90.0, min_partitions: int = 1) -> dict:
-        """Until /health says recovered with partitions assigned. Raises on timeout or exit."""
+        """Until /health says recovered with partitions assigned, from this process (another worker on the port:
+        `recstream dev` ran its demo against a live deployment, an outside check). Raises on timeout or exit."""
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -61,7 +62,8 @@ class WorkerProcess:
             try:
                 status, body = self.get("/health", timeout=2)
                 last = json.loads(body)
-                if status == 200 and last["assigned_partitions"] >= min_partitions and not last["rebalancing"]:
+                if (status == 200 and last["assigned_partitions"] >= min_partitions and not last["rebalancing"]
+                        and last.get("pid") == self.proc.pid):
                     return last
             except (OSError, ValueError):
                 pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import time
 from urllib.parse import quote
 
@@ -226,7 +227,7 @@ async def health(web, request):
     partitions = owned_partitions(app, tables.affinity)
     body = {"status": "ok" if recovered else "recovering", "recovered": recovered,
             "assigned_partitions": len(partitions), "partitions": partitions,
-            "rebalancing": bool(app.rebalancing)}
+            "rebalancing": bool(app.rebalancing), "pid": os.getpid()}  # which process answered (WorkerProcess)
     return web.json(body, status=200 if recovered else 503)
 
 
