@@ -123,3 +123,20 @@ def test_a_misspelt_setting_is_warned_of_once_with_its_likely_name(tmp_path):
                             env={**clean, "RECSTREAM_PARTITONS": "8", "RECSTREAM_REBUILD": "1"})
     assert config.returncode == 0 and "RECSTREAM_PARTITIONS=4" in config.stdout, config.stdout  # still the default
     assert config.stderr.strip().splitlines() == warned, config.stderr  # RECSTREAM_REBUILD: the rebuild's own
+
+
+def test_a_second_worker_on_one_data_dir_is_one_line_and_exit_2_before_any_broker_work(tmp_path):
+    """An outside check: it waited 40 s on the RocksDB locks while the group rebalanced (the live worker answered
+    503 to every user), then crashed with a traceback; the default data dir, `data`, is relative."""
+    import fcntl
+
+    (tmp_path / "state").mkdir()
+    with open(tmp_path / "state" / ".recstream.lock", "w") as live:  # the live worker's lock (app id recstream)
+        fcntl.flock(live, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        live.write("4242")
+        live.flush()
+        result, _ = start(tmp_path, RECSTREAM_BROKER_URL=f"kafka://127.0.0.1:{closed_port()}")
+        said_once(result, f"another worker (pid 4242) uses {tmp_path / 'state'} for app id 'recstream'",
+                  "RECSTREAM_DATA_DIR")
+        other_app, _ = start(tmp_path, RECSTREAM_APP_ID="other", RECSTREAM_BROKER_URL=f"kafka://127.0.0.1:{closed_port()}")
+        said_once(other_app, "cannot create its topics")  # another app id's state is apart: only the broker stops it
