@@ -1,5 +1,6 @@
 """docker-compose.yml structure (no Docker engine runs here, so we check the file itself)."""
 
+import re
 from pathlib import Path
 
 import yaml
@@ -56,6 +57,11 @@ def test_topics_job_creates_every_topic_with_compacted_catalog():
                  "images.impressions", "images.conversions", "images.requests", "recstream.images.keyed",
                  "images.chosen", "images.replies", *(f"signals.{k}" for k in SIGNAL_KINDS)]:
         assert name in script, name
+    # an outside check: Kafka's default retention (7 days) kept a week of inputs, and a rebuild read only that
+    inputs = re.search(r"for t in (.*?); do\s+create \"\$\$t\" 12 --config retention.ms=-1", script).group(1).split()
+    assert set(inputs) == {"events.segment", "images.impressions", "images.conversions", "images.requests",
+                           *(f"signals.{k}" for k in SIGNAL_KINDS)}
+    assert "create recommendations 12 --config cleanup.policy=compact" in script  # each user's latest list
     assert "create catalog.artworks 12 --config cleanup.policy=compact" in script
     assert "create catalog.curated 12 --config cleanup.policy=compact" in script
     assert "create catalog.images 12 --config cleanup.policy=compact" in script
@@ -77,5 +83,6 @@ def test_the_topics_job_creates_every_topic_the_worker_declares():
 
     names = set(declared())
     script = COMPOSE["services"]["topics"]["command"][0]
-    created = set(re.search(r"for t in (.*?); do", script).group(1).split()) | set(re.findall(r"create (\S+) 12", script))
+    created = {t for loop in re.findall(r"for t in (.*?); do", script) for t in loop.split()}
+    created |= set(re.findall(r"create (\S+) 12", script))
     assert names and names <= created, sorted(names - created)
