@@ -202,6 +202,7 @@ def test_kafka_security_settings_and_secrets_are_not_printed():
 
 def test_log_level_accepts_the_usual_spelling():
     assert Settings.from_env({"RECSTREAM_LOG_LEVEL": "warning"}).log_level == "warn"
+    assert [Settings.from_env({"RECSTREAM_LOG_LEVEL": v}).log_level for v in ("WARNING", "Debug")] == ["warn", "debug"]
 
 
 @pytest.mark.parametrize("name,value,says", [

@@ -47,8 +47,20 @@ def run() -> None:
         lock_state(Path(settings.data_dir), settings.kafka_app_id)  # before its state is read or removed
         prepare_topics(settings, bootstrap)
         check_local_state(app, settings, bootstrap)
+        sys.argv[1:] = with_log_level(sys.argv[1:], settings.log_level)
     mode.loop.use(settings.event_loop)  # the policy faust's worker creates its loop from
     app.main()
+
+
+def with_log_level(args: list[str], level: str) -> list[str]:
+    """A worker's arguments with `-l level` (RECSTREAM_LOG_LEVEL) unless they name one: faust's own default,
+    warn, was used, and the setting changed nothing (an outside check).
+
+    >>> with_log_level(["worker"], "debug"), with_log_level(["worker", "--loglevel=info", "-p", "6067"], "debug")
+    (['worker', '-l', 'debug'], ['worker', '--loglevel=info', '-p', '6067'])
+    """
+    named = any(a.startswith(("-l", "--loglevel")) for a in args[1:])
+    return args if named else [args[0], "-l", level, *args[1:]]
 
 
 class StartFailed(SystemExit):

@@ -234,15 +234,15 @@ class Settings:
         "and sent (0: off)", "min": 0})
     refresh_rate: float = field(default=1000.0, metadata={
         "help": "users per second a refresh pass rebuilds at most (bounds its CPU: ~50 us a user)", "min": 1})
-    log_level: str = field(default="info", metadata={"help": "worker log level (warning, critical accepted too)",
+    log_level: str = field(default="info", metadata={"help": "worker log level, any case (and warning, critical)",
                                                        "choices": ("crit", "error", "warn", "info", "debug")})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         values = {f.name: convert(f, env[var_name(f)]) for f in fields(cls) if env.get(var_name(f))}  # "": unset
-        if values.get("log_level") in ("warning", "critical"):  # faust's CLI spells them warn/crit
-            values["log_level"] = values["log_level"][:4]
+        if "log_level" in values:  # any case (WARNING was refused); faust's CLI spells warning, critical warn, crit
+            values["log_level"] = {"warning": "warn", "critical": "crit"}.get(v := values["log_level"].lower(), v)
         settings = cls(**values)
         settings.validate()
         return settings
