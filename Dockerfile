@@ -12,4 +12,5 @@ ENV RECSTREAM_WEB_HOST=0.0.0.0 \
 VOLUME /data
 USER recstream
 EXPOSE 6066
-CMD ["recstream", "worker", "-l", "info"]
+# the log level: RECSTREAM_LOG_LEVEL (a -l here would override it)
+CMD ["recstream", "worker"]
