@@ -8,6 +8,8 @@ import json
 import math
 import random
 import shutil
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -138,8 +140,11 @@ def test_affinity_matches_reference_and_bad_input_is_dead_lettered(cluster, load
         assert letter["offset"] >= 0 and letter["size"] == len(raw)
         assert metric(worker, "recstream_dead_letters_total", reason=reason) >= 1
 
-    # unknown users are a 404, and health reports readiness
-    assert get_json(worker, "/users/nobody/affinity")[0] == 404
+    # unknown users are a 404, never cached (a cache kept the 404 after the user's first event), and health
+    # reports readiness
+    with pytest.raises(urllib.error.HTTPError) as unknown:
+        urllib.request.urlopen(worker.base_url + "/users/nobody/affinity", timeout=10)
+    assert unknown.value.code == 404 and unknown.value.headers["Cache-Control"] == "no-store"
     status, health = get_json(worker, "/health")
     assert status == 200 and health["recovered"] and health["assigned_partitions"] > 0
 

@@ -68,7 +68,8 @@ async def user_affinity(web, request, user_id: str):
         return web.json({"error": "n must be a whole number from 0 to 9999", "n": n[:32]}, status=400)
     raw = None if user_id == MARK else read(tables.affinity, user_id)  # the mark is no user's profile
     if raw is None:
-        return web.json({"error": "unknown user", "user_id": echoed(user_id)}, status=404)
+        # not cached either: a 404 is cacheable by default, and a cache kept answering it after the first event
+        return web.json({"error": "unknown user", "user_id": echoed(user_id)}, status=404, headers=dict(_UNCACHED))
     profile = load(raw)
     top = [] if profile.alias_of else affinity_model.top(profile, int(n))
     return web.json({
