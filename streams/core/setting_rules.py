@@ -225,6 +225,8 @@ def described(settings_fields) -> list[tuple[str, str, str]]:
         default = f.default_factory() if f.default is MISSING else f.default
         if isinstance(default, Mapping):
             default = ",".join(f"{k}={v:g}" for k, v in default.items())
+        elif isinstance(default, bool):  # as the variable takes it (True was printed)
+            default = "true" if default else "false"
         typed = f.type != "str" and "form" not in f.metadata
         out.append((var_name(f), str(default), f.metadata["help"] + (f" ({form_of(f)})" if typed else "")))
     return out

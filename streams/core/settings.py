@@ -55,7 +55,7 @@ class Settings:
     web_host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind host"})
     web_port: int = field(default=6066, metadata={"help": "HTTP port", "min": 1, "max": 65535})
     web_advertise_host: str = field(default="", metadata={
-        "help": "host other workers use to reach this one (default: web_host)", **HOST})
+        "help": "host other workers use to reach this one (default: web_host; for 0.0.0.0, ::, the hostname)", **HOST})
     half_life_days: float = field(default=30.0, metadata={
         "help": "affinity half-life in event time (days)", "above": 0})
     weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, metadata={
@@ -241,7 +241,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         values = {f.name: convert(f, env[var_name(f)]) for f in fields(cls) if env.get(var_name(f))}  # "": unset
-        if "log_level" in values:  # any case (WARNING was refused); faust's CLI spells warning, critical warn, crit
+        if "log_level" in values:  # any case (WARNING was refused); faust's CLI: warn, crit
             values["log_level"] = {"warning": "warn", "critical": "crit"}.get(v := values["log_level"].lower(), v)
         settings = cls(**values)
         settings.validate()

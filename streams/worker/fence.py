@@ -146,7 +146,8 @@ def fenced_exit() -> None:
     from streams.worker.stopping import exit_now
 
     partitions = unsent.partitions()
-    log.critical("this worker was out of its group (frozen past the session timeout?) with changelog writes not "
+    log.critical("this worker was out of its group (frozen, or its broker unreachable, past the session timeout) "
+                 "with changelog writes not "
                  "sent: exiting (code %d) without them; the next start recovers %d table partitions from their "
                  "changelogs", EXIT_CODE, len(partitions))
     try:
