@@ -8,6 +8,7 @@ import math
 import random
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -140,6 +141,14 @@ def test_rebuild_equals_live(module_cluster, replayed):
     log = wait_until(lambda: (lambda text: "caught up, serving live" in text and text)(
         (module_cluster.root / "rebuilt.log").read_text()), 30, what="rebuild progress line")
     assert "rebuild:" in log and "records behind" in log
+    # an outside check: the line came again every 5 s for as long as the worker ran, and a second per-event
+    # rebuild into this app id (its workers ran) resumed its state instead of being refused, as --bulk is
+    rebuilt_id = module_cluster.env["RECSTREAM_APP_ID"]
+    again = run_cli(module_cluster, "rebuild", "--app-id", rebuilt_id,
+                    env={"RECSTREAM_APP_ID": rebuilt_id.removesuffix("-v2"), "RECSTREAM_REBUILD": "0"})
+    assert again.returncode == 2 and f"app id {rebuilt_id!r} already has committed offsets" in again.stderr, again
+    time.sleep(6)  # more than a progress period
+    assert (module_cluster.root / "rebuilt.log").read_text().count("caught up, serving live") == 1
 
 
 def test_emit_all_republishes_every_users_list(module_cluster, replayed):

@@ -211,20 +211,26 @@ def cmd_rebuild(argv: list[str]) -> int:
     if args.shards is not None and args.shards < 0:
         parser.error("--shards must be >= 0 (0: one per CPU)")
     env = {**os.environ, "RECSTREAM_APP_ID": args.app_id, "RECSTREAM_REBUILD": "1"}
-    if args.bulk:
-        from streams.cli.load import run_producer
-        from streams.rebuild.topics import RebuildRefused
+    from streams.rebuild.topics import RebuildRefused, check_fresh
 
-        try:  # an unreachable broker: run_producer's one line and status 2
+    try:
+        if args.bulk:
+            from streams.cli.load import run_producer
+
+            # an unreachable broker: run_producer's one line and status 2
             report, status = run_producer("rebuild", _bulk(Settings.from_env(env), args.shards or None))
-        except RebuildRefused as exc:
-            print(f"recstream rebuild: {exc}", file=sys.stderr)
-            return 2
-        if status:
-            return status
-        print("\n".join(report.lines()))
-        if args.no_worker:
-            return 0
+            if status:
+                return status
+            print("\n".join(report.lines()))
+            if args.no_worker:
+                return 0
+        else:  # an app id whose workers ran would be resumed, not rebuilt (an outside check: it was not refused)
+            fresh = Settings.from_env(env)
+            bootstrap_of(fresh)
+            asyncio.run(check_fresh(fresh, fresh.aiokafka_kwargs()))
+    except RebuildRefused as exc:
+        print(f"recstream rebuild: {exc}", file=sys.stderr)
+        return 2
     print(f"rebuilding into app id {args.app_id!r}; when caught up, point readers at this worker "
           f"and stop the workers of {settings.app_id!r}", file=sys.stderr)
     os.execvpe(sys.executable, [sys.executable, "-m", "streams.cli", "worker", "-l", settings.log_level], env)

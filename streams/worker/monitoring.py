@@ -66,9 +66,14 @@ async def _rebuild_progress() -> None:
     """During `recstream rebuild`: progress lines until the inputs are caught up."""
     import os
 
-    if os.environ.get("RECSTREAM_REBUILD") != "1" or not app.tables.recovery.completed.is_set():
+    global _rebuilt
+    if _rebuilt or os.environ.get("RECSTREAM_REBUILD") != "1" or not app.tables.recovery.completed.is_set():
         return
     lag = sum(_consumer_lag().values())
     applied = metrics.value("recstream_signals_applied_total")
+    _rebuilt = lag == 0  # said once (it was repeated every 5 s for as long as the worker ran)
     app.log.info("rebuild: %d signals applied, %d records behind%s", applied, lag,
                  " - caught up, serving live" if lag == 0 else "")
+
+
+_rebuilt = False
