@@ -114,6 +114,19 @@ def test_a_new_work_by_a_followed_artist_reaches_the_fans():
     assert recs["items"][0]["artwork_id"] == "a-brand-new" and recs["trigger"] == "catalog:a-brand-new"
 
 
+def test_a_refresh_read_again_sends_its_fans_lists_again_even_unchanged():
+    """An outside check: a kill -9 inside a refresh batch's acks left the fans' new lists in the local store only;
+    the refresh, read again, rebuilt the same lists, found them stored and sent nothing, so the recommendations
+    topic and the table's changelog kept the old lists for good (a failover served them)."""
+    world = World(*WORKS)
+    world.run([follow("fan", "a", "m1")])
+    refresh = Refresh("a", encode(art("a-brand-new", "a", 0.01)))
+    first = world.run([refresh])  # stored; its outputs lost with the worker
+    again = world.run([refresh])
+    assert [(o.key, o.value) for o in again["recommendations"]] == [(o.key, o.value) for o in first["recommendations"]]
+    assert again["affinity.updates"] == []  # the fan's affinity did not change: nothing to send there
+
+
 def test_a_refresh_shows_its_work_to_the_fans_without_feeding_the_shared_catalog():
     """The work reaches the fans even when this worker's catalog has not caught up (test above), but the
     index is fed in catalog order only (fuzzing: a refresh read after the work's tombstone, behind a

@@ -93,8 +93,7 @@ class PartitionBatch:
         self._written: set[str] = set()
         self._dirty: dict[str, str] = {}  # user -> trigger
         self._resend: dict[str, str] = {}  # user -> trigger: outputs sent again even if unchanged
-        self._signalled: set[str] = set()  # triggers that are user events applied in this batch
-        self._overlaid: dict = {}  # refreshed works -> the catalog's own entry (_refresh)
+        self._signalled, self._overlaid = set(), {}  # user events' triggers; refreshed works -> the catalog's entry
         self._trending: list[tuple[Signal, bool, bool]] = []  # counted into the share once the batch is done
         self.out: list[Output] = []
         self.applied, self.duplicates, self._rescoring = 0, 0, False  # rescoring (refresh): a moved score is a change
@@ -255,7 +254,8 @@ class PartitionBatch:
             resend, before = user in self._resend, self._before[user]
             after = tops[user] = self._rank(user)
             self._emit_affinity(user, profile, before, after, trigger, resend)
-            self._emit_recommendations(user, profile, after, trigger, resend)
+            # a refresh's fans' lists even if unchanged: read again after a kill -9 in its acks, it sent none (outside)
+            self._emit_recommendations(user, profile, after, trigger, resend or trigger.startswith("catalog"))
         self._pairs.finish(self._written, self._loaded, tops, self._rank, self.profiles, self._update_fans,
                            again=self._resend)
         if self.ledger is not None:
