@@ -28,20 +28,23 @@ from streams.worker.state import pools, table_anchor
 
 log = logging.getLogger(__name__)
 Changed = list[tuple[str, bytes | None]]  # (artist, its newest changed record) whose fans should see a change
+# the artworks table's writes, made once the refreshes they cause are acknowledged: a kill -9 between a write (its
+# changelog record goes at once) and the read's refreshes lost them, the restart finding the work stored and
+# unchanged (an outside check); written after them, a restart sees the change again and sends them again
+_stored_later: list[tuple[str, bytes | None, object]] = []  # (artwork id, record or None to delete, anchor)
 
 
 def apply_artwork(msg, anchor) -> Changed | Rejected:
-    """Store one catalog.artworks record (`msg`: .key, .value; a tombstone deletes), its table
-    write within `anchor`'s event context; the artists whose fans should see the change."""
+    """Apply one catalog.artworks record (`msg`: .key, .value; a tombstone deletes) to the catalog index; its
+    table write waits in `_stored_later` (`store_artworks`); the artists whose fans should see the change."""
     tables.ensure_catalog_loaded()
     if msg.value is None:  # tombstone: the artwork is gone
         return _remove(msg, anchor)
     artwork = decode_or_reject(functools.partial(decode_artwork, key=msg.key), msg.value, "invalid_artwork")
     if isinstance(artwork, Rejected):
         return artwork
-    with event_context(anchor):
-        old = tables.catalog_index.get(artwork.id)
-        tables.artworks[artwork.id] = msg.value
+    old = tables.catalog_index.get(artwork.id)
+    _stored_later.append((artwork.id, msg.value, anchor))
     newly_recommendable = tables.catalog_index.upsert(artwork)
     metrics.inc("recstream_catalog_records_total")
     no_longer = old is not None and old != artwork and not newly_recommendable
@@ -54,11 +57,21 @@ def _remove(msg, anchor) -> Changed | Rejected:
     if isinstance(artwork_id, Rejected) or not is_id(artwork_id):  # an empty or 3 MB key deletes nothing
         return Rejected("invalid_key", f"a tombstone needs an artwork id (1 to {MAX_ID_CHARS} characters, UTF-8) "
                                        "as its key")
-    with event_context(anchor):
-        old = tables.catalog_index.get(artwork_id)
-        tables.artworks.pop(artwork_id, None)
-        tables.catalog_index.remove(artwork_id)
+    old = tables.catalog_index.get(artwork_id)
+    _stored_later.append((artwork_id, None, anchor))
+    tables.catalog_index.remove(artwork_id)
     return [] if old is None else [(old.artist_id, None)]
+
+
+def store_artworks() -> None:
+    """The artworks table's writes of the records applied so far, once their refreshes are acknowledged."""
+    for artwork_id, value, anchor in _stored_later:
+        with event_context(anchor):
+            if value is None:
+                tables.artworks.pop(artwork_id, None)
+            else:
+                tables.artworks[artwork_id] = value
+    _stored_later.clear()
 
 
 def apply_curated(msg, anchor) -> Changed | Rejected:
@@ -125,15 +138,17 @@ def _apply_all(records) -> list[tuple]:
 def catalog_records(records, batch) -> None:
     """Direct ingest's catalog records (aiokafka ConsumerRecords, in order per partition) applied,
     before the events of the same read; dead letters and refreshes go into `batch`, the read's
-    state transaction. The tables' changelog records go through faust's producer, which direct
-    ingest flushes before it commits the offsets covering them."""
+    state transaction; the caller stores the artworks once it is acknowledged (`store_artworks`). The tables'
+    changelog records go through faust's producer, which direct ingest flushes before it commits the offsets
+    covering them."""
     for message in _apply_all((rec, table_anchor(rec.partition)) for rec in records):
         batch.send(*message)
 
 
 async def _apply_events(events) -> None:
-    """faust's path: the events applied in order, then their dead letters and refreshes sent."""
+    """faust's path: the events applied in order, then their dead letters and refreshes sent, then stored."""
     await send_all(app, _apply_all((event.message, event) for event in events))
+    store_artworks()
 
 
 async def load_catalog(stream):

@@ -15,7 +15,7 @@ import functools
 import time
 
 from agents.catalog import APPLY as CATALOG_TOPICS
-from agents.catalog import catalog_records
+from agents.catalog import catalog_records, store_artworks
 from agents.deadletters import decoded, decoded_into, letter
 from streams.core.catalog import ArtistLookup
 from streams.core.ingest import (
@@ -139,6 +139,7 @@ async def direct_batch(records) -> None:
     held = {(_PENDING, partition): hold for partition, recs in pending.items()
             if (hold := _retry_due(recs, batch)) is not None}
     await batch.commit()  # one round of acks per read
+    store_artworks()  # after the refreshes they cause (agents.catalog)
     write_shares(now=time.time())  # once the batch is acknowledged: a share is never ahead of the state
     return held
 
