@@ -69,7 +69,10 @@ def test_two_app_ids_keep_their_tables_apart_in_one_data_dir(broker, tmp_path):
         live.start_worker("w")
         rebuilt.start_worker("w")  # same <root>/w/state data dir
         state = tmp_path / "w" / "state"
-        assert sorted(p.name for p in state.iterdir()) == sorted([live.kafka_app_id, rebuilt.kafka_app_id])
+        assert sorted(p.name for p in state.iterdir() if p.is_dir()) == sorted([live.kafka_app_id, rebuilt.kafka_app_id])
+        # each app id's lock (a second worker of one app id on one data dir is refused: streams.cli.worker)
+        assert sorted(p.name for p in state.iterdir() if p.is_file()) == sorted(
+            [f".{live.kafka_app_id}.lock", f".{rebuilt.kafka_app_id}.lock"])
         assert "is locked" not in (tmp_path / "w.log").read_text()
     finally:
         rebuilt.stop()
