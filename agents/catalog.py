@@ -148,7 +148,8 @@ def catalog_records(records, batch) -> None:
 async def _apply_events(events) -> None:
     """faust's path: the events applied in order, then their dead letters and refreshes sent, then stored."""
     await send_all(app, _apply_all((event.message, event) for event in events))
-    store_artworks()
+    if events and events[0].message.topic == topics.artworks.get_topic_name():  # its own writes, after their acks
+        store_artworks()
 
 
 async def load_catalog(stream):
