@@ -93,29 +93,15 @@ def warn_unknown_variables() -> None:
 
 
 def quiet_client_retries() -> None:
-    """A command's Kafka clients log to stderr as Python's last-resort handler would (the message alone,
-    WARNING and up), each aiokafka message at most once per 10 s: `replay` with its broker gone printed
+    """A command's Kafka clients' log lines (Python's last-resort handler prints them to stderr, the message
+    alone, WARNING and up), each aiokafka message at most once per 10 s: `replay` with its broker gone printed
     ~3,000 lines of the same three retry errors before its own one-line error (an outside check)."""
     import logging
 
     from streams.worker.logs import install_repeated_lines
 
-    class Stderr(logging.StreamHandler):
-        @property
-        def stream(self):  # looked up at each write, as the last-resort handler does (a test's capture)
-            return sys.stderr
-
-        @stream.setter
-        def stream(self, _value) -> None:
-            pass
-
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = Stderr()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.setLevel(logging.WARNING)
-        root.addHandler(handler)
-    install_repeated_lines(root.handlers)
+    handlers = logging.getLogger().handlers or [logging.lastResort]  # the root's own, when something set some
+    install_repeated_lines([h for h in handlers if h is not None])
 
 
 class WorkerError(Exception):
