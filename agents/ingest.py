@@ -24,7 +24,6 @@ from streams.core.ingest import (
     PENDING,
     SIGNALS,
     KeyPartitioner,
-    Rejected,
     ingest_one,
     outcome,
     route,
@@ -35,7 +34,7 @@ from streams.core.metrics import metrics
 from streams.core.records import Pending, Signal
 from streams.core.retries import decode_pending
 from streams.kafka.direct import DirectIngest, direct_group
-from streams.kafka.unreadable import unreadable
+from streams.kafka.unreadable import unreadable_batch
 from streams.worker import topics
 from streams.worker.app import app, keyed_images, keyed_records, parser_config, settings
 from streams.worker.commit import BatchCommit, send_all
@@ -121,8 +120,8 @@ async def direct_batch(records) -> None:
     internal = {_SIGNALS: users, _IMAGES: images, _PENDING: pending}  # topic -> its records by partition
     for rec in records:
         by_partition = internal.get(rec.topic)
-        if rec.value is None and (problem := unreadable(rec)) is not None:  # a batch no one can read
-            batch.send(*letter(Rejected("unreadable_batch", problem), rec, None))
+        if rec.value is None and (refused := unreadable_batch(rec)) is not None:  # a batch no one can read
+            batch.send(*letter(refused, rec, None))
         elif by_partition is not None:
             by_partition.setdefault(rec.partition, []).append(rec)
         else:

@@ -19,6 +19,8 @@ import struct
 import time
 from collections.abc import Iterable
 
+from streams.core.properties import Rejected
+
 MARKER = "recstream-unreadable-batch"
 _WATCHED: set[str] = set()
 
@@ -37,6 +39,13 @@ def unreadable(record) -> str | None:
             if name == MARKER and record.key is None:
                 return value.decode("utf-8", "replace")
     return None
+
+
+def unreadable_batch(record) -> Rejected | None:
+    """The dead-letter reason of a marker record (`unreadable_batch`, the batch's offsets and error); None for
+    any record a producer sent (the live worker and the rebuild dead-letter them alike)."""
+    problem = unreadable(record)
+    return None if problem is None else Rejected("unreadable_batch", problem)
 
 
 def skip_unreadable(topics: Iterable[str]) -> None:

@@ -18,7 +18,7 @@ from streams.core.settings import Settings
 from streams.core.topology import changelog
 from streams.kafka.offsets import end_offsets
 from streams.kafka.transaction import StateTransaction
-from streams.kafka.unreadable import skip_unreadable, unreadable
+from streams.kafka.unreadable import skip_unreadable, unreadable_batch
 from streams.rebuild.shard import bulk_producer, read_partitions
 
 
@@ -74,8 +74,8 @@ async def read_catalog(settings: Settings, client: dict, idle_timeout_s: float) 
 
     async def keep(records):
         for r in records:
-            if r.value is None and (problem := unreadable(r)) is not None:
-                unread.append((r, "unreadable_batch", problem))
+            if r.value is None and (refused := unreadable_batch(r)) is not None:
+                unread.append((r, refused.reason, refused.detail))
             else:
                 (curated if r.topic == curated_topic else latest.setdefault(r.key, [])).append(r)
 

@@ -27,14 +27,14 @@ import msgspec
 
 from streams.core.bulk import BulkPartition
 from streams.core.catalog import CatalogIndex
-from streams.core.ingest import DEADLETTER, KeyPartitioner, ParserConfig, Rejected, ingest_one, outcome, route
+from streams.core.ingest import DEADLETTER, KeyPartitioner, ParserConfig, ingest_one, outcome, route
 from streams.core.pipeline import PipelineConfig
 from streams.core.popularity import Partial, PopularityView, dump_partial
 from streams.core.records import Signal
 from streams.core.settings import Settings
 from streams.core.topology import changelog
 from streams.kafka.transaction import StateTransaction
-from streams.kafka.unreadable import skip_unreadable, unreadable
+from streams.kafka.unreadable import skip_unreadable, unreadable_batch
 
 _CHUNK = struct.Struct("<I")
 _SPILL_ENCODER = msgspec.msgpack.Encoder()
@@ -87,9 +87,8 @@ class Shard:
         now = time.time()
         foreign: dict[int, list[Signal]] = {}
         for r in records:
-            problem = unreadable(r) if r.value is None else None  # a batch no one can read, as a live worker
-            result = (Rejected("unreadable_batch", problem) if problem is not None
-                      else ingest_one(r.value, typed[r.topic], artist_of, self.parser))
+            refused = unreadable_batch(r) if r.value is None else None  # a batch no one can read, as a live worker
+            result = refused or ingest_one(r.value, typed[r.topic], artist_of, self.parser)
             if isinstance(result, Signal):
                 self.outcomes[result.kind] += 1  # what outcome() gives a signal
                 p = self.partition_of(result.user_id.encode())
