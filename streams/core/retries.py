@@ -22,7 +22,7 @@ def retry_or_give_up(pending: Pending | None, topic: str, partition: int, offset
     attempt, deadline = pending.attempt + 1, pending.first_seen + patience_s
     if now >= deadline:
         return None
-    due = min(now + RETRY_FIRST_S * 2 ** min(attempt - 1, 64), deadline)
+    due = min(now + RETRY_FIRST_S * 2 ** (attempt - 1), deadline)  # attempts: at most 64 (Pending's schema)
     return Pending(pending.topic, pending.partition, pending.offset, pending.key, pending.value,
                    pending.first_seen, due, attempt)
 
