@@ -20,6 +20,7 @@ from streams.core.ingest import decode_or_reject
 from streams.core.metrics import metrics
 from streams.core.properties import is_id
 from streams.core.records import MAX_ID_CHARS, Refresh, encode_keyed
+from streams.kafka.unreadable import unreadable_batch
 from streams.worker import tables, topics
 from streams.worker.app import app, settings
 from streams.worker.commit import send_all
@@ -108,6 +109,8 @@ APPLY = {topics.artworks.get_topic_name(): apply_artwork, topics.curated.get_top
 def _applied(msg, anchor) -> Changed | Rejected:
     """A record applied; one that raises (a bug meeting an input nothing foresaw) is that record's
     dead letter, not a stopped reader that would meet it again at every restart."""
+    if (refused := unreadable_batch(msg)) is not None:  # a batch no one can read (faust's path hands its marker over)
+        return refused
     try:
         return APPLY[msg.topic](msg, anchor)
     except Exception as exc:

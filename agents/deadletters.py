@@ -4,6 +4,7 @@ from streams.core.events import Rejected
 from streams.core.ingest import decode_or_reject, stamp_unpositioned
 from streams.core.letters import dead_letter, letter_key
 from streams.core.records import MAX_TABLE_VALUE_BYTES
+from streams.kafka.unreadable import unreadable_batch
 from streams.worker import topics
 from streams.worker.app import app
 from streams.worker.commit import send_all
@@ -27,7 +28,8 @@ def letter(rejected: Rejected, msg, value: bytes | None) -> tuple:
 async def decoded(event, decode, reason: str, keyed: bool = False):
     """`decode(event.value)`, or None once the record went to the dead-letter topic with `reason`.
     `keyed`: a signals.keyed / images.keyed record, given its position if it has no input one."""
-    record = decode_or_reject(decode, event.value, reason, MAX_TABLE_VALUE_BYTES)  # internal: records we wrote
+    # internal: records we wrote (or a batch no one could read: faust's path hands over its marker)
+    record = unreadable_batch(event.message) or decode_or_reject(decode, event.value, reason, MAX_TABLE_VALUE_BYTES)
     if isinstance(record, Rejected):
         await send_dead_letter(event, record.reason, record.detail)
         return None

@@ -462,3 +462,32 @@ def test_an_experiment_log_of_the_longest_ids_still_fits_one_changelog_record(cl
     logs = wait_until(logs_written, 60, interval=2, what="the consumer's log")
     assert max(len(r.value) for r in logs) <= 1_000_000, sorted(len(r.value) for r in logs)[-3:]
     assert w.proc.poll() is None
+
+
+def test_on_the_faust_path_a_record_batch_no_one_can_read_is_dead_lettered_too(broker, tmp_path):
+    """RECSTREAM_DIRECT_INGEST=false: faust's agents read the inputs and the catalog through the same aiokafka
+    fetcher, and one unreadable batch crash-looped that worker as it did the direct consumer."""
+    from tests.conftest import Cluster
+    from tests.test_unreadable import batch
+
+    def spoiled_then_valid(topic: str, spoil: str) -> None:
+        user, spoiled = f"faust-{spoil}-{next(_users)}", f"spoiled-{next(_users)}"
+        before = send(cluster, topic, [(b"w1", dumps({"id": "w1", "artist_id": "artist-1"}))])[0]
+        produce_raw(cluster, cluster.topic(topic), 0, batch(0, [follow(spoiled)] * 3, spoil))
+        send(cluster, topic, [(b"w2", dumps({"id": "w2", "artist_id": "artist-1"}))])
+        send(cluster, "events.segment", [(user.encode(), follow(user))])
+        wait_until(lambda: applied(worker, user), 60, what="the valid event behind the batch")
+        letter = wait_until(lambda: dead_letters(cluster, topic).get(before + 3), 60, what="its dead letter")
+        assert letter["reason"] == "unreadable_batch", letter
+        assert not applied(worker, spoiled) and worker.proc.poll() is None, "the worker died"
+
+    cluster = Cluster(broker, tmp_path, env={"RECSTREAM_DIRECT_INGEST": "false"})
+    try:
+        worker = cluster.start_worker("hostile")
+        spoiled_then_valid("catalog.artworks", "record_count_lies")
+        spoiled_then_valid("events.segment", "lz4_flag_on_plain_bytes")
+        wait_until(lambda: metric(worker, "recstream_catalog_records_total") >= 2, 60, what="the works on both sides")
+        log = (cluster.root / "hostile.log").read_text()
+        assert "Traceback" not in log and "crashed" not in log.lower(), log[-3000:]
+    finally:
+        cluster.stop()

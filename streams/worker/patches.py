@@ -50,7 +50,11 @@ def install_all(settings) -> None:
     install_fetcher_close()
     install_recovery_generation()
     install_global_table_offsets()
+    from streams.kafka.unreadable import skip_unreadable
     from streams.worker.app import app
+    from streams.worker.topics import read_topics
+
+    skip_unreadable(read_topics)  # before faust's consumer fetches (RECSTREAM_DIRECT_INGEST=false reads through it)
 
     fence.install(settings.kafka_app_id, settings.session_timeout / 2, Path(app.conf.tabledir))
     if settings.true_end_offsets:

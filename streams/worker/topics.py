@@ -53,6 +53,10 @@ catalog_topics = (artworks, curated, image_catalog)  # read by direct ingest too
 input_topics = (segment_events, *typed_signal_topics.values(), image_impressions, image_conversions, image_requests)
 inputs = app.topic(*(t.get_topic_name() for t in input_topics), key_type=bytes, value_type=bytes)
 
+# What the worker reads besides its changelogs, by name: direct ingest's consumer or faust's agents (either path
+# reads a batch no one can read as its marker record, streams.kafka.unreadable).
+read_topics = tuple(t.get_topic_name() for t in (*input_topics, *catalog_topics, signals, images_keyed, pending))
+
 # Logical output names used by the pure pipeline -> topics.
 outputs = {"affinity.updates": affinity_updates, "recommendations": recommendations, "signals.keyed": signals,
            "images.chosen": images_chosen, "images.replies": images_replies}
