@@ -207,3 +207,67 @@ def test_a_device_clock_is_corrected_from_sent_at_as_segment_does():
         untouched = {**TRACK, "timestamp": "9999-12-31T00:00:00Z" if sent_at == 5 else iso(NOW - 30)}
         (_, value), = collect("/v1/batch", body({"batch": [untouched], "sentAt": sent_at}), NOW).records
         assert json.loads(value)["timestamp"] == untouched["timestamp"] and "originalTimestamp" not in json.loads(value)
+
+
+def test_a_device_time_given_only_as_original_timestamp_is_the_event_time():
+    """An outside differential check: with no `timestamp` and a device clock within a second of ours, the
+    collector stamped receivedAt over the device's originalTimestamp (an offline queue's unfollow of two hours
+    ago beat an hour-old follow over HTTP only; Kafka and replay kept the device's time)."""
+    iso = lambda t: datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")  # noqa: E731
+    queued = {**TRACK, "originalTimestamp": iso(NOW - 7200), "sentAt": iso(NOW)}
+    got = json.loads(collect("/v1/track", body(queued), NOW).records[0][1])
+    assert got.get("timestamp", got["originalTimestamp"]) == iso(NOW - 7200) and got["originalTimestamp"] == iso(NOW - 7200)
+    ahead = {**queued, "originalTimestamp": iso(NOW + 86400 - 7200), "sentAt": iso(NOW + 86400)}  # still corrected
+    assert json.loads(collect("/v1/track", body(ahead), NOW).records[0][1])["timestamp"] == iso(NOW - 7200)[:-1] + ".000Z"
+    bare = json.loads(collect("/v1/track", body(TRACK), NOW).records[0][1])
+    assert bare["timestamp"] == bare["receivedAt"]  # no device time at all: the time it arrived, as Segment
+
+
+@pytest.mark.parametrize("spelled", ["2026-09-23T14:13:20Z", "2026-09-23t14:13:20z", "2026-09-23T14:13:20.000+00:00"])
+def test_a_device_clock_is_corrected_however_the_worker_may_spell_the_time(spelled):
+    """The collector read sentAt and timestamp with Python's ISO parser, the worker with msgspec's RFC 3339 one: a
+    phone 48 h ahead spelling `t`/`z` in lower case was not corrected and every event dead-lettered (an outside
+    differential check)."""
+    event = {**TRACK, "timestamp": spelled, "sentAt": spelled}
+    assert json.loads(collect("/v1/t", body(event), NOW + 2 * 86400).records[0][1])["timestamp"] == spelled
+    got = json.loads(collect("/v1/t", body(event), NOW).records[0][1])
+    assert got["timestamp"] == "2026-09-21T14:13:20.000Z" and got["originalTimestamp"] == spelled
+
+
+@pytest.mark.parametrize("unread", ["2026-09-23", "20260923T141320Z", "2026-09-23T14:13Z"])
+def test_a_time_the_worker_cannot_read_is_left_for_it_to_refuse(unread):
+    """Python's parser takes forms msgspec refuses: the collector then rewrote `timestamp` and the worker refused
+    the device's string kept in originalTimestamp instead (the same verdict, another detail)."""
+    event = {**TRACK, "timestamp": unread, "sentAt": "2026-09-23T14:13:20Z"}
+    got = json.loads(collect("/v1/t", body(event), NOW).records[0][1])
+    assert got["timestamp"] == unread and "originalTimestamp" not in got
+
+
+def test_a_message_without_message_id_sent_twice_is_one_message():
+    """A retry of a message without messageId (curl after a 503) counted twice over HTTP and once on Kafka, where
+    identical bytes share their content id; with no device time the two sends are two arrivals, as on Segment."""
+    timed = {**TRACK, "timestamp": "2026-09-21T14:00:00Z"}
+    first, again = (json.loads(collect("/v1/track", body({**timed, "sentAt": s}), t).records[0][1])
+                    for s, t in (("2026-09-21T14:13:20Z", NOW), ("2026-09-21T14:13:50Z", NOW + 30)))
+    assert first["messageId"] == again["messageId"]
+    other = json.loads(collect("/v1/track", body({**timed, "event": "artworkUnsave"}), NOW).records[0][1])
+    assert other["messageId"] != first["messageId"]
+    for null in (json.loads(collect("/v1/track", body({**timed, "messageId": None}), t).records[0][1])
+                 for t in (NOW, NOW + 30)):
+        assert null["messageId"] == first["messageId"]  # null is no id, as the worker reads it
+    untimed = [json.loads(collect("/v1/track", body(TRACK), t).records[0][1])["messageId"] for t in (NOW, NOW + 30)]
+    assert untimed[0] != untimed[1]
+
+
+@pytest.mark.parametrize("raw", [b"\xef\xbb\xbf" + body(TRACK), body(TRACK).decode().encode("utf-16")])
+def test_a_body_that_is_not_utf8_json_is_a_400(raw):
+    """json.loads guesses UTF-16 and skips a BOM: the collector took bodies the topic dead-letters."""
+    with pytest.raises(Rejected, match="not JSON"):
+        collect("/v1/track", raw, NOW)
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\u200b", "\u0301"])
+def test_a_message_whose_only_id_is_blank_is_a_400_as_an_empty_one(blank):
+    with pytest.raises(Rejected, match="needs userId or anonymousId"):
+        collect("/v1/track", body({**TRACK, "userId": blank}), NOW)
+    assert collect("/v1/track", body({**TRACK, "userId": blank, "anonymousId": "a1"}), NOW).records[0][0] == b"a1"

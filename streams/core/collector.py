@@ -6,8 +6,9 @@ The tracking SDKs people already use (Segment's and RudderStack's, for every lan
 ...), with the source's write key as the HTTP Basic user (or a ``writeKey`` field in the body),
 often gzipped. `collect` checks what Segment itself rejects with a 400 (no JSON object, NaN or
 Infinity, a message over 32 KB, a batch over 500 KB, a message with no ``type`` or no user), stamps
-``receivedAt`` (and, when missing, a ``messageId`` and ``timestamp`` = ``receivedAt``, as Segment
-does; a device's clock is corrected from ``sentAt``, a whole-number id made its decimal string) and
+``receivedAt`` (and, when missing, a ``messageId``, the message's digest when it carries its device's time, and
+``timestamp`` = ``receivedAt`` when it carries none; a device's clock is corrected from ``sentAt``, as Segment
+does, a whole-number id made its decimal string) and
 returns one ``(key, value)`` per message for ``events.segment``, keyed by user id (else anonymous id;
 none when neither is an id) like every other producer. Everything past the envelope (unknown events,
 bad ids, prices, times) is the worker's firewall's job
@@ -27,13 +28,16 @@ batch[0]: needs userId or anonymousId
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from streams.core.properties import first_id
+import msgspec
+
+from streams.core.properties import blank, epoch, first_id
 
 MAX_MESSAGE_BYTES = 32 * 1024  # Segment's limits, which its SDKs also enforce on their side
 MAX_BATCH_BYTES = 500 * 1024
@@ -99,7 +103,8 @@ def collect(endpoint: str, body: bytes, now: float, authorization: str | None = 
     if len(body) > MAX_BATCH_BYTES:
         raise Rejected(f"the batch is over {MAX_BATCH_BYTES // 1024} KB")
     try:
-        payload = json.loads(body, parse_constant=_not_json, parse_float=_finite)
+        # strict UTF-8, as the topic's decoder: json.loads of bytes would guess UTF-16 and skip a BOM
+        payload = json.loads(body.decode("utf-8"), parse_constant=_not_json, parse_float=_finite)
     except _NotJson as exc:
         raise Rejected(f"the body is not JSON: {exc}") from None
     except (ValueError, RecursionError):
@@ -137,12 +142,16 @@ def _finite(text: str) -> float:
 
 
 def _time(value: object) -> float | None:
-    """An ISO 8601 time (naive: UTC) as epoch seconds, or None."""
+    """An RFC 3339 time (naive: UTC) as epoch seconds, read as the worker reads it (msgspec), or None: Python's
+    ISO parser refused `t`/`z` in lower case, which the worker takes, and took forms the worker refuses.
+
+    >>> _time("2026-01-01t00:00:00z"), _time("2026-01-01T00:00:00"), _time("2026-01-01"), _time(5)
+    (1767225600.0, 1767225600.0, None, None)
+    """
     try:
-        when = datetime.fromisoformat(value) if isinstance(value, str) and len(value) <= 64 else None
-    except ValueError:
+        return epoch(msgspec.convert(value, datetime)) if isinstance(value, str) and len(value) <= 64 else None
+    except (msgspec.ValidationError, OverflowError, ValueError, OSError):
         return None
-    return None if when is None else (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _has_sent_at(message: object) -> bool:  # analytics.js sets it on each message, the server SDKs on the batch
@@ -180,13 +189,14 @@ def _record(message: object, label: str, received_at: str, skew: float = 0.0) ->
     # a credential stays out of Kafka; a whole-number id is its decimal string, as Segment takes it
     message = {k: _id_text(v) if k in _ID_FIELDS else v for k, v in message.items() if k != "writeKey"}
     user = first_id(message.get("userId"), message.get("anonymousId"))  # the id the worker will take
-    if user is None and not (message.get("userId") or message.get("anonymousId")):
+    if user is None and not (_named(message.get("userId")) or _named(message.get("anonymousId"))):
         raise Rejected(f"{label}: needs userId or anonymousId")
+    if _no_id(message.get("messageId")):  # before the stamps: a retry of the same message gets the same id
+        message["messageId"] = _message_id(message)
     message["receivedAt"] = received_at
     _corrected(message, skew)
-    # as Segment's API does: a message without these still gets exactly-once handling and a time
-    message.setdefault("messageId", f"recstream-{uuid.uuid4()}")
-    message.setdefault("timestamp", received_at)
+    if message.get("timestamp") is None and message.get("originalTimestamp") is None:
+        message["timestamp"] = received_at  # no device time at all: the time it arrived, as Segment's API does
     try:
         value = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
     except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in the body): kept escaped, the worker dead-letters it
@@ -196,6 +206,30 @@ def _record(message: object, label: str, received_at: str, skew: float = 0.0) ->
     # keyed by that id like every producer; one the worker refuses (a number, an object, 300
     # characters) is dead-lettered there, and goes unkeyed, not keyed by its Python repr
     return (None if user is None else user.encode("utf-8", "backslashreplace")), value
+
+
+def _named(value: object) -> bool:
+    """An id given: a blank one (" ", U+200B) is none, as ""; one the worker refuses (a number too large, an object)
+    is given, for it to dead-letter."""
+    return bool(value) and not (isinstance(value, str) and blank(value))
+
+
+def _no_id(value: object) -> bool:
+    return value is None or (isinstance(value, str) and blank(value))  # the worker reads these as no messageId
+
+
+def _message_id(message: dict) -> str:
+    """A messageId for a message sent without one: its content's digest when it carries its device's time (a
+    retry of it is the same message, as identical bytes are on the topic), else a fresh one (two arrivals).
+
+    >>> timed = {"type": "track", "timestamp": "2026-01-01T00:00:00Z", "sentAt": "2026-01-01T00:00:01Z"}
+    >>> _message_id(timed) == _message_id({**timed, "sentAt": "2026-01-01T00:05:00Z"}), _message_id({})[:10]
+    (True, 'recstream-')
+    """
+    if message.get("timestamp") is None and message.get("originalTimestamp") is None:
+        return f"recstream-{uuid.uuid4()}"
+    content = {k: v for k, v in message.items() if k not in ("sentAt", "messageId")}  # a retry may send a new sentAt
+    return "recstream-sha1:" + hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def _id_text(value: object) -> object:
