@@ -443,6 +443,28 @@ def test_replay_rejects_a_line_with_the_reason_the_worker_dead_letters_it_with(l
     assert route_line(line).reason == parse_segment(line).reason
 
 
+_TRACK = b'{"type":"track","event":"followedArtist","userId":"u1","timestamp":"2026-01-01T00:00:00Z",'
+
+
+@pytest.mark.parametrize("line", [
+    _TRACK + b'"properties":{"owner_id":"a1"},"x":"\xff"}', _TRACK + b'"properties":{"owner_id":"a1"},"x":1e999}',
+    _TRACK + b'"properties":{"owner_id":"a1"},"x":{"y":["\xed\xa0\x80"]}}',
+    b'{"type":"identify","userId":"u1","anonymousId":"a1","timestamp":"2026-01-01T00:00:00Z","traits":{"n":"Ren\xe9"}}',
+    b'{"kind":"follow","user_id":"u1","timestamp":"2026-01-01T00:00:00Z","artist_id":"a1","x":"\xc0\xaf"}',
+])
+def test_replay_takes_a_line_the_worker_applies_whatever_its_unread_fields_hold(line):
+    """An outside differential check: replay decoded every field of a line and refused bytes that are not UTF-8 (or
+    1e999) in a field the worker never reads, which the worker applies: a backfill of an archive left apart two
+    profiles the live identify had merged."""
+    from streams.cli.ops import route_line
+    from streams.core.ingest import ParserConfig, ingest_one
+
+    topic = "signals.follow" if b'"kind"' in line else "events.segment"
+    assert not isinstance(ingest_one(line, "follow" if b'"kind"' in line else None, {}, ParserConfig(), EPOCH),
+                          Rejected)
+    assert route_line(line, now=EPOCH) == (topic, b"a1" if b"identify" in line else b"u1")
+
+
 @given(st.binary(max_size=200) | _json.map(lambda d: json.dumps(d).encode()))
 def test_replay_routing_never_raises(line):
     from streams.cli.ops import route_line
@@ -540,7 +562,7 @@ def test_a_blank_user_id_does_not_hide_the_anonymous_id():
 @pytest.mark.parametrize("line,reason", [
     (b'{"kind":"follow","user_id":"\\u3000","timestamp":"2026-01-01T00:00:00Z","artist_id":"a1"}', "missing_user"),
     (b'{"kind":"follow","user_id":"u1","timestamp":"2026-01-01T00:00:00Z","artist_id":"x|y"}', "invalid_id"),
-    (b'{"kind":"follow","user_id":"u1","artist_id":"a1"}', "invalid_field"),
+    (b'{"kind":"follow","user_id":"u1","artist_id":"a1"}', "missing_timestamp"),
     (b'{"kind":"image_impression","consumer_id":"c","merchant_id":"m|1","image_id":"i1",'
      b'"timestamp":"2026-01-01T00:00:00Z"}', "invalid_id"),
 ])
@@ -643,3 +665,23 @@ def test_replay_rejects_exactly_the_lines_the_worker_dead_letters_under_the_same
     replay = route_line(line, parser, now)
     assert isinstance(replay, Rejected) == isinstance(worker, Rejected)
     assert replay.reason == worker.reason if isinstance(worker, Rejected) else replay == ("events.segment", b"u")
+
+
+@pytest.mark.parametrize("fields,reason", [
+    ({"artwork_id": "w1", "price": "500"}, None), ({"artwork_id": "w1", "price": "1e3"}, None),
+    ({"artwork_id": 5}, "invalid_id"), ({"artist_id": 5}, "invalid_id"), ({"artwork_ids": ["w1", 5]}, "invalid_id"),
+    ({"artwork_id": "w1", "order_id": 7}, None),  # an order's only ({"artwork_id": "w1", "price": True}, "invalid_property"),
+    ({"artwork_id": "w1", "price": "NaN"}, "invalid_property"), ({"artwork_id": "w1", "price": 10**400}, "invalid_property"),
+    ({"artwork_id": "w1", "timestamp": None}, "missing_timestamp"), ({"artist_id": " "}, "missing_property"),
+])
+def test_a_typed_signal_gets_the_verdict_of_the_same_signal_on_segment(fields, reason):
+    """An outside differential check: a price sent as a numeric string was applied from events.segment and
+    dead-lettered invalid_field from signals.inquiry; a number as an id was invalid_id on one and invalid_field on
+    the other; a typed record without timestamp was invalid_field, not the documented missing_timestamp."""
+    typed = {"user_id": "u1", "timestamp": "2026-01-01T00:00:00Z", **fields}
+    segment = seg(event="sentArtworkInquiry", timestamp=typed["timestamp"] or ...,
+                  properties={k: v for k, v in fields.items() if k != "timestamp"})
+    got, same = parse_typed("inquiry", json.dumps(typed).encode()), parse_segment(segment)
+    assert getattr(got, "reason", None) == getattr(same, "reason", None) == reason, (got, same)
+    if reason is None:
+        assert got.targets == same.targets and got.targets[0].price == (float(fields["price"]) if "price" in fields else None)

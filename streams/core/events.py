@@ -162,20 +162,20 @@ def parse_typed(kind: str, raw: bytes, *, max_bytes: int = 65536) -> Parsed:
     user = clean_user_id(rec.user_id)
     if not user:
         return Rejected("missing_user", "user_id is empty")
+    if rec.timestamp is None:
+        return Rejected("missing_timestamp", "timestamp is not set")
     if not all(is_id(i) for i in rec.artwork_ids):
         return Rejected("invalid_id", f"artwork_ids must be string ids of 1 to {MAX_ID_CHARS} characters")
-    opt_price({"price": rec.price}, "price")
-    work = checked_id(rec.artwork_id, "artwork_id")
+    fields = {"artist_id": rec.artist_id, "artwork_id": rec.artwork_id, "price": rec.price, "order_id": rec.order_id}
+    price, work = opt_price(fields, "price"), opt_id(fields, "artwork_id")
     ids = list(rec.artwork_ids) + ([work] if work else [])
     # "" or blanks is no artist (as on Segment): the catalog names the artwork's
-    artist = checked_id(rec.artist_id, "artist_id") or None
-    targets = tuple(Target(artist, a, rec.price) for a in ids)
-    if not targets and artist:
-        targets = (Target(artist, None, rec.price),)
+    artist = opt_id(fields, "artist_id")
+    targets = tuple(Target(artist, a, price) for a in ids) or ((Target(artist, None, price),) if artist else ())
     if not targets:
         return Rejected("missing_property", "one of artist_id, artwork_id, artwork_ids is required")
     return Signal(kind, user, checked_id(rec.message_id, "message_id") or content_id(raw), epoch(rec.timestamp),
-                  targets, checked_id(rec.order_id, "order_id") or None)
+                  targets, opt_id(fields, "order_id") if kind == "order" else None)  # read for orders, as on Segment
 
 
 # --- Segment details ----------------------------------------------------------------------

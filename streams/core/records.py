@@ -35,13 +35,14 @@ class TypedSignal(msgspec.Struct, forbid_unknown_fields=False):
     """A signal on a typed topic (no Segment envelope), e.g. ``signals.follow``."""
 
     user_id: str
-    timestamp: datetime
+    timestamp: datetime | None = None  # required: missing_timestamp, as on events.segment
     message_id: str | None = None
-    artist_id: str | None = None
-    artwork_id: str | None = None
-    artwork_ids: list[str] = []
-    price: float | None = None
-    order_id: str | None = None
+    # checked as a Segment event's properties are (streams.core.properties): the same reasons for the same faults
+    artist_id: Any = None
+    artwork_id: Any = None
+    artwork_ids: list[Any] = []
+    price: Any = None
+    order_id: Any = None
 
 
 class Artwork(msgspec.Struct, forbid_unknown_fields=False):
