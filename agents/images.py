@@ -1,14 +1,13 @@
 """images.keyed -> image_consumers table and image_stats shares; images.chosen and
 images.replies out (catalog.images: agents.catalog). Logic: streams.core.image_pipeline."""
 
-import time
 
 from agents.deadletters import decoded_by_partition
 from streams.worker import topics
 from streams.worker.app import app, keyed_images, settings
 from streams.worker.commit import BatchCommit
+from streams.worker.faust_shares import counted_batch
 from streams.worker.image_batches import apply_images
-from streams.worker.state import write_shares
 
 
 async def process_images(stream):
@@ -16,10 +15,10 @@ async def process_images(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
         parts = await decoded_by_partition(events, keyed_images, "invalid_internal_record", keyed=True)
         batch = BatchCommit(app)
-        for partition, _, records in parts:  # no await from the first read to commit's local write
-            apply_images(partition, records, batch)
-        await batch.commit()
-        write_shares(now=time.time())  # after the acks: a share is never ahead of the state it counts
+        async with counted_batch():  # the shares written after the acks (streams.worker.faust_shares)
+            for partition, _, records in parts:  # no await from the first read to commit's local write
+                apply_images(partition, records, batch)
+            await batch.commit()
 
 
 if not settings.direct_ingest:

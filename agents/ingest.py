@@ -39,6 +39,7 @@ from streams.worker import topics
 from streams.worker.app import app, keyed_images, keyed_records, parser_config, settings
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.direct_start import start_reader
+from streams.worker.faust_shares import counted_batch
 from streams.worker.image_batches import apply_images
 from streams.worker.logs import dead_lettered
 from streams.worker.runtime import before_stop, owned_partitions, recovered
@@ -74,10 +75,11 @@ async def ingest_batch(messages) -> None:
     """One batch of input messages (faust Messages or aiokafka ConsumerRecords: .topic,
     .partition, .offset, .key, .value)."""
     batch = BatchCommit(app)
-    for partition, signals in (await _ingest_parked_first(messages, batch)).items():
-        apply_records(partition, signals, batch)
-    await batch.commit()  # one round of acks per batch
-    write_shares(now=time.time())  # once the batch is acknowledged: a share is never ahead of the state
+    here = await _ingest_parked_first(messages, batch)
+    async with counted_batch():  # the shares written after the acks (streams.worker.faust_shares)
+        for partition, signals in here.items():
+            apply_records(partition, signals, batch)
+        await batch.commit()  # one round of acks per batch
 
 
 async def _ingest_parked_first(messages, batch: BatchCommit) -> dict[int, list[Signal]]:

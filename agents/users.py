@@ -1,13 +1,12 @@
 """signals.keyed -> affinity, fans and recommendations tables; affinity.updates and
 recommendations out. All logic is in streams.core.pipeline; this only moves bytes."""
 
-import time
 
 from agents.deadletters import decoded_by_partition
 from streams.worker import topics
 from streams.worker.app import app, keyed_records, settings
 from streams.worker.commit import BatchCommit
-from streams.worker.state import write_shares
+from streams.worker.faust_shares import counted_batch
 from streams.worker.user_batches import apply_records
 
 
@@ -16,10 +15,10 @@ async def process_users(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
         parts = await decoded_by_partition(events, keyed_records, "invalid_internal_record", keyed=True)
         batch = BatchCommit(app)
-        for partition, _, records in parts:  # no await from the first read to commit's local write
-            apply_records(partition, records, batch)
-        await batch.commit()  # one round of acks per batch, not one per partition
-        write_shares(now=time.time())  # after the acks: a share is never ahead of the state it counts
+        async with counted_batch():  # the shares written after the acks (streams.worker.faust_shares)
+            for partition, _, records in parts:  # no await from the first read to commit's local write
+                apply_records(partition, records, batch)
+            await batch.commit()  # one round of acks per batch, not one per partition
 
 
 if not settings.direct_ingest:

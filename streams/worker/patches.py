@@ -55,6 +55,10 @@ def install_all(settings) -> None:
     from streams.worker.topics import read_topics
 
     skip_unreadable(read_topics)  # before faust's consumer fetches (RECSTREAM_DIRECT_INGEST=false reads through it)
+    if not settings.direct_ingest:
+        from streams.worker import faust_shares
+
+        faust_shares.install()  # direct ingest writes the shares before its own commits
 
     fence.install(settings.kafka_app_id, settings.session_timeout / 2, Path(app.conf.tabledir))
     if settings.true_end_offsets:
