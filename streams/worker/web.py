@@ -72,10 +72,10 @@ async def user_affinity(web, request, user_id: str):
         return web.json({"error": "unknown user", "user_id": echoed(user_id)}, status=404, headers=dict(_UNCACHED))
     profile = load(raw)
     top = [] if profile.alias_of else affinity_model.top(profile, int(n))
-    return web.json({
+    return web.json({  # a pointer's history lives on at alias_of: what it held before the link came is timing's
         "user_id": user_id,
-        "as_of": profile.ref,
-        "events": profile.events,
+        "as_of": None if profile.alias_of else profile.ref,
+        "events": 0 if profile.alias_of else profile.events,
         "alias_of": profile.alias_of or None,
         "artists": [{"artist_id": a, "score": s} for a, s in top],
     }, headers=dict(_UNCACHED))
