@@ -75,7 +75,7 @@ def test_trending_is_exact_after_a_stop_and_after_a_kill_9_once_faust_committed_
 
         for first, end in ((0, "stop"), (200, "kill")):
             cluster.produce("events.segment", views(first, 200))
-            wait_until(lambda: metric(worker, "recstream_signals_applied_total") >= 200, 60, what="the views")
+            wait_until(lambda w=worker: metric(w, "recstream_signals_applied_total") >= 200, 60, what="the views")
             wait_until(lambda: committed_to_the_end(cluster, "events.segment"), 60, what="faust's input commit")
             worker.stop() if end == "stop" else worker.kill()
             worker = cluster.start_worker("w")  # same state directory

@@ -127,6 +127,7 @@ def test_metrics_count_exactly_what_went_in(replayed):
 
 def test_rebuild_equals_live(module_cluster, replayed):
     live, _, signals, _ = replayed
+    published = {t: len(module_cluster.consume_all(t)) for t in ("recommendations", "affinity.updates")}
     module_cluster.env.update({"RECSTREAM_APP_ID": module_cluster.env["RECSTREAM_APP_ID"] + "-v2", "RECSTREAM_REBUILD": "1"})
     rebuilt = module_cluster.start_worker("rebuilt")
     wait_until(lambda: metric(rebuilt, "recstream_signals_applied_total") >= len(signals), 240, what="rebuild")
@@ -141,6 +142,11 @@ def test_rebuild_equals_live(module_cluster, replayed):
     log = wait_until(lambda: (lambda text: "caught up, serving live" in text and text)(
         (module_cluster.root / "rebuilt.log").read_text()), 30, what="rebuild progress line")
     assert "rebuild:" in log and "records behind" in log
+    # an outside check: the rebuild republished every user's history, partial states included, to the topics the
+    # live workers' clients read; it holds them back until it caught up, as the bulk phase sends none
+    assert {t: len(module_cluster.consume_all(t)) for t in published} == published
+    assert metric(rebuilt, "recstream_records_held_total", topic="recommendations") >= len(sample)
+    assert metric(rebuilt, "recstream_records_sent_total", topic="recommendations") == 0
     # an outside check: the line came again every 5 s for as long as the worker ran, and a second per-event
     # rebuild into this app id (its workers ran) resumed its state instead of being refused, as --bulk is
     rebuilt_id = module_cluster.env["RECSTREAM_APP_ID"]

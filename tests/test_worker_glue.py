@@ -650,3 +650,16 @@ def test_a_global_tables_recovery_starts_after_the_records_it_applied_not_after_
     assert db.get(b"p1") == b"661"  # killed here; at the restart, recovery replays what comes after:
     read_back(*[o for o in changelog if o > store.persisted_offset(tp)])
     assert db.get(b"p1") == b"885" and store.persisted_offset(tp) == 2
+
+
+def test_a_per_event_rebuild_sends_to_the_clients_topics_once_it_has_caught_up(monkeypatch):
+    """An outside check: a per-event rebuild republished every user's history, partial states included, to the
+    topics the live workers' clients read. It holds them back until it has caught up, as the bulk phase sends none."""
+    from streams.worker import monitoring, topics
+
+    monkeypatch.setattr(topics, "held_outputs", set(topics.CLIENT_OUTPUTS))
+    monkeypatch.setattr(monitoring, "_rebuilt", False)
+    assert monitoring.rebuild_progress(120, 5000) == "rebuild: 5000 signals applied, 120 records behind"
+    assert topics.held_outputs == {"recommendations", "affinity.updates", "images.chosen", "images.replies"}
+    assert monitoring.rebuild_progress(0, 5120).endswith("0 records behind - caught up, serving live")
+    assert not topics.held_outputs

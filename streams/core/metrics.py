@@ -123,6 +123,7 @@ COUNTERS = {
     "recstream_image_catalog_records_total": "catalog.images records applied",
     "recstream_image_events_applied_total": "image impressions and conversions applied",
     "recstream_records_sent_total": "records sent, by output topic",
+    "recstream_records_held_total": "records a per-event rebuild did not send to a client's topic before it caught up",
     "recstream_lists_refreshed_total": "lists rebuilt by the background refresh",
     "recstream_lists_changed_by_refresh_total": "lists the background refresh changed (and sent)",
     "recstream_http_recommendations_total": "GET /recommendations requests",

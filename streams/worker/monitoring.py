@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from streams.core.metrics import metrics
 from streams.kafka.offsets import fetched_position
+from streams.worker import topics
 from streams.worker.app import app
 from streams.worker.state import lag_sources
 
@@ -66,14 +67,20 @@ async def _rebuild_progress() -> None:
     """During `recstream rebuild`: progress lines until the inputs are caught up."""
     import os
 
-    global _rebuilt
     if _rebuilt or os.environ.get("RECSTREAM_REBUILD") != "1" or not app.tables.recovery.completed.is_set():
         return
-    lag = sum(_consumer_lag().values())
-    applied = metrics.value("recstream_signals_applied_total")
-    _rebuilt = lag == 0  # said once (it was repeated every 5 s for as long as the worker ran)
-    app.log.info("rebuild: %d signals applied, %d records behind%s", applied, lag,
-                 " - caught up, serving live" if lag == 0 else "")
+    app.log.info(rebuild_progress(sum(_consumer_lag().values()), metrics.value("recstream_signals_applied_total")))
+
+
+def rebuild_progress(lag: int, applied: int) -> str:
+    """The rebuild's progress line; once caught up (said once: it was repeated every 5 s for as long as the worker
+    ran), the held outputs go out as they change (streams.worker.topics.CLIENT_OUTPUTS)."""
+    global _rebuilt
+    _rebuilt = lag == 0
+    if _rebuilt:
+        topics.held_outputs.clear()
+    line = f"rebuild: {applied:.0f} signals applied, {lag} records behind"
+    return line + " - caught up, serving live" if _rebuilt else line
 
 
 _rebuilt = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from streams.core.ingest import DEADLETTER, IMAGES, PENDING, SIGNALS
 from streams.core.records import SIGNAL_KINDS
 from streams.core.topology import INPUT_KINDS
@@ -56,6 +58,13 @@ inputs = app.topic(*(t.get_topic_name() for t in input_topics), key_type=bytes, 
 # What the worker reads besides its changelogs, by name: direct ingest's consumer or faust's agents (either path
 # reads a batch no one can read as its marker record, streams.kafka.unreadable).
 read_topics = tuple(t.get_topic_name() for t in (*input_topics, *catalog_topics, signals, images_keyed, pending))
+
+# What clients read: a per-event rebuild (`recstream rebuild`, RECSTREAM_REBUILD=1) holds these back until it has
+# caught up (streams.worker.monitoring), as the bulk phase sends none: it republished every user's history, partial
+# states included, to the topics the live workers' clients read (an outside check: up to 83% of the users' newest
+# list on the topic was one built from part of their history, while readers were told to keep reading the live ones).
+CLIENT_OUTPUTS = frozenset({"affinity.updates", "recommendations", "images.chosen", "images.replies"})
+held_outputs: set[str] = set(CLIENT_OUTPUTS) if os.environ.get("RECSTREAM_REBUILD") == "1" else set()
 
 # Logical output names used by the pure pipeline -> topics.
 outputs = {"affinity.updates": affinity_updates, "recommendations": recommendations, "signals.keyed": signals,
