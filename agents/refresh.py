@@ -6,9 +6,10 @@ import asyncio
 
 from streams.core.metrics import metrics
 from streams.worker import tables
-from streams.worker.app import app, settings
+from streams.worker.app import app, clock, settings
 from streams.worker.commit import BatchCommit
 from streams.worker.runtime import before_stop, owned_partitions, recovered, stored_keys
+from streams.worker.state import fresh_popularity_view
 from streams.worker.user_batches import refresh_users
 
 CHUNK = 200  # users per batch: one commit each, and no await inside (see BatchCommit)
@@ -33,6 +34,7 @@ async def _refresh_partition(partition: int) -> None:
             return  # moved to another worker, or rebalancing: its store may miss records until recovered
         chunk = users[start:start + CHUNK]
         async with _chunk:
+            await fresh_popularity_view(clock.now())  # after a quiet spell, not the view from before it
             batch = BatchCommit(app, replayable=False)  # no input behind it
             changed = refresh_users(partition, chunk, batch)
             await batch.commit()

@@ -663,3 +663,30 @@ def test_a_per_event_rebuild_sends_to_the_clients_topics_once_it_has_caught_up(m
     assert topics.held_outputs == {"recommendations", "affinity.updates", "images.chosen", "images.replies"}
     assert monitoring.rebuild_progress(0, 5120).endswith("0 records behind - caught up, serving live")
     assert not topics.held_outputs
+
+
+def test_a_refresh_builds_with_a_view_of_the_shares_as_they_are_now_after_a_quiet_spell():
+    """An outside check: after a quiet spell nothing had rebuilt the popularity view, and a refresh pass's first
+    chunks took the one from before it (view_without_blocking rebuilds in a thread and hands back the old one):
+    rebuilt lists needed a second pass to match the live ones."""
+    import asyncio
+
+    from streams.core.partitioned import Shares
+    from streams.worker.runtime import fresh_view, view_without_blocking
+
+    async def after_a_quiet_spell(take):
+        wall, stored = [0.0], {"p0": b"before the quiet spell"}
+        shares = Shares(lambda raw: raw, lambda parts: sorted(p for p in parts if p), wall=lambda: wall[0])
+        view_without_blocking(shares, stored.items, 100.0)  # the first view, built inline
+        stored["p0"], wall[0] = b"now", 3600.0  # counts came, then an hour without a read
+        return await take(shares, stored.items, 3700.0)
+
+    async def refreshes_take(shares, stored, now):
+        return view_without_blocking(shares, stored, now)
+
+    async def refreshes_wait_for(shares, stored, now):
+        await fresh_view(shares, stored, now)
+        return shares.current
+
+    assert asyncio.run(after_a_quiet_spell(refreshes_take)) == [b"before the quiet spell"]  # what a pass took
+    assert asyncio.run(after_a_quiet_spell(refreshes_wait_for)) == [b"now"]

@@ -89,3 +89,12 @@ def view_without_blocking(shares, stored, now: float):
 
         future.add_done_callback(installed)
     return shares.current
+
+
+async def fresh_view(shares, stored, now: float) -> None:
+    """For work that builds with a Shares view and can wait (a refresh pass): one of the shares as they are now.
+    After a quiet spell nothing had rebuilt the view, and a pass's first chunks took the one from before it (an
+    outside check: rebuilt lists needed a second pass, up to two refresh intervals, to match the live ones)."""
+    if shares.current is None or shares.stale(now):
+        snapshot = shares.snapshot(stored())
+        shares.install(await asyncio.get_running_loop().run_in_executor(None, shares.build, snapshot), now)

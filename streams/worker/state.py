@@ -14,7 +14,7 @@ from streams.core.throttle import PartitionThrottles
 from streams.kafka.direct import Anchor
 from streams.worker import tables, topics
 from streams.worker.app import clock, image_config, pipeline_config, settings
-from streams.worker.runtime import event_context, view_without_blocking
+from streams.worker.runtime import event_context, fresh_view, view_without_blocking
 
 # trending and co-engagement: each partition's share (the popularity table), merged into a view
 popularity = Shares(load_partial, lambda parts: PopularityView(parts, pipeline_config.trending_half_life_s),
@@ -31,6 +31,11 @@ clock.seed = lambda: newest_counted(tables.popularity.values())
 
 def popularity_view(now: float) -> PopularityView:
     return view_without_blocking(popularity, tables.popularity.items, now)
+
+
+async def fresh_popularity_view(now: float) -> None:
+    """The popularity view of the shares as they are now, before a refresh chunk builds with it."""
+    await fresh_view(popularity, tables.popularity.items, now)
 
 
 def image_stats() -> dict[str, tuple[float, float]]:
