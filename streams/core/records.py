@@ -36,8 +36,7 @@ class TypedSignal(msgspec.Struct, forbid_unknown_fields=False):
 
     user_id: str
     timestamp: datetime | None = None  # required: missing_timestamp, as on events.segment
-    message_id: str | None = None
-    # checked as a Segment event's properties are (streams.core.properties): the same reasons for the same faults
+    message_id: str | None = None  # the rest checked as a Segment event's properties are: the same reasons
     artist_id: Any = None
     artwork_id: Any = None
     artwork_ids: list[Any] = []
