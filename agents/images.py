@@ -1,7 +1,6 @@
 """images.keyed -> image_consumers table and image_stats shares; images.chosen and
 images.replies out (catalog.images: agents.catalog). Logic: streams.core.image_pipeline."""
 
-
 from agents.deadletters import decoded_by_partition
 from streams.worker import topics
 from streams.worker.app import app, keyed_images, settings

@@ -1,7 +1,6 @@
 """signals.keyed -> affinity, fans and recommendations tables; affinity.updates and
 recommendations out. All logic is in streams.core.pipeline; this only moves bytes."""
 
-
 from agents.deadletters import decoded_by_partition
 from streams.worker import topics
 from streams.worker.app import app, keyed_records, settings
