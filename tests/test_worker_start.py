@@ -140,3 +140,12 @@ def test_a_second_worker_on_one_data_dir_is_one_line_and_exit_2_before_any_broke
                   "RECSTREAM_DATA_DIR")
         other_app, _ = start(tmp_path, RECSTREAM_APP_ID="other", RECSTREAM_BROKER_URL=f"kafka://127.0.0.1:{closed_port()}")
         said_once(other_app, "cannot create its topics")  # another app id's state is apart: only the broker stops it
+
+
+def test_a_worker_on_fausts_path_warns_that_a_kill_9_can_lose_events(tmp_path):
+    """An outside check: 4 of 14 runs with kill -9s on RECSTREAM_DIRECT_INGEST=false lost events for good (faust's
+    consumer drops re-fetched records), with no dead letter and no log line saying so."""
+    result, _ = start(tmp_path, RECSTREAM_DIRECT_INGEST="false")
+    warned = [line for line in result.stderr.splitlines() if "RECSTREAM_DIRECT_INGEST=false" in line]
+    assert len(warned) == 1 and "a kill -9 then loses events for good" in warned[0], result.stderr
+    assert "RECSTREAM_DIRECT_INGEST" not in start(tmp_path)[0].stderr  # the default says nothing

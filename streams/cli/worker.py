@@ -40,6 +40,10 @@ def run() -> None:
         from streams.cli.common import bootstrap_of, warn_unknown_variables
 
         warn_unknown_variables()
+        if not settings.direct_ingest:  # an outside check: 4 of 14 runs with kill -9s lost events, up to 291
+            print("recstream: warning: RECSTREAM_DIRECT_INGEST=false: faust's consumer can drop re-fetched records "
+                  "after a restart or rebalance, and a kill -9 then loses events for good (docs/traps.md)",
+                  file=sys.stderr)
         bootstrap = bootstrap_of(settings, "recstream worker")  # unset, faust would try 127.0.0.1:9092 in silence
         if "--without-web" not in sys.argv:
             check_web_address(*web_address(sys.argv[2:], settings.web_host, settings.web_port))

@@ -196,8 +196,9 @@ class Settings:
         "help": "the input topics, the catalog and the internal ones (re-keyed signals, retries) are read in "
         "batches by a plain consumer inside the worker that follows faust's partition assignment (offsets in group "
         "<app id>-direct), not by faust's per-message delivery: ~2x the events/s, a fraction of the latency, and "
-        "gapless delivery across rebalances. Off: faust agents read them (faust's consumer can drop re-fetched "
-        "records after a rebalance: docs/traps.md)"})
+        "gapless delivery across rebalances. Off: faust agents read them, and faust's consumer can drop "
+        "re-fetched records after a restart or rebalance: a kill -9 then loses events for good (docs/traps.md; not "
+        "for production)"})
     single_hop: bool = field(default=True, metadata={
         "help": "ingest applies a signal itself when the input message already sits in the user's partition (input "
         "keyed by user id, same partition count): one hop instead of two. Off: every signal goes through "
