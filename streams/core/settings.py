@@ -193,12 +193,11 @@ class Settings:
         "is 100: every batch of a few hundred events paused the pipeline, the largest share of its latency "
         "tail)", "min": 1})
     direct_ingest: bool = field(default=True, metadata={
-        "help": "the input topics, the catalog and the internal ones (re-keyed signals, retries) are read in "
-        "batches by a plain consumer inside the worker that follows faust's partition assignment (offsets in group "
-        "<app id>-direct), not by faust's per-message delivery: ~2x the events/s, a fraction of the latency, and "
-        "gapless delivery across rebalances. Off: faust agents read them, and faust's consumer can drop "
-        "re-fetched records after a restart or rebalance: a kill -9 then loses events for good (docs/traps.md; not "
-        "for production)"})
+        "help": "the input topics, the catalog and the internal ones (re-keyed signals, retries) are read in batches "
+        "by a plain consumer inside the worker that follows faust's partition assignment (offsets in group <app id>-"
+        "direct), not by faust's per-message delivery: ~2x the events/s, a fraction of the latency, and gapless "
+        "delivery across rebalances. Off: faust agents read them, and faust's consumer can drop re-fetched records "
+        "after a restart or rebalance: a kill -9 then loses events for good (docs/traps.md; not for production)"})
     single_hop: bool = field(default=True, metadata={
         "help": "ingest applies a signal itself when the input message already sits in the user's partition (input "
         "keyed by user id, same partition count): one hop instead of two. Off: every signal goes through "
