@@ -71,8 +71,9 @@ def test_an_image_event_the_pipeline_fails_on_costs_that_event_alone_and_leaves_
     event it raised on stopped direct ingest for good, at every restart."""
     import msgspec
 
+    from streams.core.image_counts import GlobalCounts
     from streams.core.image_pipeline import ImageBatch, ImageConfig, Pools
-    from streams.core.images import GlobalCounts, PoolRules
+    from streams.core.images import PoolRules
     from streams.core.records import ImageEvent
 
     class FailingPools(Pools):  # a bug meeting one merchant's input

@@ -111,8 +111,9 @@ def test_image_experiment_c0_against_c001_on_consumers_whose_conversion_depends_
 
     from streams.core.abstats import report
     from streams.core.demo import dumps
+    from streams.core.image_counts import GlobalCounts, merge_counts
     from streams.core.image_pipeline import ImageBatch, ImageConfig, Pools
-    from streams.core.images import GlobalCounts, PoolRules, merge_counts
+    from streams.core.images import PoolRules
     from streams.core.records import ImageEvent, ImageRequest
 
     catalog = {"merchant_id": "m1", "images": [
@@ -186,8 +187,9 @@ def test_a_conversion_whose_profile_write_was_lost_is_not_counted_twice():
 
 def _image_batch(consumers, table):
     from streams.core.demo import dumps
+    from streams.core.image_counts import GlobalCounts
     from streams.core.image_pipeline import ImageBatch, ImageConfig, Pools
-    from streams.core.images import GlobalCounts, PoolRules
+    from streams.core.images import PoolRules
 
     catalog = {"merchant_id": "m1", "images": [{"image_id": "dish", "url": "u/d", "category": "mains"}]}
     return ImageBatch(ImageConfig(), consumers, GlobalCounts(), Pools({"m1": dumps(catalog)}, PoolRules()),

@@ -17,15 +17,8 @@ import msgspec
 
 from streams.cli.common import plot_path
 from streams.core.events import parse_segment, parse_typed_image
-from streams.core.images import (
-    GlobalCounts,
-    Image,
-    ImageCatalog,
-    PoolRules,
-    build_pool,
-    change_probability,
-    merge_counts,
-)
+from streams.core.image_counts import GlobalCounts, merge_counts
+from streams.core.images import Image, ImageCatalog, PoolRules, build_pool, change_probability
 from streams.core.records import ImageEvent
 
 DEFAULT_MULTIPLIERS = "0,0.005,0.01,0.02,0.05"

@@ -17,10 +17,10 @@ import msgspec
 
 from streams.core.catalog import check_key
 from streams.core.experiments import assign, variant_objects
+from streams.core.image_counts import GlobalCounts
 from streams.core.images import (
     Choice,
     ConsumerImages,
-    GlobalCounts,
     Image,
     ImageCatalog,
     MerchantViews,

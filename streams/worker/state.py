@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 import time
 
+from streams.core.image_counts import merge_counts
 from streams.core.image_pipeline import Pools, dump_counts, load_counts
-from streams.core.images import merge_counts
 from streams.core.partitioned import Shares, flush_due
 from streams.core.popularity import PopularityView, dump_partial, load_partial, newest_counted
 from streams.core.throttle import PartitionThrottles
