@@ -502,3 +502,14 @@ def test_an_image_event_leaves_the_other_keys_alone_and_the_merged_counts_stay_e
     got = merge_counts(shares, half_life)
     assert got.keys() == want.keys()
     assert all(math.isclose(got[k][i], want[k][i], rel_tol=1e-9, abs_tol=1e-12) for k in want for i in (0, 1))
+
+
+def test_a_query_matches_tags_whatever_their_accents_case_or_width():
+    """An outside check: a composed "café" missed a decomposed tag, "istanbul" missed "İstanbul", "burger" missed a
+    fullwidth "ＢＵＲＧＥＲ"."""
+    from streams.core.images import Image, query_boost
+
+    pool = [Image("i1", "u", tags=["cafe\u0301"]), Image("i2", "u", tags=["İstanbul"]), Image("i3", "u", tags=["ＢＵＲＧＥＲ"]),
+            Image("i4", "u", tags=["crème brûlée"])]
+    for query, want in (("café", "i1"), ("ISTANBUL", "i2"), ("burger", "i3"), ("Creme Brulee", "i4")):
+        assert [i.image_id for i, b in zip(pool, query_boost(pool, query, 1.0), strict=True) if b] == [want], query

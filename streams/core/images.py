@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -208,7 +209,14 @@ _WORD = re.compile(r"[^\W_]+")
 
 @functools.lru_cache(maxsize=1 << 16)  # a pool's tags come back with every request (64 pools of 21 x 32: 43,008)
 def _words(text: str) -> tuple[str, ...]:
-    return tuple(_WORD.findall(text.casefold()))
+    """Words without case, accents or compatibility forms: a composed "café" missed a decomposed one, "İstanbul"
+    missed "istanbul" and "ＢＵＲＧＥＲ" missed "burger" (an outside check).
+
+    >>> _words("Café́ İstanbul ＢＵＲＧＥＲ, crème-brûlée") == _words("cafe istanbul burger creme brulee")
+    True
+    """
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return tuple(_WORD.findall(plain.casefold()))
 
 
 # --- the multiplier simulator ---------------------------------------------------------------
