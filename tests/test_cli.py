@@ -371,3 +371,31 @@ def test_a_commands_kafka_client_retries_are_logged_once_per_window_not_each_tim
               "logging.getLogger('streams.cli').warning('a warning of our own')\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.stderr.splitlines() == ["Unable connect to node with id 111", "a warning of our own"], result.stderr
+
+
+def test_ctrl_c_cancels_a_commands_coroutine_from_the_event_loop_and_its_cleanup_runs():
+    """A CI run: asyncio.run's own SIGINT handler cancels the command from a signal handler, between any two
+    bytecodes, once between an aiokafka response future's done() check and its set_result (an InvalidStateError
+    traceback at a bulk rebuild's Ctrl-C). The handler is the loop's now; the command still ends as Ctrl-C does."""
+    code = """if True:
+        import asyncio, os, signal, sys
+        from streams.cli.common import interruptible
+
+        async def work():
+            print(signal.getsignal(signal.SIGINT).__name__, flush=True)  # the loop's (it only wakes the loop)
+            try:
+                asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGINT)
+                await asyncio.sleep(30)
+            finally:
+                await asyncio.sleep(0.05)
+                print("cleaned up", flush=True)
+
+        try:
+            asyncio.run(interruptible(work()))
+        except KeyboardInterrupt:
+            print("interrupted")
+            sys.exit(130)
+    """
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 130 and result.stdout.splitlines() == ["_sighandler_noop", "cleaned up", "interrupted"], (
+        result.stdout + result.stderr)

@@ -4,6 +4,7 @@ worker's JSON read over HTTP (its token sent, a failure in one line)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -125,3 +126,30 @@ def worker_json(base: str, path: str, token: str = "", timeout: float = 30.0):
         raise WorkerError(f"cannot reach {url}: {exc.reason}") from None
     except (OSError, ValueError) as exc:  # timeouts, resets, a bad URL, a body that is not JSON
         raise WorkerError(f"cannot read {url}: {exc}") from None
+
+
+async def interruptible(coroutine):
+    """`await coroutine`, Ctrl-C cancelling it from the event loop (then KeyboardInterrupt, as asyncio.run gives):
+    asyncio.run's own handler cancels it from a signal handler, between any two bytecodes, and once cancelled an
+    aiokafka response future between its done() check and its set_result: an InvalidStateError traceback at a bulk
+    rebuild's Ctrl-C (a CI run)."""
+    import signal
+
+    loop, task, interrupted = asyncio.get_running_loop(), asyncio.current_task(), []
+
+    def on_sigint() -> None:
+        interrupted.append(True)
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        return await coroutine
+    try:
+        return await coroutine
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from streams.cli.common import Progress, bootstrap_of, unanswered
+from streams.cli.common import Progress, bootstrap_of, interruptible, unanswered
 from streams.cli.deliveries import NOT_DELIVERED, Deliveries
 from streams.core.catalog import decode_artwork, decode_curated
 from streams.core.events import Rejected
@@ -156,7 +156,7 @@ def run_producer(command: str, coroutine, report: Report | None = None,
     from aiokafka.errors import KafkaError
 
     try:
-        return asyncio.run(coroutine), 0
+        return asyncio.run(interruptible(coroutine)), 0
     except KafkaError as exc:
         problem = unanswered(exc)
     except UnreadableFile as exc:
