@@ -127,11 +127,16 @@ def records_for(cluster: Cluster, topic: str, key: str) -> list[dict]:
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
-    """Poll `predicate` until it returns a truthy value; fail the test after `timeout` s."""
+    """Poll `predicate` until it returns a truthy value; fail the test after `timeout` s. A read that timed out
+    (a worker busy with one long batch on a loaded machine: a CI run's /metrics read took over 5 s) is a "not yet"."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        last = predicate()
+        try:
+            last = predicate()
+        except TimeoutError as exc:
+            last = exc
+            continue
         if last:
             return last
         time.sleep(interval)
