@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
-from typing import ClassVar
 
 import msgspec
 
 from streams.core.affinity import decay
+from streams.core.popularity import anchor_moves
 from streams.core.positions import share_takes
 
 MAX_COUNTED_PER_PARTITION = 20000  # "merchant|image" keys one partition's share keeps
@@ -19,14 +19,12 @@ class GlobalCounts(msgspec.Struct):
     """Decayed impressions and conversions per "merchant|image" valued at time `ref`, an anchor (one partition's
     share; shares add up, read at their newest event time: `merge_counts`). A newer event is added with a growth
     factor instead of rescaling every key (an outside check: each image event cost O(keys), 56 events/s and 26 s
-    reads at 44k keys); the anchor moves, with one rescale, only once it is REANCHOR half-lives old."""
+    reads at 44k keys); the anchor moves, with one rescale, only once it is old (`anchor_moves`)."""
 
     ref: float = 0.0
     counts: dict[str, list[float]] = {}  # key -> [impressions, conversions]
     counted: dict[str, int] = {}  # input source -> the last offset this share took or passed (see `takes`)
     newest: float = 0.0  # the newest event time counted (shares written before it: their `ref`)
-
-    REANCHOR: ClassVar[float] = 64.0
 
     def takes(self, ev, fresh: bool, counted_before: bool) -> bool:
         """Whether this share counts an image event (a streams.core.records.ImageEvent): see
@@ -35,8 +33,8 @@ class GlobalCounts(msgspec.Struct):
 
     def add(self, merchant: str, image: str, impressions: float, conversions: float, t: float,
             half_life_s: float) -> None:
-        if not self.counts or (half_life_s > 0 and t - self.ref > self.REANCHOR * half_life_s):
-            factor = decay(t - self.ref, half_life_s) if half_life_s > 0 else 1.0
+        if anchor_moves(self.ref, t, half_life_s, empty=not self.counts):
+            factor = decay(t - self.ref, half_life_s)
             for c in self.counts.values():
                 c[0] *= factor
                 c[1] *= factor

@@ -23,7 +23,7 @@ import heapq
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 
@@ -34,6 +34,18 @@ from streams.core.values import fit_value
 MAX_TRENDING_PER_PARTITION = 2000
 MAX_PAIRS_PER_PARTITION = 20000
 NO_TRENDING = {"unfollow", "unsave", "follow"}  # kinds that add no trending (a follow names an artist, not a work)
+REANCHOR_HALF_LIVES = 64.0
+
+
+def anchor_moves(ref: float, t: float, half_life_s: float, empty: bool) -> bool:
+    """Whether decayed sums valued at anchor `ref` (newer values added with a growth factor) move the anchor to `t`,
+    with one rescale of every key: when there are none yet, or once it is REANCHOR_HALF_LIVES old (every factor stays
+    within 2^±64 of 1). Trending (DecayedScores) and image counts (streams.core.image_counts) share it.
+
+    >>> anchor_moves(0.0, 5.0, 1.0, True), anchor_moves(0.0, 64.0, 1.0, False), anchor_moves(0.0, 65.0, 1.0, False)
+    (True, False, True)
+    """
+    return empty or (half_life_s > 0 and t - ref > REANCHOR_HALF_LIVES * half_life_s)
 
 
 class DecayedScores(msgspec.Struct):
@@ -41,16 +53,14 @@ class DecayedScores(msgspec.Struct):
 
     `ref` is an anchor, not the newest time: newer events are added with a growth factor
     2^((t − ref)/h) instead of rescaling every key on every event (that made each add cost
-    O(keys)). The anchor moves, with one rescale, only once it is REANCHOR half-lives old,
-    which keeps every factor within 2^±64 of 1. Readers rescale to a common time anyway."""
+    O(keys)). The anchor moves, with one rescale, only once it is old (`anchor_moves`). Readers rescale to a
+    common time anyway."""
 
     ref: float = 0.0
     scores: dict[str, float] = {}
 
-    REANCHOR: ClassVar[float] = 64.0
-
     def add(self, key: str, weight: float, t: float, half_life_s: float) -> None:
-        if not self.scores or (half_life_s > 0 and t - self.ref > self.REANCHOR * half_life_s):
+        if anchor_moves(self.ref, t, half_life_s, empty=not self.scores):
             factor = decay(t - self.ref, half_life_s)
             for k in self.scores:
                 self.scores[k] *= factor
