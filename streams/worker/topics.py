@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from streams.core.ingest import DEADLETTER, IMAGES, PENDING, SIGNALS
+from streams.core.metrics import metrics
 from streams.core.records import SIGNAL_KINDS
 from streams.core.topology import INPUT_KINDS
 from streams.worker.app import app, settings
@@ -65,6 +66,13 @@ read_topics = tuple(t.get_topic_name() for t in (*input_topics, *catalog_topics,
 # list on the topic was one built from part of their history, while readers were told to keep reading the live ones).
 CLIENT_OUTPUTS = frozenset({"affinity.updates", "recommendations", "images.chosen", "images.replies"})
 held_outputs: set[str] = set(CLIENT_OUTPUTS) if os.environ.get("RECSTREAM_REBUILD") == "1" else set()
+
+
+def released(topic: str) -> bool:
+    """Whether an output record of `topic` goes out now (counted sent), or is held back (counted held)."""
+    held = topic in held_outputs
+    metrics.inc("recstream_records_held_total" if held else "recstream_records_sent_total", topic=topic)
+    return not held
 
 # Logical output names used by the pure pipeline -> topics.
 outputs = {"affinity.updates": affinity_updates, "recommendations": recommendations, "signals.keyed": signals,

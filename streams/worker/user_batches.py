@@ -79,11 +79,8 @@ def _publish_tally(partition: int, views) -> None:
 
 def _send(batch: BatchCommit, outputs) -> int:
     for out in outputs:
-        if out.topic in topics.held_outputs:  # a per-event rebuild not caught up yet
-            metrics.inc("recstream_records_held_total", topic=out.topic)
-            continue
-        metrics.inc("recstream_records_sent_total", topic=out.topic)
-        batch.send(topics.outputs[out.topic], out.key, out.value, out.partition)
+        if topics.released(out.topic):  # not while a per-event rebuild catches up
+            batch.send(topics.outputs[out.topic], out.key, out.value, out.partition)
     return len(outputs)
 
 
