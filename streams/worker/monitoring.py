@@ -64,23 +64,17 @@ metrics.gauge("recstream_event_loop", _event_loop)
 
 @app.timer(interval=5.0)
 async def _rebuild_progress() -> None:
-    """During `recstream rebuild`: progress lines until the inputs are caught up."""
-    import os
-
-    if _rebuilt or os.environ.get("RECSTREAM_REBUILD") != "1" or not app.tables.recovery.completed.is_set():
-        return
-    app.log.info(rebuild_progress(sum(_consumer_lag().values()), metrics.value("recstream_signals_applied_total")))
+    """During `recstream rebuild` (RECSTREAM_REBUILD=1, which holds the clients' outputs back): progress lines until
+    the inputs are caught up."""
+    if topics.held_outputs and app.tables.recovery.completed.is_set():
+        app.log.info(rebuild_progress(sum(_consumer_lag().values()), metrics.value("recstream_signals_applied_total")))
 
 
 def rebuild_progress(lag: int, applied: int) -> str:
     """The rebuild's progress line; once caught up (said once: it was repeated every 5 s for as long as the worker
     ran), the held outputs go out as they change (streams.worker.topics.CLIENT_OUTPUTS)."""
-    global _rebuilt
-    _rebuilt = lag == 0
-    if _rebuilt:
-        topics.held_outputs.clear()
     line = f"rebuild: {applied:.0f} signals applied, {lag} records behind"
-    return line + " - caught up, serving live" if _rebuilt else line
-
-
-_rebuilt = False
+    if lag:
+        return line
+    topics.held_outputs.clear()
+    return line + " - caught up, serving live"
