@@ -49,6 +49,15 @@ async def decoded_by_partition(events, decode, reason: str, keyed: bool = False)
             for partition, group in by_partition(events)]
 
 
+def lettered_if_unreadable(rec, batch) -> bool:
+    """Whether `rec` is the marker of a record batch no one can read (streams.kafka.unreadable); its dead letter then
+    goes through `batch`, the state transaction it was read for."""
+    refused = unreadable_batch(rec) if rec.value is None else None
+    if refused is not None:
+        batch.send(*letter(refused, rec, None))
+    return refused is not None
+
+
 def decoded_into(batch, records, decode, reason: str, keyed: bool = False) -> list:
     """The records (aiokafka ConsumerRecords) that decode, in order; the others dead-lettered
     through `batch`, the state transaction they were read for. `keyed`: as for `decoded`."""

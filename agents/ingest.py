@@ -16,7 +16,7 @@ import time
 
 from agents.catalog import APPLY as CATALOG_TOPICS
 from agents.catalog import catalog_records, store_artworks
-from agents.deadletters import decoded, decoded_into, letter
+from agents.deadletters import decoded, decoded_into, lettered_if_unreadable
 from streams.core.catalog import ArtistLookup
 from streams.core.ingest import (
     DEADLETTER,
@@ -34,7 +34,6 @@ from streams.core.metrics import metrics
 from streams.core.records import Pending, Signal
 from streams.core.retries import decode_pending
 from streams.kafka.direct import DirectIngest, direct_group
-from streams.kafka.unreadable import unreadable_batch
 from streams.worker import topics
 from streams.worker.app import app, keyed_images, keyed_records, parser_config, settings
 from streams.worker.commit import BatchCommit, send_all
@@ -74,8 +73,8 @@ if not settings.direct_ingest:
 async def ingest_batch(messages) -> None:
     """One batch of input messages (faust Messages or aiokafka ConsumerRecords: .topic,
     .partition, .offset, .key, .value)."""
-    batch = BatchCommit(app)
-    here = await _ingest_parked_first(messages, batch)
+    batch = BatchCommit(app)  # faust hands over a batch no one can read as its marker, as direct ingest's reader does
+    here = await _ingest_parked_first([m for m in messages if not lettered_if_unreadable(m, batch)], batch)
     async with counted_batch():  # the shares written after the acks (streams.worker.faust_shares)
         for partition, signals in here.items():
             apply_records(partition, signals, batch)
@@ -101,9 +100,8 @@ def _ingest_into(messages, batch: BatchCommit, parked: list) -> dict[int, list[S
     4 events of 3 users lost, no dead letter)."""
     here, now = {}, time.time()
     for msg in messages:
-        result = unreadable_batch(msg) or stamp(  # faust's path hands a batch no one can read over as its marker
-            ingest_one(msg.value, topics.TYPED_BY_NAME.get(msg.topic), artist_of, parser_config, now),
-            msg.topic, msg.partition, msg.offset)
+        result = stamp(ingest_one(msg.value, topics.TYPED_BY_NAME.get(msg.topic), artist_of, parser_config, now),
+                       msg.topic, msg.partition, msg.offset)
         if isinstance(result, Signal) and _in_home_partition(result.user_id, msg):
             _count(result, None, msg.topic, msg.partition, msg.offset)
             here.setdefault(msg.partition, []).append(result)
@@ -123,9 +121,9 @@ async def direct_batch(records) -> None:
     internal = {_SIGNALS: users, _IMAGES: images, _PENDING: pending}  # topic -> its records by partition
     for rec in records:
         by_partition = internal.get(rec.topic)
-        if rec.value is None and (refused := unreadable_batch(rec)) is not None:  # a batch no one can read
-            batch.send(*letter(refused, rec, None))
-        elif by_partition is not None:
+        if lettered_if_unreadable(rec, batch):  # a batch no one can read
+            continue
+        if by_partition is not None:
             by_partition.setdefault(rec.partition, []).append(rec)
         else:
             (catalog if rec.topic in CATALOG_TOPICS else inputs).append(rec)
