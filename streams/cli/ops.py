@@ -81,7 +81,7 @@ def _route_line(line: bytes, parser: ParserConfig, now: float | None) -> tuple[s
     if too_deep(line):
         return Rejected("too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        obj = _ROUTING.decode(line)  # the worker's decoder: the same reasons for the same lines
+        obj = _ROUTING.decode(line)  # skips what it does not read, as the worker's decoders: the same reasons
     except msgspec.ValidationError:
         return Rejected("invalid_field", "a line must be a JSON object")
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
