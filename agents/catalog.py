@@ -53,11 +53,18 @@ def apply_artwork(msg, anchor) -> Changed | Rejected:
     return [*moved, *([(artwork.artist_id, msg.value)] if newly_recommendable or no_longer or moved else [])]
 
 
+def _tombstone_id(msg, what: str) -> str | Rejected:
+    """The id a tombstone's key names; an empty or 3 MB key deletes nothing."""
+    found = decode_or_reject(bytes.decode, msg.key, "invalid_key")
+    if isinstance(found, Rejected) or not is_id(found):
+        return Rejected("invalid_key", f"a tombstone needs {what} (1 to {MAX_ID_CHARS} characters, UTF-8) as its key")
+    return found
+
+
 def _remove(msg, anchor) -> Changed | Rejected:
-    artwork_id = decode_or_reject(bytes.decode, msg.key, "invalid_key")
-    if isinstance(artwork_id, Rejected) or not is_id(artwork_id):  # an empty or 3 MB key deletes nothing
-        return Rejected("invalid_key", f"a tombstone needs an artwork id (1 to {MAX_ID_CHARS} characters, UTF-8) "
-                                       "as its key")
+    artwork_id = _tombstone_id(msg, "an artwork id")
+    if isinstance(artwork_id, Rejected):
+        return artwork_id
     old = tables.catalog_index.get(artwork_id)
     _stored_later.append((artwork_id, None, anchor))
     tables.catalog_index.remove(artwork_id)
@@ -88,14 +95,23 @@ def apply_curated(msg, anchor) -> Changed | Rejected:
 
 
 def apply_image_catalog(msg, anchor) -> Changed | Rejected:
-    """Store one merchant's images (catalog.images)."""
-    record = decode_or_reject(functools.partial(decode_image_catalog, key=msg.key), msg.value,
-                              "invalid_image_catalog")
-    if isinstance(record, Rejected):
-        return record
-    with event_context(anchor):
-        tables.image_catalog[record.merchant_id] = msg.value
-    pools.forget(record.merchant_id)
+    """Store one merchant's images (catalog.images); a tombstone deletes them, as on catalog.artworks (it was
+    dead-lettered, and the merchant's pool stayed for good)."""
+    if msg.value is None:
+        merchant = _tombstone_id(msg, "a merchant id")
+        if isinstance(merchant, Rejected):
+            return merchant
+        with event_context(anchor):
+            tables.image_catalog.pop(merchant, None)
+    else:
+        record = decode_or_reject(functools.partial(decode_image_catalog, key=msg.key), msg.value,
+                                  "invalid_image_catalog")
+        if isinstance(record, Rejected):
+            return record
+        merchant = record.merchant_id
+        with event_context(anchor):
+            tables.image_catalog[merchant] = msg.value
+    pools.forget(merchant)
     metrics.inc("recstream_image_catalog_records_total")
     return []
 

@@ -219,6 +219,21 @@ def test_a_tombstone_keyed_by_no_id_is_dead_lettered_and_the_record_behind_it_ap
     assert "crashed" not in (module_cluster.root / "hostile.log").read_text().lower()
 
 
+def test_an_image_catalog_tombstone_deletes_the_merchants_images(module_cluster, worker):
+    """As on catalog.artworks, a null value deletes what its key names: it was dead-lettered `invalid_image_catalog`,
+    and the merchant's pool was served for good (an outside check)."""
+    pool = dumps({"merchant_id": "m-closing", "images": [{"image_id": "i1", "url": "u", "kind": "header"}]})
+    send(module_cluster, "catalog.images", [(b"m-closing", pool)])
+    choice = lambda: get_json(worker, "/images/c-1?merchants=m-closing")[1]["choices"][0]  # noqa: E731
+    wait_until(lambda: choice()["image_id"] == "i1", 60, what="the pool")
+    gone = send(module_cluster, "catalog.images", [(b"m-closing", None)])
+    wait_until(lambda: choice()["image_id"] is None, 60, what="the pool deleted")
+    assert "m-closing" not in get_json(worker, "/images/stats")[1]["pools"]
+    send(module_cluster, "catalog.images", [(b"m-after", pool.replace(b"m-closing", b"m-after"))])  # behind it
+    wait_until(lambda: "m-after" in get_json(worker, "/images/stats")[1]["pools"], 60, what="the next record")
+    assert gone[0] not in dead_letters(module_cluster, "catalog.images")
+
+
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
 def test_compressed_batches_are_read(module_cluster, worker, codec):
     users = [f"{codec}-{next(_users)}" for _ in range(20)]
