@@ -97,6 +97,9 @@ def numbered_lines(paths: list[Path], longest: int) -> Iterator[tuple[Path, int,
     """(file, line number from 1, stripped line, bytes read so far across all files) of every
     non-blank line; gzip when the name ends in .gz (progress by compressed bytes); no BOM. A line
     longer than `longest` bytes comes cut to its first `longest` + 1 (a size check refuses it)."""
+    for path in paths:
+        if path.suffix == ".gz":
+            _check_gzip(path)
     done = 0
     for path in paths:
         number = 0
@@ -112,6 +115,17 @@ def numbered_lines(paths: list[Path], longest: int) -> Iterator[tuple[Path, int,
             where = f"past line {number}" if number else "it"
             raise UnreadableFile(f"{path}: cannot read {where} ({exc})") from None
         done += path.stat().st_size
+
+
+def _check_gzip(path: Path) -> None:
+    """Every gzip input read to its end before a line is sent: gzip checks its CRC only at a member's end, so a
+    corrupt archive's garbage lines were sent until then (whatever of them parsed), and the command stopped there."""
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UnreadableFile(f"{path}: not a whole gzip file ({exc}), found before anything was sent") from None
 
 
 def _lines(f, longest: int) -> Iterator[bytes]:
