@@ -310,3 +310,26 @@ def test_a_consumer_past_the_flag_cap_never_counts_converted_where_it_is_not_cou
     assert (counts.users, counts.converted, counts.conversions) == (1, 0, 2)
     merchant = readout(table.items(), {"images": ("images", {"A": 0.5, "B": 0.5})})["experiments"][0]["merchants"]
     assert merchant["m599"]["variants"][0]["users"] == 1
+
+
+def save(user, work, mid, t):
+    return Signal("save", user, mid, t, (Target("a", work),))
+
+
+def test_a_save_is_no_conversion_of_the_list_it_brought_its_work_into():
+    """The list answering an event is shown after it: a first save of a work put the work in the list it caused,
+    exposed from the save's own time, which credited the save (an outside check: every such user converted, and
+    with a follow sent first, whose list already held the work, none did)."""
+    world = Booked(*WORKS)
+    world.run([save("u", "a1-new", "s1", NOW - 60)])
+    listed = decode_recs(world.recs["u"])
+    assert "a1-new" in {i.artwork_id for i in listed.items}
+    c = world.counts(listed.variant)
+    assert (c.exposures, c.converted, c.conversions) == (1, 0, 0)
+    for events, converted in (([follow("v", "a", "f1"), save("v", "a1-new", "s2", NOW - 30)], 1),  # its list held it
+                              ([save("v", "a1-new", "s2", NOW - 30), follow("v", "a", "f1")], 0),  # none held it before
+                              ([save("v", "a1-new", "s2", NOW - 30), follow("v", "a", "f1", t=NOW - 10)], 0)):
+        world = Booked(*WORKS)
+        for event in events:
+            world.run([event])
+        assert world.counts(decode_recs(world.recs["v"]).variant).conversions == converted, events

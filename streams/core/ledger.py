@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 from collections.abc import Iterable, Mapping, MutableMapping
 
 from streams.core.abstats import Report, report, wilson
@@ -103,13 +104,15 @@ class Ledger:
         is another table's: after a crash either can land without the other, and the redelivered
         event finds the list unchanged (an exposure would be lost) or builds it again later (an
         exposure with a new time would count twice). `again`: the list sent again after a crash, its
-        log written again too (see `_touched`)."""
+        log written again too (see `_touched`). `t`: the time of the event it answers (or of its build), and
+        the list is shown just after it: a save that brought its work into the list it caused was that list's
+        conversion (an outside check: every such first save converted, and the readout depended on event order)."""
         self._log(user)
         log, version = self.state.users[user], variant + "|" + ",".join(work for work, _ in items)
         if log.listed != version:
             log.listed = version
             self._changed.add(user)
-            expose(self.state, user, variant, items, t)
+            expose(self.state, user, variant, items, math.nextafter(t, math.inf))
         elif again:
             self._changed.add(user)
 
