@@ -831,3 +831,61 @@ def test_a_fresh_worker_whose_first_restore_ends_in_the_next_rebalance_waits_for
     wait_exact(cluster, a, events, artist_of, "exact state after the rebalances")
     group = direct_group(cluster.kafka_app_id)
     wait_until(lambda: committed_reach_end(cluster, group, result["ends"]), 60, what="commits reach the end of input")
+
+
+def test_a_worker_serves_the_partitions_it_keeps_through_a_rebalance(cluster):
+    """faust's eager protocol revokes every partition of every worker: reads answered 503 on every worker until
+    the whole new assignment was restored, 10-50 s for each worker added or lost (an outside check). A worker now
+    serves the partitions it keeps from its store meanwhile, marked stale (none had another writer)."""
+    import urllib.error
+    import urllib.request
+
+    from streams.core.ingest import KeyPartitioner
+    from streams.worker.reads import STALE_HEADER
+
+    a = cluster.start_worker("a")
+    demo = DemoGenerator(users=80, artists=30, artworks=300, seed=41)
+    setup_catalog(cluster, a, demo)
+    events = list(demo.events(1500))
+    cluster.produce("events.segment", [(segment_key(e), dumps(e)) for e in events])
+    wait_until(lambda: metric(a, "recstream_signals_applied_total") + metric(a, "recstream_duplicates_total")
+               >= len(events), 120, what="the events applied")
+    users = sorted({e.get("userId") or e["anonymousId"] for e in events})
+    paths = [f"/{kind}/{u}" for u in users for kind in ("recommendations", "users")]
+    paths = [p + "/affinity" if p.startswith("/users/") else p for p in paths]
+    lists = lambda: {path: a.get(path)[1] for path in paths}  # noqa: E731
+    # the list window builds a held list up to 500 ms after its event
+    before = wait_until(lambda: (lambda first: first if (time.sleep(1) or lists()) == first else None)(lists()), 60,
+                        what="the lists settled")
+    reads, stop = [], threading.Event()
+
+    def poll():
+        for path in itertools.cycle(paths):
+            if stop.is_set():
+                return
+            try:
+                with urllib.request.urlopen(a.base_url + path, timeout=5) as r:
+                    reads.append((path, r.status, r.read(), r.headers.get(STALE_HEADER)))
+            except urllib.error.HTTPError as err:
+                reads.append((path, err.code, err.read(), err.headers.get(STALE_HEADER)))
+            except OSError:  # a read forwarded to the joining worker waits up to 10 s for it
+                reads.append((path, None, b"", None))
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        b = cluster.start_worker("b")
+        wait_until(lambda: get_json(a, "/health")[0] == 200 and get_json(b, "/health")[0] == 200, 90,
+                   what="both workers restored")
+    finally:
+        stop.set()
+        poller.join(10)
+    owner, kept = KeyPartitioner(4), set(get_json(a, "/health")[1]["partitions"])
+    assert 0 < len(kept) < 4
+    stale = [(path, body) for path, _, body, mark in reads if mark == "rebalancing"]
+    assert {path.split("/")[1] for path, _ in stale} == {"recommendations", "users"}, "no read while it restored"
+    off = [(json.loads(body), json.loads(before[path])) for path, body in stale if body != before[path]]
+    assert not off, off[:2]  # as of the last batch before the rebalance
+    unavailable = {path.split("/")[2] for path, status, _, _ in reads if status != 200}
+    assert not {user for user in unavailable if owner(user.encode()) in kept}, "a kept partition answered 503"
+    assert metric(a, "recstream_http_kept_reads_total") == len(stale)

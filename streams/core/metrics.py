@@ -127,6 +127,7 @@ COUNTERS = {
     "recstream_lists_refreshed_total": "lists rebuilt by the background refresh",
     "recstream_lists_changed_by_refresh_total": "lists the background refresh changed (and sent)",
     "recstream_http_recommendations_total": "GET /recommendations requests",
+    "recstream_http_kept_reads_total": "keyed reads served from a partition this worker keeps through a rebalance",
     "recstream_collector_messages_total": "messages accepted by the Segment-compatible collector",
     "recstream_collector_rejected_total": "collector requests refused, by reason (bad_request, unauthorized, "
                                           "unsupported_encoding, aborted)",

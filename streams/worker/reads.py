@@ -1,6 +1,13 @@
 """Keyed reads for the HTTP API: a key this worker owns is read straight from its partition's
 RocksDB; any other key is forwarded to its owner (faust's router names it), as faust's
-`table_route` does, without faust's per-request owner lookup."""
+`table_route` does, without faust's per-request owner lookup.
+
+Through a rebalance, a worker serves the partitions it keeps (`kept_partition`): faust's eager protocol
+revokes every partition of every worker, and reads answered 503 everywhere until the whole new assignment
+was restored, 10-50 s for each worker added, stopped or lost (an outside check). A partition this worker had
+restored whole, and is assigned again under the same group membership, had no other writer meanwhile: its
+store is as of this worker's last batch before the rebalance, which such a read serves (marked STALE_HEADER).
+New writes wait for the restore as before."""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from aiohttp import web as aiohttp_web
 from faust.exceptions import SameNode
 from yarl import URL
 
+from streams.core.metrics import metrics
+from streams.worker import fence
 from streams.worker.app import app
 from streams.worker.commit import known_partitioner, partitioner
 from streams.worker.hot import forget_all, hot_tables
@@ -19,10 +28,18 @@ from streams.worker.runtime import recovered
 # changelog topic -> the partitions this worker is active for (empty while rebalancing)
 _owned: dict[str, set[int]] = {}
 _changelogs: dict[str, str] = {}  # table name -> its changelog topic (fixed once the app is set up; once per read)
+# changelog topic -> partitions served through a rebalance (see the module docstring), and the member keeping them
+_kept: dict[str, set[int]] = {}
+_kept_by: list[str | None] = [None]
+STALE_HEADER = "X-Recstream-Stale"  # "rebalancing": as of the last batch before it (docs/http-api.md)
 
 
 @app.on_partitions_revoked.connect
 async def _forget_owned(app, revoked, **kwargs) -> None:
+    if _restored(app):  # what it owns is whole: served until the new assignment says which it keeps
+        _kept.clear()
+        _kept.update({topic: set(partitions) for topic, partitions in _owned.items()})
+    _kept_by[0] = fence.membership.member_id  # else those kept through the last rebalance still are
     _owned.clear()
     forget_all()
 
@@ -33,6 +50,27 @@ async def _remember_owned(app, assigned, **kwargs) -> None:
     forget_all()  # recovery may rewrite what was held (streams.worker.hot)
     for tp in app.assignor.assigned_actives():
         _owned.setdefault(tp.topic, set()).add(tp.partition)
+    same = _kept_by[0] is not None and fence.membership.member_id == _kept_by[0]  # never out of the group
+    for topic, partitions in _kept.items():
+        partitions &= _owned.get(topic, set()) if same else set()
+
+
+def _restored(app) -> bool:
+    """Whether the current assignment's restore finished (streams.worker.runtime.recovered, rebalancing aside)."""
+    recovery = app.tables.recovery
+    return recovery.completed.is_set() and getattr(recovery, "ready_generation", None) == app.consumer_generation_id
+
+
+def kept_partition(table, key: str) -> int | None:
+    """While this worker restores: the partition holding `key` if it is one this worker keeps and its store is
+    open (faust closes a revoked one: it must not be opened again here), else None."""
+    if recovered(app):
+        return None
+    name = _changelog(table)
+    whole = _owned if _owned and _restored(app) else _kept  # a rebalance begun, its revoke not handled yet: all
+    found = known_partitioner(app.producer._ensure_producer(), name)
+    partition = None if found is None else found(key.encode())
+    return partition if partition in whole.get(name, ()) and partition in table.data._dbs else None
 
 
 def owned_partition(table, key: str) -> int | None:
@@ -64,7 +102,8 @@ def read(table, key: str, partition: int | None = None) -> bytes | None:
     if partition is None:
         partition = owned_partition(table, key)
         if partition is None:
-            return table.get(key)
+            kept = kept_partition(table, key)  # not kept hot: its restore may rewrite it
+            return table.get(key) if kept is None else table.data._dbs[kept].get(key.encode())
     raw_key = key.encode()
     hot = hot_tables.get(_changelog(table)) if hot_tables else None
     if hot is None:
@@ -111,7 +150,7 @@ async def _proxy(owner: URL, request, path: str | None = None, added: dict[str, 
     headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")} | (added or {})
     async with app.http_client.request(request.method, url, headers=headers, timeout=_OWNER_TIMEOUT) as response:
         body = await response.read()
-        kept = {k: response.headers[k] for k in ("Retry-After", "Cache-Control") if k in response.headers}
+        kept = {k: response.headers[k] for k in ("Retry-After", "Cache-Control", STALE_HEADER) if k in response.headers}
         return aiohttp_web.Response(body=body, status=response.status, headers={
             **kept, "Content-Type": response.headers.get("Content-Type", "application/octet-stream")})
 
@@ -149,10 +188,20 @@ def routed(table, match_info: str = "user_id"):
         @functools.wraps(view)
         async def handler(web, request, **kwargs):
             key = request.match_info[match_info]
-            if owned_partition(table, key) is None:
+            owned = owned_partition(table, key)
+            stale = owned is None and kept_partition(table, key) is not None
+            if owned is None and not stale:
                 response = await forward(table, key, request)
                 if response is not None:
                     return response
-            return await view(web, request, **kwargs)
+            response = await view(web, request, **kwargs)
+            return marked_stale(response) if stale else response
         return handler
     return decorate
+
+
+def marked_stale(response):
+    """A response served from a kept partition while this worker restores (`kept_partition`)."""
+    metrics.inc("recstream_http_kept_reads_total")
+    response.headers[STALE_HEADER] = "rebalancing"
+    return response

@@ -22,7 +22,7 @@ from streams.core.records import Recommendations, decode_recs, encode
 from streams.worker import exposures, monitoring, tables  # noqa: F401 (monitoring: its gauges and timer)
 from streams.worker.app import affinity_model, app, clock, image_config, pipeline_config, settings
 from streams.worker.hot import keep_hot
-from streams.worker.reads import forward, owned_partition, read, routed
+from streams.worker.reads import forward, kept_partition, marked_stale, owned_partition, read, routed
 from streams.worker.state import image_stats, pools, popularity_view
 from streams.worker.web_errors import MalformedRequests, echoed, json_errors
 
@@ -111,7 +111,8 @@ async def _served_list(request, user_id: str, hops: int | None = None):
         given = request.headers.get(HOPS, "0")
         hops = min(int(given), MAX_VIA) if given.isascii() and given.isdigit() and len(given) < 4 else 0
     partition = owned_partition(tables.recommendations, user_id)
-    if partition is None:
+    stale = partition is None and kept_partition(tables.recommendations, user_id) is not None
+    if partition is None and not stale:
         forwarded = await forward(tables.recommendations, user_id, request,
                                   f"/recommendations/{quote(user_id, safe='')}" if hops else None,
                                   {HOPS: str(hops)} if hops else None)
@@ -133,7 +134,8 @@ async def _served_list(request, user_id: str, hops: int | None = None):
         raw = encode(Recommendations(user_id, variant.name, now, pipeline_config.model_version, "cold-start", items))
     if shown and settings.http_exposures and is_id(user_id):  # an id ingest refuses never converts: not one
         exposures.note(user_id, raw)  # an exposure, sent with the others
-    return aiohttp_web.Response(body=raw, content_type="application/json", charset="utf-8", headers=_UNCACHED)
+    response = aiohttp_web.Response(body=raw, content_type="application/json", charset="utf-8", headers=_UNCACHED)
+    return marked_stale(response) if stale else response
 
 
 @app.page("/experiments")
