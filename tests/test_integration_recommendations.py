@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.request
@@ -266,3 +267,27 @@ def raw_request(worker, line: str) -> tuple[int, bytes]:
         data = b"".join(iter(lambda: conn.recv(65536), b""))
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
+
+
+def test_the_topics_a_worker_creates_keep_each_users_latest_list(module_cluster, worker):
+    """The recommendations topic was created with the broker's delete policy: a client bootstrapping from it read
+    every list ever sent, and on Kafka lost the list of every user idle past the retention (an outside check;
+    only docker-compose's job created it compacted)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    async def policies(names):
+        admin = AIOKafkaAdminClient(bootstrap_servers=module_cluster.broker.bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, module_cluster.topic(n))
+                                                      for n in names])
+        finally:
+            await admin.close()
+        return {module_cluster.topic(n): None for n in names} | {
+            name: dict((c[0], c[1]) for c in configs).get("cleanup.policy")
+            for response in described for _, _, _, name, configs in response.resources}
+
+    names = ["recommendations", "catalog.artworks", "catalog.curated", "catalog.images", "events.segment"]
+    got = asyncio.run(policies(names))
+    assert [got[module_cluster.topic(n)] for n in names] == ["compact"] * 4 + [None], got

@@ -42,7 +42,7 @@ pending = _topic(PENDING, internal=True)
 
 # Outputs
 affinity_updates = _topic("affinity.updates")
-recommendations = _topic("recommendations")
+recommendations = _topic("recommendations", config=COMPACT)  # each user's latest list stays (docs/operations.md)
 images_chosen = _topic("images.chosen")
 images_replies = _topic("images.replies")
 deadletter = _topic(DEADLETTER)
