@@ -308,3 +308,23 @@ def test_an_identify_leaves_the_old_id_a_pointer_list_and_an_exposure_of_it_coun
                            attribution=attribution)
     batch.run([Exposure("anon", "x-1", NOW)])  # no variant given, and the pointer has none
     assert "" not in load_tally(attribution[tally_key(0)]).variants()
+
+
+def test_a_merged_ids_records_are_dated_by_the_merge_not_copied_from_its_last_list():
+    """The pointer record on `recommendations` copied the last list's generated_at and trigger: clients ordering or
+    de-duplicating by them dropped it and kept the visitor's old list; the affinity.updates one carried as_of 0.0
+    (1970) for an id linked before any event, where HTTP answers null (an outside check)."""
+    from streams.core.records import decode_recs
+    from tests.test_pipeline import NOW
+
+    w = World(*WORKS)
+    w.run([follow("anon", "a", "f-1", t=NOW - 60)])
+    before = decode_recs(w.recs["anon"])
+    out = w.run([Identity("member", "anon", "id-1", NOW - 30), Identity("member2", "fresh", "id-2", NOW - 30)],
+                now=NOW + 5)
+    pointer = json.loads(next(o.value for o in out["recommendations"] if o.key == b"anon"))
+    assert (pointer["alias_of"], pointer["trigger"], pointer["generated_at"]) == ("member", "id-1", NOW + 5)
+    assert pointer["items"] == msgspec.to_builtins(before.items)  # its last list, as documented
+    updates = {o.key: json.loads(o.value) for o in out["affinity.updates"]}
+    assert updates[b"anon"]["as_of"] is None and updates[b"fresh"] == {
+        "user_id": "fresh", "as_of": None, "artists": [], "trigger": "id-2", "alias_of": "member2"}

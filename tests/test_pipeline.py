@@ -41,9 +41,9 @@ class World:
             self.catalog.upsert(w)
         self.catalog.curated = list(curated)
 
-    def run(self, records, partition=0):
+    def run(self, records, partition=0, now=NOW):
         batch = PartitionBatch(CFG, partition, self.profiles, self.recs, self.fans, self.partial,
-                               self.catalog, PopularityView([self.partial]), NOW)
+                               self.catalog, PopularityView([self.partial]), now)
         out = batch.run(records)
         return {topic: [o for o in out if o.topic == topic] for topic in ("affinity.updates", "recommendations", "signals.keyed")}
 

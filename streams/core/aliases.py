@@ -63,12 +63,13 @@ def forwarded(record, alias_of: str, **changes):
     return None if hop is None else msgspec.structs.replace(record, user_id=hop[0], via=hop[1], **changes)
 
 
-def pointers(raw: bytes | None, link: Identity, as_of: float, now: float) -> tuple[bytes, bytes]:
+def pointers(raw: bytes | None, link: Identity, now: float) -> tuple[bytes, bytes]:
     """What the previous id of `link` says once merged into its user id: (its recommendations value, a pointer
     list; its affinity.updates record, no artists and `alias_of`: a subscriber keeping the last record of each
-    key counted a merged visitor's artists twice, under both ids)."""
-    update = AffinityUpdate(link.previous_id, as_of, [], link.message_id, alias_of=link.user_id)
-    return pointer_list(raw, link.previous_id, link.user_id, now), encode(update)
+    key counted a merged visitor's artists twice, under both ids). Its `as_of` is null, as over HTTP: it has no
+    scores (it was 0.0, 1970, for an id linked before any event: an outside check)."""
+    update = AffinityUpdate(link.previous_id, None, [], link.message_id, alias_of=link.user_id)
+    return pointer_list(raw, link.previous_id, link.user_id, now, link.message_id), encode(update)
 
 
 def unpointed(recs: MutableMapping[str, bytes], user: str) -> bytes | None:
@@ -88,13 +89,15 @@ def unpointed(recs: MutableMapping[str, bytes], user: str) -> bytes | None:
     return value
 
 
-def pointer_list(raw: bytes | None, user: str, alias_of: str, now: float) -> bytes:
+def pointer_list(raw: bytes | None, user: str, alias_of: str, now: float, trigger: str = "alias") -> bytes:
     """The recommendations value of `user` once merged into `alias_of`: its last list (an empty one
     if it had none), marked with `alias_of`, so a read of the old id serves the merged id's list
-    (a newcomer's check: the old id kept serving its list from before the merge, for good).
+    (a newcomer's check: the old id kept serving its list from before the merge, for good). It is
+    generated `now`, triggered by the link's messageId (`trigger`): a copy of the last record's time
+    and trigger was dropped as a repeat by clients ordering or de-duplicating by them (an outside check).
 
     >>> pointer_list(None, "anon-1", "u1", 5.0)
     b'{"user_id":"anon-1","variant":"","generated_at":5.0,"model_version":"","trigger":"alias","items":[],"alias_of":"u1"}'
     """
-    old = decode_recs(raw) or Recommendations(user, "", now, "", "alias", [])
-    return encode(msgspec.structs.replace(old, alias_of=alias_of))
+    old = decode_recs(raw) or Recommendations(user, "", now, "", trigger, [])
+    return encode(msgspec.structs.replace(old, alias_of=alias_of, generated_at=now, trigger=trigger))

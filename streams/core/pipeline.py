@@ -163,7 +163,7 @@ class PartitionBatch:
                        carried(self.cfg.model, msgspec.structs.replace(profile, alias_of="")))
         self._send(SIGNALS_KEYED, ident.user_id, encode_keyed(moving))
         profile.alias_of = ident.user_id
-        value, update = pointers(self.recs.get(ident.previous_id), ident, profile.ref, self.now)
+        value, update = pointers(self.recs.get(ident.previous_id), ident, self.now)
         self.recs[ident.previous_id] = value
         self._send(RECOMMENDATIONS, ident.previous_id, value)
         self._send(AFFINITY_UPDATES, ident.previous_id, update)

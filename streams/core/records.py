@@ -213,7 +213,7 @@ class AffinityUpdate(msgspec.Struct, omit_defaults=True):
     """``affinity.updates`` record, keyed by user id."""
 
     user_id: str
-    as_of: float  # the event time the scores are expressed at
+    as_of: float | None  # the event time the scores are expressed at (None: an id merged into another)
     artists: list[ArtistScore]
     trigger: str  # messageId of the signal that caused the change
     alias_of: str = ""  # an id merged into another: no artists of its own from then on (core.aliases)
