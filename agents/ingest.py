@@ -24,6 +24,7 @@ from streams.core.ingest import (
     PENDING,
     SIGNALS,
     KeyPartitioner,
+    arrival,
     ingest_one,
     outcome,
     route,
@@ -100,8 +101,8 @@ def _ingest_into(messages, batch: BatchCommit, parked: list) -> dict[int, list[S
     4 events of 3 users lost, no dead letter)."""
     here, now = {}, time.time()
     for msg in messages:
-        result = stamp(ingest_one(msg.value, topics.TYPED_BY_NAME.get(msg.topic), artist_of, parser_config, now),
-                       msg.topic, msg.partition, msg.offset)
+        result = stamp(ingest_one(msg.value, topics.TYPED_BY_NAME.get(msg.topic), artist_of, parser_config,
+                                  arrival(msg.timestamp, now)), msg.topic, msg.partition, msg.offset)
         if isinstance(result, Signal) and _in_home_partition(result.user_id, msg):
             _count(result, None, msg.topic, msg.partition, msg.offset)
             here.setdefault(msg.partition, []).append(result)
@@ -182,8 +183,8 @@ def _retry_due(records, batch: BatchCommit) -> tuple[int, float] | None:
 
 def _retried(pending: Pending) -> list[tuple]:
     """A due retry ingested again: what to send (its signal, the next retry, or a dead letter)."""
-    result = stamp_origin(ingest_one(pending.value, topics.TYPED_BY_NAME.get(pending.topic), artist_of, parser_config),
-                          pending)
+    result = stamp_origin(ingest_one(pending.value, topics.TYPED_BY_NAME.get(pending.topic), artist_of, parser_config,
+                                     pending.first_seen), pending)  # judged as when it first came
     return _route(result, pending.value, pending.topic, pending.partition, pending.offset, pending.key, pending)
 
 

@@ -6,6 +6,7 @@ import json
 import math
 import multiprocessing
 import random
+import time
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -156,9 +157,9 @@ async def _create(bootstrap, names):
         await admin.close()
 
 
-def rebuilt_state(broker, prefix, app_id, shards, min_split=10_000):
+def rebuilt_state(broker, prefix, app_id, shards, min_split=10_000, **env):
     settings = Settings.from_env({"RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": app_id,
-                                  "RECSTREAM_BROKER_URL": broker.url, "RECSTREAM_PARTITIONS": str(PARTITIONS)})
+                                  "RECSTREAM_BROKER_URL": broker.url, "RECSTREAM_PARTITIONS": str(PARTITIONS), **env})
     _, parser, cfg = core_objects(settings)
     report = asyncio.run(bulk_rebuild(settings, cfg, parser, shards=shards, min_split=min_split))
     assert len(report.shard_seconds) == shards
@@ -215,6 +216,24 @@ def test_any_number_of_shards_writes_the_state_one_shard_writes(broker):
         distinct.setdefault(event["userId"] or event["anonymousId"], set()).add(event["messageId"])
     assert {k.decode(): load(v).events for (_, k), v in want["affinity"].items()} == \
         {user: len(ids) for user, ids in distinct.items()}
+
+
+def test_the_rebuild_judges_an_events_lead_from_when_it_reached_kafka(broker):
+    """An event may run RECSTREAM_MAX_FUTURE_SKEW_S ahead of the clock: judged by the clock when read, a rebuild
+    (or a catch-up) later than the lead applied an event the live worker had dead-lettered (an outside check)."""
+    prefix = "lead."
+    asyncio.run(_create(broker.bootstrap, [f"{prefix}events.segment", f"{prefix}catalog.artworks"]))
+    sent = time.time()
+
+    def follow(user, t):
+        stamp = datetime.fromtimestamp(t, timezone.utc).isoformat()
+        return user.encode(), dumps({"type": "track", "event": "followedArtist", "userId": user, "messageId": user,
+                                     "timestamp": stamp, "properties": {"owner_id": "a1"}})
+    asyncio.run(produce(broker.bootstrap, f"{prefix}events.segment", [follow("early", sent + 4), follow("timely", sent)]))
+    time.sleep(max(0.0, sent + 3 - time.time()))  # past the lead the early one had when it came: 4 s > 2 s
+    report, tables = rebuilt_state(broker, prefix, "lead", 1, RECSTREAM_MAX_FUTURE_SKEW_S="2")
+    assert {key for _, key in tables["affinity"]} == {b"timely"}
+    assert report.outcomes["rejected"] == 1
 
 
 def test_the_rebuild_reads_the_catalog_as_the_agent_does(broker):

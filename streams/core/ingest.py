@@ -84,6 +84,20 @@ def ingest_one(raw: bytes | None, typed_kind: str | None, artist_of: Any,
         return Rejected("internal_error", f"{type(exc).__name__} while parsing")
 
 
+def arrival(timestamp: float | None, wall: float) -> float:
+    """The clock an input record's event time is judged by (`ingest_one`'s `now`): when the record reached Kafka
+    (its timestamp: aiokafka's int milliseconds or faust's float seconds), never past `wall` (a producer's clock
+    may run ahead). The verdict is the record's whenever it is read: judged by the clock at reading, a rebuild or
+    a catch-up past the allowed lead applied events the live worker had dead-lettered (an outside check).
+
+    >>> arrival(100_000, 250.0), arrival(100.0, 250.0), arrival(None, 250.0), arrival(900_000, 250.0)
+    (100.0, 100.0, 250.0, 250.0)
+    """
+    if timestamp is None or timestamp <= 0:
+        return wall
+    return min(timestamp / 1000 if isinstance(timestamp, int) else timestamp, wall)
+
+
 def decode_or_reject(decode: Callable[[bytes], Any], raw: bytes | None, reason: str,
                      limit: int = MAX_CATALOG_BYTES) -> Any:
     """`decode(raw)`, or a Rejected with `reason` whatever goes wrong: the firewall of the

@@ -70,8 +70,8 @@ class Settings:
         "that waited for its artwork) far apart in a backlog count once (0: the window alone)", "min": 0})
     max_event_bytes: int = field(default=65536, metadata={"help": "larger messages are dead-lettered", "min": 1})
     max_future_skew_s: float = field(default=86400.0, metadata={
-        "help": "events stamped further ahead of the wall clock than this are dead-lettered (invalid_timestamp): "
-        "one far-future event would otherwise move a user's reference time and zero every score", "min": 0})
+        "help": "events stamped further ahead than this of when they reached Kafka (never later than the wall clock) "
+        "are dead-lettered (invalid_timestamp): a far-future event would move a user's reference time", "min": 0})
     min_event_year: int = field(default=2000, metadata={
         "help": "events stamped before January 1 of this year (UTC) are dead-lettered (invalid_timestamp): a "
         "producer with an unset clock", "min": 1970, "max": 9999})

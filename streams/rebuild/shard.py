@@ -27,7 +27,7 @@ import msgspec
 
 from streams.core.bulk import BulkPartition
 from streams.core.catalog import CatalogIndex
-from streams.core.ingest import DEADLETTER, KeyPartitioner, ParserConfig, ingest_one, outcome, route
+from streams.core.ingest import DEADLETTER, KeyPartitioner, ParserConfig, arrival, ingest_one, outcome, route
 from streams.core.pipeline import PipelineConfig
 from streams.core.popularity import Partial, PopularityView, dump_partial
 from streams.core.records import Signal
@@ -88,7 +88,7 @@ class Shard:
         foreign: dict[int, list[Signal]] = {}
         for r in records:
             refused = unreadable_batch(r) if r.value is None else None  # a batch no one can read, as a live worker
-            result = refused or ingest_one(r.value, typed[r.topic], artist_of, self.parser)
+            result = refused or ingest_one(r.value, typed[r.topic], artist_of, self.parser, arrival(r.timestamp, now))
             if isinstance(result, Signal):
                 self.outcomes[result.kind] += 1  # what outcome() gives a signal
                 p = self.partition_of(result.user_id.encode())
