@@ -13,7 +13,7 @@ import functools
 import logging
 
 from agents.deadletters import letter
-from streams.core.catalog import decode_artwork, decode_curated
+from streams.core.catalog import decode_artwork, decode_curated, is_eligible
 from streams.core.events import Rejected
 from streams.core.image_pipeline import decode_image_catalog
 from streams.core.ingest import decode_or_reject
@@ -47,6 +47,8 @@ def apply_artwork(msg, anchor) -> Changed | Rejected:
     old = tables.catalog_index.get(artwork.id)
     _stored_later.append((artwork.id, msg.value, anchor))
     newly_recommendable = tables.catalog_index.upsert(artwork)
+    if old is not None and is_eligible(old) and not is_eligible(artwork):  # sold, withdrawn: out of every list
+        tables.gone_works.add(artwork.id)
     metrics.inc("recstream_catalog_records_total")
     no_longer = old is not None and old != artwork and not newly_recommendable
     moved = [(old.artist_id, None)] if old is not None and old.artist_id != artwork.artist_id else []  # its old fans
@@ -68,6 +70,8 @@ def _remove(msg, anchor) -> Changed | Rejected:
     old = tables.catalog_index.get(artwork_id)
     _stored_later.append((artwork_id, None, anchor))
     tables.catalog_index.remove(artwork_id)
+    if old is not None:
+        tables.gone_works.add(artwork_id)  # out of every list (agents.refresh)
     return [] if old is None else [(old.artist_id, None)]
 
 

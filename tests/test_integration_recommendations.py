@@ -291,3 +291,24 @@ def test_the_topics_a_worker_creates_keep_each_users_latest_list(module_cluster,
     names = ["recommendations", "catalog.artworks", "catalog.curated", "catalog.images", "events.segment"]
     got = asyncio.run(policies(names))
     assert [got[module_cluster.topic(n)] for n in names] == ["compact"] * 4 + [None], got
+
+
+def test_a_work_that_leaves_the_catalog_leaves_every_list_not_only_its_artists_fans(module_cluster, worker):
+    """A delete or a sale refreshed only the artist's fans: 55 of 70 lists holding the work (as trending or
+    similar) kept it until their user's next event or the hourly refresh (an outside check)."""
+    hot = {"omega-hot": None, "omega-sold": dumps(artwork("omega-sold", "omega", 0.05, availability="sold"))}
+    module_cluster.produce("catalog.artworks", [(w.encode(), dumps(artwork(w, "omega", 0.05))) for w in hot])
+    module_cluster.produce("events.segment", [track(f"saver-{i}", "artworkSaved", f"sv-{i}-{w}", artwork_id=w)
+                                              for i in range(30) for w in hot])
+    wait_until(lambda: set(hot) <= {i["artwork_id"] for i in get_json(worker, "/recommendations/nobody")[1]["items"]},
+               60, what="both works trending")
+    bystanders = [f"bystander-{i}" for i in range(10)]
+    module_cluster.produce("events.segment", [track(u, "followedArtist", f"{u}-f", owner_id="beta") for u in bystanders])
+    listed = lambda u: {i["artwork_id"] for i in get_json(worker, f"/recommendations/{u}")[1]["items"]}  # noqa: E731
+    wait_until(lambda: any(listed(u) & set(hot) for u in bystanders), 30, what="a bystander listing them")
+    swept = metric(worker, "recstream_lists_holding_gone_works_total")
+    module_cluster.produce("catalog.artworks", list(((w.encode(), v) for w, v in hot.items())))
+    wait_until(lambda: not any(listed(u) & set(hot) for u in [*bystanders, "saver-0"]), 30, what="them out of every list")
+    last = {u: records_for(module_cluster, "recommendations", u)[-1] for u in bystanders}
+    assert not any({i["artwork_id"] for i in r["items"]} & set(hot) for r in last.values())
+    assert metric(worker, "recstream_lists_holding_gone_works_total") > swept

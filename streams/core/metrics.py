@@ -126,6 +126,7 @@ COUNTERS = {
     "recstream_records_held_total": "records a per-event rebuild did not send to a client's topic before it caught up",
     "recstream_lists_refreshed_total": "lists rebuilt by the background refresh",
     "recstream_lists_changed_by_refresh_total": "lists the background refresh changed (and sent)",
+    "recstream_lists_holding_gone_works_total": "lists rebuilt because they held a work that left the catalog",
     "recstream_http_recommendations_total": "GET /recommendations requests",
     "recstream_http_kept_reads_total": "keyed reads served from a partition this worker keeps through a rebalance",
     "recstream_collector_messages_total": "messages accepted by the Segment-compatible collector",

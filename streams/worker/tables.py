@@ -6,11 +6,12 @@ and recommendations live with the user's events. Global tables are held whole by
 
 from __future__ import annotations
 
-from streams.core.catalog import MAX_CURATED_IDS, CatalogIndex, decode_curated
+from streams.core.catalog import MAX_CURATED_IDS, CatalogIndex, decode_curated, is_eligible
 from streams.worker.app import app, settings
 
 # Every worker's in-memory catalog index (fed from the artworks/editorial tables).
 catalog_index = CatalogIndex()
+gone_works: set[str] = set()  # works that left the catalog, to be swept out of every list (agents.refresh)
 
 
 # Bounded RocksDB memory: faust's defaults (64 MB memtables x3, 2 GB block cache) are per
@@ -47,10 +48,14 @@ def _key(event) -> str:
 
 
 async def _artwork_changed(event) -> None:
+    was = catalog_index.get(key := _key(event))
     if event.value is None:
-        catalog_index.remove(_key(event))
+        catalog_index.remove(key)
     else:
         catalog_index.load([event.value])
+    now = catalog_index.get(key)
+    if was is not None and is_eligible(was) and (now is None or not is_eligible(now)):
+        gone_works.add(key)  # the worker that applied the record noted it already (agents.catalog)
 
 
 async def _editorial_changed(event) -> None:
