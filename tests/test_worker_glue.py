@@ -689,3 +689,17 @@ def test_a_refresh_builds_with_a_view_of_the_shares_as_they_are_now_after_a_quie
 
     assert asyncio.run(after_a_quiet_spell(refreshes_take)) == [b"before the quiet spell"]  # what a pass took
     assert asyncio.run(after_a_quiet_spell(refreshes_wait_for)) == [b"now"]
+
+
+def test_the_health_lag_sums_every_reader_and_faust_consumers_partitions(monkeypatch):
+    """/health said "ok" of a worker 300,000 events behind (an outside soak): it carries the lag too."""
+    from streams.worker import monitoring
+
+    class Consumer:
+        def assignment(self):
+            return {TP("t.catalog.images", 0), TP("t.app-affinity-changelog", 1)}
+
+    monkeypatch.setattr(monitoring, "lag_sources", [lambda: {"t.events.segment": 120, "t.app.signals.keyed": 3}])
+    monkeypatch.setattr(monitoring.app, "_consumer", Consumer(), raising=False)
+    monkeypatch.setattr(monitoring, "partition_lag", lambda consumer, tp: 7)  # a changelog's is not input lag
+    assert monitoring.total_lag() == 130

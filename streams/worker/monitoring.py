@@ -28,6 +28,12 @@ def _consumer_lag() -> dict:
     return lag
 
 
+def total_lag() -> int:
+    """Records this worker has yet to read, over every topic it reads (its /health says it: "ok" alone said
+    nothing of a worker 300,000 events behind, an outside soak)."""
+    return int(sum(_consumer_lag().values()))
+
+
 def partition_lag(consumer, tp) -> int | None:
     """Records of `tp` faust's consumer has yet to read: highwater (from fetch responses; None before
     the first) minus the next offset, aiokafka's own position. faust's `_read_offset` stays None for

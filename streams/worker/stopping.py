@@ -46,12 +46,27 @@ def install_stop_first() -> None:
                 except (Exception, asyncio.CancelledError) as exc:  # a restart reads again from the last commit
                     if isinstance(exc, asyncio.CancelledError) and being_cancelled():
                         raise
-                    log.warning("before stop: %r failed: %r", callback, exc)
+                    log.warning(gave_up(callback, exc))
             await stop_app_tasks(self.app, STOP_FIRST_TIMEOUT_S)
         await original(self)
 
     stop._recstream_first = True
     Worker.stop = stop
+
+
+def gave_up(callback, exc: BaseException) -> str:
+    """What a stop step that did not finish leaves: it said "before stop: <function ...> failed: TimeoutError()"
+    (an outside check: a backlog's 2,000-record batch outlasted the 15 s, under every SIGTERM).
+
+    >>> async def _direct_stop():
+    ...     "A graceful stop commits what was applied."
+    >>> gave_up(_direct_stop, TimeoutError())[:80]
+    'stop: _direct_stop (A graceful stop commits what was applied) gave up after 15 s'
+    """
+    what = (callback.__doc__ or "").strip().split("\n")[0].rstrip(".")
+    after = f"after {STOP_FIRST_TIMEOUT_S:g} s" if isinstance(exc, TimeoutError) else f"on {exc!r}"
+    return (f"stop: {callback.__qualname__} ({what}) gave up {after}: the restart reads again from the last input "
+            "commit (nothing is lost), and recounts what a stop that was not clean recounts")
 
 
 async def stop_app_tasks(app, timeout: float) -> None:

@@ -19,7 +19,7 @@ from streams.core.metrics import metrics
 from streams.core.properties import is_id
 from streams.core.recommend import cold_start
 from streams.core.records import Recommendations, decode_recs, encode
-from streams.worker import exposures, monitoring, tables  # noqa: F401 (monitoring: its gauges and timer)
+from streams.worker import exposures, monitoring, tables
 from streams.worker.app import affinity_model, app, clock, image_config, pipeline_config, settings
 from streams.worker.hot import keep_hot
 from streams.worker.reads import forward, kept_partition, marked_stale, owned_partition, read, routed
@@ -230,7 +230,8 @@ async def health(web, request):
     partitions = owned_partitions(app, tables.affinity)
     body = {"status": "ok" if recovered else "recovering", "recovered": recovered,
             "assigned_partitions": len(partitions), "partitions": partitions,
-            "rebalancing": bool(app.rebalancing), "pid": os.getpid()}  # which process answered (WorkerProcess)
+            "rebalancing": bool(app.rebalancing), "lag": monitoring.total_lag(),
+            "pid": os.getpid()}  # which process answered (WorkerProcess)
     return web.json(body, status=200 if recovered else 503)
 
 
