@@ -236,6 +236,28 @@ def test_the_rebuild_judges_an_events_lead_from_when_it_reached_kafka(broker):
     assert report.outcomes["rejected"] == 1
 
 
+def test_the_rebuild_answers_no_image_request_again(broker):
+    """Each request was answered when it came: a bulk rebuild forwarded every past one, and the new app's workers
+    answered them all again on the live images.replies (an outside check); image events still go on."""
+    from streams.core.ingest import IMAGES
+    from streams.core.records import decode_image_keyed
+
+    prefix = "requests."
+    asyncio.run(_create(broker.bootstrap, [f"{prefix}{t}" for t in ("events.segment", "catalog.artworks",
+                                                                      "images.requests")]))
+    stamp = datetime.now(timezone.utc).isoformat()
+    impression = dumps({"type": "track", "event": "Image Impression", "userId": "c1", "messageId": "i-1",
+                        "timestamp": stamp, "properties": {"merchant_id": "m1", "image_id": "i1"}})
+    asyncio.run(produce(broker.bootstrap, f"{prefix}events.segment", [(b"c1", impression)]))
+    asyncio.run(produce(broker.bootstrap, f"{prefix}images.requests", [
+        (b"c1", dumps({"request_id": "r1", "consumer_id": "c1", "merchant_ids": ["m1"]}))]))
+    report, _ = rebuilt_state(broker, prefix, "requests", 1)
+    keyed = Settings.from_env({"RECSTREAM_TOPIC_PREFIX": prefix, "RECSTREAM_APP_ID": "requests"}).internal_topic(IMAGES)
+    forwarded = asyncio.run(consume_all(broker.bootstrap, keyed, 1500, 60))
+    assert [type(decode_image_keyed(r.value)).__name__ for r in forwarded] == ["ImageEvent"], forwarded
+    assert report.outcomes["image_request"] == 1
+
+
 def test_the_rebuild_reads_the_catalog_as_the_agent_does(broker):
     """A record keyed by another id than its own, and a tombstone whose key is no UTF-8 id, are
     rejected with the agent's reasons (that tombstone stopped the rebuild); a keyless work is

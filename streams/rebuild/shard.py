@@ -30,7 +30,7 @@ from streams.core.catalog import CatalogIndex
 from streams.core.ingest import DEADLETTER, KeyPartitioner, ParserConfig, arrival, ingest_one, outcome, route
 from streams.core.pipeline import PipelineConfig
 from streams.core.popularity import Partial, PopularityView, dump_partial
-from streams.core.records import Signal
+from streams.core.records import ImageRequest, Signal
 from streams.core.settings import Settings
 from streams.core.topology import changelog
 from streams.kafka.transaction import StateTransaction
@@ -99,6 +99,8 @@ class Shard:
                     foreign.setdefault(p, []).append(result)
                 continue
             self.outcomes[outcome(result)] += 1
+            if isinstance(result, ImageRequest):  # answered when it came: a rebuild answered every one again
+                continue
             dest = route(result, r.topic, r.partition, r.offset, r.key, r.value, None, now,
                          self.settings.unknown_artwork_patience_s)
             if dest is not None:
