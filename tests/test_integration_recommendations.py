@@ -293,11 +293,14 @@ def test_the_topics_a_worker_creates_keep_each_users_latest_list(module_cluster,
     assert [got[module_cluster.topic(n)] for n in names] == ["compact"] * 4 + [None], got
 
 
-def test_a_work_that_leaves_the_catalog_leaves_every_list_not_only_its_artists_fans(module_cluster, worker):
+def test_a_work_that_leaves_the_catalog_leaves_every_list_not_only_its_artists_fans(cluster):
     """A delete or a sale refreshed only the artist's fans: 55 of 70 lists holding the work (as trending or
     similar) kept it until their user's next event or the hourly refresh (an outside check)."""
+    module_cluster = cluster  # a deployment of its own: the module's other users' events make other works trending
+    worker = cluster.start_worker()
     hot = {"omega-hot": None, "omega-sold": dumps(artwork("omega-sold", "omega", 0.05, availability="sold"))}
-    module_cluster.produce("catalog.artworks", [(w.encode(), dumps(artwork(w, "omega", 0.05))) for w in hot])
+    module_cluster.produce("catalog.artworks", [(a["id"].encode(), dumps(a)) for a in CATALOG]
+                           + [(w.encode(), dumps(artwork(w, "omega", 0.05))) for w in hot])
     module_cluster.produce("events.segment", [track(f"saver-{i}", "artworkSaved", f"sv-{i}-{w}", artwork_id=w)
                                               for i in range(30) for w in hot])
     wait_until(lambda: set(hot) <= {i["artwork_id"] for i in get_json(worker, "/recommendations/nobody")[1]["items"]},

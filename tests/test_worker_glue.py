@@ -703,3 +703,9 @@ def test_the_health_lag_sums_every_reader_and_faust_consumers_partitions(monkeyp
     monkeypatch.setattr(monitoring.app, "_consumer", Consumer(), raising=False)
     monkeypatch.setattr(monitoring, "partition_lag", lambda consumer, tp: 7)  # a changelog's is not input lag
     assert monitoring.total_lag() == 130
+
+    def not_started(consumer, tp):
+        from faust.exceptions import ConsumerNotStarted
+        raise ConsumerNotStarted("not started")
+    monkeypatch.setattr(monitoring, "partition_lag", not_started)  # a worker starting: /health answered 500
+    assert monitoring.total_lag() is None
