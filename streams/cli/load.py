@@ -1,7 +1,6 @@
-"""``recstream load artworks|curated|images FILE...``: catalog files (JSONL, .gz) -> their
-compacted topics, keyed as the catalog agents expect, each line checked by the decoder the agent
-uses (`decode_or_reject`), so it is rejected here exactly when the worker would dead-letter it.
-Also the helpers `replay` shares (numbered lines, one-line failures)."""
+"""``recstream load artworks|curated|images FILE...``: catalog files (JSONL, .gz) -> their compacted topics, keyed
+as the catalog agents expect, each line checked by the decoder the agent uses (`decode_or_reject`), so it is rejected
+here exactly when the worker would dead-letter it. Also the helpers `replay` shares (numbered lines, failures)."""
 
 from __future__ import annotations
 
@@ -90,16 +89,15 @@ def sniff(line: bytes) -> str | None:
 
 
 class UnreadableFile(Exception):
-    """An input file stopped a command part-way (not gzip, truncated, unreadable)."""
+    """An input file stopped a command (not gzip, truncated, corrupt, unreadable)."""
 
 
 def numbered_lines(paths: list[Path], longest: int) -> Iterator[tuple[Path, int, bytes, int]]:
     """(file, line number from 1, stripped line, bytes read so far across all files) of every
     non-blank line; gzip when the name ends in .gz (progress by compressed bytes); no BOM. A line
     longer than `longest` bytes comes cut to its first `longest` + 1 (a size check refuses it)."""
-    for path in paths:
-        if path.suffix == ".gz":
-            _check_gzip(path)
+    for path in (p for p in paths if p.suffix == ".gz"):
+        _check_gzip(path)
     done = 0
     for path in paths:
         number = 0
@@ -118,8 +116,7 @@ def numbered_lines(paths: list[Path], longest: int) -> Iterator[tuple[Path, int,
 
 
 def _check_gzip(path: Path) -> None:
-    """Every gzip input read to its end before a line is sent: gzip checks its CRC only at a member's end, so a
-    corrupt archive's garbage lines were sent until then (whatever of them parsed), and the command stopped there."""
+    """Read to its end before a line is sent: gzip checks its CRC only there (a corrupt archive's lines went out)."""
     try:
         with gzip.open(path, "rb") as f:
             while f.read(1 << 20):
