@@ -13,7 +13,7 @@ import functools
 import logging
 
 from agents.deadletters import letter
-from streams.core.catalog import decode_artwork, decode_curated, is_eligible
+from streams.core.catalog import decode_artwork, decode_curated, leaves_lists
 from streams.core.events import Rejected
 from streams.core.image_pipeline import decode_image_catalog
 from streams.core.ingest import decode_or_reject
@@ -47,7 +47,7 @@ def apply_artwork(msg, anchor) -> Changed | Rejected:
     old = tables.catalog_index.get(artwork.id)
     _stored_later.append((artwork.id, msg.value, anchor))
     newly_recommendable = tables.catalog_index.upsert(artwork)
-    if old is not None and is_eligible(old) and not is_eligible(artwork):  # sold, withdrawn: out of every list
+    if leaves_lists(old, artwork):  # sold, withdrawn: out of every list (agents.refresh)
         tables.gone_works.add(artwork.id)
     metrics.inc("recstream_catalog_records_total")
     no_longer = old is not None and old != artwork and not newly_recommendable
@@ -70,8 +70,8 @@ def _remove(msg, anchor) -> Changed | Rejected:
     old = tables.catalog_index.get(artwork_id)
     _stored_later.append((artwork_id, None, anchor))
     tables.catalog_index.remove(artwork_id)
-    if old is not None:
-        tables.gone_works.add(artwork_id)  # out of every list (agents.refresh)
+    if leaves_lists(old, None):
+        tables.gone_works.add(artwork_id)
     return [] if old is None else [(old.artist_id, None)]
 
 

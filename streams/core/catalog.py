@@ -102,6 +102,16 @@ def is_eligible(artwork: Artwork) -> bool:
     return artwork.availability == "for sale" and not artwork.is_merch
 
 
+def leaves_lists(old: Artwork | None, new: Artwork | None) -> bool:
+    """Whether a catalog change (`new` None: a delete) takes a work out of every list that holds it.
+
+    >>> sold = Artwork("w1", "a1", published_at=None, availability="sold")
+    >>> leaves_lists(Artwork("w1", "a1", published_at=None), sold), leaves_lists(sold, None), leaves_lists(None, None)
+    (True, False, False)
+    """
+    return old is not None and is_eligible(old) and (new is None or not is_eligible(new))
+
+
 class ArtistLookup:
     """``.get(artwork_id) -> artist_id``: from `index` once it mirrors the table of encoded
     artworks (bootstrapped: every worker's index follows its artworks table), from the table

@@ -23,7 +23,7 @@ from streams.worker import fence
 from streams.worker.app import app
 from streams.worker.commit import known_partitioner, partitioner
 from streams.worker.hot import forget_all, hot_tables
-from streams.worker.runtime import recovered
+from streams.worker.runtime import assignment_restored, recovered
 
 # changelog topic -> the partitions this worker is active for (empty while rebalancing)
 _owned: dict[str, set[int]] = {}
@@ -36,7 +36,7 @@ STALE_HEADER = "X-Recstream-Stale"  # "rebalancing": as of the last batch before
 
 @app.on_partitions_revoked.connect
 async def _forget_owned(app, revoked, **kwargs) -> None:
-    if _restored(app):  # what it owns is whole: served until the new assignment says which it keeps
+    if assignment_restored(app):  # what it owns is whole: served until the new assignment says which it keeps
         _kept.clear()
         _kept.update({topic: set(partitions) for topic, partitions in _owned.items()})
     _kept_by[0] = fence.membership.member_id  # else those kept through the last rebalance still are
@@ -55,21 +55,13 @@ async def _remember_owned(app, assigned, **kwargs) -> None:
         partitions &= _owned.get(topic, set()) if same else set()
 
 
-def _restored(app) -> bool:
-    """Whether the current assignment's restore finished (streams.worker.runtime.recovered, rebalancing aside)."""
-    recovery = app.tables.recovery
-    return recovery.completed.is_set() and getattr(recovery, "ready_generation", None) == app.consumer_generation_id
-
-
 def kept_partition(table, key: str) -> int | None:
     """While this worker restores: the partition holding `key` if it is one this worker keeps and its store is
     open (faust closes a revoked one: it must not be opened again here), else None."""
     if recovered(app):
         return None
-    name = _changelog(table)
-    whole = _owned if _owned and _restored(app) else _kept  # a rebalance begun, its revoke not handled yet: all
-    found = known_partitioner(app.producer._ensure_producer(), name)
-    partition = None if found is None else found(key.encode())
+    name, partition = _key_partition(table, key)
+    whole = _owned if _owned and assignment_restored(app) else _kept  # a rebalance begun, its revoke not handled yet
     return partition if partition in whole.get(name, ()) and partition in table.data._dbs else None
 
 
@@ -79,12 +71,15 @@ def owned_partition(table, key: str) -> int | None:
     assignor's actives), from two dict lookups and a hash."""
     if not recovered(app):
         return None
+    name, partition = _key_partition(table, key)
+    return partition if partition in _owned.get(name, ()) else None
+
+
+def _key_partition(table, key: str) -> tuple[str, int | None]:
+    """`table`'s changelog and the partition of it holding `key` (None: the producer has no metadata for it yet)."""
     name = _changelog(table)
     found = known_partitioner(app.producer._ensure_producer(), name)
-    if found is None:
-        return None
-    partition = found(key.encode())
-    return partition if partition in _owned.get(name, ()) else None
+    return name, None if found is None else found(key.encode())
 
 
 def _changelog(table) -> str:

@@ -46,9 +46,14 @@ def recovered(app) -> bool:
     the first can end after the next assignment began: patches.install_recovery_generation).
     Between a partition's assignment and the end of its recovery its local store can miss
     records, so nothing may be applied to it or served from it."""
+    return not app.rebalancing and assignment_restored(app)
+
+
+def assignment_restored(app) -> bool:
+    """Whether the restore of the current assignment finished (`recovered`, rebalancing aside: a rebalance's first
+    step does not change what the stores hold; streams.worker.reads serves them meanwhile)."""
     recovery = app.tables.recovery  # no recovery finished yet for the current assignment: not ready
-    ready = getattr(recovery, "ready_generation", None)
-    return not app.rebalancing and recovery.completed.is_set() and ready == app.consumer_generation_id
+    return recovery.completed.is_set() and getattr(recovery, "ready_generation", None) == app.consumer_generation_id
 
 
 FAUST_KEYS = b"__faust"  # faust's own bookkeeping keys in a partition's RocksDB (its changelog offsets)

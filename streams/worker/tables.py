@@ -6,7 +6,7 @@ and recommendations live with the user's events. Global tables are held whole by
 
 from __future__ import annotations
 
-from streams.core.catalog import MAX_CURATED_IDS, CatalogIndex, decode_curated, is_eligible
+from streams.core.catalog import MAX_CURATED_IDS, CatalogIndex, decode_curated, leaves_lists
 from streams.worker.app import app, settings
 
 # Every worker's in-memory catalog index (fed from the artworks/editorial tables).
@@ -53,8 +53,7 @@ async def _artwork_changed(event) -> None:
         catalog_index.remove(key)
     else:
         catalog_index.load([event.value])
-    now = catalog_index.get(key)
-    if was is not None and is_eligible(was) and (now is None or not is_eligible(now)):
+    if leaves_lists(was, catalog_index.get(key)):
         gone_works.add(key)  # the worker that applied the record noted it already (agents.catalog)
 
 
