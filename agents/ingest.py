@@ -37,6 +37,7 @@ from streams.core.retries import decode_pending
 from streams.kafka.direct import DirectIngest, direct_group
 from streams.worker import topics
 from streams.worker.app import app, keyed_images, keyed_records, parser_config, settings
+from streams.worker.catalog_progress import catalog_as_of
 from streams.worker.commit import BatchCommit, send_all
 from streams.worker.direct_start import start_reader
 from streams.worker.faust_shares import counted_batch
@@ -224,7 +225,7 @@ if not settings.direct_ingest:
 def _route(result, value, topic, partition, offset, key, pending) -> list[tuple]:
     """What to send for one ingested input message: its signal, a retry, or a dead letter."""
     dest = route(result, topic, partition, offset, key, value, pending, time.time(),
-                 settings.unknown_artwork_patience_s)
+                 settings.unknown_artwork_patience_s, catalog_as_of())
     _count(result, dest, topic, partition, offset)
     return [] if dest is None else [(DESTINATIONS[dest[0]], dest[1], dest[2])]
 

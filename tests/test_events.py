@@ -685,3 +685,29 @@ def test_a_typed_signal_gets_the_verdict_of_the_same_signal_on_segment(fields, r
     assert getattr(got, "reason", None) == getattr(same, "reason", None) == reason, (got, same)
     if reason is None:
         assert got.targets == same.targets and got.targets[0].price == (float(fields["price"]) if "price" in fields else None)
+
+
+def test_unknown_artwork_patience_runs_out_against_the_catalog_as_read_not_the_wall_clock():
+    """An outside soak: 470 events on works the catalog had for minutes were dead-lettered while the worker
+    (or the work's catalog owner) was behind. Past its patience a message waits, every 5 s, until the catalog
+    is read past the patience's end; its attempt count stays within Pending's schema however long that is."""
+    import msgspec
+
+    from streams.core.ingest import PENDING, route
+    from streams.core.records import Pending
+    from streams.core.retries import decode_pending, retry_or_give_up
+
+    retry = Pending("t", 1, 7, b"k", b"v", first_seen=100.0, due=110.0, attempt=5)
+    behind = retry_or_give_up(retry, "t", 1, 7, b"k", b"v", now=110.0, patience_s=10, catalog_as_of=109.999)
+    assert (behind.first_seen, behind.due, behind.attempt) == (100.0, 115.0, 6)
+    for step in range(100):  # a backlog of ~8 minutes
+        behind = retry_or_give_up(behind, "t", 1, 7, b"k", b"v", now=115.0 + 5 * step, patience_s=10, catalog_as_of=50.0)
+    assert (behind.first_seen, behind.due, behind.attempt) == (100.0, 615.0, 64)
+    assert decode_pending(msgspec.msgpack.encode(behind), now=behind.due - 5, patience_s=10) == behind
+    assert retry_or_give_up(behind, "t", 1, 7, b"k", b"v", now=700.0, patience_s=10, catalog_as_of=110.0) is None
+    # before its patience ends the backoff is the same whatever the catalog's progress
+    first = retry_or_give_up(None, "t", 1, 7, b"k", b"v", now=100.0, patience_s=10, catalog_as_of=0.0)
+    assert (first.due, first.attempt) == (100.5, 1)
+    result = Rejected("unknown_artwork", "artwork 1 of 1 is not in the catalog")
+    assert route(result, "t", 1, 7, b"k", b"v", retry, 111.0, 10, catalog_as_of=105.0)[0] == PENDING
+    assert route(result, "t", 1, 7, b"k", b"v", retry, 111.0, 10, catalog_as_of=111.0)[0] == "deadletter"

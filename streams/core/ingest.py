@@ -237,15 +237,17 @@ def murmur2(data: bytes) -> int:
 
 
 def route(result: Parsed, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-          pending: Pending | None, now: float, patience_s: float) -> tuple[str, bytes | None, bytes] | None:
+          pending: Pending | None, now: float, patience_s: float,
+          catalog_as_of: float | None = None) -> tuple[str, bytes | None, bytes] | None:
     """Where one ingested input message goes: (logical topic, key, value), or None (ignored).
 
     Signals and identity links go to signals.keyed, keyed by the user they change (an identity
     link by the id being merged away), image events to images.keyed by consumer; an unknown
-    artwork waits on the pending topic until patience runs out; other rejects are dead letters."""
+    artwork waits on the pending topic until patience runs out against the catalog as read
+    (`catalog_as_of`: streams.core.retries); other rejects are dead letters."""
     if isinstance(result, Rejected) and result.reason == "unknown_artwork" and value is not None:
         key = letter_key(key)  # held twice by a retry (its key and its record's): a 600 KB key made 1.2 MB
-        retry = retry_or_give_up(pending, topic, partition, offset, key, value, now, patience_s)
+        retry = retry_or_give_up(pending, topic, partition, offset, key, value, now, patience_s, catalog_as_of)
         if retry is not None:
             return PENDING, key, _PENDING.encode(retry)
     if isinstance(result, Rejected):

@@ -79,9 +79,9 @@ class Settings:
         "help": "extra event names -> signal kind, JSON object or @file.json (merged over the defaults)",
         "form": "a JSON object {eventName: kind} or @file.json"})
     unknown_artwork_patience_s: float = field(default=60.0, metadata={
-        "help": "an event naming an artwork the catalog does not know yet is retried (backoff 0.5 s doubling) for "
-        "this long before it is dead-lettered; covers catalog updates that land after the event and "
-        "rebuilds, where catalog and events are read side by side", "min": 0})
+        "help": "an event naming an artwork the catalog does not know yet is retried (backoff 0.5 s doubling) until "
+        "the catalog, as the group applied it, is read this far past the event: then dead-lettered (a worker "
+        "behind on the catalog waits); covers catalog updates that land after the event, and rebuilds", "min": 0})
     unmapped_events: str = field(default="dead-letter", metadata={
         "help": "what to do with track events missing from the event map: dead-letter or ignore",
         "choices": ("dead-letter", "ignore")})
