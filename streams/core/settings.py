@@ -99,7 +99,7 @@ class Settings:
         "help": "half-life of the trending score", "above": 0})
     batch_max: int = field(default=2000, metadata={
         "help": "records per batch at most (a user's events coalesce within a batch; batches are only this big when "
-                "the input is behind)", "min": 1})
+                "the input is behind, and fewer once batches take over 0.25 s: each holds the HTTP reads)", "min": 1})
     batch_within_ms: float = field(default=10.0, metadata={
         "help": "longest wait to fill a batch, milliseconds (adds to latency)", "min": 0})
     popularity_flush_s: float = field(default=1.0, metadata={

@@ -36,6 +36,7 @@ from aiokafka.errors import KafkaError
 from streams.core.metrics import metrics
 from streams.kafka.admin import partition_counts
 from streams.kafka.offsets import fetched_position, stop_consumer
+from streams.kafka.pacing import BatchSizer, IdleWait
 from streams.kafka.unreadable import skip_unreadable
 
 log = logging.getLogger(__name__)
@@ -77,29 +78,6 @@ class _AnchorMessage:
         self.topic, self.partition, self.timestamp = topic, partition, time.time()
 
 
-class IdleWait:
-    """The fetch wait: `busy_ms` while records come, `idle_ms` once none came for `idle_after_s`.
-    A broker that answers a fetch only when its wait ends (the embedded one) needs a short wait
-    for first-signal latency, but an idle worker would then fetch every input partition
-    1/busy_ms times a second, CPU its serving threads miss; the first record after a quiet spell
-    waits for one long fetch, and the next fetches are short again.
-
-    >>> w = IdleWait(20, 100, idle_after_s=1.0)
-    >>> [w.after_poll(False, t) for t in (0.0, 0.5, 1.0, 1.5)], w.after_poll(True, 2.0), w.after_poll(False, 2.5)
-    ([20, 20, 100, 100], 20, 20)
-    """
-
-    def __init__(self, busy_ms: int, idle_ms: int, idle_after_s: float = 1.0):
-        self.busy_ms, self.idle_ms, self.idle_after_s = busy_ms, max(idle_ms, busy_ms), idle_after_s
-        self._last_records: float | None = None
-
-    def after_poll(self, got_records: bool, now: float) -> int:
-        """The wait for the next fetches, after a poll that did or did not return records."""
-        if got_records or self._last_records is None:
-            self._last_records = now
-        return self.idle_ms if now - self._last_records >= self.idle_after_s else self.busy_ms
-
-
 class DirectIngest:
     """A batch consumer for the input topics that follows faust's table assignment.
 
@@ -136,6 +114,7 @@ class DirectIngest:
         self._held: dict[TopicPartition, float] = {}  # paused partitions -> when to read them again
         self._stopping = False
         self._waits = IdleWait(fetch_max_wait_ms, idle_fetch_max_wait_ms or fetch_max_wait_ms)
+        self._sizes = BatchSizer(batch_max)
 
     async def start(self, patience_s: float = 120.0) -> None:
         """Connect and learn the inputs' partitions. A broker that cannot be reached yet (a worker started, or
@@ -212,14 +191,16 @@ class DirectIngest:
                 continue
             async with self._lock:
                 self._release_due()
-                batch = await self.consumer.getmany(timeout_ms=100, max_records=self.batch_max)
+                batch = await self.consumer.getmany(timeout_ms=100, max_records=self._sizes.size)
                 records = [r for part in batch.values() for r in part]
                 self._set_fetch_wait(self._waits.after_poll(bool(records), time.monotonic()))
                 self._observe_ages(records)
                 started = time.monotonic()
                 held = await self.handle(records) or {}
-                if time.monotonic() - started > SLOW_BATCH_S:
-                    _slow_batch(batch, time.monotonic() - started)
+                took = time.monotonic() - started
+                self._sizes.after_batch(len(records), took)
+                if took > SLOW_BATCH_S:
+                    _slow_batch(batch, took)
                 for tp, part in batch.items():
                     offset, not_before = held.get((tp.topic, tp.partition), (part[-1].offset + 1, None))
                     self._uncommitted[tp] = offset
