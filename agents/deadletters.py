@@ -61,11 +61,19 @@ def lettered_if_unreadable(rec, batch) -> bool:
 def decoded_into(batch, records, decode, reason: str, keyed: bool = False) -> list:
     """The records (aiokafka ConsumerRecords) that decode, in order; the others dead-lettered
     through `batch`, the state transaction they were read for. `keyed`: as for `decoded`."""
+    return decoded_until(batch, records, decode, reason, keyed)[0]
+
+
+def decoded_until(batch, records, decode, reason: str, keyed: bool = False, stop=None) -> tuple[list, int | None]:
+    """As `decoded_into`, up to the first decoded record `stop(record)` is true for: (the records before it,
+    its offset, where to read again from; None when it went through them all)."""
     out = []
     for rec in records:
         record = decode_or_reject(decode, rec.value, reason, MAX_TABLE_VALUE_BYTES)
         if isinstance(record, Rejected):
             batch.send(*letter(record, rec, rec.value))
+        elif stop is not None and stop(record):
+            return out, rec.offset
         else:
             out.append(stamp_unpositioned(record, rec.topic, rec.partition, rec.offset) if keyed else record)
-    return out
+    return out, None

@@ -1,14 +1,13 @@
-"""Segment and typed input topics -> the user pipeline, signals.keyed / images.keyed (re-keyed
-by user or consumer), a retry for events whose artwork the catalog does not know yet, or a
-dead letter.
+"""Segment and typed input topics -> the user pipeline, signals.keyed / images.keyed (re-keyed by user or
+consumer), a retry for events whose artwork the catalog does not know yet, or a dead letter.
 
-Single hop: a signal whose input message already sits in its user's partition (producers key
-events by user id) is applied here, in the same batch, instead of taking a second trip through
-Kafka; others (other keys, identity links, retries) are re-keyed through signals.keyed.
+Single hop: a signal whose input message already sits in its user's partition (producers key events by user
+id) is applied here, in the same batch, instead of taking a second trip through Kafka; others (other keys,
+identity links, retries) are re-keyed through signals.keyed.
 
-Direct ingest (the default) reads signals.keyed and images.keyed too, and applies them in the
-same state transaction as the inputs: their per-user dedup needs every partition delivered
-gaplessly in order, which faust's consumer does not do across a rebalance (streams.kafka.direct)."""
+Direct ingest (the default) reads signals.keyed and images.keyed too, and applies them in the same state
+transaction as the inputs: their per-user dedup needs every partition delivered gaplessly in order, which
+faust's consumer does not do across a rebalance (streams.kafka.direct)."""
 
 import asyncio
 import functools
@@ -16,7 +15,7 @@ import time
 
 from agents.catalog import APPLY as CATALOG_TOPICS
 from agents.catalog import catalog_records, store_artworks
-from agents.deadletters import decoded, decoded_into, lettered_if_unreadable
+from agents.deadletters import decoded, decoded_into, decoded_until, lettered_if_unreadable
 from streams.core.catalog import ArtistLookup
 from streams.core.ingest import (
     DEADLETTER,
@@ -34,6 +33,7 @@ from streams.core.ingest import (
 from streams.core.metrics import metrics
 from streams.core.records import Pending, Signal
 from streams.core.retries import decode_pending
+from streams.core.throttle import RefreshQuota
 from streams.kafka.direct import DirectIngest, direct_group
 from streams.worker import topics
 from streams.worker.app import app, keyed_images, keyed_records, parser_config, settings
@@ -118,7 +118,8 @@ async def direct_batch(records) -> None:
     """One read of the direct consumer, all in one state transaction: catalog records stored, input
     records ingested, signals.keyed and images.keyed records applied, due retries of the pending
     topic ingested (their faust agents' work, without faust's consumer: see streams.kafka.direct on why a path
-    must never lose a record). Returns the pending partitions to hold until their head is due."""
+    must never lose a record). Returns the partitions to hold: pending ones until their head is due, and
+    signals.keyed ones past a read's catalog refresh (at once: read again from it in the next read)."""
     batch, inputs, catalog, users, images, pending = BatchCommit(app), [], [], {}, {}, {}
     internal = {_SIGNALS: users, _IMAGES: images, _PENDING: pending}  # topic -> its records by partition
     for rec in records:
@@ -130,16 +131,19 @@ async def direct_batch(records) -> None:
         else:
             (catalog if rec.topic in CATALOG_TOPICS else inputs).append(rec)
     catalog_records(catalog, batch)  # first: this read's events may name the works it brings
-    here, wall = await _ingest_parked_first(inputs, batch), time.monotonic()
+    here, wall, held = await _ingest_parked_first(inputs, batch), time.monotonic(), {}
     for partition in sorted(users.keys() | here.keys()):
-        keyed = decoded_into(batch, users.get(partition, ()), keyed_records, "invalid_internal_record", keyed=True)
+        keyed, again = decoded_until(batch, users.get(partition, ()), keyed_records, "invalid_internal_record",
+                                     keyed=True, stop=RefreshQuota(1).exceeded)
+        if again is not None:
+            held[(_SIGNALS, partition)] = (again, 0.0)
         apply_records(partition, keyed + here.get(partition, []), batch, owed_lists.hold_for(partition, wall))
     _build_owed(owed_lists.due(wall), batch, wall)  # lists whose window ended
     for partition, recs in images.items():
         apply_images(partition, decoded_into(batch, recs, keyed_images, "invalid_internal_record", keyed=True),
                      batch)
-    held = {(_PENDING, partition): hold for partition, recs in pending.items()
-            if (hold := _retry_due(recs, batch)) is not None}
+    held.update({(_PENDING, partition): hold for partition, recs in pending.items()
+                 if (hold := _retry_due(recs, batch)) is not None})
     await batch.commit()  # one round of acks per read
     store_artworks()  # after the refreshes they cause (agents.catalog)
     write_shares(now=time.time())  # once the batch is acknowledged: a share is never ahead of the state
@@ -242,8 +246,7 @@ def _count(result, dest, topic, partition, offset) -> None:
         metrics.inc("recstream_events_total", kind=kind)
 
 
-# Direct ingest (default): the inputs read in batches by a plain consumer (streams.kafka.direct).
-direct: DirectIngest | None = None
+direct: DirectIngest | None = None  # direct ingest (default): the inputs read by a plain consumer
 _assigned: set[int] | None = None  # faust's last assignment, if it came before the direct ingest task started
 
 
@@ -262,11 +265,9 @@ if settings.direct_ingest:
     @app.task
     async def direct_ingest() -> None:
         global direct
-        reader = DirectIngest(list(topics.read_topics),
-                              settings.partitions,
-                              direct_group(settings.kafka_app_id), settings.aiokafka_kwargs(), handle=direct_batch,
-                              flush=app.producer.flush, ready=functools.partial(recovered, app),
-                              batch_max=settings.batch_max,
+        reader = DirectIngest(list(topics.read_topics), settings.partitions, direct_group(settings.kafka_app_id),
+                              settings.aiokafka_kwargs(), handle=direct_batch, flush=app.producer.flush,
+                              ready=functools.partial(recovered, app), batch_max=settings.batch_max,
                               before_commit=before_commit, after_commit=settle_shares,
                               fetch_max_wait_ms=settings.ingest_fetch_max_wait_ms,
                               idle_fetch_max_wait_ms=settings.ingest_idle_fetch_max_wait_ms,

@@ -104,6 +104,37 @@ def test_a_new_work_reaches_every_fan_when_its_refresh_is_cut_into_chunks(module
     wait_until(lambda: len(reached()) == len(fans), 90, what="the new work in every fan's list")
 
 
+def test_new_works_of_many_artists_at_once_reach_each_fan_once_one_refresh_a_read(module_cluster, worker):
+    """A read applies one catalog refresh a partition and reads the partition again from the next (a backlog of
+    new works put 40 refreshes, 1.7 s, in one read while HTTP reads waited): every fan of every artist still
+    gets each new work's list exactly once, and a user's signal queued behind the refreshes is applied."""
+    artists = [f"omega{i}" for i in range(6)]
+    fans = {a: [f"{a}-fan-{j}" for j in range(12)] for a in artists}
+    module_cluster.produce("events.segment", [track(u, "followedArtist", f"{u}-f", owner_id=a)
+                                              for a in artists for u in fans[a]])
+    wait_until(lambda: all(get_json(worker, f"/recommendations/{fans[a][-1]}")[0] == 200 for a in artists), 60,
+               what="every fan's first list")
+    module_cluster.produce("catalog.artworks", [(f"{a}-fresh".encode(), dumps(artwork(f"{a}-fresh", a, 0.01)))
+                                                for a in artists])
+    identify = {"type": "identify", "userId": "omega-member", "anonymousId": fans[artists[0]][0],
+                "messageId": "omega-id", "timestamp": iso(NOW)}  # a merge goes through signals.keyed
+    module_cluster.produce("events.segment", [(fans[artists[0]][0].encode(), dumps(identify))])
+
+    def reached() -> dict:
+        counts: dict = {}
+        for r in module_cluster.consume_all("recommendations", idle_ms=700):
+            trigger = json.loads(r.value)["trigger"] if r.value else ""
+            if trigger.startswith("catalog:omega") and trigger.endswith("-fresh"):
+                counts[(r.key.decode(), trigger)] = counts.get((r.key.decode(), trigger), 0) + 1
+        return counts
+    want = {(u, f"catalog:{a}-fresh") for a in artists for u in fans[a]} - {(fans[artists[0]][0], "catalog:omega0-fresh")}
+    counts = wait_until(lambda: (lambda c: c if want <= set(c) else None)(reached()), 90, what="every fan reached")
+    assert {k: n for k, n in counts.items() if n != 1} == {}, "a fan's list sent twice for one new work"
+    merged = wait_until(lambda: (lambda r: r[1] if r[0] == 200 else None)(
+        get_json(worker, "/users/omega-member/affinity")), 30, what="the merge behind the refreshes")
+    assert [a["artist_id"] for a in merged["artists"]] == ["omega0"]
+
+
 def test_a_work_moved_to_another_artist_leaves_its_old_artists_fans_lists(module_cluster, worker):
     """Fuzzing: only the new artist's fans were refreshed; the old artist's kept the work under the old
     artist until their next event or the hourly refresh."""
