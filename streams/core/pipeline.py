@@ -109,8 +109,7 @@ class PartitionBatch:
         return self.out
 
     def refresh(self, users: Iterable[str]) -> list[Output]:
-        """Rebuild these users' lists with the current catalog, trending and clock (works age, sell and trend without
-        the user doing anything); written and sent only when what a client sees changed (works, sources, scores)."""
+        """These users' lists rebuilt with the current catalog, trending and clock; sent if a client sees a change."""
         self._rescoring = True
         return self.owed(dict.fromkeys(users, "refresh"))
 
@@ -181,10 +180,11 @@ class PartitionBatch:
         if self.cfg.model.merge(profile, load(merge.profile), merge.message_id, merge.previous_id, self.arrived):
             self._dirty[merge.user_id] = merge.message_id
             self._signalled.add(merge.message_id)  # its list is shown from the merged events' time, as a signal's
+        else:  # and its outputs, lost with a kill -9 in its acks (an outside soak: a merged user's last update)
+            self._resend.setdefault(merge.user_id, merge.message_id)
 
     def _forwarded(self, rec: Signal | Merge, profile: Profile, **changes) -> bool:
-        """Send an aliased id's record on toward the merged profile; False when the id is not aliased, or where
-        a ring of aliases breaks (it keeps the record, drops its pointer: streams.core.aliases)."""
+        """An aliased id's record sent on to its merged profile; False if not aliased or a ring broke (core.aliases)"""
         moved = profile.alias_of and forwarded(rec, profile.alias_of, **changes)
         if moved:
             self._send(SIGNALS_KEYED, moved.user_id, encode_keyed(moved))
