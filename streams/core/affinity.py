@@ -195,6 +195,11 @@ class AffinityModel:
         ranked = heapq.nsmallest(n, [(-s, a) for a, s in self.scores(profile).items() if s > 0])
         return [(a, -negated) for negated, a in ranked]
 
+    @staticmethod
+    def knows(profile: Profile, message_id: str) -> bool:
+        """Whether the profile applied this messageId (within its dedup window): a record read again."""
+        return contains(profile.seen, digest(message_id))
+
     def merge(self, into: Profile, other: Profile, message_id: str, other_id: str, at: float | None = None) -> bool:
         """Fold `other` (id `other_id`'s profile) into `into`. Sums commute, toggles are LWW, so
         the result does not depend on when the merge happens. False if already merged."""

@@ -180,8 +180,8 @@ class PartitionBatch:
         if self.cfg.model.merge(profile, load(merge.profile), merge.message_id, merge.previous_id, self.arrived):
             self._dirty[merge.user_id] = merge.message_id
             self._signalled.add(merge.message_id)  # its list is shown from the merged events' time, as a signal's
-        else:  # and its outputs, lost with a kill -9 in its acks (an outside soak: a merged user's last update)
-            self._resend.setdefault(merge.user_id, merge.message_id)
+        elif self.cfg.model.knows(profile, merge.message_id):  # read again (not another identify of the pair): its
+            self._resend.setdefault(merge.user_id, merge.message_id)  # outputs may be lost (a kill -9 in their acks)
 
     def _forwarded(self, rec: Signal | Merge, profile: Profile, **changes) -> bool:
         """An aliased id's record sent on to its merged profile; False if not aliased or a ring broke (core.aliases)"""
