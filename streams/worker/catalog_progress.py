@@ -59,7 +59,10 @@ async def _probe(consumer, tps: list) -> None:
     started = min(consumer.last_poll_timestamp(tp) for tp in tps) / 1000
     committed = {tp: await consumer.committed(tp) for tp in tps}
     progress.owners_read(ends, committed, started, time.time())
-    faust_consumer = app.consumer._thread._ensure_consumer()
+    try:
+        faust_consumer = app.consumer._thread._ensure_consumer()
+    except Exception:  # noqa: BLE001 - faust's consumer not started yet: the probes wait for it
+        return
     progress.changelog_read(changelog_read_through(faust_consumer, artworks.changelog_topic.get_topic_name()))
 
 
@@ -70,6 +73,8 @@ async def _follow() -> None:
         await start_quietly(consumer)
         name = topics.artworks.get_topic_name()
         tps = [TopicPartition(name, p) for p in range((await partition_counts(consumer, [name]))[name])]
+        if not tps:  # not created yet (the worker declares it as it starts)
+            return await asyncio.sleep(RESTART_AFTER_S)
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         probed = 0.0
