@@ -214,3 +214,29 @@ async def consume(bootstrap: str, topic: str) -> list:
     from tests.conftest import consume_all
 
     return await consume_all(bootstrap, topic, idle_ms=1000, timeout=30)
+
+
+def test_a_worker_process_runs_the_code_of_the_process_that_starts_it_whatever_the_directory(tmp_path, monkeypatch):
+    """`python -m streams.cli` put the working directory first on sys.path: an A/B benchmark run from one checkout
+    with PYTHONPATH naming another ran the first checkout's workers. A decoy package in the working directory must
+    not be what the worker runs."""
+    import streams
+    from streams.cli.devtools import WorkerProcess
+
+    decoy = tmp_path / "streams" / "cli"
+    decoy.mkdir(parents=True)
+    for init in (tmp_path / "streams" / "__init__.py", decoy / "__init__.py"):
+        init.write_text("")
+    (decoy / "__main__.py").write_text("import sys, streams\nprint('decoy ran', streams.__file__)\nsys.exit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess("kafka://127.0.0.1:1", str(tmp_path / "state"), log_path=log,
+                           env={"RECSTREAM_LOG_LEVEL": "info"}).start()
+    try:
+        worker.proc.wait(timeout=8)  # the real worker keeps trying an unreachable broker; the decoy exits at once
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        worker.stop()
+    assert "decoy ran" not in log.read_text() and log.read_text().strip(), log.read_text()[-2000:]
+    assert streams.__file__.startswith(str(Path(__file__).resolve().parents[1]))  # this checkout's code ran the test

@@ -18,6 +18,11 @@ from pathlib import Path
 from streams.core.settings import Settings
 from streams.kafka.broker import BrokerError, EmbeddedBroker, _die_with_parent, free_port
 
+# The worker runs the code of the process starting it: `python -m streams.cli` puts the working directory first on
+# sys.path, so an A/B benchmark run from one checkout with PYTHONPATH naming another ran the first one's workers.
+_RUN_THIS_CODE = (f"import runpy, sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); "
+                  "runpy.run_module('streams.cli', run_name='__main__', alter_sys=True)")
+
 
 class WorkerProcess:
     """A ``recstream worker`` subprocess with its own data dir and web port."""
@@ -39,7 +44,7 @@ class WorkerProcess:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         level = Settings.from_env({"RECSTREAM_LOG_LEVEL": self.env.get("RECSTREAM_LOG_LEVEL", "info")}).log_level
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "-l", level],
+            [sys.executable, "-c", _RUN_THIS_CODE, "worker", "-l", level],
             stdout=out, stderr=subprocess.STDOUT, env=self.env, preexec_fn=_die_with_parent)
         return self
 
