@@ -46,7 +46,7 @@ from streams.worker.logs import dead_lettered
 from streams.worker.runtime import before_stop, owned_partitions, recovered
 from streams.worker.state import lag_sources, owed_lists, release_shares, settle_shares, share_positions, write_shares
 from streams.worker.tables import affinity, artworks, catalog_index
-from streams.worker.user_batches import apply_records, build_owed
+from streams.worker.user_batches import apply_records, build_owed, fans_in
 
 artist_of = ArtistLookup(artworks, catalog_index)
 
@@ -119,7 +119,7 @@ async def direct_batch(records) -> None:
     records ingested, signals.keyed and images.keyed records applied, due retries of the pending
     topic ingested (their faust agents' work, without faust's consumer: see streams.kafka.direct on why a path
     must never lose a record). Returns the partitions to hold: pending ones until their head is due, and
-    signals.keyed ones past a read's catalog refresh (at once: read again from it in the next read)."""
+    signals.keyed ones past a read's catalog refreshes (streams.core.throttle.RefreshQuota: read again at once)."""
     batch, inputs, catalog, users, images, pending = BatchCommit(app), [], [], {}, {}, {}
     internal = {_SIGNALS: users, _IMAGES: images, _PENDING: pending}  # topic -> its records by partition
     for rec in records:
@@ -134,7 +134,7 @@ async def direct_batch(records) -> None:
     here, wall, held = await _ingest_parked_first(inputs, batch), time.monotonic(), {}
     for partition in sorted(users.keys() | here.keys()):
         keyed, again = decoded_until(batch, users.get(partition, ()), keyed_records, "invalid_internal_record",
-                                     keyed=True, stop=RefreshQuota(1).exceeded)
+                                     keyed=True, stop=RefreshQuota(fans_in(partition)).exceeded)
         if again is not None:
             held[(_SIGNALS, partition)] = (again, 0.0)
         apply_records(partition, keyed + here.get(partition, []), batch, owed_lists.hold_for(partition, wall))

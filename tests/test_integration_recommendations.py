@@ -104,12 +104,12 @@ def test_a_new_work_reaches_every_fan_when_its_refresh_is_cut_into_chunks(module
     wait_until(lambda: len(reached()) == len(fans), 90, what="the new work in every fan's list")
 
 
-def test_new_works_of_many_artists_at_once_reach_each_fan_once_one_refresh_a_read(module_cluster, worker):
-    """A read applies one catalog refresh a partition and reads the partition again from the next (a backlog of
-    new works put 40 refreshes, 1.7 s, in one read while HTTP reads waited): every fan of every artist still
-    gets each new work's list exactly once, and a user's signal queued behind the refreshes is applied."""
+def test_new_works_of_many_artists_at_once_reach_each_fan_once_refreshes_a_budget_a_read(module_cluster, worker):
+    """A read applies a partition's catalog refreshes up to 250 fans and reads the partition again from the next
+    (a backlog of new works put 40 refreshes, 1.7 s, in one read while HTTP reads waited): every fan of every
+    artist still gets each new work's list exactly once, and a user's signal queued behind them is applied."""
     artists = [f"omega{i}" for i in range(6)]
-    fans = {a: [f"{a}-fan-{j}" for j in range(12)] for a in artists}
+    fans = {a: [f"{a}-fan-{j}" for j in range(60)] for a in artists}  # 360 fans: more than one read's budget
     module_cluster.produce("events.segment", [track(u, "followedArtist", f"{u}-f", owner_id=a)
                                               for a in artists for u in fans[a]])
     wait_until(lambda: all(get_json(worker, f"/recommendations/{fans[a][-1]}")[0] == 200 for a in artists), 60,

@@ -711,11 +711,11 @@ def test_the_health_lag_sums_every_reader_and_faust_consumers_partitions(monkeyp
     assert monitoring.total_lag() is None
 
 
-def test_a_read_applies_one_catalog_refresh_a_partition_and_reads_the_rest_again_from_the_next():
-    """A backlog of new works put 40 catalog refreshes (each up to 250 fans' lists, 1.7 s together) in one read,
-    with the worker's event loop held: a partition's keyed records are taken up to its second refresh, and
+def test_a_read_applies_a_partitions_catalog_refreshes_up_to_a_budget_and_reads_the_rest_again():
+    """A backlog of new works put 40 catalog refreshes (each up to 250 fans' lists then, 1.7 s together) in one read,
+    with the worker's event loop held: a partition's keyed records are taken up to the refresh past 100 fans, and
     direct ingest reads the partition again from that record's offset; an unreadable record before it is
-    still dead-lettered, once."""
+    still dead-lettered, once; a refresh of an artist with no fans there costs nothing."""
     from types import SimpleNamespace
 
     from agents.deadletters import decoded_until
@@ -724,15 +724,16 @@ def test_a_read_applies_one_catalog_refresh_a_partition_and_reads_the_rest_again
     from streams.worker.app import keyed_records
 
     values = [encode_keyed(Refresh("a1")), b"\xc1not msgpack", encode_keyed(Merge("u", "old", "m1", b"")),
-              encode_keyed(Refresh("a2")), encode_keyed(Refresh("a3"))]
+              encode_keyed(Refresh("none-here")), encode_keyed(Refresh("a2")), encode_keyed(Refresh("a3"))]
+    fans = {"a1": 300, "a2": 10, "a3": 10, "none-here": 0}.get
     records = [SimpleNamespace(topic="t.signals.keyed", partition=2, offset=40 + i, key=b"k", value=v, timestamp=0)
                for i, v in enumerate(values)]
     letters = []
     batch = SimpleNamespace(send=lambda *message: letters.append(message))
     taken, again = decoded_until(batch, records, keyed_records, "invalid_internal_record", keyed=True,
-                                 stop=RefreshQuota(1).exceeded)
-    assert [type(r).__name__ for r in taken] == ["Refresh", "Merge"] and again == 43
+                                 stop=RefreshQuota(fans).exceeded)
+    assert [type(r).__name__ for r in taken] == ["Refresh", "Merge", "Refresh"] and again == 44
     assert len(letters) == 1
-    assert decoded_until(batch, records[3:], keyed_records, "invalid_internal_record", keyed=True,
-                         stop=RefreshQuota(1).exceeded)[1] == 44
+    assert decoded_until(batch, records[4:], keyed_records, "invalid_internal_record", keyed=True,
+                         stop=RefreshQuota(fans).exceeded)[1] is None  # 20 fans: within one read's budget
     assert decoded_until(batch, records, keyed_records, "invalid_internal_record", keyed=True)[1] is None

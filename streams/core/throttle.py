@@ -26,6 +26,9 @@ False
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from streams.core.pipeline import REFRESH_CHUNK
 from streams.core.records import Refresh
 
 
@@ -111,21 +114,29 @@ class PartitionThrottles:
 
 
 class RefreshQuota:
-    """At most `n` catalog refreshes (streams.core.records.Refresh, each rebuilding up to REFRESH_CHUNK fans'
-    lists) in one read of a partition: `exceeded(record)` is true from the one past the quota on, and the reader
-    reads the partition again from there. A read is applied with the worker's event loop held, and a backlog
-    of new works put 40 refreshes (1.7 s) in one read while HTTP reads waited.
+    """Catalog refreshes (streams.core.records.Refresh) in one read of a partition, up to `budget` fans' lists
+    rebuilt: `exceeded(record)` is true for the first refresh past it that costs anything (`fans(artist)`: the
+    artist's fans in the partition), and the reader reads the partition again from there. A read is applied with
+    the worker's event loop held, and a backlog of new works put 40 refreshes (1.7 s) in one read while HTTP reads
+    waited. A refresh of an artist without fans here costs nothing and never waits (counted by records, a catalog
+    load's thousands of them held every read and doubled first-signal latency).
 
-    >>> quota = RefreshQuota(1)
     >>> from streams.core.records import Refresh
-    >>> [quota.exceeded(r) for r in ("a signal", Refresh("a1"), "a signal", Refresh("a2"))]
+    >>> quota = RefreshQuota({"a1": 300, "a2": 40, "a3": 0}.get, budget=100)
+    >>> [quota.exceeded(r) for r in ("a signal", Refresh("a1"), Refresh("a3"), Refresh("a2"))]
     [False, False, False, True]
+    >>> quota.spent  # a1's first 100 fans (REFRESH_CHUNK): the rest in a refresh record of their own
+    100
     """
 
-    def __init__(self, n: int = 1):
-        self.left = n
+    def __init__(self, fans: Callable[[str], int], budget: int = REFRESH_CHUNK):
+        self.fans, self.budget, self.spent = fans, budget, 0
 
     def exceeded(self, record) -> bool:
-        if isinstance(record, Refresh):
-            self.left -= 1
-        return self.left < 0
+        if not isinstance(record, Refresh):
+            return False
+        cost = max(0, min(self.fans(record.artist_id) - record.start, REFRESH_CHUNK))
+        if cost and self.spent >= self.budget:
+            return True
+        self.spent += cost
+        return False

@@ -15,6 +15,7 @@ from streams.core.ledger import tally_key
 from streams.core.letters import failure_key, failure_letter, failure_position
 from streams.core.metrics import metrics
 from streams.core.pipeline import PartitionBatch
+from streams.core.records import decode_fans, fans_key
 from streams.worker import tables, topics
 from streams.worker.app import clock, pipeline_config
 from streams.worker.commit import BatchCommit
@@ -52,6 +53,11 @@ def send_failures(batch: BatchCommit, failed: list, partition: int, topic: str =
         # a bug or a bound of ours: at ERROR, a few lines an exception type
         dead_lettered("internal_error", *failure_position(record, partition, name), f"{why} while applying",
                       logging.ERROR, sample=("internal_error", why))
+
+
+def fans_in(partition: int):
+    """An artist's number of fans in `partition`, as stored (for a read's refresh quota, streams.core.throttle)."""
+    return lambda artist: len(decode_fans(read(tables.fans, fans_key(artist, partition), partition)))
 
 
 def refresh_users(partition: int, users: list[str], batch: BatchCommit) -> int:
