@@ -77,6 +77,22 @@ async def _shut_down(ingest: DirectIngest, runner, revoke: bool = False) -> None
     await ingest.stop()
 
 
+async def _read_partition_0(broker, topic: str, group: str, handle, batch_max: int, until, timeout: float = 10.0):
+    """A reader of `topic`'s partition 0 handing batches to `handle` (no flush, no periodic commit), until `until()`."""
+    async def nothing():
+        pass
+
+    ingest = DirectIngest([topic], 4, group, {"bootstrap_servers": broker.bootstrap}, handle, nothing,
+                          ready=lambda: True, batch_max=batch_max, fetch_max_wait_ms=10, commit_every_s=3600)
+    await ingest.start()
+    await ingest.assign({0})
+    runner = asyncio.create_task(ingest.run())
+    try:
+        await _until(until, timeout=timeout)
+    finally:
+        await _shut_down(ingest, runner)
+
+
 def test_lag_counts_what_is_fetched_but_not_handed_over_and_leaves_out_the_unfetched(broker):
     """Right after an assignment nothing is known about a partition (left out, not 0: a lag of 0
     reads as caught up); once fetched, its lag is the records not yet handed to the batches."""
@@ -459,18 +475,7 @@ def test_a_slow_batch_is_logged_with_its_records_positions_and_counted(broker, m
                 await asyncio.sleep(0.2)  # the costly record
             handled.extend(r.value for r in records)
 
-        async def nothing():
-            pass
-
-        ingest = DirectIngest([topic], 4, group, {"bootstrap_servers": broker.bootstrap}, handle, nothing,
-                              ready=lambda: True, batch_max=20, fetch_max_wait_ms=10, commit_every_s=3600)
-        await ingest.start()
-        await ingest.assign({0})
-        runner = asyncio.create_task(ingest.run())
-        try:
-            await _until(lambda: len(handled) >= 3)
-        finally:
-            await _shut_down(ingest, runner)
+        await _read_partition_0(broker, topic, group, handle, 20, lambda: len(handled) >= 3)
 
     before = metrics.value("recstream_slow_batches_total")
     with caplog.at_level(logging.WARNING, logger="streams.kafka.direct"):
@@ -501,18 +506,7 @@ def test_a_backlog_of_costly_records_is_read_in_batches_that_fit_the_target_time
                 sizes.append(len(records))
                 handled.extend(r.value for r in records)
 
-        async def nothing():
-            pass
-
-        ingest = DirectIngest([topic], 4, group, {"bootstrap_servers": broker.bootstrap}, handle, nothing,
-                              ready=lambda: True, batch_max=200, fetch_max_wait_ms=10, commit_every_s=3600)
-        await ingest.start()
-        await ingest.assign({0})
-        runner = asyncio.create_task(ingest.run())
-        try:
-            await _until(lambda: len(handled) >= 300, timeout=60)
-        finally:
-            await _shut_down(ingest, runner)
+        await _read_partition_0(broker, topic, group, handle, 200, lambda: len(handled) >= 300, timeout=60)
         return sizes, handled
 
     sizes, handled = asyncio.run(scenario())
