@@ -4,6 +4,10 @@ batch asks for. Pure, clock passed in."""
 from __future__ import annotations
 
 BATCH_TARGET_S = 0.25  # a batch holds the worker's event loop (HTTP reads, a stop) about this long at most
+# the fewest records a batch asks for: a loaded machine stretches every batch's time whatever its size, and down to
+# one record a batch the per-batch costs (acks, commits) took over (an outside re-check: the backlog drained at
+# 60-125 records/s where it drained at 167-477); a twentieth of the ceiling when that is less
+MIN_BATCH = 100
 
 
 class BatchSizer:
@@ -11,7 +15,7 @@ class BatchSizer:
     HTTP read is answered, until it is done. Batches are big only behind a backlog, and there a batch of
     catalog refreshes or heavy users cost seconds (an outside soak: 1,213 records in 4.3 s, HTTP reads p99
     1-3.5 s). So a batch slower than `target_s` shrinks the next one to what would have fit in it (at least
-    one record), and a full batch under half of it doubles the next, up to `ceiling`.
+    MIN_BATCH records), and a full batch under half of it doubles the next, up to `ceiling`.
 
     >>> sizes = BatchSizer(2000, target_s=0.25)
     >>> sizes.after_batch(2000, took=2.0)  # 8x too long: an eighth
@@ -22,19 +26,20 @@ class BatchSizer:
     500
     >>> sizes.after_batch(0, took=1.0)  # no records (timed work only): unchanged
     500
-    >>> sizes.after_batch(1, took=9.0)  # one record is the least
-    1
+    >>> sizes.after_batch(500, took=9.0)  # MIN_BATCH is the least
+    100
     """
 
     def __init__(self, ceiling: int, target_s: float = BATCH_TARGET_S):
         self.ceiling, self.target_s, self.size = ceiling, target_s, ceiling
+        self.floor = max(1, min(MIN_BATCH, ceiling // 20))
 
     def after_batch(self, records: int, took: float) -> int:
         """Note a batch of `records` applied in `took` seconds; the next one's size."""
         if not records:
             return self.size
         if took > self.target_s:
-            self.size = max(1, int(records * self.target_s / took))
+            self.size = max(self.floor, int(records * self.target_s / took))
         elif records >= self.size and took < self.target_s / 2:
             self.size = min(self.ceiling, 2 * self.size)
         return self.size
