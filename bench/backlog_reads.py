@@ -7,10 +7,12 @@ Setup: a demo catalog of 60 artists (so each has hundreds of fans a partition) a
 users, applied. Then, produced at once: NEW_WORKS new works (copies of random works under new ids, published
 now) and 40,000 more events. From that moment `wrk` (a C client) reads random users' lists for SECONDS,
 paced (each of 4 connections waits 10 ms between requests, so the figures are waits, not a load test), while
-the main thread polls how fast the backlog is applied. Each round uses fresh topics and a fresh worker.
+the main thread polls how fast the backlog is applied, and when every topic is read (the refreshes too). Each
+round uses fresh topics and a fresh worker.
 
-Needs `wrk` (apt-get install -y wrk). Run: `.venv/bin/python bench/backlog_reads.py`; the same bench on
-another checkout: `PYTHONPATH=<checkout> .venv/bin/python <checkout>/bench/backlog_reads.py`.
+Needs `wrk` (apt-get install -y wrk). Run: `.venv/bin/python bench/backlog_reads.py`; the same bench on another
+checkout, from inside it (docs/traps.md, `python -m`): `cd <checkout> && PYTHONPATH=<checkout>
+/path/to/.venv/bin/python bench/backlog_reads.py`.
 """
 
 from __future__ import annotations
@@ -60,9 +62,12 @@ def one_round(wrk: str, i: int) -> dict:
             reader.start()
             preload(broker.bootstrap, f"{prefix}events.segment", events[EVENTS:])
             caught_up = wait_for(lambda: processed(worker) >= 2 * EVENTS and time.monotonic(), 600, 0.2)
+            # and every refresh applied: nothing left to read on any topic (signals.keyed carries the refreshes)
+            drained = wait_for(lambda: metric(worker, "recstream_consumer_lag", 1) == 0 and time.monotonic(), 600, 0.2)
             reader.join()
             os.unlink(script)
             return {**reads, "catch_up_s": caught_up - started, "events_per_s": EVENTS / (caught_up - started),
+                    "drained_s": drained - started,
                     "slow_batches": metric(worker, "recstream_slow_batches_total")}
         finally:
             worker.stop()
@@ -93,7 +98,8 @@ def main() -> list[dict]:
         r = rounds[-1]
         print(f"[backlog] round {i + 1}/{ROUNDS}: reads p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max "
               f"{r['max_ms']:.0f} ms ({r['requests']} reads, {r['errors']} errors); backlog applied in "
-              f"{r['catch_up_s']:.1f} s ({r['events_per_s']:,.0f} events/s)", file=sys.stderr, flush=True)
+              f"{r['catch_up_s']:.1f} s ({r['events_per_s']:,.0f} events/s), every topic read in {r['drained_s']:.1f} s",
+              file=sys.stderr, flush=True)
     return rounds
 
 
