@@ -13,7 +13,7 @@ from pathlib import Path
 from streams.kafka.offsets import true_end_offsets
 from streams.worker import fence
 from streams.worker.logs import install_repeated_lines
-from streams.worker.sticky import install_sticky_colocation
+from streams.worker.sticky import install as install_sticky_assignment
 from streams.worker.stopping import install_fetcher_close, install_stop_first
 
 CHECKED = {"faust": ("0.15.3", "0.16"), "aiokafka": ("0.14", "0.15")}  # [low, high)
@@ -51,7 +51,7 @@ def install_all(settings) -> None:
     install_fetcher_close()
     install_recovery_generation()
     install_global_table_offsets()
-    install_sticky_colocation()
+    install_sticky_assignment()  # through restarts, graceful ones too
     from streams.kafka.unreadable import skip_unreadable
     from streams.worker.app import app
     from streams.worker.topics import read_topics
