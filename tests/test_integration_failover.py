@@ -165,17 +165,24 @@ def test_a_worker_restarted_in_place_gets_back_its_partitions_and_its_peer_keeps
     a = cluster.start_worker("a")
     setup_catalog(cluster, a, DemoGenerator(users=200, artists=40, artworks=400, seed=33))
     b = cluster.start_worker("b")
-    settled = lambda *ws: all((lambda h: h["recovered"] and not h["rebalancing"] and h["partitions"])(  # noqa: E731
-        get_json(w, "/health")[1]) for w in ws)
+
+    def health(worker) -> dict:
+        return get_json(worker, "/health")[1]
+
+    def settled(*workers) -> bool:
+        return all(h["recovered"] and not h["rebalancing"] and h["partitions"] for h in map(health, workers))
+
+    def partitions() -> dict[str, list[int]]:  # of the current `a` and b
+        return {"a": health(a)["partitions"], "b": health(b)["partitions"]}
+
     wait_until(lambda: settled(a, b), 90, what="both workers assigned")
-    before = {name: get_json(w, "/health")[1]["partitions"] for name, w in (("a", a), ("b", b))}
+    before = partitions()
     assert sorted(before["a"] + before["b"]) == list(range(int(cluster.env["RECSTREAM_PARTITIONS"])))
     for restart in range(3):
         a.kill() if stop == "kill-9" else a.stop()  # then at once again on the same state directory
         a = cluster.start_worker("a")
         wait_until(lambda a=a: settled(a, b), 90, what="the restarted worker assigned")
-        after = {name: get_json(w, "/health")[1]["partitions"] for name, w in (("a", a), ("b", b))}
-        assert after == before, f"restart {restart + 1}"
+        assert partitions() == before, f"restart {restart + 1}"
 
 
 def _a_ring_of_ids_across_the_workers_serves_one_list(cluster, a, b, track: dict) -> None:
