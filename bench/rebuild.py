@@ -41,15 +41,15 @@ def bulk(broker: EmbeddedBroker, prefix: str, app_id: str):
     return asyncio.run(bulk_rebuild(settings, pipeline, parser, Progress("bulk rebuild")))
 
 
-async def bare_read(bootstrap: str, topic: str) -> float:
-    """Events/s of a plain aiokafka consumer reading every record of `topic` and doing nothing
+async def bare_read(bootstrap: str, topic: str | list[str]) -> float:
+    """Records/s of a plain aiokafka consumer reading every record of `topic` (or topics) and doing nothing
     with them (the rebuild's fetch sizes; the ends from streams.kafka.offsets.end_offsets, which
     corrects the embedded broker's under-reported ends)."""
     from aiokafka import AIOKafkaConsumer
 
     from streams.kafka.offsets import end_offsets
 
-    ends = await end_offsets({"bootstrap_servers": bootstrap}, [topic])
+    ends = await end_offsets({"bootstrap_servers": bootstrap}, [topic] if isinstance(topic, str) else topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20, fetch_max_wait_ms=50)
     await consumer.start()

@@ -7,19 +7,21 @@ import base64
 import json
 import math
 import random
+import re
 import shutil
 import urllib.error
 import urllib.request
 
 import pytest
 
-from streams.cli.devtools import segment_key
+from streams.cli.devtools import WorkerProcess, segment_key
 from streams.core.affinity import AffinityModel, reference_scores
 from streams.core.demo import DemoGenerator, dumps
 from streams.core.events import parse_segment, parse_typed
 from streams.core.properties import resolve_artists
 from streams.core.records import Signal
 from streams.core.settings import Settings
+from streams.worker.failpoints import EXIT_CODE
 from tests.conftest import get_json, metric, wait_until
 
 pytestmark = pytest.mark.integration
@@ -164,13 +166,28 @@ def test_affinity_matches_reference_and_bad_input_is_dead_lettered(cluster, load
 
 
 def test_changelog_recovery_is_exact_after_wiping_local_state(cluster, loaded):
-    """The embedded broker's ListOffsets bug would drop the tail of each changelog partition
-    here unless recovery takes the end from a fetch (RECSTREAM_TRUE_END_OFFSETS)."""
+    """Restored by faust's recovery alone, then by the bulk copy (streams.worker.restore) killed after
+    its first write and started again. The embedded broker's ListOffsets bug would drop the tail of
+    each changelog partition here unless recovery takes the end from a fetch (RECSTREAM_TRUE_END_OFFSETS)."""
     worker, signals, *_ = loaded
     worker.stop()
     shutil.rmtree(cluster.root / "w0" / "state")
+    cluster.env["RECSTREAM_BULK_RESTORE_MIN"] = "0"
     fresh = cluster.start_worker("w0-fresh")
     assert_matches_reference(fresh, signals)
+    fresh.stop()
+    assert "bulk restore" not in fresh.log_path.read_text()
+
+    cluster.env["RECSTREAM_BULK_RESTORE_MIN"] = "1"  # every partition with a record to read
+    crashing = WorkerProcess(cluster.broker.url, str(cluster.root / "w0-bulk" / "state"), env={
+        **cluster.env, "RECSTREAM_FAILPOINT": "bulk_restore_copied"}, log_path=cluster.root / "crash.log").start()
+    cluster.workers.append(crashing)
+    assert crashing.proc.wait(timeout=90) == EXIT_CODE
+    planned = int(re.search(r"bulk restore: (\d+) records of", crashing.log_path.read_text())[1])
+    bulk = cluster.start_worker("w0-bulk")
+    assert_matches_reference(bulk, signals)
+    copied, rest = map(int, re.search(r"bulk restore: (\d+) of (\d+) records", bulk.log_path.read_text()).groups())
+    assert copied == rest and 0 < rest < planned  # on from where the crashed copy's last write left its offset
 
 
 def test_a_retry_sent_unkeyed_counts_once_when_a_backlog_is_read(cluster):

@@ -107,7 +107,7 @@ async def _ends(client: dict, topic: str) -> dict:
 
 async def _read(client: dict, ranges: dict, progress: Progress | None = None) -> dict[bytes, bytes | None]:
     """The last value of each key in the changelog offset `ranges` (topic partition -> (start, end))."""
-    from streams.rebuild.shard import read_partitions
+    from streams.kafka.ranges import read_partitions
 
     latest: dict[bytes, bytes | None] = {}
 
@@ -124,7 +124,7 @@ async def _read(client: dict, ranges: dict, progress: Progress | None = None) ->
 async def _records(client: dict, since: dict, topic: str) -> list:
     """Every record of `topic` from the offsets `since` (topic partition -> offset) to its ends now, in offset
     order per partition (what the workers published while emit-all ran: seconds of traffic)."""
-    from streams.rebuild.shard import read_partitions
+    from streams.kafka.ranges import read_partitions
 
     found: list = []
 

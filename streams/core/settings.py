@@ -61,9 +61,8 @@ class Settings:
     weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS, metadata={
         "help": "signal weights, e.g. view=1,save=3,follow=5 (unlisted kinds keep defaults)", "min": 0})
     top_k_artists: int = field(default=256, metadata={"help": "artists kept per user (bounded state)", "min": 1})
-    dedup_window: int = field(default=2048, metadata={
-        "help": "messageIds remembered per user: a duplicate within a user's last N messages is applied once",
-        "min": 1})
+    dedup_window: int = field(default=2048, metadata={"min": 1, "help": "messageIds remembered per user: a duplicate "
+        "within a user's last N messages is applied once"})
     dedup_horizon_s: float = field(default=3600.0, metadata={
         "help": "a user's messageIds applied in the last this many seconds (the worker's clock) are remembered too, "
         "past the window, up to 16,384: copies of a message that reach a user by two paths (keyed and not, or one "
@@ -93,8 +92,7 @@ class Settings:
         "help": "variant parameters, JSON or @file.json, e.g. {\"A\": {\"share\": 0.5, \"trending_blend\": 0}, "
         "\"B\": {\"share\": 0.5, \"trending_blend\": 1, \"budget_filter\": true}} (default: A strict, B "
         "blend)", "form": "a JSON object {variant: {param: value}} or @file.json"})
-    model_version: str = field(default="affinity-blend-1", metadata={
-        "help": "written into every recommendations record"})
+    model_version: str = field(default="affinity-blend-1", metadata={"help": "written in every recommendations record"})
     trending_half_life_days: float = field(default=7.0, metadata={
         "help": "half-life of the trending score", "above": 0})
     batch_max: int = field(default=2000, metadata={
@@ -212,6 +210,8 @@ class Settings:
     true_end_offsets: bool = field(default=True, metadata={
         "help": "table recovery takes each changelog's end from a fetch, not ListOffsets (the embedded Tansu broker"
         " under-reports the end when the last batch holds several records); harmless on Apache Kafka"})
+    bulk_restore_min: int = field(default=2000, metadata={"min": 0, "help": "a table partition with at least this "
+        "many changelog records to restore is copied in bulk, then faust's recovery reads the rest (0: faust's only)"})
     single_record_batches: bool = field(default=False, metadata={
         "help": "one record per produce batch: the older, slow workaround for the same Tansu bug"})
     rebuild_shards: int = field(default=0, metadata={

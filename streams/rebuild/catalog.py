@@ -17,9 +17,10 @@ from streams.core.ingest import (
 from streams.core.settings import Settings
 from streams.core.topology import changelog
 from streams.kafka.offsets import end_offsets
+from streams.kafka.ranges import read_partitions
 from streams.kafka.transaction import StateTransaction
 from streams.kafka.unreadable import skip_unreadable, unreadable_batch
-from streams.rebuild.shard import bulk_producer, read_partitions
+from streams.rebuild.shard import bulk_producer
 
 
 async def write_catalog(settings: Settings, client: dict, snapshot, report) -> None:

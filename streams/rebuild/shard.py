@@ -33,6 +33,7 @@ from streams.core.popularity import Partial, PopularityView, dump_partial
 from streams.core.records import ImageRequest, Signal
 from streams.core.settings import Settings
 from streams.core.topology import changelog
+from streams.kafka.ranges import read_partitions
 from streams.kafka.transaction import StateTransaction
 from streams.kafka.unreadable import skip_unreadable, unreadable_batch
 
@@ -145,47 +146,6 @@ class Shard:
         finally:
             await producer.stop()
         return {"users": users, "written": written}
-
-
-READ_BATCH = 20000
-
-
-async def read_partitions(client: dict, ranges: dict, idle_timeout_s: float, handle) -> None:
-    """Every record of each topic partition in its offset range (`ranges`: topic partition ->
-    (start, end), end exclusive) -> `await handle(records)`, in large raw batches."""
-    from aiokafka import AIOKafkaConsumer
-
-    from streams.kafka.direct import ISOLATION
-    from streams.kafka.offsets import stop_consumer
-
-    remaining = {tp for tp, (start, end) in ranges.items() if end > start}
-    if not remaining:
-        return
-    consumer = AIOKafkaConsumer(**client, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                                fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20, fetch_max_wait_ms=50,
-                                isolation_level=ISOLATION)  # what the live worker applies
-    await consumer.start()
-    try:
-        consumer.assign(list(remaining))
-        for tp in remaining:
-            consumer.seek(tp, ranges[tp][0])  # below the log start: auto_offset_reset moves it up
-        last_progress = time.monotonic()
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=READ_BATCH)
-            for tp, records in batch.items():
-                start, end = ranges[tp]
-                records = [r for r in records if start <= r.offset < end]  # a fetch returns whole batches
-                if records:
-                    await handle(records)
-                    last_progress = time.monotonic()
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ranges[tp][1]:
-                    remaining.discard(tp)
-            if time.monotonic() - last_progress > idle_timeout_s:
-                waiting = sorted(map(str, remaining))
-                raise TimeoutError(f"no progress for {idle_timeout_s:.0f} s reading {waiting}")
-    finally:
-        await stop_consumer(consumer)
 
 
 def catalog_index(artworks: list[bytes], curated: list[str]) -> CatalogIndex:

@@ -6,6 +6,8 @@ as everywhere but those tests, a failpoint is one comparison.
 Points: `parked_batch_stored`: a batch that parked a message on the pending topic has written its
 RocksDB stores and sent nothing else yet (agents/ingest.py). `unreplayable_batch_stored`: a batch with
 no input behind it (a list refresh, agents/refresh.py) has written its RocksDB stores and sent nothing yet.
+`bulk_restore_copied`: the bulk restore wrote its first run of changelog records into a store
+(streams/worker/restore.py).
 """
 
 from __future__ import annotations

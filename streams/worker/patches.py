@@ -11,7 +11,7 @@ import asyncio
 from pathlib import Path
 
 from streams.kafka.offsets import true_end_offsets
-from streams.worker import fence
+from streams.worker import fence, restore
 from streams.worker.logs import install_repeated_lines
 from streams.worker.sticky import install as install_sticky_assignment
 from streams.worker.stopping import install_fetcher_close, install_stop_first
@@ -65,6 +65,7 @@ def install_all(settings) -> None:
     fence.install(settings.kafka_app_id, settings.session_timeout / 2, Path(app.conf.tabledir))
     if settings.true_end_offsets:
         install_true_end_offsets(settings.aiokafka_kwargs())
+    restore.install(settings.aiokafka_kwargs(), settings.bulk_restore_min, settings.max_poll_records)
 
 
 def install_true_end_offsets(client_kwargs: dict) -> None:
