@@ -2,7 +2,8 @@
 faust's recovery alone (RECSTREAM_BULK_RESTORE_MIN=0) and with the bulk copy (the default,
 streams.worker.restore), in alternating rounds on the same changelogs; next to a bare aiokafka
 consumer merely reading those changelogs (the read's physical limit), in the same run. Each
-restored worker's answers for a sample of users are compared with the first one's.
+restored worker's answers for a sample of users are compared with the first one's. Then, in each
+mode, a second worker joins one that holds everything: how long until it answers.
 
 BENCH_RESTORE_EVENTS (default 300,000 demo events), BENCH_RESTORE_USERS (default a tenth),
 BENCH_ROUNDS (default 2)."""
@@ -59,9 +60,26 @@ def restore_once(broker: EmbeddedBroker, minimum: str, users: list[str]) -> dict
         worker.stop()
 
 
+def join_once(broker: EmbeddedBroker, minimum: str) -> float:
+    """Seconds from a second worker's start to its being ready beside one that holds every partition."""
+    extra = {"RECSTREAM_BULK_RESTORE_MIN": minimum} if minimum else None
+    first = recstream_worker(broker, PREFIX, APP_ID, extra)
+    try:
+        first.wait_ready(timeout=1800)
+        second = recstream_worker(broker, PREFIX, APP_ID, extra)
+        t0 = time.monotonic()
+        try:
+            second.wait_ready(timeout=1800)
+            return time.monotonic() - t0
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+
+
 def main() -> dict:
     demo, records = demo_events(N, users=USERS)
-    out: dict = {"events": N, "users": USERS, "rounds": {mode: [] for mode in MODES}}
+    out: dict = {"events": N, "users": USERS, "rounds": {mode: [] for mode in MODES}, "joins": {mode: [] for mode in MODES}}
     with EmbeddedBroker() as broker:
         preload(broker.bootstrap, f"{PREFIX}catalog.artworks", [(a["id"].encode(), dumps(a)) for a in demo.artworks()])
         preload(broker.bootstrap, f"{PREFIX}events.segment", records)
@@ -77,6 +95,9 @@ def main() -> dict:
                 result = restore_once(broker, minimum, users)
                 print(f"[restore] round {r + 1}, {mode}: ready in {result['seconds']:.1f} s", file=sys.stderr, flush=True)
                 out["rounds"][mode].append(result)
+                out["joins"][mode].append(join_once(broker, minimum))
+                print(f"[restore] round {r + 1}, {mode}: a second worker joined in {out['joins'][mode][-1]:.1f} s",
+                      file=sys.stderr, flush=True)
     return out
 
 
@@ -85,12 +106,13 @@ def report(r: dict) -> str:
     digests = {x["digest"] for runs in r["rounds"].values() for x in runs}
     lines = [f"Restore of the state `rebuild --bulk` built from {r['events']:,} demo events ({r['users']:,} users): "
              f"{total:,} changelog records in {len(r['changelogs'])} topics; {machine()}", "",
-             "| restore | ready after, each round | records/s | RSS |", "|---|---|---|---|"]
+             "| restore | ready after, each round | records/s to ready (best round) | RSS | a second worker joining: "
+             "ready after |", "|---|---|---|---|---|"]
     for mode, runs in r["rounds"].items():
         best, each = min(x["seconds"] for x in runs), " / ".join(f"{x['seconds']:.1f} s" for x in runs)
-        lines.append(f"| {mode} | {each} | {total / best:,.0f} | "
-                     f"{max(x['rss'] for x in runs):.0f} MB |")
-    lines += [f"| bare aiokafka consumer reading the same changelogs | | {r['bare_read']:,.0f} | |", "",
+        lines.append(f"| {mode} | {each} | {total / best:,.0f} | {max(x['rss'] for x in runs):.0f} MB | "
+                     f"{' / '.join(f'{s:.1f} s' for s in r['joins'][mode])} |")
+    lines += [f"| bare aiokafka consumer reading the same changelogs | | {r['bare_read']:,.0f} | | |", "",
               f"200 users' affinity, as each restored worker answered it: {'the same' if len(digests) == 1 else 'DIFFERENT'}"
               f" ({', '.join(sorted(digests))})"]
     return "\n".join(lines)
