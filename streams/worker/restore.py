@@ -1,12 +1,12 @@
 """Table partitions restored in bulk before faust's own recovery reads what remains.
 
 faust's recovery hands each changelog record through its consumer thread, the conductor, an
-event, a queue and a buffer: ~100 µs of Python a record (a profile of a 100,000-user restore:
-64 s), while a worker that joins, restarts on an empty disk or takes over a dead peer's
-partitions answers their reads with 503. So once faust knows where each active partition's
-store stands (its persisted offset) and where its changelog ends, a partition with at least
-`min_records` to read is copied here: a plain consumer reads the range in large fetches and
-each fetched run goes into the store as one RocksDB write batch with its last offset
+event, a queue and a buffer: ~200 µs a record here (100,000 users' state, 282,000 records: 57-69 s
+to ready, bench/restore.py), while a worker that joins, restarts on an empty disk or takes over a
+dead peer's partitions answers their reads with 503. So once faust knows where each active
+partition's store stands (its persisted offset) and where its changelog ends, a partition with at
+least `min_records` to read is copied here: a plain consumer reads the range in fetches and each
+fetched run goes into the store as one RocksDB write batch with its last offset
 (streams.kafka.ranges.copy_records, atomic). faust then seeks past what was copied and reads
 the rest as before: records written meanwhile and anything past the time budget. A table's
 changelog callback (the catalog's, which feed the in-memory index) gets each copied record in
