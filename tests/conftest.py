@@ -36,7 +36,9 @@ class Cluster:
         self.prefix = f"t{n}."
         self.env = {"RECSTREAM_TOPIC_PREFIX": self.prefix, "RECSTREAM_APP_ID": f"recstream-t{n}",
                     "RECSTREAM_PARTITIONS": "4", "RECSTREAM_SESSION_TIMEOUT": "6",
-                    "RECSTREAM_LOG_LEVEL": "info", "RECSTREAM_UNKNOWN_ARTWORK_PATIENCE_S": "4", **(env or {})}
+                    "RECSTREAM_LOG_LEVEL": "info", "RECSTREAM_UNKNOWN_ARTWORK_PATIENCE_S": "4",
+                    # every restore copies in bulk what it can, as a production-sized one does (2,000 records a partition)
+                    "RECSTREAM_BULK_RESTORE_MIN": "1", **(env or {})}
         self.workers: list[WorkerProcess] = []
 
     def topic(self, name: str) -> str:
