@@ -658,8 +658,12 @@ def test_a_per_event_rebuild_sends_to_the_clients_topics_once_it_has_caught_up(m
     from streams.worker import monitoring, topics
 
     monkeypatch.setattr(topics, "held_outputs", set(topics.CLIENT_OUTPUTS))
+    monkeypatch.setattr(monitoring, "_input_read", False)
     assert monitoring.rebuild_progress(120, 5000) == "rebuild: 5000 signals applied, 120 records behind"
     assert topics.held_outputs == {"recommendations", "affinity.updates", "images.chosen", "images.replies"}
+    # read to its end: one more line first, so the lists the list window owes the history's last users are held too
+    assert monitoring.rebuild_progress(0, 5120) == "rebuild: 5120 signals applied, 0 records behind"
+    assert topics.held_outputs == set(topics.CLIENT_OUTPUTS)
     assert monitoring.rebuild_progress(0, 5120).endswith("0 records behind - caught up, serving live")
     assert not topics.held_outputs
 

@@ -80,11 +80,18 @@ async def _rebuild_progress() -> None:
         app.log.info(rebuild_progress(sum(_consumer_lag().values()), metrics.value("recstream_signals_applied_total")))
 
 
+_input_read = False  # the last progress line found no input behind
+
+
 def rebuild_progress(lag: int, applied: int) -> str:
     """The rebuild's progress line; once caught up (said once: it was repeated every 5 s for as long as the worker
-    ran), the held outputs go out as they change (streams.worker.topics.CLIENT_OUTPUTS)."""
+    ran), the held outputs go out as they change (streams.worker.topics.CLIENT_OUTPUTS). Caught up is one line after
+    the input was first read to its end: the lists the list window owes the history's last users (built up to
+    RECSTREAM_LIST_WINDOW_MS later) are held too, where an integration run sent 54 of them after the line."""
+    global _input_read
     line = f"rebuild: {applied:.0f} signals applied, {lag} records behind"
-    if lag:
+    if not _input_read:
+        _input_read = lag == 0
         return line
     topics.held_outputs.clear()
     return line + " - caught up, serving live"
